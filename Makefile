@@ -1,0 +1,61 @@
+# SalesPad: short wrapper over CMake/CTest. `make run` and `make test` are all a new user needs.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+.PHONY: all build run test test-unit test-asan valgrind bench lint fmt deps clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+$(BUILD)/Makefile:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j$(JOBS)
+
+# Starts the service on the embedded default (SQLite file salespad.db in this directory).
+run: build
+	./$(BUILD)/salespad serve
+
+# Everything CI runs: unit + HTTP + integration tests, then the same suite under ASan+UBSan,
+# then valgrind on the unit tests.
+test:
+	@scripts/deps.sh test
+	$(MAKE) build
+	cd $(BUILD) && ctest --output-on-failure -j2
+	$(MAKE) test-asan
+	$(MAKE) valgrind
+
+# Unit and HTTP tests only: no sockets to other processes, seconds.
+test-unit: build
+	./$(BUILD)/t unit_ http_
+
+test-asan:
+	@scripts/deps.sh test
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2
+
+valgrind: build
+	valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	  --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 \
+	  --trace-children=no ./$(BUILD)/t unit_ http_
+
+bench:
+	@scripts/deps.sh bench
+	$(MAKE) build
+	scripts/bench.sh
+
+lint:
+	scripts/lint.sh
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

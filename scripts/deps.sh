@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# deps.sh: installs the Debian packages SalesPad needs, only those that are missing.
+#   scripts/deps.sh build   # compiler, cmake, pkg-config and the -dev libraries
+#   scripts/deps.sh test    # build + python3, valgrind, curl (integration tests, leak checks)
+#   scripts/deps.sh bench   # build + wrk and curl
+set -euo pipefail
+
+profile=${1:-build}
+build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev)
+case "$profile" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl) ;;
+  bench) pkgs=("${build_pkgs[@]}" wrk curl python3) ;;
+  *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing missing packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "deps.sh: need root (or sudo) to install: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "deps.sh: apt-get not found; install these packages by hand: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq || echo "deps.sh: apt-get update failed; trying the cached lists" >&2
+if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+  echo "deps.sh: could not install ${missing[*]}: check the network or the apt sources" >&2
+  exit 1
+fi

@@ -1,0 +1,262 @@
+/* config.c: the settings table (see config.h). */
+#include "app/config.h"
+
+#include "core/xmalloc.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { K_INT, K_LONG, K_DOUBLE, K_STR, K_LEVEL, K_FORMAT };
+
+struct config_key {
+    const char *env;  /* PORT */
+    const char *flag; /* port -> --port */
+    enum key_type type;
+    size_t offset;
+    const char *def; /* NULL: unset */
+    double min, max;
+    int secret;
+    const char *doc;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct config_key keys[] = {
+    {"PORT", "port", K_INT, OFF(port), "3000", 0, 65535, 0,
+     "HTTP listen port (0 picks a free one)"},
+    {"HOST", "host", K_STR, OFF(host), "127.0.0.1", 0, 0, 0,
+     "HTTP listen address (containers set 0.0.0.0)"},
+    {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 1,
+     "sqlite:<path> (embedded); postgres://... is not available yet (issue #3)"},
+    {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 1,
+     "unset: the queue lives in the database; the Redis queue is not available yet (issue #4)"},
+    {"HTTP_THREADS", "http-threads", K_INT, OFF(http_threads), "2", 1, 64, 0,
+     "HTTP worker threads"},
+    {"WORKER_CONCURRENCY", "worker-concurrency", K_INT, OFF(worker_concurrency), "4", 1, 64, 0,
+     "jobs processed at once per process"},
+    {"JOB_ATTEMPTS", "job-attempts", K_INT, OFF(job_attempts), "3", 1, 50, 0,
+     "attempts per send-message job"},
+    {"JOB_BACKOFF_MS", "job-backoff-ms", K_LONG, OFF(job_backoff_ms), "1000", 0, 3600000, 0,
+     "exponential backoff base (ms), with jitter"},
+    {"JOB_LEASE_MS", "job-lease-ms", K_LONG, OFF(job_lease_ms), "30000", 100, 3600000, 0,
+     "how long a worker holds a job before another may take it (ms)"},
+    {"LOG_LEVEL", "log-level", K_LEVEL, OFF(log_level), "info", 0, 0, 0,
+     "error, warn, info or debug"},
+    {"LOG_FORMAT", "log-format", K_FORMAT, OFF(log_format), "text", 0, 0, 0,
+     "text (logfmt) or json"},
+    {"API_KEYS", "api-keys", K_STR, OFF(api_keys), NULL, 0, 0, 1,
+     "comma-separated keys; when set every route but /health needs X-API-Key"},
+    {"MOCK_SINK", "mock-sink", K_STR, OFF(mock_sink), NULL, 0, 0, 0,
+     "mock provider: append one JSON line per delivery to this file"},
+    {"MOCK_FAIL_FIRST", "mock-fail-first", K_INT, OFF(mock_fail_first), "0", 0, 1000, 0,
+     "mock provider: fail the first n attempts of each message"},
+    {"MOCK_FAIL_RATE", "mock-fail-rate", K_DOUBLE, OFF(mock_fail_rate), "0", 0, 1, 0,
+     "mock provider: fail each attempt with this probability"},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static int
+bad(struct sp_error *err, const struct config_key *k, const char *why, const char *got)
+{
+    return sp_error_set(err, SP_EINVAL, k->env, "config: %s: %s (got \"%.60s\")", k->env, why,
+                        got);
+}
+
+static int
+parse_number(const struct config_key *k, const char *s, double *out, struct sp_error *err)
+{
+    char *end = NULL;
+    double v;
+
+    errno = 0;
+    if (k->type == K_DOUBLE) {
+        v = strtod(s, &end);
+    } else {
+        long long ll = strtoll(s, &end, 10);
+        v = (double)ll;
+    }
+    if (s[0] == '\0' || end == NULL || *end != '\0' || errno != 0 || isnan(v))
+        return bad(err, k, k->type == K_DOUBLE ? "must be a number" : "must be an integer", s);
+    if (v < k->min || v > k->max) {
+        char why[80];
+        snprintf(why, sizeof(why), k->type == K_DOUBLE ? "must be %g..%g" : "must be %.0f..%.0f",
+                 k->min, k->max);
+        return bad(err, k, why, s);
+    }
+    *out = v;
+    return SP_OK;
+}
+
+static int
+apply(struct config *cfg, const struct config_key *k, const char *s, struct sp_error *err)
+{
+    char *base = (char *)cfg + k->offset;
+    double v = 0;
+    int rc;
+
+    switch (k->type) {
+    case K_STR: {
+        char **slot = (char **)(void *)base;
+        free(*slot);
+        *slot = s ? xstrdup(s) : NULL;
+        return SP_OK;
+    }
+    case K_LEVEL:
+        if (log_level_parse(s, (enum log_level *)(void *)base) != 0)
+            return bad(err, k, "must be error, warn, info or debug", s);
+        return SP_OK;
+    case K_FORMAT:
+        if (log_format_parse(s, (enum log_format *)(void *)base) != 0)
+            return bad(err, k, "must be text or json", s);
+        return SP_OK;
+    default:
+        rc = parse_number(k, s, &v, err);
+        if (rc != SP_OK)
+            return rc;
+        if (k->type == K_INT)
+            *(int *)(void *)base = (int)v;
+        else if (k->type == K_LONG)
+            *(long long *)(void *)base = (long long)v;
+        else
+            *(double *)(void *)base = v;
+        return SP_OK;
+    }
+}
+
+static const struct config_key *
+find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strlen(keys[i].flag) == len && strncmp(keys[i].flag, name, len) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int
+validate(const struct config *cfg, struct sp_error *err)
+{
+    if (cfg->host == NULL || cfg->host[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "HOST", "config: HOST: must not be empty");
+    if (cfg->database_url == NULL || cfg->database_url[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
+                            "config: DATABASE_URL: must not be empty");
+    return SP_OK;
+}
+
+int
+config_load(struct config *cfg, int argc, char **argv, int first, struct sp_error *err)
+{
+    int rc = SP_OK;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; rc == SP_OK && i < NKEYS; i++)
+        if (keys[i].def)
+            rc = apply(cfg, &keys[i], keys[i].def, err);
+    for (size_t i = 0; rc == SP_OK && i < NKEYS; i++) {
+        const char *v = getenv(keys[i].env);
+        if (v != NULL && (v[0] != '\0' || keys[i].type == K_STR))
+            rc = apply(cfg, &keys[i], v[0] ? v : NULL, err);
+    }
+    for (int a = first; rc == SP_OK && a < argc; a++) {
+        const char *arg = argv[a], *eq;
+        const struct config_key *k;
+        if (strncmp(arg, "--", 2) != 0)
+            continue;
+        eq = strchr(arg, '=');
+        k = find_flag(arg + 2, eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
+        if (k == NULL)
+            continue;
+        if (eq == NULL) {
+            if (a + 1 >= argc)
+                return sp_error_set(err, SP_EINVAL, k->env, "config: --%s needs a value",
+                                    k->flag);
+            rc = apply(cfg, k, argv[++a], err);
+        } else {
+            rc = apply(cfg, k, eq + 1, err);
+        }
+    }
+    if (rc == SP_OK)
+        rc = validate(cfg, err);
+    if (rc != SP_OK)
+        config_cleanup(cfg);
+    return rc;
+}
+
+int
+config_is_flag(const char *arg, int *takes_value)
+{
+    const char *eq;
+    if (strncmp(arg, "--", 2) != 0)
+        return 0;
+    eq = strchr(arg, '=');
+    *takes_value = eq == NULL;
+    return find_flag(arg + 2, eq ? (size_t)(eq - arg - 2) : strlen(arg + 2)) != NULL;
+}
+
+void
+config_cleanup(struct config *cfg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].type == K_STR) {
+            char **slot = (char **)(void *)((char *)cfg + keys[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+void
+config_print_help(FILE *f)
+{
+    fprintf(f, "Settings (environment variable, or --flag=value; flags win):\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        char flag[48];
+        snprintf(flag, sizeof(flag), "--%s", keys[i].flag);
+        fprintf(f, "  %-19s %-21s default %-19s %s\n", keys[i].env, flag,
+                keys[i].def ? keys[i].def : "(unset)", keys[i].doc);
+    }
+}
+
+static void
+print_value(const struct config *cfg, const struct config_key *k, FILE *f)
+{
+    const char *base = (const char *)cfg + k->offset;
+    switch (k->type) {
+    case K_STR: {
+        const char *s = *(char *const *)(const void *)base;
+        fprintf(f, "%s", s == NULL ? "(unset)" : k->secret ? "(set, redacted)" : s);
+        break;
+    }
+    case K_INT:
+        fprintf(f, "%d", *(const int *)(const void *)base);
+        break;
+    case K_LONG:
+        fprintf(f, "%lld", *(const long long *)(const void *)base);
+        break;
+    case K_DOUBLE:
+        fprintf(f, "%g", *(const double *)(const void *)base);
+        break;
+    case K_LEVEL: {
+        static const char *const n[] = {"error", "warn", "info", "debug"};
+        fprintf(f, "%s", n[*(const enum log_level *)(const void *)base]);
+        break;
+    }
+    case K_FORMAT:
+        fprintf(f, "%s", *(const enum log_format *)(const void *)base == LOG_JSON ? "json" : "text");
+        break;
+    }
+}
+
+void
+config_print(const struct config *cfg, FILE *f)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        fprintf(f, "%s=", keys[i].env);
+        print_value(cfg, &keys[i], f);
+        fputc('\n', f);
+    }
+}

@@ -1,0 +1,43 @@
+/* config.h: the settings table and the immutable configuration built from it.
+ *
+ * One declarative table gives each setting's environment name, type, default, bounds, a
+ * secret flag and a one-line doc; it drives parsing (environment, then --flags), validation,
+ * --help and --print-config. Nothing else in the program reads the environment. */
+#pragma once
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <stdio.h>
+
+struct config {
+    int port;
+    char *host;
+    char *database_url;
+    char *redis_url;
+    int http_threads;
+    int worker_concurrency;
+    int job_attempts;
+    long long job_backoff_ms;
+    long long job_lease_ms;
+    enum log_level log_level;
+    enum log_format log_format;
+    char *api_keys;
+    char *mock_sink;
+    int mock_fail_first;
+    double mock_fail_rate;
+};
+
+/* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags
+ * (argv[first..argc), flags it does not know are left for the caller via *unknown). On a bad
+ * value returns SP_EINVAL with err naming the setting. Caller frees with config_cleanup(). */
+int config_load(struct config *cfg, int argc, char **argv, int first, struct sp_error *err)
+    SP_MUST_CHECK;
+void config_cleanup(struct config *cfg);
+/* 1 if `arg` is a settings flag (--port, --port=1); *takes_value is set when the value is the
+ * next argument. Lets main reject unknown flags. */
+int config_is_flag(const char *arg, int *takes_value);
+/* Prints the settings table (name, default, doc) for --help. */
+void config_print_help(FILE *f);
+/* Prints the effective configuration, secrets redacted. */
+void config_print(const struct config *cfg, FILE *f);

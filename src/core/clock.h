@@ -1,0 +1,27 @@
+/* clock.h: the clock port (real or fake) and UTC ISO-8601 formatting.
+ *
+ * Domain and application code ask a `const struct sp_clock *` for the time so tests can fix it. */
+#pragma once
+
+#include <stdint.h>
+
+struct sp_clock {
+    int64_t (*now_ms)(const struct sp_clock *c); /* milliseconds since the Unix epoch */
+};
+
+static inline int64_t
+sp_clock_now_ms(const struct sp_clock *c)
+{
+    return c->now_ms(c);
+}
+
+/* The wall clock (CLOCK_REALTIME). */
+extern const struct sp_clock sp_clock_real;
+
+/* Monotonic milliseconds, for timeouts and latency; unrelated to wall time. */
+int64_t sp_mono_ms(void);
+
+/* "2026-11-27T14:37:45.686Z" is 24 characters. */
+#define SP_ISO_TIME_LEN 24
+/* Formats `ms` as ISO-8601 UTC with milliseconds into out[SP_ISO_TIME_LEN + 1]. */
+void sp_time_iso(int64_t ms, char *out);

@@ -1,0 +1,28 @@
+/* log.h: one line per event on stderr, as logfmt text or JSON (LOG_FORMAT).
+ *
+ * The macros test the level before formatting anything. Messages carry no PII above debug.
+ * Thread-safe: each line is written with a single write(2). */
+#pragma once
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_format { LOG_TEXT = 0, LOG_JSON };
+
+extern enum log_level sp_log_level;
+
+void log_setup(enum log_level level, enum log_format format);
+/* Parses "error", "warn", "info", "debug"; returns 0 on success, -1 otherwise. */
+int log_level_parse(const char *s, enum log_level *out);
+int log_format_parse(const char *s, enum log_format *out);
+
+void log_write(enum log_level level, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define SP_LOG(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((lvl) <= sp_log_level)                                                                 \
+            log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);                                     \
+    } while (0)
+#define log_error(...) SP_LOG(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) SP_LOG(LOG_WARN, __VA_ARGS__)
+#define log_info(...) SP_LOG(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) SP_LOG(LOG_DEBUG, __VA_ARGS__)

@@ -1,0 +1,120 @@
+/* queue.h: the job queue port (SQL queue now; a BullMQ-layout Redis queue later).
+ *
+ * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry with
+ * backoff) -> ... | failed (dead letter). A queue value is bound to one database session, so
+ * enqueue joins the caller's open unit of work. Strings read back live in the caller's arena.
+ * Errors: SP_EUNAVAIL (backend unreachable/busy), SP_EINTERNAL. */
+#pragma once
+
+#include "core/err.h"
+
+#include <stdint.h>
+
+struct arena;
+struct job_queue;
+
+enum job_state { JOB_WAITING = 0, JOB_DELAYED, JOB_ACTIVE, JOB_COMPLETED, JOB_FAILED };
+
+const char *job_state_name(enum job_state s);
+int job_state_parse(const char *s, enum job_state *out);
+
+struct job_spec {
+    const char *name;       /* "send-message" */
+    const char *lead_id;    /* correlation, may be NULL */
+    const char *message_id; /* correlation, may be NULL */
+    const char *data;       /* JSON object text */
+    int max_attempts;       /* >= 1 */
+    int64_t backoff_ms;     /* exponential backoff base */
+};
+
+struct job {
+    char id[24];
+    const char *name;
+    const char *lead_id;
+    const char *message_id;
+    const char *data;
+    enum job_state state;
+    int attempts_made; /* attempts that ended (failed or completed) */
+    int max_attempts;
+    int64_t backoff_ms;
+    int stalled_count;
+    const char *last_error;
+    int64_t run_at;
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t finished_at; /* 0 while not finished */
+};
+
+struct job_queue_ops {
+    const char *name;
+    /* Adds a waiting job; its id goes to id_out (24 bytes). */
+    int (*enqueue)(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
+                   struct sp_error *err);
+    /* Leases the next due job (or one whose lease expired) until now + lease_ms. *found is 0
+     * when none is due; then *next_due is the run time of the next delayed job or 0. */
+    int (*reserve)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
+                   struct job *out, int *found, int64_t *next_due, struct sp_error *err);
+    /* Ends an attempt: completed. */
+    int (*complete)(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err);
+    /* Ends an attempt: delayed until run_at with `error` recorded. */
+    int (*retry)(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at,
+                 const char *error, struct sp_error *err);
+    /* Ends an attempt: failed for good (dead letter). */
+    int (*fail)(struct job_queue *q, const struct job *j, int64_t now, const char *error,
+                struct sp_error *err);
+    /* The jobs correlated with a lead, oldest first. */
+    int (*list_by_lead)(struct job_queue *q, const char *lead_id, struct arena *a,
+                        struct job **out, int *n, struct sp_error *err);
+    /* Wakes idle workers of this process (after a commit that enqueued). May be NULL. */
+    void (*wake)(struct job_queue *q);
+};
+
+struct job_queue {
+    const struct job_queue_ops *ops;
+};
+
+static inline int SP_MUST_CHECK
+job_queue_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
+                  struct sp_error *err)
+{
+    return q->ops->enqueue(q, spec, now, id_out, err);
+}
+static inline int SP_MUST_CHECK
+job_queue_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
+                  struct job *out, int *found, int64_t *next_due, struct sp_error *err)
+{
+    return q->ops->reserve(q, now, lease_ms, a, out, found, next_due, err);
+}
+static inline int SP_MUST_CHECK
+job_queue_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
+{
+    return q->ops->complete(q, j, now, err);
+}
+static inline int SP_MUST_CHECK
+job_queue_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at,
+                const char *error, struct sp_error *err)
+{
+    return q->ops->retry(q, j, now, run_at, error, err);
+}
+static inline int SP_MUST_CHECK
+job_queue_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
+               struct sp_error *err)
+{
+    return q->ops->fail(q, j, now, error, err);
+}
+static inline int SP_MUST_CHECK
+job_queue_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
+                       int *n, struct sp_error *err)
+{
+    return q->ops->list_by_lead(q, lead_id, a, out, n, err);
+}
+static inline void
+job_queue_wake(struct job_queue *q)
+{
+    if (q->ops->wake)
+        q->ops->wake(q);
+}
+
+/* Exponential backoff: base * 2^(attempts_made - 1), capped at one hour, then reduced by up to
+ * `jitter_pct` percent using `rnd` (0..UINT32_MAX). attempts_made counts the failed attempt. */
+int64_t job_backoff_delay(int64_t base_ms, int attempts_made, int jitter_pct, uint32_t rnd);

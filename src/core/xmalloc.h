@@ -1,0 +1,13 @@
+/* xmalloc.h: allocation that never returns NULL (STYLE §5.6: log and abort on OOM). */
+#pragma once
+
+#include <stddef.h>
+#include <stdlib.h>
+
+#define SP_OOM(len) sp_oom(__FILE__, __LINE__, (len))
+
+_Noreturn void sp_oom(const char *file, int line, size_t len);
+void *xmalloc(size_t len);
+void *xcalloc(size_t n, size_t len);
+void *xrealloc(void *p, size_t len);
+char *xstrdup(const char *s);

@@ -1,0 +1,366 @@
+/* leads.c: capture, reply and details use cases and the handlers of LeadAdded / LeadReplied. */
+#include "features/leads/application/leads.h"
+
+#include "core/arena.h"
+#include "core/clock.h"
+#include "core/event_bus.h"
+#include "core/jsonw.h"
+#include "core/uuid.h"
+#include "features/leads/domain/content_gen.h"
+#include "features/leads/domain/lead_repo.h"
+
+#include <string.h>
+
+#define PAYLOAD_MAX (MESSAGE_CONTENT_MAX + 4096)
+
+static const char *
+finish_or_empty(struct jsonw *w)
+{
+    const char *s;
+    /* Payloads are built from bounded fields, so the limit is never reached in practice; an
+     * empty object is the safe fallback. */
+    if (jsonw_finish(w, &s, NULL) != SP_OK)
+        return "{}";
+    return s;
+}
+
+static const char *
+correlation_json(struct arena *a, const char *lead_id, const char *message_id,
+                 const char *job_id)
+{
+    struct jsonw w;
+    jsonw_init(&w, a, 512);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "leadId", lead_id);
+    if (message_id)
+        jsonw_kstr(&w, "messageId", message_id);
+    if (job_id)
+        jsonw_kstr(&w, "jobId", job_id);
+    jsonw_obj_end(&w);
+    return finish_or_empty(&w);
+}
+
+int
+leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_type type,
+                   const char *correlation, const char *payload, int64_t now,
+                   struct sp_error *err)
+{
+    struct lead_event e;
+
+    memset(&e, 0, sizeof(e));
+    sp_uuid_v4(e.id);
+    memcpy(e.lead_id, lead_id, SP_UUID_LEN + 1);
+    e.type = type;
+    e.correlation_ids = correlation;
+    e.payload = payload;
+    e.created_at = now;
+    return lead_repo_event_append(repo, &e, err);
+}
+
+static int
+validate_input(const struct lead_input *in, struct sp_error *err)
+{
+    if (in->name == NULL || in->name[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "name", "name should not be empty");
+    if (strlen(in->name) > LEAD_NAME_MAX)
+        return sp_error_set(err, SP_EINVAL, "name", "name must be shorter than or equal to %d "
+                            "characters", LEAD_NAME_MAX);
+    if (in->email == NULL && in->phone == NULL)
+        return sp_error_set(err, SP_EINVAL, "email", "Either email or phone must be provided");
+    if (in->email && !lead_email_valid(in->email, strlen(in->email)))
+        return sp_error_set(err, SP_EINVAL, "email", "email must be an email");
+    if (in->phone && (in->phone[0] == '\0' || strlen(in->phone) > LEAD_PHONE_MAX))
+        return sp_error_set(err, SP_EINVAL, "phone", "phone must be a valid phone number");
+    return SP_OK;
+}
+
+static const char *
+lead_payload(struct arena *a, const struct lead *l)
+{
+    struct jsonw w;
+    jsonw_init(&w, a, PAYLOAD_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "id", l->id);
+    jsonw_kstr(&w, "name", l->name);
+    jsonw_kstr(&w, "email", l->email);
+    jsonw_kstr(&w, "phone", l->phone);
+    jsonw_kstr(&w, "status", lead_status_name(l->status));
+    jsonw_obj_end(&w);
+    return finish_or_empty(&w);
+}
+
+/* Runs `body` between begin and commit; rolls back on any error. */
+static int
+in_transaction(const struct leads_deps *d, int rc_body, struct sp_error *err)
+{
+    if (rc_body != SP_OK) {
+        lead_repo_rollback(d->repo);
+        return rc_body;
+    }
+    return lead_repo_commit(d->repo, err);
+}
+
+static int
+create_in_tx(const struct leads_deps *d, struct arena *a, const struct lead *l,
+             struct sp_error *err)
+{
+    struct leads_event_ctx ev = {d, a, l, NULL, l->created_at};
+    int rc;
+
+    rc = lead_repo_lead_insert(d->repo, l, err);
+    if (rc == SP_OK)
+        rc = leads_event_append(d->repo, l->id, EVENT_LEAD_ADDED,
+                                correlation_json(a, l->id, NULL, NULL), lead_payload(a, l),
+                                l->created_at, err);
+    if (rc == SP_OK)
+        rc = event_bus_publish(d->bus, LEADS_EV_LEAD_ADDED, &ev, err);
+    return rc;
+}
+
+int
+leads_create(const struct leads_deps *d, const struct lead_input *in, struct arena *a,
+             struct lead *out, struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(d->clock);
+    int rc;
+
+    rc = validate_input(in, err);
+    if (rc != SP_OK)
+        return rc;
+    memset(out, 0, sizeof(*out));
+    sp_uuid_v4(out->id);
+    out->name = in->name;
+    out->email = in->email;
+    out->phone = in->phone;
+    out->status = LEAD_STATUS_NEW;
+    out->created_at = now;
+    out->updated_at = now;
+
+    rc = lead_repo_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = in_transaction(d, create_in_tx(d, a, out, err), err);
+    if (rc == SP_OK)
+        job_queue_wake(d->queue);
+    return rc;
+}
+
+/* Job data: what a worker (ours or a Node BullMQ one) needs to send the message. */
+static const char *
+job_data(struct arena *a, const struct message *m, const char *correlation)
+{
+    struct jsonw w;
+    jsonw_init(&w, a, PAYLOAD_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", m->id);
+    jsonw_kstr(&w, "leadId", m->lead_id);
+    jsonw_kstr(&w, "channel", channel_name(m->channel));
+    jsonw_kstr(&w, "kind", message_kind_name(m->kind));
+    jsonw_kraw(&w, "channelMessage", m->channel_message);
+    jsonw_kraw(&w, "correlationIds", correlation);
+    jsonw_obj_end(&w);
+    return finish_or_empty(&w);
+}
+
+/* Inserts an outbound message, its send-message job and the message_queued event. */
+static int
+queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l, enum channel c,
+               enum message_kind kind, const struct generated *content, int64_t now,
+               struct sp_error *err)
+{
+    struct message m;
+    struct job_spec spec;
+    char job_id[sizeof(((struct job *)0)->id)];
+    struct jsonw w;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    sp_uuid_v4(m.id);
+    memcpy(m.lead_id, l->id, SP_UUID_LEN + 1);
+    m.channel = c;
+    m.direction = MESSAGE_OUTBOUND;
+    m.kind = kind;
+    m.status = MESSAGE_QUEUED;
+    m.recipient = content->to;
+    m.channel_message = content->channel_message;
+    m.created_at = now;
+    m.updated_at = now;
+    rc = lead_repo_message_insert(d->repo, &m, err);
+    if (rc != SP_OK)
+        return rc;
+
+    memset(&spec, 0, sizeof(spec));
+    spec.name = SEND_MESSAGE_JOB;
+    spec.lead_id = l->id;
+    spec.message_id = m.id;
+    spec.data = job_data(a, &m, correlation_json(a, l->id, m.id, NULL));
+    spec.max_attempts = d->policy->job_attempts;
+    spec.backoff_ms = d->policy->job_backoff_ms;
+    rc = job_queue_enqueue(d->queue, &spec, now, job_id, err);
+    if (rc != SP_OK)
+        return rc;
+
+    jsonw_init(&w, a, PAYLOAD_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", m.id);
+    jsonw_kstr(&w, "channel", channel_name(c));
+    jsonw_kstr(&w, "kind", message_kind_name(kind));
+    jsonw_kstr(&w, "jobId", job_id);
+    jsonw_obj_end(&w);
+    return leads_event_append(d->repo, l->id, EVENT_MESSAGE_QUEUED,
+                              correlation_json(a, l->id, m.id, job_id), finish_or_empty(&w), now,
+                              err);
+}
+
+int
+leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err)
+{
+    const struct leads_event_ctx *ev = payload;
+    const struct leads_deps *d = ev->deps;
+    enum channel channels[2];
+    int n = lead_welcome_channels(ev->lead, channels);
+    int rc = SP_OK;
+
+    (void)ctx;
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        struct generated content = {0};
+        if (!(d->policy->sendable & (1u << channels[i])))
+            continue; /* no sender configured for this channel: nothing to queue */
+        rc = content_gen_welcome(d->gen, ev->lead, channels[i], ev->arena, &content, err);
+        if (rc == SP_OK)
+            rc = queue_outbound(d, ev->arena, ev->lead, channels[i], MESSAGE_KIND_WELCOME,
+                                &content, ev->now, err);
+    }
+    return rc;
+}
+
+int
+leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
+{
+    const struct leads_event_ctx *ev = payload;
+    const struct leads_deps *d = ev->deps;
+    struct generated content = {0};
+    int rc;
+
+    (void)ctx;
+    rc = content_gen_answer(d->gen, ev->lead, ev->inbound->channel, ev->inbound->channel_message,
+                            ev->arena, &content, err);
+    if (rc == SP_OK)
+        rc = queue_outbound(d, ev->arena, ev->lead, ev->inbound->channel, MESSAGE_KIND_AI_REPLY,
+                            &content, ev->now, err);
+    return rc;
+}
+
+static const char *
+status_change_payload(struct arena *a, enum lead_status from, enum lead_status to,
+                      const char *reason)
+{
+    struct jsonw w;
+    jsonw_init(&w, a, 512);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "from", lead_status_name(from));
+    jsonw_kstr(&w, "to", lead_status_name(to));
+    jsonw_kstr(&w, "reason", reason);
+    jsonw_obj_end(&w);
+    return finish_or_empty(&w);
+}
+
+static int
+reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
+            struct message *m, int64_t now, struct sp_error *err)
+{
+    struct lead l;
+    struct jsonw w;
+    enum lead_status to;
+    int rc;
+
+    rc = lead_repo_lead_get(d->repo, in->lead_id, a, &l, err);
+    if (rc != SP_OK)
+        return rc;
+    memcpy(m->lead_id, l.id, SP_UUID_LEN + 1);
+    rc = lead_repo_message_insert(d->repo, m, err);
+    if (rc != SP_OK)
+        return rc;
+
+    jsonw_init(&w, a, PAYLOAD_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", m->id);
+    jsonw_kstr(&w, "channel", channel_name(m->channel));
+    jsonw_kraw(&w, "messageContent", m->channel_message);
+    jsonw_obj_end(&w);
+    rc = leads_event_append(d->repo, l.id, EVENT_REPLY_RECEIVED,
+                            correlation_json(a, l.id, m->id, NULL), finish_or_empty(&w), now, err);
+    if (rc != SP_OK)
+        return rc;
+
+    to = lead_status_after_reply(l.status);
+    if (to != l.status) {
+        rc = lead_repo_lead_update_status(d->repo, l.id, to, now, err);
+        if (rc == SP_OK)
+            rc = leads_event_append(d->repo, l.id, EVENT_STATUS_CHANGED,
+                                    correlation_json(a, l.id, m->id, NULL),
+                                    status_change_payload(a, l.status, to, "reply_received"), now,
+                                    err);
+        if (rc != SP_OK)
+            return rc;
+        l.status = to;
+        l.updated_at = now;
+    }
+    {
+        struct leads_event_ctx ev = {d, a, &l, m, now};
+        rc = event_bus_publish(d->bus, LEADS_EV_LEAD_REPLIED, &ev, err);
+    }
+    return rc;
+}
+
+int
+leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
+            char *message_id, struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(d->clock);
+    struct message m;
+    int rc;
+
+    if (!(d->policy->sendable & (1u << in->channel)))
+        return sp_error_set(err, SP_EINVAL, "channel",
+                            "channel %s has no sender: replies are accepted on email, whatsapp",
+                            channel_name(in->channel));
+    if (in->content == NULL || strlen(in->content) > MESSAGE_CONTENT_MAX)
+        return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent is too large");
+    memset(&m, 0, sizeof(m));
+    sp_uuid_v4(m.id);
+    m.channel = in->channel;
+    m.direction = MESSAGE_INBOUND;
+    m.kind = MESSAGE_KIND_REPLY;
+    m.status = MESSAGE_RECEIVED;
+    m.channel_message = in->content;
+    m.created_at = now;
+    m.updated_at = now;
+
+    rc = lead_repo_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = in_transaction(d, reply_in_tx(d, in, a, &m, now, err), err);
+    if (rc == SP_OK) {
+        memcpy(message_id, m.id, SP_UUID_LEN + 1);
+        job_queue_wake(d->queue);
+    }
+    return rc;
+}
+
+int
+leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
+                  struct lead_details *out, struct sp_error *err)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = lead_repo_lead_get(d->repo, id, a, &out->lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_list(d->repo, id, a, &out->messages, &out->nmessages, err);
+    if (rc == SP_OK)
+        rc = lead_repo_event_list(d->repo, id, a, &out->events, &out->nevents, err);
+    if (rc == SP_OK)
+        rc = job_queue_list_by_lead(d->queue, id, a, &out->jobs, &out->njobs, err);
+    return rc;
+}

@@ -1,0 +1,95 @@
+/* leads.h: the leads slice's use cases (capture, reply), its query (details) and the handlers
+ * of its domain events, which run inside the publishing use case's unit of work.
+ *
+ * Inputs are validated by the caller (presentation) for shape; the use cases re-check the
+ * business rules they own and return SP_EINVAL with a message for the client. Everything they
+ * return is allocated in the caller's arena. */
+#pragma once
+
+#include "core/err.h"
+#include "core/queue.h"
+#include "features/leads/domain/lead.h"
+
+#include <stdint.h>
+
+struct arena;
+struct content_gen;
+struct event_bus;
+struct lead_repo;
+struct sp_clock;
+
+#define SEND_MESSAGE_JOB "send-message"
+
+/* Domain events published on the bus. */
+enum leads_domain_event { LEADS_EV_LEAD_ADDED = 1, LEADS_EV_LEAD_REPLIED };
+
+struct leads_policy {
+    int job_attempts;       /* JOB_ATTEMPTS */
+    int64_t job_backoff_ms; /* JOB_BACKOFF_MS */
+    unsigned sendable;      /* bit (1u << channel) set when the channel has a sender */
+};
+
+/* Per-request dependencies; every pointer is borrowed. repo and queue share one session. */
+struct leads_deps {
+    struct lead_repo *repo;
+    struct job_queue *queue;
+    const struct event_bus *bus;
+    const struct sp_clock *clock;
+    struct content_gen *gen;
+    const struct leads_policy *policy;
+};
+
+/* Payload of LEADS_EV_LEAD_ADDED and LEADS_EV_LEAD_REPLIED (borrowed during publish). */
+struct leads_event_ctx {
+    const struct leads_deps *deps;
+    struct arena *arena;
+    const struct lead *lead;
+    const struct message *inbound; /* LEAD_REPLIED only */
+    int64_t now;
+};
+
+struct lead_input {
+    const char *name;
+    const char *email; /* NULL when absent */
+    const char *phone; /* NULL when absent */
+};
+
+/* Captures a lead: the lead, its events, its welcome messages and their jobs in one unit of
+ * work. *out is the stored lead. SP_EINVAL for bad input; SP_EUNAVAIL etc. from storage. */
+int leads_create(const struct leads_deps *d, const struct lead_input *in, struct arena *a,
+                 struct lead *out, struct sp_error *err) SP_MUST_CHECK;
+
+struct reply_input {
+    const char *lead_id;
+    enum channel channel;
+    const char *content; /* messageContent as JSON object text */
+};
+
+/* Stores the prospect's reply, moves the lead to replied and queues the AI answer, in one unit
+ * of work. message_id receives the inbound message's id. SP_EINVAL when the channel has no
+ * sender (nothing is stored), SP_ENOTFOUND for an unknown lead. */
+int leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
+                char *message_id, struct sp_error *err) SP_MUST_CHECK;
+
+struct lead_details {
+    struct lead lead;
+    struct message *messages; /* oldest first */
+    int nmessages;
+    struct lead_event *events; /* oldest first */
+    int nevents;
+    struct job *jobs; /* oldest first */
+    int njobs;
+};
+
+/* Reads a lead with its messages, events and jobs. SP_ENOTFOUND for an unknown lead. */
+int leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
+                      struct lead_details *out, struct sp_error *err) SP_MUST_CHECK;
+
+/* Event handlers, subscribed by the composition root (ctx unused). */
+int leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err);
+int leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err);
+
+/* Appends an event of `type` for lead_id with payload and correlation ids (JSON object texts). */
+int leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_type type,
+                       const char *correlation, const char *payload, int64_t now,
+                       struct sp_error *err) SP_MUST_CHECK;

@@ -1,0 +1,201 @@
+/* lead.c: names, parsing and transition rules of the leads domain. */
+#include "features/leads/domain/lead.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const status_names[] = {"new", "contacted", "replied", "converted", "dead"};
+static const char *const channel_names[] = {"email", "whatsapp", "linkedin", "voice", "ads"};
+static const char *const direction_names[] = {"outbound", "inbound"};
+static const char *const kind_names[] = {"welcome", "ai_reply", "reply"};
+static const char *const mstatus_names[] = {"queued", "sending", "sent", "failed", "received"};
+static const char *const event_names[] = {"lead_added",     "message_queued", "message_sent",
+                                          "message_failed", "reply_received", "ai_reply_sent",
+                                          "status_changed"};
+static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
+
+#define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static int
+lookup(const char *const *names, int n, const char *s, int *out)
+{
+    if (s == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(names[i], s) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *
+name_of(const char *const *names, int n, int v)
+{
+    return v >= 0 && v < n ? names[v] : "unknown";
+}
+
+#define ENUM_NAMES(fn_name, fn_parse, type, table)                                                 \
+    const char *fn_name(type v)                                                                    \
+    {                                                                                              \
+        return name_of(table, NAMES_COUNT(table), (int)v);                                         \
+    }                                                                                              \
+    int fn_parse(const char *s, type *out)                                                         \
+    {                                                                                              \
+        int v;                                                                                     \
+        if (lookup(table, NAMES_COUNT(table), s, &v) != 0)                                         \
+            return -1;                                                                             \
+        *out = (type)v;                                                                            \
+        return 0;                                                                                  \
+    }
+
+ENUM_NAMES(lead_status_name, lead_status_parse, enum lead_status, status_names)
+ENUM_NAMES(channel_name, channel_parse, enum channel, channel_names)
+ENUM_NAMES(message_direction_name, message_direction_parse, enum message_direction,
+           direction_names)
+ENUM_NAMES(message_kind_name, message_kind_parse, enum message_kind, kind_names)
+ENUM_NAMES(message_status_name, message_status_parse, enum message_status, mstatus_names)
+ENUM_NAMES(lead_event_type_name, lead_event_type_parse, enum lead_event_type, event_names)
+
+const char *
+reply_intent_name(enum reply_intent i)
+{
+    return name_of(intent_names, NAMES_COUNT(intent_names), (int)i);
+}
+
+enum lead_status
+lead_status_after_sent(enum lead_status s)
+{
+    return s == LEAD_STATUS_NEW ? LEAD_STATUS_CONTACTED : s;
+}
+
+enum lead_status
+lead_status_after_reply(enum lead_status s)
+{
+    (void)s; /* every status moves to replied: the prospect answered */
+    return LEAD_STATUS_REPLIED;
+}
+
+int
+lead_welcome_channels(const struct lead *l, enum channel out[2])
+{
+    int n = 0;
+    if (l->email)
+        out[n++] = CHANNEL_EMAIL;
+    if (l->phone)
+        out[n++] = CHANNEL_WHATSAPP;
+    return n;
+}
+
+const char *
+lead_address_for(const struct lead *l, enum channel c)
+{
+    switch (c) {
+    case CHANNEL_EMAIL:
+        return l->email;
+    case CHANNEL_WHATSAPP:
+        return l->phone;
+    default:
+        return NULL;
+    }
+}
+
+static int
+domain_valid(const char *d, size_t len)
+{
+    size_t label = 0;
+    int dots = 0;
+
+    if (len == 0 || d[0] == '.' || d[len - 1] == '.' || d[len - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+            dots++;
+        } else if (isalnum(c) || c == '-' || c >= 0x80) {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return dots > 0;
+}
+
+int
+lead_email_valid(const char *s, size_t len)
+{
+    const char *at = NULL;
+    size_t local;
+
+    if (len < 3 || len > LEAD_EMAIL_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
+            c == ';' || c == ':' || c == '\\' || c == '"' || c == '[' || c == ']')
+            return 0;
+        if (c == '@') {
+            if (at)
+                return 0;
+            at = s + i;
+        }
+    }
+    if (at == NULL)
+        return 0;
+    local = (size_t)(at - s);
+    if (local == 0 || local > 64 || s[0] == '.' || s[local - 1] == '.')
+        return 0;
+    for (size_t i = 1; i < local; i++)
+        if (s[i] == '.' && s[i - 1] == '.')
+            return 0;
+    return domain_valid(at + 1, len - local - 1);
+}
+
+/* Case-insensitive substring search. */
+static int
+has_word(const char *text, const char *word)
+{
+    size_t wl = strlen(word);
+    for (const char *p = text; *p; p++)
+        if (strncasecmp(p, word, wl) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+has_any(const char *text, const char *const *words)
+{
+    for (; *words; words++)
+        if (has_word(text, *words))
+            return 1;
+    return 0;
+}
+
+enum reply_intent
+reply_intent_detect(const char *text)
+{
+    static const char *const stop[] = {"stop", "unsubscribe", "remove me", "opt out", NULL};
+    static const char *const no[] = {"not interested", "no thanks", "no, thanks", "not for us",
+                                     NULL};
+    static const char *const demo[] = {"demo", "meeting", "call", "schedule", "meet", NULL};
+    static const char *const price[] = {"price", "pricing", "cost", "how much", "quote", "plan",
+                                        NULL};
+
+    if (text == NULL)
+        return INTENT_OTHER;
+    if (has_any(text, stop))
+        return INTENT_STOP;
+    if (has_any(text, no))
+        return INTENT_NOT_INTERESTED;
+    if (has_any(text, demo))
+        return INTENT_DEMO;
+    if (has_any(text, price))
+        return INTENT_PRICING;
+    return INTENT_OTHER;
+}

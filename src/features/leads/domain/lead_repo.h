@@ -1,0 +1,120 @@
+/* lead_repo.h: persistence port for leads, their messages and their timeline.
+ *
+ * One repo value is bound to one database session (connection) and used by one thread at a
+ * time. begin/commit/rollback delimit the unit of work; the job queue bound to the same session
+ * takes part in it (SQL queue) so that data and jobs commit together. Strings in structs read
+ * back are allocated in the caller's arena. Errors: SP_ENOTFOUND for a missing row (the _get
+ * calls), SP_EUNAVAIL when the database is unreachable or busy, SP_EINTERNAL otherwise. */
+#pragma once
+
+#include "core/err.h"
+#include "features/leads/domain/lead.h"
+
+struct arena;
+struct lead_repo;
+
+struct lead_repo_ops {
+    const char *name;
+    int (*begin)(struct lead_repo *r, struct sp_error *err);
+    int (*commit)(struct lead_repo *r, struct sp_error *err);
+    void (*rollback)(struct lead_repo *r);
+    int (*ping)(struct lead_repo *r, struct sp_error *err);
+
+    int (*lead_insert)(struct lead_repo *r, const struct lead *l, struct sp_error *err);
+    int (*lead_get)(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
+                    struct sp_error *err);
+    int (*lead_update_status)(struct lead_repo *r, const char *id, enum lead_status s,
+                              int64_t now, struct sp_error *err);
+
+    int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
+    int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
+                       struct sp_error *err);
+    /* Writes status, attempts, last_error, provider_id, sent_at and updated_at of m. */
+    int (*message_update_delivery)(struct lead_repo *r, const struct message *m,
+                                   struct sp_error *err);
+    /* Every message of a lead, oldest first; *out is an arena array of *n entries. */
+    int (*message_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
+                        struct message **out, int *n, struct sp_error *err);
+
+    int (*event_append)(struct lead_repo *r, const struct lead_event *e, struct sp_error *err);
+    int (*event_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
+                      struct lead_event **out, int *n, struct sp_error *err);
+};
+
+/* Implementations embed this first. */
+struct lead_repo {
+    const struct lead_repo_ops *ops;
+};
+
+
+static inline int SP_MUST_CHECK
+lead_repo_begin(struct lead_repo *r, struct sp_error *err)
+{
+    return r->ops->begin(r, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_commit(struct lead_repo *r, struct sp_error *err)
+{
+    return r->ops->commit(r, err);
+}
+static inline void
+lead_repo_rollback(struct lead_repo *r)
+{
+    r->ops->rollback(r);
+}
+static inline int SP_MUST_CHECK
+lead_repo_ping(struct lead_repo *r, struct sp_error *err)
+{
+    return r->ops->ping(r, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
+{
+    return r->ops->lead_insert(r, l, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
+                   struct sp_error *err)
+{
+    return r->ops->lead_get(r, id, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
+                             struct sp_error *err)
+{
+    return r->ops->lead_update_status(r, id, s, now, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    return r->ops->message_insert(r, m, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_get(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
+                      struct sp_error *err)
+{
+    return r->ops->message_get(r, id, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_update_delivery(struct lead_repo *r, const struct message *m,
+                                  struct sp_error *err)
+{
+    return r->ops->message_update_delivery(r, m, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_list(struct lead_repo *r, const char *lead_id, struct arena *a,
+                       struct message **out, int *n, struct sp_error *err)
+{
+    return r->ops->message_list(r, lead_id, a, out, n, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
+{
+    return r->ops->event_append(r, e, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_list(struct lead_repo *r, const char *lead_id, struct arena *a,
+                     struct lead_event **out, int *n, struct sp_error *err)
+{
+    return r->ops->event_list(r, lead_id, a, out, n, err);
+}

@@ -1,0 +1,267 @@
+/* sql_lead_repo.c: leads, messages and events stored through the database port.
+ *
+ * Rows are converted to domain structs here and nowhere else; every value is a parameter. */
+#include "features/leads/infrastructure/sql_lead_repo.h"
+
+#include "core/arena.h"
+#include "infra/db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char SQL_LEAD_INSERT[] =
+    "INSERT INTO leads (id, name, email, phone, status, created_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)";
+static const char SQL_LEAD_GET[] = "SELECT id, name, email, phone, status, created_at, updated_at"
+                                   " FROM leads WHERE id = $1";
+static const char SQL_LEAD_STATUS[] =
+    "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
+static const char SQL_MESSAGE_INSERT[] =
+    "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts, last_error,"
+    " provider_id, recipient, channel_message, sent_at, created_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+#define MESSAGE_COLUMNS                                                                            \
+    "id, lead_id, channel, direction, kind, status, attempts, last_error, provider_id,"            \
+    " recipient, channel_message, sent_at, created_at, updated_at"
+static const char SQL_MESSAGE_GET[] = "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1";
+static const char SQL_MESSAGE_LIST[] =
+    "SELECT " MESSAGE_COLUMNS " FROM messages WHERE lead_id = $1 ORDER BY seq";
+static const char SQL_MESSAGE_DELIVERY[] =
+    "UPDATE messages SET status = $2, attempts = $3, last_error = $4, provider_id = $5,"
+    " sent_at = $6, updated_at = $7 WHERE id = $1";
+static const char SQL_EVENT_INSERT[] =
+    "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)";
+static const char SQL_EVENT_LIST[] =
+    "SELECT id, lead_id, type, correlation_ids, payload, created_at"
+    " FROM lead_events WHERE lead_id = $1 ORDER BY seq";
+static const char SQL_PING[] = "SELECT 1";
+
+static struct db_conn *
+conn_of(struct lead_repo *r)
+{
+    return ((struct sql_lead_repo *)r)->conn;
+}
+
+static int
+corrupt(struct sp_error *err, const char *what)
+{
+    return sp_error_set(err, SP_EINTERNAL, "database", "unexpected value in %s", what);
+}
+
+static int
+r_begin(struct lead_repo *r, struct sp_error *err)
+{
+    return db_begin(conn_of(r), err);
+}
+
+static int
+r_commit(struct lead_repo *r, struct sp_error *err)
+{
+    return db_commit(conn_of(r), err);
+}
+
+static void
+r_rollback(struct lead_repo *r)
+{
+    db_rollback(conn_of(r));
+}
+
+static int
+r_ping(struct lead_repo *r, struct sp_error *err)
+{
+    return db_exec(conn_of(r), SQL_PING, DB_NOARGS, NULL, err);
+}
+
+static int
+r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
+{
+    return db_exec(conn_of(r), SQL_LEAD_INSERT,
+                   DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email),
+                           db_text(l->phone), db_text(lead_status_name(l->status)),
+                           db_int(l->created_at), db_int(l->updated_at)),
+                   NULL, err);
+}
+
+static void
+copy_id(char *dst, const char *src)
+{
+    snprintf(dst, SP_UUID_LEN + 1, "%s", src ? src : "");
+}
+
+static int
+r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
+           struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), SQL_LEAD_GET, DB_ARGS(db_text(id)), a, &rows, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (rows.nrows == 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    memset(out, 0, sizeof(*out));
+    copy_id(out->id, db_cell(&rows, 0, 0));
+    out->name = db_cell(&rows, 0, 1);
+    out->email = db_cell(&rows, 0, 2);
+    out->phone = db_cell(&rows, 0, 3);
+    if (lead_status_parse(db_cell(&rows, 0, 4), &out->status) != 0)
+        return corrupt(err, "leads.status");
+    out->created_at = db_cell_int(&rows, 0, 5);
+    out->updated_at = db_cell_int(&rows, 0, 6);
+    return SP_OK;
+}
+
+static int
+r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
+                     struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc = db_exec(conn_of(r), SQL_LEAD_STATUS,
+                     DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_int(now)), &changes,
+                     err);
+    if (rc == SP_OK && changes == 0)
+        rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    return rc;
+}
+
+static int
+r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    return db_exec(conn_of(r), SQL_MESSAGE_INSERT,
+                   DB_ARGS(db_text(m->id), db_text(m->lead_id), db_text(channel_name(m->channel)),
+                           db_text(message_direction_name(m->direction)),
+                           db_text(message_kind_name(m->kind)),
+                           db_text(message_status_name(m->status)), db_int(m->attempts),
+                           db_text(m->last_error), db_text(m->provider_id),
+                           db_text(m->recipient), db_text(m->channel_message), db_int_or_null(m->sent_at, !m->sent_at),
+                           db_int(m->created_at), db_int(m->updated_at)),
+                   NULL, err);
+}
+
+static int
+row_to_message(const struct db_rows *rows, int i, struct message *m, struct sp_error *err)
+{
+    memset(m, 0, sizeof(*m));
+    copy_id(m->id, db_cell(rows, i, 0));
+    copy_id(m->lead_id, db_cell(rows, i, 1));
+    if (channel_parse(db_cell(rows, i, 2), &m->channel) != 0 ||
+        message_direction_parse(db_cell(rows, i, 3), &m->direction) != 0 ||
+        message_kind_parse(db_cell(rows, i, 4), &m->kind) != 0 ||
+        message_status_parse(db_cell(rows, i, 5), &m->status) != 0)
+        return corrupt(err, "messages");
+    m->attempts = (int)db_cell_int(rows, i, 6);
+    m->last_error = db_cell(rows, i, 7);
+    m->provider_id = db_cell(rows, i, 8);
+    m->recipient = db_cell(rows, i, 9);
+    m->channel_message = db_cell(rows, i, 10);
+    m->sent_at = db_cell_int(rows, i, 11);
+    m->created_at = db_cell_int(rows, i, 12);
+    m->updated_at = db_cell_int(rows, i, 13);
+    return SP_OK;
+}
+
+static int
+r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
+              struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), SQL_MESSAGE_GET, DB_ARGS(db_text(id)), a, &rows, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (rows.nrows == 0)
+        return sp_error_set(err, SP_ENOTFOUND, "messageId", "message %s not found", id);
+    return row_to_message(&rows, 0, out, err);
+}
+
+static int
+r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    return db_exec(conn_of(r), SQL_MESSAGE_DELIVERY,
+                   DB_ARGS(db_text(m->id), db_text(message_status_name(m->status)),
+                           db_int(m->attempts), db_text(m->last_error), db_text(m->provider_id),
+                           db_int_or_null(m->sent_at, !m->sent_at), db_int(m->updated_at)),
+                   NULL, err);
+}
+
+static int
+r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct message **out,
+               int *n, struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), SQL_MESSAGE_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        rc = row_to_message(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    *n = rows.nrows;
+    return SP_OK;
+}
+
+static int
+r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
+{
+    return db_exec(conn_of(r), SQL_EVENT_INSERT,
+                   DB_ARGS(db_text(e->id), db_text(e->lead_id),
+                           db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
+                           db_text(e->payload), db_int(e->created_at)),
+                   NULL, err);
+}
+
+static int
+r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_event **out,
+             int *n, struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), SQL_EVENT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        struct lead_event *e = &(*out)[i];
+        copy_id(e->id, db_cell(&rows, i, 0));
+        copy_id(e->lead_id, db_cell(&rows, i, 1));
+        if (lead_event_type_parse(db_cell(&rows, i, 2), &e->type) != 0)
+            return corrupt(err, "lead_events.type");
+        e->correlation_ids = db_cell(&rows, i, 3);
+        e->payload = db_cell(&rows, i, 4);
+        e->created_at = db_cell_int(&rows, i, 5);
+    }
+    *n = rows.nrows;
+    return SP_OK;
+}
+
+static const struct lead_repo_ops sql_ops = {
+    .name = "sql",
+    .begin = r_begin,
+    .commit = r_commit,
+    .rollback = r_rollback,
+    .ping = r_ping,
+    .lead_insert = r_lead_insert,
+    .lead_get = r_lead_get,
+    .lead_update_status = r_lead_update_status,
+    .message_insert = r_message_insert,
+    .message_get = r_message_get,
+    .message_update_delivery = r_message_update_delivery,
+    .message_list = r_message_list,
+    .event_append = r_event_append,
+    .event_list = r_event_list,
+};
+
+void
+sql_lead_repo_init(struct sql_lead_repo *r, struct db_conn *conn)
+{
+    r->base.ops = &sql_ops;
+    r->conn = conn;
+}

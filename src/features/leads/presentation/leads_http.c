@@ -1,0 +1,548 @@
+/* leads_http.c: the leads controller (see leads_http.h). */
+#include "features/leads/presentation/leads_http.h"
+
+#include "core/arena.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+#include "core/uuid.h"
+#include "features/leads/application/leads.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <string.h>
+#include <strings.h>
+
+#define MSGS_MAX 16
+#define RESPONSE_MAX (8 * 1024 * 1024)
+
+/* Validation messages collected for one request. */
+struct msgs {
+    int n;
+    const char *v[MSGS_MAX];
+};
+
+static void
+msg_add(struct msgs *m, const char *s)
+{
+    if (m->n < MSGS_MAX)
+        m->v[m->n++] = s;
+}
+
+static int
+status_for(int code)
+{
+    switch (code) {
+    case SP_EINVAL:
+        return 400;
+    case SP_ENOTFOUND:
+        return 404;
+    case SP_ECONFLICT:
+        return 409;
+    case SP_ETOOLARGE:
+        return 413;
+    case SP_EUNAVAIL:
+    case SP_ETIMEDOUT:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+void
+leads_http_error(struct http_response *resp, struct arena *a, int code, const struct sp_error *err)
+{
+    int status = status_for(code);
+    const char *msg = err && err->msg[0] ? err->msg : sp_err_str(code);
+
+    switch (status) {
+    case 503:
+        log_warn("request failed, answering 503: %s", msg);
+        http_error1(resp, a, 503, "Service temporarily unavailable, retry later");
+        resp->retry_after = 1;
+        return;
+    case 500:
+        log_error("request failed: %s: %s", sp_err_name(code), msg);
+        http_error(resp, a, 500, (const char *const[]){"Internal server error"}, 1, 0);
+        return;
+    case 404:
+        http_error(resp, a, 404, &msg, 1, 0);
+        return;
+    default:
+        http_error1(resp, a, status, msg);
+        return;
+    }
+}
+
+/* "application/json" or "application/json; charset=utf-8", case-insensitive. */
+static int
+media_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    if (ct == NULL || strncasecmp(ct, type, n) != 0)
+        return 0;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static int
+hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..len) ('+' is a space); NULL on a bad escape or an embedded NUL. */
+static char *
+form_decode(struct arena *a, const char *s, size_t len)
+{
+    char *out = arena_alloc(a, len + 1);
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%') {
+            int hi, lo;
+            if (i + 2 >= len)
+                return NULL;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return NULL;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Turns a urlencoded form into a JSON object of strings. */
+static json_t *
+form_to_json(struct arena *a, const char *body, size_t len, const char **error)
+{
+    json_t *obj = json_object();
+    size_t i = 0;
+
+    while (i < len) {
+        size_t end = i, eq;
+        char *key, *val;
+        while (end < len && body[end] != '&')
+            end++;
+        for (eq = i; eq < end && body[eq] != '='; eq++)
+            ;
+        if (end > i) {
+            key = form_decode(a, body + i, eq - i);
+            val = eq < end ? form_decode(a, body + eq + 1, end - eq - 1) : arena_strdup(a, "");
+            if (key == NULL || val == NULL) {
+                *error = "Malformed form body: bad percent-encoding";
+                json_decref(obj);
+                return NULL;
+            }
+            json_t *js = json_string(val);
+            if (js == NULL) {
+                *error = "Malformed form body: values must be UTF-8 text";
+                json_decref(obj);
+                return NULL;
+            }
+            json_object_set_new(obj, key, js);
+        }
+        i = end + 1;
+    }
+    return obj;
+}
+
+/* Parses the body as a JSON object (or a form). On failure fills resp and returns NULL. */
+static json_t *
+parse_body(struct http_request *req, struct http_response *resp)
+{
+    json_error_t jerr;
+    json_t *root;
+
+    if (req->body_len == 0)
+        return json_object();
+    if (media_is(req->content_type, "application/x-www-form-urlencoded")) {
+        const char *error = NULL;
+        root = form_to_json(req->arena, req->body, req->body_len, &error);
+        if (root == NULL)
+            http_error(resp, req->arena, 400, &error, 1, 0);
+        return root;
+    }
+    if (!media_is(req->content_type, "application/json")) {
+        const char *m = arena_printf(req->arena,
+                                     "Unsupported Content-Type %s: send application/json or "
+                                     "application/x-www-form-urlencoded",
+                                     req->content_type ? req->content_type : "(none)");
+        http_error(resp, req->arena, 415, &m, 1, 0);
+        return NULL;
+    }
+    root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        const char *m = arena_printf(req->arena, "%s in JSON at position %d", jerr.text,
+                                     jerr.position);
+        http_error(resp, req->arena, 400, &m, 1, 0);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        const char *m = "Request body must be a JSON object";
+        json_decref(root);
+        http_error(resp, req->arena, 400, &m, 1, 0);
+        return NULL;
+    }
+    return root;
+}
+
+static void
+check_unknown(json_t *obj, const char *const *allowed, struct arena *a, struct msgs *m)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(obj, key, v) {
+        int ok = 0;
+        for (const char *const *p = allowed; *p; p++)
+            if (strcmp(*p, key) == 0)
+                ok = 1;
+        if (!ok)
+            msg_add(m, arena_printf(a, "property %s should not exist", key));
+    }
+}
+
+static int
+blank(const char *s)
+{
+    for (; *s; s++)
+        if (!isspace((unsigned char)*s))
+            return 0;
+    return 1;
+}
+
+/* An optional string field: absent or null is NULL. Adds messages for bad values. */
+static const char *
+opt_string(json_t *obj, const char *key, size_t max, struct arena *a, struct msgs *m)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        msg_add(m, arena_printf(a, "%s must be a string", key));
+        return NULL;
+    }
+    if (json_string_length(v) > max) {
+        msg_add(m, arena_printf(a, "%s must be shorter than or equal to %zu characters", key, max));
+        return NULL;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        msg_add(m, arena_printf(a, "%s must not contain NUL characters", key));
+        return NULL;
+    }
+    return arena_strndup(a, json_string_value(v), json_string_length(v));
+}
+
+static int
+validate_create(json_t *body, struct arena *a, struct lead_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"name", "email", "phone", NULL};
+    json_t *name = json_object_get(body, "name");
+    json_t *email = json_object_get(body, "email");
+    json_t *phone = json_object_get(body, "phone");
+
+    check_unknown(body, allowed, a, m);
+    if ((email == NULL || json_is_null(email)) && (phone == NULL || json_is_null(phone)))
+        msg_add(m, "Either email or phone must be provided");
+    if (name == NULL || json_is_null(name)) {
+        msg_add(m, "name should not be empty");
+        msg_add(m, "name must be a string");
+    } else if (!json_is_string(name)) {
+        msg_add(m, "name must be a string");
+    } else if (blank(json_string_value(name))) {
+        msg_add(m, "name should not be empty");
+    } else {
+        in->name = opt_string(body, "name", LEAD_NAME_MAX, a, m);
+    }
+    in->email = opt_string(body, "email", LEAD_EMAIL_MAX, a, m);
+    if (in->email && !lead_email_valid(in->email, strlen(in->email))) {
+        msg_add(m, "email must be an email");
+        in->email = NULL;
+    }
+    in->phone = opt_string(body, "phone", LEAD_PHONE_MAX, a, m);
+    if (in->phone && blank(in->phone)) {
+        msg_add(m, "phone should not be empty");
+        in->phone = NULL;
+    }
+    return m->n == 0;
+}
+
+static void
+render_lead(struct jsonw *w, const struct lead *l)
+{
+    jsonw_obj_begin(w);
+    jsonw_kstr(w, "id", l->id);
+    jsonw_kstr(w, "name", l->name);
+    jsonw_kstr(w, "email", l->email);
+    jsonw_kstr(w, "phone", l->phone);
+    jsonw_kstr(w, "status", lead_status_name(l->status));
+    jsonw_ktime(w, "createdAt", l->created_at, 0);
+    jsonw_ktime(w, "updatedAt", l->updated_at, 0);
+    jsonw_obj_end(w);
+}
+
+static void
+send_json(struct http_response *resp, struct arena *a, int status, struct jsonw *w)
+{
+    const char *body;
+    size_t len;
+
+    if (jsonw_finish(w, &body, &len) != SP_OK) {
+        log_error("response exceeds %d bytes", RESPONSE_MAX);
+        http_error(resp, a, 500, (const char *const[]){"Internal server error"}, 1, 0);
+        return;
+    }
+    http_json(resp, status, body, len);
+}
+
+void
+leads_http_create(const struct leads_deps *d, struct http_request *req,
+                  struct http_response *resp)
+{
+    struct lead_input in = {0};
+    struct msgs m = {0};
+    struct sp_error err = {0};
+    struct lead lead;
+    struct jsonw w;
+    json_t *body = parse_body(req, resp);
+    int rc;
+
+    if (body == NULL)
+        return;
+    if (!validate_create(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    rc = leads_create(d, &in, req->arena, &lead, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    render_lead(&w, &lead);
+    send_json(resp, req->arena, 201, &w);
+}
+
+/* The :id parameter must be a UUID; answers 400 otherwise. */
+static const char *
+lead_id_param(struct http_request *req, struct http_response *resp)
+{
+    const char *id = req->nparams > 0 ? req->params[0] : "";
+    if (!sp_uuid_valid(id, strlen(id))) {
+        const char *msg = "Validation failed (uuid is expected)";
+        http_error(resp, req->arena, 400, &msg, 1, 0);
+        return NULL;
+    }
+    /* ids are stored lowercase */
+    char *lower = arena_strdup(req->arena, id);
+    for (char *p = lower; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return lower;
+}
+
+static void
+validate_content_fields(json_t *content, enum channel c, struct arena *a, struct msgs *m)
+{
+    static const char *const email_keys[] = {"from", "subject", "body", NULL};
+    static const char *const wa_keys[] = {"from", "text", NULL};
+    const char *const *keys = c == CHANNEL_EMAIL ? email_keys : wa_keys;
+
+    for (const char *const *k = keys; *k; k++) {
+        json_t *v = json_object_get(content, *k);
+        if (v && !json_is_string(v) && !json_is_null(v))
+            msg_add(m, arena_printf(a, "messageContent.%s must be a string", *k));
+    }
+}
+
+static int
+validate_reply(json_t *body, struct arena *a, struct reply_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"channel", "messageContent", NULL};
+    json_t *channel = json_object_get(body, "channel");
+    json_t *content = json_object_get(body, "messageContent");
+    int channel_ok = 0;
+
+    check_unknown(body, allowed, a, m);
+    if (!json_is_string(channel) || channel_parse(json_string_value(channel), &in->channel) != 0)
+        msg_add(m, "channel must be one of the following values: email, whatsapp, linkedin, "
+                   "voice, ads");
+    else
+        channel_ok = 1;
+    if (content == NULL || json_is_null(content)) {
+        msg_add(m, "messageContent should not be empty");
+        msg_add(m, "messageContent must be an object");
+    } else if (!json_is_object(content)) {
+        msg_add(m, "messageContent must be an object");
+    } else if (json_object_size(content) == 0) {
+        msg_add(m, "messageContent should not be empty");
+    } else {
+        char *text = json_dumps(content, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (channel_ok)
+            validate_content_fields(content, in->channel, a, m);
+        if (text == NULL || strlen(text) > MESSAGE_CONTENT_MAX)
+            msg_add(m, arena_printf(a, "messageContent must be at most %d bytes",
+                                    MESSAGE_CONTENT_MAX));
+        else
+            in->content = arena_strdup(a, text);
+        free(text);
+    }
+    return m->n == 0;
+}
+
+void
+leads_http_reply(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct reply_input in = {0};
+    struct msgs m = {0};
+    struct sp_error err = {0};
+    char message_id[SP_UUID_LEN + 1];
+    struct jsonw w;
+    json_t *body;
+    int rc;
+
+    in.lead_id = lead_id_param(req, resp);
+    if (in.lead_id == NULL)
+        return;
+    body = parse_body(req, resp);
+    if (body == NULL)
+        return;
+    if (!validate_reply(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    rc = leads_reply(d, &in, req->arena, message_id, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, 256);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", message_id);
+    jsonw_obj_end(&w);
+    send_json(resp, req->arena, 201, &w);
+}
+
+static void
+render_message(struct jsonw *w, const struct message *msg)
+{
+    jsonw_obj_begin(w);
+    jsonw_kstr(w, "id", msg->id);
+    jsonw_kstr(w, "channel", channel_name(msg->channel));
+    jsonw_kraw(w, "channelMessage", msg->channel_message);
+    jsonw_ktime(w, "createdAt", msg->created_at, 0);
+    jsonw_kstr(w, "direction", message_direction_name(msg->direction));
+    jsonw_kstr(w, "kind", message_kind_name(msg->kind));
+    jsonw_kstr(w, "status", message_status_name(msg->status));
+    jsonw_kint(w, "attempts", msg->attempts);
+    jsonw_ktime(w, "sentAt", msg->sent_at, 1);
+    jsonw_kstr(w, "lastError", msg->last_error);
+    jsonw_obj_end(w);
+}
+
+static void
+render_messages(struct jsonw *w, const struct lead_details *det)
+{
+    int seen[CHANNEL_COUNT] = {0};
+
+    jsonw_obj_begin(w);
+    /* Channels in order of their first message, like the NestJS grouping. */
+    for (int i = 0; i < det->nmessages; i++) {
+        enum channel c = det->messages[i].channel;
+        if (seen[c])
+            continue;
+        seen[c] = 1;
+        jsonw_key(w, channel_name(c));
+        jsonw_arr_begin(w);
+        for (int j = i; j < det->nmessages; j++)
+            if (det->messages[j].channel == c)
+                render_message(w, &det->messages[j]);
+        jsonw_arr_end(w);
+    }
+    jsonw_obj_end(w);
+}
+
+static void
+render_events(struct jsonw *w, const struct lead_details *det)
+{
+    jsonw_arr_begin(w);
+    for (int i = 0; i < det->nevents; i++) {
+        const struct lead_event *e = &det->events[i];
+        jsonw_obj_begin(w);
+        jsonw_kstr(w, "id", e->id);
+        jsonw_kstr(w, "type", lead_event_type_name(e->type));
+        jsonw_kstr(w, "leadId", e->lead_id);
+        jsonw_kraw(w, "correlationIds", e->correlation_ids);
+        jsonw_kraw(w, "payload", e->payload);
+        jsonw_ktime(w, "createdAt", e->created_at, 0);
+        jsonw_obj_end(w);
+    }
+    jsonw_arr_end(w);
+}
+
+static void
+render_jobs(struct jsonw *w, const struct lead_details *det)
+{
+    jsonw_arr_begin(w);
+    for (int i = 0; i < det->njobs; i++) {
+        const struct job *j = &det->jobs[i];
+        jsonw_obj_begin(w);
+        jsonw_kstr(w, "id", j->id);
+        jsonw_kstr(w, "name", j->name);
+        jsonw_kstr(w, "messageId", j->message_id);
+        jsonw_kstr(w, "state", job_state_name(j->state));
+        jsonw_kint(w, "attemptsMade", j->attempts_made);
+        jsonw_kint(w, "maxAttempts", j->max_attempts);
+        jsonw_kstr(w, "lastError", j->last_error);
+        jsonw_ktime(w, "createdAt", j->created_at, 0);
+        jsonw_ktime(w, "updatedAt", j->updated_at, 0);
+        jsonw_ktime(w, "runAt", j->run_at, 1);
+        jsonw_ktime(w, "finishedAt", j->finished_at, 1);
+        jsonw_obj_end(w);
+    }
+    jsonw_arr_end(w);
+}
+
+void
+leads_http_details(const struct leads_deps *d, struct http_request *req,
+                   struct http_response *resp)
+{
+    struct lead_details det;
+    struct sp_error err = {0};
+    struct jsonw w;
+    const char *id = lead_id_param(req, resp);
+    int rc;
+
+    if (id == NULL)
+        return;
+    rc = leads_get_details(d, id, req->arena, &det, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_key(&w, "lead");
+    render_lead(&w, &det.lead);
+    jsonw_key(&w, "messagesByChannel");
+    render_messages(&w, &det);
+    jsonw_key(&w, "events");
+    render_events(&w, &det);
+    jsonw_key(&w, "jobs");
+    render_jobs(&w, &det);
+    jsonw_obj_end(&w);
+    send_json(resp, req->arena, 200, &w);
+}
