@@ -216,6 +216,7 @@ worker_main(void *arg)
     d.clock = &sp_clock_real;
     d.senders = &app->senders;
     d.lease_ms = app->cfg->job_lease_ms;
+    d.batch = app->cfg->worker_batch;
     d.jitter_pct = 20;
     d.random = sp_random;
 

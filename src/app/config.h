@@ -17,6 +17,7 @@ struct config {
     char *redis_url;
     int http_threads;
     int worker_concurrency;
+    int worker_batch;
     int job_attempts;
     long long job_backoff_ms;
     long long job_lease_ms;

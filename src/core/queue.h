@@ -2,7 +2,7 @@
  *
  * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry with
  * backoff) -> ... | failed (dead letter). A queue value is bound to one database session, so
- * enqueue joins the caller's open unit of work. Strings read back live in the caller's arena.
+ * enqueue, reserve, complete, retry and fail join the caller's open unit of work. Strings read back live in the caller's arena.
  * Errors: SP_EUNAVAIL (backend unreachable/busy), SP_EINTERNAL. */
 #pragma once
 
@@ -50,8 +50,9 @@ struct job_queue_ops {
     /* Adds a waiting job; its id goes to id_out (24 bytes). */
     int (*enqueue)(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
                    struct sp_error *err);
-    /* Leases the next due job (or one whose lease expired) until now + lease_ms. *found is 0
-     * when none is due; then *next_due is the run time of the next delayed job or 0. */
+    /* Leases the next due job (or one whose lease expired) until now + lease_ms, inside the
+     * caller's unit of work. *found is 0 when none is due; then *next_due is the run time of
+     * the next delayed job or 0. */
     int (*reserve)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
                    struct job *out, int *found, int64_t *next_due, struct sp_error *err);
     /* Ends an attempt: completed. */

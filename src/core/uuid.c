@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <sys/random.h>
+#include <time.h>
 
 static void
 fill_random(unsigned char *buf, size_t len)
@@ -22,16 +23,12 @@ fill_random(unsigned char *buf, size_t len)
     }
 }
 
-void
-sp_uuid_v4(char *out)
+static void
+format(const unsigned char *b, char *out)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char b[16];
     size_t o = 0;
 
-    fill_random(b, sizeof(b));
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
             out[o++] = '-';
@@ -39,6 +36,34 @@ sp_uuid_v4(char *out)
         out[o++] = hex[b[i] & 0x0f];
     }
     out[o] = '\0';
+}
+
+void
+sp_uuid_v4(char *out)
+{
+    unsigned char b[16];
+
+    fill_random(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    format(b, out);
+}
+
+void
+sp_uuid_v7(char *out)
+{
+    unsigned char b[16];
+    struct timespec ts;
+    uint64_t ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    fill_random(b + 6, sizeof(b) - 6);
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    format(b, out);
 }
 
 int

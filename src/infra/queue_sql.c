@@ -189,9 +189,6 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
 
     *found = 0;
     *next_due = 0;
-    rc = db_begin(self->conn, err);
-    if (rc != SP_OK)
-        return rc;
     for (;;) {
         rc = pick(self, now, a, out, found, &expired, err);
         if (rc != SP_OK || !*found || !expired || out->stalled_count + 1 < self->max_stalled)
@@ -218,10 +215,6 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         if (rc == SP_OK && rows.nrows == 1)
             *next_due = db_cell_int(&rows, 0, 0);
     }
-    if (rc == SP_OK)
-        rc = db_commit(self->conn, err);
-    else
-        db_rollback(self->conn);
     if (rc != SP_OK)
         *found = 0;
     return rc;

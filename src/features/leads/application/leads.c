@@ -48,7 +48,7 @@ leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_
     struct lead_event e;
 
     memset(&e, 0, sizeof(e));
-    sp_uuid_v4(e.id);
+    sp_uuid_v7(e.id);
     memcpy(e.lead_id, lead_id, SP_UUID_LEN + 1);
     e.type = type;
     e.correlation_ids = correlation;
@@ -128,7 +128,7 @@ leads_create(const struct leads_deps *d, const struct lead_input *in, struct are
     if (rc != SP_OK)
         return rc;
     memset(out, 0, sizeof(*out));
-    sp_uuid_v4(out->id);
+    sp_uuid_v7(out->id);
     out->name = in->name;
     out->email = in->email;
     out->phone = in->phone;
@@ -175,7 +175,7 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
     int rc;
 
     memset(&m, 0, sizeof(m));
-    sp_uuid_v4(m.id);
+    sp_uuid_v7(m.id);
     memcpy(m.lead_id, l->id, SP_UUID_LEN + 1);
     m.channel = c;
     m.direction = MESSAGE_OUTBOUND;
@@ -328,7 +328,7 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
     if (in->content == NULL || strlen(in->content) > MESSAGE_CONTENT_MAX)
         return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent is too large");
     memset(&m, 0, sizeof(m));
-    sp_uuid_v4(m.id);
+    sp_uuid_v7(m.id);
     m.channel = in->channel;
     m.direction = MESSAGE_INBOUND;
     m.kind = MESSAGE_KIND_REPLY;

@@ -33,35 +33,41 @@ correlation(struct arena *a, const struct message *m, const struct job *j)
     return finish_or_empty(&w);
 }
 
-/* Unit of work 1: dedupe and claim. *skip is set when the message is already sent. */
+/* What the claim step decided about a reserved job. */
+enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE };
+
+/* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
+ * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails). */
 static int
-claim(const struct messaging_deps *d, const struct job *j, struct arena *a, struct message *m,
-      struct lead *l, int *skip, struct sp_error *err)
+claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a,
+            struct message *m, struct lead *l, enum claim_result *res, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
+    struct sp_error lookup = {0};
     int rc;
 
-    *skip = 0;
-    rc = lead_repo_begin(d->repo, err);
-    if (rc != SP_OK)
-        return rc;
-    rc = lead_repo_message_get(d->repo, j->message_id ? j->message_id : "", a, m, err);
-    if (rc == SP_OK && (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND)) {
-        *skip = 1;
-        rc = job_queue_complete(d->queue, j, now, err);
-    } else if (rc == SP_OK) {
-        rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
-        m->status = MESSAGE_SENDING;
-        m->attempts++;
-        m->updated_at = now;
-        if (rc == SP_OK)
-            rc = lead_repo_message_update_delivery(d->repo, m, err);
+    *res = CLAIM_SEND;
+    rc = lead_repo_message_get(d->repo, j->message_id ? j->message_id : "", a, m, &lookup);
+    if (rc == SP_ENOTFOUND) {
+        *res = CLAIM_GONE;
+        return job_queue_fail(d->queue, j, now, "message not found", err);
     }
     if (rc != SP_OK) {
-        lead_repo_rollback(d->repo);
+        if (err && err->code == SP_OK)
+            *err = lookup;
         return rc;
     }
-    return lead_repo_commit(d->repo, err);
+    if (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND) {
+        *res = CLAIM_SKIP;
+        return job_queue_complete(d->queue, j, now, err);
+    }
+    rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
+    if (rc != SP_OK)
+        return rc;
+    m->status = MESSAGE_SENDING;
+    m->attempts++;
+    m->updated_at = now;
+    return lead_repo_message_update_delivery(d->repo, m, err);
 }
 
 static int
@@ -182,54 +188,93 @@ deliver(const struct messaging_deps *d, struct arena *a, const struct message *m
     return sender_send(s, &req, a, provider_id, send_err);
 }
 
-int
-messaging_process(const struct messaging_deps *d, const struct job *j, struct arena *a,
-                  enum messaging_outcome *outcome, struct sp_error *err)
+/* One job of a batch, from reservation to outcome. */
+struct work {
+    struct job job;
+    struct message msg;
+    struct lead lead;
+    enum claim_result res;
+    int send_rc;
+    const char *provider_id;
+    struct sp_error send_err;
+    enum messaging_outcome outcome;
+};
+
+/* Records one send's outcome inside the caller's unit of work. */
+static int
+record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, struct sp_error *err)
 {
-    struct message m;
-    struct lead l;
-    struct sp_error send_err = {0};
-    const char *provider_id = NULL;
-    int skip = 0, will_retry = 0;
-    int rc, send_rc;
+    int will_retry = 0;
+    int rc;
 
-    rc = claim(d, j, a, &m, &l, &skip, err);
-    if (rc == SP_ENOTFOUND) {
-        /* The message is gone (lead deleted): nothing can ever be sent for this job. */
-        sp_error_clear(err);
-        rc = lead_repo_begin(d->repo, err);
-        if (rc == SP_OK) {
-            rc = job_queue_fail(d->queue, j, sp_clock_now_ms(d->clock), "message not found", err);
-            rc = rc == SP_OK ? lead_repo_commit(d->repo, err) : (lead_repo_rollback(d->repo), rc);
-        }
-        *outcome = MESSAGING_DEAD;
-        return rc;
+    if (w->send_rc == SP_OK) {
+        w->outcome = MESSAGING_SENT;
+        return record_sent(d, &w->job, a, &w->msg, &w->lead,
+                           w->provider_id ? w->provider_id : "", err);
     }
-    if (rc != SP_OK)
-        return rc;
-    if (skip) {
-        *outcome = MESSAGING_DUPLICATE;
+    rc = record_failure(d, &w->job, a, &w->msg, w->send_rc,
+                        arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg
+                                                           : sp_err_str(w->send_rc)),
+                        &will_retry, err);
+    w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
+    return rc;
+}
+
+/* After a committed claim: calls the sender for each job to send, then records every outcome in
+ * a second unit of work. */
+static int
+send_and_record(const struct messaging_deps *d, struct arena *a, struct work *ws, int n,
+                struct sp_error *err)
+{
+    int rc, any = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct work *w = &ws[i];
+        if (w->res == CLAIM_SKIP)
+            w->outcome = MESSAGING_DUPLICATE;
+        if (w->res == CLAIM_GONE)
+            w->outcome = MESSAGING_DEAD;
+        if (w->res != CLAIM_SEND)
+            continue;
+        w->send_rc = deliver(d, a, &w->msg, &w->lead, &w->provider_id, &w->send_err);
+        any = 1;
+    }
+    if (!any)
         return SP_OK;
-    }
-
-    send_rc = deliver(d, a, &m, &l, &provider_id, &send_err);
-
     rc = lead_repo_begin(d->repo, err);
     if (rc != SP_OK)
         return rc;
-    if (send_rc == SP_OK) {
-        rc = record_sent(d, j, a, &m, &l, provider_id ? provider_id : "", err);
-        *outcome = MESSAGING_SENT;
-    } else {
-        const char *msg = send_err.msg[0] ? send_err.msg : sp_err_str(send_rc);
-        rc = record_failure(d, j, a, &m, send_rc, arena_strdup(a, msg), &will_retry, err);
-        *outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
-    }
+    for (int i = 0; rc == SP_OK && i < n; i++)
+        if (ws[i].res == CLAIM_SEND)
+            rc = record_in_tx(d, a, &ws[i], err);
     if (rc != SP_OK) {
         lead_repo_rollback(d->repo);
         return rc;
     }
     return lead_repo_commit(d->repo, err);
+}
+
+int
+messaging_process(const struct messaging_deps *d, const struct job *j, struct arena *a,
+                  enum messaging_outcome *outcome, struct sp_error *err)
+{
+    struct work *w = arena_alloc(a, sizeof(*w));
+    int rc;
+
+    w->job = *j;
+    rc = lead_repo_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->res, err);
+    if (rc != SP_OK) {
+        lead_repo_rollback(d->repo);
+        return rc;
+    }
+    rc = lead_repo_commit(d->repo, err);
+    if (rc == SP_OK)
+        rc = send_and_record(d, a, w, 1, err);
+    *outcome = w->outcome;
+    return rc;
 }
 
 static const char *
@@ -247,28 +292,56 @@ outcome_name(enum messaging_outcome o)
     }
 }
 
+static void
+log_outcome(const struct work *w)
+{
+    const struct job *j = &w->job;
+    const char *mid = j->message_id ? j->message_id : "-";
+
+    if (w->outcome == MESSAGING_RETRY || w->outcome == MESSAGING_DEAD)
+        log_info("job %s message %s attempt %d of %d: %s", j->id, mid, j->attempts_made + 1,
+                 j->max_attempts, outcome_name(w->outcome));
+    else
+        log_debug("job %s message %s attempt %d of %d: %s", j->id, mid, j->attempts_made + 1,
+                  j->max_attempts, outcome_name(w->outcome));
+}
+
 int
 messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_work,
                       int64_t *next_due, struct sp_error *err)
 {
-    struct job j;
-    enum messaging_outcome outcome = MESSAGING_SENT;
-    int found = 0;
+    int batch = d->batch > 0 ? d->batch : 1;
+    struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
+    int n = 0, found = 1;
     int rc;
 
     *did_work = 0;
-    rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, &j, &found,
-                           next_due, err);
-    if (rc != SP_OK || !found)
+    /* Reserve and claim a batch in one unit of work, send, then record the batch in another:
+     * two write transactions per batch instead of several per job. */
+    rc = lead_repo_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    while (rc == SP_OK && found && n < batch) {
+        struct work *w = &ws[n];
+        rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, &w->job,
+                               &found, next_due, err);
+        if (rc == SP_OK && found) {
+            rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->res, err);
+            n++;
+        }
+    }
+    if (rc != SP_OK) {
+        lead_repo_rollback(d->repo);
+        return rc;
+    }
+    rc = lead_repo_commit(d->repo, err);
+    if (rc != SP_OK || n == 0)
         return rc;
     *did_work = 1;
-    rc = messaging_process(d, &j, a, &outcome, err);
-    if (rc == SP_OK)
-        log_debug("job %s %s (message %s, attempt %d of %d): %s", j.id, j.name,
-                  j.message_id ? j.message_id : "-", j.attempts_made + 1, j.max_attempts,
-                  outcome_name(outcome));
-    if (rc == SP_OK && (outcome == MESSAGING_RETRY || outcome == MESSAGING_DEAD))
-        log_info("job %s message %s %s", j.id, j.message_id ? j.message_id : "-",
-                 outcome_name(outcome));
+    if (n == batch)
+        *next_due = 0; /* more may be due right away */
+    rc = send_and_record(d, a, ws, n, err);
+    for (int i = 0; rc == SP_OK && i < n; i++)
+        log_outcome(&ws[i]);
     return rc;
 }

@@ -23,6 +23,7 @@ struct messaging_deps {
     const struct sp_clock *clock;
     const struct sender_registry *senders;
     int64_t lease_ms;          /* how long a reserved job stays ours */
+    int batch;                 /* jobs reserved per tick (>= 1) */
     int jitter_pct;            /* backoff jitter, 0..100 */
     uint32_t (*random)(void);  /* for jitter; NULL means no jitter */
 };
@@ -40,7 +41,7 @@ enum messaging_outcome {
 int messaging_process(const struct messaging_deps *d, const struct job *j, struct arena *a,
                       enum messaging_outcome *outcome, struct sp_error *err) SP_MUST_CHECK;
 
-/* Reserves and processes at most one job. *did_work tells whether a job was processed;
+/* Reserves and processes up to d->batch jobs. *did_work tells whether a job was processed;
  * *next_due (when idle) is when the next delayed job becomes due, or 0. */
 int messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_work,
                           int64_t *next_due, struct sp_error *err) SP_MUST_CHECK;

@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# bench.sh: measures SalesPad against the performance targets of DESIGN.md §7 and prints a
+# markdown table. `make bench` builds first and runs this; by hand:
+#   scripts/bench.sh                               # build/salespad, 10 s wrk runs
+#   SALESPAD_BIN=build-x/salespad BENCH_DURATION=5 scripts/bench.sh
+#
+# Everything runs on 127.0.0.1, in a fresh temp dir (removed on exit unless BENCH_KEEP=1), on
+# free ports, against fresh databases. Per database (BENCH_DATABASES, default "sqlite"):
+#   1. `salespad serve` (in-process workers): spawn -> first 200 on GET /ready, in ms;
+#   2. lead -> sent at rest: BENCH_LATENCY_N sequential captures (name + email), each polled
+#      until its email message is "sent"; latency = message sentAt - lead createdAt (ms stamps);
+#   3. wrk POST /leads (BENCH_CONNECTIONS, BENCH_THREADS, BENCH_DURATION), a unique lead per
+#      request (name, email, phone: 1 lead, 2 messages, 2 jobs); anything but 201 is an error;
+#   4. waits for the queued messages to drain, seeds BENCH_SEED_N leads, then wrk GET
+#      /leads/:id round-robin over their ids; anything but 200 is an error;
+#   5. peak RSS (VmHWM) of that server, then SIGTERM: it must exit 0;
+#   6. worker throughput: `serve --no-worker` on another fresh database takes BENCH_WORKER_LEADS
+#      leads (wrk), is stopped, then `salespad worker` is timed from spawn until the mock sink
+#      holds every message (rate = messages / (last sink "at" - spawn)); SIGTERM, exit 0.
+# HTTP_THREADS, WORKER_CONCURRENCY etc. are inherited from the environment (defaults otherwise).
+#
+# Exit status: 0 when every measurement ran (targets missed are shown as NO in the table),
+# 1 when the harness or the service failed (no /ready, lost messages, unclean shutdown...).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR="$ROOT/scripts/bench"
+HELPER=(python3 "$BENCH_DIR/helper.py")
+
+BIN=${SALESPAD_BIN:-build/salespad}
+if [[ "$BIN" != /* && ! -x "$BIN" && -x "$ROOT/$BIN" ]]; then BIN="$ROOT/$BIN"; fi
+[[ -x "$BIN" ]] || { echo "bench.sh: no executable salespad at '$BIN' (set SALESPAD_BIN)" >&2; exit 1; }
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+BENCH_DURATION=${BENCH_DURATION:-10}
+BENCH_DURATION=${BENCH_DURATION%s}
+[[ "$BENCH_DURATION" =~ ^[0-9]+$ && "$BENCH_DURATION" -ge 1 && "$BENCH_DURATION" -le 600 ]] ||
+  { echo "bench.sh: BENCH_DURATION must be 1..600 seconds" >&2; exit 2; }
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
+BENCH_THREADS=${BENCH_THREADS:-2}
+BENCH_LATENCY_N=${BENCH_LATENCY_N:-200}
+BENCH_SEED_N=${BENCH_SEED_N:-1000}
+BENCH_WORKER_LEADS=${BENCH_WORKER_LEADS:-10000}
+BENCH_DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-180}
+BENCH_DATABASES=${BENCH_DATABASES:-sqlite}
+BENCH_KEEP=${BENCH_KEEP:-0}
+MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
+
+for tool in wrk python3; do
+  command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found (scripts/deps.sh bench)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/salespad-bench.XXXXXX")
+PIDS=()     # every process we started, for the trap
+FAILED=0    # a harness/service failure (not a missed target)
+NOTES=()
+
+cleanup() {
+  local pid i
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [[ "$BENCH_KEEP" == 1 ]]; then
+    echo "bench.sh: kept $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+fail() { log "FAIL: $*"; FAILED=1; NOTES+=("FAIL: $*"); }
+die() { log "FATAL: $*"; exit 1; }
+now_us() { local t=${EPOCHREALTIME/./}; echo "${t#0}"; }
+calc() { awk "BEGIN { printf \"%s\", $1 }"; }
+# met VALUE OP LIMIT -> "yes" or "NO" (OP is <, <=, >=, >)
+met() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN {
+  ok = (op == "<" ? v < l : op == "<=" ? v <= l : op == ">=" ? v >= l : v > l)
+  print (v == "" || v == "n/a") ? "n/a" : (ok ? "yes" : "NO") }'; }
+# kv "k1=v1 k2=v2" KEY -> value
+kv() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -n1; }
+forget_pid() { local p keep=(); for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+status_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || true; }
+
+# The database URL for a fresh database of KIND named NAME. Add a kind here (e.g. postgres:
+# create a scratch database and echo its URL) to bench it; the rest of the script is the same.
+db_url() {
+  local kind=$1 name=$2
+  case "$kind" in
+    sqlite) echo "sqlite:$TMP/$name.db" ;;
+    *) die "db_url: unknown database kind '$kind' (known: sqlite)" ;;
+  esac
+}
+
+# start_service NAME DATABASE_URL SINK CMD... : spawns salespad with CMD, waits for /ready when
+# CMD is serve. Sets SVC_PID, SVC_PORT, SVC_READY_MS.
+start_service() {
+  local name=$1 url=$2 sink=$3; shift 3
+  local port marker ready_file poller t0 t_ready i
+  SVC_PORT=$("${HELPER[@]}" freeport)
+  SVC_READY_MS=
+  marker="$TMP/$name.poller-up" ready_file="$TMP/$name.ready"
+  if [[ "$1" == serve ]]; then
+    # The poller starts first (python takes tens of ms to start) and polls every ~0.5 ms.
+    "${HELPER[@]}" wait-ready "$SVC_PORT" "$marker" 10 >"$ready_file" &
+    poller=$!
+    PIDS+=("$poller")
+    for ((i = 0; i < 200; i++)); do [[ -e "$marker" ]] && break; sleep 0.02; done
+    [[ -e "$marker" ]] || die "$name: /ready poller did not start"
+  fi
+  t0=$(now_us)
+  HOST=127.0.0.1 PORT="$SVC_PORT" DATABASE_URL="$url" MOCK_SINK="$sink" LOG_LEVEL=warn \
+    "$BIN" "$@" >"$TMP/$name.log" 2>&1 &
+  SVC_PID=$!
+  PIDS+=("$SVC_PID")
+  if [[ "$1" == serve ]]; then
+    if ! wait "$poller"; then
+      forget_pid "$poller"
+      tail -n 20 "$TMP/$name.log" >&2 || true
+      die "$name: never ready on 127.0.0.1:$SVC_PORT"
+    fi
+    forget_pid "$poller"
+    t_ready=$(tr -d . <"$ready_file")
+    SVC_READY_MS=$(calc "($t_ready - $t0) / 1000")
+    log "$name: pid $SVC_PID on 127.0.0.1:$SVC_PORT, ready in $(printf %.1f "$SVC_READY_MS") ms"
+  else
+    log "$name: pid $SVC_PID ($*)"
+  fi
+}
+
+# stop_service NAME PID: SIGTERM, wait (bounded), record whether it exited 0.
+stop_service() {
+  local name=$1 pid=$2 i rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "$name: still running 30 s after SIGTERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" || rc=$?
+  forget_pid "$pid"
+  if [[ $rc -ne 0 ]]; then
+    fail "$name: exit status $rc after SIGTERM (want 0); log: $(tail -n 3 "$TMP/$name.log" | tr '\n' ' ')"
+  else
+    log "$name: SIGTERM -> exit 0"
+  fi
+  return 0
+}
+
+# run_wrk TAG LUA PORT DURATION [VAR=VALUE...]: sets WRK (the BENCH line) and WRK_CPU (server
+# CPU % of one core over the run, for the pid in WRK_SERVER_PID).
+run_wrk() {
+  local tag=$1 lua=$2 port=$3 dur=$4; shift 4
+  local out="$TMP/wrk-$tag.txt" c0 c1 t0 t1 hz
+  hz=$(getconf CLK_TCK)
+  c0=$(cpu_ticks "$WRK_SERVER_PID") t0=$(now_us)
+  env "$@" BENCH_RUN="$tag-$$" timeout $((dur + 30)) \
+    wrk -c "$BENCH_CONNECTIONS" -t "$BENCH_THREADS" -d "${dur}s" --latency \
+    -s "$BENCH_DIR/$lua" "http://127.0.0.1:$port" >"$out" 2>&1 ||
+    { cat "$out" >&2; die "wrk $tag failed"; }
+  c1=$(cpu_ticks "$WRK_SERVER_PID") t1=$(now_us)
+  WRK=$(sed -n 's/^BENCH //p' "$out" | tail -n1)
+  [[ -n "$WRK" ]] || { cat "$out" >&2; die "wrk $tag printed no BENCH line"; }
+  WRK_CPU=$(calc "($c1 - $c0) / $hz / (($t1 - $t0) / 1e6) * 100")
+  log "wrk $tag: $WRK server_cpu=$(printf %.0f "$WRK_CPU")%"
+}
+
+wait_sink() { # wait_sink SINK EXPECTED TIMEOUT_S -> epoch seconds reached
+  "${HELPER[@]}" wait-lines "$1" "$2" "$3"
+}
+
+ROWS=""
+row() { ROWS+="| $1 | $2 | $3 | $4 |"$'\n'; }
+
+run_suite() {
+  local kind=$1 url sink p post_ok get_reqs lat expected t_drain0 t_drain1 hwm rss
+  local wurl wsink pushed wexp t0 stats last_ms first_ms wrate n s
+  url=$(db_url "$kind" main) sink="$TMP/$kind-main.sink"
+  log "== $kind: $url"
+
+  start_service "$kind-serve" "$url" "$sink" serve
+  local pid=$SVC_PID port=$SVC_PORT ready_ms=$SVC_READY_MS
+  WRK_SERVER_PID=$pid
+
+  log "lead -> sent at rest: $BENCH_LATENCY_N sequential captures"
+  lat=$("${HELPER[@]}" latency "$port" "$BENCH_LATENCY_N") || die "latency run failed"
+  log "latency: $lat"
+  [[ $(kv "$lat" failures) == 0 ]] || fail "$(kv "$lat" failures) captures not sent within 2 s"
+
+  log "wrk POST /leads for ${BENCH_DURATION}s"
+  run_wrk "$kind-post" post_lead.lua "$port" "$BENCH_DURATION"
+  p=$WRK
+  local post_cpu=$WRK_CPU
+  post_ok=$(kv "$p" ok)
+  kill -0 "$pid" 2>/dev/null || die "$kind-serve died during the POST load (log: $TMP/$kind-serve.log)"
+
+  # Let the backlog drain before the GET run, so the GET numbers are not shared with workers.
+  expected=$((BENCH_LATENCY_N + post_ok * MSGS_PER_LEAD))
+  t_drain0=$(now_us)
+  if t_drain1=$(wait_sink "$sink" "$expected" "$BENCH_DRAIN_TIMEOUT"); then
+    local drain_s
+    drain_s=$(calc "(${t_drain1/./} - $t_drain0) / 1e6")
+    NOTES+=("$kind: after the POST run the in-process workers drained the backlog in $(printf %.1f "$drain_s") s ($expected messages in all)")
+  else
+    fail "$kind: the in-process workers did not send all $expected messages within ${BENCH_DRAIN_TIMEOUT}s"
+  fi
+
+  log "seeding $BENCH_SEED_N leads for the GET run"
+  n=$("${HELPER[@]}" seed "$port" "$BENCH_SEED_N" "$TMP/ids.txt") || die "seeding failed"
+  expected=$((expected + n * MSGS_PER_LEAD))
+  wait_sink "$sink" "$expected" 60 >/dev/null || fail "$kind: seeded leads' messages not all sent"
+
+  log "wrk GET /leads/:id for ${BENCH_DURATION}s over $n ids"
+  run_wrk "$kind-get" get_lead.lua "$port" "$BENCH_DURATION" BENCH_IDS_FILE="$TMP/ids.txt"
+  local g=$WRK get_cpu=$WRK_CPU
+  kill -0 "$pid" 2>/dev/null || die "$kind-serve died during the GET load (log: $TMP/$kind-serve.log)"
+
+  hwm=$(status_kb "$pid" VmHWM) rss=$(status_kb "$pid" VmRSS)
+  log "$kind-serve: VmHWM ${hwm} kB, VmRSS ${rss} kB"
+  stop_service "$kind-serve" "$pid"
+  s=$(grep -c -E ' (warn|error) ' "$TMP/$kind-serve.log" || true)
+  [[ "$s" == 0 ]] || NOTES+=("$kind-serve logged $s warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/$kind-serve.log" | cut -c1-200 | tr '\n' ' ')")
+  stats=$("${HELPER[@]}" sink-stats "$sink")
+  [[ $(kv "$stats" duplicates) == 0 ]] || fail "$kind: duplicate deliveries in the sink: $stats"
+
+  # Worker throughput: a backlog enqueued with no workers, then `salespad worker` alone.
+  wurl=$(db_url "$kind" worker) wsink="$TMP/$kind-worker.sink"
+  start_service "$kind-enqueue" "$wurl" "$TMP/$kind-enqueue.sink" serve --no-worker
+  WRK_SERVER_PID=$SVC_PID
+  log "enqueueing ~$BENCH_WORKER_LEADS leads with no workers"
+  run_wrk "$kind-enqueue" post_lead.lua "$SVC_PORT" 120 \
+    BENCH_MAX_PER_THREAD=$(((BENCH_WORKER_LEADS + BENCH_THREADS - 1) / BENCH_THREADS))
+  pushed=$(kv "$WRK" ok)
+  stop_service "$kind-enqueue" "$SVC_PID"
+  wexp=$((pushed * MSGS_PER_LEAD))
+  t0=$(now_us)
+  start_service "$kind-worker" "$wurl" "$wsink" worker
+  if wait_sink "$wsink" "$wexp" "$BENCH_DRAIN_TIMEOUT" >/dev/null; then
+    stats=$("${HELPER[@]}" sink-stats "$wsink")
+    last_ms=$(kv "$stats" last_ms) first_ms=$(kv "$stats" first_ms)
+    wrate=$(calc "$wexp / (($last_ms - $t0 / 1000) / 1000)")
+    log "worker: $stats -> $(printf %.0f "$wrate") sends/s from spawn"
+    NOTES+=("$kind worker: $wexp messages ($pushed leads); first->last send $((last_ms - first_ms)) ms ($(calc "$wexp / (($last_ms - $first_ms + 1) / 1000)" | xargs printf %.0f) sends/s excluding startup)")
+    [[ $(kv "$stats" duplicates) == 0 && $(kv "$stats" distinct) == "$wexp" ]] ||
+      fail "$kind worker: sink $stats, want $wexp distinct and no duplicates"
+  else
+    wrate=0
+    fail "$kind worker: the sink never reached $wexp lines"
+  fi
+  stop_service "$kind-worker" "$SVC_PID"
+  s=$(grep -c -E ' (warn|error) ' "$TMP/$kind-worker.log" || true)
+  [[ "$s" == 0 ]] || NOTES+=("$kind-worker logged $s warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/$kind-worker.log" | cut -c1-200 | tr '\n' ' ')")
+
+  # The table.
+  local perr gerr mb
+  perr=$(($(kv "$p" bad_status) + $(kv "$p" socket_errors)))
+  gerr=$(($(kv "$g" bad_status) + $(kv "$g" socket_errors)))
+  mb=$(calc "$hwm / 1024")
+  ROWS=""
+  row "POST /leads req/s" "$(printf %.0f "$(kv "$p" ok_rps)")" "≥ 5000" "$(met "$(kv "$p" ok_rps)" ">=" 5000)"
+  row "POST /leads p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$p" p50_ms)" "$(kv "$p" p99_ms)")" "p99 < 20" "$(met "$(kv "$p" p99_ms)" "<" 20)"
+  row "POST /leads errors" "$perr of $(kv "$p" requests) (codes $(kv "$p" codes))" "0" "$(met "$perr" "<=" 0)"
+  row "GET /leads/:id req/s" "$(printf %.0f "$(kv "$g" ok_rps)")" "≥ 20000" "$(met "$(kv "$g" ok_rps)" ">=" 20000)"
+  row "GET /leads/:id p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$g" p50_ms)" "$(kv "$g" p99_ms)")" "p99 < 10" "$(met "$(kv "$g" p99_ms)" "<" 10)"
+  row "GET errors" "$gerr of $(kv "$g" requests) (codes $(kv "$g" codes))" "0" "$(met "$gerr" "<=" 0)"
+  row "lead → sent p50 / p99 (ms)" "$(kv "$lat" p50_ms) / $(kv "$lat" p99_ms)" "p50 < 10" "$(met "$(kv "$lat" p50_ms)" "<" 10)"
+  row "worker sends/s" "$(printf %.0f "$wrate")" "≥ 5000" "$(met "$wrate" ">=" 5000)"
+  row "peak RSS (MB)" "$(printf %.1f "$mb")" "< 30" "$(met "$mb" "<" 30)"
+  row "start → ready (ms)" "$(printf %.1f "$ready_ms")" "< 100" "$(met "$ready_ms" "<" 100)"
+  NOTES+=("$kind: server CPU during POST $(printf %.0f "$post_cpu")% / GET $(printf %.0f "$get_cpu")% of one core ($(nproc) cores shared with wrk); lead → sent wall clock as seen by the client p50/p99 $(kv "$lat" wall_p50_ms) / $(kv "$lat" wall_p99_ms) ms")
+  REPORT+=$'\n'"### SalesPad bench: database $kind (DATABASE_URL=${url%%:*}:…/$(basename "${url#*:}")), salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
+  REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS -d ${BENCH_DURATION}s on 127.0.0.1; HTTP_THREADS=$(cfg HTTP_THREADS) WORKER_CONCURRENCY=$(cfg WORKER_CONCURRENCY); $(nproc) CPUs"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+
+cfg() { HOST=127.0.0.1 "$BIN" --print-config | sed -n "s/^$1=//p"; }
+
+REPORT=""
+for kind in $BENCH_DATABASES; do
+  run_suite "$kind"
+done
+
+printf '%s\n' "$REPORT"
+if [[ ${#NOTES[@]} -gt 0 ]]; then
+  printf 'Notes:\n'
+  printf -- '- %s\n' "${NOTES[@]}"
+fi
+exit "$FAILED"

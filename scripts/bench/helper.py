@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""helper.py: the small measuring jobs of scripts/bench.sh that want more precision than curl.
+
+Every subcommand talks only to 127.0.0.1, and every loop is bounded in count and in time.
+
+  freeport                          print a free loopback TCP port
+  wait-ready PORT MARKER TIMEOUT_S  touch MARKER, poll GET /ready (~0.5 ms apart) until 200;
+                                    print the wall-clock time of that 200 (epoch seconds)
+  latency PORT N                    N sequential captures at rest; print p50/p99 of
+                                    (message sentAt - lead createdAt) and of the observed wall time
+  seed PORT N OUT                   create N leads (name, email, phone), write their ids to OUT
+  wait-lines FILE EXPECTED TIMEOUT_S [QUIET_S]
+                                    poll FILE until it has EXPECTED lines and then no new one for
+                                    QUIET_S s; print "LINES EPOCH_REACHED" (or fail on timeout)
+  sink-stats FILE                   lines, distinct messageIds, duplicates, first/last "at" (ms)
+"""
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+
+HOST = "127.0.0.1"
+
+
+def die(msg):
+    print(f"helper.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def iso_ms(s):
+    """'2026-11-27T15:24:48.906Z' -> epoch milliseconds (int)."""
+    dt = datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return round(dt.timestamp() * 1000)
+
+
+def pct(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def conn(port, timeout=5.0):
+    return http.client.HTTPConnection(HOST, port, timeout=timeout)
+
+
+def request(c, method, path, body=None):
+    headers = {}
+    if body is not None:
+        body = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    return r.status, data
+
+
+def cmd_freeport():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((HOST, 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def cmd_wait_ready(port, marker, timeout_s):
+    port, timeout_s = int(port), float(timeout_s)
+    with open(marker, "w"):
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            c = conn(port, timeout=1.0)
+            status, _ = request(c, "GET", "/ready")
+            c.close()
+            if status == 200:
+                print(f"{time.time():.6f}")
+                return
+        except OSError:
+            pass
+        time.sleep(0.0005)
+    die(f"GET /ready did not answer 200 within {timeout_s}s")
+
+
+def cmd_latency(port, n):
+    port, n = int(port), int(n)
+    c = conn(port)
+    stamp, wall, failures = [], [], 0
+    run = f"{os.getpid()}-{int(time.time())}"
+    for i in range(n):
+        t0 = time.monotonic()
+        status, data = request(c, "POST", "/leads",
+                               {"name": "Latency", "email": f"lat-{run}-{i}@bench.test"})
+        if status != 201:
+            die(f"POST /leads answered {status}: {data[:200]!r}")
+        lead = json.loads(data)
+        created = iso_ms(lead["createdAt"])
+        sent_at = None
+        # Poll quickly, bounded: at most 2 s or 4000 polls per lead.
+        for _ in range(4000):
+            status, data = request(c, "GET", f"/leads/{lead['id']}")
+            if status != 200:
+                die(f"GET /leads/:id answered {status}: {data[:200]!r}")
+            d = json.loads(data)
+            emails = d.get("messagesByChannel", {}).get("email", [])
+            if emails and emails[0].get("status") == "sent" and emails[0].get("sentAt"):
+                sent_at = iso_ms(emails[0]["sentAt"])
+                break
+            if time.monotonic() - t0 > 2.0:
+                break
+            time.sleep(0.0002)
+        if sent_at is None:
+            failures += 1
+            continue
+        wall.append((time.monotonic() - t0) * 1000.0)
+        stamp.append(sent_at - created)
+        time.sleep(0.005)  # at rest: let the service go idle between captures
+    c.close()
+    if not stamp:
+        die("no capture reached 'sent' within 2 s")
+    print(f"n={len(stamp)} failures={failures} p50_ms={pct(stamp, 50)} p99_ms={pct(stamp, 99)} "
+          f"max_ms={max(stamp)} wall_p50_ms={pct(wall, 50):.1f} wall_p99_ms={pct(wall, 99):.1f}")
+
+
+def cmd_seed(port, n, out):
+    port, n = int(port), int(n)
+    c = conn(port)
+    ids = []
+    run = f"{os.getpid()}-{int(time.time())}"
+    for i in range(n):
+        status, data = request(c, "POST", "/leads",
+                               {"name": f"Seed {i}", "email": f"seed-{run}-{i}@bench.test",
+                                "phone": f"+1555{i:07d}"})
+        if status != 201:
+            die(f"POST /leads answered {status}: {data[:200]!r}")
+        ids.append(json.loads(data)["id"])
+    c.close()
+    with open(out, "w") as f:
+        f.write("\n".join(ids) + "\n")
+    print(len(ids))
+
+
+def cmd_wait_lines(path, expected, timeout_s, quiet_s="0"):
+    """Counts newlines incrementally (only the bytes added since the last look), every 20 ms,
+    until there are EXPECTED lines and then no new line for QUIET_S seconds. Prints the line
+    count and the epoch time the count was last reached."""
+    expected, timeout_s, quiet_s = int(expected), float(timeout_s), float(quiet_s)
+    deadline = time.monotonic() + timeout_s
+    off, lines, reached, last_growth = 0, 0, None, time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                data = f.read()
+            off += len(data)
+            if data.count(b"\n"):
+                lines += data.count(b"\n")
+                last_growth, reached = time.monotonic(), None
+        except FileNotFoundError:
+            pass
+        if lines >= expected:
+            if reached is None:
+                reached = time.time()
+            if time.monotonic() - last_growth >= quiet_s:
+                print(f"{lines} {reached:.6f}")
+                return
+        time.sleep(0.02)
+    die(f"{path}: {lines} lines (want {expected}, then {quiet_s}s quiet) after {timeout_s}s")
+
+
+def cmd_sink_stats(path):
+    lines, ids, dups, first, last = 0, set(), 0, None, None
+    with open(path) as f:
+        for line in f:
+            lines += 1
+            d = json.loads(line)
+            ids.add(d["messageId"])
+            dups += 1 if d.get("duplicate") else 0
+            at = iso_ms(d["at"])
+            first = at if first is None else min(first, at)
+            last = at if last is None else max(last, at)
+    print(f"lines={lines} distinct={len(ids)} duplicates={dups} first_ms={first} last_ms={last}")
+
+
+def main(argv):
+    cmds = {"freeport": (cmd_freeport, 0), "wait-ready": (cmd_wait_ready, 3),
+            "latency": (cmd_latency, 2), "seed": (cmd_seed, 3),
+            "wait-lines": (cmd_wait_lines, (3, 4)), "sink-stats": (cmd_sink_stats, 1)}
+    if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 not in (
+            cmds[argv[1]][1] if isinstance(cmds[argv[1]][1], tuple) else (cmds[argv[1]][1],)):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    cmds[argv[1]][0](*argv[2:])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

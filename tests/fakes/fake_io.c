@@ -1,0 +1,55 @@
+/* fake_io.c: fixed clock and scripted sender (see fake_io.h). */
+#include "fakes/fake_io.h"
+
+#include "core/arena.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int64_t
+fixed_now(const struct sp_clock *c)
+{
+    return ((const struct fake_clock *)c)->now;
+}
+
+void
+fake_clock_init(struct fake_clock *c, int64_t now)
+{
+    c->base.now_ms = fixed_now;
+    c->now = now;
+}
+
+static int
+fake_send(struct sender *base, const struct send_request *req, struct arena *a,
+          const char **provider_id, struct sp_error *err)
+{
+    struct fake_sender *s = (struct fake_sender *)base;
+    int n = s->ncalls++;
+
+    if (n < FAKE_SENDER_CALLS_MAX) {
+        struct fake_send_call *c = &s->calls[n];
+        c->channel = req->channel;
+        snprintf(c->to, sizeof(c->to), "%s", req->to ? req->to : "(null)");
+        snprintf(c->message_id, sizeof(c->message_id), "%s",
+                 req->message_id ? req->message_id : "(null)");
+        snprintf(c->idempotency_key, sizeof(c->idempotency_key), "%s",
+                 req->idempotency_key ? req->idempotency_key : "(null)");
+        snprintf(c->channel_message, sizeof(c->channel_message), "%s",
+                 req->channel_message ? req->channel_message : "(null)");
+        c->attempt = req->attempt;
+    }
+    if (n < s->fail_first)
+        return sp_error_set(err, s->fail_code ? s->fail_code : SP_EPROVIDER, "provider",
+                            "fake: scripted failure %d", n + 1);
+    *provider_id = arena_printf(a, "fake-%d", n + 1);
+    return SP_OK;
+}
+
+static const struct sender_ops fake_sender_ops = {"fake", fake_send};
+
+void
+fake_sender_init(struct fake_sender *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->base.ops = &fake_sender_ops;
+}

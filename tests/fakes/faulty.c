@@ -1,0 +1,238 @@
+/* faulty.c: fault-injecting repo and queue wrappers (see faulty.h). */
+#include "fakes/faulty.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void
+fault_plan_arm(struct fault_plan *p, int fail_at, int code)
+{
+    memset(p, 0, sizeof(*p));
+    p->fail_at = fail_at;
+    p->fail_code = code ? code : SP_EUNAVAIL;
+}
+
+/* Counts one call; returns the injected error, or SP_OK to go on to the wrapped call. */
+static int
+hit(struct fault_plan *p, const char *op, struct sp_error *err)
+{
+    p->calls++;
+    if (p->fail_at <= 0 || p->calls < p->fail_at || (!p->sticky && p->calls != p->fail_at))
+        return SP_OK;
+    p->injected++;
+    snprintf(p->last_op, sizeof(p->last_op), "%s", op);
+    return sp_error_set(err, p->fail_code ? p->fail_code : SP_EUNAVAIL, "database",
+                        "injected failure of %s (call %d)", op, p->calls);
+}
+
+#define REPO(r) (((struct faulty_repo *)(r))->inner)
+#define PLAN(r) (((struct faulty_repo *)(r))->plan)
+#define QUEUE(q) (((struct faulty_queue *)(q))->inner)
+#define QPLAN(q) (((struct faulty_queue *)(q))->plan)
+
+static int
+r_begin(struct lead_repo *r, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "begin", err);
+    if (rc == SP_OK)
+        rc = lead_repo_begin(REPO(r), err);
+    if (rc == SP_OK)
+        PLAN(r)->open_tx = 1;
+    return rc;
+}
+
+static int
+r_commit(struct lead_repo *r, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "commit", err);
+    if (rc != SP_OK)
+        lead_repo_rollback(REPO(r)); /* a failed COMMIT leaves no transaction behind */
+    else
+        rc = lead_repo_commit(REPO(r), err);
+    PLAN(r)->open_tx = 0;
+    return rc;
+}
+
+static void
+r_rollback(struct lead_repo *r)
+{
+    lead_repo_rollback(REPO(r));
+    PLAN(r)->open_tx = 0;
+}
+
+static int
+r_ping(struct lead_repo *r, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "ping", err);
+    return rc != SP_OK ? rc : lead_repo_ping(REPO(r), err);
+}
+
+static int
+r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_insert", err);
+    return rc != SP_OK ? rc : lead_repo_lead_insert(REPO(r), l, err);
+}
+
+static int
+r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
+           struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_get", err);
+    return rc != SP_OK ? rc : lead_repo_lead_get(REPO(r), id, a, out, err);
+}
+
+static int
+r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
+                     struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_update_status", err);
+    return rc != SP_OK ? rc : lead_repo_lead_update_status(REPO(r), id, s, now, err);
+}
+
+static int
+r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_insert", err);
+    return rc != SP_OK ? rc : lead_repo_message_insert(REPO(r), m, err);
+}
+
+static int
+r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
+              struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_get", err);
+    return rc != SP_OK ? rc : lead_repo_message_get(REPO(r), id, a, out, err);
+}
+
+static int
+r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_update_delivery", err);
+    return rc != SP_OK ? rc : lead_repo_message_update_delivery(REPO(r), m, err);
+}
+
+static int
+r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct message **out,
+               int *n, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_list", err);
+    return rc != SP_OK ? rc : lead_repo_message_list(REPO(r), lead_id, a, out, n, err);
+}
+
+static int
+r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_append", err);
+    return rc != SP_OK ? rc : lead_repo_event_append(REPO(r), e, err);
+}
+
+static int
+r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_event **out,
+             int *n, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_list", err);
+    return rc != SP_OK ? rc : lead_repo_event_list(REPO(r), lead_id, a, out, n, err);
+}
+
+static const struct lead_repo_ops faulty_repo_ops = {
+    .name = "faulty",
+    .begin = r_begin,
+    .commit = r_commit,
+    .rollback = r_rollback,
+    .ping = r_ping,
+    .lead_insert = r_lead_insert,
+    .lead_get = r_lead_get,
+    .lead_update_status = r_lead_update_status,
+    .message_insert = r_message_insert,
+    .message_get = r_message_get,
+    .message_update_delivery = r_message_update_delivery,
+    .message_list = r_message_list,
+    .event_append = r_event_append,
+    .event_list = r_event_list,
+};
+
+void
+faulty_repo_init(struct faulty_repo *r, struct lead_repo *inner, struct fault_plan *plan)
+{
+    r->base.ops = &faulty_repo_ops;
+    r->inner = inner;
+    r->plan = plan;
+}
+
+static int
+q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
+          struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "enqueue", err);
+    return rc != SP_OK ? rc : job_queue_enqueue(QUEUE(q), spec, now, id_out, err);
+}
+
+static int
+q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+          int *found, int64_t *next_due, struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "reserve", err);
+    if (rc != SP_OK) {
+        *found = 0;
+        *next_due = 0;
+        return rc;
+    }
+    return job_queue_reserve(QUEUE(q), now, lease_ms, a, out, found, next_due, err);
+}
+
+static int
+q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "complete", err);
+    return rc != SP_OK ? rc : job_queue_complete(QUEUE(q), j, now, err);
+}
+
+static int
+q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, const char *error,
+        struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "retry", err);
+    return rc != SP_OK ? rc : job_queue_retry(QUEUE(q), j, now, run_at, error, err);
+}
+
+static int
+q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
+       struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "fail", err);
+    return rc != SP_OK ? rc : job_queue_fail(QUEUE(q), j, now, error, err);
+}
+
+static int
+q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
+               int *n, struct sp_error *err)
+{
+    int rc = hit(QPLAN(q), "list_by_lead", err);
+    return rc != SP_OK ? rc : job_queue_list_by_lead(QUEUE(q), lead_id, a, out, n, err);
+}
+
+static void
+q_wake(struct job_queue *q)
+{
+    job_queue_wake(QUEUE(q));
+}
+
+static const struct job_queue_ops faulty_queue_ops = {
+    .name = "faulty",
+    .enqueue = q_enqueue,
+    .reserve = q_reserve,
+    .complete = q_complete,
+    .retry = q_retry,
+    .fail = q_fail,
+    .list_by_lead = q_list_by_lead,
+    .wake = q_wake,
+};
+
+void
+faulty_queue_init(struct faulty_queue *q, struct job_queue *inner, struct fault_plan *plan)
+{
+    q->base.ops = &faulty_queue_ops;
+    q->inner = inner;
+    q->plan = plan;
+}

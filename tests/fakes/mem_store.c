@@ -1,0 +1,611 @@
+/* mem_store.c: the in-memory repo and queue (see mem_store.h). */
+#include "fakes/mem_store.h"
+
+#include "core/arena.h"
+#include "core/xmalloc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MEM_MAX_STALLED 3
+
+/* ---- tables ---------------------------------------------------------------------------- */
+
+/* Makes room for one more element in an array of `elem`-sized items. */
+static void *
+grow(void *p, int n, int *cap, size_t elem)
+{
+    if (n < *cap)
+        return p;
+    *cap = *cap ? *cap * 2 : 8;
+    return xrealloc(p, (size_t)*cap * elem);
+}
+
+static void *
+dup_array(const void *p, int n, size_t elem)
+{
+    void *out;
+    if (n == 0)
+        return NULL;
+    out = xmalloc((size_t)n * elem);
+    memcpy(out, p, (size_t)n * elem);
+    return out;
+}
+
+/* A shallow copy: the strings live in the store's arena and are never freed before the store. */
+static void
+tables_copy(struct mem_tables *dst, const struct mem_tables *src)
+{
+    dst->leads = dup_array(src->leads, src->nleads, sizeof(*src->leads));
+    dst->nleads = dst->cap_leads = src->nleads;
+    dst->msgs = dup_array(src->msgs, src->nmsgs, sizeof(*src->msgs));
+    dst->nmsgs = dst->cap_msgs = src->nmsgs;
+    dst->events = dup_array(src->events, src->nevents, sizeof(*src->events));
+    dst->nevents = dst->cap_events = src->nevents;
+    dst->jobs = dup_array(src->jobs, src->njobs, sizeof(*src->jobs));
+    dst->njobs = dst->cap_jobs = src->njobs;
+    dst->next_job_id = src->next_job_id;
+}
+
+static void
+tables_free(struct mem_tables *t)
+{
+    free(t->leads);
+    free(t->msgs);
+    free(t->events);
+    free(t->jobs);
+    memset(t, 0, sizeof(*t));
+}
+
+struct mem_store *
+mem_store_new(void)
+{
+    struct mem_store *st = xcalloc(1, sizeof(*st));
+    st->strings = arena_new();
+    st->cur.next_job_id = 1;
+    st->max_stalled = MEM_MAX_STALLED;
+    return st;
+}
+
+void
+mem_store_free(struct mem_store *st)
+{
+    if (st == NULL)
+        return;
+    tables_free(&st->cur);
+    tables_free(&st->snap);
+    arena_free(st->strings);
+    free(st);
+}
+
+/* Copies s into the store (NULL stays NULL). */
+static const char *
+keep(struct mem_store *st, const char *s)
+{
+    return s ? arena_strdup(st->strings, s) : NULL;
+}
+
+/* Copies s into the caller's arena (NULL stays NULL). */
+static const char *
+give(struct arena *a, const char *s)
+{
+    return s ? arena_strdup(a, s) : NULL;
+}
+
+static int
+find_lead(const struct mem_store *st, const char *id)
+{
+    for (int i = 0; id && i < st->cur.nleads; i++)
+        if (strcmp(st->cur.leads[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static int
+find_message(const struct mem_store *st, const char *id)
+{
+    for (int i = 0; id && i < st->cur.nmsgs; i++)
+        if (strcmp(st->cur.msgs[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static int
+find_event(const struct mem_store *st, const char *id)
+{
+    for (int i = 0; id && i < st->cur.nevents; i++)
+        if (strcmp(st->cur.events[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static int
+find_job(const struct mem_store *st, const char *id)
+{
+    for (int i = 0; id && i < st->cur.njobs; i++)
+        if (strcmp(st->cur.jobs[i].j.id, id) == 0)
+            return i;
+    return -1;
+}
+
+const struct lead *
+mem_store_lead(const struct mem_store *st, const char *id)
+{
+    int i = find_lead(st, id);
+    return i < 0 ? NULL : &st->cur.leads[i];
+}
+
+const struct message *
+mem_store_message(const struct mem_store *st, const char *id)
+{
+    int i = find_message(st, id);
+    return i < 0 ? NULL : &st->cur.msgs[i];
+}
+
+const struct mem_job *
+mem_store_job(const struct mem_store *st, const char *id)
+{
+    int i = find_job(st, id);
+    return i < 0 ? NULL : &st->cur.jobs[i];
+}
+
+/* ---- repo ------------------------------------------------------------------------------ */
+
+static struct mem_store *
+repo_store(struct lead_repo *r)
+{
+    return ((struct mem_repo *)r)->st;
+}
+
+static int
+r_begin(struct lead_repo *r, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    if (st->in_tx)
+        return sp_error_set(err, SP_EINTERNAL, "database", "mem: nested begin");
+    tables_copy(&st->snap, &st->cur);
+    st->in_tx = 1;
+    st->begins++;
+    return SP_OK;
+}
+
+static int
+r_commit(struct lead_repo *r, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    if (!st->in_tx)
+        return sp_error_set(err, SP_EINTERNAL, "database", "mem: commit without begin");
+    tables_free(&st->snap);
+    st->in_tx = 0;
+    st->commits++;
+    return SP_OK;
+}
+
+static void
+r_rollback(struct lead_repo *r)
+{
+    struct mem_store *st = repo_store(r);
+
+    if (!st->in_tx)
+        return; /* like the SQL driver: always leaves the session outside a unit of work */
+    tables_free(&st->cur);
+    st->cur = st->snap;
+    memset(&st->snap, 0, sizeof(st->snap));
+    st->in_tx = 0;
+    st->rollbacks++;
+}
+
+static int
+r_ping(struct lead_repo *r, struct sp_error *err)
+{
+    (void)r;
+    (void)err;
+    return SP_OK;
+}
+
+static int
+r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct lead *row;
+
+    if (find_lead(st, l->id) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead id");
+    st->cur.leads = grow(st->cur.leads, st->cur.nleads, &st->cur.cap_leads, sizeof(*row));
+    row = &st->cur.leads[st->cur.nleads++];
+    *row = *l;
+    row->name = keep(st, l->name);
+    row->email = keep(st, l->email);
+    row->phone = keep(st, l->phone);
+    return SP_OK;
+}
+
+static int
+r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
+           struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_lead(st, id);
+
+    if (i < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    *out = st->cur.leads[i];
+    out->name = give(a, out->name);
+    out->email = give(a, out->email);
+    out->phone = give(a, out->phone);
+    return SP_OK;
+}
+
+static int
+r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
+                     struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_lead(st, id);
+
+    if (i < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    st->cur.leads[i].status = s;
+    st->cur.leads[i].updated_at = now;
+    return SP_OK;
+}
+
+static int
+r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct message *row;
+
+    if (find_message(st, m->id) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate message id");
+    if (find_lead(st, m->lead_id) < 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: message of an unknown lead");
+    st->cur.msgs = grow(st->cur.msgs, st->cur.nmsgs, &st->cur.cap_msgs, sizeof(*row));
+    row = &st->cur.msgs[st->cur.nmsgs++];
+    *row = *m;
+    row->last_error = keep(st, m->last_error);
+    row->provider_id = keep(st, m->provider_id);
+    row->recipient = keep(st, m->recipient);
+    row->channel_message = keep(st, m->channel_message);
+    return SP_OK;
+}
+
+static void
+message_give(struct arena *a, struct message *m)
+{
+    m->last_error = give(a, m->last_error);
+    m->provider_id = give(a, m->provider_id);
+    m->recipient = give(a, m->recipient);
+    m->channel_message = give(a, m->channel_message);
+}
+
+static int
+r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
+              struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_message(st, id);
+
+    if (i < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "messageId", "message %s not found", id);
+    *out = st->cur.msgs[i];
+    message_give(a, out);
+    return SP_OK;
+}
+
+static int
+r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_message(st, m->id);
+    struct message *row;
+
+    (void)err;
+    if (i < 0)
+        return SP_OK; /* like UPDATE ... WHERE id = $1 matching no row */
+    row = &st->cur.msgs[i];
+    row->status = m->status;
+    row->attempts = m->attempts;
+    row->last_error = keep(st, m->last_error);
+    row->provider_id = keep(st, m->provider_id);
+    row->sent_at = m->sent_at;
+    row->updated_at = m->updated_at;
+    return SP_OK;
+}
+
+static int
+r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct message **out,
+               int *n, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int k = 0;
+
+    (void)err;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.nmsgs ? st->cur.nmsgs : 1));
+    for (int i = 0; i < st->cur.nmsgs; i++) {
+        if (strcmp(st->cur.msgs[i].lead_id, lead_id) != 0)
+            continue;
+        (*out)[k] = st->cur.msgs[i];
+        message_give(a, &(*out)[k]);
+        k++;
+    }
+    *n = k;
+    return SP_OK;
+}
+
+static int
+r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct lead_event *row;
+
+    if (find_event(st, e->id) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate event id");
+    if (find_lead(st, e->lead_id) < 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: event of an unknown lead");
+    st->cur.events = grow(st->cur.events, st->cur.nevents, &st->cur.cap_events, sizeof(*row));
+    row = &st->cur.events[st->cur.nevents++];
+    *row = *e;
+    row->correlation_ids = keep(st, e->correlation_ids);
+    row->payload = keep(st, e->payload);
+    return SP_OK;
+}
+
+static int
+r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_event **out,
+             int *n, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int k = 0;
+
+    (void)err;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.nevents ? st->cur.nevents : 1));
+    for (int i = 0; i < st->cur.nevents; i++) {
+        struct lead_event *e = &(*out)[k];
+        if (strcmp(st->cur.events[i].lead_id, lead_id) != 0)
+            continue;
+        *e = st->cur.events[i];
+        e->correlation_ids = give(a, e->correlation_ids);
+        e->payload = give(a, e->payload);
+        k++;
+    }
+    *n = k;
+    return SP_OK;
+}
+
+static const struct lead_repo_ops mem_repo_ops = {
+    .name = "mem",
+    .begin = r_begin,
+    .commit = r_commit,
+    .rollback = r_rollback,
+    .ping = r_ping,
+    .lead_insert = r_lead_insert,
+    .lead_get = r_lead_get,
+    .lead_update_status = r_lead_update_status,
+    .message_insert = r_message_insert,
+    .message_get = r_message_get,
+    .message_update_delivery = r_message_update_delivery,
+    .message_list = r_message_list,
+    .event_append = r_event_append,
+    .event_list = r_event_list,
+};
+
+void
+mem_repo_init(struct mem_repo *r, struct mem_store *st)
+{
+    r->base.ops = &mem_repo_ops;
+    r->st = st;
+}
+
+/* ---- queue ----------------------------------------------------------------------------- */
+
+static struct mem_store *
+queue_store(struct job_queue *q)
+{
+    return ((struct mem_queue *)q)->st;
+}
+
+static int
+q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
+          struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    struct mem_job *row;
+
+    if (spec->lead_id && find_lead(st, spec->lead_id) < 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: job of an unknown lead");
+    st->cur.jobs = grow(st->cur.jobs, st->cur.njobs, &st->cur.cap_jobs, sizeof(*row));
+    row = &st->cur.jobs[st->cur.njobs++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->j.id, sizeof(row->j.id), "%lld", (long long)st->cur.next_job_id++);
+    row->j.name = keep(st, spec->name);
+    row->j.lead_id = keep(st, spec->lead_id);
+    row->j.message_id = keep(st, spec->message_id);
+    row->j.data = keep(st, spec->data);
+    row->j.state = JOB_WAITING;
+    row->j.max_attempts = spec->max_attempts;
+    row->j.backoff_ms = spec->backoff_ms;
+    row->j.run_at = now;
+    row->j.created_at = now;
+    row->j.updated_at = now;
+    memcpy(id_out, row->j.id, sizeof(row->j.id));
+    return SP_OK;
+}
+
+static void
+job_give(struct arena *a, const struct mem_job *row, struct job *out)
+{
+    *out = row->j;
+    out->name = give(a, out->name);
+    out->lead_id = give(a, out->lead_id);
+    out->message_id = give(a, out->message_id);
+    out->data = give(a, out->data);
+    out->last_error = give(a, out->last_error);
+}
+
+/* The job whose lease expired first, else the due job with the earliest run_at (then id). */
+static int
+pick(struct mem_store *st, int64_t now, int *expired)
+{
+    int best = -1;
+
+    *expired = 0;
+    for (int i = 0; i < st->cur.njobs; i++) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if (row->j.state == JOB_ACTIVE && row->lease_until <= now &&
+            (best < 0 || row->lease_until < st->cur.jobs[best].lease_until))
+            best = i;
+    }
+    if (best >= 0) {
+        *expired = 1;
+        return best;
+    }
+    for (int i = 0; i < st->cur.njobs; i++) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if ((row->j.state == JOB_WAITING || row->j.state == JOB_DELAYED) && row->j.run_at <= now &&
+            (best < 0 || row->j.run_at < st->cur.jobs[best].j.run_at))
+            best = i;
+    }
+    return best;
+}
+
+static int
+q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+          int *found, int64_t *next_due, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    int expired = 0, i;
+
+    (void)err;
+    *found = 0;
+    *next_due = 0;
+    for (;;) {
+        struct mem_job *row;
+        i = pick(st, now, &expired);
+        if (i < 0 || !expired || st->cur.jobs[i].j.stalled_count + 1 < st->max_stalled)
+            break;
+        row = &st->cur.jobs[i];
+        row->j.state = JOB_FAILED;
+        row->lease_until = 0;
+        row->j.stalled_count++;
+        row->j.last_error = keep(st, "job stalled more than allowable limit");
+        row->j.updated_at = now;
+        row->j.finished_at = now;
+    }
+    if (i < 0) {
+        for (int k = 0; k < st->cur.njobs; k++) {
+            const struct job *j = &st->cur.jobs[k].j;
+            if ((j->state == JOB_WAITING || j->state == JOB_DELAYED) &&
+                (*next_due == 0 || j->run_at < *next_due))
+                *next_due = j->run_at;
+        }
+        return SP_OK;
+    }
+    {
+        struct mem_job *row = &st->cur.jobs[i];
+        if (expired)
+            row->j.stalled_count++;
+        job_give(a, row, out); /* as the SQL queue: the row as read, then state and stall count */
+        row->j.state = JOB_ACTIVE;
+        row->lease_until = now + lease_ms;
+        row->j.updated_at = now;
+        out->state = JOB_ACTIVE;
+        *found = 1;
+    }
+    return SP_OK;
+}
+
+/* Ends an attempt of job `id` in `state`. */
+static void
+end_attempt(struct mem_store *st, const char *id, enum job_state state, int64_t now,
+            int64_t run_at, const char *error, int set_error)
+{
+    int i = find_job(st, id);
+    struct mem_job *row;
+
+    if (i < 0)
+        return; /* like an UPDATE matching no row */
+    row = &st->cur.jobs[i];
+    row->j.state = state;
+    row->j.attempts_made++;
+    row->lease_until = 0;
+    row->j.updated_at = now;
+    if (state == JOB_DELAYED)
+        row->j.run_at = run_at;
+    else if (state == JOB_FAILED || state == JOB_COMPLETED)
+        row->j.finished_at = now;
+    if (set_error)
+        row->j.last_error = keep(st, error);
+}
+
+static int
+q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
+{
+    (void)err;
+    end_attempt(queue_store(q), j->id, JOB_COMPLETED, now, 0, NULL, 0);
+    return SP_OK;
+}
+
+static int
+q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, const char *error,
+        struct sp_error *err)
+{
+    (void)err;
+    end_attempt(queue_store(q), j->id, JOB_DELAYED, now, run_at, error, 1);
+    return SP_OK;
+}
+
+static int
+q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
+       struct sp_error *err)
+{
+    (void)err;
+    end_attempt(queue_store(q), j->id, JOB_FAILED, now, 0, error, 1);
+    return SP_OK;
+}
+
+static int
+q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
+               int *n, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    int k = 0;
+
+    (void)err;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.njobs ? st->cur.njobs : 1));
+    for (int i = 0; i < st->cur.njobs; i++) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if (row->j.lead_id == NULL || strcmp(row->j.lead_id, lead_id) != 0)
+            continue;
+        job_give(a, row, &(*out)[k++]);
+    }
+    *n = k;
+    return SP_OK;
+}
+
+static void
+q_wake(struct job_queue *q)
+{
+    ((struct mem_queue *)q)->wakes++;
+}
+
+static const struct job_queue_ops mem_queue_ops = {
+    .name = "mem",
+    .enqueue = q_enqueue,
+    .reserve = q_reserve,
+    .complete = q_complete,
+    .retry = q_retry,
+    .fail = q_fail,
+    .list_by_lead = q_list_by_lead,
+    .wake = q_wake,
+};
+
+void
+mem_queue_init(struct mem_queue *q, struct mem_store *st)
+{
+    q->base.ops = &mem_queue_ops;
+    q->st = st;
+    q->wakes = 0;
+}

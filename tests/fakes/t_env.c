@@ -1,0 +1,178 @@
+/* t_env.c: test dependency wiring (see t_env.h). */
+#include "fakes/t_env.h"
+
+#include "t.h"
+
+#include "core/arena.h"
+#include "core/xmalloc.h"
+#include "features/leads/infrastructure/mock_content.h"
+#include "infra/db.h"
+#include "infra/db_sqlite.h"
+#include "infra/migrate.h"
+
+static void
+open_sqlite(struct t_env *env)
+{
+    struct sp_error err = {0};
+
+    ASSERT_OK(db_sqlite_new("t.db", &env->sqlite, &err));
+    ASSERT_OK(db_sqlite_connect(env->sqlite, &env->conn, &err));
+    ASSERT_OK(db_migrate(env->conn, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, &err));
+    sql_lead_repo_init(&env->sql_repo, env->conn);
+    queue_sql_init(&env->sql_queue, env->conn, NULL);
+    env->repo = &env->sql_repo.base;
+    env->queue = &env->sql_queue.base;
+}
+
+struct t_env *
+t_env_new(enum t_backend backend)
+{
+    struct t_env *env = xcalloc(1, sizeof(*env));
+
+    env->backend = backend;
+    env->arena = arena_new();
+    if (backend == T_SQLITE) {
+        open_sqlite(env);
+    } else {
+        env->store = mem_store_new();
+        mem_repo_init(&env->mem_repo, env->store);
+        mem_queue_init(&env->mem_queue, env->store);
+        env->repo = &env->mem_repo.base;
+        env->queue = &env->mem_queue.base;
+    }
+    fault_plan_arm(&env->faults, 0, 0);
+    faulty_repo_init(&env->frepo, env->repo, &env->faults);
+    faulty_queue_init(&env->fqueue, env->queue, &env->faults);
+
+    fake_clock_init(&env->clock, T_NOW);
+    fake_sender_init(&env->sender);
+    env->senders.by_channel[CHANNEL_EMAIL] = &env->sender.base;
+    env->senders.by_channel[CHANNEL_WHATSAPP] = &env->sender.base;
+
+    event_bus_init(&env->bus);
+    ASSERT_OK(event_bus_subscribe(&env->bus, LEADS_EV_LEAD_ADDED, leads_on_lead_added, NULL));
+    ASSERT_OK(event_bus_subscribe(&env->bus, LEADS_EV_LEAD_REPLIED, leads_on_lead_replied, NULL));
+
+    env->policy.job_attempts = 3;
+    env->policy.job_backoff_ms = 1000;
+    env->policy.sendable = sender_registry_mask(&env->senders);
+
+    env->deps.repo = &env->frepo.base;
+    env->deps.queue = &env->fqueue.base;
+    env->deps.bus = &env->bus;
+    env->deps.clock = &env->clock.base;
+    env->deps.gen = mock_content_gen();
+    env->deps.policy = &env->policy;
+
+    env->mdeps.repo = &env->frepo.base;
+    env->mdeps.queue = &env->fqueue.base;
+    env->mdeps.clock = &env->clock.base;
+    env->mdeps.senders = &env->senders;
+    env->mdeps.lease_ms = T_LEASE_MS;
+    env->mdeps.jitter_pct = 0;
+    env->mdeps.random = NULL;
+    return env;
+}
+
+void
+t_env_free(struct t_env *env)
+{
+    if (env == NULL)
+        return;
+    db_close(env->conn);
+    db_sqlite_free(env->sqlite);
+    mem_store_free(env->store);
+    arena_free(env->arena);
+    free(env);
+}
+
+static int
+sql_count(struct t_env *env, const char *sql)
+{
+    struct db_rows rows;
+    struct sp_error err = {0};
+    struct arena *a = arena_new();
+    int n;
+
+    ASSERT_OK(db_query(env->conn, sql, DB_NOARGS, a, &rows, &err));
+    ASSERT_EQ(1, rows.nrows);
+    n = (int)db_cell_int(&rows, 0, 0);
+    arena_free(a);
+    return n;
+}
+
+void
+t_env_counts(struct t_env *env, struct t_counts *out)
+{
+    static const char leads[] = "SELECT COUNT(*) FROM leads";
+    static const char messages[] = "SELECT COUNT(*) FROM messages";
+    static const char events[] = "SELECT COUNT(*) FROM lead_events";
+    static const char jobs[] = "SELECT COUNT(*) FROM jobs";
+
+    if (env->backend == T_SQLITE) {
+        out->leads = sql_count(env, leads);
+        out->messages = sql_count(env, messages);
+        out->events = sql_count(env, events);
+        out->jobs = sql_count(env, jobs);
+    } else {
+        out->leads = env->store->cur.nleads;
+        out->messages = env->store->cur.nmsgs;
+        out->events = env->store->cur.nevents;
+        out->jobs = env->store->cur.njobs;
+    }
+}
+
+void
+t_env_create(struct t_env *env, const char *name, const char *email, const char *phone,
+             struct lead *out)
+{
+    struct lead_input in = {name, email, phone};
+    struct sp_error err = {0};
+    int rc = leads_create(&env->deps, &in, env->arena, out, &err);
+
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "leads_create: %s: %s", sp_err_name(rc), err.msg);
+}
+
+int
+t_env_tick(struct t_env *env, int64_t *next_due)
+{
+    struct sp_error err = {0};
+    int64_t due = 0;
+    int did = 0;
+    int rc = messaging_worker_tick(&env->mdeps, env->arena, &did, &due, &err);
+
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "messaging_worker_tick: %s: %s", sp_err_name(rc), err.msg);
+    if (next_due)
+        *next_due = due;
+    return did;
+}
+
+void
+t_env_messages(struct t_env *env, const char *lead_id, struct message **out, int *n)
+{
+    struct sp_error err = {0};
+    ASSERT_OK(lead_repo_message_list(env->repo, lead_id, env->arena, out, n, &err));
+}
+
+void
+t_env_events(struct t_env *env, const char *lead_id, struct lead_event **out, int *n)
+{
+    struct sp_error err = {0};
+    ASSERT_OK(lead_repo_event_list(env->repo, lead_id, env->arena, out, n, &err));
+}
+
+void
+t_env_jobs(struct t_env *env, const char *lead_id, struct job **out, int *n)
+{
+    struct sp_error err = {0};
+    ASSERT_OK(job_queue_list_by_lead(env->queue, lead_id, env->arena, out, n, &err));
+}
+
+void
+t_env_lead(struct t_env *env, const char *id, struct lead *out)
+{
+    struct sp_error err = {0};
+    ASSERT_OK(lead_repo_lead_get(env->repo, id, env->arena, out, &err));
+}

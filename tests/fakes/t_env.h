@@ -1,0 +1,78 @@
+/* t_env.h: a complete set of dependencies for use-case, worker and HTTP tests.
+ *
+ * t_env_new() wires the leads and messaging slices to a storage backend (the in-memory fake or
+ * a real SQLite file "t.db" in the test's temporary cwd, migrated), wrapped in the fault
+ * injectors, with a fixed clock, the mock content generator, a scripted sender on email and
+ * WhatsApp, and an event bus with the leads handlers subscribed. Policy: 3 attempts, 1000 ms
+ * backoff, email and whatsapp sendable; lease 30 s, no jitter. Reads made by tests through
+ * env->repo / env->queue bypass fault injection. Free with t_env_free(). */
+#pragma once
+
+#include "core/event_bus.h"
+#include "fakes/fake_io.h"
+#include "fakes/faulty.h"
+#include "fakes/mem_store.h"
+#include "features/leads/application/leads.h"
+#include "features/leads/infrastructure/sql_lead_repo.h"
+#include "features/messaging/application/messaging.h"
+#include "infra/queue_sql.h"
+
+enum t_backend { T_MEM = 0, T_SQLITE };
+
+/* 2026-11-27T14:37:45.686Z, the reference's example timestamp. */
+#define T_NOW 1795790265686LL
+#define T_LEASE_MS 30000
+
+struct db_sqlite;
+struct db_conn;
+
+struct t_env {
+    enum t_backend backend;
+    struct arena *arena; /* for use-case outputs; tests may reset it */
+
+    /* T_MEM */
+    struct mem_store *store;
+    struct mem_repo mem_repo;
+    struct mem_queue mem_queue;
+    /* T_SQLITE */
+    struct db_sqlite *sqlite;
+    struct db_conn *conn;
+    struct sql_lead_repo sql_repo;
+    struct queue_sql sql_queue;
+
+    struct lead_repo *repo;   /* the backend itself (no fault injection) */
+    struct job_queue *queue;
+    struct fault_plan faults; /* arm with fault_plan_arm() */
+    struct faulty_repo frepo;
+    struct faulty_queue fqueue;
+
+    struct fake_clock clock;
+    struct fake_sender sender;
+    struct sender_registry senders;
+    struct event_bus bus;
+    struct leads_policy policy;
+    struct leads_deps deps;        /* repo/queue are the fault-injecting wrappers */
+    struct messaging_deps mdeps;   /* same */
+};
+
+struct t_env *t_env_new(enum t_backend backend);
+void t_env_free(struct t_env *env);
+
+/* Rows stored, read directly from the backend. */
+struct t_counts {
+    int leads, messages, events, jobs;
+};
+void t_env_counts(struct t_env *env, struct t_counts *out);
+
+/* leads_create with the given fields (NULL: absent); fails the test unless it succeeds. */
+void t_env_create(struct t_env *env, const char *name, const char *email, const char *phone,
+                  struct lead *out);
+/* One messaging_worker_tick at the clock's time through the fault-injecting deps; returns
+ * did_work and fails the test if the tick fails. *next_due (may be NULL) receives the tick's. */
+int t_env_tick(struct t_env *env, int64_t *next_due);
+
+/* Reads through env->repo / env->queue into env->arena; fail the test on error. */
+void t_env_messages(struct t_env *env, const char *lead_id, struct message **out, int *n);
+void t_env_events(struct t_env *env, const char *lead_id, struct lead_event **out, int *n);
+void t_env_jobs(struct t_env *env, const char *lead_id, struct job **out, int *n);
+void t_env_lead(struct t_env *env, const char *id, struct lead *out);

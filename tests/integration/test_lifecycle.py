@@ -1,0 +1,141 @@
+"""Command line and process lifecycle: --help, --version, migrate, bad settings, SIGTERM."""
+import os
+import re
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Burst, assert_eq, details, run, wait_all_settled,  # noqa: E402
+                     wait_until)
+
+SHUTDOWN_DEADLINE_S = 5.0
+
+
+def test_help(env):
+    r = env.run_cli("--help")
+    assert_eq(r.returncode, 0, "--help exit code")
+    for word in ("serve", "worker", "migrate", "--no-worker", "DATABASE_URL", "PORT"):
+        assert word in r.stdout, "--help does not mention %s:\n%s" % (word, r.stdout)
+    r2 = env.run_cli("serve", "-h")
+    assert_eq((r2.returncode, r2.stdout), (0, r.stdout), "-h after a command")
+
+
+def test_version(env):
+    r = env.run_cli("--version")
+    assert_eq(r.returncode, 0, "--version exit code")
+    assert re.fullmatch(r"salespad \d+\.\d+\.\d+\S*\n", r.stdout), "--version printed %r" % (
+        r.stdout,)
+    assert_eq(env.run_cli("-V").stdout, r.stdout, "-V output")
+
+
+def test_usage_errors(env):
+    r = env.run_cli()
+    assert r.returncode != 0, "no command must fail"
+    assert "usage" in r.stderr, "no usage on stderr: %r" % (r.stderr,)
+    r = env.run_cli("frobnicate")
+    assert r.returncode != 0, "unknown command must fail"
+    assert "frobnicate" in r.stderr, "stderr does not name the command: %r" % (r.stderr,)
+    r = env.run_cli("serve", "--bogus")
+    assert r.returncode != 0, "unknown option must fail"
+    assert "--bogus" in r.stderr, "stderr does not name the option: %r" % (r.stderr,)
+    assert not os.path.exists(env.db_path), "a usage error created the database"
+
+
+def test_migrate_creates_database(env):
+    assert not os.path.exists(env.db_path)
+    r = env.run_cli("migrate")
+    assert_eq(r.returncode, 0, "migrate exit code (stderr: %s)" % r.stderr)
+    assert os.path.exists(env.db_path), "migrate did not create the database"
+    tables = {t for (t,) in env.db("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"leads", "messages", "lead_events", "jobs"} <= tables, "tables: %r" % (tables,)
+    r = env.run_cli("migrate")
+    assert_eq(r.returncode, 0, "second migrate exit code (stderr: %s)" % r.stderr)
+    # serve starts on the migrated database
+    srv = env.serve()
+    srv.stop()
+
+
+def test_bad_settings_fail_with_one_line(env):
+    cases = [
+        ({"PORT": "abc"}, (), "PORT"),
+        ({"PORT": "70000"}, (), "PORT"),
+        ({"JOB_ATTEMPTS": "0"}, (), "JOB_ATTEMPTS"),
+        ({"LOG_LEVEL": "loud"}, (), "LOG_LEVEL"),
+        ({"MOCK_FAIL_RATE": "2"}, (), "MOCK_FAIL_RATE"),
+        ({}, ("--job-attempts=0",), "JOB_ATTEMPTS"),
+        ({"JOB_ATTEMPTS": "3"}, ("--port", "x1"), "PORT"),
+        ({"DATABASE_URL": "mysql://nope"}, (), "DATABASE_URL"),
+    ]
+    for cmd in ("serve", "worker", "migrate"):
+        for vars_, flags, setting in cases:
+            r = env.run_cli(cmd, *flags, timeout=10, **vars_)
+            what = "%s %s %s" % (cmd, vars_, flags)
+            assert r.returncode != 0, "%s: exit code 0" % what
+            lines = r.stderr.splitlines()
+            assert_eq(len(lines), 1, "%s: stderr lines %r" % (what, lines))
+            assert setting in lines[0], "%s: %r does not name %s" % (what, lines[0], setting)
+            assert_eq(r.stdout, "", "%s: stdout" % what)
+
+
+def _stop_within_deadline(proc, sig):
+    t0 = time.monotonic()
+    proc.signal(sig)
+    rc = proc.wait_exit(SHUTDOWN_DEADLINE_S)
+    assert_eq(rc, 0, "%s exit code after %s" % (proc.name, signal.Signals(sig).name))
+    return time.monotonic() - t0
+
+
+def test_sigterm_while_idle(env):
+    srv = env.serve()
+    took = _stop_within_deadline(srv, signal.SIGTERM)
+    assert "shutdown complete" in srv.log(), "no shutdown log line:\n%s" % srv.log_tail()
+    wrk = env.worker()
+    _stop_within_deadline(wrk, signal.SIGTERM)
+    srv = env.serve()
+    _stop_within_deadline(srv, signal.SIGINT)
+    print("  idle serve stopped in %.0f ms" % (took * 1000))
+
+
+def test_sigterm_during_burst(env):
+    srv = env.serve()
+    burst = Burst(srv.port, 1500, "term", kill_pid=srv.pid, kill_at=200,
+                  kill_sig=signal.SIGTERM).run()
+    rc = srv.wait_exit(SHUTDOWN_DEADLINE_S * 2)
+    assert_eq(rc, 0, "exit code after SIGTERM during a burst")
+    assert burst.killed_after == 200, "the burst never reached 200 201s"
+    assert_eq(burst.other, {}, "non-201 answers (a draining server must not answer 5xx)")
+    print("  SIGTERM burst: %d x 201, %d refused/cut" % (len(burst.ok), len(burst.unknown)))
+    # A clean stop finishes the jobs it holds: nothing is left leased or half-sent.
+    assert_eq(env.db("SELECT COUNT(*) FROM jobs WHERE state = 'active'")[0][0], 0,
+              "jobs left active after a clean stop")
+    assert_eq(env.db("SELECT COUNT(*) FROM messages WHERE status = 'sending'")[0][0], 0,
+              "messages left sending after a clean stop")
+
+    srv = env.serve()
+    for lid in burst.ok.values():
+        d = details(srv, lid)
+        assert_eq(len(d["messagesByChannel"]), 2, "channels of lead %s" % lid)
+    # Jobs left queued by the shutdown are delivered by the next run.
+    wait_all_settled(srv, burst.ok.values(), 30)
+    total = env.db("SELECT COUNT(*) FROM leads")[0][0]
+    assert len(burst.ok) <= total <= len(burst.ok) + len(burst.unknown), "lead count %d" % total
+    srv.stop()
+
+
+def test_sigterm_with_a_delayed_job(env):
+    # A slow-retrying message is in the queue when SIGTERM arrives: the process still exits 0
+    # promptly (it does not wait for a retry that is due later), and the next run finishes it.
+    srv = env.serve(MOCK_FAIL_FIRST=1, JOB_BACKOFF_MS=60000)
+    lid = srv.post("/leads", {"name": "Later", "email": "later@example.com"}).json()["id"]
+    wait_until(lambda: details(srv, lid)["jobs"][0]["state"] == "delayed", 5, "job delayed")
+    _stop_within_deadline(srv, signal.SIGTERM)
+    srv = env.serve(MOCK_FAIL_FIRST=1, JOB_BACKOFF_MS=60000)
+    d = details(srv, lid)
+    assert_eq((d["jobs"][0]["state"], d["jobs"][0]["attemptsMade"]), ("delayed", 1),
+              "job after restart")
+    srv.stop()
+
+
+if __name__ == "__main__":
+    run(globals())

@@ -1,0 +1,256 @@
+/* test_lead_domain.c: the leads domain rules: statuses, channels, addresses, email syntax,
+ * reply intents and the name tables. Pure functions, no fakes. */
+#include "t.h"
+
+#include "core/queue.h"
+#include "features/leads/domain/lead.h"
+
+TEST(unit_domain_status_after_sent)
+{
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, lead_status_after_sent(LEAD_STATUS_NEW));
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, lead_status_after_sent(LEAD_STATUS_CONTACTED));
+    /* a sent message never moves a lead backwards */
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_sent(LEAD_STATUS_REPLIED));
+    ASSERT_EQ(LEAD_STATUS_CONVERTED, lead_status_after_sent(LEAD_STATUS_CONVERTED));
+    ASSERT_EQ(LEAD_STATUS_DEAD, lead_status_after_sent(LEAD_STATUS_DEAD));
+}
+
+TEST(unit_domain_status_after_reply)
+{
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_reply(LEAD_STATUS_NEW));
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_reply(LEAD_STATUS_CONTACTED));
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_reply(LEAD_STATUS_REPLIED));
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_reply(LEAD_STATUS_CONVERTED));
+    ASSERT_EQ(LEAD_STATUS_REPLIED, lead_status_after_reply(LEAD_STATUS_DEAD)); /* revives */
+}
+
+TEST(unit_domain_welcome_channels)
+{
+    struct lead l = {.name = "Ana"};
+    enum channel ch[2] = {CHANNEL_ADS, CHANNEL_ADS};
+
+    l.email = "ana@example.com";
+    ASSERT_EQ(1, lead_welcome_channels(&l, ch));
+    ASSERT_EQ(CHANNEL_EMAIL, ch[0]);
+
+    l.email = NULL;
+    l.phone = "+351912345678";
+    ASSERT_EQ(1, lead_welcome_channels(&l, ch));
+    ASSERT_EQ(CHANNEL_WHATSAPP, ch[0]);
+
+    l.email = "ana@example.com";
+    ASSERT_EQ(2, lead_welcome_channels(&l, ch));
+    ASSERT_EQ(CHANNEL_EMAIL, ch[0]); /* email first */
+    ASSERT_EQ(CHANNEL_WHATSAPP, ch[1]);
+
+    l.email = NULL;
+    l.phone = NULL;
+    ASSERT_EQ(0, lead_welcome_channels(&l, ch));
+}
+
+TEST(unit_domain_address_for_channel)
+{
+    struct lead l = {.name = "Ana", .email = "ana@example.com", .phone = "+351912345678"};
+
+    ASSERT_STREQ("ana@example.com", lead_address_for(&l, CHANNEL_EMAIL));
+    ASSERT_STREQ("+351912345678", lead_address_for(&l, CHANNEL_WHATSAPP));
+    ASSERT(lead_address_for(&l, CHANNEL_LINKEDIN) == NULL);
+    ASSERT(lead_address_for(&l, CHANNEL_VOICE) == NULL);
+    ASSERT(lead_address_for(&l, CHANNEL_ADS) == NULL);
+    l.phone = NULL;
+    ASSERT(lead_address_for(&l, CHANNEL_WHATSAPP) == NULL);
+    l.email = NULL;
+    ASSERT(lead_address_for(&l, CHANNEL_EMAIL) == NULL);
+}
+
+static int
+email_ok(const char *s)
+{
+    return lead_email_valid(s, strlen(s));
+}
+
+TEST(unit_domain_email_valid_accepts_addresses)
+{
+    ASSERT(email_ok("john@example.com"));
+    ASSERT(email_ok("a@b.co"));
+    ASSERT(email_ok("first.last+tag@mail.example.co.uk"));
+    ASSERT(email_ok("o'brien_x-y@sub-domain.example.org"));
+    ASSERT(email_ok("JOHN@EXAMPLE.COM"));
+}
+
+TEST(unit_domain_email_valid_rejects_non_addresses)
+{
+    ASSERT(!email_ok(""));
+    ASSERT(!email_ok("a@"));
+    ASSERT(!email_ok("john"));
+    ASSERT(!email_ok("john@example"));      /* no dot in the domain */
+    ASSERT(!email_ok("@example.com"));      /* empty local part */
+    ASSERT(!email_ok("john@"));
+    ASSERT(!email_ok("john@@example.com"));
+    ASSERT(!email_ok("jo@hn@example.com"));
+    ASSERT(!email_ok("jo hn@example.com"));
+    ASSERT(!email_ok("john@exa mple.com"));
+    ASSERT(!email_ok(" john@example.com"));
+    ASSERT(!email_ok("john@example.com "));
+    ASSERT(!email_ok("john@example..com"));
+    ASSERT(!email_ok("john@.example.com"));
+    ASSERT(!email_ok("john@example.com."));
+    ASSERT(!email_ok("john@example.com-"));
+    ASSERT(!email_ok(".john@example.com"));
+    ASSERT(!email_ok("john.@example.com"));
+    ASSERT(!email_ok("jo..hn@example.com"));
+    ASSERT(!email_ok("<john@example.com>"));
+    ASSERT(!email_ok("john,doe@example.com"));
+    ASSERT(!email_ok("john\"@example.com"));
+    ASSERT(!email_ok("john@exam_ple.com"));
+    ASSERT(!email_ok("john\t@example.com"));
+    ASSERT(!lead_email_valid("john@example.com\0x", 18)); /* embedded NUL */
+}
+
+TEST(unit_domain_email_valid_length_limits)
+{
+    char buf[400];
+    char local[80];
+
+    /* local part: 64 is the limit */
+    memset(local, 'a', 64);
+    local[64] = '\0';
+    snprintf(buf, sizeof(buf), "%s@example.com", local);
+    ASSERT(email_ok(buf));
+    local[64] = 'a';
+    local[65] = '\0';
+    snprintf(buf, sizeof(buf), "%s@example.com", local);
+    ASSERT(!email_ok(buf));
+
+    /* a domain label: 63 is the limit */
+    memset(local, 'd', 63);
+    local[63] = '\0';
+    snprintf(buf, sizeof(buf), "x@%s.com", local);
+    ASSERT(email_ok(buf));
+    local[63] = 'd';
+    local[64] = '\0';
+    snprintf(buf, sizeof(buf), "x@%s.com", local);
+    ASSERT(!email_ok(buf));
+
+    /* the whole address: LEAD_EMAIL_MAX (255) is the limit */
+    {
+        char l64[65], d63[64], d62[63];
+        memset(l64, 'a', 64);
+        l64[64] = '\0';
+        memset(d63, 'b', 63);
+        d63[63] = '\0';
+        memset(d62, 'c', 62);
+        d62[62] = '\0';
+        snprintf(buf, sizeof(buf), "%s@%s.%s.%s", l64, d63, d63, d62);
+        ASSERT_EQ(LEAD_EMAIL_MAX, strlen(buf));
+        ASSERT(email_ok(buf));
+        snprintf(buf, sizeof(buf), "%s@%s.%s.%sc", l64, d63, d63, d62);
+        ASSERT_EQ(LEAD_EMAIL_MAX + 1, strlen(buf));
+        ASSERT(!email_ok(buf));
+    }
+}
+
+TEST(unit_domain_reply_intent_keywords)
+{
+    ASSERT_EQ(INTENT_PRICING, reply_intent_detect("How much does it cost?"));
+    ASSERT_EQ(INTENT_PRICING, reply_intent_detect("Can you send a QUOTE"));
+    ASSERT_EQ(INTENT_PRICING, reply_intent_detect("What is the price"));
+    ASSERT_EQ(INTENT_DEMO, reply_intent_detect("Can we schedule a demo?"));
+    ASSERT_EQ(INTENT_DEMO, reply_intent_detect("Let's set up a Meeting"));
+    ASSERT_EQ(INTENT_NOT_INTERESTED, reply_intent_detect("Not interested, sorry"));
+    ASSERT_EQ(INTENT_NOT_INTERESTED, reply_intent_detect("No thanks"));
+    ASSERT_EQ(INTENT_STOP, reply_intent_detect("STOP"));
+    ASSERT_EQ(INTENT_STOP, reply_intent_detect("please unsubscribe me"));
+    ASSERT_EQ(INTENT_OTHER, reply_intent_detect("Hello there"));
+    ASSERT_EQ(INTENT_OTHER, reply_intent_detect(""));
+    ASSERT_EQ(INTENT_OTHER, reply_intent_detect(NULL));
+}
+
+TEST(unit_domain_reply_intent_precedence)
+{
+    /* stop wins over everything */
+    ASSERT_EQ(INTENT_STOP, reply_intent_detect("What is the price? Otherwise stop writing."));
+    ASSERT_EQ(INTENT_STOP, reply_intent_detect("Not interested, unsubscribe"));
+    ASSERT_EQ(INTENT_STOP, reply_intent_detect("no demo, just remove me"));
+    /* then not-interested, then demo, then pricing */
+    ASSERT_EQ(INTENT_NOT_INTERESTED, reply_intent_detect("Not interested in a demo or pricing"));
+    ASSERT_EQ(INTENT_DEMO, reply_intent_detect("A demo first, then the pricing"));
+}
+
+TEST(unit_domain_enum_names_round_trip)
+{
+    for (int i = 0; i <= LEAD_STATUS_DEAD; i++) {
+        enum lead_status s;
+        ASSERT_OK(lead_status_parse(lead_status_name((enum lead_status)i), &s));
+        ASSERT_EQ(i, s);
+    }
+    for (int i = 0; i < CHANNEL_COUNT; i++) {
+        enum channel c;
+        ASSERT_OK(channel_parse(channel_name((enum channel)i), &c));
+        ASSERT_EQ(i, c);
+    }
+    for (int i = 0; i <= MESSAGE_INBOUND; i++) {
+        enum message_direction d;
+        ASSERT_OK(message_direction_parse(message_direction_name((enum message_direction)i), &d));
+        ASSERT_EQ(i, d);
+    }
+    for (int i = 0; i <= MESSAGE_KIND_REPLY; i++) {
+        enum message_kind k;
+        ASSERT_OK(message_kind_parse(message_kind_name((enum message_kind)i), &k));
+        ASSERT_EQ(i, k);
+    }
+    for (int i = 0; i <= MESSAGE_RECEIVED; i++) {
+        enum message_status s;
+        ASSERT_OK(message_status_parse(message_status_name((enum message_status)i), &s));
+        ASSERT_EQ(i, s);
+    }
+    for (int i = 0; i <= EVENT_STATUS_CHANGED; i++) {
+        enum lead_event_type t;
+        ASSERT_OK(lead_event_type_parse(lead_event_type_name((enum lead_event_type)i), &t));
+        ASSERT_EQ(i, t);
+    }
+    for (int i = 0; i <= JOB_FAILED; i++) {
+        enum job_state s;
+        ASSERT_OK(job_state_parse(job_state_name((enum job_state)i), &s));
+        ASSERT_EQ(i, s);
+    }
+}
+
+TEST(unit_domain_enum_names_match_the_reference)
+{
+    /* seed-api.md "Domain vocabulary" */
+    static const char *const statuses[] = {"new", "contacted", "replied", "converted", "dead"};
+    static const char *const channels[] = {"email", "whatsapp", "linkedin", "voice", "ads"};
+
+    for (int i = 0; i < 5; i++)
+        ASSERT_STREQ(statuses[i], lead_status_name((enum lead_status)i));
+    for (int i = 0; i < 5; i++)
+        ASSERT_STREQ(channels[i], channel_name((enum channel)i));
+    ASSERT_STREQ("lead_added", lead_event_type_name(EVENT_LEAD_ADDED));
+    ASSERT_STREQ("message_sent", lead_event_type_name(EVENT_MESSAGE_SENT));
+    ASSERT_STREQ("reply_received", lead_event_type_name(EVENT_REPLY_RECEIVED));
+    ASSERT_STREQ("ai_reply_sent", lead_event_type_name(EVENT_AI_REPLY_SENT));
+    ASSERT_STREQ("status_changed", lead_event_type_name(EVENT_STATUS_CHANGED));
+    ASSERT_STREQ("pricing", reply_intent_name(INTENT_PRICING));
+    ASSERT_STREQ("stop", reply_intent_name(INTENT_STOP));
+}
+
+TEST(unit_domain_enum_parse_rejects_unknown)
+{
+    enum lead_status s = LEAD_STATUS_DEAD;
+    enum channel c = CHANNEL_ADS;
+    enum job_state j = JOB_FAILED;
+
+    ASSERT_EQ(-1, lead_status_parse("NEW", &s)); /* case-sensitive */
+    ASSERT_EQ(-1, lead_status_parse("", &s));
+    ASSERT_EQ(-1, lead_status_parse(NULL, &s));
+    ASSERT_EQ(LEAD_STATUS_DEAD, s); /* untouched on failure */
+    ASSERT_EQ(-1, channel_parse("sms", &c));
+    ASSERT_EQ(CHANNEL_ADS, c);
+    ASSERT_EQ(-1, job_state_parse("stalled", &j));
+    ASSERT_EQ(-1, job_state_parse(NULL, &j));
+    ASSERT_STREQ("unknown", lead_status_name((enum lead_status)99));
+    ASSERT_STREQ("unknown", channel_name((enum channel)-1));
+    ASSERT_STREQ("unknown", job_state_name((enum job_state)7));
+    ASSERT_STREQ("unknown", reply_intent_name((enum reply_intent)42));
+}
