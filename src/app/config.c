@@ -18,7 +18,7 @@ struct config_key {
     size_t offset;
     const char *def; /* NULL: unset */
     double min, max;
-    int secret;
+    int secret; /* 1: never printed; 2: a URL printed without its password */
     const char *doc;
 };
 
@@ -29,14 +29,14 @@ static const struct config_key keys[] = {
      "HTTP listen port (0 picks a free one)"},
     {"HOST", "host", K_STR, OFF(host), "127.0.0.1", 0, 0, 0,
      "HTTP listen address (containers set 0.0.0.0)"},
-    {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 1,
+    {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 2,
      "sqlite:<path> (embedded); postgres://... is not available yet (issue #3)"},
-    {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 1,
+    {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 2,
      "unset: the queue lives in the database; the Redis queue is not available yet (issue #4)"},
     {"HTTP_THREADS", "http-threads", K_INT, OFF(http_threads), "16", 1, 128, 0,
      "HTTP worker threads"},
     {"WORKER_CONCURRENCY", "worker-concurrency", K_INT, OFF(worker_concurrency), "4", 1, 64, 0,
-     "jobs processed at once per process"},
+     "worker threads per process"},
     {"WORKER_BATCH", "worker-batch", K_INT, OFF(worker_batch), "16", 1, 256, 0,
      "jobs a worker reserves per transaction"},
     {"JOB_ATTEMPTS", "job-attempts", K_INT, OFF(job_attempts), "3", 1, 50, 0,
@@ -230,7 +230,17 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
     switch (k->type) {
     case K_STR: {
         const char *s = *(char *const *)(const void *)base;
-        fprintf(f, "%s", s == NULL ? "(unset)" : k->secret ? "(set, redacted)" : s);
+        const char *at = s ? strchr(s, '@') : NULL;
+        const char *scheme = s ? strstr(s, "://") : NULL;
+        const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+        if (s == NULL)
+            fprintf(f, "(unset)");
+        else if (k->secret == 1)
+            fprintf(f, "(set, redacted)");
+        else if (k->secret == 2 && at && colon && colon < at)
+            fprintf(f, "%.*s:***%s", (int)(colon - s), s, at);
+        else
+            fprintf(f, "%s", s);
         break;
     }
     case K_INT:

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# lint.sh: the checks a script can make (STYLE.md §9): formatting, include rules, banned calls,
+# header self-containment. Exits non-zero on the first kind of failure it reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+fail() { echo "lint: $*" >&2; status=1; }
+
+# 1. Formatting.
+if command -v clang-format >/dev/null 2>&1; then
+  if ! clang-format --dry-run -Werror $(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h') 2>/tmp/lint-fmt.$$; then
+    head -20 /tmp/lint-fmt.$$ >&2
+    fail "formatting differs from .clang-format (run make fmt)"
+  fi
+  rm -f /tmp/lint-fmt.$$
+else
+  echo "lint: clang-format not installed, skipping the format check" >&2
+fi
+
+# 2. Banned functions (curl's list) and SQL built with printf.
+banned='\b(sprintf|vsprintf|strcpy|strcat|strncpy|atoi|atol|gets|strtok|gmtime|localtime|rand|system)[[:space:]]*\('
+if grep -nE "$banned" $(git ls-files 'src/*.c' 'src/*.h') ; then
+  fail "banned function used (see STYLE.md §9)"
+fi
+if grep -nE 'printf\([^;]*"(SELECT|INSERT|UPDATE|DELETE) ' $(git ls-files 'src/*.c'); then
+  fail "SQL built with printf: pass values as parameters"
+fi
+
+# 3. Include rules (STYLE.md §1): layers only include what they may.
+check_includes() { # dir, allowed-regex
+  local dir=$1 allowed=$2 f inc
+  for f in $(git ls-files "$dir"); do
+    while IFS= read -r inc; do
+      [[ "$inc" =~ $allowed ]] || fail "$f includes \"$inc\" (not allowed from ${dir})"
+    done < <(grep -oE '#include "[^"]+"' "$f" | sed -E 's/#include "(.*)"/\1/')
+  done
+}
+check_includes 'src/core/' '^core/'
+check_includes 'src/infra/' '^(core|infra)/'
+check_includes 'src/features/leads/domain/' '^(core/|features/leads/domain/)'
+check_includes 'src/features/leads/application/' '^(core/|features/leads/(domain|application)/)'
+check_includes 'src/features/leads/presentation/' '^(core/|features/leads/(domain|application|presentation)/)'
+check_includes 'src/features/leads/infrastructure/' '^(core/|infra/|features/leads/(domain|infrastructure)/)'
+check_includes 'src/features/messaging/domain/' '^(core/|features/messaging/domain/|features/leads/domain/lead\.h)'
+check_includes 'src/features/messaging/application/' '^(core/|features/messaging/(domain|application)/|features/leads/domain/(lead|lead_repo)\.h|features/leads/application/leads\.h)'
+check_includes 'src/features/messaging/infrastructure/' '^(core/|infra/|features/messaging/(domain|infrastructure)/|features/leads/domain/lead\.h)'
+
+# 4. Every header compiles on its own and starts with #pragma once.
+cflags=$(pkg-config --cflags libmicrohttpd jansson sqlite3 2>/dev/null || true)
+for h in $(git ls-files 'src/*.h'); do
+  head -20 "$h" | grep -q '^#pragma once' || fail "$h: missing #pragma once"
+  echo "#include \"${h#src/}\"" | gcc -std=c11 -D_GNU_SOURCE -Wall -Werror -Isrc $cflags -fsyntax-only -x c - 2>/dev/null \
+    || fail "$h does not compile on its own"
+done
+
+[ $status -eq 0 ] && echo "lint: ok"
+exit $status
