@@ -173,9 +173,11 @@ config_load(struct config *cfg, int argc, char **argv, int first, struct sp_erro
         if (k == NULL)
             continue;
         if (eq == NULL) {
-            if (a + 1 >= argc)
-                return sp_error_set(err, SP_EINVAL, k->env, "config: --%s needs a value",
-                                    k->flag);
+            if (a + 1 >= argc) {
+                /* not a return: the strings applied so far are freed below */
+                rc = sp_error_set(err, SP_EINVAL, k->env, "config: --%s needs a value", k->flag);
+                break;
+            }
             rc = apply(cfg, k, argv[++a], err);
         } else {
             rc = apply(cfg, k, eq + 1, err);

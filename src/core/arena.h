@@ -1,8 +1,8 @@
 /* arena.h: a bump allocator for one request or one job.
  *
  * Everything a request parses, reads from the database or renders is allocated here and released
- * at once by arena_reset() or arena_free(). Allocation failure aborts (OOM policy, STYLE §5.6);
- * the total an arena may hold is bounded by `limit`, beyond which arena_alloc_bounded fails. */
+ * at once by arena_reset() or arena_free(). Allocation failure aborts (OOM policy, STYLE §5.6).
+ * What goes in is bounded by its producers (HTTP_BODY_MAX, field limits, jsonw limits). */
 #pragma once
 
 #include <stdarg.h>

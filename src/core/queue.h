@@ -43,6 +43,7 @@ struct job {
     int64_t created_at;
     int64_t updated_at;
     int64_t finished_at; /* 0 while not finished */
+    int64_t lease_until; /* set by reserve: the lease, and the fencing token of this holder */
 };
 
 struct job_queue_ops {
@@ -55,6 +56,9 @@ struct job_queue_ops {
      * the next delayed job or 0. */
     int (*reserve)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
                    struct job *out, int *found, int64_t *next_due, struct sp_error *err);
+    /* complete, retry and fail end the attempt of a job reserved by this caller: they return
+     * SP_ECONFLICT, changing nothing, when the lease was lost (it expired and another worker took
+     * the job), so a stale worker can never overwrite a newer worker's outcome. */
     /* Ends an attempt: completed. */
     int (*complete)(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err);
     /* Ends an attempt: delayed until run_at with `error` recorded. */

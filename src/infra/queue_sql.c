@@ -30,13 +30,15 @@ static const char SQL_ACTIVATE[] = "UPDATE jobs SET state = 'active', lease_unti
                                    " stalled_count = $3, updated_at = $4 WHERE id = $1";
 static const char SQL_COMPLETE[] =
     "UPDATE jobs SET state = 'completed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " updated_at = $2, finished_at = $2 WHERE id = $1";
+    " updated_at = $2, finished_at = $2 WHERE id = $1 AND state = 'active' AND lease_until = $3";
 static const char SQL_RETRY[] =
     "UPDATE jobs SET state = 'delayed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " run_at = $3, last_error = $4, updated_at = $2 WHERE id = $1";
+    " run_at = $3, last_error = $4, updated_at = $2"
+    " WHERE id = $1 AND state = 'active' AND lease_until = $5";
 static const char SQL_FAIL[] =
     "UPDATE jobs SET state = 'failed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " last_error = $3, updated_at = $2, finished_at = $2 WHERE id = $1";
+    " last_error = $3, updated_at = $2, finished_at = $2"
+    " WHERE id = $1 AND state = 'active' AND lease_until = $4";
 static const char SQL_FAIL_STALLED[] =
     "UPDATE jobs SET state = 'failed', lease_until = NULL, stalled_count = stalled_count + 1,"
     " last_error = $3, updated_at = $2, finished_at = $2 WHERE id = $1";
@@ -210,6 +212,7 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
                              db_int(out->stalled_count), db_int(now)),
                      NULL, err);
         out->state = JOB_ACTIVE;
+        out->lease_until = now + lease_ms;
     } else if (rc == SP_OK) {
         rc = db_query(self->conn, SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
         if (rc == SP_OK && rows.nrows == 1)
@@ -220,28 +223,45 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
     return rc;
 }
 
+/* An attempt-ending update matched no row: the caller's lease is gone. */
+static int
+fenced(int rc, int64_t changes, const struct job *j, struct sp_error *err)
+{
+    if (rc == SP_OK && changes == 0)
+        return sp_error_set(err, SP_ECONFLICT, "job", "lease on job %s was lost", j->id);
+    return rc;
+}
+
 static int
 q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
 {
-    return db_exec(self_of(q)->conn, SQL_COMPLETE, DB_ARGS(db_text(j->id), db_int(now)), NULL,
-                   err);
+    int64_t changes = 0;
+    int rc = db_exec(self_of(q)->conn, SQL_COMPLETE,
+                     DB_ARGS(db_text(j->id), db_int(now), db_int(j->lease_until)), &changes, err);
+    return fenced(rc, changes, j, err);
 }
 
 static int
 q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, const char *error,
         struct sp_error *err)
 {
-    return db_exec(self_of(q)->conn, SQL_RETRY,
-                   DB_ARGS(db_text(j->id), db_int(now), db_int(run_at), db_text(error)), NULL,
-                   err);
+    int64_t changes = 0;
+    int rc = db_exec(self_of(q)->conn, SQL_RETRY,
+                     DB_ARGS(db_text(j->id), db_int(now), db_int(run_at), db_text(error),
+                             db_int(j->lease_until)),
+                     &changes, err);
+    return fenced(rc, changes, j, err);
 }
 
 static int
 q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
        struct sp_error *err)
 {
-    return db_exec(self_of(q)->conn, SQL_FAIL,
-                   DB_ARGS(db_text(j->id), db_int(now), db_text(error)), NULL, err);
+    int64_t changes = 0;
+    int rc = db_exec(self_of(q)->conn, SQL_FAIL,
+                     DB_ARGS(db_text(j->id), db_int(now), db_text(error), db_int(j->lease_until)),
+                     &changes, err);
+    return fenced(rc, changes, j, err);
 }
 
 static int

@@ -205,8 +205,8 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 }
 
 static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
-               int *n, struct sp_error *err)
+q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
+               struct sp_error *err)
 {
     int rc = hit(QPLAN(q), "list_by_lead", err);
     return rc != SP_OK ? rc : job_queue_list_by_lead(QUEUE(q), lead_id, a, out, n, err);

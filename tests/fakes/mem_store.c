@@ -512,21 +512,24 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         row->lease_until = now + lease_ms;
         row->j.updated_at = now;
         out->state = JOB_ACTIVE;
+        out->lease_until = row->lease_until;
         *found = 1;
     }
     return SP_OK;
 }
 
-/* Ends an attempt of job `id` in `state`. */
-static void
-end_attempt(struct mem_store *st, const char *id, enum job_state state, int64_t now,
-            int64_t run_at, const char *error, int set_error)
+/* Ends an attempt of job j in `state`; SP_ECONFLICT when j's lease is no longer current (as
+ * the SQL queue's fenced UPDATE). */
+static int
+end_attempt(struct mem_store *st, const struct job *j, enum job_state state, int64_t now,
+            int64_t run_at, const char *error, int set_error, struct sp_error *err)
 {
-    int i = find_job(st, id);
+    int i = find_job(st, j->id);
     struct mem_job *row;
 
-    if (i < 0)
-        return; /* like an UPDATE matching no row */
+    if (i < 0 || st->cur.jobs[i].j.state != JOB_ACTIVE ||
+        st->cur.jobs[i].lease_until != j->lease_until)
+        return sp_error_set(err, SP_ECONFLICT, "job", "lease on job %s was lost", j->id);
     row = &st->cur.jobs[i];
     row->j.state = state;
     row->j.attempts_made++;
@@ -538,37 +541,32 @@ end_attempt(struct mem_store *st, const char *id, enum job_state state, int64_t 
         row->j.finished_at = now;
     if (set_error)
         row->j.last_error = keep(st, error);
+    return SP_OK;
 }
 
 static int
 q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
 {
-    (void)err;
-    end_attempt(queue_store(q), j->id, JOB_COMPLETED, now, 0, NULL, 0);
-    return SP_OK;
+    return end_attempt(queue_store(q), j, JOB_COMPLETED, now, 0, NULL, 0, err);
 }
 
 static int
 q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, const char *error,
         struct sp_error *err)
 {
-    (void)err;
-    end_attempt(queue_store(q), j->id, JOB_DELAYED, now, run_at, error, 1);
-    return SP_OK;
+    return end_attempt(queue_store(q), j, JOB_DELAYED, now, run_at, error, 1, err);
 }
 
 static int
 q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
        struct sp_error *err)
 {
-    (void)err;
-    end_attempt(queue_store(q), j->id, JOB_FAILED, now, 0, error, 1);
-    return SP_OK;
+    return end_attempt(queue_store(q), j, JOB_FAILED, now, 0, error, 1, err);
 }
 
 static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
-               int *n, struct sp_error *err)
+q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
+               struct sp_error *err)
 {
     struct mem_store *st = queue_store(q);
     int k = 0;

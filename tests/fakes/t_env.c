@@ -4,6 +4,7 @@
 #include "t.h"
 
 #include "core/arena.h"
+#include "core/log.h"
 #include "core/xmalloc.h"
 #include "features/leads/infrastructure/mock_content.h"
 #include "infra/db.h"
@@ -29,6 +30,7 @@ t_env_new(enum t_backend backend)
 {
     struct t_env *env = xcalloc(1, sizeof(*env));
 
+    sp_log_level = LOG_ERROR; /* keep test output to failures; this child's global only */
     env->backend = backend;
     env->arena = arena_new();
     if (backend == T_SQLITE) {

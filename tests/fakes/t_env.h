@@ -8,6 +8,8 @@
  * env->repo / env->queue bypass fault injection. Free with t_env_free(). */
 #pragma once
 
+#include "t.h"
+
 #include "core/event_bus.h"
 #include "fakes/fake_io.h"
 #include "fakes/faulty.h"
@@ -18,6 +20,20 @@
 #include "infra/queue_sql.h"
 
 enum t_backend { T_MEM = 0, T_SQLITE };
+
+/* Defines two tests, name_mem and name_sqlite, running one body against each backend; the body
+ * receives `enum t_backend backend`. */
+#define TEST_BOTH(name)                                                                            \
+    static void name##_body(enum t_backend backend);                                               \
+    TEST(name##_mem)                                                                               \
+    {                                                                                              \
+        name##_body(T_MEM);                                                                        \
+    }                                                                                              \
+    TEST(name##_sqlite)                                                                            \
+    {                                                                                              \
+        name##_body(T_SQLITE);                                                                     \
+    }                                                                                              \
+    static void name##_body(enum t_backend backend)
 
 /* 2026-11-27T14:37:45.686Z, the reference's example timestamp. */
 #define T_NOW 1795790265686LL
@@ -40,7 +56,7 @@ struct t_env {
     struct sql_lead_repo sql_repo;
     struct queue_sql sql_queue;
 
-    struct lead_repo *repo;   /* the backend itself (no fault injection) */
+    struct lead_repo *repo; /* the backend itself (no fault injection) */
     struct job_queue *queue;
     struct fault_plan faults; /* arm with fault_plan_arm() */
     struct faulty_repo frepo;
@@ -51,8 +67,8 @@ struct t_env {
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;
-    struct leads_deps deps;        /* repo/queue are the fault-injecting wrappers */
-    struct messaging_deps mdeps;   /* same */
+    struct leads_deps deps;      /* repo/queue are the fault-injecting wrappers */
+    struct messaging_deps mdeps; /* same */
 };
 
 struct t_env *t_env_new(enum t_backend backend);

@@ -8,9 +8,14 @@ static void
 clear_env(void)
 {
     static const char *const names[] = {
-        "PORT",         "HOST",           "DATABASE_URL", "REDIS_URL",       "HTTP_THREADS",
-        "WORKER_CONCURRENCY", "JOB_ATTEMPTS", "JOB_BACKOFF_MS", "JOB_LEASE_MS", "LOG_LEVEL",
-        "LOG_FORMAT",   "API_KEYS",       "MOCK_SINK",    "MOCK_FAIL_FIRST", "MOCK_FAIL_RATE",
+        "PORT",           "HOST",
+        "DATABASE_URL",   "REDIS_URL",
+        "HTTP_THREADS",   "WORKER_CONCURRENCY",
+        "JOB_ATTEMPTS",   "JOB_BACKOFF_MS",
+        "JOB_LEASE_MS",   "LOG_LEVEL",
+        "LOG_FORMAT",     "API_KEYS",
+        "MOCK_SINK",      "MOCK_FAIL_FIRST",
+        "MOCK_FAIL_RATE",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -137,8 +142,8 @@ TEST(unit_config_flags_override_env)
 {
     struct config cfg;
     struct sp_error err = {0};
-    char *argv[] = {"salespad", "serve", "--port=1234", "--log-level", "warn", "--unknown=1",
-                    "positional", NULL};
+    char *argv[] = {"salespad", "serve",       "--port=1234", "--log-level",
+                    "warn",     "--unknown=1", "positional",  NULL};
 
     clear_env();
     setenv("PORT", "5000", 1);

@@ -230,7 +230,7 @@ TEST(unit_uuid_v4_format)
             else
                 ASSERT(is_lower_hex(u[i]));
         }
-        ASSERT_EQ('4', u[14]);             /* version */
+        ASSERT_EQ('4', u[14]);                 /* version */
         ASSERT(strchr("89ab", u[19]) != NULL); /* RFC 4122 variant */
         ASSERT(sp_uuid_valid(u, strlen(u)));
         ASSERT(strcmp(prev, u) != 0);

@@ -83,8 +83,8 @@ TEST(unit_domain_email_valid_rejects_non_addresses)
     ASSERT(!email_ok(""));
     ASSERT(!email_ok("a@"));
     ASSERT(!email_ok("john"));
-    ASSERT(!email_ok("john@example"));      /* no dot in the domain */
-    ASSERT(!email_ok("@example.com"));      /* empty local part */
+    ASSERT(!email_ok("john@example")); /* no dot in the domain */
+    ASSERT(!email_ok("@example.com")); /* empty local part */
     ASSERT(!email_ok("john@"));
     ASSERT(!email_ok("john@@example.com"));
     ASSERT(!email_ok("jo@hn@example.com"));
@@ -250,7 +250,7 @@ TEST(unit_domain_enum_parse_rejects_unknown)
     ASSERT_EQ(-1, job_state_parse("stalled", &j));
     ASSERT_EQ(-1, job_state_parse(NULL, &j));
     ASSERT_STREQ("unknown", lead_status_name((enum lead_status)99));
-    ASSERT_STREQ("unknown", channel_name((enum channel)-1));
+    ASSERT_STREQ("unknown", channel_name((enum channel) - 1));
     ASSERT_STREQ("unknown", job_state_name((enum job_state)7));
     ASSERT_STREQ("unknown", reply_intent_name((enum reply_intent)42));
 }

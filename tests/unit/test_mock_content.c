@@ -160,8 +160,8 @@ TEST(unit_content_email_answer_keeps_one_re)
         struct generated g = {0};
         struct sp_error err = {0};
         json_t *m;
-        ASSERT_OK(content_gen_answer(mock_content_gen(), &both, CHANNEL_EMAIL, inbound[i], a, &g,
-                                     &err));
+        ASSERT_OK(
+            content_gen_answer(mock_content_gen(), &both, CHANNEL_EMAIL, inbound[i], a, &g, &err));
         m = parse(g.channel_message);
         ASSERT_STREQ("RE: Welcome, John Doe!", field(m, "subject"));
         json_decref(m);
@@ -172,8 +172,10 @@ TEST(unit_content_email_answer_keeps_one_re)
 TEST(unit_content_answer_text_depends_on_intent)
 {
     static const char *const inbound[] = {
-        "{\"text\":\"what does it cost\"}", "{\"text\":\"schedule a demo\"}",
-        "{\"text\":\"not interested\"}",    "{\"text\":\"STOP\"}",
+        "{\"text\":\"what does it cost\"}",
+        "{\"text\":\"schedule a demo\"}",
+        "{\"text\":\"not interested\"}",
+        "{\"text\":\"STOP\"}",
         "{\"text\":\"hello\"}",
     };
     static const char *const intents[] = {"pricing", "demo", "not_interested", "stop", "other"};
@@ -184,8 +186,8 @@ TEST(unit_content_answer_text_depends_on_intent)
         struct generated g = {0};
         struct sp_error err = {0};
         json_t *m;
-        ASSERT_OK(content_gen_answer(mock_content_gen(), &both, CHANNEL_WHATSAPP, inbound[i], a,
-                                     &g, &err));
+        ASSERT_OK(content_gen_answer(mock_content_gen(), &both, CHANNEL_WHATSAPP, inbound[i], a, &g,
+                                     &err));
         m = parse(g.channel_message);
         ASSERT_STREQ(intents[i], field(m, "intent"));
         snprintf(texts[i], sizeof(texts[i]), "%s", field(m, "text"));
@@ -221,9 +223,9 @@ TEST(unit_content_answer_without_any_address_is_einval)
     struct generated g = {0};
     struct sp_error err = {0};
 
-    ASSERT_EQ(SP_EINVAL, content_gen_answer(mock_content_gen(), &phone_only, CHANNEL_EMAIL,
-                                            "{\"subject\":\"Hi\",\"body\":\"price?\"}", a, &g,
-                                            &err));
+    ASSERT_EQ(SP_EINVAL,
+              content_gen_answer(mock_content_gen(), &phone_only, CHANNEL_EMAIL,
+                                 "{\"subject\":\"Hi\",\"body\":\"price?\"}", a, &g, &err));
     ASSERT_STREQ("messageContent", err.field);
     sp_error_clear(&err);
     ASSERT_EQ(SP_EINVAL, content_gen_answer(mock_content_gen(), &phone_only, CHANNEL_EMAIL,

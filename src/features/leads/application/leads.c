@@ -325,7 +325,9 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
         return sp_error_set(err, SP_EINVAL, "channel",
                             "channel %s has no sender: replies are accepted on email, whatsapp",
                             channel_name(in->channel));
-    if (in->content == NULL || strlen(in->content) > MESSAGE_CONTENT_MAX)
+    if (in->content == NULL)
+        return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent should not be empty");
+    if (strlen(in->content) > MESSAGE_CONTENT_MAX)
         return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent is too large");
     memset(&m, 0, sizeof(m));
     sp_uuid_v7(m.id);

@@ -36,6 +36,23 @@ correlation(struct arena *a, const struct message *m, const struct job *j)
 /* What the claim step decided about a reserved job. */
 enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE };
 
+/* Ends a job that needs no send. A lost lease (another worker owns the job now) is fine here:
+ * there is nothing of ours to record. */
+static int
+end_unsent(const struct messaging_deps *d, const struct job *j, int64_t now, int complete,
+           struct sp_error *err)
+{
+    struct sp_error jerr = {0};
+    int rc = complete ? job_queue_complete(d->queue, j, now, &jerr)
+                      : job_queue_fail(d->queue, j, now, "message not found", &jerr);
+
+    if (rc == SP_ECONFLICT && strcmp(jerr.field, "job") == 0)
+        return SP_OK;
+    if (rc != SP_OK && err && err->code == SP_OK)
+        *err = jerr;
+    return rc;
+}
+
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
  * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails). */
 static int
@@ -50,7 +67,7 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
     rc = lead_repo_message_get(d->repo, j->message_id ? j->message_id : "", a, m, &lookup);
     if (rc == SP_ENOTFOUND) {
         *res = CLAIM_GONE;
-        return job_queue_fail(d->queue, j, now, "message not found", err);
+        return end_unsent(d, j, now, 0, err);
     }
     if (rc != SP_OK) {
         if (err && err->code == SP_OK)
@@ -59,7 +76,7 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
     }
     if (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND) {
         *res = CLAIM_SKIP;
-        return job_queue_complete(d->queue, j, now, err);
+        return end_unsent(d, j, now, 1, err);
     }
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
@@ -93,7 +110,10 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
     jsonw_kstr(&w, "providerId", provider_id);
     jsonw_obj_end(&w);
 
-    rc = lead_repo_message_update_delivery(d->repo, m, err);
+    /* The job first: it fails with SP_ECONFLICT, changing nothing, if our lease was lost. */
+    rc = job_queue_complete(d->queue, j, now, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_update_delivery(d->repo, m, err);
     if (rc == SP_OK)
         rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SENT, corr,
                                 finish_or_empty(&w), now, err);
@@ -119,8 +139,6 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
                                         finish_or_empty(&s), now, err);
         }
     }
-    if (rc == SP_OK)
-        rc = job_queue_complete(d->queue, j, now, err);
     return rc;
 }
 
@@ -155,13 +173,14 @@ record_failure(const struct messaging_deps *d, const struct job *j, struct arena
         jsonw_ktime(&w, "nextAttemptAt", run_at, 0);
     jsonw_obj_end(&w);
 
-    rc = lead_repo_message_update_delivery(d->repo, m, err);
+    /* The job first: it fails with SP_ECONFLICT, changing nothing, if our lease was lost. */
+    rc = *will_retry ? job_queue_retry(d->queue, j, now, run_at, error, err)
+                     : job_queue_fail(d->queue, j, now, error, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_update_delivery(d->repo, m, err);
     if (rc == SP_OK)
         rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_FAILED, correlation(a, m, j),
                                 finish_or_empty(&w), now, err);
-    if (rc == SP_OK)
-        rc = *will_retry ? job_queue_retry(d->queue, j, now, run_at, error, err)
-                         : job_queue_fail(d->queue, j, now, error, err);
     return rc;
 }
 
@@ -204,19 +223,30 @@ struct work {
 static int
 record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, struct sp_error *err)
 {
+    struct sp_error rerr = {0};
     int will_retry = 0;
     int rc;
 
     if (w->send_rc == SP_OK) {
         w->outcome = MESSAGING_SENT;
-        return record_sent(d, &w->job, a, &w->msg, &w->lead,
-                           w->provider_id ? w->provider_id : "", err);
+        rc = record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
+                         &rerr);
+    } else {
+        rc = record_failure(d, &w->job, a, &w->msg, w->send_rc,
+                            arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg
+                                                               : sp_err_str(w->send_rc)),
+                            &will_retry, &rerr);
+        w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
     }
-    rc = record_failure(d, &w->job, a, &w->msg, w->send_rc,
-                        arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg
-                                                           : sp_err_str(w->send_rc)),
-                        &will_retry, err);
-    w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
+    if (rc == SP_ECONFLICT && strcmp(rerr.field, "job") == 0) {
+        /* Our lease expired during the send and another worker owns the job now: its outcome
+         * stands; ours is dropped (nothing was written for this job). */
+        log_warn("job %s: lease lost during the send; outcome not recorded", w->job.id);
+        w->outcome = MESSAGING_LEASE_LOST;
+        return SP_OK;
+    }
+    if (rc != SP_OK && err && err->code == SP_OK)
+        *err = rerr;
     return rc;
 }
 
@@ -287,6 +317,8 @@ outcome_name(enum messaging_outcome o)
         return "already sent";
     case MESSAGING_RETRY:
         return "failed, will retry";
+    case MESSAGING_LEASE_LOST:
+        return "lease lost, outcome dropped";
     default:
         return "failed for good";
     }

@@ -4,7 +4,8 @@
  * message (already sent: the job just completes) and marks it sending with attempts+1; then it
  * calls the sender with the message id as idempotency key; then, in a second unit of work, it
  * records the outcome (sent + events + lead status, or the failure with a retry or the dead
- * letter) together with the job's transition. */
+ * letter) together with the job's transition. The job transition is fenced by the lease: a
+ * worker whose lease expired mid-send records nothing. */
 #pragma once
 
 #include "core/err.h"
@@ -34,6 +35,7 @@ enum messaging_outcome {
     MESSAGING_DUPLICATE,  /* message was already sent: job completed without sending */
     MESSAGING_RETRY,      /* failed, will retry */
     MESSAGING_DEAD,       /* failed for good */
+    MESSAGING_LEASE_LOST, /* our lease expired mid-send: another worker's outcome stands */
 };
 
 /* Processes one reserved send-message job. Returns an error only when the outcome could not be

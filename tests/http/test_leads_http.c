@@ -1,0 +1,810 @@
+/* test_leads_http.c: the leads controller called directly with in-memory requests (no sockets)
+ * on the fake storage: status codes and exact JSON bodies of seed-api.md (the NestJS
+ * contract), plus the storage-failure answers (503 with Retry-After, 500). */
+#include "t.h"
+
+#include "core/arena.h"
+#include "core/http.h"
+#include "fakes/t_env.h"
+#include "fakes/t_json.h"
+#include "features/leads/presentation/leads_http.h"
+
+#include <jansson.h>
+
+typedef void (*handler_fn)(const struct leads_deps *d, struct http_request *req,
+                           struct http_response *resp);
+
+#define JSON "application/json"
+#define FORM "application/x-www-form-urlencoded"
+#define UNKNOWN_ID "2728542f-1069-401c-a54f-4ab8a3a46a06"
+
+/* Calls `fn` with a request built like the server builds it (body copied, NUL-terminated, in
+ * the request arena). `id` (may be NULL) is the :id route parameter. */
+static void
+call(struct t_env *env, handler_fn fn, const char *method, const char *content_type,
+     const char *body, const char *id, struct http_response *resp)
+{
+    struct http_request req;
+
+    memset(&req, 0, sizeof(req));
+    memset(resp, 0, sizeof(*resp));
+    req.method = method;
+    req.path = id ? arena_printf(env->arena, "/leads/%s", id) : "/leads";
+    req.content_type = content_type;
+    req.arena = env->arena;
+    if (body && body[0]) {
+        req.body = arena_strdup(env->arena, body);
+        req.body_len = strlen(body);
+    }
+    if (id) {
+        req.nparams = 1;
+        req.params[0] = id;
+    }
+    fn(&env->deps, &req, resp);
+    ASSERT(resp->body != NULL);
+    ASSERT_EQ(strlen(resp->body), resp->body_len);
+    ASSERT_STREQ("application/json", resp->content_type);
+}
+
+static void
+post_lead(struct t_env *env, const char *ct, const char *body, struct http_response *resp)
+{
+    call(env, leads_http_create, "POST", ct, body, NULL, resp);
+}
+
+static void
+post_reply(struct t_env *env, const char *id, const char *body, struct http_response *resp)
+{
+    call(env, leads_http_reply, "POST", JSON, body, id, resp);
+}
+
+static void
+get_details(struct t_env *env, const char *id, struct http_response *resp)
+{
+    call(env, leads_http_details, "GET", NULL, NULL, id, resp);
+}
+
+static void
+assert_nothing_stored(struct t_env *env)
+{
+    struct t_counts c;
+    t_env_counts(env, &c);
+    ASSERT_EQ(0, c.leads);
+    ASSERT_EQ(0, c.messages);
+    ASSERT_EQ(0, c.events);
+    ASSERT_EQ(0, c.jobs);
+}
+
+/* Creates a lead over HTTP and copies its id out. */
+static void
+create(struct t_env *env, const char *body, char *id)
+{
+    struct http_response resp;
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(201, resp.status);
+    snprintf(id, SP_UUID_LEN + 1, "%s", t_json_str(resp.body, "id"));
+}
+
+/* ---- POST /leads ----------------------------------------------------------------------- */
+
+TEST(http_leads_create_201_shape)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char want[1024];
+    const char *id;
+
+    post_lead(env, JSON,
+              "{\"name\":\"John Doe\",\"email\":\"john@example.com\",\"phone\":\"+1234567890\"}",
+              &resp);
+    ASSERT_EQ(201, resp.status);
+    ASSERT_EQ(0, resp.retry_after);
+    id = t_json_str(resp.body, "id");
+    ASSERT(id && sp_uuid_valid(id, strlen(id)));
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"John Doe\",\"email\":\"john@example.com\","
+             "\"phone\":\"+1234567890\",\"status\":\"new\","
+             "\"createdAt\":\"2026-11-27T14:37:45.686Z\","
+             "\"updatedAt\":\"2026-11-27T14:37:45.686Z\"}",
+             id);
+    ASSERT_STREQ(want, resp.body);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_absent_contact_is_null)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char want[1024];
+
+    post_lead(env, JSON, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", &resp);
+    ASSERT_EQ(201, resp.status);
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"Ana\",\"email\":\"ana@example.com\",\"phone\":null,"
+             "\"status\":\"new\",\"createdAt\":\"2026-11-27T14:37:45.686Z\","
+             "\"updatedAt\":\"2026-11-27T14:37:45.686Z\"}",
+             t_json_str(resp.body, "id"));
+    ASSERT_STREQ(want, resp.body);
+
+    post_lead(env, JSON, "{\"name\":\"Bo\",\"phone\":\"+351912345678\",\"email\":null}", &resp);
+    ASSERT_EQ(201, resp.status);
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"Bo\",\"email\":null,\"phone\":\"+351912345678\","
+             "\"status\":\"new\",\"createdAt\":\"2026-11-27T14:37:45.686Z\","
+             "\"updatedAt\":\"2026-11-27T14:37:45.686Z\"}",
+             t_json_str(resp.body, "id"));
+    ASSERT_STREQ(want, resp.body);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_stores_capture_atomically)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    struct t_counts c;
+
+    post_lead(env, JSON, "{\"name\":\"Ana\",\"email\":\"ana@example.com\",\"phone\":\"+1\"}",
+              &resp);
+    ASSERT_EQ(201, resp.status);
+    t_env_counts(env, &c);
+    ASSERT_EQ(1, c.leads);
+    ASSERT_EQ(2, c.messages);
+    ASSERT_EQ(3, c.events);
+    ASSERT_EQ(2, c.jobs);
+    t_env_free(env);
+}
+
+/* One validation case: request body and the exact response body. */
+struct bad_case {
+    const char *body;
+    const char *want;
+};
+
+static void
+expect_400(const struct bad_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct http_response resp;
+
+        post_lead(env, JSON, cases[i].body, &resp);
+        if (resp.status != 400 || strcmp(cases[i].want, resp.body) != 0)
+            t_fail(__FILE__, __LINE__, "body %s:\n      want 400 %s\n      got  %d %s",
+                   cases[i].body, cases[i].want, resp.status, resp.body);
+        assert_nothing_stored(env);
+        t_env_free(env);
+    }
+}
+
+#define BAD(...) "{\"message\":[" __VA_ARGS__ "],\"error\":\"Bad Request\",\"statusCode\":400}"
+
+TEST(http_leads_create_400_bodies_of_the_reference)
+{
+    /* seed-api.md, POST /leads, "400 Bad Request bodies", in the order listed there */
+    static const struct bad_case cases[] = {
+        {"{\"email\":\"john@example.com\"}",
+         BAD("\"name should not be empty\",\"name must be a string\"")},
+        {"{\"name\":\"John Doe\"}", BAD("\"Either email or phone must be provided\"")},
+        {"{\"name\":\"John Doe\",\"email\":\"not-an-email\"}", BAD("\"email must be an email\"")},
+        {"{\"name\":\"John Doe\",\"phone\":1234567890}", BAD("\"phone must be a string\"")},
+        {"{\"name\":\"John Doe\",\"email\":\"john@example.com\",\"foo\":\"bar\"}",
+         BAD("\"property foo should not exist\"")},
+        {"{\"name\":\"\"}",
+         BAD("\"Either email or phone must be provided\",\"name should not be empty\"")},
+    };
+    expect_400(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+TEST(http_leads_create_400_combinations)
+{
+    static const struct bad_case cases[] = {
+        {"{}", BAD("\"Either email or phone must be provided\",\"name should not be empty\","
+                   "\"name must be a string\"")},
+        {"{\"name\":null,\"phone\":\"+1\"}",
+         BAD("\"name should not be empty\",\"name must be a string\"")},
+        {"{\"name\":42,\"phone\":\"+1\"}", BAD("\"name must be a string\"")},
+        {"{\"name\":[\"x\"],\"phone\":\"+1\"}", BAD("\"name must be a string\"")},
+        {"{\"name\":\"Ana\",\"email\":42}", BAD("\"email must be a string\"")},
+        {"{\"name\":\"Ana\",\"email\":\"\"}", BAD("\"email must be an email\"")},
+        {"{\"name\":\"Ana\",\"phone\":\"\"}", BAD("\"phone should not be empty\"")},
+        {"{\"foo\":1,\"name\":\"Ana\",\"bar\":2,\"phone\":\"+1\"}",
+         BAD("\"property foo should not exist\",\"property bar should not exist\"")},
+        {"{\"foo\":1,\"name\":\"\"}",
+         BAD("\"property foo should not exist\",\"Either email or phone must be provided\","
+             "\"name should not be empty\"")},
+    };
+    expect_400(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+TEST(http_leads_create_400_lengths)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char name[LEAD_NAME_MAX + 2], body[1024];
+
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"name must be shorter than or equal to 255 characters\""), resp.body);
+    name[LEAD_NAME_MAX] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(201, resp.status);
+    t_env_free(env);
+}
+
+static void
+assert_string_message_400(const char *body)
+{
+    json_t *root = json_loads(body, 0, NULL);
+
+    ASSERT(root != NULL);
+    ASSERT(json_is_string(json_object_get(root, "message")));
+    ASSERT_STREQ("Bad Request", json_string_value(json_object_get(root, "error")));
+    ASSERT_EQ(400, json_integer_value(json_object_get(root, "statusCode")));
+    ASSERT_EQ(3, json_object_size(root));
+    json_decref(root);
+    ASSERT(strncmp(body, "{\"message\":\"", 12) == 0); /* key order as NestJS */
+}
+
+TEST(http_leads_create_malformed_json)
+{
+    static const char *const bodies[] = {
+        "{", "{x", "{\"name\":", "{\"name\":\"a\",}", "nul", "{\"name\":\"a\"} trailing"};
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct http_response resp;
+
+        post_lead(env, JSON, bodies[i], &resp);
+        ASSERT_EQ(400, resp.status);
+        assert_string_message_400(resp.body);
+        ASSERT_CONTAINS(t_json_str(resp.body, "message"), " in JSON at position ");
+        assert_nothing_stored(env);
+        t_env_free(env);
+    }
+}
+
+TEST(http_leads_create_non_object_body)
+{
+    static const char *const bodies[] = {"[]", "[{\"name\":\"a\"}]", "\"John\"", "42", "null"};
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct http_response resp;
+
+        post_lead(env, JSON, bodies[i], &resp);
+        if (resp.status != 400)
+            t_fail(__FILE__, __LINE__, "body %s: got %d %s", bodies[i], resp.status, resp.body);
+        assert_string_message_400(resp.body);
+        assert_nothing_stored(env);
+        t_env_free(env);
+    }
+}
+
+TEST(http_leads_create_empty_body_is_validated)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+
+    post_lead(env, NULL, "", &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"Either email or phone must be provided\",\"name should not be empty\","
+                     "\"name must be a string\""),
+                 resp.body);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_form_urlencoded)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+
+    post_lead(env, FORM, "name=John+Doe&email=john%40example.com", &resp);
+    ASSERT_EQ(201, resp.status);
+    ASSERT_STREQ("John Doe", t_json_str(resp.body, "name"));
+    ASSERT_STREQ("john@example.com", t_json_str(resp.body, "email"));
+    ASSERT_CONTAINS(resp.body, "\"phone\":null");
+
+    post_lead(env, FORM "; charset=utf-8", "phone=%2B351912345678&name=Ana%20Lu%C3%ADsa", &resp);
+    ASSERT_EQ(201, resp.status);
+    ASSERT_STREQ("Ana Lu\xc3\xadsa", t_json_str(resp.body, "name"));
+    ASSERT_STREQ("+351912345678", t_json_str(resp.body, "phone"));
+
+    post_lead(env, FORM, "name=Ana&phone=1&foo=bar", &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"property foo should not exist\""), resp.body);
+
+    post_lead(env, FORM, "name=%zz&phone=1", &resp);
+    ASSERT_EQ(400, resp.status);
+    assert_string_message_400(resp.body);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_content_types)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    static const char body[] = "{\"name\":\"Ana\",\"phone\":\"+1\"}";
+
+    post_lead(env, "text/plain", body, &resp);
+    ASSERT_EQ(415, resp.status);
+    ASSERT_STREQ("{\"message\":\"Unsupported Content-Type text/plain: send application/json or "
+                 "application/x-www-form-urlencoded\",\"error\":\"Unsupported Media Type\","
+                 "\"statusCode\":415}",
+                 resp.body);
+    post_lead(env, NULL, body, &resp);
+    ASSERT_EQ(415, resp.status);
+    ASSERT_CONTAINS(resp.body, "(none)");
+    post_lead(env, "application/jsonp", body, &resp);
+    ASSERT_EQ(415, resp.status);
+    assert_nothing_stored(env);
+
+    post_lead(env, "application/json; charset=utf-8", body, &resp);
+    ASSERT_EQ(201, resp.status);
+    post_lead(env, "Application/JSON", body, &resp);
+    ASSERT_EQ(201, resp.status);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_storage_unavailable_is_503)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+
+    for (int n = 1; n <= 3; n++) {
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        post_lead(env, JSON, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", &resp);
+        ASSERT_EQ(503, resp.status);
+        ASSERT(resp.retry_after > 0);
+        ASSERT_STREQ("{\"message\":[\"Service temporarily unavailable, retry later\"],"
+                     "\"error\":\"Service Unavailable\",\"statusCode\":503}",
+                     resp.body);
+        assert_nothing_stored(env);
+    }
+    fault_plan_arm(&env->faults, 2, SP_ETIMEDOUT);
+    post_lead(env, JSON, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", &resp);
+    ASSERT_EQ(503, resp.status);
+    ASSERT(resp.retry_after > 0);
+    t_env_free(env);
+}
+
+TEST(http_leads_create_internal_error_is_500)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+
+    fault_plan_arm(&env->faults, 2, SP_EINTERNAL);
+    post_lead(env, JSON, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", &resp);
+    ASSERT_EQ(500, resp.status);
+    ASSERT_EQ(0, resp.retry_after);
+    ASSERT_STREQ("{\"message\":\"Internal server error\",\"error\":\"Internal Server Error\","
+                 "\"statusCode\":500}",
+                 resp.body);
+    ASSERT(strstr(resp.body, "injected") == NULL); /* no internal detail leaks to the client */
+    assert_nothing_stored(env);
+    t_env_free(env);
+}
+
+/* ---- POST /leads/:id/reply ------------------------------------------------------------- */
+
+TEST(http_leads_reply_201)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1], want[128];
+    const char *mid;
+    struct message *m;
+    int nm;
+
+    create(env, "{\"name\":\"John Doe\",\"email\":\"john@example.com\",\"phone\":\"+1234567890\"}",
+           id);
+    post_reply(env, id,
+               "{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"+1234567890\","
+               "\"text\":\"Can we schedule a demo?\"}}",
+               &resp);
+    ASSERT_EQ(201, resp.status);
+    mid = t_json_str(resp.body, "messageId");
+    ASSERT(mid && sp_uuid_valid(mid, strlen(mid)));
+    snprintf(want, sizeof(want), "{\"messageId\":\"%s\"}", mid);
+    ASSERT_STREQ(want, resp.body);
+    t_env_messages(env, id, &m, &nm);
+    ASSERT_EQ(4, nm);
+    ASSERT_STREQ(t_json_str(resp.body, "messageId"), m[2].id);
+    ASSERT_STREQ("{\"from\":\"+1234567890\",\"text\":\"Can we schedule a demo?\"}",
+                 m[2].channel_message);
+    ASSERT_STREQ("+1234567890", m[3].recipient);
+    t_env_free(env);
+}
+
+TEST(http_leads_reply_validation_bodies)
+{
+    static const struct bad_case cases[] = {
+        /* seed-api.md, POST /leads/:id/reply, "Error bodies" */
+        {"{\"channel\":\"sms\",\"messageContent\":{\"text\":\"hi\"}}",
+         BAD("\"channel must be one of the following values: email, whatsapp, linkedin, voice, "
+             "ads\"")},
+        {"{\"channel\":\"email\"}",
+         BAD("\"messageContent should not be empty\",\"messageContent must be an object\"")},
+        /* and their neighbours */
+        {"{\"messageContent\":{\"text\":\"hi\"}}",
+         BAD("\"channel must be one of the following values: email, whatsapp, linkedin, voice, "
+             "ads\"")},
+        {"{\"channel\":\"EMAIL\",\"messageContent\":{\"text\":\"hi\"}}",
+         BAD("\"channel must be one of the following values: email, whatsapp, linkedin, voice, "
+             "ads\"")},
+        {"{\"channel\":\"email\",\"messageContent\":\"hi\"}",
+         BAD("\"messageContent must be an object\"")},
+        {"{\"channel\":\"email\",\"messageContent\":{}}",
+         BAD("\"messageContent should not be empty\"")},
+        {"{\"channel\":\"email\",\"messageContent\":{\"body\":5}}",
+         BAD("\"messageContent.body must be a string\"")},
+        {"{\"channel\":\"email\",\"messageContent\":{\"body\":\"x\"},\"extra\":1}",
+         BAD("\"property extra should not exist\"")},
+        {"{}", BAD("\"channel must be one of the following values: email, whatsapp, linkedin, "
+                   "voice, ads\",\"messageContent should not be empty\","
+                   "\"messageContent must be an object\"")},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_response resp;
+        struct t_counts c;
+
+        post_reply(env, id, cases[i].body, &resp);
+        if (resp.status != 400 || strcmp(cases[i].want, resp.body) != 0)
+            t_fail(__FILE__, __LINE__, "body %s:\n      want 400 %s\n      got  %d %s",
+                   cases[i].body, cases[i].want, resp.status, resp.body);
+        t_env_counts(env, &c);
+        ASSERT_EQ(1, c.messages);
+    }
+    t_env_free(env);
+}
+
+TEST(http_leads_reply_on_channel_without_sender_is_400)
+{
+    /* seed defect #7: the NestJS build answered 201 and failed silently later */
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+    struct t_counts c;
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    post_reply(env, id, "{\"channel\":\"linkedin\",\"messageContent\":{\"text\":\"hi\"}}", &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"channel linkedin has no sender: replies are accepted on email, "
+                     "whatsapp\""),
+                 resp.body);
+    post_reply(env, id, "{\"channel\":\"voice\",\"messageContent\":{\"text\":\"hi\"}}", &resp);
+    ASSERT_EQ(400, resp.status);
+    t_env_counts(env, &c);
+    ASSERT_EQ(1, c.messages);
+    ASSERT_EQ(2, c.events);
+    t_env_free(env);
+}
+
+TEST(http_leads_bad_id_is_400)
+{
+    static const char *const ids[] = {"123", "not-a-uuid", "2728542f-1069-401c-a54f-4ab8a3a46a0",
+                                      "2728542f-1069-401c-a54f-4ab8a3a46a06x",
+                                      "2728542f_1069_401c_a54f_4ab8a3a46a06"};
+    static const char want[] =
+        "{\"message\":\"Validation failed (uuid is expected)\",\"error\":\"Bad Request\","
+        "\"statusCode\":400}";
+    struct t_env *env = t_env_new(T_MEM);
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        struct http_response resp;
+        get_details(env, ids[i], &resp);
+        ASSERT_EQ(400, resp.status);
+        ASSERT_STREQ(want, resp.body);
+        post_reply(env, ids[i], "{\"channel\":\"email\",\"messageContent\":{\"body\":\"x\"}}",
+                   &resp);
+        ASSERT_EQ(400, resp.status);
+        ASSERT_STREQ(want, resp.body);
+    }
+    assert_nothing_stored(env);
+    t_env_free(env);
+}
+
+TEST(http_leads_unknown_id_is_404)
+{
+    static const char want[] = "{\"message\":\"Lead " UNKNOWN_ID
+                               " not found\",\"error\":\"Not Found\",\"statusCode\":404}";
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+
+    get_details(env, UNKNOWN_ID, &resp);
+    ASSERT_EQ(404, resp.status);
+    ASSERT_STREQ(want, resp.body);
+    post_reply(env, UNKNOWN_ID, "{\"channel\":\"email\",\"messageContent\":{\"body\":\"x\"}}",
+               &resp);
+    ASSERT_EQ(404, resp.status);
+    ASSERT_STREQ(want, resp.body);
+    assert_nothing_stored(env);
+    t_env_free(env);
+}
+
+TEST(http_leads_uppercase_id_finds_the_lead)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1], upper[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    for (int i = 0; i <= SP_UUID_LEN; i++)
+        upper[i] = (char)(id[i] >= 'a' && id[i] <= 'f' ? id[i] - 'a' + 'A' : id[i]);
+    get_details(env, upper, &resp);
+    ASSERT_EQ(200, resp.status);
+    ASSERT_STREQ(id, t_json_str(resp.body, "lead.id"));
+    t_env_free(env);
+}
+
+TEST(http_leads_reply_storage_failures)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    fault_plan_arm(&env->faults, 1, SP_EUNAVAIL);
+    post_reply(env, id, "{\"channel\":\"email\",\"messageContent\":{\"body\":\"x\"}}", &resp);
+    ASSERT_EQ(503, resp.status);
+    ASSERT(resp.retry_after > 0);
+    fault_plan_arm(&env->faults, 3, SP_EINTERNAL);
+    post_reply(env, id, "{\"channel\":\"email\",\"messageContent\":{\"body\":\"x\"}}", &resp);
+    ASSERT_EQ(500, resp.status);
+    t_env_free(env);
+}
+
+/* ---- GET /leads/:id -------------------------------------------------------------------- */
+
+static json_t *
+load(const char *body)
+{
+    json_t *v = json_loads(body, 0, NULL);
+    ASSERT(v != NULL && json_is_object(v));
+    return v;
+}
+
+/* The object's keys, comma-joined in order, into buf. */
+static const char *
+keys(json_t *obj, char *buf, size_t len)
+{
+    const char *k;
+    json_t *v;
+    size_t o = 0;
+
+    buf[0] = '\0';
+    json_object_foreach(obj, k, v)
+    {
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "," : "", k);
+        ASSERT(o < len);
+    }
+    return buf;
+}
+
+static const char *
+dump(json_t *v)
+{
+    static char buf[8192];
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    snprintf(buf, sizeof(buf), "%s", s ? s : "");
+    free(s);
+    return buf;
+}
+
+TEST(http_leads_details_shape)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1], want[2048], kb[512];
+    json_t *root, *lead, *by, *email, *wa, *events, *jobs, *msg;
+    const char *welcome_body;
+
+    create(env, "{\"name\":\"John Doe\",\"email\":\"john@example.com\",\"phone\":\"+1234567890\"}",
+           id);
+    env->clock.now = T_NOW + 1000;
+    post_reply(env, id,
+               "{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"+1234567890\","
+               "\"text\":\"price?\"}}",
+               &resp);
+    ASSERT_EQ(201, resp.status);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+
+    root = load(resp.body);
+    ASSERT_STREQ("lead,messagesByChannel,events,jobs", keys(root, kb, sizeof(kb)));
+
+    lead = json_object_get(root, "lead");
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"John Doe\",\"email\":\"john@example.com\","
+             "\"phone\":\"+1234567890\",\"status\":\"replied\","
+             "\"createdAt\":\"2026-11-27T14:37:45.686Z\","
+             "\"updatedAt\":\"2026-11-27T14:37:46.686Z\"}",
+             id);
+    ASSERT_STREQ(want, dump(lead));
+    snprintf(want, sizeof(want), "{\"lead\":{\"id\":\"%s\",", id);
+    ASSERT(strncmp(resp.body, want, strlen(want)) == 0);
+
+    /* messages grouped by channel, channels in order of their first message, oldest first */
+    by = json_object_get(root, "messagesByChannel");
+    ASSERT_STREQ("email,whatsapp", keys(by, kb, sizeof(kb)));
+    email = json_object_get(by, "email");
+    wa = json_object_get(by, "whatsapp");
+    ASSERT_EQ(1, json_array_size(email));
+    ASSERT_EQ(3, json_array_size(wa));
+
+    msg = json_array_get(email, 0);
+    ASSERT(strncmp(keys(msg, kb, sizeof(kb)), "id,channel,channelMessage,createdAt", 35) == 0);
+    ASSERT_STREQ("email", json_string_value(json_object_get(msg, "channel")));
+    ASSERT_STREQ("2026-11-27T14:37:45.686Z", json_string_value(json_object_get(msg, "createdAt")));
+    ASSERT_STREQ("to,subject,body", keys(json_object_get(msg, "channelMessage"), kb, sizeof(kb)));
+    ASSERT_STREQ("john@example.com",
+                 json_string_value(json_object_get(json_object_get(msg, "channelMessage"), "to")));
+    ASSERT_STREQ("Welcome, John Doe!", json_string_value(json_object_get(
+                                           json_object_get(msg, "channelMessage"), "subject")));
+    welcome_body =
+        json_string_value(json_object_get(json_object_get(msg, "channelMessage"), "body"));
+    ASSERT(welcome_body && strncmp(welcome_body, "Hi John Doe,\n\n", 14) == 0);
+    /* the defect #8 additions */
+    ASSERT_STREQ("outbound", json_string_value(json_object_get(msg, "direction")));
+    ASSERT_STREQ("queued", json_string_value(json_object_get(msg, "status")));
+    ASSERT(json_is_null(json_object_get(msg, "sentAt")));
+
+    msg = json_array_get(wa, 0);
+    ASSERT_STREQ("to,text", keys(json_object_get(msg, "channelMessage"), kb, sizeof(kb)));
+    ASSERT_STREQ("+1234567890",
+                 json_string_value(json_object_get(json_object_get(msg, "channelMessage"), "to")));
+    ASSERT(
+        strncmp(json_string_value(json_object_get(json_object_get(msg, "channelMessage"), "text")),
+                "Hi John Doe! ", 13) == 0);
+    msg = json_array_get(wa, 1);
+    ASSERT_STREQ("inbound", json_string_value(json_object_get(msg, "direction")));
+    ASSERT_STREQ("{\"from\":\"+1234567890\",\"text\":\"price?\"}",
+                 dump(json_object_get(msg, "channelMessage")));
+    msg = json_array_get(wa, 2);
+    ASSERT_STREQ("ai_reply", json_string_value(json_object_get(msg, "kind")));
+    ASSERT_STREQ("+1234567890",
+                 json_string_value(json_object_get(json_object_get(msg, "channelMessage"), "to")));
+
+    /* events oldest first, each in the reference's shape */
+    events = json_object_get(root, "events");
+    ASSERT_EQ(6, json_array_size(events));
+    {
+        static const char *const types[] = {"lead_added",     "message_queued", "message_queued",
+                                            "reply_received", "status_changed", "message_queued"};
+        for (size_t i = 0; i < 6; i++) {
+            json_t *e = json_array_get(events, i);
+            ASSERT_STREQ("id,type,leadId,correlationIds,payload,createdAt",
+                         keys(e, kb, sizeof(kb)));
+            ASSERT_STREQ(types[i], json_string_value(json_object_get(e, "type")));
+            ASSERT_STREQ(id, json_string_value(json_object_get(e, "leadId")));
+        }
+    }
+    snprintf(want, sizeof(want), "{\"leadId\":\"%s\"}", id);
+    ASSERT_STREQ(want, dump(json_object_get(json_array_get(events, 0), "correlationIds")));
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"John Doe\",\"email\":\"john@example.com\","
+             "\"phone\":\"+1234567890\",\"status\":\"new\"}",
+             id);
+    ASSERT_STREQ(want, dump(json_object_get(json_array_get(events, 0), "payload")));
+
+    /* the jobs of the lead */
+    jobs = json_object_get(root, "jobs");
+    ASSERT_EQ(3, json_array_size(jobs));
+    for (size_t i = 0; i < 3; i++) {
+        json_t *j = json_array_get(jobs, i);
+        ASSERT_STREQ("send-message", json_string_value(json_object_get(j, "name")));
+        ASSERT_STREQ("waiting", json_string_value(json_object_get(j, "state")));
+        ASSERT_EQ(0, json_integer_value(json_object_get(j, "attemptsMade")));
+        ASSERT_EQ(3, json_integer_value(json_object_get(j, "maxAttempts")));
+    }
+    ASSERT_STREQ(json_string_value(json_object_get(json_array_get(email, 0), "id")),
+                 json_string_value(json_object_get(json_array_get(jobs, 0), "messageId")));
+    json_decref(root);
+    t_env_free(env);
+}
+
+TEST(http_leads_details_omits_channels_without_messages)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1], kb[256];
+    json_t *root;
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+    root = load(resp.body);
+    ASSERT_STREQ("email", keys(json_object_get(root, "messagesByChannel"), kb, sizeof(kb)));
+    json_decref(root);
+
+    create(env, "{\"name\":\"Bo\",\"phone\":\"+351912345678\"}", id);
+    get_details(env, id, &resp);
+    root = load(resp.body);
+    ASSERT_STREQ("whatsapp", keys(json_object_get(root, "messagesByChannel"), kb, sizeof(kb)));
+    ASSERT(json_is_null(json_object_get(json_object_get(root, "lead"), "email")));
+    json_decref(root);
+
+    /* no sender at all: no message, an empty object */
+    env->policy.sendable = 0;
+    create(env, "{\"name\":\"Cy\",\"phone\":\"+1\"}", id);
+    get_details(env, id, &resp);
+    ASSERT_CONTAINS(resp.body, "\"messagesByChannel\":{}");
+    t_env_free(env);
+}
+
+TEST(http_leads_details_after_delivery)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+    json_t *root, *msg, *job;
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    env->clock.now = T_NOW + 2000;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    get_details(env, id, &resp);
+    root = load(resp.body);
+    ASSERT_STREQ("contacted",
+                 json_string_value(json_object_get(json_object_get(root, "lead"), "status")));
+    msg = json_array_get(json_object_get(json_object_get(root, "messagesByChannel"), "email"), 0);
+    ASSERT_STREQ("sent", json_string_value(json_object_get(msg, "status")));
+    ASSERT_STREQ("2026-11-27T14:37:47.686Z", json_string_value(json_object_get(msg, "sentAt")));
+    ASSERT_EQ(1, json_integer_value(json_object_get(msg, "attempts")));
+    job = json_array_get(json_object_get(root, "jobs"), 0);
+    ASSERT_STREQ("completed", json_string_value(json_object_get(job, "state")));
+    ASSERT_STREQ("2026-11-27T14:37:47.686Z", json_string_value(json_object_get(job, "finishedAt")));
+    json_decref(root);
+    t_env_free(env);
+}
+
+TEST(http_leads_details_storage_failures)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    for (int n = 1; n <= 4; n++) {
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        get_details(env, id, &resp);
+        ASSERT_EQ(503, resp.status);
+        ASSERT(resp.retry_after > 0);
+    }
+    fault_plan_arm(&env->faults, 1, SP_EINTERNAL);
+    get_details(env, id, &resp);
+    ASSERT_EQ(500, resp.status);
+    ASSERT_EQ(0, resp.retry_after);
+    t_env_free(env);
+}
+
+TEST(http_leads_error_status_table)
+{
+    /* leads_http.h: 400/404/409/413/503 (+Retry-After)/500 */
+    static const struct {
+        int code, status, retry;
+    } table[] = {
+        {SP_EINVAL, 400, 0},    {SP_ENOTFOUND, 404, 0}, {SP_ECONFLICT, 409, 0},
+        {SP_ETOOLARGE, 413, 0}, {SP_EUNAVAIL, 503, 1},  {SP_ETIMEDOUT, 503, 1},
+        {SP_EINTERNAL, 500, 0},
+    };
+    struct arena *a = arena_new();
+
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        struct http_response resp = {0};
+        struct sp_error err = {0};
+        sp_error_set(&err, table[i].code, "f", "detail %d", table[i].code);
+        leads_http_error(&resp, a, table[i].code, &err);
+        ASSERT_EQ(table[i].status, resp.status);
+        ASSERT_EQ(table[i].retry, resp.retry_after > 0);
+        ASSERT_EQ(table[i].status, t_json_int(resp.body, "statusCode"));
+        ASSERT_STREQ(http_reason(table[i].status), t_json_str(resp.body, "error"));
+    }
+    arena_free(a);
+}

@@ -1,0 +1,600 @@
+/* test_leads_usecases.c: leads_create, leads_reply and leads_get_details on the fakes (and, for
+ * the main paths, on a real SQLite file): what one unit of work stores, what a failure leaves
+ * behind (nothing: the fault-injection torture tests), and the seed defects they must not repeat
+ * (#3 atomic capture, #6 WhatsApp answer address, #7 replies on channels without a sender). */
+#include "t.h"
+
+#include "core/arena.h"
+#include "core/clock.h"
+#include "fakes/t_env.h"
+#include "fakes/t_json.h"
+
+static void
+assert_counts(struct t_env *env, int leads, int messages, int events, int jobs)
+{
+    struct t_counts c;
+    t_env_counts(env, &c);
+    ASSERT_EQ(leads, c.leads);
+    ASSERT_EQ(messages, c.messages);
+    ASSERT_EQ(events, c.events);
+    ASSERT_EQ(jobs, c.jobs);
+}
+
+static const char *
+iso(int64_t ms)
+{
+    static char buf[SP_ISO_TIME_LEN + 1];
+    sp_time_iso(ms, buf);
+    return buf;
+}
+
+/* Appends op to the space-separated list ops[cap] unless it is there already. */
+static void
+note_op(char *ops, size_t cap, const char *op)
+{
+    size_t len = strlen(ops);
+    if (strstr(ops, op) == NULL)
+        snprintf(ops + len, cap - len, "%s ", op);
+}
+
+/* ---- capture --------------------------------------------------------------------------- */
+
+TEST_BOTH(unit_leads_create_email_and_phone)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    struct message *m;
+    struct lead_event *e;
+    struct job *j;
+    int nm, ne, nj;
+    char want[1024];
+
+    t_env_create(env, "John Doe", "john@example.com", "+1234567890", &l);
+    ASSERT(sp_uuid_valid(l.id, strlen(l.id)));
+    ASSERT_EQ(LEAD_STATUS_NEW, l.status);
+    ASSERT_EQ(T_NOW, l.created_at);
+    ASSERT_EQ(T_NOW, l.updated_at);
+    ASSERT_EQ(0, env->faults.open_tx);
+    assert_counts(env, 1, 2, 3, 2);
+
+    t_env_lead(env, l.id, &got);
+    ASSERT_STREQ("John Doe", got.name);
+    ASSERT_STREQ("john@example.com", got.email);
+    ASSERT_STREQ("+1234567890", got.phone);
+    ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+
+    /* two welcome messages, email first, queued and addressed per channel */
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(2, nm);
+    ASSERT_EQ(CHANNEL_EMAIL, m[0].channel);
+    ASSERT_EQ(CHANNEL_WHATSAPP, m[1].channel);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(MESSAGE_OUTBOUND, m[i].direction);
+        ASSERT_EQ(MESSAGE_KIND_WELCOME, m[i].kind);
+        ASSERT_EQ(MESSAGE_QUEUED, m[i].status);
+        ASSERT_EQ(0, m[i].attempts);
+        ASSERT_EQ(0, m[i].sent_at);
+        ASSERT_STREQ(l.id, m[i].lead_id);
+        ASSERT_EQ(T_NOW, m[i].created_at);
+    }
+    ASSERT_STREQ("john@example.com", m[0].recipient);
+    ASSERT_STREQ("Welcome, John Doe!", t_json_str(m[0].channel_message, "subject"));
+    ASSERT_STREQ("+1234567890", m[1].recipient);
+    ASSERT_STREQ("+1234567890", t_json_str(m[1].channel_message, "to"));
+
+    /* lead_added, then one message_queued per message */
+    t_env_events(env, l.id, &e, &ne);
+    ASSERT_EQ(3, ne);
+    ASSERT_EQ(EVENT_LEAD_ADDED, e[0].type);
+    snprintf(want, sizeof(want),
+             "{\"id\":\"%s\",\"name\":\"John Doe\",\"email\":\"john@example.com\","
+             "\"phone\":\"+1234567890\",\"status\":\"new\"}",
+             l.id);
+    ASSERT_JSON_EQ(want, e[0].payload);
+    snprintf(want, sizeof(want), "{\"leadId\":\"%s\"}", l.id);
+    ASSERT_JSON_EQ(want, e[0].correlation_ids);
+    ASSERT_EQ(T_NOW, e[0].created_at);
+
+    t_env_jobs(env, l.id, &j, &nj);
+    ASSERT_EQ(2, nj);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(EVENT_MESSAGE_QUEUED, e[i + 1].type);
+        ASSERT_STREQ(m[i].id, t_json_str(e[i + 1].payload, "messageId"));
+        ASSERT_STREQ(j[i].id, t_json_str(e[i + 1].payload, "jobId"));
+        ASSERT_STREQ(channel_name(m[i].channel), t_json_str(e[i + 1].payload, "channel"));
+        ASSERT_STREQ("welcome", t_json_str(e[i + 1].payload, "kind"));
+        ASSERT_STREQ(m[i].id, t_json_str(e[i + 1].correlation_ids, "messageId"));
+
+        ASSERT_STREQ(SEND_MESSAGE_JOB, j[i].name);
+        ASSERT_STREQ(l.id, j[i].lead_id);
+        ASSERT_STREQ(m[i].id, j[i].message_id);
+        ASSERT_EQ(JOB_WAITING, j[i].state);
+        ASSERT_EQ(3, j[i].max_attempts); /* seed defect #1: attempts and backoff are set */
+        ASSERT_EQ(1000, j[i].backoff_ms);
+        ASSERT_EQ(0, j[i].attempts_made);
+        ASSERT_EQ(T_NOW, j[i].run_at);
+        ASSERT_STREQ(m[i].id, t_json_str(j[i].data, "messageId"));
+        ASSERT_STREQ(l.id, t_json_str(j[i].data, "leadId"));
+        ASSERT_STREQ(channel_name(m[i].channel), t_json_str(j[i].data, "channel"));
+    }
+    if (backend == T_MEM) {
+        /* everything in one unit of work, and the workers were poked after commit */
+        ASSERT_EQ(1, env->store->begins);
+        ASSERT_EQ(1, env->store->commits);
+        ASSERT_EQ(0, env->store->rollbacks);
+        ASSERT_EQ(1, env->mem_queue.wakes);
+    }
+    t_env_free(env);
+}
+
+TEST(unit_leads_create_email_only)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+    struct message *m;
+    int nm;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT(l.phone == NULL);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(CHANNEL_EMAIL, m[0].channel);
+    ASSERT_STREQ("ana@example.com", m[0].recipient);
+    t_env_free(env);
+}
+
+TEST(unit_leads_create_phone_only)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l, got;
+    struct message *m;
+    int nm;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(CHANNEL_WHATSAPP, m[0].channel);
+    ASSERT_STREQ("+351912345678", m[0].recipient);
+    t_env_lead(env, l.id, &got);
+    ASSERT(got.email == NULL);
+    t_env_free(env);
+}
+
+TEST(unit_leads_create_skips_channels_without_sender)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+    struct message *m;
+    int nm;
+
+    env->policy.sendable = 1u << CHANNEL_EMAIL;
+    t_env_create(env, "Ana", "ana@example.com", "+351912345678", &l);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(CHANNEL_EMAIL, m[0].channel);
+    t_env_free(env);
+}
+
+/* Expects SP_EINVAL on `field` with `msg`, and no storage touched at all. */
+static void
+expect_invalid(const char *name, const char *email, const char *phone, const char *field,
+               const char *msg)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead_input in = {name, email, phone};
+    struct sp_error err = {0};
+    struct lead out;
+
+    ASSERT_EQ(SP_EINVAL, leads_create(&env->deps, &in, env->arena, &out, &err));
+    ASSERT_EQ(SP_EINVAL, err.code);
+    ASSERT_STREQ(field, err.field);
+    if (msg)
+        ASSERT_STREQ(msg, err.msg);
+    assert_counts(env, 0, 0, 0, 0);
+    ASSERT_EQ(0, env->faults.calls); /* validation happens before any storage call */
+    t_env_free(env);
+}
+
+TEST(unit_leads_create_validation)
+{
+    char long_name[LEAD_NAME_MAX + 2];
+    char long_phone[LEAD_PHONE_MAX + 2];
+
+    memset(long_name, 'n', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    memset(long_phone, '1', sizeof(long_phone) - 1);
+    long_phone[sizeof(long_phone) - 1] = '\0';
+
+    expect_invalid(NULL, "a@b.co", NULL, "name", "name should not be empty");
+    expect_invalid("", "a@b.co", NULL, "name", "name should not be empty");
+    expect_invalid(long_name, "a@b.co", NULL, "name", NULL);
+    expect_invalid("Ana", NULL, NULL, "email", "Either email or phone must be provided");
+    expect_invalid("Ana", "not-an-email", NULL, "email", "email must be an email");
+    expect_invalid("Ana", "", "+1", "email", "email must be an email");
+    expect_invalid("Ana", NULL, "", "phone", NULL);
+    expect_invalid("Ana", NULL, long_phone, "phone", NULL);
+}
+
+TEST(unit_leads_create_accepts_limits)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    char name[LEAD_NAME_MAX + 1];
+    char phone[LEAD_PHONE_MAX + 1];
+    struct lead l;
+
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    memset(phone, '1', sizeof(phone) - 1);
+    phone[sizeof(phone) - 1] = '\0';
+    t_env_create(env, name, NULL, phone, &l);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_free(env);
+}
+
+/* Fault-injection torture: fail call N for N = 1, 2, ... until a run makes fewer than N calls
+ * (it then succeeded). Every failing run must return the injected error and store nothing. */
+TEST_BOTH(unit_leads_create_fault_at_every_call)
+{
+    struct t_env *env = t_env_new(backend);
+    char ops[512] = "";
+    int n;
+
+    for (n = 1; n < 200; n++) {
+        struct lead_input in = {"John Doe", "john@example.com", "+1234567890"};
+        struct sp_error err = {0};
+        struct lead out;
+        int rc;
+
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        rc = leads_create(&env->deps, &in, env->arena, &out, &err);
+        if (env->faults.injected == 0) {
+            ASSERT_OK(rc); /* all calls made without reaching n: the run succeeded */
+            break;
+        }
+        if (rc != SP_EUNAVAIL)
+            t_fail(__FILE__, __LINE__, "fault at call %d (%s): want EUNAVAIL, got %s", n,
+                   env->faults.last_op, sp_err_name(rc));
+        ASSERT_EQ(SP_EUNAVAIL, err.code);
+        ASSERT_EQ(0, env->faults.open_tx);
+        assert_counts(env, 0, 0, 0, 0);
+        note_op(ops, sizeof(ops), env->faults.last_op);
+        arena_reset(env->arena);
+    }
+    ASSERT(n > 1);
+    /* every kind of call the capture makes was made to fail at least once */
+    ASSERT_CONTAINS(ops, "begin");
+    ASSERT_CONTAINS(ops, "lead_insert");
+    ASSERT_CONTAINS(ops, "event_append");
+    ASSERT_CONTAINS(ops, "message_insert");
+    ASSERT_CONTAINS(ops, "enqueue");
+    ASSERT_CONTAINS(ops, "commit");
+    assert_counts(env, 1, 2, 3, 2);
+    t_env_free(env);
+}
+
+TEST(unit_leads_create_error_code_passes_through)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead_input in = {"Ana", "ana@example.com", NULL};
+    struct sp_error err = {0};
+    struct lead out;
+
+    fault_plan_arm(&env->faults, 2, SP_EINTERNAL);
+    ASSERT_EQ(SP_EINTERNAL, leads_create(&env->deps, &in, env->arena, &out, &err));
+    ASSERT_EQ(SP_EINTERNAL, err.code);
+    ASSERT_EQ(1, env->store->rollbacks);
+    ASSERT_EQ(0, env->mem_queue.wakes); /* no wake for a rolled-back capture */
+    assert_counts(env, 0, 0, 0, 0);
+    t_env_free(env);
+}
+
+/* ---- reply ----------------------------------------------------------------------------- */
+
+static int
+reply(struct t_env *env, const char *lead_id, enum channel c, const char *content, char *id_out,
+      struct sp_error *err)
+{
+    struct reply_input in = {lead_id, c, content};
+    return leads_reply(&env->deps, &in, env->arena, id_out, err);
+}
+
+TEST_BOTH(unit_leads_reply_on_whatsapp)
+{
+    static const char content[] = "{\"from\":\"+1234567890\",\"text\":\"How much does it cost?\"}";
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l, got;
+    struct message *m;
+    struct lead_event *e;
+    struct job *j;
+    int nm, ne, nj;
+
+    t_env_create(env, "John Doe", "john@example.com", "+1234567890", &l);
+    env->clock.now = T_NOW + 5000;
+    ASSERT_OK(reply(env, l.id, CHANNEL_WHATSAPP, content, mid, &err));
+    ASSERT(sp_uuid_valid(mid, strlen(mid)));
+    ASSERT_EQ(0, env->faults.open_tx);
+    assert_counts(env, 1, 4, 6, 3);
+
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_REPLIED, got.status);
+    ASSERT_EQ(T_NOW + 5000, got.updated_at);
+    ASSERT_EQ(T_NOW, got.created_at);
+
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(4, nm);
+    /* the stored inbound message */
+    ASSERT_STREQ(mid, m[2].id);
+    ASSERT_EQ(CHANNEL_WHATSAPP, m[2].channel);
+    ASSERT_EQ(MESSAGE_INBOUND, m[2].direction);
+    ASSERT_EQ(MESSAGE_KIND_REPLY, m[2].kind);
+    ASSERT_EQ(MESSAGE_RECEIVED, m[2].status);
+    ASSERT_JSON_EQ(content, m[2].channel_message);
+    /* the AI answer: same channel, queued, addressed to the phone (seed defect #6) */
+    ASSERT_EQ(CHANNEL_WHATSAPP, m[3].channel);
+    ASSERT_EQ(MESSAGE_OUTBOUND, m[3].direction);
+    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, m[3].kind);
+    ASSERT_EQ(MESSAGE_QUEUED, m[3].status);
+    ASSERT_STREQ("+1234567890", m[3].recipient);
+    ASSERT_STREQ("+1234567890", t_json_str(m[3].channel_message, "to"));
+    ASSERT_STREQ("pricing", t_json_str(m[3].channel_message, "intent"));
+    ASSERT_EQ(T_NOW + 5000, m[3].created_at);
+
+    t_env_events(env, l.id, &e, &ne);
+    ASSERT_EQ(6, ne);
+    ASSERT_EQ(EVENT_REPLY_RECEIVED, e[3].type);
+    ASSERT_STREQ(mid, t_json_str(e[3].payload, "messageId"));
+    ASSERT_STREQ("whatsapp", t_json_str(e[3].payload, "channel"));
+    ASSERT_STREQ("How much does it cost?", t_json_str(e[3].payload, "messageContent.text"));
+    ASSERT_EQ(EVENT_STATUS_CHANGED, e[4].type);
+    ASSERT_JSON_EQ("{\"from\":\"new\",\"to\":\"replied\",\"reason\":\"reply_received\"}",
+                   e[4].payload);
+    ASSERT_EQ(EVENT_MESSAGE_QUEUED, e[5].type);
+    ASSERT_STREQ("ai_reply", t_json_str(e[5].payload, "kind"));
+    ASSERT_STREQ(m[3].id, t_json_str(e[5].payload, "messageId"));
+
+    t_env_jobs(env, l.id, &j, &nj);
+    ASSERT_EQ(3, nj);
+    ASSERT_STREQ(m[3].id, j[2].message_id);
+    ASSERT_STREQ("ai_reply", t_json_str(j[2].data, "kind"));
+    ASSERT_EQ(T_NOW + 5000, j[2].run_at);
+    t_env_free(env);
+}
+
+TEST(unit_leads_reply_on_email_answers_the_thread)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l;
+    struct message *m;
+    int nm;
+
+    t_env_create(env, "John Doe", "john@example.com", "+1234567890", &l);
+    ASSERT_OK(reply(env, l.id, CHANNEL_EMAIL,
+                    "{\"from\":\"john@example.com\",\"subject\":\"RE: Welcome, John Doe!\","
+                    "\"body\":\"Can we book a demo?\"}",
+                    mid, &err));
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(4, nm);
+    ASSERT_EQ(CHANNEL_EMAIL, m[3].channel);
+    ASSERT_STREQ("john@example.com", m[3].recipient);
+    ASSERT_STREQ("RE: Welcome, John Doe!", t_json_str(m[3].channel_message, "subject"));
+    ASSERT_STREQ("demo", t_json_str(m[3].channel_message, "intent"));
+    t_env_free(env);
+}
+
+TEST(unit_leads_second_reply_changes_no_status)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l;
+    struct lead_event *e;
+    int ne, changes = 0;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    ASSERT_OK(reply(env, l.id, CHANNEL_WHATSAPP, "{\"text\":\"hi\"}", mid, &err));
+    ASSERT_OK(reply(env, l.id, CHANNEL_WHATSAPP, "{\"text\":\"hello?\"}", mid, &err));
+    t_env_events(env, l.id, &e, &ne);
+    for (int i = 0; i < ne; i++)
+        changes += e[i].type == EVENT_STATUS_CHANGED;
+    ASSERT_EQ(1, changes);
+    assert_counts(env, 1, 5, 2 + 3 + 2, 3);
+    t_env_free(env);
+}
+
+TEST(unit_leads_reply_on_channel_without_sender_is_einval)
+{
+    /* seed defect #7: refused with 400 before anything is stored */
+    static const enum channel refused[] = {CHANNEL_LINKEDIN, CHANNEL_VOICE, CHANNEL_ADS};
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+
+    t_env_create(env, "Ana", "ana@example.com", "+351912345678", &l);
+    for (int i = 0; i < 3; i++) {
+        struct sp_error err = {0};
+        char mid[SP_UUID_LEN + 1];
+        int calls_before = env->faults.calls;
+
+        ASSERT_EQ(SP_EINVAL, reply(env, l.id, refused[i], "{\"text\":\"hi\"}", mid, &err));
+        ASSERT_STREQ("channel", err.field);
+        ASSERT_CONTAINS(err.msg, channel_name(refused[i]));
+        ASSERT_EQ(calls_before, env->faults.calls);
+    }
+    /* a channel whose sender is not configured is refused the same way */
+    {
+        struct sp_error err = {0};
+        char mid[SP_UUID_LEN + 1];
+        env->policy.sendable = 1u << CHANNEL_EMAIL;
+        ASSERT_EQ(SP_EINVAL, reply(env, l.id, CHANNEL_WHATSAPP, "{\"text\":\"hi\"}", mid, &err));
+    }
+    assert_counts(env, 1, 2, 3, 2);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_leads_reply_unknown_lead_is_enotfound)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(SP_ENOTFOUND, reply(env, "00000000-0000-4000-8000-000000000000", CHANNEL_EMAIL,
+                                  "{\"body\":\"hi\"}", mid, &err));
+    ASSERT_EQ(SP_ENOTFOUND, err.code);
+    ASSERT_EQ(0, env->faults.open_tx);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_free(env);
+}
+
+TEST(unit_leads_reply_without_any_address_stores_nothing)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l, got;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    /* an email reply from a phone-only lead with no "from": the answer has nowhere to go */
+    ASSERT_EQ(SP_EINVAL,
+              reply(env, l.id, CHANNEL_EMAIL, "{\"subject\":\"x\",\"body\":\"hi\"}", mid, &err));
+    ASSERT_STREQ("messageContent", err.field);
+    assert_counts(env, 1, 1, 2, 1);
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+
+    /* with a "from", the answer goes there */
+    sp_error_clear(&err);
+    ASSERT_OK(reply(env, l.id, CHANNEL_EMAIL,
+                    "{\"from\":\"ana@work.example\",\"subject\":\"x\",\"body\":\"hi\"}", mid,
+                    &err));
+    {
+        struct message *m;
+        int nm;
+        t_env_messages(env, l.id, &m, &nm);
+        ASSERT_EQ(3, nm);
+        ASSERT_STREQ("ana@work.example", m[2].recipient);
+    }
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_leads_reply_fault_at_every_call)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l;
+    char ops[512] = "";
+    int n;
+
+    t_env_create(env, "John Doe", "john@example.com", "+1234567890", &l);
+    env->clock.now = T_NOW + 1000;
+    for (n = 1; n < 200; n++) {
+        struct sp_error err = {0};
+        char mid[SP_UUID_LEN + 1];
+        struct lead got;
+        int rc;
+
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        rc = reply(env, l.id, CHANNEL_WHATSAPP, "{\"text\":\"price?\"}", mid, &err);
+        if (env->faults.injected == 0) {
+            ASSERT_OK(rc);
+            break;
+        }
+        if (rc != SP_EUNAVAIL)
+            t_fail(__FILE__, __LINE__, "fault at call %d (%s): want EUNAVAIL, got %s", n,
+                   env->faults.last_op, sp_err_name(rc));
+        ASSERT_EQ(0, env->faults.open_tx);
+        assert_counts(env, 1, 2, 3, 2);
+        t_env_lead(env, l.id, &got);
+        ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+        ASSERT_EQ(T_NOW, got.updated_at);
+        note_op(ops, sizeof(ops), env->faults.last_op);
+        arena_reset(env->arena);
+    }
+    ASSERT(n > 1);
+    ASSERT_CONTAINS(ops, "lead_get");
+    ASSERT_CONTAINS(ops, "lead_update_status");
+    ASSERT_CONTAINS(ops, "message_insert");
+    ASSERT_CONTAINS(ops, "enqueue");
+    ASSERT_CONTAINS(ops, "commit");
+    assert_counts(env, 1, 4, 6, 3);
+    t_env_free(env);
+}
+
+/* ---- details --------------------------------------------------------------------------- */
+
+TEST_BOTH(unit_leads_details_oldest_first_and_per_lead)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a, b;
+    struct lead_details d;
+    char mid[SP_UUID_LEN + 1];
+
+    t_env_create(env, "Ana", "ana@example.com", "+351912345678", &a);
+    env->clock.now += 10;
+    t_env_create(env, "Bob", "bob@example.com", NULL, &b);
+    env->clock.now += 10;
+    ASSERT_OK(reply(env, a.id, CHANNEL_WHATSAPP, "{\"text\":\"demo?\"}", mid, &err));
+
+    ASSERT_OK(leads_get_details(&env->deps, a.id, env->arena, &d, &err));
+    ASSERT_STREQ(a.id, d.lead.id);
+    ASSERT_STREQ("Ana", d.lead.name);
+    ASSERT_EQ(LEAD_STATUS_REPLIED, d.lead.status);
+    ASSERT_EQ(4, d.nmessages);
+    ASSERT_EQ(CHANNEL_EMAIL, d.messages[0].channel);
+    ASSERT_EQ(CHANNEL_WHATSAPP, d.messages[1].channel);
+    ASSERT_STREQ(mid, d.messages[2].id);
+    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, d.messages[3].kind);
+    for (int i = 1; i < d.nmessages; i++)
+        ASSERT(d.messages[i - 1].created_at <= d.messages[i].created_at);
+    ASSERT_EQ(6, d.nevents);
+    ASSERT_EQ(EVENT_LEAD_ADDED, d.events[0].type);
+    ASSERT_EQ(EVENT_MESSAGE_QUEUED, d.events[1].type);
+    ASSERT_EQ(EVENT_MESSAGE_QUEUED, d.events[2].type);
+    ASSERT_EQ(EVENT_REPLY_RECEIVED, d.events[3].type);
+    ASSERT_EQ(EVENT_STATUS_CHANGED, d.events[4].type);
+    ASSERT_EQ(EVENT_MESSAGE_QUEUED, d.events[5].type);
+    for (int i = 0; i < d.nevents; i++)
+        ASSERT_STREQ(a.id, d.events[i].lead_id);
+    ASSERT_EQ(3, d.njobs);
+    ASSERT_STREQ(d.messages[0].id, d.jobs[0].message_id);
+    ASSERT_STREQ(d.messages[1].id, d.jobs[1].message_id);
+    ASSERT_STREQ(d.messages[3].id, d.jobs[2].message_id);
+
+    ASSERT_OK(leads_get_details(&env->deps, b.id, env->arena, &d, &err));
+    ASSERT_EQ(1, d.nmessages);
+    ASSERT_EQ(2, d.nevents);
+    ASSERT_EQ(1, d.njobs);
+    ASSERT_STREQ(iso(T_NOW + 10), iso(d.lead.created_at));
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_leads_details_unknown_is_enotfound)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead_details d;
+
+    ASSERT_EQ(SP_ENOTFOUND, leads_get_details(&env->deps, "00000000-0000-4000-8000-000000000000",
+                                              env->arena, &d, &err));
+    ASSERT_STREQ("id", err.field);
+    t_env_free(env);
+}
+
+TEST(unit_leads_details_storage_failure)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+    struct lead_details d;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    for (int n = 1; n <= 4; n++) {
+        struct sp_error err = {0};
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        ASSERT_EQ(SP_EUNAVAIL, leads_get_details(&env->deps, l.id, env->arena, &d, &err));
+    }
+    t_env_free(env);
+}

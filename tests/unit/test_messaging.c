@@ -1,0 +1,533 @@
+/* test_messaging.c: the send-message worker on the fakes: delivery, the lead's first contact,
+ * retries with backoff, the dead letter, permanent errors, dedupe of already-sent messages and
+ * the idempotency key; plus a torture test showing that a storage failure at any point of a
+ * job still converges to exactly one recorded delivery. */
+#include "t.h"
+
+#include "core/arena.h"
+#include "core/clock.h"
+#include "fakes/t_env.h"
+#include "fakes/t_json.h"
+
+static const char *
+iso(int64_t ms)
+{
+    static char buf[SP_ISO_TIME_LEN + 1];
+    sp_time_iso(ms, buf);
+    return buf;
+}
+
+static struct message
+message_at(struct t_env *env, const char *lead_id, int i)
+{
+    struct message *m;
+    int n;
+    t_env_messages(env, lead_id, &m, &n);
+    ASSERT(i < n);
+    return m[i];
+}
+
+static struct job
+job_at(struct t_env *env, const char *lead_id, int i)
+{
+    struct job *j;
+    int n;
+    t_env_jobs(env, lead_id, &j, &n);
+    ASSERT(i < n);
+    return j[i];
+}
+
+static int
+count_events(struct t_env *env, const char *lead_id, enum lead_event_type type)
+{
+    struct lead_event *e;
+    int n, k = 0;
+    t_env_events(env, lead_id, &e, &n);
+    for (int i = 0; i < n; i++)
+        k += e[i].type == type;
+    return k;
+}
+
+static struct lead_event
+last_event(struct t_env *env, const char *lead_id, int back)
+{
+    struct lead_event *e;
+    int n;
+    t_env_events(env, lead_id, &e, &n);
+    ASSERT(n - 1 - back >= 0);
+    return e[n - 1 - back];
+}
+
+TEST_BOTH(unit_messaging_sends_welcome_and_contacts_lead)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    struct message m;
+    struct job j;
+    struct lead_event e;
+    int64_t next_due = -1;
+
+    t_env_create(env, "John Doe", "john@example.com", "+1234567890", &l);
+    env->clock.now = T_NOW + 100;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+
+    m = message_at(env, l.id, 0);
+    ASSERT_EQ(CHANNEL_EMAIL, m.channel);
+    ASSERT_EQ(MESSAGE_SENT, m.status);
+    ASSERT_EQ(T_NOW + 100, m.sent_at);
+    ASSERT_EQ(1, m.attempts);
+    ASSERT_STREQ("fake-1", m.provider_id);
+    ASSERT(m.last_error == NULL);
+
+    /* message_sent (seed defect #2: recorded when sent, not when queued), then new -> contacted */
+    e = last_event(env, l.id, 1);
+    ASSERT_EQ(EVENT_MESSAGE_SENT, e.type);
+    ASSERT_STREQ(m.id, t_json_str(e.payload, "messageId"));
+    ASSERT_STREQ("email", t_json_str(e.payload, "channel"));
+    ASSERT_STREQ("fake-1", t_json_str(e.payload, "providerId"));
+    ASSERT_EQ(1, t_json_int(e.payload, "attempt"));
+    ASSERT_EQ(T_NOW + 100, e.created_at);
+    e = last_event(env, l.id, 0);
+    ASSERT_EQ(EVENT_STATUS_CHANGED, e.type);
+    ASSERT_JSON_EQ("{\"from\":\"new\",\"to\":\"contacted\",\"reason\":\"message_sent\"}",
+                   e.payload);
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+    ASSERT_EQ(T_NOW + 100, got.updated_at);
+
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_COMPLETED, j.state);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_EQ(T_NOW + 100, j.finished_at);
+
+    /* the WhatsApp welcome: sent, but the lead is contacted only once */
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    m = message_at(env, l.id, 1);
+    ASSERT_EQ(MESSAGE_SENT, m.status);
+    ASSERT_EQ(2, env->sender.ncalls);
+    ASSERT_EQ(CHANNEL_WHATSAPP, env->sender.calls[1].channel);
+    ASSERT_STREQ("+1234567890", env->sender.calls[1].to);
+    ASSERT_EQ(1, count_events(env, l.id, EVENT_STATUS_CHANGED));
+    ASSERT_EQ(2, count_events(env, l.id, EVENT_MESSAGE_SENT));
+    ASSERT_EQ(JOB_COMPLETED, job_at(env, l.id, 1).state);
+
+    /* nothing left */
+    ASSERT_EQ(0, t_env_tick(env, &next_due));
+    ASSERT_EQ(0, next_due);
+    ASSERT_EQ(0, env->faults.open_tx);
+    t_env_free(env);
+}
+
+TEST(unit_messaging_sender_gets_message_id_as_idempotency_key)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+    struct message m;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    m = message_at(env, l.id, 0);
+    ASSERT_EQ(1, env->sender.ncalls);
+    ASSERT_EQ(CHANNEL_EMAIL, env->sender.calls[0].channel);
+    ASSERT_STREQ("ana@example.com", env->sender.calls[0].to);
+    ASSERT_STREQ(m.id, env->sender.calls[0].message_id);
+    ASSERT_STREQ(m.id, env->sender.calls[0].idempotency_key);
+    ASSERT_EQ(1, env->sender.calls[0].attempt);
+    ASSERT_JSON_EQ(m.channel_message, env->sender.calls[0].channel_message);
+    t_env_free(env);
+}
+
+TEST(unit_messaging_ai_reply_sent_event)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct reply_input in = {NULL, CHANNEL_WHATSAPP, "{\"text\":\"book a demo\"}"};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l, got;
+    struct message m;
+    struct lead_event e;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* welcome: contacted */
+    in.lead_id = l.id;
+    ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* the AI answer */
+
+    m = message_at(env, l.id, 2);
+    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, m.kind);
+    ASSERT_EQ(MESSAGE_SENT, m.status);
+    ASSERT_STREQ("+351912345678", env->sender.calls[1].to);
+    e = last_event(env, l.id, 1);
+    ASSERT_EQ(EVENT_MESSAGE_SENT, e.type);
+    e = last_event(env, l.id, 0);
+    ASSERT_EQ(EVENT_AI_REPLY_SENT, e.type);
+    ASSERT_STREQ(m.id, t_json_str(e.payload, "messageId"));
+    /* a sent answer does not move a replied lead back to contacted */
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_REPLIED, got.status);
+    ASSERT_EQ(2, count_events(env, l.id, EVENT_STATUS_CHANGED)); /* contacted, replied */
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_messaging_retryable_failure_is_delayed)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    struct message m;
+    struct job j;
+    struct lead_event e;
+    int64_t next_due = 0;
+
+    env->sender.fail_first = 1;
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+
+    m = message_at(env, l.id, 0);
+    ASSERT_EQ(MESSAGE_QUEUED, m.status); /* back to queued: it will be tried again */
+    ASSERT_EQ(1, m.attempts);
+    ASSERT_STREQ("fake: scripted failure 1", m.last_error);
+    ASSERT_EQ(0, m.sent_at);
+    e = last_event(env, l.id, 0);
+    ASSERT_EQ(EVENT_MESSAGE_FAILED, e.type);
+    ASSERT_EQ(1, t_json_int(e.payload, "willRetry"));
+    ASSERT_STREQ("EPROVIDER", t_json_str(e.payload, "code"));
+    ASSERT_STREQ("fake: scripted failure 1", t_json_str(e.payload, "error"));
+    ASSERT_STREQ(iso(T_NOW + 1000), t_json_str(e.payload, "nextAttemptAt"));
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_DELAYED, j.state);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_EQ(T_NOW + 1000, j.run_at); /* now + backoff base */
+    ASSERT_STREQ("fake: scripted failure 1", j.last_error);
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+
+    /* not before run_at */
+    ASSERT_EQ(0, t_env_tick(env, &next_due));
+    ASSERT_EQ(T_NOW + 1000, next_due);
+    env->clock.now = T_NOW + 999;
+    ASSERT_EQ(0, t_env_tick(env, NULL));
+
+    env->clock.now = T_NOW + 1000;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    m = message_at(env, l.id, 0);
+    ASSERT_EQ(MESSAGE_SENT, m.status);
+    ASSERT_EQ(2, m.attempts);
+    ASSERT(m.last_error == NULL);
+    ASSERT_EQ(2, env->sender.ncalls);
+    ASSERT_EQ(2, env->sender.calls[1].attempt);
+    ASSERT_STREQ(env->sender.calls[0].idempotency_key, env->sender.calls[1].idempotency_key);
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_COMPLETED, j.state);
+    ASSERT_EQ(2, j.attempts_made);
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_messaging_last_attempt_goes_to_dead_letter)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    struct message m;
+    struct job j;
+    struct lead_event e;
+    int64_t next_due = -1;
+
+    env->sender.fail_first = 100;
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(T_NOW + 1000, job_at(env, l.id, 0).run_at);
+    env->clock.now = T_NOW + 1000;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_DELAYED, j.state);
+    ASSERT_EQ(T_NOW + 1000 + 2000, j.run_at); /* exponential: 1 s, then 2 s */
+    env->clock.now = T_NOW + 3000;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_FAILED, j.state);
+    ASSERT_EQ(3, j.attempts_made);
+    ASSERT_EQ(T_NOW + 3000, j.finished_at);
+    ASSERT_STREQ("fake: scripted failure 3", j.last_error);
+    m = message_at(env, l.id, 0);
+    ASSERT_EQ(MESSAGE_FAILED, m.status);
+    ASSERT_EQ(3, m.attempts);
+    ASSERT_EQ(3, count_events(env, l.id, EVENT_MESSAGE_FAILED));
+    e = last_event(env, l.id, 0);
+    ASSERT_EQ(EVENT_MESSAGE_FAILED, e.type);
+    ASSERT_EQ(0, t_json_int(e.payload, "willRetry"));
+    ASSERT(t_json_str(e.payload, "nextAttemptAt") == NULL);
+    ASSERT_EQ(3, env->sender.ncalls);
+
+    /* the dead letter is never taken again */
+    env->clock.now = T_NOW + 10000000;
+    ASSERT_EQ(0, t_env_tick(env, &next_due));
+    ASSERT_EQ(0, next_due);
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+    t_env_free(env);
+}
+
+TEST(unit_messaging_permanent_error_is_dead_at_once)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct lead l;
+    struct job j;
+    struct lead_event e;
+
+    env->sender.fail_first = 100;
+    env->sender.fail_code = SP_EPERMANENT;
+    t_env_create(env, "Ana", "bounce@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(1, env->sender.ncalls);
+    j = job_at(env, l.id, 0);
+    ASSERT_EQ(JOB_FAILED, j.state);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_EQ(MESSAGE_FAILED, message_at(env, l.id, 0).status);
+    e = last_event(env, l.id, 0);
+    ASSERT_EQ(0, t_json_int(e.payload, "willRetry"));
+    ASSERT_STREQ("EPERMANENT", t_json_str(e.payload, "code"));
+    env->clock.now += 3600 * 1000;
+    ASSERT_EQ(0, t_env_tick(env, NULL));
+    t_env_free(env);
+}
+
+TEST(unit_messaging_non_retryable_codes_are_dead_at_once)
+{
+    static const int codes[] = {SP_EINVAL, SP_EINTERNAL, SP_EPERMANENT};
+    for (int i = 0; i < 3; i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct lead l;
+
+        env->sender.fail_first = 1;
+        env->sender.fail_code = codes[i];
+        t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+        ASSERT_EQ(1, t_env_tick(env, NULL));
+        ASSERT_EQ(JOB_FAILED, job_at(env, l.id, 0).state);
+        t_env_free(env);
+    }
+    {
+        struct t_env *env = t_env_new(T_MEM);
+        struct lead l;
+
+        env->sender.fail_first = 1;
+        env->sender.fail_code = SP_ETIMEDOUT; /* retryable */
+        t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+        ASSERT_EQ(1, t_env_tick(env, NULL));
+        ASSERT_EQ(JOB_DELAYED, job_at(env, l.id, 0).state);
+        t_env_free(env);
+    }
+}
+
+TEST(unit_messaging_already_sent_is_not_sent_again)
+{
+    /* A worker reserves the job and stalls past its lease; another worker takes the job over
+     * (stalled recovery) and sends. When the first one resumes, the message is already sent:
+     * the job completes without calling the sender. */
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct lead l;
+    struct job stale;
+    enum messaging_outcome outcome = MESSAGING_SENT;
+    int found = 0;
+    int64_t next_due = 0;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_OK(job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, env->arena, &stale, &found,
+                                &next_due, &err));
+    ASSERT_EQ(1, found);
+    env->clock.now = T_NOW + T_LEASE_MS;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(1, env->sender.ncalls);
+    ASSERT_EQ(1, job_at(env, l.id, 0).stalled_count);
+
+    ASSERT_OK(messaging_process(&env->mdeps, &stale, env->arena, &outcome, &err));
+    ASSERT_EQ(MESSAGING_DUPLICATE, outcome);
+    ASSERT_EQ(1, env->sender.ncalls); /* not called again */
+    ASSERT_EQ(JOB_COMPLETED, job_at(env, l.id, 0).state);
+    ASSERT_EQ(MESSAGE_SENT, message_at(env, l.id, 0).status);
+    ASSERT_EQ(1, count_events(env, l.id, EVENT_MESSAGE_SENT));
+    t_env_free(env);
+}
+
+TEST(unit_messaging_inbound_message_job_is_skipped)
+{
+    /* a job pointing at an inbound message (never sent by us) completes without sending */
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct reply_input in = {NULL, CHANNEL_EMAIL, "{\"from\":\"a@b.co\",\"body\":\"hi\"}"};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l;
+    struct job j = {0};
+    enum messaging_outcome outcome = MESSAGING_SENT;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    in.lead_id = l.id;
+    ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
+    snprintf(j.id, sizeof(j.id), "%s", "999");
+    j.name = SEND_MESSAGE_JOB;
+    j.message_id = mid;
+    j.max_attempts = 3;
+    ASSERT_OK(messaging_process(&env->mdeps, &j, env->arena, &outcome, &err));
+    ASSERT_EQ(MESSAGING_DUPLICATE, outcome);
+    ASSERT_EQ(0, env->sender.ncalls);
+    t_env_free(env);
+}
+
+TEST(unit_messaging_missing_message_fails_job)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct lead l;
+    struct job_spec spec = {
+        SEND_MESSAGE_JOB, NULL, "00000000-0000-4000-8000-000000000000", "{}", 3, 1000};
+    char id[24];
+    enum messaging_outcome outcome = MESSAGING_SENT;
+    struct job j;
+    int found = 0;
+    int64_t next_due = 0;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    spec.lead_id = l.id;
+    ASSERT_OK(job_queue_enqueue(env->queue, &spec, T_NOW, id, &err));
+    ASSERT_OK(
+        job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, env->arena, &j, &found, &next_due, &err));
+    ASSERT_EQ(1, found);
+    ASSERT_OK(messaging_process(&env->mdeps, &j, env->arena, &outcome, &err));
+    ASSERT_EQ(MESSAGING_DEAD, outcome);
+    ASSERT_EQ(JOB_FAILED, job_at(env, l.id, 1).state);
+    ASSERT_EQ(1, env->sender.ncalls);
+    t_env_free(env);
+}
+
+/* A storage failure at call N of the first tick (claim or outcome) leaves the job to be taken
+ * again once its lease expires; whatever N, the message ends up sent, recorded once, and every
+ * delivery attempt carried the same idempotency key. */
+TEST(unit_messaging_fault_at_every_call_converges)
+{
+    int n, injected_somewhere = 0;
+
+    for (n = 1; n < 100; n++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct sp_error err = {0};
+        struct lead l, got;
+        struct message m;
+        int did = 0, rc, ticks = 0, injected;
+        int64_t next_due = 0;
+
+        t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        rc = messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err);
+        injected = env->faults.injected;
+        fault_plan_arm(&env->faults, 0, 0);
+        ASSERT_EQ(0, env->faults.open_tx);
+        if (!injected) {
+            ASSERT_OK(rc);
+            t_env_free(env);
+            break;
+        }
+        injected_somewhere = 1;
+        ASSERT_EQ(SP_EUNAVAIL, rc);
+        /* recover: keep ticking, moving past leases, until the queue is drained */
+        for (ticks = 0; ticks < 10; ticks++) {
+            if (!t_env_tick(env, NULL))
+                env->clock.now += T_LEASE_MS;
+            if (job_at(env, l.id, 0).state == JOB_COMPLETED)
+                break;
+        }
+        m = message_at(env, l.id, 0);
+        if (m.status != MESSAGE_SENT)
+            t_fail(__FILE__, __LINE__, "fault at call %d: message %s, job %s", n,
+                   message_status_name(m.status), job_state_name(job_at(env, l.id, 0).state));
+        ASSERT_EQ(JOB_COMPLETED, job_at(env, l.id, 0).state);
+        ASSERT_EQ(1, count_events(env, l.id, EVENT_MESSAGE_SENT));
+        ASSERT_EQ(1, count_events(env, l.id, EVENT_STATUS_CHANGED));
+        ASSERT(env->sender.ncalls >= 1 && env->sender.ncalls <= 2);
+        for (int i = 0; i < env->sender.ncalls; i++)
+            ASSERT_STREQ(m.id, env->sender.calls[i].idempotency_key);
+        t_env_lead(env, l.id, &got);
+        ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+        t_env_free(env);
+    }
+    ASSERT(injected_somewhere);
+    ASSERT(n > 4);
+}
+
+TEST(unit_messaging_storage_failure_on_reserve)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct lead l;
+    int did = 1;
+    int64_t next_due = 0;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    fault_plan_arm(&env->faults, 1, SP_EUNAVAIL);
+    env->faults.sticky = 1;
+    ASSERT_EQ(SP_EUNAVAIL, messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    ASSERT_EQ(0, did);
+    ASSERT_EQ(0, env->sender.ncalls);
+    ASSERT_EQ(0, env->faults.open_tx);
+    t_env_free(env);
+}
+
+/* Regression (issue 2, found in review): a worker whose lease expired mid-send must not
+ * overwrite the outcome recorded by the worker that took the job over, or the message would be
+ * re-queued and sent a second time by our side. */
+static struct t_env *stale_env;
+static int stale_reentered;
+
+static int
+stale_racing_send(struct sender *s, const struct send_request *req, struct arena *a,
+                  const char **provider_id, struct sp_error *err)
+{
+    struct sp_error e2 = {0};
+    int did = 0;
+    int64_t next_due = 0;
+
+    (void)s;
+    (void)req;
+    (void)provider_id;
+    if (stale_reentered)
+        return sp_error_set(err, SP_EINTERNAL, NULL, "racing sender called twice");
+    stale_reentered = 1;
+    stale_env->clock.now += T_LEASE_MS; /* worker A stalls past its lease... */
+    stale_env->senders.by_channel[CHANNEL_EMAIL] = &stale_env->sender.base;
+    ASSERT_OK(messaging_worker_tick(&stale_env->mdeps, a, &did, &next_due, &e2)); /* ...B sends */
+    ASSERT_EQ(1, did);
+    return sp_error_set(err, SP_EPROVIDER, NULL, "A timed out"); /* then A's send fails */
+}
+
+static const struct sender_ops stale_racing_ops = {"racing", stale_racing_send};
+
+TEST_BOTH(unit_issue_2_stale_worker_cannot_overwrite_outcome)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sender racing = {&stale_racing_ops};
+    struct lead l;
+    struct message *m;
+    struct job *j;
+    int nm, nj;
+
+    stale_env = env;
+    env->senders.by_channel[CHANNEL_EMAIL] = &racing;
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* A's tick; B's runs inside A's send */
+
+    t_env_messages(env, l.id, &m, &nm);
+    t_env_jobs(env, l.id, &j, &nj);
+    ASSERT_EQ(MESSAGE_SENT, m[0].status); /* B's outcome stands */
+    ASSERT(m[0].sent_at != 0);
+    ASSERT_EQ(JOB_COMPLETED, j[0].state);
+    ASSERT_EQ(1, j[0].attempts_made);
+    ASSERT_EQ(1, count_events(env, l.id, EVENT_MESSAGE_SENT));
+    ASSERT_EQ(0, count_events(env, l.id, EVENT_MESSAGE_FAILED));
+
+    env->clock.now += 3600 * 1000;
+    while (t_env_tick(env, NULL))
+        ;
+    ASSERT_EQ(1, env->sender.ncalls); /* never sent again */
+    t_env_free(env);
+}

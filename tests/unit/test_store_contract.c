@@ -1,0 +1,525 @@
+/* test_store_contract.c: one contract for the lead repository and the job queue, run against
+ * the in-memory fake (mem) and the real SQLite adapters on a temp-file database (sqlite), so the
+ * fake the other unit tests rely on behaves like the real thing (STYLE §10 "Contract"). */
+#include "t.h"
+
+#include "core/arena.h"
+#include "fakes/t_env.h"
+
+static int lead_n;
+
+/* A lead with a fresh id "00000000-0000-4000-8000-00000000000N". */
+static struct lead
+mk_lead(const char *name, const char *email, const char *phone, int64_t at)
+{
+    struct lead l;
+
+    memset(&l, 0, sizeof(l));
+    snprintf(l.id, sizeof(l.id), "00000000-0000-4000-8000-%012d", ++lead_n);
+    l.name = name;
+    l.email = email;
+    l.phone = phone;
+    l.status = LEAD_STATUS_NEW;
+    l.created_at = at;
+    l.updated_at = at;
+    return l;
+}
+
+static struct message
+mk_message(const struct lead *l, int n, enum channel c, int64_t at)
+{
+    struct message m;
+
+    memset(&m, 0, sizeof(m));
+    snprintf(m.id, sizeof(m.id), "00000000-0000-4000-9000-%012d", n);
+    memcpy(m.lead_id, l->id, sizeof(m.lead_id));
+    m.channel = c;
+    m.direction = MESSAGE_OUTBOUND;
+    m.kind = MESSAGE_KIND_WELCOME;
+    m.status = MESSAGE_QUEUED;
+    m.recipient = c == CHANNEL_EMAIL ? l->email : l->phone;
+    m.channel_message = "{\"to\":\"x\",\"text\":\"hi\"}";
+    m.created_at = at;
+    m.updated_at = at;
+    return m;
+}
+
+static struct lead_event
+mk_event(const struct lead *l, int n, enum lead_event_type t, int64_t at)
+{
+    struct lead_event e;
+
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "00000000-0000-4000-a000-%012d", n);
+    memcpy(e.lead_id, l->id, sizeof(e.lead_id));
+    e.type = t;
+    e.correlation_ids = "{\"leadId\":\"x\"}";
+    e.payload = "{\"n\":1}";
+    e.created_at = at;
+    return e;
+}
+
+static void
+insert_lead(struct t_env *env, const struct lead *l)
+{
+    struct sp_error err = {0};
+    ASSERT_OK(lead_repo_lead_insert(env->repo, l, &err));
+}
+
+static void
+enqueue(struct t_env *env, const char *lead_id, const char *message_id, int64_t now, char *id)
+{
+    struct sp_error err = {0};
+    struct job_spec spec = {"send-message", lead_id, message_id, "{\"k\":1}", 3, 1000};
+    ASSERT_OK(job_queue_enqueue(env->queue, &spec, now, id, &err));
+}
+
+/* Reserves at `now`; returns found. */
+static int
+reserve(struct t_env *env, int64_t now, struct job *out, int64_t *next_due)
+{
+    struct sp_error err = {0};
+    int found = 0;
+    int64_t nd = 0;
+    ASSERT_OK(job_queue_reserve(env->queue, now, 1000, env->arena, out, &found, &nd, &err));
+    if (next_due)
+        *next_due = nd;
+    return found;
+}
+
+static struct job
+job_by_id(struct t_env *env, const char *lead_id, const char *id)
+{
+    struct job *j;
+    int n;
+    t_env_jobs(env, lead_id, &j, &n);
+    for (int i = 0; i < n; i++)
+        if (strcmp(j[i].id, id) == 0)
+            return j[i];
+    t_fail(__FILE__, __LINE__, "job %s not listed", id);
+}
+
+/* ---- lead repo ------------------------------------------------------------------------- */
+
+TEST_BOTH(unit_contract_lead_round_trip)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    char name[] = "Ann \"Q\" O'Neil \xc3\xa9";
+    struct lead l = mk_lead(name, "ann@example.com", NULL, 1000), got;
+
+    insert_lead(env, &l);
+    name[0] = 'X'; /* the store kept its own copy */
+    ASSERT_OK(lead_repo_lead_get(env->repo, l.id, env->arena, &got, &err));
+    ASSERT_STREQ(l.id, got.id);
+    ASSERT_STREQ("Ann \"Q\" O'Neil \xc3\xa9", got.name);
+    ASSERT_STREQ("ann@example.com", got.email);
+    ASSERT(got.phone == NULL);
+    ASSERT_EQ(LEAD_STATUS_NEW, got.status);
+    ASSERT_EQ(1000, got.created_at);
+    ASSERT_EQ(1000, got.updated_at);
+
+    ASSERT_OK(lead_repo_lead_update_status(env->repo, l.id, LEAD_STATUS_REPLIED, 2000, &err));
+    ASSERT_OK(lead_repo_lead_get(env->repo, l.id, env->arena, &got, &err));
+    ASSERT_EQ(LEAD_STATUS_REPLIED, got.status);
+    ASSERT_EQ(1000, got.created_at);
+    ASSERT_EQ(2000, got.updated_at);
+    ASSERT_OK(lead_repo_ping(env->repo, &err));
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_lead_not_found)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead got;
+    const char *id = "00000000-0000-4000-8000-00000000dead";
+
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_lead_get(env->repo, id, env->arena, &got, &err));
+    ASSERT_STREQ("id", err.field);
+    /* the 404 body shows this message (leads_http_error) */
+    ASSERT_STREQ("Lead 00000000-0000-4000-8000-00000000dead not found", err.msg);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_lead_update_status(env->repo, id, LEAD_STATUS_DEAD, 1, &err));
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_constraints_are_conflicts)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead ghost = mk_lead("Ghost", "g@example.com", NULL, 1000); /* never inserted */
+    struct message m = mk_message(&l, 1, CHANNEL_EMAIL, 1000);
+    struct message orphan = mk_message(&ghost, 2, CHANNEL_EMAIL, 1000);
+    struct lead_event e = mk_event(&ghost, 1, EVENT_LEAD_ADDED, 1000);
+    char id[24];
+    struct job_spec spec = {"send-message", ghost.id, NULL, "{}", 3, 1000};
+
+    insert_lead(env, &l);
+    ASSERT_EQ(SP_ECONFLICT, lead_repo_lead_insert(env->repo, &l, &err));
+    sp_error_clear(&err);
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m, &err));
+    ASSERT_EQ(SP_ECONFLICT, lead_repo_message_insert(env->repo, &m, &err));
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ECONFLICT, lead_repo_message_insert(env->repo, &orphan, &err));
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ECONFLICT, lead_repo_event_append(env->repo, &e, &err));
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ECONFLICT, job_queue_enqueue(env->queue, &spec, 1000, id, &err));
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_messages)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", "+1", 1000);
+    struct lead b = mk_lead("Bob", "bob@example.com", NULL, 1000);
+    struct message m[4];
+    struct message *list, got;
+    int n;
+
+    insert_lead(env, &a);
+    insert_lead(env, &b);
+    /* same created_at for two of them: order is insertion order, not time */
+    m[0] = mk_message(&a, 1, CHANNEL_WHATSAPP, 3000);
+    m[1] = mk_message(&b, 2, CHANNEL_EMAIL, 3000);
+    m[2] = mk_message(&a, 3, CHANNEL_EMAIL, 3000);
+    m[3] = mk_message(&a, 4, CHANNEL_EMAIL, 4000);
+    m[3].direction = MESSAGE_INBOUND;
+    m[3].kind = MESSAGE_KIND_REPLY;
+    m[3].status = MESSAGE_RECEIVED;
+    m[3].recipient = NULL;
+    for (int i = 0; i < 4; i++)
+        ASSERT_OK(lead_repo_message_insert(env->repo, &m[i], &err));
+
+    ASSERT_OK(lead_repo_message_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(3, n);
+    ASSERT_STREQ(m[0].id, list[0].id);
+    ASSERT_STREQ(m[2].id, list[1].id);
+    ASSERT_STREQ(m[3].id, list[2].id);
+    ASSERT_EQ(CHANNEL_WHATSAPP, list[0].channel);
+    ASSERT_STREQ("+1", list[0].recipient);
+    ASSERT_EQ(MESSAGE_INBOUND, list[2].direction);
+    ASSERT_EQ(MESSAGE_KIND_REPLY, list[2].kind);
+    ASSERT_EQ(MESSAGE_RECEIVED, list[2].status);
+    ASSERT(list[2].recipient == NULL);
+    ASSERT(list[2].last_error == NULL && list[2].provider_id == NULL);
+    ASSERT_EQ(0, list[2].sent_at);
+    ASSERT_STREQ("{\"to\":\"x\",\"text\":\"hi\"}", list[2].channel_message);
+
+    ASSERT_OK(lead_repo_message_list(env->repo, "00000000-0000-4000-8000-000000000999", env->arena,
+                                     &list, &n, &err));
+    ASSERT_EQ(0, n);
+
+    /* delivery updates */
+    got = m[2];
+    got.status = MESSAGE_SENT;
+    got.attempts = 2;
+    got.last_error = NULL;
+    got.provider_id = "prov-1";
+    got.sent_at = 5000;
+    got.updated_at = 5000;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &got, &err));
+    memset(&got, 0, sizeof(got));
+    ASSERT_OK(lead_repo_message_get(env->repo, m[2].id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENT, got.status);
+    ASSERT_EQ(2, got.attempts);
+    ASSERT_STREQ("prov-1", got.provider_id);
+    ASSERT_EQ(5000, got.sent_at);
+    ASSERT_EQ(5000, got.updated_at);
+    ASSERT_EQ(3000, got.created_at);
+    ASSERT_STREQ("ana@example.com", got.recipient);
+
+    got.status = MESSAGE_QUEUED;
+    got.last_error = "boom";
+    got.provider_id = NULL;
+    got.sent_at = 0;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &got, &err));
+    ASSERT_OK(lead_repo_message_get(env->repo, m[2].id, env->arena, &got, &err));
+    ASSERT_STREQ("boom", got.last_error);
+    ASSERT(got.provider_id == NULL);
+    ASSERT_EQ(0, got.sent_at);
+
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_message_get(env->repo, "00000000-0000-4000-9000-0000000000ff",
+                                                  env->arena, &got, &err));
+    ASSERT_STREQ("messageId", err.field);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_events_in_order)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead b = mk_lead("Bob", "bob@example.com", NULL, 1000);
+    struct lead_event e[4], *list;
+    int n;
+
+    insert_lead(env, &a);
+    insert_lead(env, &b);
+    e[0] = mk_event(&a, 1, EVENT_LEAD_ADDED, 1000);
+    e[1] = mk_event(&b, 2, EVENT_LEAD_ADDED, 1000);
+    e[2] = mk_event(&a, 3, EVENT_STATUS_CHANGED, 1000);
+    e[3] = mk_event(&a, 4, EVENT_AI_REPLY_SENT, 900); /* an older timestamp, appended last */
+    e[2].payload = "{\"from\":\"new\",\"to\":\"replied\"}";
+    for (int i = 0; i < 4; i++)
+        ASSERT_OK(lead_repo_event_append(env->repo, &e[i], &err));
+    ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(3, n);
+    ASSERT_STREQ(e[0].id, list[0].id);
+    ASSERT_STREQ(e[2].id, list[1].id);
+    ASSERT_STREQ(e[3].id, list[2].id);
+    ASSERT_EQ(EVENT_STATUS_CHANGED, list[1].type);
+    ASSERT_STREQ(a.id, list[1].lead_id);
+    ASSERT_STREQ("{\"from\":\"new\",\"to\":\"replied\"}", list[1].payload);
+    ASSERT_STREQ("{\"leadId\":\"x\"}", list[1].correlation_ids);
+    ASSERT_EQ(900, list[2].created_at);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_rollback_and_commit)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead b = mk_lead("Bob", "bob@example.com", NULL, 1000);
+    struct message m = mk_message(&a, 1, CHANNEL_EMAIL, 1000);
+    struct lead_event e = mk_event(&a, 1, EVENT_LEAD_ADDED, 1000);
+    struct t_counts c;
+    struct job *jobs;
+    struct lead got;
+    char id[24];
+    int n;
+
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    insert_lead(env, &a);
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m, &err));
+    ASSERT_OK(lead_repo_event_append(env->repo, &e, &err));
+    enqueue(env, a.id, m.id, 1000, id);
+    t_env_counts(env, &c); /* the unit of work sees its own writes */
+    ASSERT_EQ(1, c.jobs);
+    lead_repo_rollback(env->repo);
+
+    t_env_counts(env, &c);
+    ASSERT_EQ(0, c.leads);
+    ASSERT_EQ(0, c.messages);
+    ASSERT_EQ(0, c.events);
+    ASSERT_EQ(0, c.jobs); /* the enqueue rolled back with the data */
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_lead_get(env->repo, a.id, env->arena, &got, &err));
+    lead_repo_rollback(env->repo); /* rollback outside a unit of work is harmless */
+
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    insert_lead(env, &b);
+    enqueue(env, b.id, NULL, 1000, id);
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    t_env_counts(env, &c);
+    ASSERT_EQ(1, c.leads);
+    ASSERT_EQ(1, c.jobs);
+    t_env_jobs(env, b.id, &jobs, &n);
+    ASSERT_EQ(1, n);
+    ASSERT_STREQ(id, jobs[0].id);
+    t_env_free(env);
+}
+
+/* ---- queue ----------------------------------------------------------------------------- */
+
+TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char id[24];
+    int64_t next_due = -1;
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 1000, id);
+    ASSERT(id[0] != '\0');
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_WAITING, j.state);
+    ASSERT_STREQ("send-message", j.name);
+    ASSERT_STREQ("m-1", j.message_id);
+    ASSERT_STREQ(a.id, j.lead_id);
+    ASSERT_STREQ("{\"k\":1}", j.data);
+    ASSERT_EQ(3, j.max_attempts);
+    ASSERT_EQ(1000, j.backoff_ms);
+    ASSERT_EQ(0, j.attempts_made);
+    ASSERT_EQ(1000, j.run_at);
+    ASSERT_EQ(1000, j.created_at);
+    ASSERT_EQ(0, j.finished_at);
+    ASSERT(j.last_error == NULL);
+
+    ASSERT_EQ(0, reserve(env, 999, &j, &next_due)); /* not due yet */
+    ASSERT_EQ(1000, next_due);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    ASSERT_STREQ(id, j.id);
+    ASSERT_EQ(JOB_ACTIVE, j.state);
+    ASSERT_STREQ("m-1", j.message_id);
+    ASSERT_EQ(JOB_ACTIVE, job_by_id(env, a.id, id).state);
+    ASSERT_EQ(0, reserve(env, 1500, NULL, &next_due)); /* leased until 2000 */
+    ASSERT_EQ(0, next_due);
+
+    ASSERT_OK(job_queue_complete(env->queue, &j, 1600, &err));
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_COMPLETED, j.state);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_EQ(1600, j.finished_at);
+    ASSERT_EQ(1600, j.updated_at);
+    ASSERT_EQ(0, reserve(env, 100000, NULL, &next_due)); /* lease gone with completion */
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char id[24];
+    int64_t next_due = 0;
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    ASSERT_OK(job_queue_retry(env->queue, &j, 1100, 5000, "provider down", &err));
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_DELAYED, j.state);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_EQ(5000, j.run_at);
+    ASSERT_STREQ("provider down", j.last_error);
+    ASSERT_EQ(0, j.finished_at);
+
+    ASSERT_EQ(0, reserve(env, 4999, NULL, &next_due));
+    ASSERT_EQ(5000, next_due);
+    ASSERT_EQ(1, reserve(env, 5000, &j, NULL));
+    ASSERT_STREQ(id, j.id);
+    ASSERT_EQ(1, j.attempts_made);
+    ASSERT_STREQ("provider down", j.last_error);
+
+    ASSERT_OK(job_queue_fail(env->queue, &j, 5100, "gave up", &err));
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_FAILED, j.state);
+    ASSERT_EQ(2, j.attempts_made);
+    ASSERT_STREQ("gave up", j.last_error);
+    ASSERT_EQ(5100, j.finished_at);
+    ASSERT_EQ(0, reserve(env, 1000000, NULL, &next_due)); /* dead letters stay put */
+    ASSERT_EQ(0, next_due);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_due_order)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char id1[24], id2[24], id3[24];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 3000, id1);
+    enqueue(env, a.id, "m-2", 1000, id2);
+    enqueue(env, a.id, "m-3", 2000, id3);
+    ASSERT_EQ(1, reserve(env, 10000, &j, NULL));
+    ASSERT_STREQ(id2, j.id);
+    ASSERT_EQ(1, reserve(env, 10000, &j, NULL));
+    ASSERT_STREQ(id3, j.id);
+    ASSERT_EQ(1, reserve(env, 10000, &j, NULL));
+    ASSERT_STREQ(id1, j.id);
+    ASSERT_EQ(0, reserve(env, 10000, &j, NULL));
+    {
+        /* listed by lead in enqueue order */
+        struct job *list;
+        int n;
+        ASSERT_OK(job_queue_list_by_lead(env->queue, a.id, env->arena, &list, &n, &err));
+        ASSERT_EQ(3, n);
+        ASSERT_STREQ(id1, list[0].id);
+        ASSERT_STREQ(id2, list[1].id);
+        ASSERT_STREQ(id3, list[2].id);
+    }
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_stalled_recovery)
+{
+    /* a worker that dies holding a job loses it when the lease expires */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char id[24];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL)); /* leased until 2000 */
+    ASSERT_EQ(0, j.stalled_count);
+    ASSERT_EQ(0, reserve(env, 1999, &j, NULL));
+    ASSERT_EQ(1, reserve(env, 2000, &j, NULL));
+    ASSERT_STREQ(id, j.id);
+    ASSERT_EQ(1, j.stalled_count);
+    ASSERT_EQ(JOB_ACTIVE, j.state);
+    ASSERT_EQ(1, job_by_id(env, a.id, id).stalled_count);
+    ASSERT_EQ(0, job_by_id(env, a.id, id).attempts_made); /* a stall is not an attempt */
+
+    ASSERT_EQ(1, reserve(env, 3000, &j, NULL));
+    ASSERT_EQ(2, j.stalled_count);
+    /* the third stall exceeds the limit (3): the job is failed instead of handed out */
+    ASSERT_EQ(0, reserve(env, 4000, &j, NULL));
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_FAILED, j.state);
+    ASSERT_EQ(3, j.stalled_count);
+    ASSERT_STREQ("job stalled more than allowable limit", j.last_error);
+    ASSERT_EQ(4000, j.finished_at);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char stalled[24], fresh[24];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 1000, stalled);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    enqueue(env, a.id, "m-2", 1500, fresh);
+    ASSERT_EQ(1, reserve(env, 2500, &j, NULL));
+    ASSERT_STREQ(stalled, j.id);
+    ASSERT_EQ(1, reserve(env, 2500, &j, NULL));
+    ASSERT_STREQ(fresh, j.id);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
+{
+    /* queue.h: reserve runs inside the caller's unit of work; rolling it back un-leases */
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job j;
+    char id[24];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, "m-1", 1000, id);
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    lead_repo_rollback(env->repo);
+    ASSERT_EQ(JOB_WAITING, job_by_id(env, a.id, id).state);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    ASSERT_STREQ(id, j.id);
+    t_env_free(env);
+}
+
+TEST_BOTH(unit_contract_queue_job_without_lead)
+{
+    struct t_env *env = t_env_new(backend);
+    struct job j;
+    char id[24];
+
+    enqueue(env, NULL, NULL, 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    ASSERT(j.lead_id == NULL);
+    ASSERT(j.message_id == NULL);
+    t_env_free(env);
+}
