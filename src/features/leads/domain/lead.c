@@ -102,29 +102,53 @@ lead_address_for(const struct lead *l, enum channel c)
     }
 }
 
+/* A DNS label: 1..63 of letters, digits, '-' (not first or last) or UTF-8 bytes. */
+static int
+label_valid(const char *l, size_t len)
+{
+    if (len == 0 || len > 63 || l[0] == '-' || l[len - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)l[i];
+        if (!isalnum(c) && c != '-' && c < 0x80)
+            return 0;
+    }
+    return 1;
+}
+
+/* The top-level domain: at least two letters (or UTF-8), or punycode "xn--...". */
+static int
+tld_valid(const char *t, size_t len)
+{
+    if (len < 2)
+        return 0;
+    if (len > 4 && strncasecmp(t, "xn--", 4) == 0)
+        return 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (!isalpha(c) && c < 0x80)
+            return 0;
+    }
+    return 1;
+}
+
 static int
 domain_valid(const char *d, size_t len)
 {
-    size_t label = 0;
-    int dots = 0;
+    size_t start = 0;
+    int labels = 0;
 
-    if (len == 0 || d[0] == '.' || d[len - 1] == '.' || d[len - 1] == '-')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)d[i];
-        if (c == '.') {
-            if (label == 0)
-                return 0;
-            label = 0;
-            dots++;
-        } else if (isalnum(c) || c == '-' || c >= 0x80) {
-            if (++label > 63)
-                return 0;
-        } else {
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && d[i] != '.')
+            continue;
+        if (!label_valid(d + start, i - start))
             return 0;
-        }
+        labels++;
+        if (i == len)
+            return labels >= 2 && tld_valid(d + start, i - start);
+        start = i + 1;
     }
-    return dots > 0;
+    return 0;
 }
 
 int
