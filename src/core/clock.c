@@ -1,7 +1,6 @@
 /* clock.c: real clock and thread-safe UTC formatting (gmtime_r, never gmtime). */
 #include "core/clock.h"
 
-#include <stdio.h>
 #include <time.h>
 
 static int64_t
@@ -23,21 +22,67 @@ sp_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Year, month, day of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's
+ * civil_from_days). Avoids gmtime_r and its locking on the hot path of every JSON answer. */
+static void
+civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    int64_t era;
+    unsigned doe, yoe, doy, mp;
+
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = (unsigned)(z - era * 146097);
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static void
+put_digits(char *out, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 void
 sp_time_iso(int64_t ms, char *out)
 {
-    time_t secs = (time_t)(ms / 1000);
-    int millis = (int)(ms % 1000);
-    struct tm tm;
+    int64_t secs = ms / 1000, days, year;
+    int64_t millis = ms % 1000, sod;
+    unsigned month, day;
 
     if (millis < 0) {
         millis += 1000;
         secs -= 1;
     }
-    gmtime_r(&secs, &tm);
-    /* Each field is reduced to its width so the result always has exactly 24 characters. */
-    snprintf(out, SP_ISO_TIME_LEN + 1, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ",
-             (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
-             (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
-             (unsigned)tm.tm_sec % 100u, (unsigned)millis % 1000u);
+    days = secs / 86400;
+    sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    civil_from_days(days, &year, &month, &day);
+    if (year < 0 || year > 9999)
+        year = year < 0 ? 0 : 9999; /* outside ISO-8601's four digits: clamp, never overflow */
+    put_digits(out, (unsigned)year, 4);
+    out[4] = '-';
+    put_digits(out + 5, month, 2);
+    out[7] = '-';
+    put_digits(out + 8, day, 2);
+    out[10] = 'T';
+    put_digits(out + 11, (unsigned)(sod / 3600), 2);
+    out[13] = ':';
+    put_digits(out + 14, (unsigned)(sod / 60 % 60), 2);
+    out[16] = ':';
+    put_digits(out + 17, (unsigned)(sod % 60), 2);
+    out[19] = '.';
+    put_digits(out + 20, (unsigned)millis, 3);
+    out[23] = 'Z';
+    out[24] = '\0';
 }

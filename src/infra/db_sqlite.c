@@ -14,7 +14,11 @@
  * group is full) COMMITs for everyone and wakes them with the common result. So commit()
  * returns only once the changes are committed, and a failed logical transaction rolls back to
  * its savepoint without touching the others. Under load this amortises each commit's WAL
- * write over many transactions. */
+ * write over many transactions.
+ *
+ * Checkpoints: the writer does not checkpoint inside COMMIT (wal_autocheckpoint=0), where the
+ * fsyncs would stall every queued writer; a checkpointer thread with its own handle runs PASSIVE
+ * checkpoints when the WAL passes CHECKPOINT_PAGES (signalled by the WAL hook) or every second. */
 #include "infra/db_sqlite.h"
 
 #include "core/arena.h"
@@ -27,11 +31,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STMT_CACHE_MAX 64
 #define BUSY_TIMEOUT_MS 5000
 #define ROWS_MAX 100000
 #define GROUP_MAX 64 /* logical transactions per commit */
+#define CHECKPOINT_PAGES 1000
+#define CHECKPOINT_EVERY_MS 1000
 
 struct stmt_entry {
     const char *sql;
@@ -63,6 +70,13 @@ struct db_sqlite {
     int outer_open;           /* BEGIN IMMEDIATE issued, COMMIT pending */
     int group_n;              /* logical transactions in the open group */
     struct group_waiter *waiters;
+    /* The checkpointer thread, started with the writer. */
+    pthread_t ckpt_thread;
+    int ckpt_running;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv;
+    int ckpt_wanted; /* guarded by ckpt_mu */
+    int ckpt_stop;   /* guarded by ckpt_mu */
 };
 
 struct sqlite_conn {
@@ -328,6 +342,61 @@ leave(struct sqlite_conn *c, int joined, struct sp_error *err)
     return rc;
 }
 
+/* Called by SQLite after each commit on the writer with the WAL's size in pages. */
+static int
+wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
+{
+    struct db_sqlite *o = ctx;
+
+    (void)db;
+    (void)name;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&o->ckpt_mu);
+        o->ckpt_wanted = 1;
+        pthread_cond_signal(&o->ckpt_cv);
+        pthread_mutex_unlock(&o->ckpt_mu);
+    }
+    return SQLITE_OK;
+}
+
+static void
+checkpoint(struct handle *h)
+{
+    int rc = sqlite3_wal_checkpoint_v2(h->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        log_warn("sqlite checkpoint failed: %s", sqlite3_errmsg(h->db));
+}
+
+static void *
+checkpointer_main(void *arg)
+{
+    struct db_sqlite *o = arg;
+    struct handle h;
+    struct sp_error err = {0};
+
+    if (handle_open(o->path, 0, &h, &err) != SP_OK) {
+        log_error("checkpointer: %s", err.msg);
+        return NULL;
+    }
+    pthread_mutex_lock(&o->ckpt_mu);
+    while (!o->ckpt_stop) {
+        if (!o->ckpt_wanted) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += CHECKPOINT_EVERY_MS / 1000;
+            pthread_cond_timedwait(&o->ckpt_cv, &o->ckpt_mu, &ts);
+        }
+        o->ckpt_wanted = 0;
+        pthread_mutex_unlock(&o->ckpt_mu);
+        checkpoint(&h);
+        pthread_mutex_lock(&o->ckpt_mu);
+    }
+    pthread_mutex_unlock(&o->ckpt_mu);
+    checkpoint(&h);
+    handle_close(&h);
+    return NULL;
+}
+
 static int
 open_writer(struct db_sqlite *o, struct sp_error *err)
 {
@@ -338,9 +407,20 @@ open_writer(struct db_sqlite *o, struct sp_error *err)
         return SP_OK;
     w = xcalloc(1, sizeof(*w));
     rc = handle_open(o->path, 1, w, err);
+    if (rc == SP_OK && sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) !=
+                           SQLITE_OK)
+        rc = map_rc(w->db, SQLITE_ERROR, err);
     if (rc != SP_OK) {
+        handle_close(w);
         free(w);
         return rc;
+    }
+    if (pthread_create(&o->ckpt_thread, NULL, checkpointer_main, o) == 0) {
+        o->ckpt_running = 1;
+        sqlite3_wal_hook(w->db, wal_hook, o);
+    } else {
+        log_warn("sqlite: no checkpointer thread; the writer checkpoints by itself");
+        sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
     }
     o->writer = w;
     return SP_OK;
@@ -451,6 +531,8 @@ db_sqlite_new(const char *path, struct db_sqlite **out, struct sp_error *err)
     s->path = xstrdup(path);
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->group_cv, NULL);
+    pthread_mutex_init(&s->ckpt_mu, NULL);
+    pthread_cond_init(&s->ckpt_cv, NULL);
     *out = s;
     return SP_OK;
 }
@@ -460,10 +542,19 @@ db_sqlite_free(struct db_sqlite *s)
 {
     if (s == NULL)
         return;
+    if (s->ckpt_running) {
+        pthread_mutex_lock(&s->ckpt_mu);
+        s->ckpt_stop = 1;
+        pthread_cond_signal(&s->ckpt_cv);
+        pthread_mutex_unlock(&s->ckpt_mu);
+        pthread_join(s->ckpt_thread, NULL);
+    }
     if (s->writer) {
         handle_close(s->writer);
         free(s->writer);
     }
+    pthread_cond_destroy(&s->ckpt_cv);
+    pthread_mutex_destroy(&s->ckpt_mu);
     pthread_cond_destroy(&s->group_cv);
     pthread_mutex_destroy(&s->write_mu);
     free(s->path);
@@ -487,7 +578,7 @@ handle_open(const char *path, int writer, struct handle *h, struct sp_error *err
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(h->db, setup, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-16384" : "PRAGMA cache_size=-2048",
+        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-8192" : "PRAGMA cache_size=-512",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot open sqlite database %s: %s",
