@@ -18,6 +18,8 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +38,8 @@
 #define BODY_INITIAL_CAP 4096
 
 /* One request's private state, hung on libmicrohttpd's per-request pointer. */
+#define DRAIN_MAX_MS 10000 /* how long stop waits for requests in flight */
+
 struct req_state {
     struct req_state *next; /* freelist link while idle */
     struct arena *arena;    /* owned */
@@ -53,6 +57,8 @@ struct http_server {
     char host[INET6_ADDRSTRLEN];
     int port;
     int is_quiesced;
+    MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon, as libmicrohttpd requires */
+    atomic_int in_flight;   /* requests between their first call and their completion */
     pthread_mutex_t lock; /* guards the freelist below; taken by pool threads */
     struct req_state *idle;
     int nidle;
@@ -289,6 +295,7 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
     if (st == NULL) {
         st = state_get(s);
         *con_cls = st;
+        atomic_fetch_add(&s->in_flight, 1);
         return on_headers(conn, st);
     }
     if (*upload_data_size > 0) {
@@ -315,6 +322,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     state_put(s, st);
+    atomic_fetch_sub(&s->in_flight, 1);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -437,6 +445,7 @@ http_server_start(const struct http_server_config *cfg, struct http_server **out
         free(s);
         return sp_error_set(err, SP_EINTERNAL, NULL, "pthread_mutex_init: %s", strerror(rc));
     }
+    s->quiesced_fd = MHD_INVALID_SOCKET;
     s->handler = cfg->handler;
     s->ctx = cfg->ctx;
     snprintf(s->host, sizeof(s->host), "%s", strcmp(cfg->host, "localhost") ? cfg->host
@@ -470,8 +479,28 @@ http_server_quiesce(struct http_server *s)
         return;
     s->is_quiesced = 1;
     fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET && close(fd) != 0)
-        log_warn("http: closing the listen socket: %s", strerror(errno));
+    s->quiesced_fd = fd;
+    /* Refuse new connections now (queued ones get a reset), but keep the descriptor open until
+     * after MHD_stop_daemon so its number cannot be reused while the pool threads still know it. */
+    if (fd != MHD_INVALID_SOCKET && shutdown(fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
+        log_warn("http: shutting the listen socket: %s", strerror(errno));
+}
+
+/* After quiesce: lets requests already started finish (bounded), ignoring idle keep-alive
+ * connections, which have no request in flight. */
+static void
+drain(struct http_server *s)
+{
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    int waited_ms = 0;
+
+    while (atomic_load(&s->in_flight) > 0 && waited_ms < DRAIN_MAX_MS) {
+        nanosleep(&tick, NULL);
+        waited_ms += 5;
+    }
+    if (atomic_load(&s->in_flight) > 0)
+        log_warn("http: %d requests still in flight after %d ms; closing them",
+                 atomic_load(&s->in_flight), DRAIN_MAX_MS);
 }
 
 void
@@ -479,6 +508,10 @@ http_server_stop(struct http_server *s)
 {
     if (s == NULL)
         return;
-    MHD_stop_daemon(s->daemon); /* joins the pool threads; in-flight handlers finish first */
+    if (s->is_quiesced)
+        drain(s);
+    MHD_stop_daemon(s->daemon); /* joins the pool threads; running handlers finish first */
+    if (s->quiesced_fd != MHD_INVALID_SOCKET && close(s->quiesced_fd) != 0)
+        log_warn("http: closing the listen socket: %s", strerror(errno));
     server_free(s);
 }

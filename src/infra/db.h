@@ -82,6 +82,10 @@ struct db_conn_ops {
     int (*commit)(struct db_conn *c, struct sp_error *err);
     /* Always leaves the connection outside any transaction. */
     void (*rollback)(struct db_conn *c);
+    /* A read-only snapshot: the reads until end_read see one consistent state. Must not be
+     * nested in a write transaction. */
+    int (*begin_read)(struct db_conn *c, struct sp_error *err);
+    void (*end_read)(struct db_conn *c);
     /* A cheap round trip proving the database answers. */
     int (*ping)(struct db_conn *c, struct sp_error *err);
     void (*close)(struct db_conn *c);
@@ -122,6 +126,18 @@ static inline void
 db_rollback(struct db_conn *c)
 {
     c->ops->rollback(c);
+}
+
+static inline int SP_MUST_CHECK
+db_begin_read(struct db_conn *c, struct sp_error *err)
+{
+    return c->ops->begin_read(c, err);
+}
+
+static inline void
+db_end_read(struct db_conn *c)
+{
+    c->ops->end_read(c);
 }
 
 static inline void

@@ -486,6 +486,28 @@ sq_rollback(struct db_conn *base)
     (void)leave(c, 0, NULL);
 }
 
+/* A deferred transaction on the connection's own handle: the first read takes the snapshot,
+ * and no writer is blocked by it (WAL). */
+static int
+sq_begin_read(struct db_conn *base, struct sp_error *err)
+{
+    struct sqlite_conn *c = (struct sqlite_conn *)base;
+    static const char sql[] = "BEGIN";
+
+    if (c->in_tx)
+        return sp_error_set(err, SP_EINTERNAL, "database", "read snapshot inside a transaction");
+    return exec_fixed(&c->own, sql, err);
+}
+
+static void
+sq_end_read(struct db_conn *base)
+{
+    struct sqlite_conn *c = (struct sqlite_conn *)base;
+
+    if (!sqlite3_get_autocommit(c->own.db) && exec_fixed(&c->own, SQL_ROLLBACK, NULL) != SP_OK)
+        log_error("sqlite: ending a read snapshot failed: %s", sqlite3_errmsg(c->own.db));
+}
+
 static int
 sq_ping(struct db_conn *base, struct sp_error *err)
 {
@@ -517,7 +539,16 @@ sq_close(struct db_conn *base)
 }
 
 static const struct db_conn_ops sqlite_ops = {
-    "sqlite", sq_query, sq_exec_script, sq_begin, sq_commit, sq_rollback, sq_ping, sq_close,
+    .name = "sqlite",
+    .query = sq_query,
+    .exec_script = sq_exec_script,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .begin_read = sq_begin_read,
+    .end_read = sq_end_read,
+    .ping = sq_ping,
+    .close = sq_close,
 };
 
 int

@@ -68,6 +68,19 @@ r_ping(struct lead_repo *r, struct sp_error *err)
 }
 
 static int
+r_read_begin(struct lead_repo *r, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "read_begin", err);
+    return rc != SP_OK ? rc : lead_repo_read_begin(REPO(r), err);
+}
+
+static void
+r_read_end(struct lead_repo *r)
+{
+    lead_repo_read_end(REPO(r));
+}
+
+static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
     int rc = hit(PLAN(r), "lead_insert", err);
@@ -140,6 +153,8 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .begin = r_begin,
     .commit = r_commit,
     .rollback = r_rollback,
+    .read_begin = r_read_begin,
+    .read_end = r_read_end,
     .ping = r_ping,
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,

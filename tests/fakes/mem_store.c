@@ -205,6 +205,21 @@ r_ping(struct lead_repo *r, struct sp_error *err)
     return SP_OK;
 }
 
+/* The store is single-threaded: every read already sees one consistent state. */
+static int
+r_read_begin(struct lead_repo *r, struct sp_error *err)
+{
+    (void)r;
+    (void)err;
+    return SP_OK;
+}
+
+static void
+r_read_end(struct lead_repo *r)
+{
+    (void)r;
+}
+
 static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
@@ -380,6 +395,8 @@ static const struct lead_repo_ops mem_repo_ops = {
     .begin = r_begin,
     .commit = r_commit,
     .rollback = r_rollback,
+    .read_begin = r_read_begin,
+    .read_end = r_read_end,
     .ping = r_ping,
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,

@@ -2,10 +2,16 @@
 
 Python 3 standard library only. Each test file does:
 
-    from harness import *          # noqa
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from harness import run, ...
     def test_something(env): ...   # env is a fresh Env (temp dir, process tracking)
     if __name__ == "__main__":
         run(globals())
+
+and runs as `SALESPAD_BIN=/path/to/salespad python3 tests/integration/test_x.py [test_name...]`.
+Env.serve()/Env.worker() start the real binary with DATABASE_URL=sqlite:<tmp>/sp.db,
+MOCK_SINK=<tmp>/sink.jsonl, LOG_LEVEL=info, JOB_BACKOFF_MS=20 and a free loopback PORT; keyword
+arguments override or add settings (JOB_LEASE_MS=1500, MOCK_FAIL_FIRST=2, ...).
 
 run() executes every test_* function (or the names given on the command line) with a fresh Env,
 always stops every process it started and removes its temp dir, prints the tail of each server's
@@ -311,11 +317,17 @@ class Env:
         raise AssertionError("could not find a free port for %s" % name)
 
     def _wait_ready(self, p, timeout):
+        banner = "listening on http://%s:%d " % (HOST, p.port)
+        keys = p.vars.get("API_KEYS")
+        auth = {"X-API-Key": keys.split(",")[0]} if keys else {}
+
         def check():
             if not p.alive():
                 return "collision" if "cannot listen" in p.log() else "died"
+            if banner not in p.log():
+                return None  # not listening yet (and whatever answers there is not ours)
             try:
-                r = http_request(p.port, "GET", "/ready", timeout=2)
+                r = http_request(p.port, "GET", "/ready", timeout=2, headers=auth)
                 return "ready" if r.status == 200 else None
             except (ConnectionError, OSError, http.client.HTTPException):
                 return None

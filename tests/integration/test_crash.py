@@ -8,7 +8,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Burst, all_messages, assert_eq, lead_body, run,  # noqa: E402
-                     wait_all_settled)
+                     wait_all_settled, wait_until)
 
 
 def test_kill9_mid_burst_then_restart(env):
@@ -69,6 +69,35 @@ def test_kill9_mid_burst_then_restart(env):
     print("  crash: %d leads, %d messages, %d duplicate acks after restart"
           % (total_leads, len(messages), len(dups)))
     srv.stop()
+
+
+def test_worker_kill9_lease_expires(env):
+    # API-only server + a worker process that is killed -9 while it sends; a second worker
+    # takes over the jobs the dead one held once their leases expire.
+    lease = dict(JOB_LEASE_MS=1500, JOB_BACKOFF_MS=20)
+    srv = env.serve("--no-worker", **lease)
+    burst = Burst(srv.port, 300, "wk").run()
+    assert_eq((len(burst.ok), burst.unknown, burst.other), (300, {}, {}), "burst outcome")
+    w1 = env.worker(**lease)
+    # Kill as soon as some sends happened: a tight poll of the sink size, not a sleep.
+    wait_until(lambda: os.path.exists(env.sink_path) and os.path.getsize(env.sink_path) > 40 * 150,
+               10, "the first worker to start sending", interval=0.001)
+    w1.kill9()
+    states = dict(env.db("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    print("  worker killed with jobs: %r" % (states,))
+    w2 = env.worker(**lease)
+    wait_all_settled(srv, burst.ok.values(), 30)
+    w2.stop()
+    srv.stop()
+    assert_eq(dict(env.db("SELECT state, COUNT(*) FROM jobs GROUP BY state")), {"completed": 600},
+              "job states")
+    sink = env.sink()
+    originals = Counter(l["messageId"] for l in sink if not l.get("duplicate"))
+    assert_eq(len(originals), 600, "messages delivered")
+    assert_eq(set(originals.values()), {1}, "deliveries per message")
+    if states.get("active"):
+        stalled = env.db("SELECT COUNT(*) FROM jobs WHERE stalled_count > 0")[0][0]
+        assert stalled >= 1, "jobs the dead worker held were not recovered as stalled"
 
 
 def test_no_crash_no_duplicates(env):

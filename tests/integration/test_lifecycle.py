@@ -1,4 +1,5 @@
 """Command line and process lifecycle: --help, --version, migrate, bad settings, SIGTERM."""
+import json
 import os
 import re
 import signal
@@ -6,8 +7,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, assert_eq, details, run, wait_all_settled,  # noqa: E402
-                     wait_until)
+from harness import (Burst, Proc, assert_eq, details, run,  # noqa: E402
+                     wait_all_settled, wait_until)
 
 SHUTDOWN_DEADLINE_S = 5.0
 
@@ -54,6 +55,37 @@ def test_migrate_creates_database(env):
     # serve starts on the migrated database
     srv = env.serve()
     srv.stop()
+
+
+def test_print_config_redacts_secrets(env):
+    r = env.run_cli("--print-config", API_KEYS="super-secret", JOB_ATTEMPTS="7")
+    assert_eq(r.returncode, 0, "--print-config exit code")
+    assert "super-secret" not in r.stdout, "API_KEYS printed in clear"
+    assert "JOB_ATTEMPTS=7" in r.stdout.splitlines(), r.stdout
+    r = env.run_cli("serve", "--print-config", "--job-attempts=9", JOB_ATTEMPTS="7")
+    assert "JOB_ATTEMPTS=9" in r.stdout.splitlines(), "flags must win over the environment"
+
+
+def test_port_zero_and_json_logs(env):
+    # PORT=0 picks a free port; the log line says which. LOG_FORMAT=json: one object per line.
+    proc = Proc(env, "serve-port0", "serve", [], env.base_vars(PORT=0, LOG_FORMAT="json"), None)
+    env.procs.append(proc)
+    proc.start()
+
+    def port():
+        for line in proc.log().splitlines():
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+) ", line)
+            if m:
+                return int(m.group(1))
+        assert proc.alive(), "exited:\n%s" % proc.log_tail()
+        return None
+    proc.port = wait_until(port, 10, "the listening line")
+    assert proc.port != 0
+    assert_eq(proc.get("/ready").status, 200, "/ready on the picked port")
+    proc.stop()
+    for line in proc.log().splitlines():
+        obj = json.loads(line)
+        assert isinstance(obj, dict) and obj.get("msg"), "log line %r" % (line,)
 
 
 def test_bad_settings_fail_with_one_line(env):

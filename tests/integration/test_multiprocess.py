@@ -8,9 +8,10 @@ from collections import Counter
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Burst, assert_eq, run, wait_all_settled  # noqa: E402
 
-# With LOG_LEVEL=debug each process logs one line per job it processed:
-#   job <id> send-message (message <uuid>, attempt 1 of 3): sent
-SENT_RE = re.compile(r"message ([0-9a-f-]{36}), attempt \d+ of \d+\): sent")
+# With LOG_LEVEL=debug each process logs one line per job it processed, e.g.
+#   job 17 message <uuid> attempt 1 of 3: sent
+# (older builds: "job <id> send-message (message <uuid>, attempt 1 of 3): sent").
+SENT_RE = re.compile(r"message ([0-9a-f-]{36}),? attempt \d+ of \d+\)?: sent\b")
 
 
 def sends_logged(proc):

@@ -1,4 +1,5 @@
-"""Retries with backoff: the mock provider fails the first attempts, the job retries and succeeds."""
+"""Retries with backoff: the mock provider fails the first attempts; the job retries and the
+message goes out on attempt 3."""
 import os
 import sys
 from collections import Counter

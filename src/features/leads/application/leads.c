@@ -357,6 +357,11 @@ leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
     int rc;
 
     memset(out, 0, sizeof(*out));
+    /* One snapshot for the four reads: a worker committing in between must not show a message
+     * "sent" without its event, or a job "completed" next to a message still "queued". */
+    rc = lead_repo_read_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
     rc = lead_repo_lead_get(d->repo, id, a, &out->lead, err);
     if (rc == SP_OK)
         rc = lead_repo_message_list(d->repo, id, a, &out->messages, &out->nmessages, err);
@@ -364,5 +369,6 @@ leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
         rc = lead_repo_event_list(d->repo, id, a, &out->events, &out->nevents, err);
     if (rc == SP_OK)
         rc = job_queue_list_by_lead(d->queue, id, a, &out->jobs, &out->njobs, err);
+    lead_repo_read_end(d->repo);
     return rc;
 }

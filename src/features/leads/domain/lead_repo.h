@@ -18,6 +18,9 @@ struct lead_repo_ops {
     int (*begin)(struct lead_repo *r, struct sp_error *err);
     int (*commit)(struct lead_repo *r, struct sp_error *err);
     void (*rollback)(struct lead_repo *r);
+    /* A consistent read of several rows: everything read until read_end sees one snapshot. */
+    int (*read_begin)(struct lead_repo *r, struct sp_error *err);
+    void (*read_end)(struct lead_repo *r);
     int (*ping)(struct lead_repo *r, struct sp_error *err);
 
     int (*lead_insert)(struct lead_repo *r, const struct lead *l, struct sp_error *err);
@@ -61,6 +64,16 @@ static inline void
 lead_repo_rollback(struct lead_repo *r)
 {
     r->ops->rollback(r);
+}
+static inline int SP_MUST_CHECK
+lead_repo_read_begin(struct lead_repo *r, struct sp_error *err)
+{
+    return r->ops->read_begin(r, err);
+}
+static inline void
+lead_repo_read_end(struct lead_repo *r)
+{
+    r->ops->read_end(r);
 }
 static inline int SP_MUST_CHECK
 lead_repo_ping(struct lead_repo *r, struct sp_error *err)

@@ -68,6 +68,18 @@ r_rollback(struct lead_repo *r)
 }
 
 static int
+r_read_begin(struct lead_repo *r, struct sp_error *err)
+{
+    return db_begin_read(conn_of(r), err);
+}
+
+static void
+r_read_end(struct lead_repo *r)
+{
+    db_end_read(conn_of(r));
+}
+
+static int
 r_ping(struct lead_repo *r, struct sp_error *err)
 {
     return db_exec(conn_of(r), SQL_PING, DB_NOARGS, NULL, err);
@@ -247,6 +259,8 @@ static const struct lead_repo_ops sql_ops = {
     .begin = r_begin,
     .commit = r_commit,
     .rollback = r_rollback,
+    .read_begin = r_read_begin,
+    .read_end = r_read_end,
     .ping = r_ping,
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
