@@ -21,11 +21,12 @@ build: deps $(BUILD)/Makefile
 run: build
 	./$(BUILD)/salespad serve
 
-# Everything CI runs: unit + HTTP + integration tests, then the same suite under ASan+UBSan,
-# then valgrind on the unit tests.
+# Everything CI runs: lint, unit + HTTP + integration tests, then the same suite under
+# ASan+UBSan, then valgrind on the unit and HTTP tests.
 test:
 	@scripts/deps.sh test
 	$(MAKE) build
+	scripts/lint.sh
 	cd $(BUILD) && ctest --output-on-failure -j2
 	$(MAKE) test-asan
 	$(MAKE) valgrind

@@ -8,22 +8,22 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: salespad <command> [options]\n"
-            "\n"
-            "SalesPad captures leads over HTTP, sends their welcome messages through a durable\n"
-            "job queue with retries, and answers prospects' replies on the same channel.\n"
-            "\n"
-            "Commands:\n"
-            "  serve [--no-worker]  HTTP API, with the queue workers in-process unless --no-worker\n"
-            "  worker               queue workers only (run several against one database)\n"
-            "  migrate              apply database migrations and exit\n"
-            "\n"
-            "Options:\n"
-            "  --print-config       print the effective settings (secrets redacted) and exit\n"
-            "  -h, --help           this help\n"
-            "  -V, --version        print the version\n"
-            "\n");
+    fprintf(
+        f, "usage: salespad <command> [options]\n"
+           "\n"
+           "SalesPad captures leads over HTTP, sends their welcome messages through a durable\n"
+           "job queue with retries, and answers prospects' replies on the same channel.\n"
+           "\n"
+           "Commands:\n"
+           "  serve [--no-worker]  HTTP API, with the queue workers in-process unless --no-worker\n"
+           "  worker               queue workers only (run several against one database)\n"
+           "  migrate              apply database migrations and exit\n"
+           "\n"
+           "Options:\n"
+           "  --print-config       print the effective settings (secrets redacted) and exit\n"
+           "  -h, --help           this help\n"
+           "  -V, --version        print the version\n"
+           "\n");
     config_print_help(f);
     fprintf(f, "\nSignals: SIGTERM or SIGINT stop accepting, finish in-flight work and exit 0.\n");
 }

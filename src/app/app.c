@@ -71,8 +71,8 @@ session_close(struct app *app, struct session *s)
 static struct leads_deps
 leads_deps_for(struct app *app, struct session *s)
 {
-    struct leads_deps d = {&s->repo.base, &s->queue.base, &app->bus, &sp_clock_real,
-                           mock_content_gen(), &app->policy};
+    struct leads_deps d = {&s->repo.base,  &s->queue.base,     &app->bus,
+                           &sp_clock_real, mock_content_gen(), &app->policy};
     return d;
 }
 
@@ -359,8 +359,8 @@ app_cleanup(struct app *app)
 static int
 start_http(struct app *app, struct sp_error *err)
 {
-    struct http_server_config hc = {app->cfg->host, app->cfg->port, app->cfg->http_threads,
-                                    handle, app};
+    struct http_server_config hc = {app->cfg->host, app->cfg->port, app->cfg->http_threads, handle,
+                                    app};
     routes_init(app);
     return http_server_start(&hc, &app->server, err);
 }
@@ -418,9 +418,10 @@ app_run(const struct config *cfg, enum app_mode mode)
         return rc == SP_EINVAL ? 2 : 1;
     }
     if (with_http)
-        log_info("salespad %s listening on http://%s:%d (database %s, %d workers, ready in %lld ms)",
-                 SP_VERSION, cfg->host, http_server_port(app.server), cfg->database_url, nworkers,
-                 (long long)(sp_mono_ms() - t0));
+        log_info(
+            "salespad %s listening on http://%s:%d (database %s, %d workers, ready in %lld ms)",
+            SP_VERSION, cfg->host, http_server_port(app.server), cfg->database_url, nworkers,
+            (long long)(sp_mono_ms() - t0));
     else
         log_info("salespad %s worker started (database %s, %d workers)", SP_VERSION,
                  cfg->database_url, nworkers);

@@ -6,10 +6,10 @@
 #include "app/config.h"
 
 enum app_mode {
-    APP_SERVE = 0,   /* HTTP API + in-process workers */
-    APP_SERVE_API,   /* HTTP API only (--no-worker) */
-    APP_WORKER,      /* workers only */
-    APP_MIGRATE,     /* apply migrations and exit */
+    APP_SERVE = 0, /* HTTP API + in-process workers */
+    APP_SERVE_API, /* HTTP API only (--no-worker) */
+    APP_WORKER,    /* workers only */
+    APP_MIGRATE,   /* apply migrations and exit */
 };
 
 /* Runs the process; returns the exit status (0 after a clean shutdown). */

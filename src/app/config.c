@@ -64,8 +64,7 @@ static const struct config_key keys[] = {
 static int
 bad(struct sp_error *err, const struct config_key *k, const char *why, const char *got)
 {
-    return sp_error_set(err, SP_EINVAL, k->env, "config: %s: %s (got \"%.60s\")", k->env, why,
-                        got);
+    return sp_error_set(err, SP_EINVAL, k->env, "config: %s: %s (got \"%.60s\")", k->env, why, got);
 }
 
 static int
@@ -260,7 +259,8 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
         break;
     }
     case K_FORMAT:
-        fprintf(f, "%s", *(const enum log_format *)(const void *)base == LOG_JSON ? "json" : "text");
+        fprintf(f, "%s",
+                *(const enum log_format *)(const void *)base == LOG_JSON ? "json" : "text");
         break;
     }
 }

@@ -32,8 +32,8 @@ struct config {
 /* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags
  * (argv[first..argc), flags it does not know are left for the caller via *unknown). On a bad
  * value returns SP_EINVAL with err naming the setting. Caller frees with config_cleanup(). */
-int config_load(struct config *cfg, int argc, char **argv, int first, struct sp_error *err)
-    SP_MUST_CHECK;
+int config_load(struct config *cfg, int argc, char **argv, int first,
+                struct sp_error *err) SP_MUST_CHECK;
 void config_cleanup(struct config *cfg);
 /* 1 if `arg` is a settings flag (--port, --port=1); *takes_value is set when the value is the
  * next argument. Lets main reject unknown flags. */

@@ -23,8 +23,8 @@ struct event_bus {
 
 void event_bus_init(struct event_bus *bus);
 /* SP_ETOOLARGE when the table is full. */
-int event_bus_subscribe(struct event_bus *bus, int type, event_handler_fn fn, void *ctx)
-    SP_MUST_CHECK;
+int event_bus_subscribe(struct event_bus *bus, int type, event_handler_fn fn,
+                        void *ctx) SP_MUST_CHECK;
 /* Calls each handler of `type` in subscription order; stops at and returns the first error. */
 int event_bus_publish(const struct event_bus *bus, int type, const void *payload,
                       struct sp_error *err) SP_MUST_CHECK;

@@ -40,8 +40,8 @@ pattern_nparams(const char *pattern)
 }
 
 int
-http_router_add(struct http_router *r, const char *method, const char *pattern,
-                http_handler_fn fn, void *ctx)
+http_router_add(struct http_router *r, const char *method, const char *pattern, http_handler_fn fn,
+                void *ctx)
 {
     struct http_route *route;
 

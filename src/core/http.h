@@ -19,8 +19,8 @@ struct http_request {
     const char *api_key;      /* X-API-Key header value or NULL */
     const char *body;         /* NUL-terminated copy, may contain NULs; NULL when empty */
     size_t body_len;
-    struct arena *arena;      /* per-request arena, owns everything below */
-    int nparams;              /* filled by the router: values of ":name" segments */
+    struct arena *arena; /* per-request arena, owns everything below */
+    int nparams;         /* filled by the router: values of ":name" segments */
     const char *params[HTTP_PARAMS_MAX];
 };
 
@@ -28,9 +28,9 @@ struct http_response {
     int status;
     const char *body; /* in the request arena, or static */
     size_t body_len;
-    const char *content_type;  /* default application/json */
-    int retry_after;           /* seconds; 0 means no Retry-After header */
-    const char *allow;         /* Allow header for 405, or NULL */
+    const char *content_type; /* default application/json */
+    int retry_after;          /* seconds; 0 means no Retry-After header */
+    const char *allow;        /* Allow header for 405, or NULL */
 };
 
 typedef void (*http_handler_fn)(void *ctx, struct http_request *req, struct http_response *resp);
@@ -63,8 +63,8 @@ const char *http_reason(int status);
 /* Fills resp with status and the NestJS-style error body
  * {"message":["..."],"error":"<reason>","statusCode":N}. `messages` has n entries (n >= 1);
  * as_array=0 renders the single message as a plain string (the malformed-JSON form). */
-void http_error(struct http_response *resp, struct arena *a, int status, const char *const *messages,
-                int n, int as_array);
+void http_error(struct http_response *resp, struct arena *a, int status,
+                const char *const *messages, int n, int as_array);
 /* Shorthand for one message rendered as an array. */
 void http_error1(struct http_response *resp, struct arena *a, int status, const char *message);
 /* Sets a JSON body (already in the arena or static). */

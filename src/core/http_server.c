@@ -59,7 +59,7 @@ struct http_server {
     int is_quiesced;
     MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon, as libmicrohttpd requires */
     atomic_int in_flight;   /* requests between their first call and their completion */
-    pthread_mutex_t lock; /* guards the freelist below; taken by pool threads */
+    pthread_mutex_t lock;   /* guards the freelist below; taken by pool threads */
     struct req_state *idle;
     int nidle;
 };
@@ -184,8 +184,7 @@ send_response(struct MHD_Connection *conn, const struct http_response *resp)
     struct MHD_Response *r;
     enum MHD_Result ret;
 
-    r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""),
-                                        MHD_RESPMEM_MUST_COPY);
+    r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""), MHD_RESPMEM_MUST_COPY);
     if (r == NULL) {
         log_error("http: cannot create response (%zu bytes)", len);
         return MHD_NO;
@@ -214,8 +213,8 @@ send_too_large(struct MHD_Connection *conn, struct req_state *st)
 static int
 declared_too_large(struct MHD_Connection *conn, size_t *declared)
 {
-    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *v =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long n;
     char *end;
 
@@ -266,8 +265,8 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
         return send_too_large(conn, st);
     req.method = method;
     req.path = url;
-    req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_CONTENT_TYPE);
+    req.content_type =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     if (st->len > 0) {
         st->body[st->len] = '\0';
@@ -325,7 +324,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&s->in_flight, 1);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* libmicrohttpd's own diagnostics, one line each. */
 static void
@@ -399,15 +399,11 @@ daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_
         flags |= MHD_USE_DUAL_STACK;
     /* The logger goes first so that errors about later options reach it. */
     return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, s,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
-        MHD_OPTION_ARRAY, pool,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONN_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONN_LIMIT,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)LISTEN_BACKLOG,
-        MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONN_LIMIT,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)LISTEN_BACKLOG, MHD_OPTION_END);
 }
 
 /* Frees the server struct and its idle states; the daemon must be stopped already. */
@@ -448,8 +444,8 @@ http_server_start(const struct http_server_config *cfg, struct http_server **out
     s->quiesced_fd = MHD_INVALID_SOCKET;
     s->handler = cfg->handler;
     s->ctx = cfg->ctx;
-    snprintf(s->host, sizeof(s->host), "%s", strcmp(cfg->host, "localhost") ? cfg->host
-                                                                             : "127.0.0.1");
+    snprintf(s->host, sizeof(s->host), "%s",
+             strcmp(cfg->host, "localhost") ? cfg->host : "127.0.0.1");
     s->daemon = daemon_start(s, &addr, is_v6, (unsigned int)cfg->threads);
     if (s->daemon == NULL) {
         rc = sp_error_set(err, SP_EUNAVAIL, "port", "cannot listen on %s port %d", s->host,

@@ -84,8 +84,8 @@ log_write(enum log_level level, const char *file, int line, const char *fmt, ...
         out[pos++] = '"';
         out[pos++] = '}';
     } else {
-        pos = (size_t)snprintf(out, sizeof(out), "%s %-5s src=%s:%d msg=\"", ts,
-                               level_names[level], base, line);
+        pos = (size_t)snprintf(out, sizeof(out), "%s %-5s src=%s:%d msg=\"", ts, level_names[level],
+                               base, line);
         pos = put_escaped(out, pos, sizeof(out) - 4, msg);
         out[pos++] = '"';
     }

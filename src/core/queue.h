@@ -2,8 +2,8 @@
  *
  * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry with
  * backoff) -> ... | failed (dead letter). A queue value is bound to one database session, so
- * enqueue, reserve, complete, retry and fail join the caller's open unit of work. Strings read back live in the caller's arena.
- * Errors: SP_EUNAVAIL (backend unreachable/busy), SP_EINTERNAL. */
+ * enqueue, reserve, complete, retry and fail join the caller's open unit of work. Strings read back
+ * live in the caller's arena. Errors: SP_EUNAVAIL (backend unreachable/busy), SP_EINTERNAL. */
 #pragma once
 
 #include "core/err.h"
@@ -68,8 +68,8 @@ struct job_queue_ops {
     int (*fail)(struct job_queue *q, const struct job *j, int64_t now, const char *error,
                 struct sp_error *err);
     /* The jobs correlated with a lead, oldest first. */
-    int (*list_by_lead)(struct job_queue *q, const char *lead_id, struct arena *a,
-                        struct job **out, int *n, struct sp_error *err);
+    int (*list_by_lead)(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
+                        int *n, struct sp_error *err);
     /* Wakes idle workers of this process (after a commit that enqueued). May be NULL. */
     void (*wake)(struct job_queue *q);
 };

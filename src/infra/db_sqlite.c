@@ -66,9 +66,9 @@ struct db_sqlite {
     pthread_cond_t group_cv;  /* signalled when a group commits */
     atomic_int queued;        /* threads waiting to take write_mu */
     /* Guarded by write_mu: */
-    struct handle *writer;    /* opened at the first write transaction */
-    int outer_open;           /* BEGIN IMMEDIATE issued, COMMIT pending */
-    int group_n;              /* logical transactions in the open group */
+    struct handle *writer; /* opened at the first write transaction */
+    int outer_open;        /* BEGIN IMMEDIATE issued, COMMIT pending */
+    int group_n;           /* logical transactions in the open group */
     struct group_waiter *waiters;
     /* The checkpointer thread, started with the writer. */
     pthread_t ckpt_thread;
@@ -82,8 +82,8 @@ struct db_sqlite {
 struct sqlite_conn {
     struct db_conn base; /* first */
     struct db_sqlite *owner;
-    struct handle own;   /* reads outside transactions */
-    struct handle *cur;  /* &own, or owner->writer inside a write transaction */
+    struct handle own;  /* reads outside transactions */
+    struct handle *cur; /* &own, or owner->writer inside a write transaction */
     int in_tx;
 };
 
@@ -203,9 +203,9 @@ collect(struct handle *c, sqlite3_stmt *stmt, struct arena *a, struct db_rows *r
         }
         for (int col = 0; col < ncols; col++) {
             const unsigned char *txt = sqlite3_column_text(stmt, col);
-            cells[n++] = txt ? arena_strndup(a, (const char *)txt,
-                                             (size_t)sqlite3_column_bytes(stmt, col))
-                             : NULL;
+            cells[n++] =
+                txt ? arena_strndup(a, (const char *)txt, (size_t)sqlite3_column_bytes(stmt, col))
+                    : NULL;
         }
     }
     if (rc != SQLITE_DONE) {
@@ -407,8 +407,8 @@ open_writer(struct db_sqlite *o, struct sp_error *err)
         return SP_OK;
     w = xcalloc(1, sizeof(*w));
     rc = handle_open(o->path, 1, w, err);
-    if (rc == SP_OK && sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) !=
-                           SQLITE_OK)
+    if (rc == SP_OK &&
+        sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK)
         rc = map_rc(w->db, SQLITE_ERROR, err);
     if (rc != SP_OK) {
         handle_close(w);
@@ -480,8 +480,8 @@ sq_rollback(struct db_conn *base)
 
     if (!c->in_tx)
         return;
-    if (!sqlite3_get_autocommit(w->db) &&
-        (exec_fixed(w, SQL_ROLLBACK_TO, NULL) != SP_OK || exec_fixed(w, SQL_RELEASE, NULL) != SP_OK))
+    if (!sqlite3_get_autocommit(w->db) && (exec_fixed(w, SQL_ROLLBACK_TO, NULL) != SP_OK ||
+                                           exec_fixed(w, SQL_RELEASE, NULL) != SP_OK))
         log_error("sqlite rollback failed: %s", sqlite3_errmsg(w->db));
     (void)leave(c, 0, NULL);
 }

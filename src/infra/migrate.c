@@ -44,7 +44,8 @@ db_migrate(struct db_conn *c, const struct migration *list, int n, int *applied,
             continue;
         rc = c->ops->exec_script(c, list[i].sql, err);
         if (rc == SP_OK)
-            rc = db_exec(c, SQL_RECORD, DB_ARGS(db_text(list[i].name), db_int(sp_clock_now_ms(&sp_clock_real))),
+            rc = db_exec(c, SQL_RECORD,
+                         DB_ARGS(db_text(list[i].name), db_int(sp_clock_now_ms(&sp_clock_real))),
                          NULL, err);
         if (rc == SP_OK) {
             log_info("migration applied: %s", list[i].name);

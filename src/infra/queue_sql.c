@@ -120,8 +120,8 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
 
     rc = db_query(self->conn, SQL_ENQUEUE,
                   DB_ARGS(db_text(spec->name), db_text(spec->lead_id), db_text(spec->message_id),
-                          db_text(spec->data), db_int(spec->max_attempts),
-                          db_int(spec->backoff_ms), db_int(now)),
+                          db_text(spec->data), db_int(spec->max_attempts), db_int(spec->backoff_ms),
+                          db_int(now)),
                   a, &rows, err);
     if (rc == SP_OK && rows.nrows != 1)
         rc = sp_error_set(err, SP_EINTERNAL, "queue", "enqueue returned no id");
@@ -208,8 +208,8 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         if (expired)
             out->stalled_count++;
         rc = db_exec(self->conn, SQL_ACTIVATE,
-                     DB_ARGS(db_text(out->id), db_int(now + lease_ms),
-                             db_int(out->stalled_count), db_int(now)),
+                     DB_ARGS(db_text(out->id), db_int(now + lease_ms), db_int(out->stalled_count),
+                             db_int(now)),
                      NULL, err);
         out->state = JOB_ACTIVE;
         out->lease_until = now + lease_ms;
@@ -265,8 +265,8 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 }
 
 static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
-               int *n, struct sp_error *err)
+q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
+               struct sp_error *err)
 {
     struct db_rows rows;
     int rc = db_query(self_of(q)->conn, SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);

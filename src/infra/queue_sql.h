@@ -27,10 +27,10 @@ void queue_signal_wait(struct queue_signal *s, uint64_t seen, int64_t timeout_ms
 uint64_t queue_signal_seq(struct queue_signal *s);
 
 struct queue_sql {
-    struct job_queue base; /* first */
-    struct db_conn *conn;  /* borrowed */
+    struct job_queue base;       /* first */
+    struct db_conn *conn;        /* borrowed */
     struct queue_signal *signal; /* borrowed, may be NULL */
-    int max_stalled;       /* leases that may expire before the job fails */
+    int max_stalled;             /* leases that may expire before the job fails */
 };
 
 void queue_sql_init(struct queue_sql *q, struct db_conn *conn, struct queue_signal *signal);

@@ -217,10 +217,12 @@ TEST(http_error_replaces_invalid_utf8)
 {
     struct http_response resp = {0};
     struct arena *a = arena_new();
-    const char *msg = "a\xff" "b\xc3"; /* stray byte, then a truncated sequence */
+    const char *msg = "a\xff"
+                      "b\xc3"; /* stray byte, then a truncated sequence */
 
     http_error(&resp, a, 404, &msg, 1, 0);
-    ASSERT_STREQ("{\"message\":\"a\xef\xbf\xbd" "b\xef\xbf\xbd\",\"error\":\"Not Found\","
+    ASSERT_STREQ("{\"message\":\"a\xef\xbf\xbd"
+                 "b\xef\xbf\xbd\",\"error\":\"Not Found\","
                  "\"statusCode\":404}",
                  resp.body);
     arena_free(a);

@@ -34,9 +34,9 @@ echo(void *ctx, struct http_request *req, struct http_response *resp)
 
     (void)ctx;
     atomic_fetch_add(&handler_calls, 1);
-    body = arena_printf(req->arena, "{\"method\":\"%s\",\"path\":\"%s\",\"len\":%zu,\"type\":\"%s\"}",
-                        req->method, req->path, req->body_len,
-                        req->content_type ? req->content_type : "");
+    body = arena_printf(
+        req->arena, "{\"method\":\"%s\",\"path\":\"%s\",\"len\":%zu,\"type\":\"%s\"}", req->method,
+        req->path, req->body_len, req->content_type ? req->content_type : "");
     http_json(resp, 200, body, strlen(body));
 }
 
@@ -167,8 +167,9 @@ TEST(http_server_keeps_connection_alive)
     client_read_resp(fd, r);
     ASSERT_EQ(200, r->status);
     ASSERT(strstr(r->head, "Connection: close") == NULL);
-    ASSERT_STREQ("{\"method\":\"POST\",\"path\":\"/leads\",\"len\":7,\"type\":\"application/json\"}",
-                 r->body);
+    ASSERT_STREQ(
+        "{\"method\":\"POST\",\"path\":\"/leads\",\"len\":7,\"type\":\"application/json\"}",
+        r->body);
     client_send_str(fd, "POST /leads/1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
     client_read_resp(fd, r);
@@ -238,8 +239,8 @@ TEST(http_server_refuses_large_body_before_100_continue)
 
 TEST(http_server_rejects_bad_host)
 {
-    struct http_server_config cfg = {.host = "example.com", .port = 0, .threads = 1,
-                                     .handler = echo};
+    struct http_server_config cfg = {
+        .host = "example.com", .port = 0, .threads = 1, .handler = echo};
     struct sp_error err = {0};
     struct http_server *s = NULL;
 
@@ -252,8 +253,7 @@ TEST(http_server_rejects_bad_host)
 
 TEST(http_server_quiesce_then_stop)
 {
-    struct http_server_config cfg = {.host = "localhost", .port = 0, .threads = 1,
-                                     .handler = echo};
+    struct http_server_config cfg = {.host = "localhost", .port = 0, .threads = 1, .handler = echo};
     struct sp_error err = {0};
     struct http_server *s = NULL;
     struct client_resp *r = calloc(1, sizeof(*r));

@@ -259,8 +259,7 @@ TEST(unit_lead_email_domain_rules_match_class_validator)
 {
     /* class-validator's isEmail (the NestJS build) refuses these; so do we */
     static const char *const bad[] = {"x@-y.com", "x@y-.com", "x@y.c", "x@y.123", "x@y", NULL};
-    static const char *const good[] = {"a@b.co", "x@xn--bcher-kva.ch", "a-b@c-d.example.org",
-                                       NULL};
+    static const char *const good[] = {"a@b.co", "x@xn--bcher-kva.ch", "a-b@c-d.example.org", NULL};
     for (int i = 0; bad[i]; i++)
         ASSERT_EQ(0, lead_email_valid(bad[i], strlen(bad[i])));
     for (int i = 0; good[i]; i++)

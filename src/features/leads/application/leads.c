@@ -25,8 +25,7 @@ finish_or_empty(struct jsonw *w)
 }
 
 static const char *
-correlation_json(struct arena *a, const char *lead_id, const char *message_id,
-                 const char *job_id)
+correlation_json(struct arena *a, const char *lead_id, const char *message_id, const char *job_id)
 {
     struct jsonw w;
     jsonw_init(&w, a, 512);
@@ -42,8 +41,7 @@ correlation_json(struct arena *a, const char *lead_id, const char *message_id,
 
 int
 leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_type type,
-                   const char *correlation, const char *payload, int64_t now,
-                   struct sp_error *err)
+                   const char *correlation, const char *payload, int64_t now, struct sp_error *err)
 {
     struct lead_event e;
 
@@ -63,8 +61,10 @@ validate_input(const struct lead_input *in, struct sp_error *err)
     if (in->name == NULL || in->name[0] == '\0')
         return sp_error_set(err, SP_EINVAL, "name", "name should not be empty");
     if (strlen(in->name) > LEAD_NAME_MAX)
-        return sp_error_set(err, SP_EINVAL, "name", "name must be shorter than or equal to %d "
-                            "characters", LEAD_NAME_MAX);
+        return sp_error_set(err, SP_EINVAL, "name",
+                            "name must be shorter than or equal to %d "
+                            "characters",
+                            LEAD_NAME_MAX);
     if (in->email == NULL && in->phone == NULL)
         return sp_error_set(err, SP_EINVAL, "email", "Either email or phone must be provided");
     if (in->email && !lead_email_valid(in->email, strlen(in->email)))
@@ -228,8 +228,8 @@ leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err)
             continue; /* no sender configured for this channel: nothing to queue */
         rc = content_gen_welcome(d->gen, ev->lead, channels[i], ev->arena, &content, err);
         if (rc == SP_OK)
-            rc = queue_outbound(d, ev->arena, ev->lead, channels[i], MESSAGE_KIND_WELCOME,
-                                &content, ev->now, err);
+            rc = queue_outbound(d, ev->arena, ev->lead, channels[i], MESSAGE_KIND_WELCOME, &content,
+                                ev->now, err);
     }
     return rc;
 }
@@ -297,10 +297,9 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
     if (to != l.status) {
         rc = lead_repo_lead_update_status(d->repo, l.id, to, now, err);
         if (rc == SP_OK)
-            rc = leads_event_append(d->repo, l.id, EVENT_STATUS_CHANGED,
-                                    correlation_json(a, l.id, m->id, NULL),
-                                    status_change_payload(a, l.status, to, "reply_received"), now,
-                                    err);
+            rc = leads_event_append(
+                d->repo, l.id, EVENT_STATUS_CHANGED, correlation_json(a, l.id, m->id, NULL),
+                status_change_payload(a, l.status, to, "reply_received"), now, err);
         if (rc != SP_OK)
             return rc;
         l.status = to;

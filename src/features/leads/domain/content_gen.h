@@ -41,8 +41,8 @@ content_gen_welcome(struct content_gen *g, const struct lead *l, enum channel c,
 }
 
 static inline int SP_MUST_CHECK
-content_gen_answer(struct content_gen *g, const struct lead *l, enum channel c,
-                   const char *inbound, struct arena *a, struct generated *out, struct sp_error *err)
+content_gen_answer(struct content_gen *g, const struct lead *l, enum channel c, const char *inbound,
+                   struct arena *a, struct generated *out, struct sp_error *err)
 {
     return g->ops->answer(g, l, c, inbound, a, out, err);
 }

@@ -53,8 +53,7 @@ name_of(const char *const *names, int n, int v)
 
 ENUM_NAMES(lead_status_name, lead_status_parse, enum lead_status, status_names)
 ENUM_NAMES(channel_name, channel_parse, enum channel, channel_names)
-ENUM_NAMES(message_direction_name, message_direction_parse, enum message_direction,
-           direction_names)
+ENUM_NAMES(message_direction_name, message_direction_parse, enum message_direction, direction_names)
 ENUM_NAMES(message_kind_name, message_kind_parse, enum message_kind, kind_names)
 ENUM_NAMES(message_status_name, message_status_parse, enum message_status, mstatus_names)
 ENUM_NAMES(lead_event_type_name, lead_event_type_parse, enum lead_event_type, event_names)
@@ -208,8 +207,8 @@ reply_intent_detect(const char *text)
     static const char *const no[] = {"not interested", "no thanks", "no, thanks", "not for us",
                                      NULL};
     static const char *const demo[] = {"demo", "meeting", "call", "schedule", "meet", NULL};
-    static const char *const price[] = {"price", "pricing", "cost", "how much", "quote", "plan",
-                                        NULL};
+    static const char *const price[] = {"price", "pricing", "cost", "how much",
+                                        "quote", "plan",    NULL};
 
     if (text == NULL)
         return INTENT_OTHER;

@@ -26,8 +26,8 @@ struct lead_repo_ops {
     int (*lead_insert)(struct lead_repo *r, const struct lead *l, struct sp_error *err);
     int (*lead_get)(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
                     struct sp_error *err);
-    int (*lead_update_status)(struct lead_repo *r, const char *id, enum lead_status s,
-                              int64_t now, struct sp_error *err);
+    int (*lead_update_status)(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
+                              struct sp_error *err);
 
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
     int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
@@ -48,7 +48,6 @@ struct lead_repo_ops {
 struct lead_repo {
     const struct lead_repo_ops *ops;
 };
-
 
 static inline int SP_MUST_CHECK
 lead_repo_begin(struct lead_repo *r, struct sp_error *err)

@@ -124,8 +124,9 @@ answer(struct content_gen *g, const struct lead *l, enum channel c, const char *
                                  ? strip_re(subject)
                                  : arena_printf(a, "Welcome, %s!", l->name);
         jsonw_kstr(&w, "subject", arena_printf(a, "RE: %s", thread));
-        jsonw_kstr(&w, "body", arena_printf(a, "Hi %s,\n\n%s\n\nBest regards,\nThe SalesPad team",
-                                            l->name, answer_text(intent, l->name)));
+        jsonw_kstr(&w, "body",
+                   arena_printf(a, "Hi %s,\n\n%s\n\nBest regards,\nThe SalesPad team", l->name,
+                                answer_text(intent, l->name)));
     } else {
         jsonw_kstr(&w, "text", arena_printf(a, "Hi %s! %s", l->name, answer_text(intent, l->name)));
     }

@@ -14,8 +14,7 @@ static const char SQL_LEAD_INSERT[] =
     " VALUES ($1, $2, $3, $4, $5, $6, $7)";
 static const char SQL_LEAD_GET[] = "SELECT id, name, email, phone, status, created_at, updated_at"
                                    " FROM leads WHERE id = $1";
-static const char SQL_LEAD_STATUS[] =
-    "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
+static const char SQL_LEAD_STATUS[] = "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
 static const char SQL_MESSAGE_INSERT[] =
     "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts, last_error,"
     " provider_id, recipient, channel_message, sent_at, created_at, updated_at)"
@@ -89,9 +88,9 @@ static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
     return db_exec(conn_of(r), SQL_LEAD_INSERT,
-                   DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email),
-                           db_text(l->phone), db_text(lead_status_name(l->status)),
-                           db_int(l->created_at), db_int(l->updated_at)),
+                   DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email), db_text(l->phone),
+                           db_text(lead_status_name(l->status)), db_int(l->created_at),
+                           db_int(l->updated_at)),
                    NULL, err);
 }
 
@@ -129,9 +128,9 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
                      struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(conn_of(r), SQL_LEAD_STATUS,
-                     DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_int(now)), &changes,
-                     err);
+    int rc =
+        db_exec(conn_of(r), SQL_LEAD_STATUS,
+                DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_int(now)), &changes, err);
     if (rc == SP_OK && changes == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
     return rc;
@@ -145,8 +144,8 @@ r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *
                            db_text(message_direction_name(m->direction)),
                            db_text(message_kind_name(m->kind)),
                            db_text(message_status_name(m->status)), db_int(m->attempts),
-                           db_text(m->last_error), db_text(m->provider_id),
-                           db_text(m->recipient), db_text(m->channel_message), db_int_or_null(m->sent_at, !m->sent_at),
+                           db_text(m->last_error), db_text(m->provider_id), db_text(m->recipient),
+                           db_text(m->channel_message), db_int_or_null(m->sent_at, !m->sent_at),
                            db_int(m->created_at), db_int(m->updated_at)),
                    NULL, err);
 }

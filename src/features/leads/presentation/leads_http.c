@@ -181,8 +181,8 @@ parse_body(struct http_request *req, struct http_response *resp)
     }
     root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        const char *m = arena_printf(req->arena, "%s in JSON at position %d", jerr.text,
-                                     jerr.position);
+        const char *m =
+            arena_printf(req->arena, "%s in JSON at position %d", jerr.text, jerr.position);
         http_error(resp, req->arena, 400, &m, 1, 0);
         return NULL;
     }
@@ -201,7 +201,8 @@ check_unknown(json_t *obj, const char *const *allowed, struct arena *a, struct m
     const char *key;
     json_t *v;
 
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         int ok = 0;
         for (const char *const *p = allowed; *p; p++)
             if (strcmp(*p, key) == 0)
@@ -306,8 +307,7 @@ send_json(struct http_response *resp, struct arena *a, int status, struct jsonw 
 }
 
 void
-leads_http_create(const struct leads_deps *d, struct http_request *req,
-                  struct http_response *resp)
+leads_http_create(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
 {
     struct lead_input in = {0};
     struct msgs m = {0};
@@ -392,8 +392,8 @@ validate_reply(json_t *body, struct arena *a, struct reply_input *in, struct msg
         if (channel_ok)
             validate_content_fields(content, in->channel, a, m);
         if (text == NULL || strlen(text) > MESSAGE_CONTENT_MAX)
-            msg_add(m, arena_printf(a, "messageContent must be at most %d bytes",
-                                    MESSAGE_CONTENT_MAX));
+            msg_add(
+                m, arena_printf(a, "messageContent must be at most %d bytes", MESSAGE_CONTENT_MAX));
         else
             in->content = arena_strdup(a, text);
         free(text);
@@ -517,8 +517,7 @@ render_jobs(struct jsonw *w, const struct lead_details *det)
 }
 
 void
-leads_http_details(const struct leads_deps *d, struct http_request *req,
-                   struct http_response *resp)
+leads_http_details(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
 {
     struct lead_details det;
     struct sp_error err = {0};

@@ -56,8 +56,8 @@ end_unsent(const struct messaging_deps *d, const struct job *j, int64_t now, int
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
  * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails). */
 static int
-claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a,
-            struct message *m, struct lead *l, enum claim_result *res, struct sp_error *err)
+claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a, struct message *m,
+            struct lead *l, enum claim_result *res, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
     struct sp_error lookup = {0};
@@ -88,8 +88,8 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
 }
 
 static int
-record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a,
-            struct message *m, const struct lead *l, const char *provider_id, struct sp_error *err)
+record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a, struct message *m,
+            const struct lead *l, const char *provider_id, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
     const char *corr = correlation(a, m, j);
@@ -115,11 +115,11 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
     if (rc == SP_OK)
         rc = lead_repo_message_update_delivery(d->repo, m, err);
     if (rc == SP_OK)
-        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SENT, corr,
-                                finish_or_empty(&w), now, err);
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SENT, corr, finish_or_empty(&w),
+                                now, err);
     if (rc == SP_OK && m->kind == MESSAGE_KIND_AI_REPLY)
-        rc = leads_event_append(d->repo, m->lead_id, EVENT_AI_REPLY_SENT, corr,
-                                finish_or_empty(&w), now, err);
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_AI_REPLY_SENT, corr, finish_or_empty(&w),
+                                now, err);
     if (rc == SP_OK && to != l->status) {
         /* Re-read inside this unit of work: a reply may have moved the lead meanwhile. */
         struct lead cur;
@@ -232,10 +232,10 @@ record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, st
         rc = record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
                          &rerr);
     } else {
-        rc = record_failure(d, &w->job, a, &w->msg, w->send_rc,
-                            arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg
-                                                               : sp_err_str(w->send_rc)),
-                            &will_retry, &rerr);
+        rc = record_failure(
+            d, &w->job, a, &w->msg, w->send_rc,
+            arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc)),
+            &will_retry, &rerr);
         w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
     }
     if (rc == SP_ECONFLICT && strcmp(rerr.field, "job") == 0) {
@@ -355,8 +355,8 @@ messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_
         return rc;
     while (rc == SP_OK && found && n < batch) {
         struct work *w = &ws[n];
-        rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, &w->job,
-                               &found, next_due, err);
+        rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, &w->job, &found,
+                               next_due, err);
         if (rc == SP_OK && found) {
             rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->res, err);
             n++;

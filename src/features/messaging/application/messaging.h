@@ -19,14 +19,14 @@ struct sender_registry;
 struct sp_clock;
 
 struct messaging_deps {
-    struct lead_repo *repo;    /* bound to the same session as queue */
+    struct lead_repo *repo; /* bound to the same session as queue */
     struct job_queue *queue;
     const struct sp_clock *clock;
     const struct sender_registry *senders;
-    int64_t lease_ms;          /* how long a reserved job stays ours */
-    int batch;                 /* jobs reserved per tick (>= 1) */
-    int jitter_pct;            /* backoff jitter, 0..100 */
-    uint32_t (*random)(void);  /* for jitter; NULL means no jitter */
+    int64_t lease_ms;         /* how long a reserved job stays ours */
+    int batch;                /* jobs reserved per tick (>= 1) */
+    int jitter_pct;           /* backoff jitter, 0..100 */
+    uint32_t (*random)(void); /* for jitter; NULL means no jitter */
 };
 
 /* Outcome of one processed job, for logs and tests. */

@@ -16,7 +16,7 @@ struct sender;
 
 struct send_request {
     enum channel channel;
-    const char *to;              /* address on the channel */
+    const char *to; /* address on the channel */
     const char *message_id;
     const char *idempotency_key; /* the message id */
     int attempt;                 /* 1 for the first attempt */

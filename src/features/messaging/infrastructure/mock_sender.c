@@ -33,7 +33,7 @@ struct mock_sender {
     struct mock_sender_config cfg;
     char *sink_path;
     int fd;
-    off_t read_off;        /* sink bytes already folded into keys */
+    off_t read_off; /* sink bytes already folded into keys */
     char partial[SINK_LINE_MAX];
     size_t npartial;
     struct keyset keys;
@@ -170,8 +170,7 @@ sink_line(struct arena *a, const struct send_request *req, int duplicate, size_t
 
 /* Under the process mutex and the file lock: dedupe by key and record the delivery. */
 static int
-record(struct mock_sender *m, const struct send_request *req, struct arena *a,
-       struct sp_error *err)
+record(struct mock_sender *m, const struct send_request *req, struct arena *a, struct sp_error *err)
 {
     size_t len = 0;
     const char *line;
