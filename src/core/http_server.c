@@ -56,8 +56,7 @@ struct http_server {
     void *ctx;
     char host[INET6_ADDRSTRLEN];
     int port;
-    int is_quiesced;
-    MHD_socket quiesced_fd; /* closed only after MHD_stop_daemon, as libmicrohttpd requires */
+    atomic_int is_quiesced; /* set: new connections are closed as soon as they are accepted */
     atomic_int in_flight;   /* requests between their first call and their completion */
     pthread_mutex_t lock;   /* guards the freelist below; taken by pool threads */
     struct req_state *idle;
@@ -283,6 +282,17 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     return send_response(conn, &resp);
 }
 
+/* Accept policy: once quiesced, every new connection is closed right away. */
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct http_server *s = cls;
+
+    (void)addr;
+    (void)addrlen;
+    return atomic_load(&s->is_quiesced) ? MHD_NO : MHD_YES;
+}
+
 static enum MHD_Result
 on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
           const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -385,7 +395,7 @@ static struct MHD_Daemon *
 daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_v6,
              unsigned int threads)
 {
-    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     /* One thread means no pool at all (the internal epoll thread serves alone): MHD warns about
      * a pool size of 0 or 1, so the option is left out then. */
     struct MHD_OptionItem pool[] = {
@@ -399,7 +409,7 @@ daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_
         flags |= MHD_USE_DUAL_STACK;
     /* The logger goes first so that errors about later options reach it. */
     return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        flags, 0, on_accept, s, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr, MHD_OPTION_ARRAY, pool,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONN_LIMIT,
@@ -441,7 +451,6 @@ http_server_start(const struct http_server_config *cfg, struct http_server **out
         free(s);
         return sp_error_set(err, SP_EINTERNAL, NULL, "pthread_mutex_init: %s", strerror(rc));
     }
-    s->quiesced_fd = MHD_INVALID_SOCKET;
     s->handler = cfg->handler;
     s->ctx = cfg->ctx;
     snprintf(s->host, sizeof(s->host), "%s",
@@ -469,17 +478,11 @@ http_server_port(const struct http_server *s)
 void
 http_server_quiesce(struct http_server *s)
 {
-    MHD_socket fd;
-
-    if (s == NULL || s->is_quiesced)
-        return;
-    s->is_quiesced = 1;
-    fd = MHD_quiesce_daemon(s->daemon);
-    s->quiesced_fd = fd;
-    /* Refuse new connections now (queued ones get a reset), but keep the descriptor open until
-     * after MHD_stop_daemon so its number cannot be reused while the pool threads still know it. */
-    if (fd != MHD_INVALID_SOCKET && shutdown(fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
-        log_warn("http: shutting the listen socket: %s", strerror(errno));
+    /* MHD_quiesce_daemon races with the epoll pool threads in libmicrohttpd 0.9.75 (it panics
+     * with "Failed to remove listen FD from epoll set" when a pool thread drops the listen
+     * socket at the same moment), so new connections are refused by the accept policy instead. */
+    if (s != NULL)
+        atomic_store(&s->is_quiesced, 1);
 }
 
 /* After quiesce: lets requests already started finish (bounded), ignoring idle keep-alive
@@ -504,10 +507,8 @@ http_server_stop(struct http_server *s)
 {
     if (s == NULL)
         return;
-    if (s->is_quiesced)
+    if (atomic_load(&s->is_quiesced))
         drain(s);
     MHD_stop_daemon(s->daemon); /* joins the pool threads; running handlers finish first */
-    if (s->quiesced_fd != MHD_INVALID_SOCKET && close(s->quiesced_fd) != 0)
-        log_warn("http: closing the listen socket: %s", strerror(errno));
     server_free(s);
 }

@@ -123,20 +123,26 @@ client_read_resp(int fd, struct client_resp *out)
     out->body_len = got;
 }
 
-/* Whether a connection to the loopback port is accepted (refused once quiesced). */
+/* Whether a new connection to the loopback port gets an answer to a request (once quiesced,
+ * the server closes new connections without answering). */
 static int
 can_connect(int port)
 {
     struct sockaddr_in addr = {0};
     int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+    char buf[16];
+    ssize_t n = 0;
 
     ASSERT(fd >= 0);
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     rc = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+    static const char req[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+    if (rc == 0 && write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1))
+        n = read(fd, buf, sizeof(buf)); /* 0 (closed) or -1 (reset) when refused */
     close(fd);
-    return rc == 0;
+    return rc == 0 && n > 0;
 }
 
 TEST(http_server_get_returns_json)
