@@ -264,6 +264,13 @@ jsonw_ktime(struct jsonw *w, const char *key, int64_t ms, int null_if_zero)
     jsonw_time(w, ms, null_if_zero);
 }
 
+const char *
+jsonw_finish_or(struct jsonw *w, const char *fallback)
+{
+    const char *s;
+    return jsonw_finish(w, &s, NULL) == SP_OK ? s : fallback;
+}
+
 int
 jsonw_finish(struct jsonw *w, const char **out, size_t *len)
 {

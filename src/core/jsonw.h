@@ -48,5 +48,8 @@ void jsonw_kbool(struct jsonw *w, const char *key, int v);
 void jsonw_kraw(struct jsonw *w, const char *key, const char *json);
 void jsonw_ktime(struct jsonw *w, const char *key, int64_t ms, int null_if_zero);
 
+/* The finished text, or `fallback` on overflow (for documents built from bounded fields, where
+ * overflow cannot happen in practice). */
+const char *jsonw_finish_or(struct jsonw *w, const char *fallback);
 /* NUL-terminates and returns the text (in the arena) and its length, or SP_ETOOLARGE. */
 int jsonw_finish(struct jsonw *w, const char **out, size_t *len) SP_MUST_CHECK;

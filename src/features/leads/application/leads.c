@@ -13,19 +13,9 @@
 
 #define PAYLOAD_MAX (MESSAGE_CONTENT_MAX + 4096)
 
-static const char *
-finish_or_empty(struct jsonw *w)
-{
-    const char *s;
-    /* Payloads are built from bounded fields, so the limit is never reached in practice; an
-     * empty object is the safe fallback. */
-    if (jsonw_finish(w, &s, NULL) != SP_OK)
-        return "{}";
-    return s;
-}
-
-static const char *
-correlation_json(struct arena *a, const char *lead_id, const char *message_id, const char *job_id)
+const char *
+leads_correlation_json(struct arena *a, const char *lead_id, const char *message_id,
+                       const char *job_id)
 {
     struct jsonw w;
     jsonw_init(&w, a, 512);
@@ -36,7 +26,7 @@ correlation_json(struct arena *a, const char *lead_id, const char *message_id, c
     if (job_id)
         jsonw_kstr(&w, "jobId", job_id);
     jsonw_obj_end(&w);
-    return finish_or_empty(&w);
+    return jsonw_finish_or(&w, "{}");
 }
 
 int
@@ -86,7 +76,7 @@ lead_payload(struct arena *a, const struct lead *l)
     jsonw_kstr(&w, "phone", l->phone);
     jsonw_kstr(&w, "status", lead_status_name(l->status));
     jsonw_obj_end(&w);
-    return finish_or_empty(&w);
+    return jsonw_finish_or(&w, "{}");
 }
 
 /* Runs `body` between begin and commit; rolls back on any error. */
@@ -110,7 +100,7 @@ create_in_tx(const struct leads_deps *d, struct arena *a, const struct lead *l,
     rc = lead_repo_lead_insert(d->repo, l, err);
     if (rc == SP_OK)
         rc = leads_event_append(d->repo, l->id, EVENT_LEAD_ADDED,
-                                correlation_json(a, l->id, NULL, NULL), lead_payload(a, l),
+                                leads_correlation_json(a, l->id, NULL, NULL), lead_payload(a, l),
                                 l->created_at, err);
     if (rc == SP_OK)
         rc = event_bus_publish(d->bus, LEADS_EV_LEAD_ADDED, &ev, err);
@@ -159,7 +149,7 @@ job_data(struct arena *a, const struct message *m, const char *correlation)
     jsonw_kraw(&w, "channelMessage", m->channel_message);
     jsonw_kraw(&w, "correlationIds", correlation);
     jsonw_obj_end(&w);
-    return finish_or_empty(&w);
+    return jsonw_finish_or(&w, "{}");
 }
 
 /* Inserts an outbound message, its send-message job and the message_queued event. */
@@ -193,7 +183,7 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
     spec.name = SEND_MESSAGE_JOB;
     spec.lead_id = l->id;
     spec.message_id = m.id;
-    spec.data = job_data(a, &m, correlation_json(a, l->id, m.id, NULL));
+    spec.data = job_data(a, &m, leads_correlation_json(a, l->id, m.id, NULL));
     spec.max_attempts = d->policy->job_attempts;
     spec.backoff_ms = d->policy->job_backoff_ms;
     rc = job_queue_enqueue(d->queue, &spec, now, job_id, err);
@@ -208,8 +198,8 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
     jsonw_kstr(&w, "jobId", job_id);
     jsonw_obj_end(&w);
     return leads_event_append(d->repo, l->id, EVENT_MESSAGE_QUEUED,
-                              correlation_json(a, l->id, m.id, job_id), finish_or_empty(&w), now,
-                              err);
+                              leads_correlation_json(a, l->id, m.id, job_id),
+                              jsonw_finish_or(&w, "{}"), now, err);
 }
 
 int
@@ -251,9 +241,9 @@ leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
     return rc;
 }
 
-static const char *
-status_change_payload(struct arena *a, enum lead_status from, enum lead_status to,
-                      const char *reason)
+const char *
+leads_status_change_payload(struct arena *a, enum lead_status from, enum lead_status to,
+                            const char *reason)
 {
     struct jsonw w;
     jsonw_init(&w, a, 512);
@@ -262,7 +252,7 @@ status_change_payload(struct arena *a, enum lead_status from, enum lead_status t
     jsonw_kstr(&w, "to", lead_status_name(to));
     jsonw_kstr(&w, "reason", reason);
     jsonw_obj_end(&w);
-    return finish_or_empty(&w);
+    return jsonw_finish_or(&w, "{}");
 }
 
 static int
@@ -289,7 +279,8 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
     jsonw_kraw(&w, "messageContent", m->channel_message);
     jsonw_obj_end(&w);
     rc = leads_event_append(d->repo, l.id, EVENT_REPLY_RECEIVED,
-                            correlation_json(a, l.id, m->id, NULL), finish_or_empty(&w), now, err);
+                            leads_correlation_json(a, l.id, m->id, NULL), jsonw_finish_or(&w, "{}"),
+                            now, err);
     if (rc != SP_OK)
         return rc;
 
@@ -298,8 +289,8 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
         rc = lead_repo_lead_update_status(d->repo, l.id, to, now, err);
         if (rc == SP_OK)
             rc = leads_event_append(
-                d->repo, l.id, EVENT_STATUS_CHANGED, correlation_json(a, l.id, m->id, NULL),
-                status_change_payload(a, l.status, to, "reply_received"), now, err);
+                d->repo, l.id, EVENT_STATUS_CHANGED, leads_correlation_json(a, l.id, m->id, NULL),
+                leads_status_change_payload(a, l.status, to, "reply_received"), now, err);
         if (rc != SP_OK)
             return rc;
         l.status = to;

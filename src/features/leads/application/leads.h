@@ -89,6 +89,13 @@ int leads_get_details(const struct leads_deps *d, const char *id, struct arena *
 int leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err);
 int leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err);
 
+/* {"leadId"[,"messageId"][,"jobId"]}: the correlation ids of an event (NULL parts left out). */
+const char *leads_correlation_json(struct arena *a, const char *lead_id, const char *message_id,
+                                   const char *job_id);
+/* {"from","to","reason"}: the payload of status_changed. */
+const char *leads_status_change_payload(struct arena *a, enum lead_status from, enum lead_status to,
+                                        const char *reason);
+
 /* Appends an event of `type` for lead_id with payload and correlation ids (JSON object texts). */
 int leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_type type,
                        const char *correlation, const char *payload, int64_t now,

@@ -12,25 +12,9 @@
 #include <string.h>
 
 static const char *
-finish_or_empty(struct jsonw *w)
-{
-    const char *s;
-    if (jsonw_finish(w, &s, NULL) != SP_OK)
-        return "{}";
-    return s;
-}
-
-static const char *
 correlation(struct arena *a, const struct message *m, const struct job *j)
 {
-    struct jsonw w;
-    jsonw_init(&w, a, 512);
-    jsonw_obj_begin(&w);
-    jsonw_kstr(&w, "leadId", m->lead_id);
-    jsonw_kstr(&w, "messageId", m->id);
-    jsonw_kstr(&w, "jobId", j->id);
-    jsonw_obj_end(&w);
-    return finish_or_empty(&w);
+    return leads_correlation_json(a, m->lead_id, m->id, j->id);
 }
 
 /* What the claim step decided about a reserved job. */
@@ -115,28 +99,22 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
     if (rc == SP_OK)
         rc = lead_repo_message_update_delivery(d->repo, m, err);
     if (rc == SP_OK)
-        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SENT, corr, finish_or_empty(&w),
-                                now, err);
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SENT, corr,
+                                jsonw_finish_or(&w, "{}"), now, err);
     if (rc == SP_OK && m->kind == MESSAGE_KIND_AI_REPLY)
-        rc = leads_event_append(d->repo, m->lead_id, EVENT_AI_REPLY_SENT, corr, finish_or_empty(&w),
-                                now, err);
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_AI_REPLY_SENT, corr,
+                                jsonw_finish_or(&w, "{}"), now, err);
     if (rc == SP_OK && to != l->status) {
         /* Re-read inside this unit of work: a reply may have moved the lead meanwhile. */
         struct lead cur;
         rc = lead_repo_lead_get(d->repo, l->id, a, &cur, err);
         to = lead_status_after_sent(cur.status);
         if (rc == SP_OK && to != cur.status) {
-            struct jsonw s;
-            jsonw_init(&s, a, 256);
-            jsonw_obj_begin(&s);
-            jsonw_kstr(&s, "from", lead_status_name(cur.status));
-            jsonw_kstr(&s, "to", lead_status_name(to));
-            jsonw_kstr(&s, "reason", "message_sent");
-            jsonw_obj_end(&s);
             rc = lead_repo_lead_update_status(d->repo, l->id, to, now, err);
             if (rc == SP_OK)
-                rc = leads_event_append(d->repo, l->id, EVENT_STATUS_CHANGED, corr,
-                                        finish_or_empty(&s), now, err);
+                rc = leads_event_append(
+                    d->repo, l->id, EVENT_STATUS_CHANGED, corr,
+                    leads_status_change_payload(a, cur.status, to, "message_sent"), now, err);
         }
     }
     return rc;
@@ -180,7 +158,7 @@ record_failure(const struct messaging_deps *d, const struct job *j, struct arena
         rc = lead_repo_message_update_delivery(d->repo, m, err);
     if (rc == SP_OK)
         rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_FAILED, correlation(a, m, j),
-                                finish_or_empty(&w), now, err);
+                                jsonw_finish_or(&w, "{}"), now, err);
     return rc;
 }
 
