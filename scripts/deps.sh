@@ -6,7 +6,7 @@
 set -euo pipefail
 
 profile=${1:-build}
-build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev)
+build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl) ;;

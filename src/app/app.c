@@ -17,6 +17,7 @@
 #include "features/messaging/domain/sender.h"
 #include "features/messaging/infrastructure/mock_sender.h"
 #include "infra/db.h"
+#include "infra/db_pg.h"
 #include "infra/db_sqlite.h"
 #include "infra/migrate.h"
 #include "infra/queue_sql.h"
@@ -34,6 +35,8 @@
 struct app {
     const struct config *cfg;
     struct db_sqlite *sqlite;
+    struct db_pg *pg;
+    char db_label[128]; /* DATABASE_URL without its password, for logs */
     struct db_pool *pool;
     struct queue_signal signal;
     struct mock_sender *mock;
@@ -274,28 +277,18 @@ workers_stop(struct app *app)
 }
 
 static int
-open_database(struct app *app, int pool_size, struct sp_error *err)
+open_sqlite(struct app *app, const char *path, int pool_size, struct sp_error *err)
 {
-    const char *url = app->cfg->database_url;
     struct db_conn *c = NULL;
     int rc;
 
-    if (strncmp(url, "sqlite:", 7) != 0) {
-        if (strncmp(url, "postgres", 8) == 0)
-            return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
-                                "config: DATABASE_URL: PostgreSQL is not supported by this build "
-                                "yet; use sqlite:<path>");
-        return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
-                            "config: DATABASE_URL: must be sqlite:<path> (got \"%.60s\")", url);
-    }
-    url += 7;
-    if (strncmp(url, "//", 2) == 0)
-        url += 2;
-    if (url[0] == '\0' || strcmp(url, ":memory:") == 0)
+    if (strncmp(path, "//", 2) == 0)
+        path += 2;
+    if (path[0] == '\0' || strcmp(path, ":memory:") == 0)
         return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
                             "config: DATABASE_URL: sqlite needs a file path (connections of "
                             "one process share it)");
-    rc = db_sqlite_new(url, &app->sqlite, err);
+    rc = db_sqlite_new(path, &app->sqlite, err);
     if (rc == SP_OK)
         rc = db_sqlite_connect(app->sqlite, &c, err);
     if (rc == SP_OK)
@@ -304,6 +297,39 @@ open_database(struct app *app, int pool_size, struct sp_error *err)
     if (rc == SP_OK && pool_size > 0)
         rc = db_pool_new(db_sqlite_connect, app->sqlite, pool_size, &app->pool, err);
     return rc;
+}
+
+static int
+open_postgres(struct app *app, const char *url, int pool_size, struct sp_error *err)
+{
+    struct db_conn *c = NULL;
+    int rc;
+
+    rc = db_pg_new(url, &app->pg, err);
+    if (rc == SP_OK)
+        rc = db_pg_connect(app->pg, &c, err);
+    if (rc == SP_OK)
+        rc = db_migrate(c, sp_migrations_postgres, sp_migrations_postgres_count, NULL, err);
+    db_close(c);
+    if (rc == SP_OK && pool_size > 0)
+        rc = db_pool_new(db_pg_connect, app->pg, pool_size, &app->pool, err);
+    return rc;
+}
+
+/* DATABASE_URL picks the driver here and nowhere else. */
+static int
+open_database(struct app *app, int pool_size, struct sp_error *err)
+{
+    const char *url = app->cfg->database_url;
+
+    if (strncmp(url, "sqlite:", 7) == 0)
+        return open_sqlite(app, url + 7, pool_size, err);
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+        return open_postgres(app, url, pool_size, err);
+    return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
+                        "config: DATABASE_URL: must be sqlite:<path> or postgres://... (got "
+                        "\"%.40s\")",
+                        url);
 }
 
 static int
@@ -352,6 +378,7 @@ app_cleanup(struct app *app)
         workers_stop(app);
     db_pool_free(app->pool);
     db_sqlite_free(app->sqlite);
+    db_pg_free(app->pg);
     mock_sender_free(app->mock);
     queue_signal_cleanup(&app->signal);
 }
@@ -379,6 +406,7 @@ app_run(const struct config *cfg, enum app_mode mode)
 
     memset(&app, 0, sizeof(app));
     app.cfg = cfg;
+    config_url_redact(cfg->database_url, app.db_label, sizeof(app.db_label));
     queue_signal_init(&app.signal);
     if (cfg->redis_url) {
         fprintf(stderr, "config: REDIS_URL: the Redis queue is not supported by this build yet; "
@@ -395,7 +423,7 @@ app_run(const struct config *cfg, enum app_mode mode)
 
     rc = open_database(&app, pool, &err);
     if (rc == SP_OK && mode == APP_MIGRATE) {
-        log_info("migrations are up to date (%s)", cfg->database_url);
+        log_info("migrations are up to date (%s)", app.db_label);
         app_cleanup(&app);
         return 0;
     }
@@ -423,8 +451,8 @@ app_run(const struct config *cfg, enum app_mode mode)
             SP_VERSION, cfg->host, http_server_port(app.server), cfg->database_url, nworkers,
             (long long)(sp_mono_ms() - t0));
     else
-        log_info("salespad %s worker started (database %s, %d workers)", SP_VERSION,
-                 cfg->database_url, nworkers);
+        log_info("salespad %s worker started (database %s, %d workers)", SP_VERSION, app.db_label,
+                 nworkers);
 
     sig = wait_for_signal(&set);
     log_info("received %s: finishing in-flight requests and jobs", strsignal(sig));

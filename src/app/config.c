@@ -30,7 +30,7 @@ static const struct config_key keys[] = {
     {"HOST", "host", K_STR, OFF(host), "127.0.0.1", 0, 0, 0,
      "HTTP listen address (containers set 0.0.0.0)"},
     {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 2,
-     "sqlite:<path> (embedded); postgres://... is not available yet (issue #3)"},
+     "sqlite:<path> (embedded) or postgres://user:pass@host:port/db"},
     {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 2,
      "unset: the queue lives in the database; the Redis queue is not available yet (issue #4)"},
     {"HTTP_THREADS", "http-threads", K_INT, OFF(http_threads), "16", 1, 128, 0,
@@ -231,15 +231,13 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
     switch (k->type) {
     case K_STR: {
         const char *s = *(char *const *)(const void *)base;
-        const char *at = s ? strchr(s, '@') : NULL;
-        const char *scheme = s ? strstr(s, "://") : NULL;
-        const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+        char url[256];
         if (s == NULL)
             fprintf(f, "(unset)");
         else if (k->secret == 1)
             fprintf(f, "(set, redacted)");
-        else if (k->secret == 2 && at && colon && colon < at)
-            fprintf(f, "%.*s:***%s", (int)(colon - s), s, at);
+        else if (k->secret == 2)
+            fprintf(f, "%s", config_url_redact(s, url, sizeof(url)));
         else
             fprintf(f, "%s", s);
         break;
@@ -263,6 +261,20 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
                 *(const enum log_format *)(const void *)base == LOG_JSON ? "json" : "text");
         break;
     }
+}
+
+const char *
+config_url_redact(const char *url, char *out, size_t cap)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+
+    if (at && colon && colon < at)
+        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(out, cap, "%s", url);
+    return out;
 }
 
 void

@@ -40,5 +40,7 @@ void config_cleanup(struct config *cfg);
 int config_is_flag(const char *arg, int *takes_value);
 /* Prints the settings table (name, default, doc) for --help. */
 void config_print_help(FILE *f);
+/* `url` with any password replaced by ***, into out[cap]; returns out. */
+const char *config_url_redact(const char *url, char *out, size_t cap);
 /* Prints the effective configuration, secrets redacted. */
 void config_print(const struct config *cfg, FILE *f);

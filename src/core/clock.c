@@ -1,6 +1,7 @@
 /* clock.c: real clock and thread-safe UTC formatting (gmtime_r, never gmtime). */
 #include "core/clock.h"
 
+#include <string.h>
 #include <time.h>
 
 static int64_t
@@ -85,4 +86,71 @@ sp_time_iso(int64_t ms, char *out)
     put_digits(out + 20, (unsigned)millis, 3);
     out[23] = 'Z';
     out[24] = '\0';
+}
+
+/* Days since 1970-01-01 of a civil date (H. Hinnant's days_from_civil). */
+static int64_t
+days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t era;
+    unsigned yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* Reads exactly n digits. */
+static int
+digits(const char **p, int n, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (unsigned)(c - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+int
+sp_time_parse(const char *s, int64_t *ms)
+{
+    unsigned y, mo, d, h, mi, se, frac = 0;
+    int fdigits = 0;
+    const char *p = s;
+
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+        digits(&p, 2, &d) || (*p != 'T' && *p != ' '))
+        return -1;
+    p++;
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &se))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return -1;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (fdigits < 3) {
+                frac = frac * 10 + (unsigned)(*p - '0');
+                fdigits++;
+            }
+            p++;
+        }
+        while (fdigits > 0 && fdigits < 3) {
+            frac *= 10;
+            fdigits++;
+        }
+    }
+    if (!(strcmp(p, "Z") == 0 || strcmp(p, "+00") == 0 || strcmp(p, "+00:00") == 0))
+        return -1;
+    *ms = (days_from_civil(y, mo, d) * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + se) * 1000 +
+          frac;
+    return 0;
 }

@@ -23,5 +23,8 @@ int64_t sp_mono_ms(void);
 
 /* "2026-11-27T14:37:45.686Z" is 24 characters. */
 #define SP_ISO_TIME_LEN 24
+/* Parses "YYYY-MM-DD[T ]HH:MM:SS[.fraction](Z|+00|+00:00)" (UTC only) into ms since the epoch;
+ * fractions beyond milliseconds are truncated. Returns 0, or -1 when `s` is not such a time. */
+int sp_time_parse(const char *s, int64_t *ms);
 /* Formats `ms` as ISO-8601 UTC with milliseconds into out[SP_ISO_TIME_LEN + 1]. */
 void sp_time_iso(int64_t ms, char *out);

@@ -17,7 +17,12 @@
 
 struct arena;
 
-enum db_arg_type { DB_ARG_NULL = 0, DB_ARG_TEXT, DB_ARG_INT };
+/* DB_ARG_TIME is a point in time in ms since the epoch: an integer column in SQLite, a
+ * timestamptz in PostgreSQL. Such columns read back as integer ms in every dialect. */
+enum db_arg_type { DB_ARG_NULL = 0, DB_ARG_TEXT, DB_ARG_INT, DB_ARG_TIME };
+
+/* The SQL dialect of a connection, for the few statements that must differ (row locking). */
+enum db_dialect { DB_DIALECT_SQLITE = 0, DB_DIALECT_POSTGRES };
 
 struct db_arg {
     enum db_arg_type type;
@@ -47,6 +52,21 @@ db_int_or_null(int64_t i, int is_null)
     return a;
 }
 
+static inline struct db_arg
+db_time(int64_t ms)
+{
+    struct db_arg a = {DB_ARG_TIME, NULL, ms};
+    return a;
+}
+
+/* A time that is SQL NULL when 0. */
+static inline struct db_arg
+db_time_or_null(int64_t ms)
+{
+    struct db_arg a = {ms ? DB_ARG_TIME : DB_ARG_NULL, NULL, ms};
+    return a;
+}
+
 #define DB_ARGS(...)                                                                               \
     ((const struct db_arg[]){__VA_ARGS__}),                                                        \
         (int)(sizeof((const struct db_arg[]){__VA_ARGS__}) / sizeof(struct db_arg))
@@ -71,6 +91,7 @@ struct db_conn;
 
 struct db_conn_ops {
     const char *name; /* "sqlite", "postgres" */
+    enum db_dialect dialect;
     /* Runs one statement. `rows` (may be NULL) receives its result in arena `a`; `changes` (may
      * be NULL) the number of rows it inserted, updated or deleted. */
     int (*query)(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs,

@@ -168,6 +168,7 @@ bind_args(struct handle *c, sqlite3_stmt *stmt, const struct db_arg *args, int n
             rc = sqlite3_bind_text(stmt, i, a->s, -1, SQLITE_STATIC);
             break;
         case DB_ARG_INT:
+        case DB_ARG_TIME:
             rc = sqlite3_bind_int64(stmt, i, a->i);
             break;
         default:
@@ -540,6 +541,7 @@ sq_close(struct db_conn *base)
 
 static const struct db_conn_ops sqlite_ops = {
     .name = "sqlite",
+    .dialect = DB_DIALECT_SQLITE,
     .query = sq_query,
     .exec_script = sq_exec_script,
     .begin = sq_begin,

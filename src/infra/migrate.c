@@ -11,6 +11,7 @@
 static const char SQL_CREATE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
                                  " version TEXT PRIMARY KEY,"
                                  " applied_at BIGINT NOT NULL)";
+static const char SQL_LOCK_PG[] = "SELECT pg_advisory_xact_lock(7346517)";
 static const char SQL_APPLIED[] = "SELECT version FROM schema_migrations";
 static const char SQL_RECORD[] =
     "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";
@@ -36,7 +37,11 @@ db_migrate(struct db_conn *c, const struct migration *list, int n, int *applied,
     rc = db_begin(c, err);
     if (rc != SP_OK)
         goto out;
-    rc = db_exec(c, SQL_CREATE, DB_NOARGS, NULL, err);
+    if (c->ops->dialect == DB_DIALECT_POSTGRES)
+        /* Several processes starting at once: one migrates, the others wait, then see it done. */
+        rc = db_exec(c, SQL_LOCK_PG, DB_NOARGS, NULL, err);
+    if (rc == SP_OK)
+        rc = db_exec(c, SQL_CREATE, DB_NOARGS, NULL, err);
     if (rc == SP_OK)
         rc = db_query(c, SQL_APPLIED, DB_NOARGS, a, &rows, err);
     for (int i = 0; rc == SP_OK && i < n; i++) {

@@ -16,6 +16,8 @@ struct migration {
 
 extern const struct migration sp_migrations_sqlite[];
 extern const int sp_migrations_sqlite_count;
+extern const struct migration sp_migrations_postgres[];
+extern const int sp_migrations_postgres_count;
 
 /* Applies the missing migrations; *applied (may be NULL) receives how many were applied. */
 int db_migrate(struct db_conn *c, const struct migration *list, int n, int *applied,

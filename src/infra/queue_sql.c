@@ -24,6 +24,13 @@ static const char SQL_DUE[] = "SELECT " JOB_COLUMNS " FROM jobs"
 static const char SQL_EXPIRED[] = "SELECT " JOB_COLUMNS " FROM jobs"
                                   " WHERE state = 'active' AND lease_until <= $1"
                                   " ORDER BY lease_until LIMIT 1";
+/* PostgreSQL: rows another worker is reserving are skipped, not waited for. */
+static const char SQL_DUE_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
+                                 " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
+                                 " ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED";
+static const char SQL_EXPIRED_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
+                                     " WHERE state = 'active' AND lease_until <= $1"
+                                     " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED";
 static const char SQL_NEXT_DUE[] =
     "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')";
 static const char SQL_ACTIVATE[] = "UPDATE jobs SET state = 'active', lease_until = $2,"
@@ -121,7 +128,7 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     rc = db_query(self->conn, SQL_ENQUEUE,
                   DB_ARGS(db_text(spec->name), db_text(spec->lead_id), db_text(spec->message_id),
                           db_text(spec->data), db_int(spec->max_attempts), db_int(spec->backoff_ms),
-                          db_int(now)),
+                          db_time(now)),
                   a, &rows, err);
     if (rc == SP_OK && rows.nrows != 1)
         rc = sp_error_set(err, SP_EINTERNAL, "queue", "enqueue returned no id");
@@ -164,11 +171,14 @@ pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int 
 
     *found = 0;
     *expired = 0;
-    rc = db_query(self->conn, SQL_EXPIRED, DB_ARGS(db_int(now)), a, &rows, err);
+    int pg = self->conn->ops->dialect == DB_DIALECT_POSTGRES;
+
+    rc = db_query(self->conn, pg ? SQL_EXPIRED_PG : SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows,
+                  err);
     if (rc != SP_OK)
         return rc;
     if (rows.nrows == 0) {
-        rc = db_query(self->conn, SQL_DUE, DB_ARGS(db_int(now)), a, &rows, err);
+        rc = db_query(self->conn, pg ? SQL_DUE_PG : SQL_DUE, DB_ARGS(db_time(now)), a, &rows, err);
         if (rc != SP_OK)
             return rc;
     } else {
@@ -197,7 +207,7 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
             break;
         /* Its worker died too often while holding it: a poison job goes to the dead letters. */
         rc = db_exec(self->conn, SQL_FAIL_STALLED,
-                     DB_ARGS(db_text(out->id), db_int(now),
+                     DB_ARGS(db_text(out->id), db_time(now),
                              db_text("job stalled more than allowable limit")),
                      NULL, err);
         *found = 0;
@@ -208,8 +218,8 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         if (expired)
             out->stalled_count++;
         rc = db_exec(self->conn, SQL_ACTIVATE,
-                     DB_ARGS(db_text(out->id), db_int(now + lease_ms), db_int(out->stalled_count),
-                             db_int(now)),
+                     DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_int(out->stalled_count),
+                             db_time(now)),
                      NULL, err);
         out->state = JOB_ACTIVE;
         out->lease_until = now + lease_ms;
@@ -237,7 +247,7 @@ q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_erro
 {
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_COMPLETE,
-                     DB_ARGS(db_text(j->id), db_int(now), db_int(j->lease_until)), &changes, err);
+                     DB_ARGS(db_text(j->id), db_time(now), db_time(j->lease_until)), &changes, err);
     return fenced(rc, changes, j, err);
 }
 
@@ -247,8 +257,8 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
 {
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_RETRY,
-                     DB_ARGS(db_text(j->id), db_int(now), db_int(run_at), db_text(error),
-                             db_int(j->lease_until)),
+                     DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error),
+                             db_time(j->lease_until)),
                      &changes, err);
     return fenced(rc, changes, j, err);
 }
@@ -259,7 +269,7 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 {
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_FAIL,
-                     DB_ARGS(db_text(j->id), db_int(now), db_text(error), db_int(j->lease_until)),
+                     DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_time(j->lease_until)),
                      &changes, err);
     return fenced(rc, changes, j, err);
 }

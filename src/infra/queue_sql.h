@@ -1,9 +1,11 @@
 /* queue_sql.h: the job queue stored in the database (the default when no Redis is configured).
  *
  * Jobs are rows of the `jobs` table; enqueue joins the caller's transaction on the same
- * connection. reserve runs in its own write transaction: it picks the oldest due job (or one whose
- * lease expired: its worker died), marks it active and sets the lease. In-process workers wait
- * on a struct queue_signal that enqueuers poke after commit; other processes poll. */
+ * connection, and so do reserve, complete, retry and fail (the caller holds the transaction).
+ * reserve picks the oldest due job (or one whose lease expired: its worker died), marks it active
+ * and sets the lease; on PostgreSQL with FOR UPDATE SKIP LOCKED, so any number of worker
+ * processes share the queue without taking a job twice. In-process workers wait on a struct
+ * queue_signal that enqueuers poke after commit; other processes poll. */
 #pragma once
 
 #include "core/queue.h"

@@ -96,6 +96,15 @@ r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *ou
 }
 
 static int
+r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, enum lead_status to,
+                  int64_t now, int *changed, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_transition", err);
+    *changed = 0;
+    return rc != SP_OK ? rc : lead_repo_lead_transition(REPO(r), id, from, to, now, changed, err);
+}
+
+static int
 r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
                      struct sp_error *err)
 {
@@ -159,6 +168,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

@@ -268,6 +268,22 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
 }
 
 static int
+r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, enum lead_status to,
+                  int64_t now, int *changed, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_lead(st, id);
+
+    (void)err;
+    *changed = i >= 0 && st->cur.leads[i].status == from;
+    if (*changed) {
+        st->cur.leads[i].status = to;
+        st->cur.leads[i].updated_at = now;
+    }
+    return SP_OK;
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -401,6 +417,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

@@ -101,7 +101,7 @@ job_by_id(struct t_env *env, const char *lead_id, const char *id)
 
 /* ---- lead repo ------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_contract_lead_round_trip)
+TEST_ALL(unit_contract_lead_round_trip)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -128,7 +128,7 @@ TEST_BOTH(unit_contract_lead_round_trip)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_lead_not_found)
+TEST_ALL(unit_contract_lead_not_found)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -144,7 +144,7 @@ TEST_BOTH(unit_contract_lead_not_found)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_constraints_are_conflicts)
+TEST_ALL(unit_contract_constraints_are_conflicts)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -170,7 +170,7 @@ TEST_BOTH(unit_contract_constraints_are_conflicts)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_messages)
+TEST_ALL(unit_contract_messages)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -248,7 +248,7 @@ TEST_BOTH(unit_contract_messages)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_events_in_order)
+TEST_ALL(unit_contract_events_in_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -279,7 +279,7 @@ TEST_BOTH(unit_contract_events_in_order)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_rollback_and_commit)
+TEST_ALL(unit_contract_rollback_and_commit)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -325,7 +325,7 @@ TEST_BOTH(unit_contract_rollback_and_commit)
 
 /* ---- queue ----------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
+TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -371,7 +371,7 @@ TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
+TEST_ALL(unit_contract_queue_retry_waits_for_run_at)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -409,7 +409,7 @@ TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_due_order)
+TEST_ALL(unit_contract_queue_due_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -441,7 +441,7 @@ TEST_BOTH(unit_contract_queue_due_order)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_stalled_recovery)
+TEST_ALL(unit_contract_queue_stalled_recovery)
 {
     /* a worker that dies holding a job loses it when the lease expires */
     struct t_env *env = t_env_new(backend);
@@ -473,7 +473,7 @@ TEST_BOTH(unit_contract_queue_stalled_recovery)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
+TEST_ALL(unit_contract_queue_expired_lease_before_due_jobs)
 {
     struct t_env *env = t_env_new(backend);
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
@@ -491,7 +491,7 @@ TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
+TEST_ALL(unit_contract_queue_reserve_joins_the_unit_of_work)
 {
     /* queue.h: reserve runs inside the caller's unit of work; rolling it back un-leases */
     struct t_env *env = t_env_new(backend);
@@ -511,7 +511,7 @@ TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_job_without_lead)
+TEST_ALL(unit_contract_queue_job_without_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct job j;
@@ -521,5 +521,31 @@ TEST_BOTH(unit_contract_queue_job_without_lead)
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
     ASSERT(j.lead_id == NULL);
     ASSERT(j.message_id == NULL);
+    t_env_free(env);
+}
+
+/* Regression (issue 3, seen on PostgreSQL): two workers sending a new lead's two welcome
+ * messages at once both recorded new -> contacted. The transition is a compare-and-set. */
+TEST_ALL(unit_contract_lead_transition_is_compare_and_set)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l = mk_lead("Ann", "ann@example.com", NULL, 1000), got;
+    int changed = -1;
+
+    insert_lead(env, &l);
+    ASSERT_OK(lead_repo_lead_transition(env->repo, l.id, LEAD_STATUS_NEW, LEAD_STATUS_CONTACTED,
+                                        2000, &changed, &err));
+    ASSERT_EQ(1, changed);
+    ASSERT_OK(lead_repo_lead_transition(env->repo, l.id, LEAD_STATUS_NEW, LEAD_STATUS_CONTACTED,
+                                        3000, &changed, &err));
+    ASSERT_EQ(0, changed); /* the second one sees the change already made */
+    ASSERT_OK(lead_repo_lead_get(env->repo, l.id, env->arena, &got, &err));
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+    ASSERT_EQ(2000, got.updated_at);
+    ASSERT_OK(lead_repo_lead_transition(env->repo, "00000000-0000-4000-8000-999999999999",
+                                        LEAD_STATUS_NEW, LEAD_STATUS_CONTACTED, 3000, &changed,
+                                        &err));
+    ASSERT_EQ(0, changed);
     t_env_free(env);
 }

@@ -255,13 +255,43 @@ leads_status_change_payload(struct arena *a, enum lead_status from, enum lead_st
     return jsonw_finish_or(&w, "{}");
 }
 
+/* Moves the lead to replied with a status_changed event. A compare-and-set, re-read when a
+ * concurrent worker moved the lead meanwhile, so the event names the status really left. */
+static int
+reply_status_change(const struct leads_deps *d, struct arena *a, struct lead *l,
+                    const char *message_id, int64_t now, struct sp_error *err)
+{
+    for (int tries = 0; tries < 3; tries++) {
+        enum lead_status to = lead_status_after_reply(l->status);
+        int changed = 0;
+        int rc;
+
+        if (to == l->status)
+            return SP_OK;
+        rc = lead_repo_lead_transition(d->repo, l->id, l->status, to, now, &changed, err);
+        if (rc == SP_OK && changed) {
+            rc = leads_event_append(d->repo, l->id, EVENT_STATUS_CHANGED,
+                                    leads_correlation_json(a, l->id, message_id, NULL),
+                                    leads_status_change_payload(a, l->status, to, "reply_received"),
+                                    now, err);
+            l->status = to;
+            l->updated_at = now;
+            return rc;
+        }
+        if (rc == SP_OK)
+            rc = lead_repo_lead_get(d->repo, l->id, a, l, err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    return sp_error_set(err, SP_EUNAVAIL, "status", "lead status kept changing; retry");
+}
+
 static int
 reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
             struct message *m, int64_t now, struct sp_error *err)
 {
     struct lead l;
     struct jsonw w;
-    enum lead_status to;
     int rc;
 
     rc = lead_repo_lead_get(d->repo, in->lead_id, a, &l, err);
@@ -284,18 +314,9 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
     if (rc != SP_OK)
         return rc;
 
-    to = lead_status_after_reply(l.status);
-    if (to != l.status) {
-        rc = lead_repo_lead_update_status(d->repo, l.id, to, now, err);
-        if (rc == SP_OK)
-            rc = leads_event_append(
-                d->repo, l.id, EVENT_STATUS_CHANGED, leads_correlation_json(a, l.id, m->id, NULL),
-                leads_status_change_payload(a, l.status, to, "reply_received"), now, err);
-        if (rc != SP_OK)
-            return rc;
-        l.status = to;
-        l.updated_at = now;
-    }
+    rc = reply_status_change(d, a, &l, m->id, now, err);
+    if (rc != SP_OK)
+        return rc;
     {
         struct leads_event_ctx ev = {d, a, &l, m, now};
         rc = event_bus_publish(d->bus, LEADS_EV_LEAD_REPLIED, &ev, err);

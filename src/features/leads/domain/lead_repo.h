@@ -29,6 +29,11 @@ struct lead_repo_ops {
     int (*lead_update_status)(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
                               struct sp_error *err);
 
+    /* Compare-and-set: moves the lead from `from` to `to` only if it is in `from`; *changed says
+     * whether it did. Concurrent units of work (PostgreSQL, READ COMMITTED) thus never both
+     * record the same transition. */
+    int (*lead_transition)(struct lead_repo *r, const char *id, enum lead_status from,
+                           enum lead_status to, int64_t now, int *changed, struct sp_error *err);
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
     int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
                        struct sp_error *err);
@@ -95,6 +100,12 @@ lead_repo_lead_update_status(struct lead_repo *r, const char *id, enum lead_stat
                              struct sp_error *err)
 {
     return r->ops->lead_update_status(r, id, s, now, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_transition(struct lead_repo *r, const char *id, enum lead_status from,
+                          enum lead_status to, int64_t now, int *changed, struct sp_error *err)
+{
+    return r->ops->lead_transition(r, id, from, to, now, changed, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)

@@ -15,6 +15,8 @@ static const char SQL_LEAD_INSERT[] =
 static const char SQL_LEAD_GET[] = "SELECT id, name, email, phone, status, created_at, updated_at"
                                    " FROM leads WHERE id = $1";
 static const char SQL_LEAD_STATUS[] = "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
+static const char SQL_LEAD_TRANSITION[] =
+    "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2";
 static const char SQL_MESSAGE_INSERT[] =
     "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts, last_error,"
     " provider_id, recipient, channel_message, sent_at, created_at, updated_at)"
@@ -89,8 +91,8 @@ r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
     return db_exec(conn_of(r), SQL_LEAD_INSERT,
                    DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email), db_text(l->phone),
-                           db_text(lead_status_name(l->status)), db_int(l->created_at),
-                           db_int(l->updated_at)),
+                           db_text(lead_status_name(l->status)), db_time(l->created_at),
+                           db_time(l->updated_at)),
                    NULL, err);
 }
 
@@ -130,9 +132,22 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
     int64_t changes = 0;
     int rc =
         db_exec(conn_of(r), SQL_LEAD_STATUS,
-                DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_int(now)), &changes, err);
+                DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_time(now)), &changes, err);
     if (rc == SP_OK && changes == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    return rc;
+}
+
+static int
+r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, enum lead_status to,
+                  int64_t now, int *changed, struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc = db_exec(conn_of(r), SQL_LEAD_TRANSITION,
+                     DB_ARGS(db_text(id), db_text(lead_status_name(from)),
+                             db_text(lead_status_name(to)), db_time(now)),
+                     &changes, err);
+    *changed = rc == SP_OK && changes > 0;
     return rc;
 }
 
@@ -145,8 +160,8 @@ r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *
                            db_text(message_kind_name(m->kind)),
                            db_text(message_status_name(m->status)), db_int(m->attempts),
                            db_text(m->last_error), db_text(m->provider_id), db_text(m->recipient),
-                           db_text(m->channel_message), db_int_or_null(m->sent_at, !m->sent_at),
-                           db_int(m->created_at), db_int(m->updated_at)),
+                           db_text(m->channel_message), db_time_or_null(m->sent_at),
+                           db_time(m->created_at), db_time(m->updated_at)),
                    NULL, err);
 }
 
@@ -192,7 +207,7 @@ r_message_update_delivery(struct lead_repo *r, const struct message *m, struct s
     return db_exec(conn_of(r), SQL_MESSAGE_DELIVERY,
                    DB_ARGS(db_text(m->id), db_text(message_status_name(m->status)),
                            db_int(m->attempts), db_text(m->last_error), db_text(m->provider_id),
-                           db_int_or_null(m->sent_at, !m->sent_at), db_int(m->updated_at)),
+                           db_time_or_null(m->sent_at), db_time(m->updated_at)),
                    NULL, err);
 }
 
@@ -223,7 +238,7 @@ r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error 
     return db_exec(conn_of(r), SQL_EVENT_INSERT,
                    DB_ARGS(db_text(e->id), db_text(e->lead_id),
                            db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
-                           db_text(e->payload), db_int(e->created_at)),
+                           db_text(e->payload), db_time(e->created_at)),
                    NULL, err);
 }
 
@@ -264,6 +279,7 @@ static const struct lead_repo_ops sql_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

@@ -100,6 +100,8 @@ form_decode(struct arena *a, const char *s, size_t len)
     size_t o = 0;
 
     for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\0')
+            return NULL; /* a raw NUL would silently cut the C string short */
         if (s[i] == '+') {
             out[o++] = ' ';
         } else if (s[i] == '%') {
@@ -148,7 +150,11 @@ form_to_json(struct arena *a, const char *body, size_t len, const char **error)
                 json_decref(obj);
                 return NULL;
             }
-            json_object_set_new(obj, key, js);
+            if (json_object_set_new(obj, key, js) != 0) { /* jansson refuses non-UTF-8 keys */
+                *error = "Malformed form body: keys must be UTF-8 text";
+                json_decref(obj);
+                return NULL;
+            }
         }
         i = end + 1;
     }

@@ -105,17 +105,13 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
         rc = leads_event_append(d->repo, m->lead_id, EVENT_AI_REPLY_SENT, corr,
                                 jsonw_finish_or(&w, "{}"), now, err);
     if (rc == SP_OK && to != l->status) {
-        /* Re-read inside this unit of work: a reply may have moved the lead meanwhile. */
-        struct lead cur;
-        rc = lead_repo_lead_get(d->repo, l->id, a, &cur, err);
-        to = lead_status_after_sent(cur.status);
-        if (rc == SP_OK && to != cur.status) {
-            rc = lead_repo_lead_update_status(d->repo, l->id, to, now, err);
-            if (rc == SP_OK)
-                rc = leads_event_append(
-                    d->repo, l->id, EVENT_STATUS_CHANGED, corr,
-                    leads_status_change_payload(a, cur.status, to, "message_sent"), now, err);
-        }
+        /* Compare-and-set: of two messages of a new lead sent at once, one records the change. */
+        int changed = 0;
+        rc = lead_repo_lead_transition(d->repo, l->id, l->status, to, now, &changed, err);
+        if (rc == SP_OK && changed)
+            rc = leads_event_append(d->repo, l->id, EVENT_STATUS_CHANGED, corr,
+                                    leads_status_change_payload(a, l->status, to, "message_sent"),
+                                    now, err);
     }
     return rc;
 }

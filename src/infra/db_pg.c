@@ -1,0 +1,405 @@
+/* db_pg.c: the PostgreSQL driver (see db_pg.h). */
+#include "infra/db_pg.h"
+
+#include "core/arena.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "infra/db.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STMT_CACHE_MAX 64
+#define PARAMS_MAX 32
+#define ROWS_MAX 100000
+#define CONNECT_TIMEOUT_S "3"
+#define STATEMENT_TIMEOUT_MS 5000
+#define RECONNECT_MS 500
+#define TIMESTAMPTZ_OID 1184
+
+struct db_pg {
+    char *url;
+};
+
+struct pg_stmt {
+    const char *sql;
+    char name[16];
+};
+
+struct pg_conn {
+    struct db_conn base; /* first */
+    struct db_pg *owner;
+    PGconn *pg;
+    int in_tx;
+    int64_t last_reconnect; /* monotonic ms of the last reconnection attempt */
+    int nstmts;
+    struct pg_stmt stmts[STMT_CACHE_MAX];
+};
+
+static int
+conn_lost(struct pg_conn *c)
+{
+    return c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+/* Maps a failed result (or a dead connection) to an SP_E* code. */
+static int
+map_error(struct pg_conn *c, const PGresult *res, struct sp_error *err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : NULL;
+    char text[160];
+    size_t n;
+
+    if (msg == NULL || msg[0] == '\0')
+        msg = c->pg ? PQerrorMessage(c->pg) : "no connection";
+    snprintf(text, sizeof(text), "%s", msg);
+    n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    if (conn_lost(c) || state == NULL || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0 ||
+        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: %s", text);
+    if (strcmp(state, "57014") == 0)
+        return sp_error_set(err, SP_ETIMEDOUT, "database", "postgres: %s", text);
+    if (strcmp(state, "23505") == 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "postgres: %s", text);
+    if (strncmp(state, "22", 2) == 0)
+        return sp_error_set(err, SP_EINVAL, "database", "postgres: %s", text);
+    return sp_error_set(err, SP_EINTERNAL, "database", "postgres: %s", text);
+}
+
+static PGconn *
+open_pg(const char *url)
+{
+    static const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options",
+                                       NULL};
+    char options[128];
+    const char *values[5];
+
+    snprintf(options, sizeof(options), "-c statement_timeout=%d -c TimeZone=UTC -c DateStyle=ISO",
+             STATEMENT_TIMEOUT_MS);
+    values[0] = url;
+    values[1] = CONNECT_TIMEOUT_S;
+    values[2] = "salespad";
+    values[3] = options;
+    values[4] = NULL;
+    /* expand_dbname=1: `url` supplies every parameter it names; ours fill the rest. */
+    return PQconnectdbParams(keys, values, 1);
+}
+
+/* Re-establishes a lost connection, at most every RECONNECT_MS so an outage fails fast. */
+static int
+ensure_connected(struct pg_conn *c, struct sp_error *err)
+{
+    int64_t now;
+
+    if (!conn_lost(c))
+        return SP_OK;
+    now = sp_mono_ms();
+    if (c->last_reconnect && now - c->last_reconnect < RECONNECT_MS)
+        return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: connection lost");
+    c->last_reconnect = now;
+    PQfinish(c->pg);
+    c->nstmts = 0; /* prepared statements die with the session */
+    c->in_tx = 0;
+    c->pg = open_pg(c->owner->url);
+    if (conn_lost(c))
+        return map_error(c, NULL, err);
+    log_info("postgres: reconnected");
+    return SP_OK;
+}
+
+/* The name of `sql`'s prepared statement, preparing it on first use. */
+static int
+prepared(struct pg_conn *c, const char *sql, const char **name, struct sp_error *err)
+{
+    PGresult *res;
+    struct pg_stmt *st;
+
+    for (int i = 0; i < c->nstmts; i++) {
+        if (c->stmts[i].sql == sql) {
+            *name = c->stmts[i].name;
+            return SP_OK;
+        }
+    }
+    if (c->nstmts >= STMT_CACHE_MAX) {
+        *name = ""; /* unnamed statement: prepared for this call only */
+        res = PQprepare(c->pg, "", sql, 0, NULL);
+    } else {
+        st = &c->stmts[c->nstmts];
+        snprintf(st->name, sizeof(st->name), "s%d", c->nstmts);
+        res = PQprepare(c->pg, st->name, sql, 0, NULL);
+        *name = st->name;
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        int rc = map_error(c, res, err);
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    if (c->nstmts < STMT_CACHE_MAX) {
+        c->stmts[c->nstmts].sql = sql;
+        c->nstmts++;
+    }
+    return SP_OK;
+}
+
+/* Renders the arguments as text parameters into bufs (one 32-byte slot each). */
+static int
+render_args(const struct db_arg *args, int nargs, const char **values, char (*bufs)[32],
+            struct sp_error *err)
+{
+    if (nargs > PARAMS_MAX)
+        return sp_error_set(err, SP_EINTERNAL, "database", "too many parameters");
+    for (int i = 0; i < nargs; i++) {
+        switch (args[i].type) {
+        case DB_ARG_TEXT:
+            values[i] = args[i].s;
+            break;
+        case DB_ARG_INT:
+            snprintf(bufs[i], 32, "%lld", (long long)args[i].i);
+            values[i] = bufs[i];
+            break;
+        case DB_ARG_TIME:
+            sp_time_iso(args[i].i, bufs[i]);
+            values[i] = bufs[i];
+            break;
+        default:
+            values[i] = NULL;
+            break;
+        }
+    }
+    return SP_OK;
+}
+
+/* Copies a result into the arena; timestamptz columns become integer ms. */
+static int
+collect(const PGresult *res, struct arena *a, struct db_rows *rows, struct sp_error *err)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+
+    if (nrows > ROWS_MAX)
+        return sp_error_set(err, SP_ETOOLARGE, "database", "query returned too many rows");
+    rows->nrows = nrows;
+    rows->ncols = ncols;
+    rows->cells = arena_alloc(a, sizeof(char *) * (size_t)(nrows * ncols > 0 ? nrows * ncols : 1));
+    for (int c = 0; c < ncols; c++) {
+        int is_time = PQftype(res, c) == TIMESTAMPTZ_OID;
+        for (int r = 0; r < nrows; r++) {
+            const char *v;
+            int64_t ms;
+            if (PQgetisnull(res, r, c))
+                continue;
+            v = PQgetvalue(res, r, c);
+            if (is_time) {
+                if (sp_time_parse(v, &ms) != 0)
+                    return sp_error_set(err, SP_EINTERNAL, "database",
+                                        "postgres: unexpected timestamp %.40s", v);
+                rows->cells[r * ncols + c] = arena_printf(a, "%lld", (long long)ms);
+            } else {
+                rows->cells[r * ncols + c] =
+                    arena_strndup(a, v, (size_t)PQgetlength(res, r, c));
+            }
+        }
+    }
+    return SP_OK;
+}
+
+static int
+pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int nargs,
+         struct arena *a, struct db_rows *rows, int64_t *changes, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    const char *values[PARAMS_MAX];
+    char bufs[PARAMS_MAX][32];
+    const char *name = NULL;
+    PGresult *res;
+    int rc;
+
+    rc = c->in_tx ? (conn_lost(c) ? map_error(c, NULL, err) : SP_OK) : ensure_connected(c, err);
+    if (rc == SP_OK)
+        rc = render_args(args, nargs, values, bufs, err);
+    if (rc == SP_OK)
+        rc = prepared(c, sql, &name, err);
+    if (rc != SP_OK)
+        return rc;
+    res = PQexecPrepared(c->pg, name, nargs, values, NULL, NULL, 0);
+    switch (PQresultStatus(res)) {
+    case PGRES_TUPLES_OK:
+        if (rows)
+            rc = collect(res, a, rows, err);
+        break;
+    case PGRES_COMMAND_OK:
+        if (rows)
+            memset(rows, 0, sizeof(*rows));
+        break;
+    default:
+        rc = map_error(c, res, err);
+        break;
+    }
+    if (rc == SP_OK && changes) {
+        const char *n = PQcmdTuples(res);
+        *changes = n && n[0] ? strtoll(n, NULL, 10) : 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int
+exec_simple(struct pg_conn *c, const char *sql, struct sp_error *err)
+{
+    PGresult *res = PQexec(c->pg, sql);
+    int rc = SP_OK;
+    ExecStatusType st = PQresultStatus(res);
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        rc = map_error(c, res, err);
+    PQclear(res);
+    return rc;
+}
+
+static int
+pg_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    int rc = c->in_tx ? SP_OK : ensure_connected(c, err);
+    return rc == SP_OK ? exec_simple(c, sql, err) : rc;
+}
+
+static int
+pg_begin(struct db_conn *base, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    int rc = ensure_connected(c, err);
+
+    if (rc == SP_OK)
+        rc = exec_simple(c, "BEGIN", err);
+    c->in_tx = rc == SP_OK;
+    return rc;
+}
+
+static int
+pg_commit(struct db_conn *base, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    int rc = exec_simple(c, "COMMIT", err);
+
+    /* A failed COMMIT ends the transaction too (it rolls back). */
+    c->in_tx = 0;
+    return rc;
+}
+
+static void
+pg_rollback(struct db_conn *base)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+
+    if (c->pg && !conn_lost(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE &&
+        exec_simple(c, "ROLLBACK", NULL) != SP_OK)
+        log_warn("postgres: rollback failed: %s", PQerrorMessage(c->pg));
+    c->in_tx = 0;
+}
+
+static int
+pg_begin_read(struct db_conn *base, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    int rc = ensure_connected(c, err);
+
+    if (rc == SP_OK)
+        rc = exec_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+    c->in_tx = rc == SP_OK;
+    return rc;
+}
+
+static void
+pg_end_read(struct db_conn *base)
+{
+    pg_rollback(base);
+}
+
+static int
+pg_ping(struct db_conn *base, struct sp_error *err)
+{
+    static const char sql[] = "SELECT 1";
+    return pg_query(base, sql, NULL, 0, NULL, NULL, NULL, err);
+}
+
+static void
+pg_close(struct db_conn *base)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+
+    if (c == NULL)
+        return;
+    PQfinish(c->pg);
+    free(c);
+}
+
+static const struct db_conn_ops pg_ops = {
+    .name = "postgres",
+    .dialect = DB_DIALECT_POSTGRES,
+    .query = pg_query,
+    .exec_script = pg_exec_script,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .begin_read = pg_begin_read,
+    .end_read = pg_end_read,
+    .ping = pg_ping,
+    .close = pg_close,
+};
+
+int
+db_pg_new(const char *url, struct db_pg **out, struct sp_error *err)
+{
+    struct db_pg *p;
+
+    if (url == NULL || (strncmp(url, "postgres://", 11) != 0 &&
+                        strncmp(url, "postgresql://", 13) != 0))
+        return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
+                            "config: DATABASE_URL: expected postgres://user@host:port/db");
+    p = xcalloc(1, sizeof(*p));
+    p->url = xstrdup(url);
+    *out = p;
+    return SP_OK;
+}
+
+void
+db_pg_free(struct db_pg *p)
+{
+    if (p == NULL)
+        return;
+    free(p->url);
+    free(p);
+}
+
+int
+db_pg_connect(void *ctx, struct db_conn **out, struct sp_error *err)
+{
+    struct db_pg *p = ctx;
+    struct pg_conn *c = xcalloc(1, sizeof(*c));
+    int rc;
+
+    c->base.ops = &pg_ops;
+    c->owner = p;
+    c->pg = open_pg(p->url);
+    if (conn_lost(c)) {
+        rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot connect to postgres: %s",
+                          c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        /* libpq messages end with a newline; one-line errors only */
+        for (char *q = err ? err->msg : NULL; q && *q; q++)
+            if (*q == '\n')
+                *q = ' ';
+        PQfinish(c->pg);
+        free(c);
+        return rc;
+    }
+    *out = &c->base;
+    return SP_OK;
+}
