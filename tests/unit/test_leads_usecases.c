@@ -39,7 +39,7 @@ note_op(char *ops, size_t cap, const char *op)
 
 /* ---- capture --------------------------------------------------------------------------- */
 
-TEST_ALL(unit_leads_create_email_and_phone)
+TEST_BOTH(unit_leads_create_email_and_phone)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -233,7 +233,7 @@ TEST(unit_leads_create_accepts_limits)
 
 /* Fault-injection torture: fail call N for N = 1, 2, ... until a run makes fewer than N calls
  * (it then succeeded). Every failing run must return the injected error and store nothing. */
-TEST_ALL(unit_leads_create_fault_at_every_call)
+TEST_BOTH(unit_leads_create_fault_at_every_call)
 {
     struct t_env *env = t_env_new(backend);
     char ops[512] = "";
@@ -298,7 +298,7 @@ reply(struct t_env *env, const char *lead_id, enum channel c, const char *conten
     return leads_reply(&env->deps, &in, env->arena, id_out, err);
 }
 
-TEST_ALL(unit_leads_reply_on_whatsapp)
+TEST_BOTH(unit_leads_reply_on_whatsapp)
 {
     static const char content[] = "{\"from\":\"+1234567890\",\"text\":\"How much does it cost?\"}";
     struct t_env *env = t_env_new(backend);
@@ -434,7 +434,7 @@ TEST(unit_leads_reply_on_channel_without_sender_is_einval)
     t_env_free(env);
 }
 
-TEST_ALL(unit_leads_reply_unknown_lead_is_enotfound)
+TEST_BOTH(unit_leads_reply_unknown_lead_is_enotfound)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -481,7 +481,7 @@ TEST(unit_leads_reply_without_any_address_stores_nothing)
     t_env_free(env);
 }
 
-TEST_ALL(unit_leads_reply_fault_at_every_call)
+TEST_BOTH(unit_leads_reply_fault_at_every_call)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l;
@@ -525,7 +525,7 @@ TEST_ALL(unit_leads_reply_fault_at_every_call)
 
 /* ---- details --------------------------------------------------------------------------- */
 
-TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
+TEST_BOTH(unit_leads_details_oldest_first_and_per_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -572,7 +572,7 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     t_env_free(env);
 }
 
-TEST_ALL(unit_leads_details_unknown_is_enotfound)
+TEST_BOTH(unit_leads_details_unknown_is_enotfound)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
