@@ -101,7 +101,7 @@ job_by_id(struct t_env *env, const char *lead_id, const char *id)
 
 /* ---- lead repo ------------------------------------------------------------------------- */
 
-TEST_ALL(unit_contract_lead_round_trip)
+TEST_BOTH(unit_contract_lead_round_trip)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -128,7 +128,7 @@ TEST_ALL(unit_contract_lead_round_trip)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_lead_not_found)
+TEST_BOTH(unit_contract_lead_not_found)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -144,7 +144,7 @@ TEST_ALL(unit_contract_lead_not_found)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_constraints_are_conflicts)
+TEST_BOTH(unit_contract_constraints_are_conflicts)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -170,7 +170,7 @@ TEST_ALL(unit_contract_constraints_are_conflicts)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_messages)
+TEST_BOTH(unit_contract_messages)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -248,7 +248,7 @@ TEST_ALL(unit_contract_messages)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_events_in_order)
+TEST_BOTH(unit_contract_events_in_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -279,7 +279,7 @@ TEST_ALL(unit_contract_events_in_order)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_rollback_and_commit)
+TEST_BOTH(unit_contract_rollback_and_commit)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -325,7 +325,7 @@ TEST_ALL(unit_contract_rollback_and_commit)
 
 /* ---- queue ----------------------------------------------------------------------------- */
 
-TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
+TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -371,7 +371,7 @@ TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_retry_waits_for_run_at)
+TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -409,7 +409,7 @@ TEST_ALL(unit_contract_queue_retry_waits_for_run_at)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_due_order)
+TEST_BOTH(unit_contract_queue_due_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -441,7 +441,7 @@ TEST_ALL(unit_contract_queue_due_order)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_stalled_recovery)
+TEST_BOTH(unit_contract_queue_stalled_recovery)
 {
     /* a worker that dies holding a job loses it when the lease expires */
     struct t_env *env = t_env_new(backend);
@@ -473,7 +473,7 @@ TEST_ALL(unit_contract_queue_stalled_recovery)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_expired_lease_before_due_jobs)
+TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
 {
     struct t_env *env = t_env_new(backend);
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
@@ -491,7 +491,7 @@ TEST_ALL(unit_contract_queue_expired_lease_before_due_jobs)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_reserve_joins_the_unit_of_work)
+TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
 {
     /* queue.h: reserve runs inside the caller's unit of work; rolling it back un-leases */
     struct t_env *env = t_env_new(backend);
@@ -511,7 +511,7 @@ TEST_ALL(unit_contract_queue_reserve_joins_the_unit_of_work)
     t_env_free(env);
 }
 
-TEST_ALL(unit_contract_queue_job_without_lead)
+TEST_BOTH(unit_contract_queue_job_without_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct job j;
@@ -526,7 +526,7 @@ TEST_ALL(unit_contract_queue_job_without_lead)
 
 /* Regression (issue 3, seen on PostgreSQL): two workers sending a new lead's two welcome
  * messages at once both recorded new -> contacted. The transition is a compare-and-set. */
-TEST_ALL(unit_contract_lead_transition_is_compare_and_set)
+TEST_BOTH(unit_contract_lead_transition_is_compare_and_set)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
