@@ -92,16 +92,17 @@ open_pg(const char *url)
     return PQconnectdbParams(keys, values, 1);
 }
 
-/* Re-establishes a lost connection, at most every RECONNECT_MS so an outage fails fast. */
+/* Re-establishes a lost connection, at most every RECONNECT_MS so an outage fails fast (unless
+ * `force`: the connection was just found dead, typically idle across a server restart). */
 static int
-ensure_connected(struct pg_conn *c, struct sp_error *err)
+ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
 {
     int64_t now;
 
     if (!conn_lost(c))
         return SP_OK;
     now = sp_mono_ms();
-    if (c->last_reconnect && now - c->last_reconnect < RECONNECT_MS)
+    if (!force && c->last_reconnect && now - c->last_reconnect < RECONNECT_MS)
         return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: connection lost");
     c->last_reconnect = now;
     PQfinish(c->pg);
@@ -221,7 +222,7 @@ pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
     PGresult *res;
     int rc;
 
-    rc = c->in_tx ? (conn_lost(c) ? map_error(c, NULL, err) : SP_OK) : ensure_connected(c, err);
+    rc = c->in_tx ? (conn_lost(c) ? map_error(c, NULL, err) : SP_OK) : ensure_connected(c, 0, err);
     if (rc == SP_OK)
         rc = render_args(args, nargs, values, bufs, err);
     if (rc == SP_OK)
@@ -267,20 +268,37 @@ static int
 pg_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
 {
     struct pg_conn *c = (struct pg_conn *)base;
-    int rc = c->in_tx ? SP_OK : ensure_connected(c, err);
+    int rc = c->in_tx ? SP_OK : ensure_connected(c, 0, err);
     return rc == SP_OK ? exec_simple(c, sql, err) : rc;
+}
+
+/* Starts a transaction with `sql`. A connection found dead here held no work yet, so it is
+ * re-established at once and the BEGIN tried again: after a server restart the idle pooled
+ * connections do not each cost a failed request. */
+static int
+begin_with(struct pg_conn *c, const char *sql, struct sp_error *err)
+{
+    struct sp_error first = {0};
+    int rc = ensure_connected(c, 0, err);
+
+    if (rc != SP_OK)
+        return rc;
+    rc = exec_simple(c, sql, &first);
+    if (rc != SP_OK && conn_lost(c)) {
+        rc = ensure_connected(c, 1, err);
+        if (rc == SP_OK)
+            rc = exec_simple(c, sql, err);
+    } else if (rc != SP_OK && err && err->code == SP_OK) {
+        *err = first;
+    }
+    c->in_tx = rc == SP_OK;
+    return rc;
 }
 
 static int
 pg_begin(struct db_conn *base, struct sp_error *err)
 {
-    struct pg_conn *c = (struct pg_conn *)base;
-    int rc = ensure_connected(c, err);
-
-    if (rc == SP_OK)
-        rc = exec_simple(c, "BEGIN", err);
-    c->in_tx = rc == SP_OK;
-    return rc;
+    return begin_with((struct pg_conn *)base, "BEGIN", err);
 }
 
 static int
@@ -308,13 +326,8 @@ pg_rollback(struct db_conn *base)
 static int
 pg_begin_read(struct db_conn *base, struct sp_error *err)
 {
-    struct pg_conn *c = (struct pg_conn *)base;
-    int rc = ensure_connected(c, err);
-
-    if (rc == SP_OK)
-        rc = exec_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
-    c->in_tx = rc == SP_OK;
-    return rc;
+    return begin_with((struct pg_conn *)base, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                      err);
 }
 
 static void

@@ -429,7 +429,11 @@ TEST(unit_messaging_fault_at_every_call_converges)
             break;
         }
         injected_somewhere = 1;
-        ASSERT_EQ(SP_EUNAVAIL, rc);
+        /* A failure while recording the outcome is retried at once (the send happened, so it
+         * must be recorded, not redone): the tick then succeeds with one send. */
+        ASSERT(rc == SP_EUNAVAIL || rc == SP_OK);
+        if (rc == SP_OK)
+            ASSERT_EQ(1, env->sender.ncalls);
         /* recover: keep ticking, moving past leases, until the queue is drained */
         for (ticks = 0; ticks < 10; ticks++) {
             if (!t_env_tick(env, NULL))

@@ -9,6 +9,7 @@
 #include "features/leads/domain/lead_repo.h"
 #include "features/messaging/domain/sender.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char *
@@ -224,6 +225,41 @@ record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, st
     return rc;
 }
 
+#define RECORD_TRIES 5
+
+static int
+by_lead(const void *x, const void *y)
+{
+    const struct work *a = *(const struct work *const *)x, *b = *(const struct work *const *)y;
+    int c = strcmp(a->msg.lead_id, b->msg.lead_id);
+    return c ? c : strcmp(a->msg.id, b->msg.id);
+}
+
+/* One unit of work recording every sent job of the batch. Rows are touched in lead order so two
+ * workers recording at once (PostgreSQL) lock leads in the same order and cannot deadlock. */
+static int
+record_batch(const struct messaging_deps *d, struct arena *a, struct work *ws, int n,
+             struct sp_error *err)
+{
+    struct work **order = arena_alloc(a, sizeof(*order) * (size_t)n);
+    int m = 0, rc;
+
+    for (int i = 0; i < n; i++)
+        if (ws[i].res == CLAIM_SEND)
+            order[m++] = &ws[i];
+    qsort(order, (size_t)m, sizeof(*order), by_lead);
+    rc = lead_repo_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    for (int i = 0; rc == SP_OK && i < m; i++)
+        rc = record_in_tx(d, a, order[i], err);
+    if (rc != SP_OK) {
+        lead_repo_rollback(d->repo);
+        return rc;
+    }
+    return lead_repo_commit(d->repo, err);
+}
+
 /* After a committed claim: calls the sender for each job to send, then records every outcome in
  * a second unit of work. */
 static int
@@ -245,17 +281,19 @@ send_and_record(const struct messaging_deps *d, struct arena *a, struct work *ws
     }
     if (!any)
         return SP_OK;
-    rc = lead_repo_begin(d->repo, err);
-    if (rc != SP_OK)
-        return rc;
-    for (int i = 0; rc == SP_OK && i < n; i++)
-        if (ws[i].res == CLAIM_SEND)
-            rc = record_in_tx(d, a, &ws[i], err);
-    if (rc != SP_OK) {
-        lead_repo_rollback(d->repo);
-        return rc;
+    /* The sends happened: a transient failure (deadlock, serialization, busy) must not leave
+     * their outcome unrecorded, or the jobs would be taken again after their lease and sent
+     * twice. The record is rebuilt from scratch on each try. */
+    for (int tries = 1;; tries++) {
+        struct sp_error terr = {0};
+        rc = record_batch(d, a, ws, n, &terr);
+        if (rc == SP_OK || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
+            if (rc != SP_OK && err && err->code == SP_OK)
+                *err = terr;
+            return rc;
+        }
+        log_info("recording %d send outcomes failed (%s), retrying", n, terr.msg);
     }
-    return lead_repo_commit(d->repo, err);
 }
 
 int
