@@ -31,9 +31,10 @@ test:
 	$(MAKE) test-asan
 	$(MAKE) valgrind
 
-# Unit and HTTP tests only: no sockets to other processes, seconds.
+# Unit and HTTP tests only: no sockets to other processes, seconds. (The PostgreSQL variants
+# *_pg need a server: ctest runs them as unit_pg.)
 test-unit: build
-	./$(BUILD)/t unit_ http_
+	./$(BUILD)/t -x '*_pg' unit_ http_
 
 test-asan:
 	@scripts/deps.sh test
@@ -42,10 +43,15 @@ test-asan:
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2
 
+# valgrind on the unit and HTTP tests, the PostgreSQL variants (*_pg) included: they run on a
+# throwaway server (tests/pg/pgserver.sh), stopped whatever the outcome.
 valgrind: build
-	valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	bash tests/pg/pgserver.sh start $(BUILD)/pg-valgrind >/dev/null
+	SALESPAD_PG_URL_FILE=$(abspath $(BUILD))/pg-valgrind/url \
+	  valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
 	  --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 \
-	  --trace-children=no ./$(BUILD)/t unit_ http_
+	  --trace-children=no ./$(BUILD)/t unit_ http_; \
+	  rc=$$?; bash tests/pg/pgserver.sh stop $(BUILD)/pg-valgrind; exit $$rc
 
 bench:
 	@scripts/deps.sh bench

@@ -42,7 +42,7 @@ BENCH_LATENCY_N=${BENCH_LATENCY_N:-200}
 BENCH_SEED_N=${BENCH_SEED_N:-1000}
 BENCH_WORKER_LEADS=${BENCH_WORKER_LEADS:-10000}
 BENCH_DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-180}
-BENCH_DATABASES=${BENCH_DATABASES:-sqlite}
+BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres}
 BENCH_KEEP=${BENCH_KEEP:-0}
 MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
 
@@ -65,6 +65,9 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  if [[ -d "$TMP/pg" ]]; then
+    "$PGSERVER" stop "$TMP/pg" >/dev/null 2>&1 || true
+  fi
   if [[ "$BENCH_KEEP" == 1 ]]; then
     echo "bench.sh: kept $TMP" >&2
   else
@@ -90,13 +93,33 @@ forget_pid() { local p keep=(); for p in "${PIDS[@]}"; do [[ "$p" == "$1" ]] || 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 status_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || true; }
 
-# The database URL for a fresh database of KIND named NAME. Add a kind here (e.g. postgres:
-# create a scratch database and echo its URL) to bench it; the rest of the script is the same.
+PGSERVER="$(dirname "$0")/../tests/pg/pgserver.sh"
+
+# A throwaway PostgreSQL for the postgres kind, started once. The test harness runs it with
+# fsync off; the bench turns fsync and full-page writes back on, so commits are durable and the
+# numbers compare with a production server (synchronous_commit is on).
+pg_ensure() {
+  [[ -f "$TMP/pg/url" ]] && return 0
+  "$PGSERVER" start "$TMP/pg" >&2 || die "could not start PostgreSQL (tests/pg/pgserver.sh)"
+  pg_psql "$(cat "$TMP/pg/url")" -c "ALTER SYSTEM SET fsync = on" \
+    -c "ALTER SYSTEM SET full_page_writes = on" -c "SELECT pg_reload_conf()" >/dev/null \
+    || die "could not configure PostgreSQL"
+}
+pg_psql() { "$(cat "$TMP/pg/bindir")/psql" -X -q -v ON_ERROR_STOP=1 -d "$@"; }
+
+# The database URL for a fresh database of KIND named NAME. Add a kind here to bench it; the
+# rest of the script is the same.
 db_url() {
-  local kind=$1 name=$2
+  local kind=$1 name=$2 base
   case "$kind" in
     sqlite) echo "sqlite:$TMP/$name.db" ;;
-    *) die "db_url: unknown database kind '$kind' (known: sqlite)" ;;
+    postgres)
+      pg_ensure
+      base=$(cat "$TMP/pg/url")
+      pg_psql "$base" -c "CREATE DATABASE bench_$name" >/dev/null || die "CREATE DATABASE failed"
+      echo "${base%/*}/bench_$name"
+      ;;
+    *) die "db_url: unknown database kind '$kind' (known: sqlite, postgres)" ;;
   esac
 }
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # deps.sh: installs the Debian packages SalesPad needs, only those that are missing.
 #   scripts/deps.sh build   # compiler, cmake, pkg-config and the -dev libraries
-#   scripts/deps.sh test    # build + python3, valgrind, curl (integration tests, leak checks)
-#   scripts/deps.sh bench   # build + wrk and curl
+#   scripts/deps.sh test    # build + python3, valgrind, curl, the PostgreSQL server (tests) and
+#                           # the PostgreSQL server and client (tests/pg/pgserver.sh runs a
+#                           # throwaway server from /usr/lib/postgresql/<version>/bin)
+#   scripts/deps.sh bench   # build + wrk, curl and the PostgreSQL server
 set -euo pipefail
 
 profile=${1:-build}
 build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
-  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl) ;;
-  bench) pkgs=("${build_pkgs[@]}" wrk curl python3) ;;
+  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl postgresql postgresql-client) ;;
+  bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client) ;;
   *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;
 esac
 

@@ -2,7 +2,10 @@
  *
  * TEST(name) { ... } registers a test at load time. The runner (t_main.c) runs each test in a
  * forked child inside its own temporary directory (the child's cwd), so a crash or leak in one
- * test cannot affect another. `./t prefix` runs the tests whose names start with prefix. */
+ * test cannot affect another. Selection (t_main.c): `./t unit_ http_` runs the tests whose names
+ * start with one of the prefixes; a pattern with '*' or '?' is matched as a glob against the
+ * whole name (`./t '*_pg'`); `-x PATTERN` (prefix or glob, repeatable) leaves tests out
+ * (`./t -x '*_pg' unit_`). A test that calls t_skip() is reported as skipped, not passed. */
 #pragma once
 
 #include <stdint.h>
@@ -15,6 +18,10 @@ void t_register(const char *name, t_fn fn);
 /* Reports a failure and ends the test (child exits 1). */
 _Noreturn void t_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Ends the test as skipped (child exits T_SKIP_STATUS) with the reason on stderr. */
+#define T_SKIP_STATUS 77
+_Noreturn void t_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define TEST(name)                                                                                 \
     static void test_##name(void);                                                                 \

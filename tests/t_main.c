@@ -1,6 +1,7 @@
 /* t_main.c: the test runner: forks one child per registered test, each in a fresh temp dir. */
 #include "t.h"
 
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +38,28 @@ t_fail(const char *file, int line, const char *fmt, ...)
     exit(1);
 }
 
+void
+t_skip(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("    skip: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(T_SKIP_STATUS);
+}
+
+/* A pattern with a glob character matches the whole name; any other is a prefix. */
+static int
+name_matches(const char *name, const char *pattern)
+{
+    if (strpbrk(pattern, "*?[") != NULL)
+        return fnmatch(pattern, name, 0) == 0;
+    return strncmp(name, pattern, strlen(pattern)) == 0;
+}
+
+/* 1 passed, 0 failed, -1 skipped. */
 static int
 run_one(int i)
 {
@@ -76,6 +99,8 @@ run_one(int i)
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == T_SKIP_STATUS)
+        return -1;
     if (WIFSIGNALED(status))
         fprintf(stderr, "    killed by signal %d\n", WTERMSIG(status));
     return 0;
@@ -84,28 +109,50 @@ run_one(int i)
 int
 main(int argc, char **argv)
 {
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
+    const char *include[T_MAX], *exclude[T_MAX];
+    int ninclude = 0, nexclude = 0;
 
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "-x") == 0 && a + 1 < argc)
+            exclude[nexclude++] = argv[++a];
+        else if (argv[a][0] == '-') {
+            fprintf(stderr, "usage: t [-x PATTERN]... [PATTERN]...\n");
+            return 2;
+        } else
+            include[ninclude++] = argv[a];
+    }
     for (int i = 0; i < ntests; i++) {
-        int match = argc < 2;
-        for (int a = 1; a < argc; a++)
-            if (strncmp(tests[i].name, argv[a], strlen(argv[a])) == 0)
-                match = 1;
+        int match = ninclude == 0, rc;
+        for (int k = 0; k < ninclude && !match; k++)
+            match = name_matches(tests[i].name, include[k]);
+        for (int k = 0; k < nexclude && match; k++)
+            match = !name_matches(tests[i].name, exclude[k]);
         if (!match)
             continue;
-        if (run_one(i)) {
+        rc = run_one(i);
+        if (rc > 0) {
             printf("ok   %s\n", tests[i].name);
             passed++;
+        } else if (rc < 0) {
+            printf("skip %s\n", tests[i].name);
+            skipped++;
         } else {
             printf("FAIL %s\n", tests[i].name);
             failed++;
         }
         fflush(stdout);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    if (passed + failed == 0) {
+    if (skipped)
+        printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    else
+        printf("%d passed, %d failed\n", passed, failed);
+    if (passed + failed + skipped == 0) {
         fprintf(stderr, "t: no test matched\n");
         return 2;
     }
-    return failed ? 1 : 0;
+    if (failed)
+        return 1;
+    /* Only skips: T_SKIP_STATUS, which CTest reports as skipped (SKIP_RETURN_CODE). */
+    return passed == 0 ? T_SKIP_STATUS : 0;
 }

@@ -66,11 +66,41 @@ map_error(struct pg_conn *c, const PGresult *res, struct sp_error *err)
         return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: %s", text);
     if (strcmp(state, "57014") == 0)
         return sp_error_set(err, SP_ETIMEDOUT, "database", "postgres: %s", text);
-    if (strcmp(state, "23505") == 0)
+    if (strncmp(state, "23", 2) == 0) /* integrity constraint violations, as SQLite's */
         return sp_error_set(err, SP_ECONFLICT, "database", "postgres: %s", text);
     if (strncmp(state, "22", 2) == 0)
         return sp_error_set(err, SP_EINVAL, "database", "postgres: %s", text);
     return sp_error_set(err, SP_EINTERNAL, "database", "postgres: %s", text);
+}
+
+/* Server notices (e.g. "relation already exists, skipping") go to the log, one line each,
+ * never raw to stderr. */
+static void
+on_notice(void *arg, const char *message)
+{
+    char line[256];
+    size_t n;
+
+    (void)arg;
+    snprintf(line, sizeof(line), "%s", message);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+        line[--n] = '\0';
+    log_debug("postgres: %s", line);
+}
+
+/* The user's own `options` from the URL, if any, so ours can be added to them (libpq would
+ * otherwise let one replace the other). */
+static void
+user_options(const char *url, char *out, size_t cap)
+{
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val)
+            snprintf(out, cap, "%s ", o->val);
+    PQconninfoFree(opts);
 }
 
 static PGconn *
@@ -78,18 +108,26 @@ open_pg(const char *url)
 {
     static const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options",
                                        NULL};
-    char options[128];
+    char mine[512], options[768];
     const char *values[5];
+    PGconn *pg;
 
-    snprintf(options, sizeof(options), "-c statement_timeout=%d -c TimeZone=UTC -c DateStyle=ISO",
-             STATEMENT_TIMEOUT_MS);
+    user_options(url, mine, sizeof(mine));
+    snprintf(options, sizeof(options),
+             "%s-c statement_timeout=%d -c TimeZone=UTC -c DateStyle=ISO "
+             "-c client_min_messages=warning",
+             mine, STATEMENT_TIMEOUT_MS);
     values[0] = url;
     values[1] = CONNECT_TIMEOUT_S;
     values[2] = "salespad";
     values[3] = options;
     values[4] = NULL;
-    /* expand_dbname=1: `url` supplies every parameter it names; ours fill the rest. */
-    return PQconnectdbParams(keys, values, 1);
+    /* expand_dbname=1: `url` supplies every parameter it names; ours (later) fill the rest, and
+     * `options` carries the URL's own options first. */
+    pg = PQconnectdbParams(keys, values, 1);
+    if (pg)
+        PQsetNoticeProcessor(pg, on_notice, NULL);
+    return pg;
 }
 
 /* Re-establishes a lost connection, at most every RECONNECT_MS so an outage fails fast (unless
@@ -203,8 +241,7 @@ collect(const PGresult *res, struct arena *a, struct db_rows *rows, struct sp_er
                                         "postgres: unexpected timestamp %.40s", v);
                 rows->cells[r * ncols + c] = arena_printf(a, "%lld", (long long)ms);
             } else {
-                rows->cells[r * ncols + c] =
-                    arena_strndup(a, v, (size_t)PQgetlength(res, r, c));
+                rows->cells[r * ncols + c] = arena_strndup(a, v, (size_t)PQgetlength(res, r, c));
             }
         }
     }
@@ -339,8 +376,13 @@ pg_end_read(struct db_conn *base)
 static int
 pg_ping(struct db_conn *base, struct sp_error *err)
 {
-    static const char sql[] = "SELECT 1";
-    return pg_query(base, sql, NULL, 0, NULL, NULL, NULL, err);
+    struct pg_conn *c = (struct pg_conn *)base;
+    int rc = begin_with(c, "BEGIN READ ONLY", err); /* reconnects a dead pooled connection */
+
+    if (rc == SP_OK)
+        rc = exec_simple(c, "SELECT 1", err);
+    pg_rollback(base);
+    return rc;
 }
 
 static void
@@ -373,8 +415,8 @@ db_pg_new(const char *url, struct db_pg **out, struct sp_error *err)
 {
     struct db_pg *p;
 
-    if (url == NULL || (strncmp(url, "postgres://", 11) != 0 &&
-                        strncmp(url, "postgresql://", 13) != 0))
+    if (url == NULL ||
+        (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0))
         return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
                             "config: DATABASE_URL: expected postgres://user@host:port/db");
     p = xcalloc(1, sizeof(*p));

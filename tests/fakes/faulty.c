@@ -96,6 +96,13 @@ r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *ou
 }
 
 static int
+r_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_lock", err);
+    return rc != SP_OK ? rc : lead_repo_lead_lock(REPO(r), id, err);
+}
+
+static int
 r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, enum lead_status to,
                   int64_t now, int *changed, struct sp_error *err)
 {
@@ -168,6 +175,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,

@@ -267,6 +267,15 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
     return SP_OK;
 }
 
+/* The store is single-threaded: nothing to wait for. */
+static int
+r_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
+{
+    if (find_lead(repo_store(r), id) < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    return SP_OK;
+}
+
 static int
 r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, enum lead_status to,
                   int64_t now, int *changed, struct sp_error *err)
@@ -417,6 +426,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,

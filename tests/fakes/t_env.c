@@ -8,8 +8,12 @@
 #include "core/xmalloc.h"
 #include "features/leads/infrastructure/mock_content.h"
 #include "infra/db.h"
+#include "infra/db_pg.h"
 #include "infra/db_sqlite.h"
 #include "infra/migrate.h"
+
+#include <errno.h>
+#include <unistd.h>
 
 static void
 open_sqlite(struct t_env *env)
@@ -25,6 +29,90 @@ open_sqlite(struct t_env *env)
     env->queue = &env->sql_queue.base;
 }
 
+/* Without a server: skipped, except in CI (CI=true), where PostgreSQL is required. */
+_Noreturn static void
+pg_unavailable(const char *why)
+{
+    const char *ci = getenv("CI");
+
+    if (ci != NULL && strcmp(ci, "true") == 0)
+        t_fail(__FILE__, __LINE__, "PostgreSQL test without a server (CI=true): %s", why);
+    t_skip("no PostgreSQL server: %s (run through ctest, or set %s)", why, T_PG_URL_FILE_ENV);
+}
+
+static void
+read_pg_url(char *url, size_t size)
+{
+    const char *path = getenv(T_PG_URL_FILE_ENV);
+    char why[320];
+    FILE *f;
+    size_t n;
+
+    if (path == NULL || path[0] == '\0')
+        pg_unavailable(T_PG_URL_FILE_ENV " is not set");
+    f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(why, sizeof(why), "cannot read %s: %s", path, strerror(errno));
+        pg_unavailable(why);
+    }
+    n = fread(url, 1, size - 1, f);
+    fclose(f);
+    url[n] = '\0';
+    while (n > 0 && (url[n - 1] == '\n' || url[n - 1] == '\r' || url[n - 1] == ' '))
+        url[--n] = '\0';
+    if (n == 0) {
+        snprintf(why, sizeof(why), "%s is empty", path);
+        pg_unavailable(why);
+    }
+}
+
+/* A fresh schema per t_env, first on this connection's search_path: every table the migrations
+ * create, and every unqualified name the repositories use, resolves there. */
+static void
+open_pg(struct t_env *env)
+{
+    static const char set_path[] = "SELECT set_config('search_path', $1, false)";
+    static int n;
+    struct sp_error err = {0};
+    char url[1024], sql[96];
+    int rc;
+
+    read_pg_url(url, sizeof(url));
+    ASSERT_OK(db_pg_new(url, &env->pg, &err));
+    rc = db_pg_connect(env->pg, &env->conn, &err);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "connect to %s: %s: %s", url, sp_err_name(rc), err.msg);
+    snprintf(env->pg_schema, sizeof(env->pg_schema), "t_%ld_%d", (long)getpid(), ++n);
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", env->pg_schema);
+    rc = env->conn->ops->exec_script(env->conn, sql, &err);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "%s: %s: %s", sql, sp_err_name(rc), err.msg);
+    ASSERT_OK(db_exec(env->conn, set_path, DB_ARGS(db_text(env->pg_schema)), NULL, &err));
+    rc = db_migrate(env->conn, sp_migrations_postgres, sp_migrations_postgres_count, NULL, &err);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "migrate %s: %s: %s", env->pg_schema, sp_err_name(rc), err.msg);
+    sql_lead_repo_init(&env->sql_repo, env->conn);
+    queue_sql_init(&env->sql_queue, env->conn, NULL);
+    env->repo = &env->sql_repo.base;
+    env->queue = &env->sql_queue.base;
+}
+
+static void
+drop_pg_schema(struct t_env *env)
+{
+    struct sp_error err = {0};
+    char sql[128];
+
+    if (env->conn == NULL || env->pg_schema[0] == '\0')
+        return;
+    db_rollback(env->conn); /* a test may end inside a unit of work */
+    /* No NOTICE per dropped table on stderr. */
+    snprintf(sql, sizeof(sql), "SET client_min_messages TO warning; DROP SCHEMA %s CASCADE",
+             env->pg_schema);
+    if (env->conn->ops->exec_script(env->conn, sql, &err) != SP_OK)
+        t_fail(__FILE__, __LINE__, "%s: %s", sql, err.msg);
+}
+
 struct t_env *
 t_env_new(enum t_backend backend)
 {
@@ -35,6 +123,8 @@ t_env_new(enum t_backend backend)
     env->arena = arena_new();
     if (backend == T_SQLITE) {
         open_sqlite(env);
+    } else if (backend == T_PG) {
+        open_pg(env);
     } else {
         env->store = mem_store_new();
         mem_repo_init(&env->mem_repo, env->store);
@@ -81,8 +171,11 @@ t_env_free(struct t_env *env)
 {
     if (env == NULL)
         return;
+    if (env->backend == T_PG)
+        drop_pg_schema(env);
     db_close(env->conn);
     db_sqlite_free(env->sqlite);
+    db_pg_free(env->pg);
     mem_store_free(env->store);
     arena_free(env->arena);
     free(env);
@@ -111,7 +204,7 @@ t_env_counts(struct t_env *env, struct t_counts *out)
     static const char events[] = "SELECT COUNT(*) FROM lead_events";
     static const char jobs[] = "SELECT COUNT(*) FROM jobs";
 
-    if (env->backend == T_SQLITE) {
+    if (env->backend != T_MEM) {
         out->leads = sql_count(env, leads);
         out->messages = sql_count(env, messages);
         out->events = sql_count(env, events);

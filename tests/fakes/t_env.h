@@ -1,7 +1,8 @@
 /* t_env.h: a complete set of dependencies for use-case, worker and HTTP tests.
  *
- * t_env_new() wires the leads and messaging slices to a storage backend (the in-memory fake or
- * a real SQLite file "t.db" in the test's temporary cwd, migrated), wrapped in the fault
+ * t_env_new() wires the leads and messaging slices to a storage backend (the in-memory fake, a
+ * real SQLite file "t.db" in the test's temporary cwd, or a fresh schema on a real PostgreSQL
+ * server, migrated), wrapped in the fault
  * injectors, with a fixed clock, the mock content generator, a scripted sender on email and
  * WhatsApp, and an event bus with the leads handlers subscribed. Policy: 3 attempts, 1000 ms
  * backoff, email and whatsapp sendable; lease 30 s, no jitter. Reads made by tests through
@@ -14,16 +15,24 @@
 #include "fakes/fake_io.h"
 #include "fakes/faulty.h"
 #include "fakes/mem_store.h"
+#include "fakes/t_json.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
 #include "features/messaging/application/messaging.h"
 #include "infra/queue_sql.h"
 
-enum t_backend { T_MEM = 0, T_SQLITE };
+enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
 
-/* Defines two tests, name_mem and name_sqlite, running one body against each backend; the body
- * receives `enum t_backend backend`. */
-#define TEST_BOTH(name)                                                                            \
+/* T_PG: the server is named by the file $SALESPAD_PG_URL_FILE (one libpq URL; CTest's `pg`
+ * fixture writes it, tests/pg/pgserver.sh). Each t_env_new(T_PG) creates a schema
+ * t_<pid>_<n> in that database, puts it first on the connection's search_path, migrates it, and
+ * t_env_free() drops it. Without a readable URL file the test is skipped (t_skip), unless the
+ * environment says CI=true: then it fails, so CI cannot pass without PostgreSQL. */
+#define T_PG_URL_FILE_ENV "SALESPAD_PG_URL_FILE"
+
+/* Defines three tests, name_mem, name_sqlite and name_pg, running one body against each
+ * backend; the body receives `enum t_backend backend`. */
+#define TEST_ALL(name)                                                                             \
     static void name##_body(enum t_backend backend);                                               \
     TEST(name##_mem)                                                                               \
     {                                                                                              \
@@ -33,13 +42,31 @@ enum t_backend { T_MEM = 0, T_SQLITE };
     {                                                                                              \
         name##_body(T_SQLITE);                                                                     \
     }                                                                                              \
+    TEST(name##_pg)                                                                                \
+    {                                                                                              \
+        name##_body(T_PG);                                                                         \
+    }                                                                                              \
     static void name##_body(enum t_backend backend)
+
+/* The name from before PostgreSQL: the same three tests. */
+#define TEST_BOTH(name) TEST_ALL(name)
+
+/* JSON read back from the store: key order counts on mem and SQLite (the text is kept as
+ * written), only the value on PostgreSQL (jsonb keeps neither key order nor formatting). */
+#define ASSERT_JSON_STORED(backend, want, got)                                                     \
+    do {                                                                                           \
+        if ((backend) == T_PG)                                                                     \
+            ASSERT_JSON_SAME((want), (got));                                                       \
+        else                                                                                       \
+            ASSERT_JSON_EQ((want), (got));                                                         \
+    } while (0)
 
 /* 2026-11-27T14:37:45.686Z, the reference's example timestamp. */
 #define T_NOW 1795790265686LL
 #define T_LEASE_MS 30000
 
 struct db_sqlite;
+struct db_pg;
 struct db_conn;
 
 struct t_env {
@@ -50,8 +77,10 @@ struct t_env {
     struct mem_store *store;
     struct mem_repo mem_repo;
     struct mem_queue mem_queue;
-    /* T_SQLITE */
+    /* T_SQLITE and T_PG (conn, sql_repo, sql_queue) */
     struct db_sqlite *sqlite;
+    struct db_pg *pg;
+    char pg_schema[48];
     struct db_conn *conn;
     struct sql_lead_repo sql_repo;
     struct queue_sql sql_queue;

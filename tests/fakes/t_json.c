@@ -39,6 +39,18 @@ t_json_eq(const char *file, int line, const char *want, const char *got)
     json_decref(g);
 }
 
+void
+t_json_same(const char *file, int line, const char *want, const char *got)
+{
+    json_t *w = load(file, line, want), *g = load(file, line, got);
+    int same = json_equal(w, g);
+
+    json_decref(w);
+    json_decref(g);
+    if (!same)
+        t_fail(file, line, "JSON values differ:\n      want %s\n      got  %s", want, got);
+}
+
 static json_t *
 at(json_t *root, const char *path)
 {

@@ -13,6 +13,14 @@ Env.serve()/Env.worker() start the real binary with DATABASE_URL=sqlite:<tmp>/sp
 MOCK_SINK=<tmp>/sink.jsonl, LOG_LEVEL=info, JOB_BACKOFF_MS=20 and a free loopback PORT; keyword
 arguments override or add settings (JOB_LEASE_MS=1500, MOCK_FAIL_FIRST=2, ...).
 
+PostgreSQL mode: with SALESPAD_DB=postgres every test gets a fresh database (CREATE DATABASE on
+the server whose URL is in the file $SALESPAD_PG_URL_FILE, as CTest's `pg` fixture writes it;
+dropped at cleanup) and DATABASE_URL=postgres://.../<that database>. Without the URL file the
+run starts a throwaway server of its own (tests/pg/pgserver.sh), except under CI=true, where
+that is an error. env.db() then queries PostgreSQL through psql. A test that only makes sense on
+one backend calls env.require_backend("postgres") (or "sqlite"): on the other it is skipped.
+env.private_pg() starts a PostgreSQL server owned by the test (for outage tests, which stop it).
+
 run() executes every test_* function (or the names given on the command line) with a fresh Env,
 always stops every process it started and removes its temp dir, prints the tail of each server's
 stderr log when a test fails, and ends with exactly one line "N passed, M failed"; the exit status
@@ -25,6 +33,7 @@ Rules the suite follows: never sleep-and-hope. Every wait polls a condition agai
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,9 +44,10 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
-BIN = os.environ.get("SALESPAD_BIN") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "salespad")
+BIN = os.path.abspath(os.environ.get("SALESPAD_BIN") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "salespad"))
 HOST = "127.0.0.1"
 POLL_S = 0.02
 READY_TIMEOUT_S = 10.0
@@ -46,6 +56,10 @@ STOP_TIMEOUT_S = 15.0
 
 class TimeoutFailure(AssertionError):
     pass
+
+
+class Skip(Exception):
+    """Raised by a test (env.require_backend, env.skip) that does not apply to this run."""
 
 
 def wait_until(predicate, timeout=10.0, what="condition", interval=POLL_S):
@@ -262,16 +276,264 @@ class Proc:
             self._client.close()
         self._close_files()
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (SALESPAD_DB=postgres)
+
+
+BACKEND = os.environ.get("SALESPAD_DB", "sqlite").strip().lower() or "sqlite"
+if BACKEND in ("postgresql", "pg"):
+    BACKEND = "postgres"
+PGSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg", "pgserver.sh")
+
+
+def ci():
+    return os.environ.get("CI", "") == "true"
+
+
+def find_pg_bindir(hint_dir=None):
+    """The directory of psql: <hint_dir>/bindir as pgserver.sh wrote it, Debian's
+    /usr/lib/postgresql/<newest>/bin, or PATH."""
+    if hint_dir:
+        try:
+            with open(os.path.join(hint_dir, "bindir")) as f:
+                d = f.read().strip()
+            if os.path.exists(os.path.join(d, "psql")):
+                return d
+        except OSError:
+            pass
+    root = "/usr/lib/postgresql"
+    try:
+        versions = sorted((v for v in os.listdir(root) if v.split(".")[0].isdigit()),
+                          key=lambda v: [int(x) for x in re.findall(r"\d+", v)], reverse=True)
+    except OSError:
+        versions = []
+    for v in versions:
+        d = os.path.join(root, v, "bin")
+        if os.path.exists(os.path.join(d, "psql")):
+            return d
+    psql = shutil.which("psql")
+    if psql:
+        return os.path.dirname(psql)
+    raise AssertionError("psql not found: install the Debian packages postgresql and "
+                         "postgresql-client (scripts/deps.sh test)")
+
+
+def _pg_env():
+    """The environment for psql: none of the caller's PG* settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+class PgServer:
+    """A PostgreSQL server, either shared (its URL read from a file) or private to this process
+    (started and stopped with tests/pg/pgserver.sh in `dir`)."""
+
+    def __init__(self, url, bindir, dir=None):
+        self.url = url          # postgres://salespad@127.0.0.1:<port>/salespad
+        self.bindir = bindir
+        self.dir = dir          # set when we own the server (pgserver.sh state dir)
+
+    @classmethod
+    def from_url_file(cls, path):
+        with open(path) as f:
+            url = f.read().strip()
+        if not url:
+            raise AssertionError("%s is empty" % path)
+        return cls(url, find_pg_bindir(os.path.dirname(os.path.abspath(path))))
+
+    @classmethod
+    def start(cls, dir):
+        """Starts a throwaway server with state in `dir` (pgserver.sh start)."""
+        r = subprocess.run(["bash", PGSERVER, "start", dir], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("pgserver.sh start %s failed (%d):\n%s%s"
+                                 % (dir, r.returncode, r.stdout, r.stderr))
+        with open(os.path.join(dir, "url")) as f:
+            url = f.read().strip()
+        return cls(url, find_pg_bindir(dir), dir)
+
+    def _ctl(self, *args, timeout=120):
+        assert self.dir, "not our server"
+        r = subprocess.run(["bash", PGSERVER] + list(args), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError("pgserver.sh %s failed (%d):\n%s%s"
+                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def stop_server(self, mode="fast"):
+        """Stops the server process, keeping its data (an outage)."""
+        self._ctl("stop-server", self.dir, mode)
+
+    def start_server(self):
+        """Starts it again on the same port and waits until it accepts connections."""
+        self._ctl("start-server", self.dir)
+
+    def destroy(self):
+        if self.dir and os.path.exists(self.dir):
+            r = subprocess.run(["bash", PGSERVER, "stop", self.dir], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                sys.stdout.write("pgserver.sh stop %s failed:\n%s%s" % (self.dir, r.stdout,
+                                                                        r.stderr))
+
+    def db_url(self, dbname):
+        u = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query, u.fragment))
+
+    def psql(self, dbname, script, variables=(), timeout=60):
+        """Runs `script` (psql input on stdin) against `dbname`; returns stdout (text)."""
+        cmd = [os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+               "-d", self.db_url(dbname)]
+        for k, v in variables:
+            cmd += ["-v", "%s=%s" % (k, v)]
+        r = subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=timeout,
+                           env=_pg_env())
+        if r.returncode != 0:
+            raise AssertionError("psql on %s failed (%d): %s\n--- input ---\n%s"
+                                 % (dbname, r.returncode, r.stderr.strip(), script))
+        return r.stdout
+
+    def create_database(self, dbname):
+        assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dbname), dbname
+        self.psql("postgres", 'CREATE DATABASE "%s";\n' % dbname)
+
+    def drop_database(self, dbname):
+        assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dbname), dbname
+        self.psql("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE);\n' % dbname)
+
+
+_shared_pg = None   # PgServer for this run (SALESPAD_DB=postgres)
+
+
+def shared_pg():
+    """The run's PostgreSQL server: the one named by $SALESPAD_PG_URL_FILE, or a throwaway one
+    started for this run (not under CI=true, where the URL file is required)."""
+    global _shared_pg
+    if _shared_pg is None:
+        path = os.environ.get("SALESPAD_PG_URL_FILE", "")
+        if path and os.path.exists(path):
+            _shared_pg = PgServer.from_url_file(path)
+        elif ci():
+            raise AssertionError("SALESPAD_DB=postgres under CI=true needs SALESPAD_PG_URL_FILE "
+                                 "(%r) to name a running server" % path)
+        else:
+            d = tempfile.mkdtemp(prefix="salespad-it-pg-")
+            print("SALESPAD_PG_URL_FILE not set (or missing): starting a throwaway PostgreSQL "
+                  "in %s for this run" % d)
+            _shared_pg = PgServer.start(os.path.join(d, "pg"))
+            _shared_pg.tmp_parent = d
+    return _shared_pg
+
+
+def _release_shared_pg():
+    global _shared_pg
+    if _shared_pg is not None and _shared_pg.dir:
+        _shared_pg.destroy()
+        shutil.rmtree(getattr(_shared_pg, "tmp_parent", ""), ignore_errors=True)
+    _shared_pg = None
+
+
+class _JsonObject(list):
+    """Key/value pairs of a JSON object, in order (row_to_json keeps duplicate column names)."""
+
+
+def _json_value(v):
+    if isinstance(v, _JsonObject):
+        return {k: _json_value(x) for k, x in v}
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _placeholders_to_psql(sql):
+    """Rewrites sqlite3-style `?` placeholders (outside quotes) as psql's :'p1', :'p2', ...
+    (each a variable psql quotes as a literal). Returns (sql, count)."""
+    out = []
+    n = 0
+    i = 0
+    while i < len(sql):
+        c = sql[i]
+        if c in ("'", '"'):
+            # A quoted literal or identifier, copied as is ('' and "" are escaped quotes).
+            j = i + 1
+            while True:
+                k = sql.find(c, j)
+                if k < 0:
+                    k = len(sql) - 1
+                    break
+                if k + 1 < len(sql) and sql[k + 1] == c:
+                    j = k + 2
+                    continue
+                break
+            out.append(sql[i:k + 1])
+            i = k + 1
+            continue
+        if c == "?":
+            n += 1
+            out.append(":'p%d'" % n)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out), n
+
+
 
 class Env:
     """A fresh temp dir with the database and sink; tracks every process started in it."""
 
+    _serial = 0
+
     def __init__(self, test_name):
+        self.test_name = test_name
         self.dir = tempfile.mkdtemp(prefix="salespad-it-%s-" % test_name)
+        self.backend = BACKEND
         self.db_path = os.path.join(self.dir, "sp.db")
         self.sink_path = os.path.join(self.dir, "sink.jsonl")
         self.procs = []
         self._names = {}
+        self._private_pg = []
+        self.pg = None        # PgServer holding this test's database (postgres)
+        self.pg_db = None     # that database's name
+        try:
+            if self.backend == "postgres":
+                Env._serial += 1
+                tag = re.sub(r"[^a-z0-9]", "", test_name.lower().replace("test_", "", 1))[:30]
+                self.pg = shared_pg()
+                self.pg_db = "it_%d_%d_%s" % (os.getpid(), Env._serial, tag)
+                self.pg.create_database(self.pg_db)
+            elif self.backend != "sqlite":
+                raise AssertionError("SALESPAD_DB=%r: expected sqlite or postgres" % self.backend)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    @property
+    def database_url(self):
+        if self.backend == "postgres":
+            return self.pg.db_url(self.pg_db)
+        return "sqlite:" + self.db_path
+
+    def require_backend(self, backend, why=""):
+        """Skips the test unless this run is on `backend` ("sqlite" or "postgres")."""
+        if self.backend != backend:
+            raise Skip("%s only%s (this run: SALESPAD_DB=%s)"
+                       % (backend, ": " + why if why else "", self.backend))
+
+    def skip(self, why):
+        raise Skip(why)
+
+    def private_pg(self, name="pg"):
+        """Starts a PostgreSQL server owned by this test (stopped and removed at cleanup), moves
+        this test's database onto it, and returns it (PgServer: stop_server, start_server)."""
+        self.require_backend("postgres")
+        srv = PgServer.start(os.path.join(self.dir, name))
+        self._private_pg.append(srv)
+        if self.pg_db and self.pg is not None:
+            self.pg.drop_database(self.pg_db)
+        self.pg = srv
+        self.pg.create_database(self.pg_db)
+        return srv
 
     def base_vars(self, **overrides):
         v = dict(os.environ)
@@ -282,7 +544,7 @@ class Env:
                      "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX"):
                 del v[k]
         v.update({
-            "DATABASE_URL": "sqlite:" + self.db_path,
+            "DATABASE_URL": self.database_url,
             "MOCK_SINK": self.sink_path,
             "LOG_LEVEL": "info",
             "JOB_BACKOFF_MS": "20",
@@ -380,15 +642,63 @@ class Env:
     # -- database (read-only peek, for checks the API cannot answer) -----------------------
 
     def db(self, sql, args=()):
+        """Rows of one read-only query, as a list of tuples. `?` placeholders take `args`.
+        On PostgreSQL through psql: each value is passed as a psql variable and quoted by psql
+        (never spliced into the SQL); cells come back typed through JSON (numbers as int/float,
+        text, uuid and timestamptz as str, jsonb as dict/list, NULL as None)."""
+        if self.backend == "postgres":
+            return self._pg_db(sql, args)
         con = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, timeout=10)
         try:
             return con.execute(sql, args).fetchall()
         finally:
             con.close()
 
+    def _pg_db(self, sql, args):
+        body, n = _placeholders_to_psql(sql.strip().rstrip(";"))
+        if n != len(args):
+            raise AssertionError("env.db: %d placeholders, %d arguments: %s" % (n, len(args), sql))
+        variables = []
+        for i, a in enumerate(args, 1):
+            if a is None or isinstance(a, (bytes, bytearray)):
+                raise AssertionError("env.db on postgres: unsupported argument %r" % (a,))
+            if isinstance(a, bool):
+                a = "true" if a else "false"
+            variables.append(("p%d" % i, str(a)))
+        script = ("BEGIN TRANSACTION READ ONLY;\n"
+                  "SELECT row_to_json(q) FROM (%s) AS q;\nCOMMIT;\n" % body)
+        out = self.pg.psql(self.pg_db, script, variables)
+        rows = []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            obj = json.loads(line, object_pairs_hook=_JsonObject)
+            rows.append(tuple(_json_value(v) for _, v in obj))
+        return rows
+
+    def db_exists(self):
+        """Whether the service has created its schema (a usage error must not)."""
+        if self.backend == "postgres":
+            return self.db("SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0]
+        return os.path.exists(self.db_path)
+
+    def tables(self):
+        """Names of the tables in the service's database."""
+        if self.backend == "postgres":
+            return {t for (t,) in self.db("SELECT table_name FROM information_schema.tables "
+                                          "WHERE table_schema = current_schema()")}
+        return {t for (t,) in self.db("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
     def cleanup(self):
         for p in self.procs:
             p.cleanup()
+        for srv in self._private_pg:
+            srv.destroy()
+        if self.backend == "postgres" and self.pg_db and self.pg not in self._private_pg:
+            try:
+                self.pg.drop_database(self.pg_db)
+            except Exception as e:  # noqa: BLE001 (reported, cleanup goes on)
+                sys.stdout.write("cleanup: could not drop database %s: %s\n" % (self.pg_db, e))
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def dump_logs(self, out=sys.stdout):
@@ -558,6 +868,9 @@ def wait_all_settled(srv, lead_ids, timeout, nout=2):
 # Runner
 
 
+SKIP_STATUS = 77  # every test skipped: CTest's SKIP_RETURN_CODE
+
+
 def run(namespace):
     if not os.path.exists(BIN):
         print("salespad binary not found at %s (set SALESPAD_BIN)" % BIN)
@@ -566,34 +879,51 @@ def run(namespace):
     # Tests run in definition order; names on the command line select a subset.
     names = sys.argv[1:] or [n for n in namespace
                              if n.startswith("test_") and callable(namespace[n])]
-    passed = failed = 0
-    for name in names:
-        fn = namespace.get(name)
-        if fn is None:
-            print("FAIL %s: no such test" % name)
-            failed += 1
-            continue
-        env = Env(name)
-        t0 = time.monotonic()
-        ok = False
-        try:
-            fn(env)
-            ok = True
-        except BaseException as e:  # noqa: BLE001
-            if isinstance(e, KeyboardInterrupt):
-                env.cleanup()
-                raise
-            print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
-            traceback.print_exc(file=sys.stdout)
-            env.dump_logs()
-        finally:
-            env.cleanup()
-        if ok:
-            passed += 1
-            print("ok   %s (%.2fs)" % (name, time.monotonic() - t0))
-        else:
-            failed += 1
-        sys.stdout.flush()
-    print("%d passed, %d failed" % (passed, failed))
+    passed = failed = skipped = 0
+    try:
+        for name in names:
+            fn = namespace.get(name)
+            if fn is None:
+                print("FAIL %s: no such test" % name)
+                failed += 1
+                continue
+            t0 = time.monotonic()
+            outcome = "fail"
+            env = None
+            try:
+                env = Env(name)
+                fn(env)
+                outcome = "ok"
+            except Skip as e:
+                outcome = "skip"
+                print("skip %s: %s" % (name, e))
+            except BaseException as e:  # noqa: BLE001
+                if isinstance(e, KeyboardInterrupt):
+                    if env is not None:
+                        env.cleanup()
+                    raise
+                print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
+                traceback.print_exc(file=sys.stdout)
+                if env is not None:
+                    env.dump_logs()
+            finally:
+                if env is not None:
+                    env.cleanup()
+            if outcome == "ok":
+                passed += 1
+                print("ok   %s (%.2fs)" % (name, time.monotonic() - t0))
+            elif outcome == "skip":
+                skipped += 1
+            else:
+                failed += 1
+            sys.stdout.flush()
+    finally:
+        _release_shared_pg()
+    if skipped:
+        print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    else:
+        print("%d passed, %d failed" % (passed, failed))
     sys.stdout.flush()
-    sys.exit(0 if failed == 0 and passed > 0 else 1)
+    if failed or (passed == 0 and skipped == 0):
+        sys.exit(1)
+    sys.exit(SKIP_STATUS if passed == 0 else 0)

@@ -40,15 +40,15 @@ def test_usage_errors(env):
     r = env.run_cli("serve", "--bogus")
     assert r.returncode != 0, "unknown option must fail"
     assert "--bogus" in r.stderr, "stderr does not name the option: %r" % (r.stderr,)
-    assert not os.path.exists(env.db_path), "a usage error created the database"
+    assert not env.db_exists(), "a usage error created the database"
 
 
 def test_migrate_creates_database(env):
-    assert not os.path.exists(env.db_path)
+    assert not env.db_exists()
     r = env.run_cli("migrate")
     assert_eq(r.returncode, 0, "migrate exit code (stderr: %s)" % r.stderr)
-    assert os.path.exists(env.db_path), "migrate did not create the database"
-    tables = {t for (t,) in env.db("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert env.db_exists(), "migrate did not create the database"
+    tables = env.tables()
     assert {"leads", "messages", "lead_events", "jobs"} <= tables, "tables: %r" % (tables,)
     r = env.run_cli("migrate")
     assert_eq(r.returncode, 0, "second migrate exit code (stderr: %s)" % r.stderr)

@@ -39,7 +39,7 @@ note_op(char *ops, size_t cap, const char *op)
 
 /* ---- capture --------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_leads_create_email_and_phone)
+TEST_ALL(unit_leads_create_email_and_phone)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -90,9 +90,9 @@ TEST_BOTH(unit_leads_create_email_and_phone)
              "{\"id\":\"%s\",\"name\":\"John Doe\",\"email\":\"john@example.com\","
              "\"phone\":\"+1234567890\",\"status\":\"new\"}",
              l.id);
-    ASSERT_JSON_EQ(want, e[0].payload);
+    ASSERT_JSON_STORED(backend, want, e[0].payload);
     snprintf(want, sizeof(want), "{\"leadId\":\"%s\"}", l.id);
-    ASSERT_JSON_EQ(want, e[0].correlation_ids);
+    ASSERT_JSON_STORED(backend, want, e[0].correlation_ids);
     ASSERT_EQ(T_NOW, e[0].created_at);
 
     t_env_jobs(env, l.id, &j, &nj);
@@ -233,7 +233,7 @@ TEST(unit_leads_create_accepts_limits)
 
 /* Fault-injection torture: fail call N for N = 1, 2, ... until a run makes fewer than N calls
  * (it then succeeded). Every failing run must return the injected error and store nothing. */
-TEST_BOTH(unit_leads_create_fault_at_every_call)
+TEST_ALL(unit_leads_create_fault_at_every_call)
 {
     struct t_env *env = t_env_new(backend);
     char ops[512] = "";
@@ -298,7 +298,7 @@ reply(struct t_env *env, const char *lead_id, enum channel c, const char *conten
     return leads_reply(&env->deps, &in, env->arena, id_out, err);
 }
 
-TEST_BOTH(unit_leads_reply_on_whatsapp)
+TEST_ALL(unit_leads_reply_on_whatsapp)
 {
     static const char content[] = "{\"from\":\"+1234567890\",\"text\":\"How much does it cost?\"}";
     struct t_env *env = t_env_new(backend);
@@ -330,7 +330,7 @@ TEST_BOTH(unit_leads_reply_on_whatsapp)
     ASSERT_EQ(MESSAGE_INBOUND, m[2].direction);
     ASSERT_EQ(MESSAGE_KIND_REPLY, m[2].kind);
     ASSERT_EQ(MESSAGE_RECEIVED, m[2].status);
-    ASSERT_JSON_EQ(content, m[2].channel_message);
+    ASSERT_JSON_STORED(backend, content, m[2].channel_message);
     /* the AI answer: same channel, queued, addressed to the phone (seed defect #6) */
     ASSERT_EQ(CHANNEL_WHATSAPP, m[3].channel);
     ASSERT_EQ(MESSAGE_OUTBOUND, m[3].direction);
@@ -348,8 +348,9 @@ TEST_BOTH(unit_leads_reply_on_whatsapp)
     ASSERT_STREQ("whatsapp", t_json_str(e[3].payload, "channel"));
     ASSERT_STREQ("How much does it cost?", t_json_str(e[3].payload, "messageContent.text"));
     ASSERT_EQ(EVENT_STATUS_CHANGED, e[4].type);
-    ASSERT_JSON_EQ("{\"from\":\"new\",\"to\":\"replied\",\"reason\":\"reply_received\"}",
-                   e[4].payload);
+    ASSERT_JSON_STORED(backend,
+                       "{\"from\":\"new\",\"to\":\"replied\",\"reason\":\"reply_received\"}",
+                       e[4].payload);
     ASSERT_EQ(EVENT_MESSAGE_QUEUED, e[5].type);
     ASSERT_STREQ("ai_reply", t_json_str(e[5].payload, "kind"));
     ASSERT_STREQ(m[3].id, t_json_str(e[5].payload, "messageId"));
@@ -434,7 +435,7 @@ TEST(unit_leads_reply_on_channel_without_sender_is_einval)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_leads_reply_unknown_lead_is_enotfound)
+TEST_ALL(unit_leads_reply_unknown_lead_is_enotfound)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -481,7 +482,7 @@ TEST(unit_leads_reply_without_any_address_stores_nothing)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_leads_reply_fault_at_every_call)
+TEST_ALL(unit_leads_reply_fault_at_every_call)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l;
@@ -525,7 +526,7 @@ TEST_BOTH(unit_leads_reply_fault_at_every_call)
 
 /* ---- details --------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_leads_details_oldest_first_and_per_lead)
+TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -572,7 +573,7 @@ TEST_BOTH(unit_leads_details_oldest_first_and_per_lead)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_leads_details_unknown_is_enotfound)
+TEST_ALL(unit_leads_details_unknown_is_enotfound)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};

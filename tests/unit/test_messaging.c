@@ -58,7 +58,7 @@ last_event(struct t_env *env, const char *lead_id, int back)
     return e[n - 1 - back];
 }
 
-TEST_BOTH(unit_messaging_sends_welcome_and_contacts_lead)
+TEST_ALL(unit_messaging_sends_welcome_and_contacts_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -89,8 +89,8 @@ TEST_BOTH(unit_messaging_sends_welcome_and_contacts_lead)
     ASSERT_EQ(T_NOW + 100, e.created_at);
     e = last_event(env, l.id, 0);
     ASSERT_EQ(EVENT_STATUS_CHANGED, e.type);
-    ASSERT_JSON_EQ("{\"from\":\"new\",\"to\":\"contacted\",\"reason\":\"message_sent\"}",
-                   e.payload);
+    ASSERT_JSON_STORED(
+        backend, "{\"from\":\"new\",\"to\":\"contacted\",\"reason\":\"message_sent\"}", e.payload);
     t_env_lead(env, l.id, &got);
     ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
     ASSERT_EQ(T_NOW + 100, got.updated_at);
@@ -169,7 +169,7 @@ TEST(unit_messaging_ai_reply_sent_event)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_messaging_retryable_failure_is_delayed)
+TEST_ALL(unit_messaging_retryable_failure_is_delayed)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -224,7 +224,7 @@ TEST_BOTH(unit_messaging_retryable_failure_is_delayed)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_messaging_last_attempt_goes_to_dead_letter)
+TEST_ALL(unit_messaging_last_attempt_goes_to_dead_letter)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -506,7 +506,7 @@ stale_racing_send(struct sender *s, const struct send_request *req, struct arena
 
 static const struct sender_ops stale_racing_ops = {"racing", stale_racing_send};
 
-TEST_BOTH(unit_issue_2_stale_worker_cannot_overwrite_outcome)
+TEST_ALL(unit_issue_2_stale_worker_cannot_overwrite_outcome)
 {
     struct t_env *env = t_env_new(backend);
     struct sender racing = {&stale_racing_ops};

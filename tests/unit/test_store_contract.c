@@ -5,6 +5,12 @@
 
 #include "core/arena.h"
 #include "fakes/t_env.h"
+#include "fakes/t_json.h"
+
+/* Message ids for jobs: UUIDs, as the service makes them (a uuid column in PostgreSQL). */
+#define M1 "00000000-0000-4000-9000-0000000000a1"
+#define M2 "00000000-0000-4000-9000-0000000000a2"
+#define M3 "00000000-0000-4000-9000-0000000000a3"
 
 static int lead_n;
 
@@ -101,7 +107,7 @@ job_by_id(struct t_env *env, const char *lead_id, const char *id)
 
 /* ---- lead repo ------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_contract_lead_round_trip)
+TEST_ALL(unit_contract_lead_round_trip)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -128,7 +134,7 @@ TEST_BOTH(unit_contract_lead_round_trip)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_lead_not_found)
+TEST_ALL(unit_contract_lead_not_found)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -144,7 +150,7 @@ TEST_BOTH(unit_contract_lead_not_found)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_constraints_are_conflicts)
+TEST_ALL(unit_contract_constraints_are_conflicts)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -170,7 +176,7 @@ TEST_BOTH(unit_contract_constraints_are_conflicts)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_messages)
+TEST_ALL(unit_contract_messages)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -207,7 +213,7 @@ TEST_BOTH(unit_contract_messages)
     ASSERT(list[2].recipient == NULL);
     ASSERT(list[2].last_error == NULL && list[2].provider_id == NULL);
     ASSERT_EQ(0, list[2].sent_at);
-    ASSERT_STREQ("{\"to\":\"x\",\"text\":\"hi\"}", list[2].channel_message);
+    ASSERT_JSON_SAME("{\"to\":\"x\",\"text\":\"hi\"}", list[2].channel_message);
 
     ASSERT_OK(lead_repo_message_list(env->repo, "00000000-0000-4000-8000-000000000999", env->arena,
                                      &list, &n, &err));
@@ -248,7 +254,7 @@ TEST_BOTH(unit_contract_messages)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_events_in_order)
+TEST_ALL(unit_contract_events_in_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -273,13 +279,13 @@ TEST_BOTH(unit_contract_events_in_order)
     ASSERT_STREQ(e[3].id, list[2].id);
     ASSERT_EQ(EVENT_STATUS_CHANGED, list[1].type);
     ASSERT_STREQ(a.id, list[1].lead_id);
-    ASSERT_STREQ("{\"from\":\"new\",\"to\":\"replied\"}", list[1].payload);
-    ASSERT_STREQ("{\"leadId\":\"x\"}", list[1].correlation_ids);
+    ASSERT_JSON_SAME("{\"from\":\"new\",\"to\":\"replied\"}", list[1].payload);
+    ASSERT_JSON_SAME("{\"leadId\":\"x\"}", list[1].correlation_ids);
     ASSERT_EQ(900, list[2].created_at);
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_rollback_and_commit)
+TEST_ALL(unit_contract_rollback_and_commit)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -325,7 +331,7 @@ TEST_BOTH(unit_contract_rollback_and_commit)
 
 /* ---- queue ----------------------------------------------------------------------------- */
 
-TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
+TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -335,14 +341,14 @@ TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
     int64_t next_due = -1;
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 1000, id);
+    enqueue(env, a.id, M1, 1000, id);
     ASSERT(id[0] != '\0');
     j = job_by_id(env, a.id, id);
     ASSERT_EQ(JOB_WAITING, j.state);
     ASSERT_STREQ("send-message", j.name);
-    ASSERT_STREQ("m-1", j.message_id);
+    ASSERT_STREQ(M1, j.message_id);
     ASSERT_STREQ(a.id, j.lead_id);
-    ASSERT_STREQ("{\"k\":1}", j.data);
+    ASSERT_JSON_SAME("{\"k\":1}", j.data);
     ASSERT_EQ(3, j.max_attempts);
     ASSERT_EQ(1000, j.backoff_ms);
     ASSERT_EQ(0, j.attempts_made);
@@ -356,7 +362,7 @@ TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
     ASSERT_STREQ(id, j.id);
     ASSERT_EQ(JOB_ACTIVE, j.state);
-    ASSERT_STREQ("m-1", j.message_id);
+    ASSERT_STREQ(M1, j.message_id);
     ASSERT_EQ(JOB_ACTIVE, job_by_id(env, a.id, id).state);
     ASSERT_EQ(0, reserve(env, 1500, NULL, &next_due)); /* leased until 2000 */
     ASSERT_EQ(0, next_due);
@@ -371,7 +377,7 @@ TEST_BOTH(unit_contract_queue_enqueue_reserve_complete)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
+TEST_ALL(unit_contract_queue_retry_waits_for_run_at)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -381,7 +387,7 @@ TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
     int64_t next_due = 0;
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 1000, id);
+    enqueue(env, a.id, M1, 1000, id);
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
     ASSERT_OK(job_queue_retry(env->queue, &j, 1100, 5000, "provider down", &err));
     j = job_by_id(env, a.id, id);
@@ -409,7 +415,7 @@ TEST_BOTH(unit_contract_queue_retry_waits_for_run_at)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_due_order)
+TEST_ALL(unit_contract_queue_due_order)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -418,9 +424,9 @@ TEST_BOTH(unit_contract_queue_due_order)
     char id1[24], id2[24], id3[24];
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 3000, id1);
-    enqueue(env, a.id, "m-2", 1000, id2);
-    enqueue(env, a.id, "m-3", 2000, id3);
+    enqueue(env, a.id, M1, 3000, id1);
+    enqueue(env, a.id, M2, 1000, id2);
+    enqueue(env, a.id, M3, 2000, id3);
     ASSERT_EQ(1, reserve(env, 10000, &j, NULL));
     ASSERT_STREQ(id2, j.id);
     ASSERT_EQ(1, reserve(env, 10000, &j, NULL));
@@ -441,7 +447,7 @@ TEST_BOTH(unit_contract_queue_due_order)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_stalled_recovery)
+TEST_ALL(unit_contract_queue_stalled_recovery)
 {
     /* a worker that dies holding a job loses it when the lease expires */
     struct t_env *env = t_env_new(backend);
@@ -450,7 +456,7 @@ TEST_BOTH(unit_contract_queue_stalled_recovery)
     char id[24];
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 1000, id);
+    enqueue(env, a.id, M1, 1000, id);
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL)); /* leased until 2000 */
     ASSERT_EQ(0, j.stalled_count);
     ASSERT_EQ(0, reserve(env, 1999, &j, NULL));
@@ -473,7 +479,7 @@ TEST_BOTH(unit_contract_queue_stalled_recovery)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
+TEST_ALL(unit_contract_queue_expired_lease_before_due_jobs)
 {
     struct t_env *env = t_env_new(backend);
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
@@ -481,9 +487,9 @@ TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
     char stalled[24], fresh[24];
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 1000, stalled);
+    enqueue(env, a.id, M1, 1000, stalled);
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
-    enqueue(env, a.id, "m-2", 1500, fresh);
+    enqueue(env, a.id, M2, 1500, fresh);
     ASSERT_EQ(1, reserve(env, 2500, &j, NULL));
     ASSERT_STREQ(stalled, j.id);
     ASSERT_EQ(1, reserve(env, 2500, &j, NULL));
@@ -491,7 +497,7 @@ TEST_BOTH(unit_contract_queue_expired_lease_before_due_jobs)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
+TEST_ALL(unit_contract_queue_reserve_joins_the_unit_of_work)
 {
     /* queue.h: reserve runs inside the caller's unit of work; rolling it back un-leases */
     struct t_env *env = t_env_new(backend);
@@ -501,7 +507,7 @@ TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
     char id[24];
 
     insert_lead(env, &a);
-    enqueue(env, a.id, "m-1", 1000, id);
+    enqueue(env, a.id, M1, 1000, id);
     ASSERT_OK(lead_repo_begin(env->repo, &err));
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
     lead_repo_rollback(env->repo);
@@ -511,7 +517,7 @@ TEST_BOTH(unit_contract_queue_reserve_joins_the_unit_of_work)
     t_env_free(env);
 }
 
-TEST_BOTH(unit_contract_queue_job_without_lead)
+TEST_ALL(unit_contract_queue_job_without_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct job j;
@@ -526,7 +532,7 @@ TEST_BOTH(unit_contract_queue_job_without_lead)
 
 /* Regression (issue 3, seen on PostgreSQL): two workers sending a new lead's two welcome
  * messages at once both recorded new -> contacted. The transition is a compare-and-set. */
-TEST_BOTH(unit_contract_lead_transition_is_compare_and_set)
+TEST_ALL(unit_contract_lead_transition_is_compare_and_set)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};

@@ -294,7 +294,9 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
     struct jsonw w;
     int rc;
 
-    rc = lead_repo_lead_get(d->repo, in->lead_id, a, &l, err);
+    rc = lead_repo_lead_lock(d->repo, in->lead_id, err);
+    if (rc == SP_OK)
+        rc = lead_repo_lead_get(d->repo, in->lead_id, a, &l, err);
     if (rc != SP_OK)
         return rc;
     memcpy(m->lead_id, l.id, SP_UUID_LEN + 1);

@@ -29,6 +29,10 @@ struct lead_repo_ops {
     int (*lead_update_status)(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
                               struct sp_error *err);
 
+    /* Inside a unit of work: holds the lead until commit, so concurrent units of work touching
+     * one lead (two workers, a reply) run one after the other and its timeline stays in order.
+     * SP_ENOTFOUND when there is no such lead. */
+    int (*lead_lock)(struct lead_repo *r, const char *id, struct sp_error *err);
     /* Compare-and-set: moves the lead from `from` to `to` only if it is in `from`; *changed says
      * whether it did. Concurrent units of work (PostgreSQL, READ COMMITTED) thus never both
      * record the same transition. */
@@ -100,6 +104,11 @@ lead_repo_lead_update_status(struct lead_repo *r, const char *id, enum lead_stat
                              struct sp_error *err)
 {
     return r->ops->lead_update_status(r, id, s, now, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
+{
+    return r->ops->lead_lock(r, id, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_lead_transition(struct lead_repo *r, const char *id, enum lead_status from,

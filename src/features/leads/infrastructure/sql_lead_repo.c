@@ -15,6 +15,9 @@ static const char SQL_LEAD_INSERT[] =
 static const char SQL_LEAD_GET[] = "SELECT id, name, email, phone, status, created_at, updated_at"
                                    " FROM leads WHERE id = $1";
 static const char SQL_LEAD_STATUS[] = "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
+/* PostgreSQL: a row lock. SQLite needs none: a write transaction already excludes all others. */
+static const char SQL_LEAD_LOCK_PG[] = "SELECT 1 FROM leads WHERE id = $1 FOR UPDATE";
+static const char SQL_LEAD_EXISTS[] = "SELECT 1 FROM leads WHERE id = $1";
 static const char SQL_LEAD_TRANSITION[] =
     "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2";
 static const char SQL_MESSAGE_INSERT[] =
@@ -135,6 +138,22 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
                 DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_time(now)), &changes, err);
     if (rc == SP_OK && changes == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    return rc;
+}
+
+static int
+r_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
+{
+    struct db_conn *c = conn_of(r);
+    struct db_rows rows;
+    struct arena *a = arena_new();
+    int pg = c->ops->dialect == DB_DIALECT_POSTGRES;
+    int rc =
+        db_query(c, pg ? SQL_LEAD_LOCK_PG : SQL_LEAD_EXISTS, DB_ARGS(db_text(id)), a, &rows, err);
+
+    if (rc == SP_OK && rows.nrows == 0)
+        rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
+    arena_free(a);
     return rc;
 }
 
@@ -279,6 +298,7 @@ static const struct lead_repo_ops sql_ops = {
     .lead_insert = r_lead_insert,
     .lead_get = r_lead_get,
     .lead_update_status = r_lead_update_status,
+    .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
     .message_insert = r_message_insert,
     .message_get = r_message_get,

@@ -202,6 +202,10 @@ record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, st
     int will_retry = 0;
     int rc;
 
+    /* The lead first (in lead order across the batch): its timeline entries stay together. */
+    rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, err);
+    if (rc != SP_OK)
+        return rc;
     if (w->send_rc == SP_OK) {
         w->outcome = MESSAGING_SENT;
         rc = record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
