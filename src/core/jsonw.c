@@ -124,6 +124,10 @@ put_escaped(struct jsonw *w, const char *s, size_t n)
             esc = "\\r";
         else if (c == '\t')
             esc = "\\t";
+        else if (c == '\b')
+            esc = "\\b";
+        else if (c == '\f')
+            esc = "\\f";
         else if (c >= 0x20)
             continue;
         put(w, s + start, i - start);

@@ -128,8 +128,7 @@ check_time_shape(const char *s)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
 
-    FZ_CHECK(strlen(s) == SP_ISO_TIME_LEN, "time \"%s\" is not %d characters", s,
-             SP_ISO_TIME_LEN);
+    FZ_CHECK(strlen(s) == SP_ISO_TIME_LEN, "time \"%s\" is not %d characters", s, SP_ISO_TIME_LEN);
     for (int i = 0; i < SP_ISO_TIME_LEN; i++)
         FZ_CHECK(shape[i] == 'd' ? (s[i] >= '0' && s[i] <= '9') : s[i] == shape[i],
                  "time \"%s\" is not ISO-8601", s);
@@ -274,8 +273,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (rc == SP_OK) {
         FZ_CHECK(strlen(text) <= len, "length %zu but text is %zu", len, strlen(text));
         got = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        FZ_CHECK(got != NULL, "jsonw wrote invalid JSON (%s at %d): %.*s", jerr.text,
-                 jerr.position, (int)(len > 2000 ? 2000 : len), text);
+        FZ_CHECK(got != NULL, "jsonw wrote invalid JSON (%s at %d): %.*s", jerr.text, jerr.position,
+                 (int)(len > 2000 ? 2000 : len), text);
         FZ_CHECK(json_equal(want, got), "round trip differs: %.*s", (int)(len > 2000 ? 2000 : len),
                  text);
         json_decref(got);

@@ -155,8 +155,8 @@ same_opt(const char *a, const char *b)
 }
 
 static void
-call(struct t_env *env, struct arena *a, void (*fn)(const struct leads_deps *,
-                                                     struct http_request *, struct http_response *),
+call(struct t_env *env, struct arena *a,
+     void (*fn)(const struct leads_deps *, struct http_request *, struct http_response *),
      const char *id, const uint8_t *data, size_t size, struct http_response *resp)
 {
     struct http_request req;

@@ -29,6 +29,8 @@
 
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -142,8 +144,7 @@ check_created(struct fz *f, json_t *root, const struct t_counts *b, const struct
     const struct lead *l;
     int dm = a->messages - b->messages;
 
-    FZ_CHECK(a->leads == b->leads + 1, "201 on POST /leads but leads %d -> %d", b->leads,
-             a->leads);
+    FZ_CHECK(a->leads == b->leads + 1, "201 on POST /leads but leads %d -> %d", b->leads, a->leads);
     FZ_CHECK(dm >= 1 && dm <= 2 && a->jobs - b->jobs == dm && a->events - b->events == 1 + dm,
              "201 on POST /leads: messages +%d jobs +%d events +%d", dm, a->jobs - b->jobs,
              a->events - b->events);
@@ -211,8 +212,8 @@ check_details(struct fz *f, json_t *root, const char *lead_id)
         FZ_CHECK(json_is_array(arr) && json_array_size(arr) > 0, "empty channel %s", key);
         nmsgs += json_array_size(arr);
     }
-    FZ_CHECK((int)nmsgs == count_messages_of(st, id), "GET lists %zu messages, store has %d",
-             nmsgs, count_messages_of(st, id));
+    FZ_CHECK((int)nmsgs == count_messages_of(st, id), "GET lists %zu messages, store has %d", nmsgs,
+             count_messages_of(st, id));
     FZ_CHECK((int)json_array_size(json_object_get(root, "events")) == count_events_of(st, id),
              "GET events differ from the store");
     FZ_CHECK((int)json_array_size(json_object_get(root, "jobs")) == count_jobs_of(st, id),
@@ -284,6 +285,9 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
     http_router_dispatch(&f->router, &req, &resp);
     t_env_counts(f->env, &after);
 
+    if (getenv("FZ_VERBOSE"))
+        fprintf(stderr, "%s %s [%s] %zu bytes -> %d %.300s\n", req.method, req.path,
+                ct ? ct : "(none)", req.body_len, resp.status, resp.body ? resp.body : "");
     root = fz_check_response(&resp, id && strchr(id, '/') ? 405 : 0);
     fz_check_no_open_tx(f->env);
     if (strcmp(req.method, "POST") == 0)
@@ -299,8 +303,8 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
     if (route == R_REPLY_EXISTING || (route == R_REPLY_FUZZED && lead_id))
         FZ_CHECK(resp.status != 404, "reply to an existing lead answered 404: %s", resp.body);
     if (id && !sp_uuid_valid(id, strlen(id)))
-        FZ_CHECK(resp.status == 400 || resp.status == 404, "id \"%s\" accepted with %d", id,
-                 resp.status);
+        FZ_CHECK(resp.status == 400 || resp.status == 404 || resp.status == 405,
+                 "id \"%s\" accepted with %d", id, resp.status);
 
     if (resp.status == 201 && route == R_CREATE)
         check_created(f, root, &before, &after, ct, req.body, req.body_len);

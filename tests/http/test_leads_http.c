@@ -808,3 +808,38 @@ TEST(http_leads_error_status_table)
     }
     arena_free(a);
 }
+
+/* Regression (issue 2, found by tests/fuzz): a raw NUL byte cut a form value or key short and a
+ * non-UTF-8 key was silently dropped, so these bodies were stored (201) instead of refused. */
+TEST(http_issue_2_form_body_nul_and_bad_keys_are_refused)
+{
+    static const struct {
+        const char *body;
+        size_t len;
+    } cases[] = {
+        {"name=Ana\0<script>&phone=1", 26},
+        {"name\0evil=Ana&phone=1", 21},
+        {"name=Ana&phone=%2B1&%FF=x", 25},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct http_request req;
+        struct http_response resp;
+
+        memset(&req, 0, sizeof(req));
+        memset(&resp, 0, sizeof(resp));
+        req.method = "POST";
+        req.path = "/leads";
+        req.content_type = FORM;
+        req.arena = env->arena;
+        req.body = cases[i].body;
+        req.body_len = cases[i].len;
+        leads_http_create(&env->deps, &req, &resp);
+        if (resp.status != 400)
+            t_fail(__FILE__, __LINE__, "case %zu: got %d %s", i, resp.status, resp.body);
+        assert_string_message_400(resp.body);
+        assert_nothing_stored(env);
+        t_env_free(env);
+    }
+}

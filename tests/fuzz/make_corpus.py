@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""make_corpus.py: writes the seed corpora of tests/fuzz (corpus/<target>/seed-NN).
+
+Bodies come from shared/reference/seed-api.md (valid and invalid). Re-running rewrites the same
+files; libFuzzer's own findings go to a separate, untracked directory (see README.md)."""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEP = b"\n--\n"  # request separator of fuzz_leads_http
+UNKNOWN_ID = b"2728542f-1069-401c-a54f-4ab8a3a46a06"
+
+# fuzz_leads_http header byte: route + 5 * ct + 40 * upper + 80 * latest
+CREATE, REPLY, REPLY_ID, GET, GET_ID = range(5)
+JSON, JSON_UTF8, JSON_UPPER, FORM, FORM_UTF8, NO_CT, TEXT, CT_FUZZ = range(8)
+
+
+def h(route, ct=JSON, upper=0, latest=0):
+    return bytes([route + 5 * ct + 40 * upper + 80 * latest])
+
+
+def j(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+LEAD_FULL = j({"name": "John Doe", "email": "john@example.com", "phone": "+1234567890"})
+REPLY_EMAIL = j({"channel": "email", "messageContent": {"from": "john@example.com",
+                                                        "subject": "Pricing?",
+                                                        "body": "How much does it cost?"}})
+REPLY_WA = j({"channel": "whatsapp", "messageContent": {"from": "+1234567890",
+                                                       "text": "Can we book a demo?"}})
+
+HTTP = [
+    h(CREATE) + LEAD_FULL,
+    h(CREATE) + j({"name": "Ana", "email": "ana@example.com"}),
+    h(CREATE, JSON_UTF8) + j({"name": "Bo", "phone": "+351912345678", "email": None}),
+    h(CREATE, JSON_UPPER) + j({"name": "Ana Lu\u00edsa", "phone": "+351912345678"}),
+    h(CREATE) + j({"name": ""}),
+    h(CREATE) + j({"name": "Ana"}),
+    h(CREATE) + j({"name": "Ana", "email": "not-an-email"}),
+    h(CREATE) + j({"name": "Ana", "phone": 123}),
+    h(CREATE) + j({"name": "Ana", "phone": "1", "foo": "bar"}),
+    h(CREATE) + j({"name": 123, "phone": "1"}),
+    h(CREATE) + b"{",
+    h(CREATE) + b"[1,2]",
+    h(CREATE) + b"",
+    h(CREATE, TEXT) + LEAD_FULL,
+    h(CREATE, NO_CT) + LEAD_FULL,
+    h(CREATE, FORM) + b"name=John+Doe&email=john%40example.com",
+    h(CREATE, FORM_UTF8) + b"phone=%2B351912345678&name=Ana%20Lu%C3%ADsa",
+    h(CREATE, FORM) + b"name=Ana&phone=%2B1&%FF=x",
+    h(CREATE, CT_FUZZ) + b"application/json ; charset=utf-8\n" + LEAD_FULL,
+    h(CREATE, CT_FUZZ) + b"application/xml\n<lead/>",
+    h(REPLY) + REPLY_EMAIL,
+    h(REPLY) + REPLY_WA,
+    h(REPLY) + j({"channel": "linkedin", "messageContent": {"text": "hi"}}),
+    h(REPLY) + j({"channel": "fax", "messageContent": {}}),
+    h(REPLY) + j({"channel": "email"}),
+    h(REPLY) + j({"channel": "email", "messageContent": {"subject": 1}}),
+    h(REPLY) + j({"channel": "email", "messageContent": "Pricing?"}),
+    h(REPLY, upper=1) + REPLY_WA,
+    h(REPLY_ID) + UNKNOWN_ID + b"\n" + REPLY_EMAIL,
+    h(REPLY_ID) + b"not-a-uuid\n{}",
+    h(GET),
+    h(GET, upper=1),
+    h(GET_ID) + UNKNOWN_ID,
+    h(GET_ID) + b"123",
+    h(GET_ID) + b"a/reply",
+    # a session: create an email-only lead, reply on WhatsApp with a from, read it back
+    h(CREATE) + j({"name": "Eve", "email": "eve@example.com"}) + SEP
+    + h(REPLY, latest=1) + j({"channel": "whatsapp", "messageContent": {"from": "+15550199",
+                                                                         "text": "stop"}})
+    + SEP + h(GET, latest=1),
+    h(REPLY) + REPLY_EMAIL + SEP + h(REPLY) + REPLY_WA + SEP + h(GET),
+    # 413: jansson stores \b as 2 bytes, jsonw writes it as \u0008 (6): the AI answer's
+    # "RE: <subject>" outgrows MESSAGE_CONTENT_MAX although the inbound message fits
+    h(REPLY) + b'{"channel":"email","messageContent":{"subject":"' + b"\\b" * 11000 + b'"}}',
+]
+
+FORM_BODIES = [
+    b"name=John+Doe&email=john%40example.com",
+    b"phone=%2B351912345678&name=Ana%20Lu%C3%ADsa",
+    b"name=Ana&phone=1&foo=bar",
+    b"name=%zz&phone=1",
+    b"name=&phone=1",
+    b"name=Ana&email=bad",
+    b"&&name=a&&email=a%40b.co&",
+    b"name=Ana&name=Bo&phone=%2B1",
+    b"",
+    # regressions (400 since the fix in leads_http.c; were 201 with the field silently cut/dropped)
+    b"name=Ana&phone=%2B1&%FF=x",
+    b"name\0evil=Ana&phone=1",
+    b"name=Ana\0<script>&phone=1",
+]
+
+
+# fuzz_jsonw: byte 0 (limit), then values: opcode % 8 = str, int, bool, null, obj, arr, time, raw
+def w_str(s):
+    b = s if isinstance(s, bytes) else s.encode()
+    return bytes([0, len(b)]) + b
+
+
+def w_obj(members):
+    out = bytes([4, len(members)])
+    for k, v in members:
+        kb = k.encode()
+        out += bytes([len(kb)]) + kb + v
+    return out
+
+
+def w_arr(items):
+    return bytes([5, len(items)]) + b"".join(items)
+
+
+def w_int(v):
+    return bytes([1]) + struct.pack(">q", v)
+
+
+def w_time(ms, null_if_zero=0):
+    return bytes([6]) + struct.pack(">q", ms) + bytes([null_if_zero])
+
+
+LEAD_DOC = w_obj([("id", w_str("2728542f-1069-401c-a54f-4ab8a3a46a06")),
+                  ("name", w_str("John \"Doe\"\\\n\t\x01")),
+                  ("email", bytes([3, 1])),
+                  ("createdAt", w_time(1795790265686)),
+                  ("n", w_int(-(2 ** 63)))])
+JSONW = [
+    b"\x00" + LEAD_DOC,
+    b"\x00" + w_arr([w_str(b"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), w_str(b"nul\x00in"),
+                     bytes([2, 1]), w_time(0, 1), w_time(-1), bytes([7]) + LEAD_DOC]),
+    b"\x80\x00\x20" + LEAD_DOC,
+    b"\x00" + bytes([5, 1]) * 18 + bytes([3, 0]),
+]
+
+
+def write(target, seeds):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for i, s in enumerate(seeds):
+        with open(os.path.join(d, "seed-%02d" % i), "wb") as f:
+            f.write(s)
+
+
+write("fuzz_leads_http", HTTP)
+write("fuzz_leads_form", FORM_BODIES)
+write("fuzz_jsonw", JSONW)
