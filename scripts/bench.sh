@@ -294,14 +294,18 @@ run_suite() {
   gerr=$(($(kv "$g" bad_status) + $(kv "$g" socket_errors)))
   mb=$(calc "$hwm / 1024")
   ROWS=""
-  row "POST /leads req/s" "$(printf %.0f "$(kv "$p" ok_rps)")" "≥ 5000" "$(met "$(kv "$p" ok_rps)" ">=" 5000)"
+  # DESIGN §7: 5,000 captures/s and 5,000 sends/s embedded; 3,000 and 2,500 for the production
+  # deployment (the PostgreSQL targets are stated for PostgreSQL+Redis).
+  local post_target=5000 send_target=5000
+  if [[ "$kind" == postgres ]]; then post_target=3000 send_target=2500; fi
+  row "POST /leads req/s" "$(printf %.0f "$(kv "$p" ok_rps)")" "≥ $post_target" "$(met "$(kv "$p" ok_rps)" ">=" "$post_target")"
   row "POST /leads p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$p" p50_ms)" "$(kv "$p" p99_ms)")" "p99 < 20" "$(met "$(kv "$p" p99_ms)" "<" 20)"
   row "POST /leads errors" "$perr of $(kv "$p" requests) (codes $(kv "$p" codes))" "0" "$(met "$perr" "<=" 0)"
   row "GET /leads/:id req/s" "$(printf %.0f "$(kv "$g" ok_rps)")" "≥ 20000" "$(met "$(kv "$g" ok_rps)" ">=" 20000)"
   row "GET /leads/:id p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$g" p50_ms)" "$(kv "$g" p99_ms)")" "p99 < 10" "$(met "$(kv "$g" p99_ms)" "<" 10)"
   row "GET errors" "$gerr of $(kv "$g" requests) (codes $(kv "$g" codes))" "0" "$(met "$gerr" "<=" 0)"
   row "lead → sent p50 / p99 (ms)" "$(kv "$lat" p50_ms) / $(kv "$lat" p99_ms)" "p50 < 10" "$(met "$(kv "$lat" p50_ms)" "<" 10)"
-  row "worker sends/s" "$(printf %.0f "$wrate")" "≥ 5000" "$(met "$wrate" ">=" 5000)"
+  row "worker sends/s" "$(printf %.0f "$wrate")" "≥ $send_target" "$(met "$wrate" ">=" "$send_target")"
   row "peak RSS (MB)" "$(printf %.1f "$mb")" "< 30" "$(met "$mb" "<" 30)"
   row "start → ready (ms)" "$(printf %.1f "$ready_ms")" "< 100" "$(met "$ready_ms" "<" 100)"
   NOTES+=("$kind: server CPU during POST $(printf %.0f "$post_cpu")% / GET $(printf %.0f "$get_cpu")% of one core ($(nproc) cores shared with wrk); lead → sent wall clock as seen by the client p50/p99 $(kv "$lat" wall_p50_ms) / $(kv "$lat" wall_p99_ms) ms")
