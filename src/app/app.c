@@ -57,12 +57,17 @@ struct session {
     struct queue_sql queue;
 };
 
-static void
-session_open(struct app *app, struct session *s)
+/* Fails (SP_EUNAVAIL) only when a pooled connection had to be opened and could not be. */
+static int
+session_open(struct app *app, struct session *s, struct sp_error *err)
 {
-    s->conn = db_pool_acquire(app->pool);
+    int rc = db_pool_acquire(app->pool, &s->conn, err);
+
+    if (rc != SP_OK)
+        return rc;
     sql_lead_repo_init(&s->repo, s->conn);
     queue_sql_init(&s->queue, s->conn, &app->signal);
+    return SP_OK;
 }
 
 static void
@@ -88,8 +93,13 @@ with_session(struct app *app, leads_route_fn fn, struct http_request *req,
 {
     struct session s;
     struct leads_deps d;
+    struct sp_error err = {0};
+    int rc = session_open(app, &s, &err);
 
-    session_open(app, &s);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
     d = leads_deps_for(app, &s);
     fn(&d, req, resp);
     session_close(app, &s);
@@ -131,9 +141,11 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
     struct session s;
     int rc;
 
-    session_open(app, &s);
-    rc = lead_repo_ping(&s.repo.base, &err);
-    session_close(app, &s);
+    rc = session_open(app, &s, &err);
+    if (rc == SP_OK) {
+        rc = lead_repo_ping(&s.repo.base, &err);
+        session_close(app, &s);
+    }
     if (rc != SP_OK) {
         log_warn("readiness check failed: %s", err.msg);
         http_error1(resp, req->arena, 503, "database unavailable");
@@ -212,7 +224,17 @@ worker_main(void *arg)
     struct session s;
     struct messaging_deps d;
 
-    session_open(app, &s);
+    for (;;) {
+        struct sp_error err = {0};
+        if (atomic_load(&app->stopping)) {
+            arena_free(a);
+            return NULL;
+        }
+        if (session_open(app, &s, &err) == SP_OK)
+            break;
+        log_warn("worker: %s", err.msg);
+        queue_signal_wait(&app->signal, queue_signal_seq(&app->signal), WORKER_ERROR_PAUSE_MS);
+    }
     memset(&d, 0, sizeof(d));
     d.repo = &s.repo.base;
     d.queue = &s.queue.base;

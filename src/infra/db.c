@@ -15,48 +15,75 @@ db_cell_int(const struct db_rows *rows, int r, int c)
 struct db_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    db_connect_fn connect;
+    void *ctx;
     int size;
     int nfree;
-    struct db_conn **all;
-    struct db_conn **free_list;
+    struct db_conn **all;       /* [size]; NULL until opened */
+    struct db_conn **free_list; /* [size]; entries may be NULL: a slot not opened yet */
 };
 
 int
 db_pool_new(db_connect_fn connect, void *ctx, int size, struct db_pool **out, struct sp_error *err)
 {
     struct db_pool *p = xcalloc(1, sizeof(*p));
-    int rc = SP_OK;
+    int rc;
 
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    p->connect = connect;
+    p->ctx = ctx;
+    p->size = size;
     p->all = xcalloc((size_t)size, sizeof(*p->all));
     p->free_list = xcalloc((size_t)size, sizeof(*p->free_list));
-    for (int i = 0; i < size; i++) {
-        rc = connect(ctx, &p->all[i], err);
-        if (rc != SP_OK)
-            break;
-        p->size++;
-        p->free_list[p->nfree++] = p->all[i];
-    }
+    rc = connect(ctx, &p->all[0], err);
     if (rc != SP_OK) {
         db_pool_free(p);
         return rc;
     }
+    /* A stack: unopened slots at the bottom, so open connections are always reused first. */
+    for (int i = 1; i < size; i++)
+        p->free_list[p->nfree++] = NULL;
+    p->free_list[p->nfree++] = p->all[0];
     *out = p;
     return SP_OK;
 }
 
-struct db_conn *
-db_pool_acquire(struct db_pool *p)
+/* Remembers a newly opened connection so that db_pool_free closes it. */
+static void
+adopt(struct db_pool *p, struct db_conn *c)
+{
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->size; i++) {
+        if (p->all[i] == NULL) {
+            p->all[i] = c;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+int
+db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err)
 {
     struct db_conn *c;
+    int rc;
 
     pthread_mutex_lock(&p->mu);
     while (p->nfree == 0)
         pthread_cond_wait(&p->cv, &p->mu);
     c = p->free_list[--p->nfree];
     pthread_mutex_unlock(&p->mu);
-    return c;
+    if (c == NULL) {
+        rc = p->connect(p->ctx, &c, err);
+        if (rc != SP_OK) {
+            db_pool_release(p, NULL); /* the slot stays unopened */
+            return rc;
+        }
+        adopt(p, c);
+    }
+    *out = c;
+    return SP_OK;
 }
 
 void

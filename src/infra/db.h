@@ -174,11 +174,14 @@ typedef int (*db_connect_fn)(void *ctx, struct db_conn **out, struct sp_error *e
 /* A fixed set of connections shared by threads. */
 struct db_pool;
 
-/* Opens `size` connections with `connect`. Caller frees with db_pool_free(). */
+/* A pool of up to `size` connections made with `connect`: the first is opened now (so a bad
+ * URL or an unreachable database is reported at start), the others when first needed (start-up
+ * stays fast however large the pool). Caller frees with db_pool_free(). */
 int db_pool_new(db_connect_fn connect, void *ctx, int size, struct db_pool **out,
                 struct sp_error *err) SP_MUST_CHECK;
-/* Takes a free connection, waiting for one if all are busy. Never fails. */
-struct db_conn *db_pool_acquire(struct db_pool *p);
+/* Takes a free connection, waiting for one if all are busy, opening it if it was never opened.
+ * Fails (SP_EUNAVAIL) only when that opening fails. */
+int db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
 /* Gives a connection back. */
 void db_pool_release(struct db_pool *p, struct db_conn *c);
 /* Closes every connection; all must have been released. NULL-safe. */
