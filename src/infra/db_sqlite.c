@@ -611,7 +611,7 @@ handle_open(const char *path, int writer, struct handle *h, struct sp_error *err
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(h->db, setup, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-8192" : "PRAGMA cache_size=-512",
+        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-4096" : "PRAGMA cache_size=-256",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot open sqlite database %s: %s",
