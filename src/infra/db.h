@@ -93,7 +93,7 @@ struct db_conn_ops {
     const char *name; /* "sqlite", "postgres" */
     enum db_dialect dialect;
     /* Runs one statement. `rows` (may be NULL) receives its result in arena `a`; `changes` (may
-     * be NULL) the number of rows it inserted, updated or deleted. */
+     * be NULL) the number of rows it inserted, updated or deleted, or, for a SELECT, returned. */
     int (*query)(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs,
                  struct arena *a, struct db_rows *rows, int64_t *changes, struct sp_error *err);
     /* Runs several ';'-separated statements without parameters (migrations). */

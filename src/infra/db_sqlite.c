@@ -184,14 +184,16 @@ bind_args(struct handle *c, sqlite3_stmt *stmt, const struct db_arg *args, int n
 /* Steps through all rows, copying cells into the arena when `rows` is wanted. */
 static int
 collect(struct handle *c, sqlite3_stmt *stmt, struct arena *a, struct db_rows *rows,
-        struct sp_error *err)
+        int64_t *returned, struct sp_error *err)
 {
     int ncols = sqlite3_column_count(stmt);
     size_t cap = 0, n = 0;
     char **cells = NULL;
     int rc;
 
+    *returned = 0;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        ++*returned;
         if (rows == NULL)
             continue;
         if (n / (size_t)(ncols ? ncols : 1) >= ROWS_MAX) {
@@ -230,6 +232,7 @@ sq_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
 {
     struct handle *c = ((struct sqlite_conn *)base)->cur;
     sqlite3_stmt *stmt = NULL;
+    int64_t returned = 0;
     int rc;
 
     rc = prepare(c, sql, &stmt, err);
@@ -237,9 +240,9 @@ sq_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
         return rc;
     rc = bind_args(c, stmt, args, nargs, err);
     if (rc == SP_OK)
-        rc = collect(c, stmt, a, rows, err);
-    if (rc == SP_OK && changes)
-        *changes = sqlite3_changes64(c->db);
+        rc = collect(c, stmt, a, rows, &returned, err);
+    if (rc == SP_OK && changes) /* as libpq's PQcmdTuples: rows returned by a plain SELECT */
+        *changes = sqlite3_stmt_readonly(stmt) ? returned : sqlite3_changes64(c->db);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     if (!is_cached(c, stmt))

@@ -145,15 +145,12 @@ static int
 r_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
 {
     struct db_conn *c = conn_of(r);
-    struct db_rows rows;
-    struct arena *a = arena_new();
     int pg = c->ops->dialect == DB_DIALECT_POSTGRES;
-    int rc =
-        db_query(c, pg ? SQL_LEAD_LOCK_PG : SQL_LEAD_EXISTS, DB_ARGS(db_text(id)), a, &rows, err);
+    int64_t found = 0;
+    int rc = db_exec(c, pg ? SQL_LEAD_LOCK_PG : SQL_LEAD_EXISTS, DB_ARGS(db_text(id)), &found, err);
 
-    if (rc == SP_OK && rows.nrows == 0)
+    if (rc == SP_OK && found == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
-    arena_free(a);
     return rc;
 }
 
