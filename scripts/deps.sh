@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # deps.sh: installs the Debian packages SalesPad needs, only those that are missing.
 #   scripts/deps.sh build   # compiler, cmake, pkg-config and the -dev libraries
-#   scripts/deps.sh test    # build + python3, valgrind, curl, the PostgreSQL server (tests) and
-#                           # the PostgreSQL server and client (tests/pg/pgserver.sh runs a
-#                           # throwaway server from /usr/lib/postgresql/<version>/bin)
-#   scripts/deps.sh bench   # build + wrk, curl and the PostgreSQL server
+#   scripts/deps.sh test    # build + python3, valgrind, curl, the PostgreSQL server and client
+#                           # (tests/pg/pgserver.sh runs a throwaway server from
+#                           # /usr/lib/postgresql/<version>/bin), the Redis server
+#                           # (tests/redis/redisserver.sh), Node.js and npm (the BullMQ interop
+#                           # tests) and docker-compose (validates docker-compose.yml; no engine)
+#   scripts/deps.sh bench   # build + wrk, curl and the PostgreSQL and Redis servers
 set -euo pipefail
 
 profile=${1:-build}
-build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev)
+build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
-  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl postgresql postgresql-client) ;;
-  bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client) ;;
+  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl postgresql postgresql-client redis-server
+               redis-tools nodejs docker-compose) ;;
+  bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
+               redis-tools) ;;
   *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;
 esac
 
@@ -22,6 +26,11 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
+# npm comes with the nodejs package of some apt sources (NodeSource) and is a package of its own
+# in Debian's: ask for it only when the command is missing.
+if [ "$profile" = test ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "deps.sh: installing missing packages: ${missing[*]}"

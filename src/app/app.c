@@ -20,7 +20,9 @@
 #include "infra/db_pg.h"
 #include "infra/db_sqlite.h"
 #include "infra/migrate.h"
+#include "infra/queue_redis.h"
 #include "infra/queue_sql.h"
+#include "infra/redis.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -31,6 +33,9 @@
 
 #define WORKER_POLL_MS 200
 #define WORKER_ERROR_PAUSE_MS 1000
+#define RELAY_BATCH 256
+#define RELAY_SCAN_MS 1000 /* rows other processes left behind are found within this */
+#define RELAY_RETRY_MAX_MS 2000
 
 struct app {
     const struct config *cfg;
@@ -48,38 +53,58 @@ struct app {
     int nworkers;
     pthread_t *workers;
     atomic_int stopping;
+    /* REDIS_URL set: the BullMQ-layout queue, fed by the outbox relay thread */
+    int use_redis;
+    char redis_label[256]; /* REDIS_URL without its password */
+    struct queue_redis_shared rq;
+    struct queue_signal relay_signal;
+    pthread_t relay;
+    int relay_running;
+    atomic_int relay_stopping;
+    atomic_int relay_ok; /* the last relay pass reached Redis */
 };
 
 /* One database session: a connection with the repository and queue bound to it. */
 struct session {
     struct db_conn *conn;
     struct sql_lead_repo repo;
-    struct queue_sql queue;
+    struct queue_sql sql_queue;
+    struct queue_redis redis_queue;
+    struct job_queue *queue;
 };
 
-/* Fails (SP_EUNAVAIL) only when a pooled connection had to be opened and could not be. */
+/* Fails (SP_EUNAVAIL) only when a pooled connection had to be opened and could not be. `redis`
+ * is the calling thread's Redis connection (workers and the relay), or NULL. */
 static int
-session_open(struct app *app, struct session *s, struct sp_error *err)
+session_open(struct app *app, struct session *s, struct redis *redis, struct sp_error *err)
 {
     int rc = db_pool_acquire(app->pool, &s->conn, err);
 
     if (rc != SP_OK)
         return rc;
     sql_lead_repo_init(&s->repo, s->conn);
-    queue_sql_init(&s->queue, s->conn, &app->signal);
+    if (app->use_redis) {
+        queue_redis_init(&s->redis_queue, &app->rq, s->conn, redis);
+        s->queue = &s->redis_queue.base;
+    } else {
+        queue_sql_init(&s->sql_queue, s->conn, &app->signal);
+        s->queue = &s->sql_queue.base;
+    }
     return SP_OK;
 }
 
 static void
 session_close(struct app *app, struct session *s)
 {
+    if (app->use_redis)
+        queue_redis_cleanup(&s->redis_queue);
     db_pool_release(app->pool, s->conn);
 }
 
 static struct leads_deps
 leads_deps_for(struct app *app, struct session *s)
 {
-    struct leads_deps d = {&s->repo.base,  &s->queue.base,     &app->bus,
+    struct leads_deps d = {&s->repo.base,  s->queue,           &app->bus,
                            &sp_clock_real, mock_content_gen(), &app->policy};
     return d;
 }
@@ -94,7 +119,7 @@ with_session(struct app *app, leads_route_fn fn, struct http_request *req,
     struct session s;
     struct leads_deps d;
     struct sp_error err = {0};
-    int rc = session_open(app, &s, &err);
+    int rc = session_open(app, &s, NULL, &err);
 
     if (rc != SP_OK) {
         leads_http_error(resp, req->arena, rc, &err);
@@ -136,12 +161,18 @@ static void
 route_ready(void *ctx, struct http_request *req, struct http_response *resp)
 {
     static const char body[] = "{\"status\":\"ready\",\"database\":\"ok\"}";
+    /* Redis down does not stop captures (the outbox keeps their jobs): still ready. */
+    static const char body_redis_ok[] =
+        "{\"status\":\"ready\",\"database\":\"ok\",\"queue\":\"ok\"}";
+    static const char body_redis_down[] =
+        "{\"status\":\"ready\",\"database\":\"ok\",\"queue\":\"redis unreachable: jobs wait "
+        "in the outbox\"}";
     struct app *app = ctx;
     struct sp_error err = {0};
     struct session s;
     int rc;
 
-    rc = session_open(app, &s, &err);
+    rc = session_open(app, &s, NULL, &err);
     if (rc == SP_OK) {
         rc = lead_repo_ping(&s.repo.base, &err);
         session_close(app, &s);
@@ -152,7 +183,12 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         resp->retry_after = 1;
         return;
     }
-    http_json(resp, 200, body, sizeof(body) - 1);
+    if (!app->use_redis)
+        http_json(resp, 200, body, sizeof(body) - 1);
+    else if (atomic_load(&app->relay_ok))
+        http_json(resp, 200, body_redis_ok, sizeof(body_redis_ok) - 1);
+    else
+        http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
 /* Constant-time comparison of one candidate key against the comma-separated list. */
@@ -216,28 +252,72 @@ routes_init(struct app *app)
     }
 }
 
+/* Sleeps up to ms, or less when the process is told to stop. */
+static void
+pause_ms(struct app *app, int64_t ms)
+{
+    queue_signal_wait(&app->signal, queue_signal_seq(&app->signal), ms);
+}
+
+/* The calling thread's Redis connection (NULL without REDIS_URL). */
+static struct redis *
+thread_redis(struct app *app)
+{
+    struct redis *r = NULL;
+    struct sp_error err = {0};
+
+    if (app->use_redis && redis_new(app->cfg->redis_url, queue_redis_scripts, queue_redis_nscripts,
+                                    &r, &err) != SP_OK) {
+        log_error("redis: %s", err.msg); /* unreachable: the URL was checked at start */
+        abort();
+    }
+    return r;
+}
+
+/* An idle worker waits for work: on the Redis marker, or on this process's signal (SQL). */
+static void
+worker_idle(struct app *app, struct session *s, uint64_t seen, int64_t next_due)
+{
+    int64_t wait = app->use_redis ? 1000 : WORKER_POLL_MS;
+    struct sp_error err = {0};
+
+    if (next_due > 0) {
+        int64_t until = next_due - sp_clock_now_ms(&sp_clock_real);
+        if (until < wait)
+            wait = until < 1 ? 1 : until;
+    }
+    if (s->queue->ops->wait == NULL) {
+        queue_signal_wait(&app->signal, seen, wait);
+    } else if (s->queue->ops->wait(s->queue, wait, &err) != SP_OK) {
+        log_warn("worker: %s", err.msg);
+        pause_ms(app, WORKER_ERROR_PAUSE_MS);
+    }
+}
+
 static void *
 worker_main(void *arg)
 {
     struct app *app = arg;
     struct arena *a = arena_new();
+    struct redis *redis = thread_redis(app);
     struct session s;
     struct messaging_deps d;
 
     for (;;) {
         struct sp_error err = {0};
         if (atomic_load(&app->stopping)) {
+            redis_free(redis);
             arena_free(a);
             return NULL;
         }
-        if (session_open(app, &s, &err) == SP_OK)
+        if (session_open(app, &s, redis, &err) == SP_OK)
             break;
         log_warn("worker: %s", err.msg);
-        queue_signal_wait(&app->signal, queue_signal_seq(&app->signal), WORKER_ERROR_PAUSE_MS);
+        pause_ms(app, WORKER_ERROR_PAUSE_MS);
     }
     memset(&d, 0, sizeof(d));
     d.repo = &s.repo.base;
-    d.queue = &s.queue.base;
+    d.queue = s.queue;
     d.clock = &sp_clock_real;
     d.senders = &app->senders;
     d.lease_ms = app->cfg->job_lease_ms;
@@ -248,28 +328,112 @@ worker_main(void *arg)
     while (!atomic_load(&app->stopping)) {
         struct sp_error err = {0};
         uint64_t seen = queue_signal_seq(&app->signal);
-        int64_t next_due = 0, wait = WORKER_POLL_MS;
+        int64_t next_due = 0;
         int did_work = 0;
-        int rc = messaging_worker_tick(&d, a, &did_work, &next_due, &err);
+        int rc;
 
+        if (s.queue->ops->maintain && s.queue->ops->maintain(s.queue, &err) != SP_OK) {
+            log_warn("worker: stalled-job check: %s", err.msg);
+            sp_error_clear(&err);
+        }
+        rc = messaging_worker_tick(&d, a, &did_work, &next_due, &err);
         arena_reset(a);
         if (rc != SP_OK) {
             log_warn("worker: %s: %s", sp_err_name(rc), err.msg);
-            queue_signal_wait(&app->signal, queue_signal_seq(&app->signal), WORKER_ERROR_PAUSE_MS);
+            pause_ms(app, WORKER_ERROR_PAUSE_MS);
             continue;
         }
-        if (did_work)
-            continue;
-        if (next_due > 0) {
-            int64_t until = next_due - sp_clock_now_ms(&sp_clock_real);
-            if (until < wait)
-                wait = until < 1 ? 1 : until;
-        }
-        queue_signal_wait(&app->signal, seen, wait);
+        if (!did_work)
+            worker_idle(app, &s, seen, next_due);
     }
     session_close(app, &s);
+    redis_free(redis);
     arena_free(a);
     return NULL;
+}
+
+/* ---- the outbox relay (REDIS_URL) ---------------------------------------------------------- */
+
+/* One pass: publishes every unrelayed outbox row. Returns the rows published, or -1. */
+static int
+relay_pass(struct app *app, struct redis *redis, int *logged_down)
+{
+    struct sp_error err = {0};
+    struct session s;
+    int total = 0, n = 0, rc;
+
+    rc = session_open(app, &s, redis, &err);
+    if (rc == SP_OK) {
+        do {
+            rc = queue_redis_relay_batch(&s.redis_queue, RELAY_BATCH, &n, &err);
+            total += rc == SP_OK ? n : 0;
+        } while (rc == SP_OK && n == RELAY_BATCH && !atomic_load(&app->relay_stopping));
+        session_close(app, &s);
+    }
+    atomic_store(&app->relay_ok, rc == SP_OK || strcmp(err.field, "redis") != 0);
+    if (rc != SP_OK) {
+        if (!*logged_down)
+            log_warn("outbox relay: %s; captured jobs wait in the outbox and go out when it is "
+                     "back",
+                     err.msg);
+        *logged_down = 1;
+        return -1;
+    }
+    if (*logged_down)
+        log_info("outbox relay: publishing again");
+    *logged_down = 0;
+    return total;
+}
+
+static void *
+relay_main(void *arg)
+{
+    struct app *app = arg;
+    struct redis *redis = thread_redis(app);
+    int64_t retry_ms = 50;
+    int logged_down = 0;
+
+    for (;;) {
+        uint64_t seen = queue_signal_seq(&app->relay_signal);
+        int stopping = atomic_load(&app->relay_stopping);
+        int n = relay_pass(app, redis, &logged_down);
+
+        if (n > 0)
+            log_debug("outbox relay: %d jobs published", n);
+        if (stopping)
+            break; /* the final pass after the API stopped is done */
+        if (n < 0) {
+            queue_signal_wait(&app->relay_signal, queue_signal_seq(&app->relay_signal), retry_ms);
+            retry_ms = retry_ms * 2 > RELAY_RETRY_MAX_MS ? RELAY_RETRY_MAX_MS : retry_ms * 2;
+            continue;
+        }
+        retry_ms = 50;
+        queue_signal_wait(&app->relay_signal, seen, RELAY_SCAN_MS);
+    }
+    redis_free(redis);
+    return NULL;
+}
+
+static int
+relay_start(struct app *app)
+{
+    if (pthread_create(&app->relay, NULL, relay_main, app) != 0) {
+        log_error("cannot start the outbox relay thread");
+        return SP_EINTERNAL;
+    }
+    app->relay_running = 1;
+    return SP_OK;
+}
+
+static void
+relay_stop(struct app *app)
+{
+    if (!app->relay_running)
+        return;
+    atomic_store(&app->relay_stopping, 1);
+    queue_signal_wake(&app->relay_signal);
+    pthread_join(app->relay, NULL);
+    app->relay_running = 0;
 }
 
 static int
@@ -358,7 +522,7 @@ static int
 senders_init(struct app *app, struct sp_error *err)
 {
     struct mock_sender_config mc = {app->cfg->mock_sink, app->cfg->mock_fail_first,
-                                    app->cfg->mock_fail_rate};
+                                    app->cfg->mock_fail_rate, app->cfg->mock_send_delay_ms};
     int rc = mock_sender_new(&mc, &app->mock, err);
 
     if (rc != SP_OK)
@@ -398,11 +562,13 @@ app_cleanup(struct app *app)
     app->server = NULL;
     if (app->workers)
         workers_stop(app);
+    relay_stop(app);
     db_pool_free(app->pool);
     db_sqlite_free(app->sqlite);
     db_pg_free(app->pg);
     mock_sender_free(app->mock);
     queue_signal_cleanup(&app->signal);
+    queue_signal_cleanup(&app->relay_signal);
 }
 
 static int
@@ -422,7 +588,7 @@ app_run(const struct config *cfg, enum app_mode mode)
     int64_t t0 = sp_mono_ms();
     int with_http = mode == APP_SERVE || mode == APP_SERVE_API;
     int nworkers = mode == APP_SERVE || mode == APP_WORKER ? cfg->worker_concurrency : 0;
-    int pool = mode == APP_MIGRATE ? 0 : (with_http ? cfg->http_threads : 0) + nworkers + 1;
+    int pool = mode == APP_MIGRATE ? 0 : (with_http ? cfg->http_threads : 0) + nworkers + 2;
     sigset_t set;
     int rc, sig;
 
@@ -430,11 +596,26 @@ app_run(const struct config *cfg, enum app_mode mode)
     app.cfg = cfg;
     config_url_redact(cfg->database_url, app.db_label, sizeof(app.db_label));
     queue_signal_init(&app.signal);
+    queue_signal_init(&app.relay_signal);
+    atomic_init(&app.relay_ok, 1);
     if (cfg->redis_url) {
-        fprintf(stderr, "config: REDIS_URL: the Redis queue is not supported by this build yet; "
-                        "unset it to use the database queue\n");
-        queue_signal_cleanup(&app.signal);
-        return 2;
+        struct redis *probe = NULL;
+        rc = redis_new(cfg->redis_url, queue_redis_scripts, queue_redis_nscripts, &probe, &err);
+        if (rc != SP_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            app_cleanup(&app);
+            return 2;
+        }
+        /* Redis down at start is not fatal: captures go to the outbox meanwhile. */
+        if (mode != APP_MIGRATE && redis_ping(probe, &err) != SP_OK)
+            log_warn("%s (the service starts anyway and retries)", err.msg);
+        redis_free(probe);
+        sp_error_clear(&err);
+        app.use_redis = 1;
+        redis_url_redact(cfg->redis_url, app.redis_label, sizeof(app.redis_label));
+        queue_redis_shared_init(&app.rq, cfg->queue_prefix, cfg->queue_name,
+                                cfg->queue_keep_completed, cfg->queue_stalled_interval_ms,
+                                cfg->queue_max_stalled, &app.relay_signal);
     }
     /* Block the shutdown signals before any thread starts so only sigwait sees them. */
     sigemptyset(&set);
@@ -458,6 +639,8 @@ app_run(const struct config *cfg, enum app_mode mode)
         app.policy.job_backoff_ms = cfg->job_backoff_ms;
         app.policy.sendable = sender_registry_mask(&app.senders);
     }
+    if (rc == SP_OK && app.use_redis)
+        rc = relay_start(&app);
     if (rc == SP_OK && nworkers > 0)
         rc = workers_start(&app, nworkers);
     if (rc == SP_OK && with_http)
@@ -468,13 +651,15 @@ app_run(const struct config *cfg, enum app_mode mode)
         return rc == SP_EINVAL ? 2 : 1;
     }
     if (with_http)
-        log_info(
-            "salespad %s listening on http://%s:%d (database %s, %d workers, ready in %lld ms)",
-            SP_VERSION, cfg->host, http_server_port(app.server), cfg->database_url, nworkers,
-            (long long)(sp_mono_ms() - t0));
+        log_info("salespad %s listening on http://%s:%d (database %s, queue %s%s%s, %d workers, "
+                 "ready in %lld ms)",
+                 SP_VERSION, cfg->host, http_server_port(app.server), app.db_label,
+                 app.use_redis ? app.redis_label : "in the database", app.use_redis ? " " : "",
+                 app.use_redis ? app.rq.prefix : "", nworkers, (long long)(sp_mono_ms() - t0));
     else
-        log_info("salespad %s worker started (database %s, %d workers)", SP_VERSION, app.db_label,
-                 nworkers);
+        log_info("salespad %s worker started (database %s, queue %s%s%s, %d workers)", SP_VERSION,
+                 app.db_label, app.use_redis ? app.redis_label : "in the database",
+                 app.use_redis ? " " : "", app.use_redis ? app.rq.prefix : "", nworkers);
 
     sig = wait_for_signal(&set);
     log_info("received %s: finishing in-flight requests and jobs", strsignal(sig));

@@ -32,7 +32,18 @@ static const struct config_key keys[] = {
     {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 2,
      "sqlite:<path> (embedded) or postgres://user:pass@host:port/db"},
     {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 2,
-     "unset: the queue lives in the database; the Redis queue is not available yet (issue #4)"},
+     "unset: the queue lives in the database; redis://[:pass@]host:port[/db]: BullMQ-layout queue"},
+    {"QUEUE_NAME", "queue-name", K_STR, OFF(queue_name), "commands", 0, 0, 0,
+     "BullMQ queue name (with REDIS_URL)"},
+    {"QUEUE_PREFIX", "queue-prefix", K_STR, OFF(queue_prefix), "bull", 0, 0, 0,
+     "BullMQ key prefix: keys are <prefix>:<name>:... (with REDIS_URL)"},
+    {"QUEUE_KEEP_COMPLETED", "queue-keep-completed", K_INT, OFF(queue_keep_completed), "1000", -1,
+     100000000, 0, "completed jobs kept in Redis, older ones removed (-1: all, 0: none)"},
+    {"QUEUE_STALLED_INTERVAL_MS", "queue-stalled-interval-ms", K_LONG,
+     OFF(queue_stalled_interval_ms), "30000", 50, 3600000, 0,
+     "how often workers look for stalled jobs (ms, with REDIS_URL)"},
+    {"QUEUE_MAX_STALLED", "queue-max-stalled", K_INT, OFF(queue_max_stalled), "1", 0, 1000, 0,
+     "times a job may stall before it fails (with REDIS_URL)"},
     {"HTTP_THREADS", "http-threads", K_INT, OFF(http_threads), "16", 1, 128, 0,
      "HTTP worker threads"},
     {"WORKER_CONCURRENCY", "worker-concurrency", K_INT, OFF(worker_concurrency), "4", 1, 64, 0,
@@ -57,6 +68,8 @@ static const struct config_key keys[] = {
      "mock provider: fail the first n attempts of each message"},
     {"MOCK_FAIL_RATE", "mock-fail-rate", K_DOUBLE, OFF(mock_fail_rate), "0", 0, 1, 0,
      "mock provider: fail each attempt with this probability"},
+    {"MOCK_SEND_DELAY_MS", "mock-send-delay-ms", K_INT, OFF(mock_send_delay_ms), "0", 0, 600000, 0,
+     "mock provider: each send takes this long (ms)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -137,6 +150,20 @@ find_flag(const char *name, size_t len)
     return NULL;
 }
 
+/* A BullMQ queue name or prefix: it becomes part of every Redis key. */
+static int
+name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ':' || (unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int
 validate(const struct config *cfg, struct sp_error *err)
 {
@@ -145,6 +172,15 @@ validate(const struct config *cfg, struct sp_error *err)
     if (cfg->database_url == NULL || cfg->database_url[0] == '\0')
         return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
                             "config: DATABASE_URL: must not be empty");
+    if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0)
+        return sp_error_set(err, SP_EINVAL, "REDIS_URL",
+                            "config: REDIS_URL: must be redis://[:password@]host[:port][/db]");
+    if (!name_ok(cfg->queue_name))
+        return sp_error_set(err, SP_EINVAL, "QUEUE_NAME",
+                            "config: QUEUE_NAME: 1-64 characters, none of ':', space or control");
+    if (!name_ok(cfg->queue_prefix))
+        return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
+                            "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
     return SP_OK;
 }
 

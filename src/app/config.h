@@ -15,6 +15,11 @@ struct config {
     char *host;
     char *database_url;
     char *redis_url;
+    char *queue_name;
+    char *queue_prefix;
+    int queue_keep_completed;
+    long long queue_stalled_interval_ms;
+    int queue_max_stalled;
     int http_threads;
     int worker_concurrency;
     int worker_batch;
@@ -27,6 +32,7 @@ struct config {
     char *mock_sink;
     int mock_fail_first;
     double mock_fail_rate;
+    int mock_send_delay_ms;
 };
 
 /* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags

@@ -1,6 +1,7 @@
 /* queue.c: job state names and the backoff formula shared by queue implementations. */
 #include "core/queue.h"
 
+#include <math.h>
 #include <string.h>
 
 static const char *const state_names[] = {"waiting", "delayed", "active", "completed", "failed"};
@@ -42,4 +43,26 @@ job_backoff_delay(int64_t base_ms, int attempts_made, int jitter_pct, uint32_t r
         d -= (int64_t)(((uint64_t)span * rnd) / UINT32_MAX);
     }
     return d;
+}
+
+/* BullMQ never caps its delays; this cap only keeps absurd settings from overflowing. */
+#define BULLMQ_DELAY_CAP_MS (30LL * 24 * 3600 * 1000)
+
+int64_t
+job_retry_delay(const struct job *j, int attempts_made, int default_jitter_pct, uint32_t rnd)
+{
+    double d = j->backoff_ms < 0 ? 0 : (double)j->backoff_ms;
+
+    if (j->backoff_jitter < 0)
+        return job_backoff_delay(j->backoff_ms, attempts_made, default_jitter_pct, rnd);
+    if (j->backoff_type == JOB_BACKOFF_EXPONENTIAL)
+        d = round(ldexp(d, attempts_made > 1 ? attempts_made - 1 : 0));
+    if (d > (double)BULLMQ_DELAY_CAP_MS)
+        d = (double)BULLMQ_DELAY_CAP_MS;
+    if (j->backoff_jitter > 0 && d > 0) {
+        double jit = j->backoff_jitter > 1 ? 1 : j->backoff_jitter;
+        double lo = d * (1 - jit);
+        d = floor(lo + (d - lo) * ((double)rnd / 4294967296.0));
+    }
+    return (int64_t)d;
 }

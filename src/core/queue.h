@@ -1,9 +1,13 @@
-/* queue.h: the job queue port (SQL queue now; a BullMQ-layout Redis queue later).
+/* queue.h: the job queue port: the SQL queue (infra/queue_sql) or the BullMQ-layout Redis queue
+ * with its transactional outbox (infra/queue_redis).
  *
  * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry with
  * backoff) -> ... | failed (dead letter). A queue value is bound to one database session, so
- * enqueue, reserve, complete, retry and fail join the caller's open unit of work. Strings read back
- * live in the caller's arena. Errors: SP_EUNAVAIL (backend unreachable/busy), SP_EINTERNAL. */
+ * enqueue, reserve, complete, retry and fail join the caller's open unit of work. A queue whose
+ * jobs live outside the database (Redis) applies the part of those steps that cannot join the
+ * transaction when the caller reports the outcome of its unit of work (job_queue_after_commit /
+ * job_queue_after_rollback). Strings read back live in the caller's arena. Errors: SP_EUNAVAIL
+ * (backend unreachable/busy), SP_EINTERNAL. */
 #pragma once
 
 #include "core/err.h"
@@ -27,8 +31,13 @@ struct job_spec {
     int64_t backoff_ms;     /* exponential backoff base */
 };
 
+#define JOB_ID_MAX 64 /* bytes, with the NUL */
+
+/* How the delay before the next attempt grows (BullMQ's built-in strategies). */
+enum job_backoff { JOB_BACKOFF_EXPONENTIAL = 0, JOB_BACKOFF_FIXED };
+
 struct job {
-    char id[24];
+    char id[JOB_ID_MAX];
     const char *name;
     const char *lead_id;
     const char *message_id;
@@ -37,6 +46,8 @@ struct job {
     int attempts_made; /* attempts that ended (failed or completed) */
     int max_attempts;
     int64_t backoff_ms;
+    enum job_backoff backoff_type;
+    double backoff_jitter; /* BullMQ's jitter 0..1; < 0: the worker's default jitter */
     int stalled_count;
     const char *last_error;
     int64_t run_at;
@@ -44,11 +55,13 @@ struct job {
     int64_t updated_at;
     int64_t finished_at; /* 0 while not finished */
     int64_t lease_until; /* set by reserve: the lease, and the fencing token of this holder */
+    const char *token;   /* set by reserve on Redis: the lock token of this holder */
+    const char *result;  /* set by the worker before complete: JSON return value, may be NULL */
 };
 
 struct job_queue_ops {
     const char *name;
-    /* Adds a waiting job; its id goes to id_out (24 bytes). */
+    /* Adds a waiting job; its id goes to id_out (JOB_ID_MAX bytes). */
     int (*enqueue)(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
                    struct sp_error *err);
     /* Leases the next due job (or one whose lease expired) until now + lease_ms, inside the
@@ -72,6 +85,19 @@ struct job_queue_ops {
                         int *n, struct sp_error *err);
     /* Wakes idle workers of this process (after a commit that enqueued). May be NULL. */
     void (*wake)(struct job_queue *q);
+
+    /* The rest may be NULL (the SQL queue: everything is part of the database transaction). */
+    /* The caller's unit of work committed: applies the job transitions it decided. */
+    int (*after_commit)(struct job_queue *q, struct sp_error *err);
+    /* The caller's unit of work rolled back: forgets them and gives back reserved jobs. */
+    void (*after_rollback)(struct job_queue *q);
+    /* Extends the lease of a reserved job to now + lease_ms; SP_ECONFLICT (field "job") when
+     * it was lost. */
+    int (*touch)(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err);
+    /* Blocks until a job may be ready or timeout_ms passes (an idle worker). */
+    int (*wait)(struct job_queue *q, int64_t timeout_ms, struct sp_error *err);
+    /* Periodic upkeep by workers (stalled-job recovery); cheap when not due. */
+    int (*maintain)(struct job_queue *q, struct sp_error *err);
 };
 
 struct job_queue {
@@ -119,6 +145,30 @@ job_queue_wake(struct job_queue *q)
     if (q->ops->wake)
         q->ops->wake(q);
 }
+
+static inline int SP_MUST_CHECK
+job_queue_after_commit(struct job_queue *q, struct sp_error *err)
+{
+    return q->ops->after_commit ? q->ops->after_commit(q, err) : SP_OK;
+}
+static inline void
+job_queue_after_rollback(struct job_queue *q)
+{
+    if (q->ops->after_rollback)
+        q->ops->after_rollback(q);
+}
+static inline int SP_MUST_CHECK
+job_queue_touch(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err)
+{
+    return q->ops->touch ? q->ops->touch(q, j, lease_ms, err) : SP_OK;
+}
+
+/* The delay before the next attempt of j, after attempts_made attempts (counting the one that
+ * just failed): BullMQ's formula for jobs that carry a backoff jitter >= 0 (fixed: backoff_ms;
+ * exponential: round(2^(n-1) * backoff_ms); jitter j: a value in [d*(1-j), d) from `rnd`),
+ * else job_backoff_delay with default_jitter_pct. */
+int64_t job_retry_delay(const struct job *j, int attempts_made, int default_jitter_pct,
+                        uint32_t rnd);
 
 /* Exponential backoff: base * 2^(attempts_made - 1), capped at one hour, then reduced by up to
  * `jitter_pct` percent using `rnd` (0..UINT32_MAX). attempts_made counts the failed attempt. */

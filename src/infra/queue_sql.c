@@ -152,6 +152,7 @@ row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *er
     j->attempts_made = (int)db_cell_int(rows, i, 6);
     j->max_attempts = (int)db_cell_int(rows, i, 7);
     j->backoff_ms = db_cell_int(rows, i, 8);
+    j->backoff_jitter = -1; /* the worker's default jitter (job_backoff_delay) */
     j->stalled_count = (int)db_cell_int(rows, i, 9);
     j->last_error = db_cell(rows, i, 10);
     j->run_at = db_cell_int(rows, i, 11);

@@ -471,6 +471,7 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     row->j.state = JOB_WAITING;
     row->j.max_attempts = spec->max_attempts;
     row->j.backoff_ms = spec->backoff_ms;
+    row->j.backoff_jitter = -1;
     row->j.run_at = now;
     row->j.created_at = now;
     row->j.updated_at = now;

@@ -433,6 +433,33 @@ TEST(unit_backoff_jitter_bounds)
     }
 }
 
+TEST(unit_backoff_bullmq_formula)
+{
+    /* Jobs that carry BullMQ's backoff (Redis queue) follow its formula: fixed = delay,
+     * exponential = round(2^(n-1) * delay), no cap; jitter j picks a value in [d(1-j), d). */
+    struct job j;
+
+    memset(&j, 0, sizeof(j));
+    j.backoff_ms = 300;
+    j.backoff_jitter = 0;
+    ASSERT_EQ(300, job_retry_delay(&j, 1, 20, UINT32_MAX));
+    ASSERT_EQ(600, job_retry_delay(&j, 2, 20, UINT32_MAX));
+    ASSERT_EQ(1200, job_retry_delay(&j, 3, 20, 0));
+    ASSERT_EQ(300LL << 19, job_retry_delay(&j, 20, 0, 0)); /* BullMQ does not cap at an hour */
+    j.backoff_type = JOB_BACKOFF_FIXED;
+    ASSERT_EQ(300, job_retry_delay(&j, 5, 0, 0));
+    j.backoff_type = JOB_BACKOFF_EXPONENTIAL;
+    j.backoff_jitter = 0.5;
+    ASSERT_EQ(300, job_retry_delay(&j, 2, 0, 0)); /* d = 600: lower bound 600 * 0.5 */
+    ASSERT(job_retry_delay(&j, 2, 0, UINT32_MAX) < 600);
+    ASSERT(job_retry_delay(&j, 2, 0, UINT32_MAX) >= 599);
+    j.backoff_jitter = -1; /* the database queue's jobs: job_backoff_delay with the default */
+    ASSERT_EQ(job_backoff_delay(300, 3, 20, 77), job_retry_delay(&j, 3, 20, 77));
+    j.backoff_ms = 0;
+    j.backoff_jitter = 0;
+    ASSERT_EQ(0, job_retry_delay(&j, 3, 0, 0)); /* no backoff: retried at once */
+}
+
 /* ---- time ------------------------------------------------------------------------------ */
 
 static const char *

@@ -382,7 +382,7 @@ TEST(unit_messaging_missing_message_fails_job)
     struct lead l;
     struct job_spec spec = {
         SEND_MESSAGE_JOB, NULL, "00000000-0000-4000-8000-000000000000", "{}", 3, 1000};
-    char id[24];
+    char id[JOB_ID_MAX];
     enum messaging_outcome outcome = MESSAGING_SENT;
     struct job j;
     int found = 0;

@@ -159,7 +159,7 @@ TEST_ALL(unit_contract_constraints_are_conflicts)
     struct message m = mk_message(&l, 1, CHANNEL_EMAIL, 1000);
     struct message orphan = mk_message(&ghost, 2, CHANNEL_EMAIL, 1000);
     struct lead_event e = mk_event(&ghost, 1, EVENT_LEAD_ADDED, 1000);
-    char id[24];
+    char id[JOB_ID_MAX];
     struct job_spec spec = {"send-message", ghost.id, NULL, "{}", 3, 1000};
 
     insert_lead(env, &l);
@@ -296,7 +296,7 @@ TEST_ALL(unit_contract_rollback_and_commit)
     struct t_counts c;
     struct job *jobs;
     struct lead got;
-    char id[24];
+    char id[JOB_ID_MAX];
     int n;
 
     ASSERT_OK(lead_repo_begin(env->repo, &err));
@@ -337,7 +337,7 @@ TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
     struct sp_error err = {0};
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char id[24];
+    char id[JOB_ID_MAX];
     int64_t next_due = -1;
 
     insert_lead(env, &a);
@@ -383,7 +383,7 @@ TEST_ALL(unit_contract_queue_retry_waits_for_run_at)
     struct sp_error err = {0};
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char id[24];
+    char id[JOB_ID_MAX];
     int64_t next_due = 0;
 
     insert_lead(env, &a);
@@ -421,7 +421,7 @@ TEST_ALL(unit_contract_queue_due_order)
     struct sp_error err = {0};
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char id1[24], id2[24], id3[24];
+    char id1[JOB_ID_MAX], id2[JOB_ID_MAX], id3[JOB_ID_MAX];
 
     insert_lead(env, &a);
     enqueue(env, a.id, M1, 3000, id1);
@@ -453,7 +453,7 @@ TEST_ALL(unit_contract_queue_stalled_recovery)
     struct t_env *env = t_env_new(backend);
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char id[24];
+    char id[JOB_ID_MAX];
 
     insert_lead(env, &a);
     enqueue(env, a.id, M1, 1000, id);
@@ -484,7 +484,7 @@ TEST_ALL(unit_contract_queue_expired_lease_before_due_jobs)
     struct t_env *env = t_env_new(backend);
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char stalled[24], fresh[24];
+    char stalled[JOB_ID_MAX], fresh[JOB_ID_MAX];
 
     insert_lead(env, &a);
     enqueue(env, a.id, M1, 1000, stalled);
@@ -504,7 +504,7 @@ TEST_ALL(unit_contract_queue_reserve_joins_the_unit_of_work)
     struct sp_error err = {0};
     struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
     struct job j;
-    char id[24];
+    char id[JOB_ID_MAX];
 
     insert_lead(env, &a);
     enqueue(env, a.id, M1, 1000, id);
@@ -521,7 +521,7 @@ TEST_ALL(unit_contract_queue_job_without_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct job j;
-    char id[24];
+    char id[JOB_ID_MAX];
 
     enqueue(env, NULL, NULL, 1000, id);
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));

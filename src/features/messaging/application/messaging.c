@@ -18,6 +18,36 @@ correlation(struct arena *a, const struct message *m, const struct job *j)
     return leads_correlation_json(a, m->lead_id, m->id, j->id);
 }
 
+/* A unit of work: the database transaction, and the queue told how it ended (a Redis queue
+ * applies its job transitions after the commit, and gives reserved jobs back after a rollback). */
+static int
+uow_begin(const struct messaging_deps *d, struct sp_error *err)
+{
+    return lead_repo_begin(d->repo, err);
+}
+
+static void
+uow_rollback(const struct messaging_deps *d)
+{
+    lead_repo_rollback(d->repo);
+    job_queue_after_rollback(d->queue);
+}
+
+/* *committed tells whether the database part committed (then a queue error is only logged by
+ * the queue: the outcome is recorded, and the jobs go out again after their lock expires). */
+static int
+uow_commit(const struct messaging_deps *d, int *committed, struct sp_error *err)
+{
+    int rc = lead_repo_commit(d->repo, err);
+
+    *committed = rc == SP_OK;
+    if (rc != SP_OK) {
+        job_queue_after_rollback(d->queue);
+        return rc;
+    }
+    return job_queue_after_commit(d->queue, err);
+}
+
 /* What the claim step decided about a reserved job. */
 enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE };
 
@@ -28,8 +58,9 @@ end_unsent(const struct messaging_deps *d, const struct job *j, int64_t now, int
            struct sp_error *err)
 {
     struct sp_error jerr = {0};
-    int rc = complete ? job_queue_complete(d->queue, j, now, &jerr)
-                      : job_queue_fail(d->queue, j, now, "message not found", &jerr);
+    int rc = complete
+                 ? job_queue_complete(d->queue, j, now, &jerr)
+                 : job_queue_fail(d->queue, j, now, "message not found or failed for good", &jerr);
 
     if (rc == SP_ECONFLICT && strcmp(jerr.field, "job") == 0)
         return SP_OK;
@@ -63,6 +94,12 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
         *res = CLAIM_SKIP;
         return end_unsent(d, j, now, 1, err);
     }
+    if (m->status == MESSAGE_FAILED) {
+        /* Failed for good already (the job's own end was lost, e.g. Redis was down): no
+         * second round of sends. */
+        *res = CLAIM_GONE;
+        return end_unsent(d, j, now, 0, err);
+    }
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
         return rc;
@@ -73,7 +110,7 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
 }
 
 static int
-record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a, struct message *m,
+record_sent(const struct messaging_deps *d, struct job *j, struct arena *a, struct message *m,
             const struct lead *l, const char *provider_id, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
@@ -95,7 +132,9 @@ record_sent(const struct messaging_deps *d, const struct job *j, struct arena *a
     jsonw_kstr(&w, "providerId", provider_id);
     jsonw_obj_end(&w);
 
-    /* The job first: it fails with SP_ECONFLICT, changing nothing, if our lease was lost. */
+    /* The job first: it fails with SP_ECONFLICT, changing nothing, if our lease was lost. Its
+     * return value (BullMQ's returnvalue) is the message_sent payload. */
+    j->result = jsonw_finish_or(&w, "{}");
     rc = job_queue_complete(d->queue, j, now, err);
     if (rc == SP_OK)
         rc = lead_repo_message_update_delivery(d->repo, m, err);
@@ -131,7 +170,7 @@ record_failure(const struct messaging_deps *d, const struct job *j, struct arena
     *will_retry = sp_err_retryable(send_rc) && attempts_made < j->max_attempts;
     if (*will_retry) {
         uint32_t rnd = d->random ? d->random() : 0;
-        run_at = now + job_backoff_delay(j->backoff_ms, attempts_made, d->jitter_pct, rnd);
+        run_at = now + job_retry_delay(j, attempts_made, d->jitter_pct, rnd);
     }
     m->status = *will_retry ? MESSAGE_QUEUED : MESSAGE_FAILED;
     m->last_error = error;
@@ -196,27 +235,39 @@ struct work {
 
 /* Records one send's outcome inside the caller's unit of work. */
 static int
-record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, struct sp_error *err)
+record_outcome(const struct messaging_deps *d, struct arena *a, struct work *w,
+               struct sp_error *err)
 {
-    struct sp_error rerr = {0};
     int will_retry = 0;
     int rc;
 
-    /* The lead first (in lead order across the batch): its timeline entries stay together. */
-    rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, err);
-    if (rc != SP_OK)
-        return rc;
     if (w->send_rc == SP_OK) {
         w->outcome = MESSAGING_SENT;
-        rc = record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
-                         &rerr);
-    } else {
-        rc = record_failure(
-            d, &w->job, a, &w->msg, w->send_rc,
-            arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc)),
-            &will_retry, &rerr);
-        w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
+        return record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
+                           err);
     }
+    rc = record_failure(
+        d, &w->job, a, &w->msg, w->send_rc,
+        arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc)), &will_retry,
+        err);
+    w->outcome = will_retry ? MESSAGING_RETRY : MESSAGING_DEAD;
+    return rc;
+}
+
+static int
+record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, struct sp_error *err)
+{
+    struct sp_error rerr = {0};
+    int rc;
+
+    /* A queue outside the database fences here: if our lock on the job is gone (it expired
+     * during the send and the job went to another worker), that worker's outcome stands. */
+    rc = job_queue_touch(d->queue, &w->job, d->lease_ms, &rerr);
+    /* The lead first (in lead order across the batch): its timeline entries stay together. */
+    if (rc == SP_OK)
+        rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, &rerr);
+    if (rc == SP_OK)
+        rc = record_outcome(d, a, w, &rerr);
     if (rc == SP_ECONFLICT && strcmp(rerr.field, "job") == 0) {
         /* Our lease expired during the send and another worker owns the job now: its outcome
          * stands; ours is dropped (nothing was written for this job). */
@@ -243,25 +294,26 @@ by_lead(const void *x, const void *y)
  * workers recording at once (PostgreSQL) lock leads in the same order and cannot deadlock. */
 static int
 record_batch(const struct messaging_deps *d, struct arena *a, struct work *ws, int n,
-             struct sp_error *err)
+             int *committed, struct sp_error *err)
 {
     struct work **order = arena_alloc(a, sizeof(*order) * (size_t)n);
     int m = 0, rc;
 
+    *committed = 0;
     for (int i = 0; i < n; i++)
         if (ws[i].res == CLAIM_SEND)
             order[m++] = &ws[i];
     qsort(order, (size_t)m, sizeof(*order), by_lead);
-    rc = lead_repo_begin(d->repo, err);
+    rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
     for (int i = 0; rc == SP_OK && i < m; i++)
         rc = record_in_tx(d, a, order[i], err);
     if (rc != SP_OK) {
-        lead_repo_rollback(d->repo);
+        uow_rollback(d);
         return rc;
     }
-    return lead_repo_commit(d->repo, err);
+    return uow_commit(d, committed, err);
 }
 
 /* After a committed claim: calls the sender for each job to send, then records every outcome in
@@ -290,8 +342,9 @@ send_and_record(const struct messaging_deps *d, struct arena *a, struct work *ws
      * twice. The record is rebuilt from scratch on each try. */
     for (int tries = 1;; tries++) {
         struct sp_error terr = {0};
-        rc = record_batch(d, a, ws, n, &terr);
-        if (rc == SP_OK || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
+        int committed = 0;
+        rc = record_batch(d, a, ws, n, &committed, &terr);
+        if (rc == SP_OK || committed || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
             if (rc != SP_OK && err && err->code == SP_OK)
                 *err = terr;
             return rc;
@@ -307,17 +360,19 @@ messaging_process(const struct messaging_deps *d, const struct job *j, struct ar
     struct work *w = arena_alloc(a, sizeof(*w));
     int rc;
 
+    int committed = 0;
+
     w->job = *j;
-    rc = lead_repo_begin(d->repo, err);
+    rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
     rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->res, err);
     if (rc != SP_OK) {
-        lead_repo_rollback(d->repo);
+        uow_rollback(d);
         return rc;
     }
-    rc = lead_repo_commit(d->repo, err);
-    if (rc == SP_OK)
+    rc = uow_commit(d, &committed, err);
+    if (committed)
         rc = send_and_record(d, a, w, 1, err);
     *outcome = w->outcome;
     return rc;
@@ -360,13 +415,13 @@ messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_
 {
     int batch = d->batch > 0 ? d->batch : 1;
     struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
-    int n = 0, found = 1;
+    int n = 0, found = 1, committed = 0;
     int rc;
 
     *did_work = 0;
     /* Reserve and claim a batch in one unit of work, send, then record the batch in another:
      * two write transactions per batch instead of several per job. */
-    rc = lead_repo_begin(d->repo, err);
+    rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
     while (rc == SP_OK && found && n < batch) {
@@ -379,12 +434,14 @@ messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_
         }
     }
     if (rc != SP_OK) {
-        lead_repo_rollback(d->repo);
+        uow_rollback(d);
         return rc;
     }
-    rc = lead_repo_commit(d->repo, err);
-    if (rc != SP_OK || n == 0)
+    rc = uow_commit(d, &committed, err);
+    if (!committed || n == 0)
         return rc;
+    /* A queue error after the commit (already logged by the queue) does not undo the claims:
+     * the sends go ahead. */
     *did_work = 1;
     if (n == batch)
         *next_due = 0; /* more may be due right away */

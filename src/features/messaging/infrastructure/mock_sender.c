@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KEY_MAX 64
@@ -221,6 +222,13 @@ mock_send(struct sender *s, const struct send_request *req, struct arena *a,
 
     if (req->idempotency_key == NULL || strlen(req->idempotency_key) > KEY_MAX)
         return sp_error_set(err, SP_EPERMANENT, "idempotencyKey", "mock: bad idempotency key");
+    if (m->cfg.send_delay_ms > 0) {
+        /* A slow provider: the call is in flight for this long (crash tests kill it here). */
+        struct timespec ts = {m->cfg.send_delay_ms / 1000,
+                              (m->cfg.send_delay_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     if (is_bounce(req->to))
         return sp_error_set(err, SP_EPERMANENT, "to", "mock: mailbox does not exist");
     if (req->attempt <= m->cfg.fail_first)

@@ -18,6 +18,7 @@ struct mock_sender_config {
     const char *sink_path; /* NULL: no sink, no cross-restart idempotency */
     int fail_first;
     double fail_rate;
+    int send_delay_ms; /* each send waits this long before answering */
 };
 
 int mock_sender_new(const struct mock_sender_config *cfg, struct mock_sender **out,

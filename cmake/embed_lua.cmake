@@ -1,0 +1,17 @@
+# Writes each DIR/<name>.lua except common.lua into OUT as `const char SYMBOL_<name>[]`, with
+# DIR/common.lua (helpers every script shares) prepended: Redis runs each script alone.
+file(GLOB files ${DIR}/*.lua)
+list(SORT files)
+file(READ ${DIR}/common.lua common_hex HEX)
+set(body "/* generated from ${DIR} by cmake/embed_lua.cmake: do not edit */\n\n")
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  if(NOT name STREQUAL "common")
+    file(READ ${f} hex HEX)
+    set(hex "${common_hex}${hex}")
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+    string(APPEND body "const char ${SYMBOL}_${name}[] = {${hex} 0};\n")
+  endif()
+endforeach()
+file(WRITE ${OUT}.tmp "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUT}.tmp ${OUT})

@@ -1,0 +1,754 @@
+/* queue_redis.c: BullMQ-layout Redis queue with a transactional outbox (see queue_redis.h). */
+#include "infra/queue_redis.h"
+
+#include "core/arena.h"
+#include "core/clock.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+#include "core/uuid.h"
+#include "core/xmalloc.h"
+#include "infra/db.h"
+#include "infra/queue_sql.h"
+#include "infra/redis.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- scripts ------------------------------------------------------------------------------ */
+
+extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[], sp_lua_fail[],
+    sp_lua_extend[], sp_lua_giveback[], sp_lua_stalled[];
+
+enum { S_ADD = 0, S_FETCH, S_COMPLETE, S_RETRY, S_FAIL, S_EXTEND, S_GIVEBACK, S_STALLED, S_COUNT };
+
+const struct redis_script queue_redis_scripts[] = {
+    {"add", sp_lua_add},           {"fetch", sp_lua_fetch},   {"complete", sp_lua_complete},
+    {"retry", sp_lua_retry},       {"fail", sp_lua_fail},     {"extend", sp_lua_extend},
+    {"giveback", sp_lua_giveback}, {"stalled", sp_lua_stalled},
+};
+const int queue_redis_nscripts = S_COUNT;
+
+/* ---- SQL ---------------------------------------------------------------------------------- */
+
+static const char SQL_ENQUEUE[] =
+    "INSERT INTO outbox (id, name, lead_id, message_id, data, opts, state, attempts_made,"
+    " max_attempts, run_at, created_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8)";
+#define OUTBOX_COLUMNS                                                                             \
+    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, stalled_count,"      \
+    " last_error, run_at, created_at, updated_at, finished_at"
+static const char SQL_BY_LEAD[] =
+    "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id";
+static const char SQL_ACTIVE[] = "UPDATE outbox SET state = 'active', stalled_count = $2,"
+                                 " updated_at = $3 WHERE id = $1";
+static const char SQL_COMPLETED[] =
+    "UPDATE outbox SET state = 'completed', attempts_made = $2, updated_at = $3, finished_at = $3"
+    " WHERE id = $1";
+static const char SQL_DELAYED[] = "UPDATE outbox SET state = 'delayed', attempts_made = $2,"
+                                  " updated_at = $3, run_at = $4, last_error = $5 WHERE id = $1";
+static const char SQL_FAILED[] =
+    "UPDATE outbox SET state = 'failed', attempts_made = $2, updated_at = $3, finished_at = $3,"
+    " last_error = $4 WHERE id = $1";
+static const char SQL_STALLED[] = "UPDATE outbox SET state = 'waiting',"
+                                  " stalled_count = stalled_count + 1, updated_at = $2 WHERE id = $1";
+static const char SQL_STALLED_FAILED[] =
+    "UPDATE outbox SET state = 'failed', stalled_count = stalled_count + 1, updated_at = $2,"
+    " finished_at = $2, last_error = 'job stalled more than allowable limit' WHERE id = $1";
+static const char SQL_UNRELAYED[] = "SELECT id, name, data, opts, created_at FROM outbox"
+                                    " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1";
+static const char SQL_UNRELAYED_PG[] =
+    "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
+    " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED";
+/* $2: a JSON array of the published ids. */
+static const char SQL_RELAYED[] = "UPDATE outbox SET relayed_at = $1"
+                                  " WHERE id IN (SELECT value FROM json_each($2))";
+static const char SQL_RELAYED_PG[] =
+    "UPDATE outbox SET relayed_at = $1 WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))";
+
+/* ---- shared ------------------------------------------------------------------------------- */
+
+void
+queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const char *name,
+                        int keep_completed, int64_t stalled_interval_ms, int max_stalled,
+                        struct queue_signal *relay)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->prefix, sizeof(s->prefix), "%s:%s:", prefix, name);
+    s->keep_completed = keep_completed;
+    s->keep_failed = -1;
+    s->stalled_interval_ms = stalled_interval_ms;
+    s->max_stalled = max_stalled;
+    s->jitter = 0.2;
+    s->stacktrace_limit = 10;
+    s->relay = relay;
+    sp_uuid_v4(s->worker_id);
+    atomic_init(&s->token_seq, 0);
+    atomic_init(&s->next_stalled_check, 0);
+}
+
+/* ---- unit-of-work bookkeeping ------------------------------------------------------------- */
+
+enum op_kind { OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RESERVED };
+
+struct queue_redis_op {
+    enum op_kind kind;
+    char id[JOB_ID_MAX];
+    char token[64];
+    int64_t now;
+    int64_t delay;
+    char *text; /* OP_COMPLETE: return value JSON; OP_RETRY/OP_FAIL: the reason (owned) */
+};
+
+static struct queue_redis *
+self_of(struct job_queue *q)
+{
+    return (struct queue_redis *)q;
+}
+
+static struct queue_redis_op *
+op_push(struct queue_redis *q, enum op_kind kind, const struct job *j, int64_t now,
+        const char *text)
+{
+    struct queue_redis_op *op;
+
+    if (q->nops == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 16;
+        q->ops = xrealloc(q->ops, (size_t)q->cap * sizeof(*q->ops));
+    }
+    op = &q->ops[q->nops++];
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    snprintf(op->id, sizeof(op->id), "%s", j->id);
+    snprintf(op->token, sizeof(op->token), "%s", j->token ? j->token : "");
+    op->now = now;
+    op->text = text ? xstrdup(text) : NULL;
+    return op;
+}
+
+static void
+ops_clear(struct queue_redis *q)
+{
+    for (int i = 0; i < q->nops; i++)
+        free(q->ops[i].text);
+    q->nops = 0;
+}
+
+void
+queue_redis_cleanup(struct queue_redis *q)
+{
+    ops_clear(q);
+    free(q->ops);
+    q->ops = NULL;
+    q->cap = 0;
+}
+
+/* A script's code for "this lock is not ours": release() in common.lua. */
+static const char *
+release_text(long long code)
+{
+    switch (code) {
+    case -1:
+        return "the job no longer exists";
+    case -2:
+        return "its lock expired";
+    case -6:
+        return "another worker holds its lock";
+    case -3:
+        return "it is not active";
+    default:
+        return "unexpected script result";
+    }
+}
+
+static int
+need_redis(struct queue_redis *q, struct sp_error *err)
+{
+    if (q->redis == NULL)
+        return sp_error_set(err, SP_EINTERNAL, "queue", "this session has no Redis connection");
+    return SP_OK;
+}
+
+/* ---- enqueue (outbox) and the job record ------------------------------------------------ */
+
+static int
+q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char *id_out,
+          struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    char opts[320], keep[48] = "";
+    char id[JOB_ID_MAX];
+
+    if (spec->message_id && strlen(spec->message_id) < JOB_ID_MAX)
+        snprintf(id, sizeof(id), "%s", spec->message_id); /* one job per message */
+    else
+        sp_uuid_v7(id);
+    /* BullMQ's removeOnComplete: a count keeps the newest N, true keeps none. */
+    if (q->shared->keep_completed == 0)
+        snprintf(keep, sizeof(keep), ",\"removeOnComplete\":true");
+    else if (q->shared->keep_completed > 0)
+        snprintf(keep, sizeof(keep), ",\"removeOnComplete\":%d", q->shared->keep_completed);
+    snprintf(opts, sizeof(opts),
+             "{\"attempts\":%d,\"backoff\":{\"type\":\"exponential\",\"delay\":%lld,"
+             "\"jitter\":%g},\"jobId\":\"%s\"%s}",
+             spec->max_attempts, (long long)spec->backoff_ms, q->shared->jitter, id, keep);
+    snprintf(id_out, JOB_ID_MAX, "%s", id);
+    return db_exec(q->conn, SQL_ENQUEUE,
+                   DB_ARGS(db_text(id), db_text(spec->name), db_text(spec->lead_id),
+                           db_text(spec->message_id), db_text(spec->data), db_text(opts),
+                           db_int(spec->max_attempts), db_time(now)),
+                   NULL, err);
+}
+
+static int
+row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *err)
+{
+    memset(j, 0, sizeof(*j));
+    snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
+    j->name = db_cell(rows, i, 1);
+    j->lead_id = db_cell(rows, i, 2);
+    j->message_id = db_cell(rows, i, 3);
+    j->data = db_cell(rows, i, 4);
+    if (job_state_parse(db_cell(rows, i, 5), &j->state) != 0)
+        return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
+    j->attempts_made = (int)db_cell_int(rows, i, 6);
+    j->max_attempts = (int)db_cell_int(rows, i, 7);
+    j->stalled_count = (int)db_cell_int(rows, i, 8);
+    j->last_error = db_cell(rows, i, 9);
+    j->run_at = db_cell_int(rows, i, 10);
+    j->created_at = db_cell_int(rows, i, 11);
+    j->updated_at = db_cell_int(rows, i, 12);
+    j->finished_at = db_cell_int(rows, i, 13);
+    j->backoff_jitter = 0;
+    return SP_OK;
+}
+
+static int
+q_list_by_lead(struct job_queue *base, const char *lead_id, struct arena *a, struct job **out,
+               int *n, struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(self_of(base)->conn, SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        rc = row_to_job(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    *n = rows.nrows;
+    return SP_OK;
+}
+
+static void
+q_wake(struct job_queue *base)
+{
+    struct queue_redis *q = self_of(base);
+    if (q->shared->relay)
+        queue_signal_wake(q->shared->relay);
+}
+
+/* ---- reserve ------------------------------------------------------------------------------ */
+
+/* opts.backoff: a number (fixed delay) or {type, delay, jitter}. */
+static void
+parse_backoff(json_t *b, struct job *j)
+{
+    j->backoff_type = JOB_BACKOFF_FIXED;
+    j->backoff_ms = 0;
+    j->backoff_jitter = 0;
+    if (json_is_number(b)) {
+        j->backoff_ms = (int64_t)json_number_value(b);
+        return;
+    }
+    if (!json_is_object(b))
+        return;
+    if (json_is_number(json_object_get(b, "delay")))
+        j->backoff_ms = (int64_t)json_number_value(json_object_get(b, "delay"));
+    if (json_is_number(json_object_get(b, "jitter")))
+        j->backoff_jitter = json_number_value(json_object_get(b, "jitter"));
+    if (json_is_string(json_object_get(b, "type"))) {
+        const char *t = json_string_value(json_object_get(b, "type"));
+        if (strcmp(t, "exponential") == 0)
+            j->backoff_type = JOB_BACKOFF_EXPONENTIAL;
+        else if (strcmp(t, "fixed") != 0)
+            log_warn("job %s: backoff type \"%s\" is a Node function; retrying at fixed delay",
+                     j->id, t);
+    }
+    if (j->backoff_ms < 0)
+        j->backoff_ms = 0;
+}
+
+static void
+parse_opts(const char *opts, struct job *j)
+{
+    json_t *o = opts ? json_loads(opts, 0, NULL) : NULL;
+
+    j->max_attempts = 1;
+    j->backoff_type = JOB_BACKOFF_FIXED;
+    j->backoff_jitter = 0;
+    if (o && json_is_integer(json_object_get(o, "attempts")) &&
+        json_integer_value(json_object_get(o, "attempts")) > 1)
+        j->max_attempts = (int)json_integer_value(json_object_get(o, "attempts"));
+    if (o)
+        parse_backoff(json_object_get(o, "backoff"), j);
+    json_decref(o);
+}
+
+/* data.messageId and data.leadId, copied into the arena (NULL when absent or not JSON). */
+static void
+parse_data(const char *data, struct arena *a, struct job *j)
+{
+    json_t *d = data ? json_loads(data, 0, NULL) : NULL;
+    json_t *v;
+
+    if ((v = json_object_get(d, "messageId")) && json_is_string(v))
+        j->message_id = arena_strdup(a, json_string_value(v));
+    if ((v = json_object_get(d, "leadId")) && json_is_string(v))
+        j->lead_id = arena_strdup(a, json_string_value(v));
+    json_decref(d);
+}
+
+static const char *
+field(const redisReply *h, const char *name)
+{
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0 &&
+            h->element[i + 1]->type == REDIS_REPLY_STRING)
+            return h->element[i + 1]->str;
+    return NULL;
+}
+
+static int64_t
+field_int(const redisReply *h, const char *name)
+{
+    const char *v = field(h, name);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+static void
+hash_to_job(const redisReply *h, struct arena *a, struct job *j)
+{
+    const char *atm = field(h, "atm");
+
+    j->name = arena_strdup(a, field(h, "name") ? field(h, "name") : "");
+    j->data = arena_strdup(a, field(h, "data") ? field(h, "data") : "null");
+    parse_opts(field(h, "opts"), j);
+    parse_data(j->data, a, j);
+    j->attempts_made = (int)(atm ? strtol(atm, NULL, 10) : field_int(h, "attemptsMade"));
+    j->stalled_count = (int)field_int(h, "stc");
+    j->created_at = field_int(h, "timestamp");
+    j->last_error = field(h, "failedReason") ? arena_strdup(a, field(h, "failedReason")) : NULL;
+    j->state = JOB_ACTIVE;
+}
+
+static int
+q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+          int *found, int64_t *next_due, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    char snow[24], slease[24], skeep[16], token[64];
+    const char *argv[5];
+    redisReply *rep = NULL;
+    int rc = need_redis(q, err);
+
+    *found = 0;
+    *next_due = 0;
+    if (rc != SP_OK)
+        return rc;
+    snprintf(snow, sizeof(snow), "%lld", (long long)now);
+    snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
+    snprintf(skeep, sizeof(skeep), "%d", q->shared->keep_failed);
+    snprintf(token, sizeof(token), "%s:%llu", q->shared->worker_id,
+             (unsigned long long)atomic_fetch_add(&q->shared->token_seq, 1));
+    argv[0] = q->shared->prefix;
+    argv[1] = snow;
+    argv[2] = token;
+    argv[3] = slease;
+    argv[4] = skeep;
+    rc = redis_script_call(q->redis, S_FETCH, 5, argv, NULL, &rep, err);
+    if (rc != SP_OK)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING) {
+        redis_reply_free(rep);
+        return sp_error_set(err, SP_EINTERNAL, "queue", "fetch: unexpected reply");
+    }
+    if (rep->element[0]->len == 0) {
+        if (rep->element[1]->type == REDIS_REPLY_INTEGER)
+            *next_due = rep->element[1]->integer;
+        redis_reply_free(rep);
+        return SP_OK;
+    }
+    memset(out, 0, sizeof(*out));
+    if (rep->element[0]->len >= JOB_ID_MAX || rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        /* Not a job we can track: give it back to whoever can, and report. */
+        log_error("fetch: job id \"%.40s...\" longer than %d bytes; left for other workers",
+                  rep->element[0]->str, JOB_ID_MAX - 1);
+        redis_reply_free(rep);
+        return sp_error_set(err, SP_EINTERNAL, "queue", "fetch: job id too long");
+    }
+    snprintf(out->id, sizeof(out->id), "%s", rep->element[0]->str);
+    hash_to_job(rep->element[1], a, out);
+    redis_reply_free(rep);
+    out->token = arena_strdup(a, token);
+    out->lease_until = now + lease_ms;
+    out->run_at = now;
+    *found = 1;
+    op_push(q, OP_RESERVED, out, now, NULL);
+    return db_exec(q->conn, SQL_ACTIVE,
+                   DB_ARGS(db_text(out->id), db_int(out->stalled_count), db_time(now)), NULL, err);
+}
+
+/* ---- outcomes ----------------------------------------------------------------------------- */
+
+static int
+q_complete(struct job_queue *base, const struct job *j, int64_t now, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int rc = db_exec(q->conn, SQL_COMPLETED,
+                     DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now)), NULL,
+                     err);
+    if (rc == SP_OK)
+        op_push(q, OP_COMPLETE, j, now, j->result ? j->result : "null");
+    return rc;
+}
+
+static int
+q_retry(struct job_queue *base, const struct job *j, int64_t now, int64_t run_at,
+        const char *error, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int rc = db_exec(q->conn, SQL_DELAYED,
+                     DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now),
+                             db_time(run_at), db_text(error)),
+                     NULL, err);
+    if (rc == SP_OK)
+        op_push(q, OP_RETRY, j, now, error ? error : "failed")->delay =
+            run_at > now ? run_at - now : 0;
+    return rc;
+}
+
+static int
+q_fail(struct job_queue *base, const struct job *j, int64_t now, const char *error,
+       struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int rc = db_exec(q->conn, SQL_FAILED,
+                     DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now),
+                             db_text(error)),
+                     NULL, err);
+    if (rc == SP_OK)
+        op_push(q, OP_FAIL, j, now, error ? error : "failed");
+    return rc;
+}
+
+/* The ARGV of an outcome script (see the .lua headers). */
+static int
+op_argv(struct queue_redis *q, const struct queue_redis_op *op, const char **argv, char bufs[3][24])
+{
+    argv[0] = q->shared->prefix;
+    argv[1] = op->id;
+    argv[2] = op->token;
+    snprintf(bufs[0], 24, "%lld", (long long)op->now);
+    argv[3] = bufs[0];
+    switch (op->kind) {
+    case OP_COMPLETE:
+        argv[4] = op->text;
+        snprintf(bufs[1], 24, "%d", q->shared->keep_completed);
+        argv[5] = bufs[1];
+        return 6;
+    case OP_RETRY:
+        snprintf(bufs[1], 24, "%lld", (long long)op->delay);
+        argv[4] = bufs[1];
+        argv[5] = op->text;
+        snprintf(bufs[2], 24, "%d", q->shared->stacktrace_limit);
+        argv[6] = bufs[2];
+        return 7;
+    case OP_FAIL:
+        argv[4] = op->text;
+        snprintf(bufs[1], 24, "%d", q->shared->keep_failed);
+        argv[5] = bufs[1];
+        snprintf(bufs[2], 24, "%d", q->shared->stacktrace_limit);
+        argv[6] = bufs[2];
+        return 7;
+    default:
+        return 3; /* OP_RESERVED: giveback(P, id, token) */
+    }
+}
+
+static int
+op_script(enum op_kind k)
+{
+    return k == OP_COMPLETE ? S_COMPLETE : k == OP_RETRY ? S_RETRY : k == OP_FAIL ? S_FAIL
+                                                                                 : S_GIVEBACK;
+}
+
+/* Runs the scripts of the ops of one kind class (reserved ones or outcomes), pipelined. */
+static int
+run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
+{
+    const char *argv[8];
+    char bufs[3][24];
+    int sent = 0, rc = SP_OK;
+
+    for (int i = 0; rc == SP_OK && i < q->nops; i++) {
+        struct queue_redis_op *op = &q->ops[i];
+        if ((op->kind == OP_RESERVED) != reserved)
+            continue;
+        rc = redis_pipe_send(q->redis, op_script(op->kind), op_argv(q, op, argv, bufs), argv,
+                             NULL, err);
+        sent += rc == SP_OK;
+    }
+    for (int i = 0; i < q->nops && sent > 0; i++) {
+        struct queue_redis_op *op = &q->ops[i];
+        redisReply *rep = NULL;
+        struct sp_error e = {0};
+        int r;
+        if ((op->kind == OP_RESERVED) != reserved)
+            continue;
+        sent--;
+        r = redis_pipe_reply(q->redis, &rep, &e);
+        if (r == SP_OK && rep->type == REDIS_REPLY_INTEGER && rep->integer != 0)
+            log_warn("job %s: not updated in Redis: %s", op->id, release_text(rep->integer));
+        redis_reply_free(rep);
+        if (r != SP_OK && rc == SP_OK) {
+            rc = r;
+            if (err && err->code == SP_OK)
+                *err = e;
+        }
+        if (r == SP_EUNAVAIL)
+            break; /* the connection was reset: the other replies are gone */
+    }
+    return rc;
+}
+
+static int
+q_after_commit(struct job_queue *base, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int rc = SP_OK;
+
+    if (q->nops > 0 && need_redis(q, NULL) == SP_OK)
+        rc = run_ops(q, 0, err);
+    if (rc != SP_OK)
+        log_warn("job outcomes not written to Redis (%s): the jobs stay active until the "
+                 "stalled check hands them out again",
+                 err && err->msg[0] ? err->msg : sp_err_str(rc));
+    ops_clear(q);
+    return rc;
+}
+
+static void
+q_after_rollback(struct job_queue *base)
+{
+    struct queue_redis *q = self_of(base);
+    struct sp_error err = {0};
+
+    if (q->nops > 0 && need_redis(q, NULL) == SP_OK && run_ops(q, 1, &err) != SP_OK)
+        log_warn("reserved jobs not given back (%s): the stalled check will", err.msg);
+    ops_clear(q);
+}
+
+static int
+q_touch(struct job_queue *base, const struct job *j, int64_t lease_ms, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    char slease[24];
+    const char *argv[4];
+    redisReply *rep = NULL;
+    int rc = need_redis(q, err);
+
+    if (rc != SP_OK)
+        return rc;
+    snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
+    argv[0] = q->shared->prefix;
+    argv[1] = j->id;
+    argv[2] = j->token ? j->token : "";
+    argv[3] = slease;
+    rc = redis_script_call(q->redis, S_EXTEND, 4, argv, NULL, &rep, err);
+    if (rc == SP_OK && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1))
+        rc = sp_error_set(err, SP_ECONFLICT, "job", "lock on job %s was lost", j->id);
+    redis_reply_free(rep);
+    return rc;
+}
+
+static int
+q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    char key[sizeof(q->shared->prefix) + 8], secs[24];
+    redisReply *rep = NULL;
+    int rc = need_redis(q, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    if (timeout_ms > 1000)
+        timeout_ms = 1000; /* a stop request is seen within a second */
+    snprintf(key, sizeof(key), "%smarker", q->shared->prefix);
+    snprintf(secs, sizeof(secs), "%.3f", (double)timeout_ms / 1000.0);
+    rc = redis_command(q->redis, 3, (const char *[]){"BZPOPMIN", key, secs}, NULL, &rep, err);
+    redis_reply_free(rep);
+    return rc;
+}
+
+/* Updates SalesPad's record of jobs the stalled check moved. */
+static int
+record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql,
+               struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(&sp_clock_real);
+    int rc = SP_OK;
+
+    if (ids->type != REDIS_REPLY_ARRAY || ids->elements == 0)
+        return SP_OK;
+    rc = db_begin(q->conn, err);
+    for (size_t i = 0; rc == SP_OK && i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        log_warn("job %s: its worker stopped renewing its lock; %s", id,
+                 sql == SQL_STALLED ? "handed out again" : "failed: stalled too often");
+        rc = db_exec(q->conn, sql, DB_ARGS(db_text(id), db_time(now)), NULL, err);
+    }
+    if (rc == SP_OK)
+        return db_commit(q->conn, err);
+    db_rollback(q->conn);
+    return rc;
+}
+
+static int
+q_maintain(struct job_queue *base, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    struct queue_redis_shared *s = q->shared;
+    int64_t mono = sp_mono_ms(), due = atomic_load(&s->next_stalled_check);
+    char snow[24], sint[24], smax[16], skeep[16];
+    redisReply *rep = NULL;
+    int rc;
+
+    if (mono < due || q->redis == NULL ||
+        !atomic_compare_exchange_strong(&s->next_stalled_check, &due,
+                                        mono + s->stalled_interval_ms))
+        return SP_OK; /* not due, or another thread of this process took this turn */
+    snprintf(snow, sizeof(snow), "%lld", (long long)sp_clock_now_ms(&sp_clock_real));
+    snprintf(sint, sizeof(sint), "%lld", (long long)s->stalled_interval_ms);
+    snprintf(smax, sizeof(smax), "%d", s->max_stalled);
+    snprintf(skeep, sizeof(skeep), "%d", s->keep_failed);
+    rc = redis_script_call(q->redis, S_STALLED, 5,
+                           (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep,
+                           err);
+    if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+        rc = record_stalled(q, rep->element[0], SQL_STALLED, err);
+        if (rc == SP_OK)
+            rc = record_stalled(q, rep->element[1], SQL_STALLED_FAILED, err);
+    }
+    redis_reply_free(rep);
+    return rc;
+}
+
+/* ---- relay -------------------------------------------------------------------------------- */
+
+static int
+publish(struct queue_redis *q, const struct db_rows *rows, struct sp_error *err)
+{
+    int rc = SP_OK, sent = 0;
+
+    for (int i = 0; rc == SP_OK && i < rows->nrows; i++) {
+        const char *argv[8] = {q->shared->prefix, db_cell(rows, i, 0), db_cell(rows, i, 1),
+                               db_cell(rows, i, 2), db_cell(rows, i, 3), db_cell(rows, i, 4),
+                               "0", "0"};
+        rc = redis_pipe_send(q->redis, S_ADD, 8, argv, NULL, err);
+        sent += rc == SP_OK;
+    }
+    for (int i = 0; i < sent; i++) {
+        redisReply *rep = NULL;
+        struct sp_error e = {0};
+        int r = redis_pipe_reply(q->redis, &rep, &e);
+        redis_reply_free(rep);
+        if (r != SP_OK && rc == SP_OK) {
+            rc = r;
+            if (err && err->code == SP_OK)
+                *err = e;
+        }
+        if (r == SP_EUNAVAIL)
+            break;
+    }
+    return rc;
+}
+
+int
+queue_redis_relay_batch(struct queue_redis *q, int limit, int *n, struct sp_error *err)
+{
+    int pg = q->conn->ops->dialect == DB_DIALECT_POSTGRES;
+    struct arena *a = arena_new();
+    struct db_rows rows;
+    struct jsonw w;
+    int rc;
+
+    *n = 0;
+    rc = need_redis(q, err);
+    if (rc == SP_OK)
+        rc = db_begin(q->conn, err);
+    if (rc != SP_OK) {
+        arena_free(a);
+        return rc;
+    }
+    rc = db_query(q->conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows,
+                  err);
+    if (rc == SP_OK && rows.nrows > 0)
+        rc = publish(q, &rows, err);
+    if (rc == SP_OK && rows.nrows > 0) {
+        jsonw_init(&w, a, 64 * (size_t)rows.nrows);
+        jsonw_arr_begin(&w);
+        for (int i = 0; i < rows.nrows; i++)
+            jsonw_str(&w, db_cell(&rows, i, 0));
+        jsonw_arr_end(&w);
+        rc = db_exec(q->conn, pg ? SQL_RELAYED_PG : SQL_RELAYED,
+                     DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)),
+                             db_text(jsonw_finish_or(&w, "[]"))),
+                     NULL, err);
+    }
+    if (rc == SP_OK)
+        rc = db_commit(q->conn, err);
+    else
+        db_rollback(q->conn);
+    if (rc == SP_OK)
+        *n = rows.nrows;
+    arena_free(a);
+    return rc;
+}
+
+/* ---- wiring ------------------------------------------------------------------------------- */
+
+static const struct job_queue_ops redis_queue_ops = {
+    .name = "redis",
+    .enqueue = q_enqueue,
+    .reserve = q_reserve,
+    .complete = q_complete,
+    .retry = q_retry,
+    .fail = q_fail,
+    .list_by_lead = q_list_by_lead,
+    .wake = q_wake,
+    .after_commit = q_after_commit,
+    .after_rollback = q_after_rollback,
+    .touch = q_touch,
+    .wait = q_wait,
+    .maintain = q_maintain,
+};
+
+void
+queue_redis_init(struct queue_redis *q, struct queue_redis_shared *shared, struct db_conn *conn,
+                 struct redis *redis)
+{
+    memset(q, 0, sizeof(*q));
+    q->base.ops = &redis_queue_ops;
+    q->shared = shared;
+    q->conn = conn;
+    q->redis = redis;
+}
