@@ -49,7 +49,7 @@ uow_commit(const struct messaging_deps *d, int *committed, struct sp_error *err)
 }
 
 /* What the claim step decided about a reserved job. */
-enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE };
+enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
 
 /* Ends a job that needs no send. A lost lease (another worker owns the job now) is fine here:
  * there is nothing of ours to record. */
@@ -316,12 +316,34 @@ record_batch(const struct messaging_deps *d, struct arena *a, struct work *ws, i
     return uow_commit(d, committed, err);
 }
 
+/* Renews the leases of the jobs from ws[from] on that are still to be sent (BullMQ renews its
+ * locks every lockDuration / 2): slow sends must not let them expire mid-batch. */
+static void
+keep_leases(const struct messaging_deps *d, struct work *ws, int from, int n)
+{
+    for (int i = from; i < n; i++) {
+        struct sp_error err = {0};
+        int rc;
+        if (ws[i].res != CLAIM_SEND)
+            continue;
+        rc = job_queue_touch(d->queue, &ws[i].job, d->lease_ms, &err);
+        if (rc == SP_ECONFLICT && strcmp(err.field, "job") == 0) {
+            /* Another worker has it now: sending it too would be a second send. */
+            log_warn("job %s: lease lost before its send; left to its new owner", ws[i].job.id);
+            ws[i].res = CLAIM_LOST;
+        } else if (rc != SP_OK) {
+            log_warn("job %s: lease not renewed: %s", ws[i].job.id, err.msg);
+        }
+    }
+}
+
 /* After a committed claim: calls the sender for each job to send, then records every outcome in
  * a second unit of work. */
 static int
 send_and_record(const struct messaging_deps *d, struct arena *a, struct work *ws, int n,
                 struct sp_error *err)
 {
+    int64_t renewed = sp_clock_now_ms(d->clock);
     int rc, any = 0;
 
     for (int i = 0; i < n; i++) {
@@ -330,6 +352,12 @@ send_and_record(const struct messaging_deps *d, struct arena *a, struct work *ws
             w->outcome = MESSAGING_DUPLICATE;
         if (w->res == CLAIM_GONE)
             w->outcome = MESSAGING_DEAD;
+        if (w->res == CLAIM_SEND && sp_clock_now_ms(d->clock) - renewed >= d->lease_ms / 2) {
+            keep_leases(d, ws, i, n);
+            renewed = sp_clock_now_ms(d->clock);
+        }
+        if (w->res == CLAIM_LOST)
+            w->outcome = MESSAGING_LEASE_LOST;
         if (w->res != CLAIM_SEND)
             continue;
         w->send_rc = deliver(d, a, &w->msg, &w->lead, &w->provider_id, &w->send_err);
