@@ -62,6 +62,9 @@ struct app {
     int relay_running;
     atomic_int relay_stopping;
     atomic_int relay_ok; /* the last relay pass reached Redis */
+    pthread_t keeper;    /* renews the locks of the jobs this process holds */
+    int keeper_running;
+    atomic_int keeper_stopping;
 };
 
 /* One database session: a connection with the repository and queue bound to it. */
@@ -352,6 +355,50 @@ worker_main(void *arg)
     return NULL;
 }
 
+/* ---- lock renewal (REDIS_URL) -------------------------------------------------------------- */
+
+static void *
+keeper_main(void *arg)
+{
+    struct app *app = arg;
+    struct redis *redis = thread_redis(app);
+    int64_t every = app->cfg->job_lease_ms / 3; /* BullMQ: lockDuration / 2; a third for slack */
+
+    if (every < 20)
+        every = 20;
+    while (!atomic_load(&app->keeper_stopping)) {
+        struct sp_error err = {0};
+        uint64_t seen = queue_signal_seq(&app->signal);
+        if (queue_redis_renew_locks(&app->rq, redis, app->cfg->job_lease_ms, &err) != SP_OK)
+            log_warn("lock renewal: %s", err.msg);
+        queue_signal_wait(&app->signal, seen, every);
+    }
+    redis_free(redis);
+    return NULL;
+}
+
+static int
+keeper_start(struct app *app)
+{
+    if (pthread_create(&app->keeper, NULL, keeper_main, app) != 0) {
+        log_error("cannot start the lock renewal thread");
+        return SP_EINTERNAL;
+    }
+    app->keeper_running = 1;
+    return SP_OK;
+}
+
+static void
+keeper_stop(struct app *app)
+{
+    if (!app->keeper_running)
+        return;
+    atomic_store(&app->keeper_stopping, 1);
+    queue_signal_wake(&app->signal);
+    pthread_join(app->keeper, NULL);
+    app->keeper_running = 0;
+}
+
 /* ---- the outbox relay (REDIS_URL) ---------------------------------------------------------- */
 
 /* One pass: publishes every unrelayed outbox row. Returns the rows published, or -1. */
@@ -562,11 +609,14 @@ app_cleanup(struct app *app)
     app->server = NULL;
     if (app->workers)
         workers_stop(app);
+    keeper_stop(app); /* after the workers: their last jobs keep their locks to the end */
     relay_stop(app);
     db_pool_free(app->pool);
     db_sqlite_free(app->sqlite);
     db_pg_free(app->pg);
     mock_sender_free(app->mock);
+    if (app->use_redis)
+        queue_redis_shared_cleanup(&app->rq);
     queue_signal_cleanup(&app->signal);
     queue_signal_cleanup(&app->relay_signal);
 }
@@ -641,6 +691,8 @@ app_run(const struct config *cfg, enum app_mode mode)
     }
     if (rc == SP_OK && app.use_redis)
         rc = relay_start(&app);
+    if (rc == SP_OK && app.use_redis && nworkers > 0)
+        rc = keeper_start(&app);
     if (rc == SP_OK && nworkers > 0)
         rc = workers_start(&app, nworkers);
     if (rc == SP_OK && with_http)

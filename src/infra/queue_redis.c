@@ -24,8 +24,8 @@ extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[
 enum { S_ADD = 0, S_FETCH, S_COMPLETE, S_RETRY, S_FAIL, S_EXTEND, S_GIVEBACK, S_STALLED, S_COUNT };
 
 const struct redis_script queue_redis_scripts[] = {
-    {"add", sp_lua_add},           {"fetch", sp_lua_fetch},   {"complete", sp_lua_complete},
-    {"retry", sp_lua_retry},       {"fail", sp_lua_fail},     {"extend", sp_lua_extend},
+    {"add", sp_lua_add},           {"fetch", sp_lua_fetch},     {"complete", sp_lua_complete},
+    {"retry", sp_lua_retry},       {"fail", sp_lua_fail},       {"extend", sp_lua_extend},
     {"giveback", sp_lua_giveback}, {"stalled", sp_lua_stalled},
 };
 const int queue_redis_nscripts = S_COUNT;
@@ -51,8 +51,9 @@ static const char SQL_DELAYED[] = "UPDATE outbox SET state = 'delayed', attempts
 static const char SQL_FAILED[] =
     "UPDATE outbox SET state = 'failed', attempts_made = $2, updated_at = $3, finished_at = $3,"
     " last_error = $4 WHERE id = $1";
-static const char SQL_STALLED[] = "UPDATE outbox SET state = 'waiting',"
-                                  " stalled_count = stalled_count + 1, updated_at = $2 WHERE id = $1";
+static const char SQL_STALLED[] =
+    "UPDATE outbox SET state = 'waiting',"
+    " stalled_count = stalled_count + 1, updated_at = $2 WHERE id = $1";
 static const char SQL_STALLED_FAILED[] =
     "UPDATE outbox SET state = 'failed', stalled_count = stalled_count + 1, updated_at = $2,"
     " finished_at = $2, last_error = 'job stalled more than allowable limit' WHERE id = $1";
@@ -86,6 +87,43 @@ queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const 
     sp_uuid_v4(s->worker_id);
     atomic_init(&s->token_seq, 0);
     atomic_init(&s->next_stalled_check, 0);
+    pthread_mutex_init(&s->held_mu, NULL);
+}
+
+void
+queue_redis_shared_cleanup(struct queue_redis_shared *s)
+{
+    pthread_mutex_destroy(&s->held_mu);
+    free(s->held);
+    s->held = NULL;
+    s->nheld = s->held_cap = 0;
+}
+
+static void
+held_add(struct queue_redis_shared *s, const char *id, const char *token)
+{
+    pthread_mutex_lock(&s->held_mu);
+    if (s->nheld == s->held_cap) {
+        s->held_cap = s->held_cap ? s->held_cap * 2 : 64;
+        s->held = xrealloc(s->held, (size_t)s->held_cap * sizeof(*s->held));
+    }
+    snprintf(s->held[s->nheld].id, sizeof(s->held[0].id), "%s", id);
+    snprintf(s->held[s->nheld].token, sizeof(s->held[0].token), "%s", token);
+    s->nheld++;
+    pthread_mutex_unlock(&s->held_mu);
+}
+
+static void
+held_remove(struct queue_redis_shared *s, const char *id, const char *token)
+{
+    pthread_mutex_lock(&s->held_mu);
+    for (int i = 0; i < s->nheld; i++) {
+        if (strcmp(s->held[i].id, id) == 0 && strcmp(s->held[i].token, token) == 0) {
+            s->held[i] = s->held[--s->nheld];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->held_mu);
 }
 
 /* ---- unit-of-work bookkeeping ------------------------------------------------------------- */
@@ -127,18 +165,28 @@ op_push(struct queue_redis *q, enum op_kind kind, const struct job *j, int64_t n
     return op;
 }
 
+/* What ops_clear stops renewing the locks of. */
+enum release { RELEASE_NONE, RELEASE_ENDED, RELEASE_ALL };
+
+/* Forgets the ops of the ended unit of work. After a commit the jobs whose outcome was written
+ * (RELEASE_ENDED) are not ours any more; after a rollback none is (RELEASE_ALL): the reserved
+ * ones were given back, and an outcome recorded again renews its lock itself (touch), while
+ * one abandoned must lapse so that the stalled check can hand the job out again. */
 static void
-ops_clear(struct queue_redis *q)
+ops_clear(struct queue_redis *q, enum release release)
 {
-    for (int i = 0; i < q->nops; i++)
+    for (int i = 0; i < q->nops; i++) {
+        if (release == RELEASE_ALL || (release == RELEASE_ENDED && q->ops[i].kind != OP_RESERVED))
+            held_remove(q->shared, q->ops[i].id, q->ops[i].token);
         free(q->ops[i].text);
+    }
     q->nops = 0;
 }
 
 void
 queue_redis_cleanup(struct queue_redis *q)
 {
-    ops_clear(q);
+    ops_clear(q, RELEASE_NONE);
     free(q->ops);
     q->ops = NULL;
     q->cap = 0;
@@ -401,6 +449,7 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a
     out->run_at = now;
     *found = 1;
     op_push(q, OP_RESERVED, out, now, NULL);
+    held_add(q->shared, out->id, token);
     return db_exec(q->conn, SQL_ACTIVE,
                    DB_ARGS(db_text(out->id), db_int(out->stalled_count), db_time(now)), NULL, err);
 }
@@ -411,17 +460,17 @@ static int
 q_complete(struct job_queue *base, const struct job *j, int64_t now, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
-    int rc = db_exec(q->conn, SQL_COMPLETED,
-                     DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now)), NULL,
-                     err);
+    int rc =
+        db_exec(q->conn, SQL_COMPLETED,
+                DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now)), NULL, err);
     if (rc == SP_OK)
         op_push(q, OP_COMPLETE, j, now, j->result ? j->result : "null");
     return rc;
 }
 
 static int
-q_retry(struct job_queue *base, const struct job *j, int64_t now, int64_t run_at,
-        const char *error, struct sp_error *err)
+q_retry(struct job_queue *base, const struct job *j, int64_t now, int64_t run_at, const char *error,
+        struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     int rc = db_exec(q->conn, SQL_DELAYED,
@@ -439,10 +488,10 @@ q_fail(struct job_queue *base, const struct job *j, int64_t now, const char *err
        struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
-    int rc = db_exec(q->conn, SQL_FAILED,
-                     DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now),
-                             db_text(error)),
-                     NULL, err);
+    int rc =
+        db_exec(q->conn, SQL_FAILED,
+                DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now), db_text(error)),
+                NULL, err);
     if (rc == SP_OK)
         op_push(q, OP_FAIL, j, now, error ? error : "failed");
     return rc;
@@ -485,8 +534,10 @@ op_argv(struct queue_redis *q, const struct queue_redis_op *op, const char **arg
 static int
 op_script(enum op_kind k)
 {
-    return k == OP_COMPLETE ? S_COMPLETE : k == OP_RETRY ? S_RETRY : k == OP_FAIL ? S_FAIL
-                                                                                 : S_GIVEBACK;
+    return k == OP_COMPLETE ? S_COMPLETE
+           : k == OP_RETRY  ? S_RETRY
+           : k == OP_FAIL   ? S_FAIL
+                            : S_GIVEBACK;
 }
 
 /* Runs the scripts of the ops of one kind class (reserved ones or outcomes), pipelined. */
@@ -501,8 +552,8 @@ run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
         struct queue_redis_op *op = &q->ops[i];
         if ((op->kind == OP_RESERVED) != reserved)
             continue;
-        rc = redis_pipe_send(q->redis, op_script(op->kind), op_argv(q, op, argv, bufs), argv,
-                             NULL, err);
+        rc = redis_pipe_send(q->redis, op_script(op->kind), op_argv(q, op, argv, bufs), argv, NULL,
+                             err);
         sent += rc == SP_OK;
     }
     for (int i = 0; i < q->nops && sent > 0; i++) {
@@ -540,7 +591,7 @@ q_after_commit(struct job_queue *base, struct sp_error *err)
         log_warn("job outcomes not written to Redis (%s): the jobs stay active until the "
                  "stalled check hands them out again",
                  err && err->msg[0] ? err->msg : sp_err_str(rc));
-    ops_clear(q);
+    ops_clear(q, RELEASE_ENDED);
     return rc;
 }
 
@@ -552,7 +603,7 @@ q_after_rollback(struct job_queue *base)
 
     if (q->nops > 0 && need_redis(q, NULL) == SP_OK && run_ops(q, 1, &err) != SP_OK)
         log_warn("reserved jobs not given back (%s): the stalled check will", err.msg);
-    ops_clear(q);
+    ops_clear(q, RELEASE_ALL);
 }
 
 static int
@@ -601,8 +652,7 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
 
 /* Updates SalesPad's record of jobs the stalled check moved. */
 static int
-record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql,
-               struct sp_error *err)
+record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(&sp_clock_real);
     int rc = SP_OK;
@@ -641,14 +691,56 @@ q_maintain(struct job_queue *base, struct sp_error *err)
     snprintf(smax, sizeof(smax), "%d", s->max_stalled);
     snprintf(skeep, sizeof(skeep), "%d", s->keep_failed);
     rc = redis_script_call(q->redis, S_STALLED, 5,
-                           (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep,
-                           err);
+                           (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep, err);
     if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
         rc = record_stalled(q, rep->element[0], SQL_STALLED, err);
         if (rc == SP_OK)
             rc = record_stalled(q, rep->element[1], SQL_STALLED_FAILED, err);
     }
     redis_reply_free(rep);
+    return rc;
+}
+
+/* ---- lock renewal ------------------------------------------------------------------------- */
+
+int
+queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms,
+                        struct sp_error *err)
+{
+    struct queue_redis_held *list;
+    char slock[24];
+    int n, sent = 0, rc = SP_OK;
+
+    pthread_mutex_lock(&s->held_mu);
+    n = s->nheld;
+    list = n ? xmalloc((size_t)n * sizeof(*list)) : NULL;
+    if (n)
+        memcpy(list, s->held, (size_t)n * sizeof(*list));
+    pthread_mutex_unlock(&s->held_mu);
+    snprintf(slock, sizeof(slock), "%lld", (long long)lock_ms);
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        const char *argv[4] = {s->prefix, list[i].id, list[i].token, slock};
+        rc = redis_pipe_send(r, S_EXTEND, 4, argv, NULL, err);
+        sent += rc == SP_OK;
+    }
+    for (int i = 0; i < sent; i++) {
+        redisReply *rep = NULL;
+        struct sp_error e = {0};
+        int x = redis_pipe_reply(r, &rep, &e);
+        if (x == SP_OK && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+            log_debug("job %s: lock lost; no longer renewed", list[i].id);
+            held_remove(s, list[i].id, list[i].token);
+        }
+        redis_reply_free(rep);
+        if (x != SP_OK && rc == SP_OK) {
+            rc = x;
+            if (err && err->code == SP_OK)
+                *err = e;
+        }
+        if (x == SP_EUNAVAIL)
+            break;
+    }
+    free(list);
     return rc;
 }
 
@@ -660,9 +752,14 @@ publish(struct queue_redis *q, const struct db_rows *rows, struct sp_error *err)
     int rc = SP_OK, sent = 0;
 
     for (int i = 0; rc == SP_OK && i < rows->nrows; i++) {
-        const char *argv[8] = {q->shared->prefix, db_cell(rows, i, 0), db_cell(rows, i, 1),
-                               db_cell(rows, i, 2), db_cell(rows, i, 3), db_cell(rows, i, 4),
-                               "0", "0"};
+        const char *argv[8] = {q->shared->prefix,
+                               db_cell(rows, i, 0),
+                               db_cell(rows, i, 1),
+                               db_cell(rows, i, 2),
+                               db_cell(rows, i, 3),
+                               db_cell(rows, i, 4),
+                               "0",
+                               "0"};
         rc = redis_pipe_send(q->redis, S_ADD, 8, argv, NULL, err);
         sent += rc == SP_OK;
     }
@@ -709,10 +806,10 @@ queue_redis_relay_batch(struct queue_redis *q, int limit, int *n, struct sp_erro
         for (int i = 0; i < rows.nrows; i++)
             jsonw_str(&w, db_cell(&rows, i, 0));
         jsonw_arr_end(&w);
-        rc = db_exec(q->conn, pg ? SQL_RELAYED_PG : SQL_RELAYED,
-                     DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)),
-                             db_text(jsonw_finish_or(&w, "[]"))),
-                     NULL, err);
+        rc = db_exec(
+            q->conn, pg ? SQL_RELAYED_PG : SQL_RELAYED,
+            DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)), db_text(jsonw_finish_or(&w, "[]"))),
+            NULL, err);
     }
     if (rc == SP_OK)
         rc = db_commit(q->conn, err);

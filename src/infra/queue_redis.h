@@ -15,6 +15,7 @@
 #include "core/queue.h"
 #include "infra/redis.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 struct db_conn;
@@ -34,12 +35,31 @@ struct queue_redis_shared {
     char worker_id[40];          /* lock tokens are "<worker_id>:<n>" */
     atomic_uint_fast64_t token_seq;
     atomic_int_fast64_t next_stalled_check; /* monotonic ms */
+    /* The jobs this process holds (reserved, outcome not yet in Redis), whose locks
+     * queue_redis_renew_locks keeps alive. */
+    pthread_mutex_t held_mu;
+    struct queue_redis_held *held;
+    int nheld, held_cap;
+};
+
+struct queue_redis_held {
+    char id[JOB_ID_MAX];
+    char token[64];
 };
 
 /* Fills the shared settings; prefix and name are QUEUE_PREFIX and QUEUE_NAME. */
 void queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const char *name,
                              int keep_completed, int64_t stalled_interval_ms, int max_stalled,
                              struct queue_signal *relay);
+
+void queue_redis_shared_cleanup(struct queue_redis_shared *s);
+
+/* Extends the lock of every job the process holds to lock_ms from now (BullMQ renews its locks
+ * every lockDuration / 2, whatever the processor is doing): a long send keeps its job. A job
+ * whose lock is not ours any more is forgotten. Called by a timer thread with its own
+ * connection. */
+int queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms,
+                            struct sp_error *err) SP_MUST_CHECK;
 
 /* The script table every Redis connection of the queue loads (see redis_new). */
 extern const struct redis_script queue_redis_scripts[];

@@ -60,8 +60,8 @@ parse_url(struct redis *r, const char *url, struct sp_error *err)
         if (c == NULL)
             c = at; /* user only: no password */
         if (copy_part(r->user, sizeof(r->user), p, (size_t)(c - p)) != 0 ||
-            (c < at && copy_part(r->password, sizeof(r->password), c + 1,
-                                 (size_t)(at - c - 1)) != 0))
+            (c < at &&
+             copy_part(r->password, sizeof(r->password), c + 1, (size_t)(at - c - 1)) != 0))
             return sp_error_set(err, SP_EINVAL, "REDIS_URL", "config: REDIS_URL: user too long");
         p = at + 1;
     }
@@ -176,8 +176,8 @@ io_error(struct redis *r, const char *what, struct sp_error *err)
 static int
 reply_error(struct redis *r, const redisReply *rep, struct sp_error *err)
 {
-    static const char *const transient[] = {"LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN",
-                                            "READONLY", "CLUSTERDOWN"};
+    static const char *const transient[] = {"LOADING",  "BUSY",     "OOM",        "MASTERDOWN",
+                                            "TRYAGAIN", "READONLY", "CLUSTERDOWN"};
     int code = SP_EINTERNAL;
 
     for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
@@ -289,8 +289,8 @@ redis_ping(struct redis *r, struct sp_error *err)
 }
 
 int
-redis_command(struct redis *r, int argc, const char **argv, const size_t *lens,
-              redisReply **out, struct sp_error *err)
+redis_command(struct redis *r, int argc, const char **argv, const size_t *lens, redisReply **out,
+              struct sp_error *err)
 {
     int rc = ensure(r, err);
 
@@ -321,8 +321,8 @@ build_evalsha(struct redis *r, int script, int argc, const char **argv, const si
 }
 
 int
-redis_script_call(struct redis *r, int script, int argc, const char **argv,
-                  const size_t *lens, redisReply **out, struct sp_error *err)
+redis_script_call(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
+                  redisReply **out, struct sp_error *err)
 {
     const char *argv2[MAX_ARGS];
     size_t lens2[MAX_ARGS];
@@ -346,8 +346,8 @@ redis_script_call(struct redis *r, int script, int argc, const char **argv,
 }
 
 int
-redis_pipe_send(struct redis *r, int script, int argc, const char **argv,
-                const size_t *lens, struct sp_error *err)
+redis_pipe_send(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
+                struct sp_error *err)
 {
     const char *argv2[MAX_ARGS];
     size_t lens2[MAX_ARGS];

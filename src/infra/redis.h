@@ -22,8 +22,8 @@ struct redis_script {
 
 /* url: redis://[[user]:password@]host[:port][/db]. Does not connect (see redis_ping). The
  * script table must outlive the connection. */
-int redis_new(const char *url, const struct redis_script *scripts, int nscripts,
-              struct redis **out, struct sp_error *err) SP_MUST_CHECK;
+int redis_new(const char *url, const struct redis_script *scripts, int nscripts, struct redis **out,
+              struct sp_error *err) SP_MUST_CHECK;
 void redis_free(struct redis *r);
 
 /* Connects if needed and checks the server answers. */
@@ -34,15 +34,15 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *le
                   redisReply **out, struct sp_error *err) SP_MUST_CHECK;
 
 /* Runs script number `script` with no KEYS and argv as ARGV. */
-int redis_script_call(struct redis *r, int script, int argc, const char **argv,
-                      const size_t *lens, redisReply **out, struct sp_error *err) SP_MUST_CHECK;
+int redis_script_call(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
+                      redisReply **out, struct sp_error *err) SP_MUST_CHECK;
 
 /* Pipelining: append n script calls, then read their n replies in order. redis_pipe_send
  * queues a call; redis_pipe_reply reads the next reply (an error reply of a script call is
  * returned as SP_EINTERNAL with its text, the connection stays usable). After an SP_EUNAVAIL
  * the connection is reset and the remaining replies are lost. */
-int redis_pipe_send(struct redis *r, int script, int argc, const char **argv,
-                    const size_t *lens, struct sp_error *err) SP_MUST_CHECK;
+int redis_pipe_send(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
+                    struct sp_error *err) SP_MUST_CHECK;
 int redis_pipe_reply(struct redis *r, redisReply **out, struct sp_error *err) SP_MUST_CHECK;
 
 /* Drops the connection (the next call reconnects). */

@@ -62,6 +62,19 @@ local function mark_delayed(P)
   end
 end
 
+-- The list runnable jobs go to: `wait`, except while a BullMQ 5 client (meta.version, written
+-- by every Node Queue) has the queue paused: BullMQ 5 keeps them in `paused` then, and renames
+-- it over `wait` on resume. BullMQ 6 keeps them in `wait` and only looks at meta.paused.
+local function wait_list(P)
+  if redis.call('HEXISTS', P .. 'meta', 'paused') == 1 then
+    local v = redis.call('HGET', P .. 'meta', 'version')
+    if v and string.match(v, '^bullmq:[1-5]%.') then
+      return P .. 'paused'
+    end
+  end
+  return P .. 'wait'
+end
+
 -- Puts a job in line: the prioritized zset when it has a priority, else the wait list (LPUSH:
 -- workers take from the other end). Emits `waiting` (with prev when given).
 local function make_waiting(P, n, id, prev)
@@ -70,7 +83,7 @@ local function make_waiting(P, n, id, prev)
     local pc = redis.call('INCR', P .. 'pc')
     redis.call('ZADD', P .. 'prioritized', num(prio * 4294967296 + (pc % 4294967296)), id)
   else
-    redis.call('LPUSH', P .. 'wait', id)
+    redis.call('LPUSH', wait_list(P), id)
   end
   if prev then
     emit(P, n, 'waiting', 'jobId', id, 'prev', prev)

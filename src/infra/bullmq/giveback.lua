@@ -6,7 +6,7 @@ local rc = release(P, id, ARGV[3])
 if rc ~= 0 then return rc end
 local n = max_events(P)
 redis.call('HINCRBY', P .. id, 'ats', -1)
-redis.call('RPUSH', P .. 'wait', id)
+redis.call('RPUSH', wait_list(P), id)
 emit(P, n, 'waiting', 'jobId', id, 'prev', 'active')
 mark_ready(P)
 return 0

@@ -20,7 +20,7 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'stalled')) do
         finish_failed(P, n, id, 'job stalled more than allowable limit', now, tonumber(ARGV[5]))
         failed[#failed + 1] = id
       else
-        redis.call('RPUSH', P .. 'wait', id)
+        redis.call('RPUSH', wait_list(P), id)
         emit(P, n, 'waiting', 'jobId', id, 'prev', 'active')
         emit(P, n, 'stalled', 'jobId', id)
         mark_ready(P)

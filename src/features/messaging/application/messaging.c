@@ -5,6 +5,7 @@
 #include "core/clock.h"
 #include "core/jsonw.h"
 #include "core/log.h"
+#include "core/uuid.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/domain/lead_repo.h"
 #include "features/messaging/domain/sender.h"
@@ -55,18 +56,28 @@ enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
  * there is nothing of ours to record. */
 static int
 end_unsent(const struct messaging_deps *d, const struct job *j, int64_t now, int complete,
-           struct sp_error *err)
+           const char *why, struct sp_error *err)
 {
     struct sp_error jerr = {0};
-    int rc = complete
-                 ? job_queue_complete(d->queue, j, now, &jerr)
-                 : job_queue_fail(d->queue, j, now, "message not found or failed for good", &jerr);
+    int rc = complete ? job_queue_complete(d->queue, j, now, &jerr)
+                      : job_queue_fail(d->queue, j, now, why, &jerr);
 
     if (rc == SP_ECONFLICT && strcmp(jerr.field, "job") == 0)
         return SP_OK;
     if (rc != SP_OK && err && err->code == SP_OK)
         *err = jerr;
     return rc;
+}
+
+/* A job this worker cannot run (another producer's, on a shared queue): why, or NULL. */
+static const char *
+unrunnable(const struct job *j)
+{
+    if (j->name == NULL || strcmp(j->name, SEND_MESSAGE_JOB) != 0)
+        return "salespad worker: no handler for this job name (it runs send-message jobs)";
+    if (j->message_id == NULL || !sp_uuid_valid(j->message_id, strlen(j->message_id)))
+        return "salespad worker: data.messageId is missing or not a message id";
+    return NULL;
 }
 
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
@@ -80,10 +91,14 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
     int rc;
 
     *res = CLAIM_SEND;
-    rc = lead_repo_message_get(d->repo, j->message_id ? j->message_id : "", a, m, &lookup);
+    if (unrunnable(j)) {
+        *res = CLAIM_GONE;
+        return end_unsent(d, j, now, 0, unrunnable(j), err);
+    }
+    rc = lead_repo_message_get(d->repo, j->message_id, a, m, &lookup);
     if (rc == SP_ENOTFOUND) {
         *res = CLAIM_GONE;
-        return end_unsent(d, j, now, 0, err);
+        return end_unsent(d, j, now, 0, "salespad worker: message not found", err);
     }
     if (rc != SP_OK) {
         if (err && err->code == SP_OK)
@@ -92,13 +107,13 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
     }
     if (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND) {
         *res = CLAIM_SKIP;
-        return end_unsent(d, j, now, 1, err);
+        return end_unsent(d, j, now, 1, NULL, err);
     }
     if (m->status == MESSAGE_FAILED) {
         /* Failed for good already (the job's own end was lost, e.g. Redis was down): no
          * second round of sends. */
         *res = CLAIM_GONE;
-        return end_unsent(d, j, now, 0, err);
+        return end_unsent(d, j, now, 0, "salespad worker: message already failed for good", err);
     }
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
