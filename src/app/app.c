@@ -305,6 +305,7 @@ worker_main(void *arg)
     struct redis *redis = thread_redis(app);
     struct session s;
     struct messaging_deps d;
+    int failing = 0; /* rounds failed in a row */
 
     for (;;) {
         struct sp_error err = {0};
@@ -342,10 +343,17 @@ worker_main(void *arg)
         rc = messaging_worker_tick(&d, a, &did_work, &next_due, &err);
         arena_reset(a);
         if (rc != SP_OK) {
-            log_warn("worker: %s: %s", sp_err_name(rc), err.msg);
+            /* A dependency down: said once per outage and thread, then at debug level. */
+            if (failing++ == 0 || !sp_err_retryable(rc))
+                log_warn("worker: %s: %s", sp_err_name(rc), err.msg);
+            else
+                log_debug("worker: %s: %s", sp_err_name(rc), err.msg);
             pause_ms(app, WORKER_ERROR_PAUSE_MS);
             continue;
         }
+        if (failing > 0)
+            log_info("worker: working again after %d failed rounds", failing);
+        failing = 0;
         if (!did_work)
             worker_idle(app, &s, seen, next_due);
     }

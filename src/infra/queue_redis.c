@@ -435,11 +435,22 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a
     }
     memset(out, 0, sizeof(*out));
     if (rep->element[0]->len >= JOB_ID_MAX || rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        /* Not a job we can track: give it back to whoever can, and report. */
-        log_error("fetch: job id \"%.40s...\" longer than %d bytes; left for other workers",
-                  rep->element[0]->str, JOB_ID_MAX - 1);
+        /* An id this worker cannot carry (another producer's): fail it now, or it would come
+         * back after every stalled check. */
+        const char *fargv[7] = {q->shared->prefix,
+                                rep->element[0]->str,
+                                token,
+                                snow,
+                                "salespad worker: job id too long",
+                                "-1",
+                                "10"};
+        redisReply *frep = NULL;
+        log_warn("fetch: job id \"%.40s...\" longer than %d bytes: failed", rep->element[0]->str,
+                 JOB_ID_MAX - 1);
+        rc = redis_script_call(q->redis, S_FAIL, 7, fargv, NULL, &frep, err);
+        redis_reply_free(frep);
         redis_reply_free(rep);
-        return sp_error_set(err, SP_EINTERNAL, "queue", "fetch: job id too long");
+        return rc; /* nothing reserved: the caller's loop asks again */
     }
     snprintf(out->id, sizeof(out->id), "%s", rep->element[0]->str);
     hash_to_job(rep->element[1], a, out);
