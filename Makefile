@@ -32,9 +32,9 @@ test:
 	$(MAKE) valgrind
 
 # Unit and HTTP tests only: no sockets to other processes, seconds. (The PostgreSQL variants
-# *_pg need a server: ctest runs them as unit_pg.)
+# *_pg and the Redis queue tests *_redis need servers: ctest runs them as unit_pg, unit_redis.)
 test-unit: build
-	./$(BUILD)/t -x '*_pg' unit_ http_
+	./$(BUILD)/t -x '*_pg' -x '*_redis' unit_ http_
 
 test-asan:
 	@scripts/deps.sh test
@@ -43,15 +43,20 @@ test-asan:
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2
 
-# valgrind on the unit and HTTP tests, the PostgreSQL variants (*_pg) included: they run on a
-# throwaway server (tests/pg/pgserver.sh), stopped whatever the outcome.
+# valgrind on the unit and HTTP tests, the PostgreSQL variants (*_pg) and the Redis queue tests
+# (*_redis) included: they run on throwaway servers (tests/pg/pgserver.sh,
+# tests/redis/redisserver.sh), stopped whatever the outcome.
 valgrind: build
 	bash tests/pg/pgserver.sh start $(BUILD)/pg-valgrind >/dev/null
+	bash tests/redis/redisserver.sh start $(BUILD)/redis-valgrind >/dev/null || \
+	  { bash tests/pg/pgserver.sh stop $(BUILD)/pg-valgrind; exit 1; }
 	SALESPAD_PG_URL_FILE=$(abspath $(BUILD))/pg-valgrind/url \
+	SALESPAD_REDIS_URL_FILE=$(abspath $(BUILD))/redis-valgrind/url \
 	  valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
 	  --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 \
 	  --trace-children=no ./$(BUILD)/t unit_ http_; \
-	  rc=$$?; bash tests/pg/pgserver.sh stop $(BUILD)/pg-valgrind; exit $$rc
+	  rc=$$?; bash tests/pg/pgserver.sh stop $(BUILD)/pg-valgrind; \
+	  bash tests/redis/redisserver.sh stop $(BUILD)/redis-valgrind; exit $$rc
 
 bench:
 	@scripts/deps.sh bench

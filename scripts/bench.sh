@@ -5,7 +5,9 @@
 #   SALESPAD_BIN=build-x/salespad BENCH_DURATION=5 scripts/bench.sh
 #
 # Everything runs on 127.0.0.1, in a fresh temp dir (removed on exit unless BENCH_KEEP=1), on
-# free ports, against fresh databases. Per database (BENCH_DATABASES, default "sqlite"):
+# free ports, against fresh databases. Per deployment (BENCH_DATABASES, default "sqlite postgres
+# postgres+redis"; postgres+redis = PostgreSQL for data and the BullMQ-layout Redis queue, a
+# queue name of its own per database):
 #   1. `salespad serve` (in-process workers): spawn -> first 200 on GET /ready, in ms;
 #   2. lead -> sent at rest: BENCH_LATENCY_N sequential captures (name + email), each polled
 #      until its email message is "sent"; latency = message sentAt - lead createdAt (ms stamps);
@@ -42,7 +44,7 @@ BENCH_LATENCY_N=${BENCH_LATENCY_N:-200}
 BENCH_SEED_N=${BENCH_SEED_N:-1000}
 BENCH_WORKER_LEADS=${BENCH_WORKER_LEADS:-10000}
 BENCH_DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-180}
-BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres}
+BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres postgres+redis}
 BENCH_KEEP=${BENCH_KEEP:-0}
 MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
 
@@ -65,6 +67,9 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  if [[ -d "$TMP/redis" ]]; then
+    "$REDISSERVER" stop "$TMP/redis" >/dev/null 2>&1 || true
+  fi
   if [[ -d "$TMP/pg" ]]; then
     "$PGSERVER" stop "$TMP/pg" >/dev/null 2>&1 || true
   fi
@@ -94,6 +99,15 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 status_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || true; }
 
 PGSERVER="$(dirname "$0")/../tests/pg/pgserver.sh"
+REDISSERVER="$(dirname "$0")/../tests/redis/redisserver.sh"
+SVC_ENV=() # extra settings of the deployment being measured (REDIS_URL)
+
+# A throwaway Redis for the postgres+redis kind, started once (append-only file, fsync every
+# second, noeviction: as docker-compose.yml runs it).
+redis_ensure() {
+  [[ -f "$TMP/redis/url" ]] && return 0
+  "$REDISSERVER" start "$TMP/redis" >&2 || die "could not start Redis (tests/redis/redisserver.sh)"
+}
 
 # A throwaway PostgreSQL for the postgres kind, started once. The test harness runs it with
 # fsync off; the bench turns fsync and full-page writes back on, so commits are durable and the
@@ -113,13 +127,14 @@ db_url() {
   local kind=$1 name=$2 base
   case "$kind" in
     sqlite) echo "sqlite:$TMP/$name.db" ;;
-    postgres)
+    postgres | postgres+redis)
       pg_ensure
       base=$(cat "$TMP/pg/url")
-      pg_psql "$base" -c "CREATE DATABASE bench_$name" >/dev/null || die "CREATE DATABASE failed"
-      echo "${base%/*}/bench_$name"
+      name="bench_${kind//[^a-z]/_}_$name"
+      pg_psql "$base" -c "CREATE DATABASE $name" >/dev/null || die "CREATE DATABASE failed"
+      echo "${base%/*}/$name"
       ;;
-    *) die "db_url: unknown database kind '$kind' (known: sqlite, postgres)" ;;
+    *) die "db_url: unknown database kind '$kind' (known: sqlite, postgres, postgres+redis)" ;;
   esac
 }
 
@@ -140,7 +155,9 @@ start_service() {
     [[ -e "$marker" ]] || die "$name: /ready poller did not start"
   fi
   t0=$(now_us)
-  HOST=127.0.0.1 PORT="$SVC_PORT" DATABASE_URL="$url" MOCK_SINK="$sink" LOG_LEVEL=warn \
+  # With Redis, each database gets a queue of its own (serve and worker of one phase share it).
+  env ${SVC_ENV[@]+"${SVC_ENV[@]}"} ${SVC_ENV[@]+QUEUE_NAME="q_$(basename "$url")"} \
+    HOST=127.0.0.1 PORT="$SVC_PORT" DATABASE_URL="$url" MOCK_SINK="$sink" LOG_LEVEL=warn \
     "$BIN" "$@" >"$TMP/$name.log" 2>&1 &
   SVC_PID=$!
   PIDS+=("$SVC_PID")
@@ -299,7 +316,7 @@ run_suite() {
   # DESIGN §7: 5,000 captures/s and 5,000 sends/s embedded; 3,000 and 2,500 for the production
   # deployment (the PostgreSQL targets are stated for PostgreSQL+Redis).
   local post_target=5000 send_target=5000
-  if [[ "$kind" == postgres ]]; then post_target=3000 send_target=2500; fi
+  if [[ "$kind" == postgres* ]]; then post_target=3000 send_target=2500; fi
   row "POST /leads req/s (serve, its workers sending meanwhile)" "$(printf %.0f "$(kv "$p" ok_rps)")" "≥ $post_target" "$(met "$(kv "$p" ok_rps)" ">=" "$post_target")"
   row "POST /leads req/s, API alone (serve --no-worker, 2 s runs)" "$(printf %.0f "$api_rps")" "(same)" "$(met "$api_rps" ">=" "$post_target")"
   row "POST /leads p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$p" p50_ms)" "$(kv "$p" p99_ms)")" "p99 < 20" "$(met "$(kv "$p" p99_ms)" "<" 20)"
@@ -321,6 +338,11 @@ cfg() { HOST=127.0.0.1 "$BIN" --print-config | sed -n "s/^$1=//p"; }
 
 REPORT=""
 for kind in $BENCH_DATABASES; do
+  SVC_ENV=()
+  if [[ "$kind" == *+redis ]]; then
+    redis_ensure
+    SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
+  fi
   run_suite "$kind"
 done
 

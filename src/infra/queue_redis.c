@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define WAIT_MAX_MS 250 /* longest block on the marker */
+
 /* ---- scripts ------------------------------------------------------------------------------ */
 
 extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[], sp_lua_fail[],
@@ -51,12 +53,15 @@ static const char SQL_DELAYED[] = "UPDATE outbox SET state = 'delayed', attempts
 static const char SQL_FAILED[] =
     "UPDATE outbox SET state = 'failed', attempts_made = $2, updated_at = $3, finished_at = $3,"
     " last_error = $4 WHERE id = $1";
+/* Only a record still showing the dead worker's attempt ($3: the check's start): another worker
+ * may have taken the job again and even finished it since the check moved it. */
 static const char SQL_STALLED[] =
-    "UPDATE outbox SET state = 'waiting',"
-    " stalled_count = stalled_count + 1, updated_at = $2 WHERE id = $1";
+    "UPDATE outbox SET state = 'waiting', stalled_count = stalled_count + 1, updated_at = $2"
+    " WHERE id = $1 AND state = 'active' AND updated_at < $3";
 static const char SQL_STALLED_FAILED[] =
     "UPDATE outbox SET state = 'failed', stalled_count = stalled_count + 1, updated_at = $2,"
-    " finished_at = $2, last_error = 'job stalled more than allowable limit' WHERE id = $1";
+    " finished_at = $2, last_error = 'job stalled more than allowable limit'"
+    " WHERE id = $1 AND state = 'active' AND updated_at < $3";
 static const char SQL_UNRELAYED[] = "SELECT id, name, data, opts, created_at FROM outbox"
                                     " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1";
 static const char SQL_UNRELAYED_PG[] =
@@ -613,7 +618,8 @@ q_after_rollback(struct job_queue *base)
     struct sp_error err = {0};
 
     if (q->nops > 0 && need_redis(q, NULL) == SP_OK && run_ops(q, 1, &err) != SP_OK)
-        log_warn("reserved jobs not given back (%s): the stalled check will", err.msg);
+        log_warn("reserved jobs not given back (%s); the stalled check hands them out again",
+                 err.msg);
     ops_clear(q, RELEASE_ALL);
 }
 
@@ -652,8 +658,8 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
         return rc;
     if (timeout_ms < 1)
         timeout_ms = 1;
-    if (timeout_ms > 1000)
-        timeout_ms = 1000; /* a stop request is seen within a second */
+    if (timeout_ms > WAIT_MAX_MS)
+        timeout_ms = WAIT_MAX_MS; /* a stop request is seen that soon */
     snprintf(key, sizeof(key), "%smarker", q->shared->prefix);
     snprintf(secs, sizeof(secs), "%.3f", (double)timeout_ms / 1000.0);
     rc = redis_command(q->redis, 3, (const char *[]){"BZPOPMIN", key, secs}, NULL, &rep, err);
@@ -661,25 +667,33 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
     return rc;
 }
 
-/* Updates SalesPad's record of jobs the stalled check moved. */
+/* Updates SalesPad's record of jobs the stalled check moved; one statement per job (no
+ * transaction spanning rows that workers update too: no lock-order deadlocks). */
 static int
-record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, struct sp_error *err)
+record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, int64_t checked,
+               struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(&sp_clock_real);
     int rc = SP_OK;
 
-    if (ids->type != REDIS_REPLY_ARRAY || ids->elements == 0)
+    if (ids->type != REDIS_REPLY_ARRAY)
         return SP_OK;
-    rc = db_begin(q->conn, err);
-    for (size_t i = 0; rc == SP_OK && i < ids->elements; i++) {
+    for (size_t i = 0; i < ids->elements; i++) {
         const char *id = ids->element[i]->str;
+        int r;
         log_warn("job %s: its worker stopped renewing its lock; %s", id,
                  sql == SQL_STALLED ? "handed out again" : "failed: stalled too often");
-        rc = db_exec(q->conn, sql, DB_ARGS(db_text(id), db_time(now)), NULL, err);
+        r = db_begin(q->conn, err);
+        if (r == SP_OK)
+            r = db_exec(q->conn, sql, DB_ARGS(db_text(id), db_time(now), db_time(checked)), NULL,
+                        err);
+        if (r == SP_OK)
+            r = db_commit(q->conn, err);
+        else
+            db_rollback(q->conn);
+        if (r != SP_OK && rc == SP_OK)
+            rc = r;
     }
-    if (rc == SP_OK)
-        return db_commit(q->conn, err);
-    db_rollback(q->conn);
     return rc;
 }
 
@@ -688,7 +702,7 @@ q_maintain(struct job_queue *base, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     struct queue_redis_shared *s = q->shared;
-    int64_t mono = sp_mono_ms(), due = atomic_load(&s->next_stalled_check);
+    int64_t mono = sp_mono_ms(), due = atomic_load(&s->next_stalled_check), checked;
     char snow[24], sint[24], smax[16], skeep[16];
     redisReply *rep = NULL;
     int rc;
@@ -697,16 +711,17 @@ q_maintain(struct job_queue *base, struct sp_error *err)
         !atomic_compare_exchange_strong(&s->next_stalled_check, &due,
                                         mono + s->stalled_interval_ms))
         return SP_OK; /* not due, or another thread of this process took this turn */
-    snprintf(snow, sizeof(snow), "%lld", (long long)sp_clock_now_ms(&sp_clock_real));
+    checked = sp_clock_now_ms(&sp_clock_real);
+    snprintf(snow, sizeof(snow), "%lld", (long long)checked);
     snprintf(sint, sizeof(sint), "%lld", (long long)s->stalled_interval_ms);
     snprintf(smax, sizeof(smax), "%d", s->max_stalled);
     snprintf(skeep, sizeof(skeep), "%d", s->keep_failed);
     rc = redis_script_call(q->redis, S_STALLED, 5,
                            (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep, err);
     if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-        rc = record_stalled(q, rep->element[0], SQL_STALLED, err);
+        rc = record_stalled(q, rep->element[0], SQL_STALLED, checked, err);
         if (rc == SP_OK)
-            rc = record_stalled(q, rep->element[1], SQL_STALLED_FAILED, err);
+            rc = record_stalled(q, rep->element[1], SQL_STALLED_FAILED, checked, err);
     }
     redis_reply_free(rep);
     return rc;

@@ -21,6 +21,20 @@ that is an error. env.db() then queries PostgreSQL through psql. A test that onl
 one backend calls env.require_backend("postgres") (or "sqlite"): on the other it is skipped.
 env.private_pg() starts a PostgreSQL server owned by the test (for outage tests, which stop it).
 
+Redis mode: with SALESPAD_QUEUE=redis (default: db, the queue in the database) Env.serve() and
+Env.worker() also get REDIS_URL (the server whose URL is in $SALESPAD_REDIS_URL_FILE, as CTest's
+`redis` fixture writes it; without the file the run starts a throwaway server of its own with
+tests/redis/redisserver.sh, except under CI=true, where that is an error), a QUEUE_NAME unique
+to the Env (t<pid>x<n>, so every test has its own keys on the one shared server; they are
+removed at cleanup) and QUEUE_STALLED_INTERVAL_MS=500 (overridable like any setting).
+env.queue is "db" or "redis"; env.jobs_table is the table holding SalesPad's record of each
+job ("jobs", or "outbox" in Redis mode; same state/attempts_made/stalled_count columns);
+env.require_queue("redis") skips a test on the other mode. env.redis("HGETALL", key) runs one
+command on the env's Redis (RedisClient: a stdlib RESP2 client; replies decoded, bytes as str),
+env.rkey("wait") names a key of the env's queue ("bull:<queue>:wait"), and env.private_redis()
+starts a Redis server owned by the test (stop(mode) / start() on the same port, for outage
+tests); processes started after it use it.
+
 run() executes every test_* function (or the names given on the command line) with a fresh Env,
 always stops every process it started and removes its temp dir, prints the tail of each server's
 stderr log when a test fails, and ends with exactly one line "N passed, M failed"; the exit status
@@ -478,11 +492,224 @@ def _placeholders_to_psql(sql):
     return "".join(out), n
 
 
+# ---------------------------------------------------------------------------------------------
+# Redis (SALESPAD_QUEUE=redis)
+
+
+QUEUE = os.environ.get("SALESPAD_QUEUE", "db").strip().lower() or "db"
+REDISSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "redis",
+                           "redisserver.sh")
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+class RedisClient:
+    """A minimal RESP2 client over one TCP connection (stdlib only). call(*args) sends one
+    command and returns its reply decoded: bulk and simple strings as str (UTF-8), integers as
+    int, nil as None, arrays as lists; an error reply raises RedisError. After a connection
+    error the next call reconnects (the error itself propagates). Thread-safe (one lock)."""
+
+    def __init__(self, host, port, password=None, db=0, timeout=10.0):
+        self.host, self.port, self.password, self.db = host, port, password, db
+        self.timeout = timeout
+        self.sock = None
+        self.buf = b""
+        self.lock = threading.Lock()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.buf = b""
+
+    def _connect(self):
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        if self.password:
+            self._roundtrip(("AUTH", self.password))
+        if self.db:
+            self._roundtrip(("SELECT", str(self.db)))
+
+    @staticmethod
+    def _encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, (bytes, bytearray)):
+                b = bytes(a)
+            elif isinstance(a, float):
+                b = repr(a).encode()
+            else:
+                b = str(a).encode("utf-8")
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        return b"".join(out)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("redis %s:%d closed the connection" % (self.host, self.port))
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode("utf-8", "replace")
+        if kind == b"-":
+            return RedisError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            items = [self._reply() for _ in range(n)]
+            return items
+        raise ConnectionError("redis: unexpected reply %r" % (line[:80],))
+
+    def _roundtrip(self, args):
+        self.sock.sendall(self._encode(args))
+        r = self._reply()
+        if isinstance(r, RedisError):
+            raise r
+        return r
+
+    def call(self, *args):
+        with self.lock:
+            try:
+                if self.sock is None:
+                    self._connect()
+                return self._roundtrip(args)
+            except (OSError, ConnectionError, ValueError):
+                self.close()
+                raise
+
+
+class RedisServer:
+    """A Redis server, either shared (its URL read from a file) or owned by this process
+    (started and stopped with tests/redis/redisserver.sh in `dir`)."""
+
+    def __init__(self, url, dir=None):
+        self.url = url          # redis://[:password@]127.0.0.1:<port>[/db]
+        self.dir = dir          # set when we own the server (redisserver.sh state dir)
+        u = urllib.parse.urlsplit(url)
+        if u.scheme != "redis" or not u.hostname or not u.port:
+            raise AssertionError("not a redis://host:port URL: %r" % url)
+        self.host, self.port = u.hostname, u.port
+        self.password = urllib.parse.unquote(u.password) if u.password else None
+        path = u.path.strip("/")
+        self.db = int(path) if path else 0
+
+    @classmethod
+    def from_url_file(cls, path):
+        with open(path) as f:
+            url = f.read().strip()
+        if not url:
+            raise AssertionError("%s is empty" % path)
+        return cls(url)
+
+    @classmethod
+    def launch(cls, dir):
+        """Starts a throwaway server with state in `dir` (redisserver.sh start)."""
+        r = subprocess.run(["bash", REDISSERVER, "start", dir], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("redisserver.sh start %s failed (%d):\n%s%s"
+                                 % (dir, r.returncode, r.stdout, r.stderr))
+        with open(os.path.join(dir, "url")) as f:
+            url = f.read().strip()
+        return cls(url, dir)
+
+    def client(self, timeout=10.0):
+        return RedisClient(self.host, self.port, self.password, self.db, timeout)
+
+    def _ctl(self, *args, timeout=120):
+        assert self.dir, "not our server"
+        r = subprocess.run(["bash", REDISSERVER] + list(args), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError("redisserver.sh %s failed (%d):\n%s%s"
+                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def stop(self, mode="shutdown"):
+        """Stops the server process, keeping its data (an outage). mode: shutdown, nosave, kill."""
+        self._ctl("stop-server", self.dir, mode)
+
+    def start(self):
+        """Starts it again on the same port (same data) and waits until it answers PING."""
+        self._ctl("start-server", self.dir)
+
+    start_server = start
+    stop_server = stop
+
+    def destroy(self):
+        if self.dir and os.path.exists(self.dir):
+            r = subprocess.run(["bash", REDISSERVER, "stop", self.dir], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                sys.stdout.write("redisserver.sh stop %s failed:\n%s%s" % (self.dir, r.stdout,
+                                                                           r.stderr))
+
+
+_shared_redis = None   # RedisServer for this run (SALESPAD_QUEUE=redis)
+
+
+def shared_redis():
+    """The run's Redis server: the one named by $SALESPAD_REDIS_URL_FILE, or a throwaway one
+    started for this run (not under CI=true, where the URL file is required)."""
+    global _shared_redis
+    if _shared_redis is None:
+        path = os.environ.get("SALESPAD_REDIS_URL_FILE", "")
+        if path and os.path.exists(path):
+            _shared_redis = RedisServer.from_url_file(path)
+        elif ci():
+            raise AssertionError("SALESPAD_QUEUE=redis under CI=true needs "
+                                 "SALESPAD_REDIS_URL_FILE (%r) to name a running server" % path)
+        else:
+            d = tempfile.mkdtemp(prefix="salespad-it-redis-")
+            print("SALESPAD_REDIS_URL_FILE not set (or missing): starting a throwaway Redis "
+                  "in %s for this run" % d)
+            _shared_redis = RedisServer.launch(os.path.join(d, "redis"))
+            _shared_redis.tmp_parent = d
+    return _shared_redis
+
+
+def _release_shared_redis():
+    global _shared_redis
+    if _shared_redis is not None and _shared_redis.dir:
+        _shared_redis.destroy()
+        shutil.rmtree(getattr(_shared_redis, "tmp_parent", ""), ignore_errors=True)
+    _shared_redis = None
+
 
 class Env:
     """A fresh temp dir with the database and sink; tracks every process started in it."""
 
     _serial = 0
+    _queue_serial = 0
 
     def __init__(self, test_name):
         self.test_name = test_name
@@ -495,7 +722,20 @@ class Env:
         self._private_pg = []
         self.pg = None        # PgServer holding this test's database (postgres)
         self.pg_db = None     # that database's name
+        self.queue = QUEUE    # "db" (the queue in the database) or "redis" (BullMQ layout)
+        self.redis_srv = None  # RedisServer holding this test's queue (redis)
+        self._private_redis = []
+        self._shared_redis = None
+        self._redis_client = None
+        self.queue_prefix = "bull"
+        self.queue_name = None
         try:
+            if self.queue == "redis":
+                Env._queue_serial += 1
+                self.queue_name = "t%dx%d" % (os.getpid(), Env._queue_serial)
+                self.redis_srv = self._shared_redis = shared_redis()
+            elif self.queue != "db":
+                raise AssertionError("SALESPAD_QUEUE=%r: expected db or redis" % self.queue)
             if self.backend == "postgres":
                 Env._serial += 1
                 tag = re.sub(r"[^a-z0-9]", "", test_name.lower().replace("test_", "", 1))[:30]
@@ -523,6 +763,80 @@ class Env:
     def skip(self, why):
         raise Skip(why)
 
+    def require_queue(self, queue, why=""):
+        """Skips the test unless this run's queue is `queue` ("db" or "redis")."""
+        if self.queue != queue:
+            raise Skip("%s queue only%s (this run: SALESPAD_QUEUE=%s)"
+                       % (queue, ": " + why if why else "", self.queue))
+
+    @property
+    def jobs_table(self):
+        """The table holding SalesPad's record of each job: `jobs` (database queue) or `outbox`
+        (Redis queue); same columns for state, attempts_made, stalled_count, ..."""
+        return "outbox" if self.queue == "redis" else "jobs"
+
+    @property
+    def redis_url(self):
+        return self.redis_srv.url if self.redis_srv is not None else None
+
+    def rkey(self, suffix=""):
+        """A key of this test's queue: <prefix>:<queue>:<suffix> (BullMQ's layout)."""
+        self.require_queue("redis")
+        return "%s:%s:%s" % (self.queue_prefix, self.queue_name, suffix)
+
+    def redis(self, *args):
+        """One command against this test's Redis server; the reply decoded (RedisClient)."""
+        self.require_queue("redis")
+        if self._redis_client is None:
+            self._redis_client = self.redis_srv.client()
+        return self._redis_client.call(*args)
+
+    def redis_hash(self, key):
+        """HGETALL as a dict (empty when the key does not exist)."""
+        flat = self.redis("HGETALL", key)
+        return dict(zip(flat[0::2], flat[1::2]))
+
+    def redis_events(self, job_id=None):
+        """The queue's events stream (<P>events), oldest first: one dict per entry with its
+        fields plus "_id" (the entry id) and "_ms" (its time, ms); only the entries whose jobId
+        is job_id when given."""
+        out = []
+        for entry_id, fields in self.redis("XRANGE", self.rkey("events"), "-", "+"):
+            e = dict(zip(fields[0::2], fields[1::2]))
+            if job_id is not None and e.get("jobId") != job_id:
+                continue
+            e["_id"] = entry_id
+            e["_ms"] = int(entry_id.split("-")[0])
+            out.append(e)
+        return out
+
+    def private_redis(self, name="redis"):
+        """Starts a Redis server owned by this test (removed at cleanup); the processes started
+        afterwards use it. Returns it (RedisServer: stop(mode), start())."""
+        self.require_queue("redis")
+        srv = RedisServer.launch(os.path.join(self.dir, name))
+        self._private_redis.append(srv)
+        self.redis_srv = srv
+        if self._redis_client is not None:
+            self._redis_client.close()
+            self._redis_client = None
+        return srv
+
+    def _drop_queue_keys(self):
+        """Removes this test's keys from the shared Redis server (the queue name is unique)."""
+        c = self._shared_redis.client(timeout=5)
+        try:
+            cursor = "0"
+            pattern = "%s:%s:*" % (self.queue_prefix, self.queue_name)
+            while True:
+                cursor, keys = c.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if keys:
+                    c.call("UNLINK", *keys)
+                if cursor == "0":
+                    break
+        finally:
+            c.close()
+
     def private_pg(self, name="pg"):
         """Starts a PostgreSQL server owned by this test (stopped and removed at cleanup), moves
         this test's database onto it, and returns it (PgServer: stop_server, start_server)."""
@@ -541,7 +855,9 @@ class Env:
             if k in ("PORT", "HOST", "DATABASE_URL", "REDIS_URL", "API_KEYS", "MOCK_SINK",
                      "MOCK_FAIL_FIRST", "MOCK_FAIL_RATE", "JOB_ATTEMPTS", "JOB_BACKOFF_MS",
                      "JOB_LEASE_MS", "LOG_LEVEL", "LOG_FORMAT", "WORKER_CONCURRENCY",
-                     "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX"):
+                     "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX", "QUEUE_KEEP_COMPLETED",
+                     "QUEUE_STALLED_INTERVAL_MS", "QUEUE_MAX_STALLED", "MOCK_SEND_DELAY_MS",
+                     "WORKER_BATCH"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,
@@ -549,6 +865,14 @@ class Env:
             "LOG_LEVEL": "info",
             "JOB_BACKOFF_MS": "20",
         })
+        if self.queue == "redis":
+            v.update({
+                "REDIS_URL": self.redis_srv.url,
+                "QUEUE_NAME": self.queue_name,
+                # Stalled jobs (a worker killed with a short JOB_LEASE_MS) come back within
+                # about a second, as the database queue's expired leases do.
+                "QUEUE_STALLED_INTERVAL_MS": "500",
+            })
         for k, val in overrides.items():
             if val is None:
                 v.pop(k, None)
@@ -692,6 +1016,16 @@ class Env:
     def cleanup(self):
         for p in self.procs:
             p.cleanup()
+        if self._redis_client is not None:
+            self._redis_client.close()
+        for srv in self._private_redis:
+            srv.destroy()
+        if self.queue == "redis" and self._shared_redis is not None:
+            try:
+                self._drop_queue_keys()
+            except Exception as e:  # noqa: BLE001 (reported, cleanup goes on)
+                sys.stdout.write("cleanup: could not remove the keys of queue %s: %s\n"
+                                 % (self.queue_name, e))
         for srv in self._private_pg:
             srv.destroy()
         if self.backend == "postgres" and self.pg_db and self.pg not in self._private_pg:
@@ -919,6 +1253,7 @@ def run(namespace):
             sys.stdout.flush()
     finally:
         _release_shared_pg()
+        _release_shared_redis()
     if skipped:
         print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     else:

@@ -49,7 +49,7 @@ def test_migrate_creates_database(env):
     assert_eq(r.returncode, 0, "migrate exit code (stderr: %s)" % r.stderr)
     assert env.db_exists(), "migrate did not create the database"
     tables = env.tables()
-    assert {"leads", "messages", "lead_events", "jobs"} <= tables, "tables: %r" % (tables,)
+    assert {"leads", "messages", "lead_events", env.jobs_table} <= tables, "tables: %r" % (tables,)
     r = env.run_cli("migrate")
     assert_eq(r.returncode, 0, "second migrate exit code (stderr: %s)" % r.stderr)
     # serve starts on the migrated database
@@ -139,7 +139,7 @@ def test_sigterm_during_burst(env):
     assert_eq(burst.other, {}, "non-201 answers (a draining server must not answer 5xx)")
     print("  SIGTERM burst: %d x 201, %d refused/cut" % (len(burst.ok), len(burst.unknown)))
     # A clean stop finishes the jobs it holds: nothing is left leased or half-sent.
-    assert_eq(env.db("SELECT COUNT(*) FROM jobs WHERE state = 'active'")[0][0], 0,
+    assert_eq(env.db("SELECT COUNT(*) FROM %s WHERE state = 'active'" % env.jobs_table)[0][0], 0,
               "jobs left active after a clean stop")
     assert_eq(env.db("SELECT COUNT(*) FROM messages WHERE status = 'sending'")[0][0], 0,
               "messages left sending after a clean stop")

@@ -156,7 +156,8 @@ def test_postgres_outage_and_recovery(env):
     assert_eq(ok_ids - stored, set(), "leads that got a 201 but are not stored")
     # Requests without a 201 either stored all of their lead or nothing (none half-stored).
     extra = stored - ok_ids
-    wait_until(lambda: env.db("SELECT COUNT(*) FROM jobs WHERE state <> 'completed'")[0][0] == 0,
+    wait_until(lambda: env.db("SELECT COUNT(*) FROM %s WHERE state <> 'completed'"
+                              % env.jobs_table)[0][0] == 0,
                60, "every job completed", interval=0.2)
     for lid in list(ok_ids)[:25] + list(extra)[:25]:
         d = details(srv, lid)

@@ -3,7 +3,8 @@
 is delivered exactly once (mock sink), every job completes on its first attempt, and no job is
 processed twice (each message is logged as sent by exactly one worker, once; no job stalled).
 Also: five processes started at the same moment on an empty database migrate it exactly once
-(advisory lock) and all come up. PostgreSQL only: skipped on SQLite."""
+(advisory lock) and all come up. PostgreSQL only: skipped on SQLite. Also run with the Redis
+queue (integration_redis_test_pg_scaleout): the same checks against the `outbox` table."""
 import json
 import os
 import random
@@ -21,7 +22,8 @@ THREADS = 16
 
 # With LOG_LEVEL=debug each worker logs one line per job it processed, e.g.
 #   job 17 message <uuid> attempt 1 of 3: sent
-SENT_RE = re.compile(r"\bjob (\d+) message ([0-9a-f-]{36}) attempt (\d+) of \d+: sent\b")
+# (with the Redis queue the job id is the message id: job <uuid> message <uuid> ...).
+SENT_RE = re.compile(r"\bjob (\S+) message ([0-9a-f-]{36}) attempt (\d+) of \d+: sent\b")
 
 
 def capture_spread(ports, n, tag):
@@ -63,7 +65,8 @@ def test_two_apis_three_workers_exactly_once(env):
     assert_eq(len(set(ok.values())), NLEADS, "distinct lead ids")
 
     njobs = 2 * NLEADS
-    wait_until(lambda: env.db("SELECT COUNT(*) FROM jobs WHERE state = 'completed'")[0][0]
+    jobs = env.jobs_table
+    wait_until(lambda: env.db("SELECT COUNT(*) FROM %s WHERE state = 'completed'" % jobs)[0][0]
                == njobs, 60, "all %d jobs completed" % njobs, interval=0.2)
 
     # Each lead is visible, settled, through either API (they share the database).
@@ -78,17 +81,17 @@ def test_two_apis_three_workers_exactly_once(env):
 
     # The database: every job completed on its first attempt, none stalled, nothing left.
     assert_eq(env.db("SELECT COUNT(*) FROM leads")[0][0], NLEADS, "leads stored")
-    assert_eq(dict(env.db("SELECT state, COUNT(*) FROM jobs GROUP BY state")),
+    assert_eq(dict(env.db("SELECT state, COUNT(*) FROM %s GROUP BY state" % jobs)),
               {"completed": njobs}, "job states")
-    assert_eq(env.db("SELECT COUNT(*) FROM jobs WHERE attempts_made <> 1 OR stalled_count <> 0"
-                     " OR finished_at IS NULL")[0][0], 0,
+    assert_eq(env.db("SELECT COUNT(*) FROM %s WHERE attempts_made <> 1 OR stalled_count <> 0"
+                     " OR finished_at IS NULL" % jobs)[0][0], 0,
               "jobs with attempts_made != 1, a stall, or no finish time")
     assert_eq(dict(env.db("SELECT status, COUNT(*) FROM messages GROUP BY status")),
               {"sent": njobs}, "message states")
     assert_eq(env.db("SELECT COUNT(*) FROM messages WHERE attempts <> 1")[0][0], 0,
               "messages sent on more than one attempt")
     message_ids = {m for (m,) in env.db("SELECT id FROM messages")}
-    job_of = dict(env.db("SELECT message_id, id FROM jobs"))
+    job_of = dict(env.db("SELECT message_id, id FROM %s" % jobs))
 
     # The sink: every message exactly once, never even a duplicate acknowledgement.
     raw = env.sink_raw_lines()
@@ -101,7 +104,7 @@ def test_two_apis_three_workers_exactly_once(env):
     # The workers' own logs: each job processed by exactly one worker, once; APIs sent nothing.
     per_worker = []
     for w in workers:
-        per_worker.append(Counter((int(j), m) for j, m, _ in SENT_RE.findall(w.log())))
+        per_worker.append(Counter((str(j), m) for j, m, _ in SENT_RE.findall(w.log())))
     for a in apis:
         assert_eq(SENT_RE.findall(a.log()), [], "sends logged by the --no-worker API %s" % a.name)
     total = Counter()
@@ -109,7 +112,7 @@ def test_two_apis_three_workers_exactly_once(env):
         total.update(c)
     assert_eq({k: v for k, v in total.items() if v != 1}, {}, "jobs processed more than once")
     assert_eq({m for _, m in total}, message_ids, "messages the workers logged as sent")
-    assert_eq({m: int(j) for j, m in total}, {m: int(j) for m, j in job_of.items()},
+    assert_eq({m: j for j, m in total}, {m: str(j) for m, j in job_of.items()},
               "job of each message (log vs database)")
     shares = [sum(c.values()) for c in per_worker]
     print("  %d captures over 2 APIs; sends per worker: %s" % (NLEADS, shares))
