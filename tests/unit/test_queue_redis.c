@@ -142,7 +142,7 @@ static long long
 rint_(struct rq *e, const char *a0, const char *a1, const char *a2)
 {
     redisReply *rep = rcmd(e, a0, a1, a2, NULL);
-    long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer
+    long long v = rep->type == REDIS_REPLY_INTEGER  ? rep->integer
                   : rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10)
                                                     : -999;
     redis_reply_free(rep);
@@ -167,8 +167,8 @@ hget(struct rq *e, const char *id, const char *field)
 static void
 enqueue(struct rq *e, const char *message_id, char *id)
 {
-    struct job_spec spec = {"send-message", NULL, message_id,
-                            "{\"messageId\":\"m\",\"leadId\":\"l\"}", 3, 1000};
+    struct job_spec spec = {
+        "send-message", NULL, message_id, "{\"messageId\":\"m\",\"leadId\":\"l\"}", 3, 1000};
     struct sp_error err = {0};
 
     ASSERT_OK(db_begin(e->conn, &err));
@@ -473,7 +473,7 @@ TEST(unit_queue_redis_stalled_job_is_recovered_then_failed_redis)
     enqueue(&e, NULL, id);
     ASSERT_EQ(1, relay(&e));
     take(&e, now - 1000, 30000, &j); /* the dead worker took it a second ago */
-    stalled_check(&e); /* marks it */
+    stalled_check(&e);               /* marks it */
     ASSERT_EQ(1, rint_(&e, "SISMEMBER", "%Pstalled", id));
     stalled_check(&e); /* its lock is alive: nothing happens */
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
@@ -552,8 +552,8 @@ slow_send(struct sender *s, const struct send_request *req, struct arena *a,
         rep = rcmd(ss->rq, "LRANGE", "%Pactive", "0", "-1", NULL);
         for (size_t i = 0; i < rep->elements; i++)
             if (strcmp(rep->element[i]->str, req->message_id) != 0)
-                redis_reply_free(
-                    rcmd(ss->rq, "SET", jkey(ss->rq, rep->element[i]->str, ":lock"), "other", NULL));
+                redis_reply_free(rcmd(ss->rq, "SET", jkey(ss->rq, rep->element[i]->str, ":lock"),
+                                      "other", NULL));
         redis_reply_free(rep);
     }
     ss->env->clock.now += T_LEASE_MS / 2 + 1;
@@ -634,9 +634,11 @@ TEST(unit_queue_redis_jobs_salespad_cannot_run_fail_without_blocking_the_queue_r
     env->mdeps.queue = &q.base;
     env->mdeps.batch = 16;
     foreign_job(env, "x1", "send-message", "{\"messageId\":\"not-a-uuid\"}");
-    foreign_job(env, "x2", "resize-image", "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
+    foreign_job(env, "x2", "resize-image",
+                "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
     foreign_job(env, "x3", "send-message", "[1,2]");
-    foreign_job(env, "x4", "send-message", "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
+    foreign_job(env, "x4", "send-message",
+                "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
     t_env_create(env, "Ann", "ann@example.com", NULL, &l);
     ASSERT_OK(queue_redis_relay_batch(&q, 10, &n, &err));
     ASSERT_EQ(5, n);

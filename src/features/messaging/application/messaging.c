@@ -278,6 +278,12 @@ record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, st
     /* A queue outside the database fences here: if our lock on the job is gone (it expired
      * during the send and the job went to another worker), that worker's outcome stands. */
     rc = job_queue_touch(d->queue, &w->job, d->lease_ms, &rerr);
+    if (rc == SP_EUNAVAIL) {
+        /* The queue cannot tell (Redis down): the send happened, so its outcome is recorded;
+         * left unrecorded, the message would go out again once the job is handed out anew. */
+        sp_error_clear(&rerr);
+        rc = SP_OK;
+    }
     /* The lead first (in lead order across the batch): its timeline entries stay together. */
     if (rc == SP_OK)
         rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, &rerr);
