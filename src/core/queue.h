@@ -69,6 +69,10 @@ struct job_queue_ops {
      * the next delayed job or 0. */
     int (*reserve)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
                    struct job *out, int *found, int64_t *next_due, struct sp_error *err);
+    /* Optional (NULL: reserve one at a time): reserves up to max due jobs into out[0..*n) in one
+     * round trip; *next_due as for reserve when *n is 0. */
+    int (*reserve_many)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
+                        struct job *out, int max, int *n, int64_t *next_due, struct sp_error *err);
     /* complete, retry and fail end the attempt of a job reserved by this caller: they return
      * SP_ECONFLICT, changing nothing, when the lease was lost (it expired and another worker took
      * the job), so a stale worker can never overwrite a newer worker's outcome. */
@@ -94,6 +98,9 @@ struct job_queue_ops {
     /* Extends the lease of a reserved job to now + lease_ms; SP_ECONFLICT (field "job") when
      * it was lost. */
     int (*touch)(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err);
+    /* touch for n jobs in one round trip: lost[i] = 1 when the lease of *jobs[i] was lost. */
+    int (*touch_many)(struct job_queue *q, struct job *const *jobs, int n, int64_t lease_ms,
+                      int *lost, struct sp_error *err);
     /* Blocks until a job may be ready or timeout_ms passes (an idle worker). */
     int (*wait)(struct job_queue *q, int64_t timeout_ms, struct sp_error *err);
     /* Periodic upkeep by workers (stalled-job recovery); cheap when not due. */

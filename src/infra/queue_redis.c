@@ -43,8 +43,11 @@ static const char SQL_ENQUEUE[] =
     " last_error, run_at, created_at, updated_at, finished_at"
 static const char SQL_BY_LEAD[] =
     "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id";
-static const char SQL_ACTIVE[] = "UPDATE outbox SET state = 'active', stalled_count = $2,"
-                                 " updated_at = $3 WHERE id = $1";
+/* $1: a JSON array of job ids. */
+static const char SQL_ACTIVE[] = "UPDATE outbox SET state = 'active', updated_at = $2"
+                                 " WHERE id IN (SELECT value FROM json_each($1))";
+static const char SQL_ACTIVE_PG[] = "UPDATE outbox SET state = 'active', updated_at = $2"
+                                    " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))";
 static const char SQL_COMPLETED[] =
     "UPDATE outbox SET state = 'completed', attempts_made = $2, updated_at = $3, finished_at = $3"
     " WHERE id = $1";
@@ -138,7 +141,7 @@ enum op_kind { OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RESERVED };
 struct queue_redis_op {
     enum op_kind kind;
     char id[JOB_ID_MAX];
-    char token[64];
+    char token[96];
     int64_t now;
     int64_t delay;
     char *text; /* OP_COMPLETE: return value JSON; OP_RETRY/OP_FAIL: the reason (owned) */
@@ -400,23 +403,44 @@ hash_to_job(const redisReply *h, struct arena *a, struct job *j)
     j->state = JOB_ACTIVE;
 }
 
+/* Fails a fetched job this worker cannot carry (an id longer than JOB_ID_MAX - 1): it would
+ * otherwise come back after every stalled check. */
 static int
-q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-          int *found, int64_t *next_due, struct sp_error *err)
+fail_uncarried(struct queue_redis *q, const char *id, const char *token, const char *snow,
+               struct sp_error *err)
+{
+    const char *argv[7] = {
+        q->shared->prefix, id, token, snow, "salespad worker: job id too long", "-1", "10"};
+    redisReply *rep = NULL;
+    int rc;
+
+    log_warn("fetch: job id \"%.40s...\" longer than %d bytes: failed", id, JOB_ID_MAX - 1);
+    rc = redis_script_call(q->redis, S_FAIL, 7, argv, NULL, &rep, err);
+    redis_reply_free(rep);
+    return rc;
+}
+
+/* Reserves up to max jobs with one script call, and marks their records active with one
+ * statement. */
+static int
+q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a,
+               struct job *out, int max, int *n, int64_t *next_due, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
-    char snow[24], slease[24], skeep[16], token[64];
-    const char *argv[5];
+    char snow[24], slease[24], skeep[16], smax[16], token[72];
+    const char *argv[6];
     redisReply *rep = NULL;
+    struct jsonw w;
     int rc = need_redis(q, err);
 
-    *found = 0;
+    *n = 0;
     *next_due = 0;
     if (rc != SP_OK)
         return rc;
     snprintf(snow, sizeof(snow), "%lld", (long long)now);
     snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
     snprintf(skeep, sizeof(skeep), "%d", q->shared->keep_failed);
+    snprintf(smax, sizeof(smax), "%d", max);
     snprintf(token, sizeof(token), "%s:%llu", q->shared->worker_id,
              (unsigned long long)atomic_fetch_add(&q->shared->token_seq, 1));
     argv[0] = q->shared->prefix;
@@ -424,50 +448,56 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a
     argv[2] = token;
     argv[3] = slease;
     argv[4] = skeep;
-    rc = redis_script_call(q->redis, S_FETCH, 5, argv, NULL, &rep, err);
+    argv[5] = smax;
+    rc = redis_script_call(q->redis, S_FETCH, 6, argv, NULL, &rep, err);
     if (rc != SP_OK)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        rep->element[0]->type != REDIS_REPLY_STRING) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || rep->elements % 2 != 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
         redis_reply_free(rep);
         return sp_error_set(err, SP_EINTERNAL, "queue", "fetch: unexpected reply");
     }
-    if (rep->element[0]->len == 0) {
-        if (rep->element[1]->type == REDIS_REPLY_INTEGER)
-            *next_due = rep->element[1]->integer;
-        redis_reply_free(rep);
-        return SP_OK;
+    *next_due = rep->element[0]->integer;
+    jsonw_init(&w, a, 80 * (size_t)max + 16);
+    jsonw_arr_begin(&w);
+    for (size_t i = 1; rc == SP_OK && i + 1 < rep->elements; i += 2) {
+        const redisReply *id = rep->element[i], *h = rep->element[i + 1];
+        char jtoken[96];
+        struct job *j = &out[*n];
+        snprintf(jtoken, sizeof(jtoken), "%s:%zu", token, (i + 1) / 2);
+        if (id->type != REDIS_REPLY_STRING || h->type != REDIS_REPLY_ARRAY) {
+            rc = sp_error_set(err, SP_EINTERNAL, "queue", "fetch: unexpected reply");
+            break;
+        }
+        if (id->len >= JOB_ID_MAX) {
+            rc = fail_uncarried(q, id->str, jtoken, snow, err);
+            continue;
+        }
+        memset(j, 0, sizeof(*j));
+        snprintf(j->id, sizeof(j->id), "%s", id->str);
+        hash_to_job(h, a, j);
+        j->token = arena_strdup(a, jtoken);
+        j->lease_until = now + lease_ms;
+        j->run_at = now;
+        op_push(q, OP_RESERVED, j, now, NULL);
+        held_add(q->shared, j->id, jtoken);
+        jsonw_str(&w, j->id);
+        (*n)++;
     }
-    memset(out, 0, sizeof(*out));
-    if (rep->element[0]->len >= JOB_ID_MAX || rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        /* An id this worker cannot carry (another producer's): fail it now, or it would come
-         * back after every stalled check. */
-        const char *fargv[7] = {q->shared->prefix,
-                                rep->element[0]->str,
-                                token,
-                                snow,
-                                "salespad worker: job id too long",
-                                "-1",
-                                "10"};
-        redisReply *frep = NULL;
-        log_warn("fetch: job id \"%.40s...\" longer than %d bytes: failed", rep->element[0]->str,
-                 JOB_ID_MAX - 1);
-        rc = redis_script_call(q->redis, S_FAIL, 7, fargv, NULL, &frep, err);
-        redis_reply_free(frep);
-        redis_reply_free(rep);
-        return rc; /* nothing reserved: the caller's loop asks again */
-    }
-    snprintf(out->id, sizeof(out->id), "%s", rep->element[0]->str);
-    hash_to_job(rep->element[1], a, out);
+    jsonw_arr_end(&w);
     redis_reply_free(rep);
-    out->token = arena_strdup(a, token);
-    out->lease_until = now + lease_ms;
-    out->run_at = now;
-    *found = 1;
-    op_push(q, OP_RESERVED, out, now, NULL);
-    held_add(q->shared, out->id, token);
-    return db_exec(q->conn, SQL_ACTIVE,
-                   DB_ARGS(db_text(out->id), db_int(out->stalled_count), db_time(now)), NULL, err);
+    if (rc == SP_OK && *n > 0)
+        rc = db_exec(q->conn,
+                     q->conn->ops->dialect == DB_DIALECT_POSTGRES ? SQL_ACTIVE_PG : SQL_ACTIVE,
+                     DB_ARGS(db_text(jsonw_finish_or(&w, "[]")), db_time(now)), NULL, err);
+    return rc;
+}
+
+static int
+q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+          int *found, int64_t *next_due, struct sp_error *err)
+{
+    return q_reserve_many(base, now, lease_ms, a, out, 1, found, next_due, err);
 }
 
 /* ---- outcomes ----------------------------------------------------------------------------- */
@@ -643,6 +673,42 @@ q_touch(struct job_queue *base, const struct job *j, int64_t lease_ms, struct sp
     if (rc == SP_OK && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1))
         rc = sp_error_set(err, SP_ECONFLICT, "job", "lock on job %s was lost", j->id);
     redis_reply_free(rep);
+    return rc;
+}
+
+static int
+q_touch_many(struct job_queue *base, struct job *const *jobs, int n, int64_t lease_ms, int *lost,
+             struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    char slease[24];
+    int rc = need_redis(q, err), sent = 0;
+
+    if (rc != SP_OK)
+        return rc;
+    snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        const char *argv[4] = {q->shared->prefix, jobs[i]->id, jobs[i]->token ? jobs[i]->token : "",
+                               slease};
+        lost[i] = 0;
+        rc = redis_pipe_send(q->redis, S_EXTEND, 4, argv, NULL, err);
+        sent += rc == SP_OK;
+    }
+    for (int i = 0; i < sent; i++) {
+        redisReply *rep = NULL;
+        struct sp_error e = {0};
+        int r = redis_pipe_reply(q->redis, &rep, &e);
+        if (r == SP_OK)
+            lost[i] = rep->type != REDIS_REPLY_INTEGER || rep->integer != 1;
+        redis_reply_free(rep);
+        if (r != SP_OK && rc == SP_OK) {
+            rc = r;
+            if (err && err->code == SP_OK)
+                *err = e;
+        }
+        if (r == SP_EUNAVAIL)
+            break;
+    }
     return rc;
 }
 
@@ -853,6 +919,7 @@ static const struct job_queue_ops redis_queue_ops = {
     .name = "redis",
     .enqueue = q_enqueue,
     .reserve = q_reserve,
+    .reserve_many = q_reserve_many,
     .complete = q_complete,
     .retry = q_retry,
     .fail = q_fail,
@@ -861,6 +928,7 @@ static const struct job_queue_ops redis_queue_ops = {
     .after_commit = q_after_commit,
     .after_rollback = q_after_rollback,
     .touch = q_touch,
+    .touch_many = q_touch_many,
     .wait = q_wait,
     .maintain = q_maintain,
 };

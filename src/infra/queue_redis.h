@@ -44,7 +44,7 @@ struct queue_redis_shared {
 
 struct queue_redis_held {
     char id[JOB_ID_MAX];
-    char token[64];
+    char token[96];
 };
 
 /* Fills the shared settings; prefix and name are QUEUE_PREFIX and QUEUE_NAME. */

@@ -534,6 +534,7 @@ struct slow_sender {
     struct t_env *env;
     struct rq *rq;
     int calls;
+    int steal_own; /* the send's own job loses its lock instead */
     char first[40];
 };
 
@@ -551,7 +552,7 @@ slow_send(struct sender *s, const struct send_request *req, struct arena *a,
         /* the other job of the lead: its lock goes to another worker */
         rep = rcmd(ss->rq, "LRANGE", "%Pactive", "0", "-1", NULL);
         for (size_t i = 0; i < rep->elements; i++)
-            if (strcmp(rep->element[i]->str, req->message_id) != 0)
+            if ((strcmp(rep->element[i]->str, req->message_id) == 0) == ss->steal_own)
                 redis_reply_free(rcmd(ss->rq, "SET", jkey(ss->rq, rep->element[i]->str, ":lock"),
                                       "other", NULL));
         redis_reply_free(rep);
@@ -736,4 +737,44 @@ TEST(unit_queue_redis_stalled_check_never_reopens_a_newer_record_redis)
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL)); /* Redis: handed out again */
     ASSERT_STREQ("completed/1", outbox_state(&e, id));
     rq_close(&e);
+}
+
+TEST(unit_queue_redis_outcome_of_a_job_whose_lock_was_lost_is_dropped_redis)
+{
+    struct t_env *env = t_env_new(T_SQLITE);
+    struct rq e;
+    struct queue_redis q;
+    struct slow_sender ss;
+    struct lead l;
+    struct message *ms;
+    int n, did = 0;
+    int64_t next_due = 0;
+    struct sp_error err = {0};
+
+    rq_open(&e, -1, 1);
+    queue_redis_init(&q, &e.sh, env->conn, e.r);
+    env->deps.queue = &q.base;
+    env->mdeps.queue = &q.base;
+    env->mdeps.batch = 16;
+    memset(&ss, 0, sizeof(ss));
+    ss.base.ops = &slow_sender_ops;
+    ss.env = env;
+    ss.rq = &e;
+    ss.steal_own = 1;
+    env->senders.by_channel[CHANNEL_EMAIL] = &ss.base;
+
+    t_env_create(env, "Ann", "ann@example.com", NULL, &l);
+    ASSERT_OK(queue_redis_relay_batch(&q, 10, &n, &err));
+    ASSERT_OK(messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    /* Sent, but the lock went to another worker during the send: its outcome will stand. */
+    ASSERT_EQ(1, ss.calls);
+    t_env_messages(env, l.id, &ms, &n);
+    ASSERT_EQ(1, n);
+    ASSERT_EQ(MESSAGE_SENDING, ms[0].status);
+    ASSERT_EQ(0, rint_(&e, "ZCARD", "%Pcompleted", NULL));
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
+    ASSERT_STREQ("active/0", outbox_state(&e, ss.first));
+    queue_redis_cleanup(&q);
+    rq_close(&e);
+    t_env_free(env);
 }

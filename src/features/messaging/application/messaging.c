@@ -270,14 +270,17 @@ record_outcome(const struct messaging_deps *d, struct arena *a, struct work *w,
 }
 
 static int
-record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, struct sp_error *err)
+record_in_tx(const struct messaging_deps *d, struct arena *a, struct work *w, int fenced,
+             struct sp_error *err)
 {
     struct sp_error rerr = {0};
-    int rc;
+    int rc = SP_OK;
 
-    /* A queue outside the database fences here: if our lock on the job is gone (it expired
-     * during the send and the job went to another worker), that worker's outcome stands. */
-    rc = job_queue_touch(d->queue, &w->job, d->lease_ms, &rerr);
+    /* A queue outside the database fences here (unless the batch was fenced at once): if our
+     * lock on the job is gone (it expired during the send and the job went to another worker),
+     * that worker's outcome stands. */
+    if (!fenced)
+        rc = job_queue_touch(d->queue, &w->job, d->lease_ms, &rerr);
     if (rc == SP_EUNAVAIL) {
         /* The queue cannot tell (Redis down): the send happened, so its outcome is recorded;
          * left unrecorded, the message would go out again once the job is handed out anew. */
@@ -311,6 +314,40 @@ by_lead(const void *x, const void *y)
     return c ? c : strcmp(a->msg.id, b->msg.id);
 }
 
+/* Checks the leases of the batch's jobs in one round trip, before the unit of work (so that it
+ * holds its row locks for less time), and drops from order[0..*m) the jobs whose lease was lost.
+ * Returns 1 when done; 0 when the queue cannot (then record_in_tx checks each job). */
+static int
+fence_batch(const struct messaging_deps *d, struct arena *a, struct work **order, int *m)
+{
+    struct job **jobs;
+    int *lost, kept = 0, rc;
+    struct sp_error err = {0};
+
+    if (d->queue->ops->touch_many == NULL || *m == 0)
+        return 0;
+    jobs = arena_alloc(a, sizeof(*jobs) * (size_t)*m);
+    lost = arena_alloc(a, sizeof(*lost) * (size_t)*m);
+    for (int i = 0; i < *m; i++)
+        jobs[i] = &order[i]->job;
+    rc = d->queue->ops->touch_many(d->queue, jobs, *m, d->lease_ms, lost, &err);
+    if (rc != SP_OK) {
+        /* Cannot tell (Redis down): the sends happened, so their outcomes are recorded. */
+        log_debug("lease check of %d jobs failed (%s); recording anyway", *m, err.msg);
+        return 1;
+    }
+    for (int i = 0; i < *m; i++) {
+        if (lost[i]) {
+            log_warn("job %s: lease lost during the send; outcome not recorded", order[i]->job.id);
+            order[i]->outcome = MESSAGING_LEASE_LOST;
+        } else {
+            order[kept++] = order[i];
+        }
+    }
+    *m = kept;
+    return 1;
+}
+
 /* One unit of work recording every sent job of the batch. Rows are touched in lead order so two
  * workers recording at once (PostgreSQL) lock leads in the same order and cannot deadlock. */
 static int
@@ -318,18 +355,19 @@ record_batch(const struct messaging_deps *d, struct arena *a, struct work *ws, i
              int *committed, struct sp_error *err)
 {
     struct work **order = arena_alloc(a, sizeof(*order) * (size_t)n);
-    int m = 0, rc;
+    int m = 0, fenced, rc;
 
     *committed = 0;
     for (int i = 0; i < n; i++)
         if (ws[i].res == CLAIM_SEND)
             order[m++] = &ws[i];
     qsort(order, (size_t)m, sizeof(*order), by_lead);
+    fenced = fence_batch(d, a, order, &m);
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
     for (int i = 0; rc == SP_OK && i < m; i++)
-        rc = record_in_tx(d, a, order[i], err);
+        rc = record_in_tx(d, a, order[i], fenced, err);
     if (rc != SP_OK) {
         uow_rollback(d);
         return rc;
@@ -473,7 +511,18 @@ messaging_worker_tick(const struct messaging_deps *d, struct arena *a, int *did_
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    while (rc == SP_OK && found && n < batch) {
+    if (d->queue->ops->reserve_many) {
+        /* One round trip for the whole batch: consecutive jobs (a lead's messages) stay with
+         * one worker, which keeps workers from queueing on each other's lead locks. */
+        struct job *js = arena_alloc(a, sizeof(*js) * (size_t)batch);
+        rc = d->queue->ops->reserve_many(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, js,
+                                         batch, &n, next_due, err);
+        for (int i = 0; rc == SP_OK && i < n; i++) {
+            ws[i].job = js[i];
+            rc = claim_in_tx(d, &ws[i].job, a, &ws[i].msg, &ws[i].lead, &ws[i].res, err);
+        }
+    }
+    while (d->queue->ops->reserve_many == NULL && rc == SP_OK && found && n < batch) {
         struct work *w = &ws[n];
         rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, a, &w->job, &found,
                                next_due, err);
