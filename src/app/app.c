@@ -29,6 +29,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WORKER_POLL_MS 200
@@ -36,6 +37,8 @@
 #define RELAY_BATCH 256
 #define RELAY_SCAN_MS 1000 /* rows other processes left behind are found within this */
 #define RELAY_RETRY_MAX_MS 2000
+#define RELAY_BUSY_ROWS 8   /* a pass that published this many: captures are streaming in */
+#define RELAY_COALESCE_MS 5 /* then the next pass waits this long */
 
 struct app {
     const struct config *cfg;
@@ -463,6 +466,13 @@ relay_main(void *arg)
             continue;
         }
         retry_ms = 50;
+        if (n >= RELAY_BUSY_ROWS) {
+            /* Captures are streaming in: let a few more commit before the next pass, so that
+             * passes (database transactions) stay few and large. At rest, a job is published
+             * as soon as its capture commits. */
+            struct timespec ts = {0, RELAY_COALESCE_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         queue_signal_wait(&app->relay_signal, seen, RELAY_SCAN_MS);
     }
     redis_free(redis);

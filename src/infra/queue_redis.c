@@ -38,8 +38,9 @@ static const char SQL_ENQUEUE[] =
     "INSERT INTO outbox (id, name, lead_id, message_id, data, opts, state, attempts_made,"
     " max_attempts, run_at, created_at, updated_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8)";
+/* The record, without the payload (data): what GET /leads/:id shows. */
 #define OUTBOX_COLUMNS                                                                             \
-    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, stalled_count,"      \
+    "id, name, lead_id, message_id, state, attempts_made, max_attempts, stalled_count,"            \
     " last_error, run_at, created_at, updated_at, finished_at"
 static const char SQL_BY_LEAD[] =
     "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id";
@@ -265,17 +266,16 @@ row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *er
     j->name = db_cell(rows, i, 1);
     j->lead_id = db_cell(rows, i, 2);
     j->message_id = db_cell(rows, i, 3);
-    j->data = db_cell(rows, i, 4);
-    if (job_state_parse(db_cell(rows, i, 5), &j->state) != 0)
+    if (job_state_parse(db_cell(rows, i, 4), &j->state) != 0)
         return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
-    j->attempts_made = (int)db_cell_int(rows, i, 6);
-    j->max_attempts = (int)db_cell_int(rows, i, 7);
-    j->stalled_count = (int)db_cell_int(rows, i, 8);
-    j->last_error = db_cell(rows, i, 9);
-    j->run_at = db_cell_int(rows, i, 10);
-    j->created_at = db_cell_int(rows, i, 11);
-    j->updated_at = db_cell_int(rows, i, 12);
-    j->finished_at = db_cell_int(rows, i, 13);
+    j->attempts_made = (int)db_cell_int(rows, i, 5);
+    j->max_attempts = (int)db_cell_int(rows, i, 6);
+    j->stalled_count = (int)db_cell_int(rows, i, 7);
+    j->last_error = db_cell(rows, i, 8);
+    j->run_at = db_cell_int(rows, i, 9);
+    j->created_at = db_cell_int(rows, i, 10);
+    j->updated_at = db_cell_int(rows, i, 11);
+    j->finished_at = db_cell_int(rows, i, 12);
     j->backoff_jitter = 0;
     return SP_OK;
 }
@@ -888,8 +888,13 @@ queue_redis_relay_batch(struct queue_redis *q, int limit, int *n, struct sp_erro
         arena_free(a);
         return rc;
     }
-    rc = db_query(q->conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows,
-                  err);
+    /* The relayed mark need not survive a crash (a row published again is the same job): its
+     * commit does not wait for the WAL flush, and leaves the flushes to the captures. */
+    if (pg)
+        rc = db_exec(q->conn, "SET LOCAL synchronous_commit = off", DB_NOARGS, NULL, err);
+    if (rc == SP_OK)
+        rc = db_query(q->conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a,
+                      &rows, err);
     if (rc == SP_OK && rows.nrows > 0)
         rc = publish(q, &rows, err);
     if (rc == SP_OK && rows.nrows > 0) {
