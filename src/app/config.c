@@ -251,11 +251,20 @@ config_cleanup(struct config *cfg)
 void
 config_print_help(FILE *f)
 {
+    int wenv = 0, wflag = 0, wdef = 0;
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        int e = (int)strlen(keys[i].env), fl = (int)strlen(keys[i].flag) + 2;
+        int d = (int)strlen(keys[i].def ? keys[i].def : "(unset)");
+        wenv = e > wenv ? e : wenv;
+        wflag = fl > wflag ? fl : wflag;
+        wdef = d > wdef ? d : wdef;
+    }
     fprintf(f, "Settings (environment variable, or --flag=value; flags win):\n");
     for (size_t i = 0; i < NKEYS; i++) {
         char flag[48];
         snprintf(flag, sizeof(flag), "--%s", keys[i].flag);
-        fprintf(f, "  %-19s %-21s default %-19s %s\n", keys[i].env, flag,
+        fprintf(f, "  %-*s %-*s default %-*s %s\n", wenv, keys[i].env, wflag, flag, wdef,
                 keys[i].def ? keys[i].def : "(unset)", keys[i].doc);
     }
 }
