@@ -68,6 +68,7 @@ struct app {
     pthread_t keeper;    /* renews the locks of the jobs this process holds */
     int keeper_running;
     atomic_int keeper_stopping;
+    atomic_int workers_failing; /* worker threads whose last round failed */
 };
 
 /* One database session: a connection with the repository and queue bound to it. */
@@ -340,22 +341,24 @@ worker_main(void *arg)
         int rc;
 
         if (s.queue->ops->maintain && s.queue->ops->maintain(s.queue, &err) != SP_OK) {
-            log_warn("worker: stalled-job check: %s", err.msg);
+            if (err.code != SP_EUNAVAIL) /* an outage: the round below says so */
+                log_warn("worker: stalled-job check: %s", err.msg);
             sp_error_clear(&err);
         }
         rc = messaging_worker_tick(&d, a, &did_work, &next_due, &err);
         arena_reset(a);
         if (rc != SP_OK) {
-            /* A dependency down: said once per outage and thread, then at debug level. */
-            if (failing++ == 0 || !sp_err_retryable(rc))
+            /* A dependency down: said once per outage for all threads, then at debug level. */
+            int first = failing++ == 0 && atomic_fetch_add(&app->workers_failing, 1) == 0;
+            if (first || !sp_err_retryable(rc))
                 log_warn("worker: %s: %s", sp_err_name(rc), err.msg);
             else
                 log_debug("worker: %s: %s", sp_err_name(rc), err.msg);
             pause_ms(app, WORKER_ERROR_PAUSE_MS);
             continue;
         }
-        if (failing > 0)
-            log_info("worker: working again after %d failed rounds", failing);
+        if (failing > 0 && atomic_fetch_sub(&app->workers_failing, 1) == 1)
+            log_info("workers: working again");
         failing = 0;
         if (!did_work)
             worker_idle(app, &s, seen, next_due);

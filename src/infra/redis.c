@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/time.h>
 
 #define CONNECT_TIMEOUT_MS 2000
@@ -25,8 +26,10 @@ struct redis {
     const struct redis_script *scripts;
     int nscripts;
     char (*sha)[SHA_LEN + 1];
-    int down_logged; /* a connect failure was logged and no success since */
 };
+
+/* Process-wide: Redis was found unreachable and not reachable since (logs say so once). */
+static atomic_int redis_down;
 
 /* ---- URL ---------------------------------------------------------------------------------- */
 
@@ -260,9 +263,8 @@ ensure(struct redis *r, struct sp_error *err)
         return sp_error_set(err, SP_EUNAVAIL, "redis", "redis %s: out of memory", r->label);
     if (r->ctx->err) {
         rc = io_error(r, "cannot connect", err);
-        if (!r->down_logged)
+        if (atomic_exchange(&redis_down, 1) == 0)
             log_warn("redis %s unreachable; calls answer unavailable until it is back", r->label);
-        r->down_logged = 1;
         return rc;
     }
     redisSetTimeout(r->ctx, tv_ms(COMMAND_TIMEOUT_MS));
@@ -272,9 +274,8 @@ ensure(struct redis *r, struct sp_error *err)
         redis_disconnect(r);
         return rc;
     }
-    if (r->down_logged)
+    if (atomic_exchange(&redis_down, 0) == 1)
         log_info("redis %s reachable again", r->label);
-    r->down_logged = 0;
     return SP_OK;
 }
 
