@@ -369,6 +369,25 @@ worker_main(void *arg)
     return NULL;
 }
 
+/* BullMQ's requirement: a Redis that may evict keys can drop a lock or a job. Warns (CONFIG may
+ * be disabled on managed servers: then nothing is said). */
+static void
+check_eviction_policy(struct redis *r)
+{
+    redisReply *rep = NULL;
+    struct sp_error err = {0};
+
+    if (redis_command(r, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"}, NULL, &rep,
+                      &err) == SP_OK &&
+        rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[1]->type == REDIS_REPLY_STRING &&
+        strcmp(rep->element[1]->str, "noeviction") != 0)
+        log_warn("redis maxmemory-policy is %s: set it to noeviction, or a full Redis may drop "
+                 "queued jobs and locks",
+                 rep->element[1]->str);
+    redis_reply_free(rep);
+}
+
 /* ---- lock renewal (REDIS_URL) -------------------------------------------------------------- */
 
 static void *
@@ -680,6 +699,8 @@ app_run(const struct config *cfg, enum app_mode mode)
         /* Redis down at start is not fatal: captures go to the outbox meanwhile. */
         if (mode != APP_MIGRATE && redis_ping(probe, &err) != SP_OK)
             log_warn("%s (the service starts anyway and retries)", err.msg);
+        else if (mode != APP_MIGRATE)
+            check_eviction_policy(probe);
         redis_free(probe);
         sp_error_clear(&err);
         app.use_redis = 1;
