@@ -34,6 +34,7 @@ struct pg_conn {
     struct db_pg *owner;
     PGconn *pg;
     int in_tx;
+    int pipelined; /* in libpq pipeline mode: statements sent, their results not read yet */
     int64_t last_reconnect; /* monotonic ms of the last reconnection attempt */
     int nstmts;
     struct pg_stmt stmts[STMT_CACHE_MAX];
@@ -146,11 +147,90 @@ ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
     PQfinish(c->pg);
     c->nstmts = 0; /* prepared statements die with the session */
     c->in_tx = 0;
+    c->pipelined = 0;
     c->pg = open_pg(c->owner->url);
     if (conn_lost(c))
         return map_error(c, NULL, err);
     log_info("postgres: reconnected");
     return SP_OK;
+}
+
+/* The name of `sql`'s prepared statement if it is prepared already, else NULL. */
+static const char *
+prepared_name(const struct pg_conn *c, const char *sql)
+{
+    for (int i = 0; i < c->nstmts; i++)
+        if (c->stmts[i].sql == sql)
+            return c->stmts[i].name;
+    return NULL;
+}
+
+/* ---- deferred statements (pipeline mode) --------------------------------------------------
+ * Inside a transaction, a statement whose caller wants neither rows nor a row count is sent
+ * without waiting for its result (libpq pipeline mode); the results are read, and the first
+ * error returned, by the next call that needs an answer: a query, the COMMIT (sent in the same
+ * round trip) or a rollback. A capture (BEGIN, eight INSERTs, COMMIT) then costs two round trips
+ * instead of ten. An error thus surfaces at a later call of the same transaction, which the
+ * caller rolls back as it would have: nothing is committed. */
+
+static int
+defer(struct pg_conn *c, const char *name, int nargs, const char *const *values,
+      struct sp_error *err)
+{
+    if (!c->pipelined) {
+        if (PQenterPipelineMode(c->pg) != 1)
+            return map_error(c, NULL, err);
+        c->pipelined = 1;
+    }
+    if (PQsendQueryPrepared(c->pg, name, nargs, values, NULL, NULL, 0) != 1)
+        return map_error(c, NULL, err);
+    return SP_OK;
+}
+
+/* Reads every pending result up to a sync and leaves pipeline mode; the first error wins. */
+static int
+drain(struct pg_conn *c, struct sp_error *err)
+{
+    int rc = SP_OK;
+
+    if (!c->pipelined)
+        return SP_OK;
+    if (PQpipelineSync(c->pg) != 1) {
+        /* No sync to read up to: the connection is unusable. */
+        rc = map_error(c, NULL, err);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        c->nstmts = 0;
+        c->pipelined = 0;
+        return rc;
+    }
+    while (rc == SP_OK || !conn_lost(c)) {
+        PGresult *res = PQgetResult(c->pg);
+        ExecStatusType st;
+        if (res == NULL) {
+            if (conn_lost(c)) {
+                if (rc == SP_OK)
+                    rc = map_error(c, NULL, err);
+                break;
+            }
+            continue; /* the end of one statement's results */
+        }
+        st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            break;
+        }
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED &&
+            rc == SP_OK)
+            rc = map_error(c, res, err);
+        PQclear(res);
+        if (rc != SP_OK && conn_lost(c))
+            break;
+    }
+    if (!conn_lost(c) && PQexitPipelineMode(c->pg) != 1 && rc == SP_OK)
+        rc = map_error(c, NULL, err);
+    c->pipelined = 0;
+    return rc;
 }
 
 /* The name of `sql`'s prepared statement, preparing it on first use. */
@@ -262,6 +342,11 @@ pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
     rc = c->in_tx ? (conn_lost(c) ? map_error(c, NULL, err) : SP_OK) : ensure_connected(c, 0, err);
     if (rc == SP_OK)
         rc = render_args(args, nargs, values, bufs, err);
+    if (rc == SP_OK && c->in_tx && rows == NULL && changes == NULL &&
+        (name = prepared_name(c, sql)) != NULL)
+        return defer(c, name, nargs, values, err);
+    if (rc == SP_OK)
+        rc = drain(c, err); /* an answer is wanted (or a statement to prepare): read the rest */
     if (rc == SP_OK)
         rc = prepared(c, sql, &name, err);
     if (rc != SP_OK)
@@ -291,9 +376,14 @@ pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
 static int
 exec_simple(struct pg_conn *c, const char *sql, struct sp_error *err)
 {
-    PGresult *res = PQexec(c->pg, sql);
-    int rc = SP_OK;
-    ExecStatusType st = PQresultStatus(res);
+    PGresult *res;
+    int rc = drain(c, err);
+    ExecStatusType st;
+
+    if (rc != SP_OK)
+        return rc;
+    res = PQexec(c->pg, sql);
+    st = PQresultStatus(res);
 
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
         rc = map_error(c, res, err);
@@ -342,8 +432,23 @@ static int
 pg_commit(struct db_conn *base, struct sp_error *err)
 {
     struct pg_conn *c = (struct pg_conn *)base;
-    int rc = exec_simple(c, "COMMIT", err);
+    int rc;
 
+    if (c->pipelined) {
+        /* The deferred statements and the COMMIT in one round trip. */
+        int drc;
+        rc = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1
+                 ? SP_OK
+                 : map_error(c, NULL, err);
+        drc = drain(c, err);
+        if (rc == SP_OK)
+            rc = drc;
+    } else {
+        rc = exec_simple(c, "COMMIT", err);
+    }
+    /* A failed statement leaves the transaction aborted and its COMMIT undone: end it. */
+    if (rc != SP_OK && c->pg && !conn_lost(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        (void)exec_simple(c, "ROLLBACK", NULL);
     /* A failed COMMIT ends the transaction too (it rolls back). */
     c->in_tx = 0;
     return rc;
@@ -354,6 +459,8 @@ pg_rollback(struct db_conn *base)
 {
     struct pg_conn *c = (struct pg_conn *)base;
 
+    if (c->pg && c->pipelined)
+        (void)drain(c, NULL); /* the statements sent are undone with the rest */
     if (c->pg && !conn_lost(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE &&
         exec_simple(c, "ROLLBACK", NULL) != SP_OK)
         log_warn("postgres: rollback failed: %s", PQerrorMessage(c->pg));

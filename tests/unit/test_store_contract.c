@@ -176,6 +176,49 @@ TEST_ALL(unit_contract_constraints_are_conflicts)
     t_env_free(env);
 }
 
+/* PostgreSQL sends statements that need no answer without waiting (pipeline mode): an error of
+ * one may surface at a later call of the transaction, the commit at the latest. Either way the
+ * transaction commits nothing, and the connection serves the next one. */
+TEST_ALL(unit_contract_failed_statement_fails_its_transaction)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead l2 = mk_lead("Bea", "bea@example.com", NULL, 1000);
+    struct lead l3 = mk_lead("Cid", "cid@example.com", NULL, 1000);
+    struct lead got;
+    int rc;
+
+    insert_lead(env, &l);
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_lead_insert(env->repo, &l2, &err));
+    rc = lead_repo_lead_insert(env->repo, &l, &err); /* a duplicate */
+    if (rc == SP_OK)
+        rc = lead_repo_commit(env->repo, &err);
+    else
+        lead_repo_rollback(env->repo);
+    ASSERT_EQ(SP_ECONFLICT, rc);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_lead_get(env->repo, l2.id, env->arena, &got, &err));
+    sp_error_clear(&err);
+
+    /* Statements sent, then rolled back: none stays. */
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_lead_insert(env->repo, &l2, &err));
+    lead_repo_rollback(env->repo);
+    ASSERT_EQ(SP_ENOTFOUND, lead_repo_lead_get(env->repo, l2.id, env->arena, &got, &err));
+    sp_error_clear(&err);
+
+    /* A query after statements sent reads their effects. */
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_lead_insert(env->repo, &l3, &err));
+    ASSERT_OK(lead_repo_lead_get(env->repo, l3.id, env->arena, &got, &err));
+    ASSERT_STREQ("Cid", got.name);
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    ASSERT_OK(lead_repo_lead_get(env->repo, l3.id, env->arena, &got, &err));
+    t_env_free(env);
+}
+
 TEST_ALL(unit_contract_messages)
 {
     struct t_env *env = t_env_new(backend);
