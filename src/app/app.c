@@ -40,6 +40,39 @@
 #define RELAY_BUSY_ROWS 8   /* a pass that published this many: captures are streaming in */
 #define RELAY_COALESCE_MS 5 /* then the next pass waits this long */
 
+/* A background thread of the process, stopped by a flag and a wake-up of its signal. */
+struct bg_thread {
+    pthread_t tid;
+    int running;
+    atomic_int stopping;
+    struct queue_signal *wake; /* the signal the thread waits on */
+};
+
+static int
+bg_start(struct bg_thread *t, const char *what, void *(*fn)(void *), void *arg,
+         struct queue_signal *wake)
+{
+    t->wake = wake;
+    atomic_init(&t->stopping, 0);
+    if (pthread_create(&t->tid, NULL, fn, arg) != 0) {
+        log_error("cannot start the %s thread", what);
+        return SP_EINTERNAL;
+    }
+    t->running = 1;
+    return SP_OK;
+}
+
+static void
+bg_stop(struct bg_thread *t)
+{
+    if (!t->running)
+        return;
+    atomic_store(&t->stopping, 1);
+    queue_signal_wake(t->wake);
+    pthread_join(t->tid, NULL);
+    t->running = 0;
+}
+
 struct app {
     const struct config *cfg;
     struct db_sqlite *sqlite;
@@ -61,13 +94,9 @@ struct app {
     char redis_label[256]; /* REDIS_URL without its password */
     struct queue_redis_shared rq;
     struct queue_signal relay_signal;
-    pthread_t relay;
-    int relay_running;
-    atomic_int relay_stopping;
-    atomic_int relay_ok; /* the last relay pass reached Redis */
-    pthread_t keeper;    /* renews the locks of the jobs this process holds */
-    int keeper_running;
-    atomic_int keeper_stopping;
+    struct bg_thread relay;     /* the outbox relay */
+    atomic_int relay_ok;        /* the last relay pass reached Redis */
+    struct bg_thread keeper;    /* renews the locks of the jobs this process holds */
     atomic_int workers_failing; /* worker threads whose last round failed */
 };
 
@@ -399,7 +428,7 @@ keeper_main(void *arg)
 
     if (every < 20)
         every = 20;
-    while (!atomic_load(&app->keeper_stopping)) {
+    while (!atomic_load(&app->keeper.stopping)) {
         struct sp_error err = {0};
         uint64_t seen = queue_signal_seq(&app->signal);
         if (queue_redis_renew_locks(&app->rq, redis, app->cfg->job_lease_ms, &err) != SP_OK)
@@ -408,28 +437,6 @@ keeper_main(void *arg)
     }
     redis_free(redis);
     return NULL;
-}
-
-static int
-keeper_start(struct app *app)
-{
-    if (pthread_create(&app->keeper, NULL, keeper_main, app) != 0) {
-        log_error("cannot start the lock renewal thread");
-        return SP_EINTERNAL;
-    }
-    app->keeper_running = 1;
-    return SP_OK;
-}
-
-static void
-keeper_stop(struct app *app)
-{
-    if (!app->keeper_running)
-        return;
-    atomic_store(&app->keeper_stopping, 1);
-    queue_signal_wake(&app->signal);
-    pthread_join(app->keeper, NULL);
-    app->keeper_running = 0;
 }
 
 /* ---- the outbox relay (REDIS_URL) ---------------------------------------------------------- */
@@ -447,7 +454,7 @@ relay_pass(struct app *app, struct redis *redis, int *logged_down)
         do {
             rc = queue_redis_relay_batch(&s.redis_queue, RELAY_BATCH, &n, &err);
             total += rc == SP_OK ? n : 0;
-        } while (rc == SP_OK && n == RELAY_BATCH && !atomic_load(&app->relay_stopping));
+        } while (rc == SP_OK && n == RELAY_BATCH && !atomic_load(&app->relay.stopping));
         session_close(app, &s);
     }
     atomic_store(&app->relay_ok, rc == SP_OK || strcmp(err.field, "redis") != 0);
@@ -475,7 +482,7 @@ relay_main(void *arg)
 
     for (;;) {
         uint64_t seen = queue_signal_seq(&app->relay_signal);
-        int stopping = atomic_load(&app->relay_stopping);
+        int stopping = atomic_load(&app->relay.stopping);
         int n = relay_pass(app, redis, &logged_down);
 
         if (n > 0)
@@ -499,28 +506,6 @@ relay_main(void *arg)
     }
     redis_free(redis);
     return NULL;
-}
-
-static int
-relay_start(struct app *app)
-{
-    if (pthread_create(&app->relay, NULL, relay_main, app) != 0) {
-        log_error("cannot start the outbox relay thread");
-        return SP_EINTERNAL;
-    }
-    app->relay_running = 1;
-    return SP_OK;
-}
-
-static void
-relay_stop(struct app *app)
-{
-    if (!app->relay_running)
-        return;
-    atomic_store(&app->relay_stopping, 1);
-    queue_signal_wake(&app->relay_signal);
-    pthread_join(app->relay, NULL);
-    app->relay_running = 0;
 }
 
 static int
@@ -649,8 +634,8 @@ app_cleanup(struct app *app)
     app->server = NULL;
     if (app->workers)
         workers_stop(app);
-    keeper_stop(app); /* after the workers: their last jobs keep their locks to the end */
-    relay_stop(app);
+    bg_stop(&app->keeper); /* after the workers: their last jobs keep their locks to the end */
+    bg_stop(&app->relay);
     db_pool_free(app->pool);
     db_sqlite_free(app->sqlite);
     db_pg_free(app->pg);
@@ -732,9 +717,9 @@ app_run(const struct config *cfg, enum app_mode mode)
         app.policy.sendable = sender_registry_mask(&app.senders);
     }
     if (rc == SP_OK && app.use_redis)
-        rc = relay_start(&app);
+        rc = bg_start(&app.relay, "outbox relay", relay_main, &app, &app.relay_signal);
     if (rc == SP_OK && app.use_redis && nworkers > 0)
-        rc = keeper_start(&app);
+        rc = bg_start(&app.keeper, "lock renewal", keeper_main, &app, &app.signal);
     if (rc == SP_OK && nworkers > 0)
         rc = workers_start(&app, nworkers);
     if (rc == SP_OK && with_http)

@@ -99,7 +99,7 @@ struct job_queue_ops {
      * it was lost. */
     int (*touch)(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err);
     /* touch for n jobs in one round trip: lost[i] = 1 when the lease of *jobs[i] was lost. */
-    int (*touch_many)(struct job_queue *q, struct job *const *jobs, int n, int64_t lease_ms,
+    int (*touch_many)(struct job_queue *q, const struct job *const *jobs, int n, int64_t lease_ms,
                       int *lost, struct sp_error *err);
     /* Blocks until a job may be ready or timeout_ms passes (an idle worker). */
     int (*wait)(struct job_queue *q, int64_t timeout_ms, struct sp_error *err);

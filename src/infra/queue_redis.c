@@ -543,85 +543,81 @@ q_fail(struct job_queue *base, const struct job *j, int64_t now, const char *err
     return rc;
 }
 
-/* The ARGV of an outcome script (see the .lua headers). */
-static int
-op_argv(struct queue_redis *q, const struct queue_redis_op *op, const char **argv, char bufs[3][24])
+/* Numbers rendered for one op's script call. */
+struct op_bufs {
+    char v[3][24];
+};
+
+/* The script call of an op (ARGV as in the .lua headers). */
+static void
+op_call(struct queue_redis *q, const struct queue_redis_op *op, struct op_bufs *b,
+        struct redis_call *call)
 {
+    const char **argv = call->argv;
+
     argv[0] = q->shared->prefix;
     argv[1] = op->id;
     argv[2] = op->token;
-    snprintf(bufs[0], 24, "%lld", (long long)op->now);
-    argv[3] = bufs[0];
+    snprintf(b->v[0], sizeof(b->v[0]), "%lld", (long long)op->now);
+    argv[3] = b->v[0];
     switch (op->kind) {
     case OP_COMPLETE:
+        call->script = S_COMPLETE;
         argv[4] = op->text;
-        snprintf(bufs[1], 24, "%d", q->shared->keep_completed);
-        argv[5] = bufs[1];
-        return 6;
+        snprintf(b->v[1], sizeof(b->v[1]), "%d", q->shared->keep_completed);
+        argv[5] = b->v[1];
+        call->argc = 6;
+        break;
     case OP_RETRY:
-        snprintf(bufs[1], 24, "%lld", (long long)op->delay);
-        argv[4] = bufs[1];
+        call->script = S_RETRY;
+        snprintf(b->v[1], sizeof(b->v[1]), "%lld", (long long)op->delay);
+        argv[4] = b->v[1];
         argv[5] = op->text;
-        snprintf(bufs[2], 24, "%d", q->shared->stacktrace_limit);
-        argv[6] = bufs[2];
-        return 7;
+        snprintf(b->v[2], sizeof(b->v[2]), "%d", q->shared->stacktrace_limit);
+        argv[6] = b->v[2];
+        call->argc = 7;
+        break;
     case OP_FAIL:
+        call->script = S_FAIL;
         argv[4] = op->text;
-        snprintf(bufs[1], 24, "%d", q->shared->keep_failed);
-        argv[5] = bufs[1];
-        snprintf(bufs[2], 24, "%d", q->shared->stacktrace_limit);
-        argv[6] = bufs[2];
-        return 7;
+        snprintf(b->v[1], sizeof(b->v[1]), "%d", q->shared->keep_failed);
+        argv[5] = b->v[1];
+        snprintf(b->v[2], sizeof(b->v[2]), "%d", q->shared->stacktrace_limit);
+        argv[6] = b->v[2];
+        call->argc = 7;
+        break;
     default:
-        return 3; /* OP_RESERVED: giveback(P, id, token) */
+        call->script = S_GIVEBACK; /* OP_RESERVED: giveback(P, id, token) */
+        call->argc = 3;
+        break;
     }
-}
-
-static int
-op_script(enum op_kind k)
-{
-    return k == OP_COMPLETE ? S_COMPLETE
-           : k == OP_RETRY  ? S_RETRY
-           : k == OP_FAIL   ? S_FAIL
-                            : S_GIVEBACK;
 }
 
 /* Runs the scripts of the ops of one kind class (reserved ones or outcomes), pipelined. */
 static int
 run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
 {
-    const char *argv[8];
-    char bufs[3][24];
-    int sent = 0, rc = SP_OK;
+    struct redis_call *calls = xcalloc((size_t)q->nops, sizeof(*calls));
+    struct op_bufs *bufs = xcalloc((size_t)q->nops, sizeof(*bufs));
+    redisReply **replies = xcalloc((size_t)q->nops, sizeof(*replies));
+    const char **ids = xcalloc((size_t)q->nops, sizeof(*ids));
+    int n = 0, rc;
 
-    for (int i = 0; rc == SP_OK && i < q->nops; i++) {
-        struct queue_redis_op *op = &q->ops[i];
-        if ((op->kind == OP_RESERVED) != reserved)
+    for (int i = 0; i < q->nops; i++) {
+        if ((q->ops[i].kind == OP_RESERVED) != reserved)
             continue;
-        rc = redis_pipe_send(q->redis, op_script(op->kind), op_argv(q, op, argv, bufs), argv, NULL,
-                             err);
-        sent += rc == SP_OK;
+        op_call(q, &q->ops[i], &bufs[n], &calls[n]);
+        ids[n++] = q->ops[i].id;
     }
-    for (int i = 0; i < q->nops && sent > 0; i++) {
-        struct queue_redis_op *op = &q->ops[i];
-        redisReply *rep = NULL;
-        struct sp_error e = {0};
-        int r;
-        if ((op->kind == OP_RESERVED) != reserved)
-            continue;
-        sent--;
-        r = redis_pipe_reply(q->redis, &rep, &e);
-        if (r == SP_OK && rep->type == REDIS_REPLY_INTEGER && rep->integer != 0)
-            log_warn("job %s: not updated in Redis: %s", op->id, release_text(rep->integer));
-        redis_reply_free(rep);
-        if (r != SP_OK && rc == SP_OK) {
-            rc = r;
-            if (err && err->code == SP_OK)
-                *err = e;
-        }
-        if (r == SP_EUNAVAIL)
-            break; /* the connection was reset: the other replies are gone */
-    }
+    rc = redis_pipeline(q->redis, calls, n, replies, err);
+    for (int i = 0; i < n; i++)
+        if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer != 0)
+            log_warn("job %s: not updated in Redis: %s", ids[i], release_text(replies[i]->integer));
+    redis_replies_free(replies, n);
+    free(ids);
+    free(replies);
+    free(bufs);
+    free(calls);
     return rc;
 }
 
@@ -653,62 +649,60 @@ q_after_rollback(struct job_queue *base)
     ops_clear(q, RELEASE_ALL);
 }
 
+/* The extend call of one held lock. */
+static void
+extend_call(const struct queue_redis_shared *s, const char *id, const char *token,
+            const char *slease, struct redis_call *call)
+{
+    call->script = S_EXTEND;
+    call->argc = 4;
+    call->argv[0] = s->prefix;
+    call->argv[1] = id;
+    call->argv[2] = token ? token : "";
+    call->argv[3] = slease;
+}
+
+/* Whether an extend reply says the lock is ours (no reply: cannot tell, so not lost). */
 static int
-q_touch(struct job_queue *base, const struct job *j, int64_t lease_ms, struct sp_error *err)
+extend_lost(const redisReply *rep)
+{
+    return rep && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1);
+}
+
+static int
+q_touch_many(struct job_queue *base, const struct job *const *jobs, int n, int64_t lease_ms,
+             int *lost, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
+    struct redis_call *calls;
+    redisReply **replies;
     char slease[24];
-    const char *argv[4];
-    redisReply *rep = NULL;
     int rc = need_redis(q, err);
 
     if (rc != SP_OK)
         return rc;
+    calls = xcalloc((size_t)n, sizeof(*calls));
+    replies = xcalloc((size_t)n, sizeof(*replies));
     snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
-    argv[0] = q->shared->prefix;
-    argv[1] = j->id;
-    argv[2] = j->token ? j->token : "";
-    argv[3] = slease;
-    rc = redis_script_call(q->redis, S_EXTEND, 4, argv, NULL, &rep, err);
-    if (rc == SP_OK && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1))
-        rc = sp_error_set(err, SP_ECONFLICT, "job", "lock on job %s was lost", j->id);
-    redis_reply_free(rep);
+    for (int i = 0; i < n; i++)
+        extend_call(q->shared, jobs[i]->id, jobs[i]->token, slease, &calls[i]);
+    rc = redis_pipeline(q->redis, calls, n, replies, err);
+    for (int i = 0; i < n; i++)
+        lost[i] = extend_lost(replies[i]);
+    redis_replies_free(replies, n);
+    free(replies);
+    free(calls);
     return rc;
 }
 
 static int
-q_touch_many(struct job_queue *base, struct job *const *jobs, int n, int64_t lease_ms, int *lost,
-             struct sp_error *err)
+q_touch(struct job_queue *base, const struct job *j, int64_t lease_ms, struct sp_error *err)
 {
-    struct queue_redis *q = self_of(base);
-    char slease[24];
-    int rc = need_redis(q, err), sent = 0;
+    int lost = 0;
+    int rc = q_touch_many(base, &j, 1, lease_ms, &lost, err);
 
-    if (rc != SP_OK)
-        return rc;
-    snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
-    for (int i = 0; rc == SP_OK && i < n; i++) {
-        const char *argv[4] = {q->shared->prefix, jobs[i]->id, jobs[i]->token ? jobs[i]->token : "",
-                               slease};
-        lost[i] = 0;
-        rc = redis_pipe_send(q->redis, S_EXTEND, 4, argv, NULL, err);
-        sent += rc == SP_OK;
-    }
-    for (int i = 0; i < sent; i++) {
-        redisReply *rep = NULL;
-        struct sp_error e = {0};
-        int r = redis_pipe_reply(q->redis, &rep, &e);
-        if (r == SP_OK)
-            lost[i] = rep->type != REDIS_REPLY_INTEGER || rep->integer != 1;
-        redis_reply_free(rep);
-        if (r != SP_OK && rc == SP_OK) {
-            rc = r;
-            if (err && err->code == SP_OK)
-                *err = e;
-        }
-        if (r == SP_EUNAVAIL)
-            break;
-    }
+    if (rc == SP_OK && lost)
+        rc = sp_error_set(err, SP_ECONFLICT, "job", "lock on job %s was lost", j->id);
     return rc;
 }
 
@@ -800,38 +794,31 @@ queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t l
                         struct sp_error *err)
 {
     struct queue_redis_held *list;
+    struct redis_call *calls;
+    redisReply **replies;
     char slock[24];
-    int n, sent = 0, rc = SP_OK;
+    int n, rc;
 
     pthread_mutex_lock(&s->held_mu);
     n = s->nheld;
-    list = n ? xmalloc((size_t)n * sizeof(*list)) : NULL;
-    if (n)
-        memcpy(list, s->held, (size_t)n * sizeof(*list));
+    list = xmalloc((size_t)(n ? n : 1) * sizeof(*list));
+    memcpy(list, s->held, (size_t)n * sizeof(*list));
     pthread_mutex_unlock(&s->held_mu);
+    calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
+    replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
     snprintf(slock, sizeof(slock), "%lld", (long long)lock_ms);
-    for (int i = 0; rc == SP_OK && i < n; i++) {
-        const char *argv[4] = {s->prefix, list[i].id, list[i].token, slock};
-        rc = redis_pipe_send(r, S_EXTEND, 4, argv, NULL, err);
-        sent += rc == SP_OK;
-    }
-    for (int i = 0; i < sent; i++) {
-        redisReply *rep = NULL;
-        struct sp_error e = {0};
-        int x = redis_pipe_reply(r, &rep, &e);
-        if (x == SP_OK && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+    for (int i = 0; i < n; i++)
+        extend_call(s, list[i].id, list[i].token, slock, &calls[i]);
+    rc = redis_pipeline(r, calls, n, replies, err);
+    for (int i = 0; i < n; i++) {
+        if (extend_lost(replies[i])) {
             log_debug("job %s: lock lost; no longer renewed", list[i].id);
             held_remove(s, list[i].id, list[i].token);
         }
-        redis_reply_free(rep);
-        if (x != SP_OK && rc == SP_OK) {
-            rc = x;
-            if (err && err->code == SP_OK)
-                *err = e;
-        }
-        if (x == SP_EUNAVAIL)
-            break;
     }
+    redis_replies_free(replies, n);
+    free(replies);
+    free(calls);
     free(list);
     return rc;
 }
@@ -841,33 +828,24 @@ queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t l
 static int
 publish(struct queue_redis *q, const struct db_rows *rows, struct sp_error *err)
 {
-    int rc = SP_OK, sent = 0;
+    int n = rows->nrows, rc;
+    struct redis_call *calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
+    redisReply **replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
 
-    for (int i = 0; rc == SP_OK && i < rows->nrows; i++) {
-        const char *argv[8] = {q->shared->prefix,
-                               db_cell(rows, i, 0),
-                               db_cell(rows, i, 1),
-                               db_cell(rows, i, 2),
-                               db_cell(rows, i, 3),
-                               db_cell(rows, i, 4),
-                               "0",
-                               "0"};
-        rc = redis_pipe_send(q->redis, S_ADD, 8, argv, NULL, err);
-        sent += rc == SP_OK;
+    for (int i = 0; i < n; i++) {
+        struct redis_call *c = &calls[i];
+        c->script = S_ADD;
+        c->argc = 8;
+        c->argv[0] = q->shared->prefix;
+        for (int col = 0; col < 5; col++) /* id, name, data, opts, timestamp */
+            c->argv[1 + col] = db_cell(rows, i, col);
+        c->argv[6] = "0"; /* delay */
+        c->argv[7] = "0"; /* priority */
     }
-    for (int i = 0; i < sent; i++) {
-        redisReply *rep = NULL;
-        struct sp_error e = {0};
-        int r = redis_pipe_reply(q->redis, &rep, &e);
-        redis_reply_free(rep);
-        if (r != SP_OK && rc == SP_OK) {
-            rc = r;
-            if (err && err->code == SP_OK)
-                *err = e;
-        }
-        if (r == SP_EUNAVAIL)
-            break;
-    }
+    rc = redis_pipeline(q->redis, calls, n, replies, err);
+    redis_replies_free(replies, n);
+    free(replies);
+    free(calls);
     return rc;
 }
 

@@ -303,7 +303,7 @@ redis_command(struct redis *r, int argc, const char **argv, const size_t *lens, 
 
 /* EVALSHA sha 0 argv... into argv2/lens2. */
 static int
-build_evalsha(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
+build_evalsha(struct redis *r, int script, int argc, const char *const *argv, const size_t *lens,
               const char **argv2, size_t *lens2, struct sp_error *err)
 {
     if (script < 0 || script >= r->nscripts || argc + 3 > MAX_ARGS)
@@ -346,9 +346,9 @@ redis_script_call(struct redis *r, int script, int argc, const char **argv, cons
     return rc;
 }
 
-int
-redis_pipe_send(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
-                struct sp_error *err)
+static int
+pipe_send(struct redis *r, int script, int argc, const char *const *argv, const size_t *lens,
+          struct sp_error *err)
 {
     const char *argv2[MAX_ARGS];
     size_t lens2[MAX_ARGS];
@@ -361,8 +361,8 @@ redis_pipe_send(struct redis *r, int script, int argc, const char **argv, const 
     return rc;
 }
 
-int
-redis_pipe_reply(struct redis *r, redisReply **out, struct sp_error *err)
+static int
+pipe_reply(struct redis *r, redisReply **out, struct sp_error *err)
 {
     void *rep = NULL;
 
@@ -382,4 +382,33 @@ redis_pipe_reply(struct redis *r, redisReply **out, struct sp_error *err)
     }
     *out = rep;
     return SP_OK;
+}
+
+int
+redis_pipeline(struct redis *r, const struct redis_call *calls, int n, redisReply **replies,
+               struct sp_error *err)
+{
+    int rc = SP_OK, sent = 0;
+
+    for (int i = 0; i < n; i++)
+        replies[i] = NULL;
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        rc = pipe_send(r, calls[i].script, calls[i].argc, calls[i].argv, NULL, err);
+        sent += rc == SP_OK;
+    }
+    for (int i = 0; i < sent; i++) {
+        int x = pipe_reply(r, &replies[i], err);
+        if (x != SP_OK && rc == SP_OK)
+            rc = x;
+        if (x == SP_EUNAVAIL)
+            break; /* the connection was reset: the other replies are gone */
+    }
+    return rc;
+}
+
+void
+redis_replies_free(redisReply **replies, int n)
+{
+    for (int i = 0; i < n; i++)
+        redis_reply_free(replies[i]);
 }

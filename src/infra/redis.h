@@ -37,13 +37,20 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *le
 int redis_script_call(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
                       redisReply **out, struct sp_error *err) SP_MUST_CHECK;
 
-/* Pipelining: append n script calls, then read their n replies in order. redis_pipe_send
- * queues a call; redis_pipe_reply reads the next reply (an error reply of a script call is
- * returned as SP_EINTERNAL with its text, the connection stays usable). After an SP_EUNAVAIL
- * the connection is reset and the remaining replies are lost. */
-int redis_pipe_send(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
-                    struct sp_error *err) SP_MUST_CHECK;
-int redis_pipe_reply(struct redis *r, redisReply **out, struct sp_error *err) SP_MUST_CHECK;
+/* One script call of a pipeline: script number `script` with argv[0..argc) as ARGV. */
+#define REDIS_CALL_ARGS_MAX 8
+struct redis_call {
+    int script;
+    int argc;
+    const char *argv[REDIS_CALL_ARGS_MAX];
+};
+
+/* Sends the n calls in one round trip and reads their replies into replies[0..n). A call whose
+ * reply is an error, or that got none (the connection was lost: SP_EUNAVAIL, the connection is
+ * reset), has a NULL reply. Returns the first error. Free with redis_replies_free. */
+int redis_pipeline(struct redis *r, const struct redis_call *calls, int n, redisReply **replies,
+                   struct sp_error *err) SP_MUST_CHECK;
+void redis_replies_free(redisReply **replies, int n);
 
 /* Drops the connection (the next call reconnects). */
 void redis_disconnect(struct redis *r);

@@ -417,35 +417,42 @@ class PgServer:
         self.psql("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE);\n' % dbname)
 
 
-_shared_pg = None   # PgServer for this run (SALESPAD_DB=postgres)
+_shared_servers = {}   # kind ("pg", "redis") -> the run's server of that kind
+
+
+def _shared_server(kind, url_env, what, mode, from_url_file, launch):
+    """The run's server of a kind: the one named by the file $url_env, or a throwaway one
+    started for this run (not under CI=true, where the URL file is required)."""
+    srv = _shared_servers.get(kind)
+    if srv is None:
+        path = os.environ.get(url_env, "")
+        if path and os.path.exists(path):
+            srv = from_url_file(path)
+        elif ci():
+            raise AssertionError("%s under CI=true needs %s (%r) to name a running server"
+                                 % (mode, url_env, path))
+        else:
+            d = tempfile.mkdtemp(prefix="salespad-it-%s-" % kind)
+            print("%s not set (or missing): starting a throwaway %s in %s for this run"
+                  % (url_env, what, d))
+            srv = launch(os.path.join(d, kind))
+            srv.tmp_parent = d
+        _shared_servers[kind] = srv
+    return srv
+
+
+def _release_shared_servers():
+    for srv in _shared_servers.values():
+        if srv.dir:
+            srv.destroy()
+            shutil.rmtree(getattr(srv, "tmp_parent", ""), ignore_errors=True)
+    _shared_servers.clear()
 
 
 def shared_pg():
-    """The run's PostgreSQL server: the one named by $SALESPAD_PG_URL_FILE, or a throwaway one
-    started for this run (not under CI=true, where the URL file is required)."""
-    global _shared_pg
-    if _shared_pg is None:
-        path = os.environ.get("SALESPAD_PG_URL_FILE", "")
-        if path and os.path.exists(path):
-            _shared_pg = PgServer.from_url_file(path)
-        elif ci():
-            raise AssertionError("SALESPAD_DB=postgres under CI=true needs SALESPAD_PG_URL_FILE "
-                                 "(%r) to name a running server" % path)
-        else:
-            d = tempfile.mkdtemp(prefix="salespad-it-pg-")
-            print("SALESPAD_PG_URL_FILE not set (or missing): starting a throwaway PostgreSQL "
-                  "in %s for this run" % d)
-            _shared_pg = PgServer.start(os.path.join(d, "pg"))
-            _shared_pg.tmp_parent = d
-    return _shared_pg
-
-
-def _release_shared_pg():
-    global _shared_pg
-    if _shared_pg is not None and _shared_pg.dir:
-        _shared_pg.destroy()
-        shutil.rmtree(getattr(_shared_pg, "tmp_parent", ""), ignore_errors=True)
-    _shared_pg = None
+    """The run's PostgreSQL server (SALESPAD_DB=postgres), see _shared_server."""
+    return _shared_server("pg", "SALESPAD_PG_URL_FILE", "PostgreSQL", "SALESPAD_DB=postgres",
+                          PgServer.from_url_file, PgServer.start)
 
 
 class _JsonObject(list):
@@ -674,35 +681,10 @@ class RedisServer:
                                                                            r.stderr))
 
 
-_shared_redis = None   # RedisServer for this run (SALESPAD_QUEUE=redis)
-
-
 def shared_redis():
-    """The run's Redis server: the one named by $SALESPAD_REDIS_URL_FILE, or a throwaway one
-    started for this run (not under CI=true, where the URL file is required)."""
-    global _shared_redis
-    if _shared_redis is None:
-        path = os.environ.get("SALESPAD_REDIS_URL_FILE", "")
-        if path and os.path.exists(path):
-            _shared_redis = RedisServer.from_url_file(path)
-        elif ci():
-            raise AssertionError("SALESPAD_QUEUE=redis under CI=true needs "
-                                 "SALESPAD_REDIS_URL_FILE (%r) to name a running server" % path)
-        else:
-            d = tempfile.mkdtemp(prefix="salespad-it-redis-")
-            print("SALESPAD_REDIS_URL_FILE not set (or missing): starting a throwaway Redis "
-                  "in %s for this run" % d)
-            _shared_redis = RedisServer.launch(os.path.join(d, "redis"))
-            _shared_redis.tmp_parent = d
-    return _shared_redis
-
-
-def _release_shared_redis():
-    global _shared_redis
-    if _shared_redis is not None and _shared_redis.dir:
-        _shared_redis.destroy()
-        shutil.rmtree(getattr(_shared_redis, "tmp_parent", ""), ignore_errors=True)
-    _shared_redis = None
+    """The run's Redis server (SALESPAD_QUEUE=redis), see _shared_server."""
+    return _shared_server("redis", "SALESPAD_REDIS_URL_FILE", "Redis", "SALESPAD_QUEUE=redis",
+                          RedisServer.from_url_file, RedisServer.launch)
 
 
 class Env:
@@ -1113,6 +1095,64 @@ def parallel(fn, items, threads=16):
 # Capture bursts
 
 
+class Load:
+    """Captures from `threads` client threads, spread over `ports`, until stop(). Records every
+    outcome by request number: 201 (lead id), 503 (response), other statuses, and exceptions
+    (outcome unknown)."""
+
+    def __init__(self, ports, tag, threads):
+        self.ports, self.tag = ports, tag
+        self.lock = threading.Lock()
+        self.next = 0
+        self.ok = {}          # i -> lead id
+        self.unavailable = {}  # i -> Response (503)
+        self.other = {}       # i -> Response (anything else)
+        self.errors = {}      # i -> exception
+        self.ok_order = []    # i, in the order the 201s arrived
+        self._stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(k,), daemon=True)
+                        for k in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self.threads:
+            t.join(30)
+            assert not t.is_alive(), "a load thread is stuck"
+
+    def count(self, what):
+        with self.lock:
+            return len(getattr(self, what))
+
+    def _loop(self, k):
+        client = Client(self.ports[k % len(self.ports)], timeout=15)
+        try:
+            while not self._stop.is_set():
+                with self.lock:
+                    i = self.next
+                    self.next += 1
+                try:
+                    r = client.post("/leads", lead_body(i, self.tag))
+                except Exception as e:  # noqa: BLE001 (recorded: outcome unknown)
+                    with self.lock:
+                        self.errors[i] = e
+                    continue
+                with self.lock:
+                    if r.status == 201:
+                        self.ok[i] = r.json()["id"]
+                        self.ok_order.append(i)
+                    elif r.status == 503:
+                        self.unavailable[i] = r
+                    else:
+                        self.other[i] = r
+        finally:
+            client.close()
+
+
 BURST_THREADS = 24
 
 
@@ -1252,8 +1292,7 @@ def run(namespace):
                 failed += 1
             sys.stdout.flush()
     finally:
-        _release_shared_pg()
-        _release_shared_redis()
+        _release_shared_servers()
     if skipped:
         print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     else:

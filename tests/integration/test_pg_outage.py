@@ -9,75 +9,16 @@ The test runs its own PostgreSQL server (env.private_pg()) so that stopping it l
 one alone. PostgreSQL only: skipped on SQLite."""
 import os
 import sys
-import threading
 import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, all_messages, assert_eq, details, http_request,  # noqa: E402
-                     lead_body, run, wait_until)
+from harness import (Load, all_messages, assert_eq, details, http_request,  # noqa: E402
+                     run, wait_until)
 
 LOAD_THREADS = 6
 OUTAGE_S = 2.0  # longer than JOB_LEASE_MS: leases taken before the stop expire during it
 SETTINGS = dict(JOB_LEASE_MS=1500, JOB_BACKOFF_MS=50, JOB_ATTEMPTS=10)
-
-
-class Load:
-    """Captures from LOAD_THREADS threads, spread over `ports`, until stop(). Records every
-    outcome by request number: 201 (lead id), 503 (response), other statuses, and exceptions
-    (outcome unknown)."""
-
-    def __init__(self, ports, tag):
-        self.ports, self.tag = ports, tag
-        self.lock = threading.Lock()
-        self.next = 0
-        self.ok = {}          # i -> lead id
-        self.unavailable = {}  # i -> Response (503)
-        self.other = {}       # i -> Response (anything else)
-        self.errors = {}      # i -> exception
-        self.ok_order = []    # i, in the order the 201s arrived
-        self._stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(k,), daemon=True)
-                        for k in range(LOAD_THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in self.threads:
-            t.join(30)
-            assert not t.is_alive(), "a load thread is stuck"
-
-    def count(self, what):
-        with self.lock:
-            return len(getattr(self, what))
-
-    def _loop(self, k):
-        client = Client(self.ports[k % len(self.ports)], timeout=15)
-        try:
-            while not self._stop.is_set():
-                with self.lock:
-                    i = self.next
-                    self.next += 1
-                try:
-                    r = client.post("/leads", lead_body(i, self.tag))
-                except Exception as e:  # noqa: BLE001 (recorded: outcome unknown)
-                    with self.lock:
-                        self.errors[i] = e
-                    continue
-                with self.lock:
-                    if r.status == 201:
-                        self.ok[i] = r.json()["id"]
-                        self.ok_order.append(i)
-                    elif r.status == 503:
-                        self.unavailable[i] = r
-                    else:
-                        self.other[i] = r
-        finally:
-            client.close()
 
 
 def assert_503_format(r, what):
@@ -100,7 +41,7 @@ def test_postgres_outage_and_recovery(env):
     wrk = env.worker(**SETTINGS)                # a separate worker process
     procs = [srv, api2, wrk]
 
-    load = Load([srv.port, api2.port], "outage").start()
+    load = Load([srv.port, api2.port], "outage", LOAD_THREADS).start()
     try:
         wait_until(lambda: load.count("ok") >= 150, 20, "150 captures before the outage")
         pg.stop_server("immediate")  # as a crash or a failover would: no goodbye to clients

@@ -15,13 +15,11 @@ after the recovery goes through the normal path.
 Redis queue only (integration_redis_test_redis_outage): skipped with the database queue."""
 import os
 import sys
-import threading
 import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, Client, assert_eq, http_request, lead_body, run,  # noqa: E402
-                     wait_until)
+from harness import (Burst, Load, assert_eq, http_request, run, wait_until)  # noqa: E402
 
 LOAD_THREADS = 3
 BEFORE = 100       # captures before the outage
@@ -30,57 +28,6 @@ OUTAGE_MIN_S = 1.5
 AFTER = 50         # captures after the recovery
 SETTINGS = dict(JOB_LEASE_MS=1500, JOB_BACKOFF_MS=50, JOB_ATTEMPTS=10,
                 QUEUE_STALLED_INTERVAL_MS=300)
-
-
-class Load:
-    """POST /leads from LOAD_THREADS threads until stop(); every outcome by request number."""
-
-    def __init__(self, port, tag):
-        self.port, self.tag = port, tag
-        self.lock = threading.Lock()
-        self.next = 0
-        self.ok = {}       # i -> lead id
-        self.other = {}    # i -> non-201 response
-        self.errors = {}   # i -> exception
-        self._stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, daemon=True)
-                        for _ in range(LOAD_THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in self.threads:
-            t.join(30)
-            assert not t.is_alive(), "a load thread is stuck"
-
-    def count(self):
-        with self.lock:
-            return len(self.ok)
-
-    def _loop(self):
-        client = Client(self.port, timeout=15)
-        try:
-            while not self._stop.is_set():
-                with self.lock:
-                    i = self.next
-                    self.next += 1
-                try:
-                    r = client.post("/leads", lead_body(i, self.tag))
-                except Exception as e:  # noqa: BLE001 (recorded: outcome unknown)
-                    with self.lock:
-                        self.errors[i] = e
-                    continue
-                with self.lock:
-                    if r.status == 201:
-                        self.ok[i] = r.json()["id"]
-                    else:
-                        self.other[i] = r
-        finally:
-            client.close()
 
 
 def unrelayed(env):
@@ -94,25 +41,26 @@ def test_redis_outage_loses_nothing(env):
     wrk = env.worker(**SETTINGS)    # a separate worker process
     procs = [srv, wrk]
 
-    load = Load(srv.port, "rdown").start()
+    load = Load([srv.port], "rdown", LOAD_THREADS).start()
     try:
-        wait_until(lambda: load.count() >= BEFORE, 30, "%d captures before the outage" % BEFORE)
+        wait_until(lambda: load.count("ok") >= BEFORE, 30, "%d captures before the outage" % BEFORE)
         redis.stop("kill")
         t_down = time.monotonic()
-        at_stop = load.count()
-        wait_until(lambda: load.count() >= at_stop + DURING
+        at_stop = load.count("ok")
+        wait_until(lambda: load.count("ok") >= at_stop + DURING
                    and time.monotonic() - t_down >= OUTAGE_MIN_S, 30,
                    "%d captures during the outage" % DURING)
         ready = http_request(srv.port, "GET", "/ready").status
         health = http_request(srv.port, "GET", "/health").status
     finally:
         load.stop()
-    during = load.count() - at_stop
+    during = load.count("ok") - at_stop
     backlog = unrelayed(env)
     for p in procs:
         assert p.alive(), "%s died during the outage:\n%s" % (p.name, p.log_tail())
     assert_eq(health, 200, "GET /health during the outage")
-    assert_eq((load.other, load.errors), ({}, {}), "captures without a 201")
+    assert_eq((load.other, load.unavailable, load.errors), ({}, {}, {}),
+              "captures without a 201")
     assert backlog > 0, "no outbox row waits for Redis during the outage"
     print("  outage %.1fs: %d captures before, %d during (all 201), %d outbox rows unrelayed, "
           "GET /ready %d" % (time.monotonic() - t_down, at_stop, during, backlog, ready))

@@ -20,132 +20,29 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-from harness import (Skip, TimeoutFailure, assert_eq, create_lead, details,  # noqa: E402
-                     outbound, run, wait_until)
+from harness import (Skip, TimeoutFailure, assert_eq, ci, create_lead, details,  # noqa: E402
+                     outbound, run, shared_redis, wait_until)
 
 MAJOR = os.environ.get("SALESPAD_BULLMQ", "5").strip()
 VERSION_DIR = os.path.join(HERE, "bullmq" + MAJOR)
 SCRIPT = os.path.join(HERE, "interop.mjs")
 NPM_INSTALL = os.path.join(HERE, "npm_install.sh")
-REDISSERVER = os.path.join(HERE, "..", "redis", "redisserver.sh")
 NODE_READY_TIMEOUT_S = 20.0
 
 
-def ci():
-    return os.environ.get("CI", "") == "true"
-
-
 # ---------------------------------------------------------------------------------------------
-# Redis: the URL, and a minimal RESP2 client (standard library only) for the checks Node's API
-# does not answer (stream entry times) and for deleting a test's keys.
-
-
-class Redis:
-    def __init__(self, url, timeout=10.0):
-        u = urllib.parse.urlsplit(url)
-        if u.scheme != "redis":
-            raise AssertionError("redis URL %r: expected redis://" % url)
-        self.sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379),
-                                             timeout=timeout)
-        self.f = self.sock.makefile("rb")
-        if u.password:
-            args = ["AUTH"] + ([urllib.parse.unquote(u.username)] if u.username else []) + \
-                [urllib.parse.unquote(u.password)]
-            self.call(*args)
-        db = (u.path or "/").lstrip("/")
-        if db:
-            self.call("SELECT", db)
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    def call(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode("utf-8")
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        self.sock.sendall(b"".join(out))
-        return self._read()
-
-    def _read(self):
-        line = self.f.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionError("redis: connection closed")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise AssertionError("redis error: %s" % rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2].decode("utf-8", "replace")
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise AssertionError("redis: unexpected reply %r" % line)
-
-
-_redis_url = None
-_own_redis_dir = None
-
-
-def redis_url():
-    """The run's Redis: $SALESPAD_REDIS_URL_FILE, else (not under CI) a throwaway server."""
-    global _redis_url, _own_redis_dir
-    if _redis_url:
-        return _redis_url
-    path = os.environ.get("SALESPAD_REDIS_URL_FILE", "")
-    if path and os.path.exists(path):
-        with open(path) as f:
-            _redis_url = f.read().strip()
-        if not _redis_url:
-            raise AssertionError("%s is empty" % path)
-        return _redis_url
-    if ci():
-        raise AssertionError("under CI=true the interop tests need SALESPAD_REDIS_URL_FILE (%r) "
-                             "to name a running Redis (CTest fixture `redis`)" % path)
-    d = tempfile.mkdtemp(prefix="salespad-interop-redis-")
-    print("SALESPAD_REDIS_URL_FILE not set (or missing): starting a throwaway Redis in %s" % d)
-    r = subprocess.run(["bash", REDISSERVER, "start", os.path.join(d, "redis")],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        raise AssertionError("redisserver.sh start failed (%d):\n%s%s"
-                             % (r.returncode, r.stdout, r.stderr))
-    _own_redis_dir = d
-    with open(os.path.join(d, "redis", "url")) as f:
-        _redis_url = f.read().strip()
-    return _redis_url
-
-
-def release_own_redis():
-    global _own_redis_dir
-    if _own_redis_dir:
-        subprocess.run(["bash", REDISSERVER, "stop", os.path.join(_own_redis_dir, "redis")],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
-        shutil.rmtree(_own_redis_dir, ignore_errors=True)
-        _own_redis_dir = None
+# Redis: harness.py's shared server ($SALESPAD_REDIS_URL_FILE, else outside CI a throwaway one)
+# and its RESP client, for the checks Node's API does not answer (stream entry times) and for
+# deleting a test's keys.
 
 
 def stream_ms(stream_id):
@@ -296,11 +193,12 @@ class Interop:
 
     def __init__(self, env):
         self.env = env
-        self.redis_url = redis_url()
+        srv = shared_redis()
+        self.redis_url = srv.url
         self.prefix = "bull"
         self.queues = []
         self.nodes = []
-        self.redis = Redis(self.redis_url)
+        self.redis = srv.client()
 
     def queue(self, tag):
         name = "it%s-%s-%d-%s" % (MAJOR, tag, os.getpid(), uuid.uuid4().hex[:6])
@@ -919,10 +817,7 @@ def test_salespad_recovers_job_of_dead_node_worker(env, ix):
 
 
 if __name__ == "__main__":
-    try:
-        print("bullmq %s (%s), Redis from %s" % (MAJOR, VERSION_DIR,
-                                                 os.environ.get("SALESPAD_REDIS_URL_FILE") or
-                                                 "a throwaway server"))
-        run(globals())
-    finally:
-        release_own_redis()
+    print("bullmq %s (%s), Redis from %s" % (MAJOR, VERSION_DIR,
+                                             os.environ.get("SALESPAD_REDIS_URL_FILE") or
+                                             "a throwaway server"))
+    run(globals())

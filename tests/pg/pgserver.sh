@@ -28,15 +28,10 @@
 # failure prints what failed and the tail of the server log, and exits non-zero.
 set -euo pipefail
 
-die() {
-  echo "pgserver.sh: $*" >&2
-  if [ -n "${log:-}" ] && [ -f "$log" ]; then
-    echo "pgserver.sh: ---- tail of $log ----" >&2
-    tail -n 40 "$log" >&2 || true
-  fi
-  exit 1
-}
-say() { echo "pgserver.sh: $*" >&2; }
+# shellcheck disable=SC2034 # read by tests/lib/fixture.sh
+FIXTURE=pgserver.sh
+# shellcheck source=../lib/fixture.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/fixture.sh"
 
 usage() {
   echo "usage: $0 start|stop|stop-server|start-server|restart|status <dir>" >&2
@@ -119,13 +114,6 @@ set_paths() {
   log=$base/server.log
 }
 
-pick_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
 
 running() {
   [ -f "$data/postmaster.pid" ] && as_user "$bindir/pg_ctl" status -D "$data" >/dev/null 2>&1
@@ -160,24 +148,6 @@ start_process() {
   die "pg_ctl start failed (port $port, data $data)"
 }
 
-# Starts the server on port $1 (when given) or a free one, retrying with a new free port when
-# the chosen one turns out to be taken. Sets $port.
-start_on_free_port() {
-  local first=${1:-} try rc
-  for try in 1 2 3 4 5 6 7 8; do
-    if [ $try -eq 1 ] && [ -n "$first" ]; then
-      port=$first
-    else
-      port=$(pick_port)
-    fi
-    write_port_conf
-    rc=0
-    start_process || rc=$?
-    [ $rc -eq 0 ] && return 0
-    say "port $port was taken, retrying ($try)"
-  done
-  die "could not find a free port after 8 tries"
-}
 
 write_files() {
   echo "$port" >"$dir/port"
@@ -229,7 +199,8 @@ EOF
   return 0
 }
 
-write_port_conf() {
+# Called by start_on_free_port (tests/lib/fixture.sh) before each start on $port.
+prepare_port() {
   echo "port = $port" >"$data/port.conf"
   [ "$(id -u)" -eq 0 ] && chown "$run_user" "$data/port.conf"
   return 0

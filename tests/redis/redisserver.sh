@@ -27,15 +27,10 @@
 # and the tail of the server log, and exits non-zero.
 set -euo pipefail
 
-die() {
-  echo "redisserver.sh: $*" >&2
-  if [ -n "${log:-}" ] && [ -f "$log" ]; then
-    echo "redisserver.sh: ---- tail of $log ----" >&2
-    tail -n 40 "$log" >&2 || true
-  fi
-  exit 1
-}
-say() { echo "redisserver.sh: $*" >&2; }
+# shellcheck disable=SC2034 # read by tests/lib/fixture.sh
+FIXTURE=redisserver.sh
+# shellcheck source=../lib/fixture.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/fixture.sh"
 
 usage() {
   echo "usage: $0 start|stop|start-server|restart|status <dir>" >&2
@@ -70,13 +65,6 @@ conf=$dir/redis.conf
 pidfile=$dir/redis.pid
 log=$dir/redis.log
 
-pick_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
 
 cli() {
   # -t: never hang on a server that accepts but does not answer.
@@ -174,21 +162,6 @@ start_process() {
   done
 }
 
-start_on_free_port() {
-  local first=${1:-} try rc
-  for try in 1 2 3 4 5 6 7 8; do
-    if [ $try -eq 1 ] && [ -n "$first" ]; then
-      port=$first
-    else
-      port=$(pick_port)
-    fi
-    rc=0
-    start_process || rc=$?
-    [ $rc -eq 0 ] && return 0
-    say "port $port was taken, retrying ($try)"
-  done
-  die "could not find a free port after 8 tries"
-}
 
 write_files() {
   echo "$port" >"$dir/port"

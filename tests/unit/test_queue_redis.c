@@ -564,46 +564,79 @@ slow_send(struct sender *s, const struct send_request *req, struct arena *a,
 
 static const struct sender_ops slow_sender_ops = {"slow", slow_send};
 
-TEST(unit_queue_redis_worker_renews_leases_and_skips_lost_jobs_redis)
-{
-    struct t_env *env = t_env_new(T_SQLITE);
+/* The use cases and the worker of a t_env (SQLite) on the Redis queue. */
+struct wenv {
+    struct t_env *env;
     struct rq e;
     struct queue_redis q;
     struct slow_sender ss;
+};
+
+static void
+wenv_open(struct wenv *w)
+{
+    w->env = t_env_new(T_SQLITE);
+    rq_open(&w->e, -1, 1);
+    queue_redis_init(&w->q, &w->e.sh, w->env->conn, w->e.r);
+    w->env->deps.queue = &w->q.base;
+    w->env->mdeps.queue = &w->q.base;
+    w->env->mdeps.batch = 16;
+}
+
+/* Sends through the slow provider instead of the fake one. */
+static void
+wenv_slow_sender(struct wenv *w, int steal_own)
+{
+    memset(&w->ss, 0, sizeof(w->ss));
+    w->ss.base.ops = &slow_sender_ops;
+    w->ss.env = w->env;
+    w->ss.rq = &w->e;
+    w->ss.steal_own = steal_own;
+    w->env->senders.by_channel[CHANNEL_EMAIL] = &w->ss.base;
+    w->env->senders.by_channel[CHANNEL_WHATSAPP] = &w->ss.base;
+}
+
+/* Publishes the outbox (returns the rows published), then runs one worker tick (*did). */
+static int
+wenv_relay_and_tick(struct wenv *w, int *did)
+{
+    struct sp_error err = {0};
+    int n = 0;
+    int64_t next_due = 0;
+
+    ASSERT_OK(queue_redis_relay_batch(&w->q, 10, &n, &err));
+    ASSERT_OK(messaging_worker_tick(&w->env->mdeps, w->env->arena, did, &next_due, &err));
+    return n;
+}
+
+static void
+wenv_close(struct wenv *w)
+{
+    queue_redis_cleanup(&w->q);
+    rq_close(&w->e);
+    t_env_free(w->env);
+}
+
+TEST(unit_queue_redis_worker_renews_leases_and_skips_lost_jobs_redis)
+{
+    struct wenv w;
     struct lead l;
     struct message *ms;
     int n, did = 0;
-    int64_t next_due = 0;
-    struct sp_error err = {0};
 
-    /* The Redis queue on the test environment's own SQLite connection. */
-    rq_open(&e, -1, 1);
-    queue_redis_init(&q, &e.sh, env->conn, e.r);
-    env->deps.queue = &q.base;
-    env->mdeps.queue = &q.base;
-    env->mdeps.batch = 16;
-    memset(&ss, 0, sizeof(ss));
-    ss.base.ops = &slow_sender_ops;
-    ss.env = env;
-    ss.rq = &e;
-    env->senders.by_channel[CHANNEL_EMAIL] = &ss.base;
-    env->senders.by_channel[CHANNEL_WHATSAPP] = &ss.base;
-
-    t_env_create(env, "Ann", "ann@example.com", "+14155550100", &l);
-    ASSERT_OK(queue_redis_relay_batch(&q, 10, &n, &err));
-    ASSERT_EQ(2, n);
-    ASSERT_OK(messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    wenv_open(&w);
+    wenv_slow_sender(&w, 0);
+    t_env_create(w.env, "Ann", "ann@example.com", "+14155550100", &l);
+    ASSERT_EQ(2, wenv_relay_and_tick(&w, &did));
     ASSERT_EQ(1, did);
     /* The second job's lease was found lost when it was renewed before its send: not sent. */
-    ASSERT_EQ(1, ss.calls);
-    t_env_messages(env, l.id, &ms, &n);
+    ASSERT_EQ(1, w.ss.calls);
+    t_env_messages(w.env, l.id, &ms, &n);
     for (int i = 0; i < n; i++)
-        ASSERT_EQ(strcmp(ms[i].id, ss.first) == 0 ? MESSAGE_SENT : MESSAGE_SENDING, ms[i].status);
-    ASSERT_EQ(1, rint_(&e, "ZCARD", "%Pcompleted", NULL));
-    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL)); /* the other owner's */
-    queue_redis_cleanup(&q);
-    rq_close(&e);
-    t_env_free(env);
+        ASSERT_EQ(strcmp(ms[i].id, w.ss.first) == 0 ? MESSAGE_SENT : MESSAGE_SENDING, ms[i].status);
+    ASSERT_EQ(1, rint_(&w.e, "ZCARD", "%Pcompleted", NULL));
+    ASSERT_EQ(1, rint_(&w.e, "LLEN", "%Pactive", NULL)); /* the other owner's */
+    wenv_close(&w);
 }
 
 /* Another producer's job on a shared queue (inserted into the outbox and relayed). */
@@ -621,39 +654,27 @@ foreign_job(struct t_env *env, const char *id, const char *name, const char *dat
 
 TEST(unit_queue_redis_jobs_salespad_cannot_run_fail_without_blocking_the_queue_redis)
 {
-    struct t_env *env = t_env_new(T_SQLITE);
-    struct rq e;
-    struct queue_redis q;
+    struct wenv w;
     struct lead l;
-    int n, did = 0;
-    int64_t next_due = 0;
-    struct sp_error err = {0};
+    int did = 0;
 
-    rq_open(&e, -1, 1);
-    queue_redis_init(&q, &e.sh, env->conn, e.r);
-    env->deps.queue = &q.base;
-    env->mdeps.queue = &q.base;
-    env->mdeps.batch = 16;
-    foreign_job(env, "x1", "send-message", "{\"messageId\":\"not-a-uuid\"}");
-    foreign_job(env, "x2", "resize-image",
+    wenv_open(&w);
+    foreign_job(w.env, "x1", "send-message", "{\"messageId\":\"not-a-uuid\"}");
+    foreign_job(w.env, "x2", "resize-image",
                 "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
-    foreign_job(env, "x3", "send-message", "[1,2]");
-    foreign_job(env, "x4", "send-message",
+    foreign_job(w.env, "x3", "send-message", "[1,2]");
+    foreign_job(w.env, "x4", "send-message",
                 "{\"messageId\":\"01a21df5-17c0-742c-81de-35b9d32a2d63\"}");
-    t_env_create(env, "Ann", "ann@example.com", NULL, &l);
-    ASSERT_OK(queue_redis_relay_batch(&q, 10, &n, &err));
-    ASSERT_EQ(5, n);
-    ASSERT_OK(messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
-    ASSERT_EQ(4, rint_(&e, "ZCARD", "%Pfailed", NULL));
-    ASSERT_CONTAINS(hget(&e, "x1", "failedReason"), "not a message id");
-    ASSERT_CONTAINS(hget(&e, "x2", "failedReason"), "no handler for this job name");
-    ASSERT_CONTAINS(hget(&e, "x3", "failedReason"), "not a message id");
-    ASSERT_CONTAINS(hget(&e, "x4", "failedReason"), "message not found");
-    ASSERT_EQ(1, rint_(&e, "ZCARD", "%Pcompleted", NULL)); /* Ann's welcome email */
-    ASSERT_EQ(1, env->sender.ncalls);
-    queue_redis_cleanup(&q);
-    rq_close(&e);
-    t_env_free(env);
+    t_env_create(w.env, "Ann", "ann@example.com", NULL, &l);
+    ASSERT_EQ(5, wenv_relay_and_tick(&w, &did));
+    ASSERT_EQ(4, rint_(&w.e, "ZCARD", "%Pfailed", NULL));
+    ASSERT_CONTAINS(hget(&w.e, "x1", "failedReason"), "not a message id");
+    ASSERT_CONTAINS(hget(&w.e, "x2", "failedReason"), "no handler for this job name");
+    ASSERT_CONTAINS(hget(&w.e, "x3", "failedReason"), "not a message id");
+    ASSERT_CONTAINS(hget(&w.e, "x4", "failedReason"), "message not found");
+    ASSERT_EQ(1, rint_(&w.e, "ZCARD", "%Pcompleted", NULL)); /* Ann's welcome email */
+    ASSERT_EQ(1, w.env->sender.ncalls);
+    wenv_close(&w);
 }
 
 TEST(unit_queue_redis_paused_queue_follows_the_bullmq_major_redis)
@@ -741,40 +762,22 @@ TEST(unit_queue_redis_stalled_check_never_reopens_a_newer_record_redis)
 
 TEST(unit_queue_redis_outcome_of_a_job_whose_lock_was_lost_is_dropped_redis)
 {
-    struct t_env *env = t_env_new(T_SQLITE);
-    struct rq e;
-    struct queue_redis q;
-    struct slow_sender ss;
+    struct wenv w;
     struct lead l;
     struct message *ms;
     int n, did = 0;
-    int64_t next_due = 0;
-    struct sp_error err = {0};
 
-    rq_open(&e, -1, 1);
-    queue_redis_init(&q, &e.sh, env->conn, e.r);
-    env->deps.queue = &q.base;
-    env->mdeps.queue = &q.base;
-    env->mdeps.batch = 16;
-    memset(&ss, 0, sizeof(ss));
-    ss.base.ops = &slow_sender_ops;
-    ss.env = env;
-    ss.rq = &e;
-    ss.steal_own = 1;
-    env->senders.by_channel[CHANNEL_EMAIL] = &ss.base;
-
-    t_env_create(env, "Ann", "ann@example.com", NULL, &l);
-    ASSERT_OK(queue_redis_relay_batch(&q, 10, &n, &err));
-    ASSERT_OK(messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    wenv_open(&w);
+    wenv_slow_sender(&w, 1);
+    t_env_create(w.env, "Ann", "ann@example.com", NULL, &l);
+    (void)wenv_relay_and_tick(&w, &did);
     /* Sent, but the lock went to another worker during the send: its outcome will stand. */
-    ASSERT_EQ(1, ss.calls);
-    t_env_messages(env, l.id, &ms, &n);
+    ASSERT_EQ(1, w.ss.calls);
+    t_env_messages(w.env, l.id, &ms, &n);
     ASSERT_EQ(1, n);
     ASSERT_EQ(MESSAGE_SENDING, ms[0].status);
-    ASSERT_EQ(0, rint_(&e, "ZCARD", "%Pcompleted", NULL));
-    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
-    ASSERT_STREQ("active/0", outbox_state(&e, ss.first));
-    queue_redis_cleanup(&q);
-    rq_close(&e);
-    t_env_free(env);
+    ASSERT_EQ(0, rint_(&w.e, "ZCARD", "%Pcompleted", NULL));
+    ASSERT_EQ(1, rint_(&w.e, "LLEN", "%Pactive", NULL));
+    ASSERT_STREQ("active/0", outbox_state(&w.e, w.ss.first));
+    wenv_close(&w);
 }

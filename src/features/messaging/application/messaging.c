@@ -88,12 +88,13 @@ claim_in_tx(const struct messaging_deps *d, const struct job *j, struct arena *a
 {
     int64_t now = sp_clock_now_ms(d->clock);
     struct sp_error lookup = {0};
+    const char *why;
     int rc;
 
     *res = CLAIM_SEND;
-    if (unrunnable(j)) {
+    if ((why = unrunnable(j)) != NULL) {
         *res = CLAIM_GONE;
-        return end_unsent(d, j, now, 0, unrunnable(j), err);
+        return end_unsent(d, j, now, 0, why, err);
     }
     rc = lead_repo_message_get(d->repo, j->message_id, a, m, &lookup);
     if (rc == SP_ENOTFOUND) {
@@ -320,7 +321,7 @@ by_lead(const void *x, const void *y)
 static int
 fence_batch(const struct messaging_deps *d, struct arena *a, struct work **order, int *m)
 {
-    struct job **jobs;
+    const struct job **jobs;
     int *lost, kept = 0, rc;
     struct sp_error err = {0};
 
