@@ -802,7 +802,8 @@ queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t l
     pthread_mutex_lock(&s->held_mu);
     n = s->nheld;
     list = xmalloc((size_t)(n ? n : 1) * sizeof(*list));
-    memcpy(list, s->held, (size_t)n * sizeof(*list));
+    if (n > 0) /* s->held is NULL until the first job */
+        memcpy(list, s->held, (size_t)n * sizeof(*list));
     pthread_mutex_unlock(&s->held_mu);
     calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
     replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
