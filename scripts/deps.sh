@@ -13,7 +13,7 @@ profile=${1:-build}
 build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
-  test)  pkgs=("${build_pkgs[@]}" python3 valgrind curl postgresql postgresql-client redis-server
+  test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis valgrind curl postgresql postgresql-client redis-server
                redis-tools nodejs docker-compose) ;;
   bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
                redis-tools) ;;
