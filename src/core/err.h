@@ -18,7 +18,8 @@
     X(ETIMEDOUT, 1, "timed out")                                                                   \
     X(EPROVIDER, 1, "channel or AI provider failed")                                               \
     X(EPERMANENT, 0, "provider refused permanently")                                               \
-    X(EINTERNAL, 0, "internal error")
+    X(EINTERNAL, 0, "internal error")                                                              \
+    X(ELEASELOST, 0, "job lease lost") /* another worker holds the job now */
 
 enum sp_err {
     SP_OK = 0,

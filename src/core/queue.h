@@ -1,13 +1,28 @@
-/* queue.h: the job queue port: the SQL queue (infra/queue_sql) or the BullMQ-layout Redis queue
- * with its transactional outbox (infra/queue_redis).
+/* queue.h: the job queue port, in the worker's verbs.
  *
- * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry with
- * backoff) -> ... | failed (dead letter). A queue value is bound to one database session, so
- * enqueue, reserve, complete, retry and fail join the caller's open unit of work. A queue whose
- * jobs live outside the database (Redis) applies the part of those steps that cannot join the
- * transaction when the caller reports the outcome of its unit of work (job_queue_after_commit /
- * job_queue_after_rollback). Strings read back live in the caller's arena. Errors: SP_EUNAVAIL
- * (backend unreachable/busy), SP_EINTERNAL. */
+ * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry) ->
+ * ... | failed (dead letter). A queue value is bound to one database session: enqueue, reserve,
+ * complete, retry and fail join the caller's open unit of work. A queue whose jobs live outside
+ * the database (Redis) applies the part of those steps that cannot join the transaction when
+ * the caller reports how its unit of work ended (after_commit / after_rollback); a queue whose
+ * jobs are rows applies nothing there.
+ *
+ * Every operation is mandatory: an adapter with nothing to do for one implements it as a cheap
+ * no-op, so callers never test for a missing operation. The list below (JOB_QUEUE_OPS) is the
+ * single source of the vtable, its inline wrappers, and the test doubles that wrap or fake it.
+ *
+ * Leases. reserve hands out a job under a lease that lasts lease_ms; the lease is an opaque
+ * token (struct job.lease) that only the adapter reads. While the process lives, `renew`, called
+ * by one keeper thread per process every lease/3, extends every lease the process holds, so a
+ * slow job keeps its lease however long it runs. A job whose holder stopped renewing (hung or
+ * dead) is handed out again once its lease expires, or at once when `maintain` proves the holder
+ * dead; after QUEUE_MAX_STALLED such losses it fails. complete, retry and fail are fenced by the
+ * lease: they return SP_ELEASELOST, changing nothing, when the job is not ours any more.
+ *
+ * What a job is about (a message id, a lead id) travels in its data (JSON) and in `group`, an
+ * opaque key the producer chooses so that list_group can show a set of jobs together. Strings
+ * read back live in the caller's arena. Errors: SP_EUNAVAIL (backend unreachable or busy),
+ * SP_ELEASELOST (fencing), SP_EINTERNAL. Thread-safety: one queue value per thread. */
 #pragma once
 
 #include "core/err.h"
@@ -22,161 +37,132 @@ enum job_state { JOB_WAITING = 0, JOB_DELAYED, JOB_ACTIVE, JOB_COMPLETED, JOB_FA
 const char *job_state_name(enum job_state s);
 int job_state_parse(const char *s, enum job_state *out);
 
-struct job_spec {
-    const char *name;       /* "send-message" */
-    const char *lead_id;    /* correlation, may be NULL */
-    const char *message_id; /* correlation, may be NULL */
-    const char *data;       /* JSON object text */
-    int max_attempts;       /* >= 1 */
-    int64_t backoff_ms;     /* exponential backoff base */
-};
-
-#define JOB_ID_MAX 64 /* bytes, with the NUL */
-
 /* How the delay before the next attempt grows (BullMQ's built-in strategies). */
 enum job_backoff { JOB_BACKOFF_EXPONENTIAL = 0, JOB_BACKOFF_FIXED };
 
+struct job_spec {
+    const char *name;  /* "send-message" */
+    const char *key;   /* the producer's key for this job (one job per key: BullMQ's jobId on
+                          Redis); NULL: the queue names the job */
+    const char *group; /* listed together by list_group; may be NULL */
+    const char *data;  /* JSON object text: everything the handler needs */
+    int max_attempts;  /* >= 1 */
+    int64_t backoff_ms; /* exponential backoff base */
+};
+
+#define JOB_ID_MAX 64     /* bytes, with the NUL */
+#define JOB_LEASE_MAX 112 /* bytes, with the NUL */
+
 struct job {
     char id[JOB_ID_MAX];
+    char lease[JOB_LEASE_MAX]; /* set by reserve: this holder's token, read by the adapter */
     const char *name;
-    const char *lead_id;
-    const char *message_id;
-    const char *data;
+    const char *key;   /* the producer's key (job_spec.key), may be NULL */
+    const char *group; /* may be NULL */
+    const char *data;  /* NULL in list_group results */
     enum job_state state;
     int attempts_made; /* attempts that ended (failed or completed) */
     int max_attempts;
     int64_t backoff_ms;
     enum job_backoff backoff_type;
-    double backoff_jitter; /* BullMQ's jitter 0..1; < 0: the worker's default jitter */
     int stalled_count;
     const char *last_error;
     int64_t run_at;
     int64_t created_at;
     int64_t updated_at;
     int64_t finished_at; /* 0 while not finished */
-    int64_t lease_until; /* set by reserve: the lease, and the fencing token of this holder */
-    const char *token;   /* set by reserve on Redis: the lock token of this holder */
     const char *result;  /* set by the worker before complete: JSON return value, may be NULL */
 };
 
+/* X(name, parameters after the queue, arguments after the queue): the operations that can
+ * fail, each returning SP_OK or a negative SP_E* code. */
+#define JOB_QUEUE_OPS(X)                                                                           \
+    /* Adds a waiting job; its id goes to id_out (JOB_ID_MAX bytes). */                            \
+    X(enqueue, (const struct job_spec *spec, int64_t now, char *id_out, struct sp_error *err),     \
+      (spec, now, id_out, err))                                                                    \
+    /* Leases up to max due jobs (and jobs whose lease expired) into out[0..*n) until             \
+     * now + lease_ms. With *n == 0, *next_due is the run time of the next delayed job or 0. */   \
+    X(reserve,                                                                                     \
+      (int64_t now, int64_t lease_ms, int max, struct arena *a, struct job *out, int *n,           \
+       int64_t *next_due, struct sp_error *err),                                                   \
+      (now, lease_ms, max, a, out, n, next_due, err))                                              \
+    /* Ends an attempt: completed (j->result is its return value). */                              \
+    X(complete, (const struct job *j, int64_t now, struct sp_error *err), (j, now, err))           \
+    /* Ends an attempt: delayed until run_at with `error` recorded. */                             \
+    X(retry,                                                                                       \
+      (const struct job *j, int64_t now, int64_t run_at, const char *error, struct sp_error *err), \
+      (j, now, run_at, error, err))                                                                \
+    /* Ends an attempt: failed for good (dead letter). */                                          \
+    X(fail, (const struct job *j, int64_t now, const char *error, struct sp_error *err),           \
+      (j, now, error, err))                                                                        \
+    /* Before recording outcomes: lost[i] = 1 for each of jobs[0..n) that is not ours any more   \
+     * (a queue whose outcomes are fenced inside the transaction reports none lost). */           \
+    X(fence, (const struct job *const *jobs, int n, int *lost, struct sp_error *err),              \
+      (jobs, n, lost, err))                                                                        \
+    /* The jobs of a group, oldest first. */                                                       \
+    X(list_group,                                                                                  \
+      (const char *group, struct arena *a, struct job **out, int *n, struct sp_error *err),        \
+      (group, a, out, n, err))                                                                     \
+    /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */       \
+    X(renew, (int64_t now, int64_t lease_ms, struct sp_error *err), (now, lease_ms, err))          \
+    /* Recovery of jobs whose holder died or stalled; cheap when not due. */                       \
+    X(maintain, (int64_t now, struct sp_error *err), (now, err))                                   \
+    /* Blocks an idle worker until a job may be ready or timeout_ms passes. */                     \
+    X(wait, (int64_t timeout_ms, struct sp_error *err), (timeout_ms, err))                         \
+    /* The caller's unit of work committed: applies the transitions it decided. */                 \
+    X(after_commit, (struct sp_error * err), (err))
+
+/* The operations that cannot fail. */
+#define JOB_QUEUE_VOID_OPS(X)                                                                      \
+    /* The caller's unit of work rolled back: forgets it, gives reserved jobs back. */             \
+    X(after_rollback, (void), ())                                                                  \
+    /* Wakes idle workers of this process (after a commit that enqueued). */                       \
+    X(wake, (void), ())
+
+#define JOB_QUEUE_PARAMS_(...) (struct job_queue * q, ##__VA_ARGS__)
+#define JOB_QUEUE_FIELD_(name, params, args) int(*name) JOB_QUEUE_PARAMS_ params;
+#define JOB_QUEUE_VOID_FIELD_(name, params, args) void(*name)(struct job_queue * q);
+
 struct job_queue_ops {
     const char *name;
-    /* Adds a waiting job; its id goes to id_out (JOB_ID_MAX bytes). */
-    int (*enqueue)(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
-                   struct sp_error *err);
-    /* Leases the next due job (or one whose lease expired) until now + lease_ms, inside the
-     * caller's unit of work. *found is 0 when none is due; then *next_due is the run time of
-     * the next delayed job or 0. */
-    int (*reserve)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
-                   struct job *out, int *found, int64_t *next_due, struct sp_error *err);
-    /* Optional (NULL: reserve one at a time): reserves up to max due jobs into out[0..*n) in one
-     * round trip; *next_due as for reserve when *n is 0. */
-    int (*reserve_many)(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
-                        struct job *out, int max, int *n, int64_t *next_due, struct sp_error *err);
-    /* complete, retry and fail end the attempt of a job reserved by this caller: they return
-     * SP_ECONFLICT, changing nothing, when the lease was lost (it expired and another worker took
-     * the job), so a stale worker can never overwrite a newer worker's outcome. */
-    /* Ends an attempt: completed. */
-    int (*complete)(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err);
-    /* Ends an attempt: delayed until run_at with `error` recorded. */
-    int (*retry)(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at,
-                 const char *error, struct sp_error *err);
-    /* Ends an attempt: failed for good (dead letter). */
-    int (*fail)(struct job_queue *q, const struct job *j, int64_t now, const char *error,
-                struct sp_error *err);
-    /* The jobs correlated with a lead, oldest first. */
-    int (*list_by_lead)(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
-                        int *n, struct sp_error *err);
-    /* Wakes idle workers of this process (after a commit that enqueued). May be NULL. */
-    void (*wake)(struct job_queue *q);
-
-    /* The rest may be NULL (the SQL queue: everything is part of the database transaction). */
-    /* The caller's unit of work committed: applies the job transitions it decided. */
-    int (*after_commit)(struct job_queue *q, struct sp_error *err);
-    /* The caller's unit of work rolled back: forgets them and gives back reserved jobs. */
-    void (*after_rollback)(struct job_queue *q);
-    /* Extends the lease of a reserved job to now + lease_ms; SP_ECONFLICT (field "job") when
-     * it was lost. */
-    int (*touch)(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err);
-    /* touch for n jobs in one round trip: lost[i] = 1 when the lease of *jobs[i] was lost. */
-    int (*touch_many)(struct job_queue *q, const struct job *const *jobs, int n, int64_t lease_ms,
-                      int *lost, struct sp_error *err);
-    /* Blocks until a job may be ready or timeout_ms passes (an idle worker). */
-    int (*wait)(struct job_queue *q, int64_t timeout_ms, struct sp_error *err);
-    /* Periodic upkeep by workers (stalled-job recovery); cheap when not due. */
-    int (*maintain)(struct job_queue *q, struct sp_error *err);
+    JOB_QUEUE_OPS(JOB_QUEUE_FIELD_)
+    JOB_QUEUE_VOID_OPS(JOB_QUEUE_VOID_FIELD_)
 };
 
 struct job_queue {
     const struct job_queue_ops *ops;
 };
 
-static inline int SP_MUST_CHECK
-job_queue_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
-                  struct sp_error *err)
-{
-    return q->ops->enqueue(q, spec, now, id_out, err);
-}
-static inline int SP_MUST_CHECK
-job_queue_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a,
-                  struct job *out, int *found, int64_t *next_due, struct sp_error *err)
-{
-    return q->ops->reserve(q, now, lease_ms, a, out, found, next_due, err);
-}
-static inline int SP_MUST_CHECK
-job_queue_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
-{
-    return q->ops->complete(q, j, now, err);
-}
-static inline int SP_MUST_CHECK
-job_queue_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at,
-                const char *error, struct sp_error *err)
-{
-    return q->ops->retry(q, j, now, run_at, error, err);
-}
-static inline int SP_MUST_CHECK
-job_queue_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
-               struct sp_error *err)
-{
-    return q->ops->fail(q, j, now, error, err);
-}
-static inline int SP_MUST_CHECK
-job_queue_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out,
-                       int *n, struct sp_error *err)
-{
-    return q->ops->list_by_lead(q, lead_id, a, out, n, err);
-}
-static inline void
-job_queue_wake(struct job_queue *q)
-{
-    if (q->ops->wake)
-        q->ops->wake(q);
-}
+/* job_queue_<op>(q, ...): the wrappers every caller uses. */
+#define JOB_QUEUE_WRAPPER_(name, params, args)                                                     \
+    static inline int SP_MUST_CHECK job_queue_##name JOB_QUEUE_PARAMS_ params                      \
+    {                                                                                              \
+        return q->ops->name JOB_QUEUE_ARGS_ args;                                                  \
+    }
+#define JOB_QUEUE_ARGS_(...) (q, ##__VA_ARGS__)
+JOB_QUEUE_OPS(JOB_QUEUE_WRAPPER_)
 
-static inline int SP_MUST_CHECK
-job_queue_after_commit(struct job_queue *q, struct sp_error *err)
-{
-    return q->ops->after_commit ? q->ops->after_commit(q, err) : SP_OK;
-}
 static inline void
 job_queue_after_rollback(struct job_queue *q)
 {
-    if (q->ops->after_rollback)
-        q->ops->after_rollback(q);
+    q->ops->after_rollback(q);
 }
-static inline int SP_MUST_CHECK
-job_queue_touch(struct job_queue *q, const struct job *j, int64_t lease_ms, struct sp_error *err)
+
+static inline void
+job_queue_wake(struct job_queue *q)
 {
-    return q->ops->touch ? q->ops->touch(q, j, lease_ms, err) : SP_OK;
+    q->ops->wake(q);
 }
 
-/* The delay before the next attempt of j, after attempts_made attempts (counting the one that
- * just failed): BullMQ's formula for jobs that carry a backoff jitter >= 0 (fixed: backoff_ms;
- * exponential: round(2^(n-1) * backoff_ms); jitter j: a value in [d*(1-j), d) from `rnd`),
- * else job_backoff_delay with default_jitter_pct. */
-int64_t job_retry_delay(const struct job *j, int attempts_made, int default_jitter_pct,
-                        uint32_t rnd);
+/* An ops table naming prefix_<op> for every operation: a forgotten one fails to compile. */
+#define JOB_QUEUE_OP_INIT_(name, params, args) .name = JOB_QUEUE_IMPL_(name),
+#define JOB_QUEUE_OPS_TABLE(label)                                                                 \
+    {                                                                                              \
+        .name = label, JOB_QUEUE_OPS(JOB_QUEUE_OP_INIT_) JOB_QUEUE_VOID_OPS(JOB_QUEUE_OP_INIT_)    \
+    }
 
-/* Exponential backoff: base * 2^(attempts_made - 1), capped at one hour, then reduced by up to
- * `jitter_pct` percent using `rnd` (0..UINT32_MAX). attempts_made counts the failed attempt. */
-int64_t job_backoff_delay(int64_t base_ms, int attempts_made, int jitter_pct, uint32_t rnd);
+/* The worker's retry policy, the only one: after attempts_made attempts (counting the one that
+ * just failed), fixed: base_ms; exponential: base_ms * 2^(attempts_made - 1); capped at one
+ * hour; then reduced by up to jitter_pct percent using rnd (0..UINT32_MAX). */
+int64_t job_backoff_delay(enum job_backoff type, int64_t base_ms, int attempts_made,
+                          int jitter_pct, uint32_t rnd);

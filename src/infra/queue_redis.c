@@ -8,7 +8,8 @@
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "infra/db.h"
-#include "infra/queue_sql.h"
+#include "core/queue_signal.h"
+#include "infra/bullmq.h"
 #include "infra/redis.h"
 
 #include <jansson.h>
@@ -17,20 +18,6 @@
 #include <string.h>
 
 #define WAIT_MAX_MS 250 /* longest block on the marker */
-
-/* ---- scripts ------------------------------------------------------------------------------ */
-
-extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[], sp_lua_fail[],
-    sp_lua_extend[], sp_lua_giveback[], sp_lua_stalled[];
-
-enum { S_ADD = 0, S_FETCH, S_COMPLETE, S_RETRY, S_FAIL, S_EXTEND, S_GIVEBACK, S_STALLED, S_COUNT };
-
-const struct redis_script queue_redis_scripts[] = {
-    {"add", sp_lua_add},           {"fetch", sp_lua_fetch},     {"complete", sp_lua_complete},
-    {"retry", sp_lua_retry},       {"fail", sp_lua_fail},       {"extend", sp_lua_extend},
-    {"giveback", sp_lua_giveback}, {"stalled", sp_lua_stalled},
-};
-const int queue_redis_nscripts = S_COUNT;
 
 /* ---- SQL ---------------------------------------------------------------------------------- */
 
@@ -42,7 +29,7 @@ static const char SQL_ENQUEUE[] =
 #define OUTBOX_COLUMNS                                                                             \
     "id, name, lead_id, message_id, state, attempts_made, max_attempts, stalled_count,"            \
     " last_error, run_at, created_at, updated_at, finished_at"
-static const char SQL_BY_LEAD[] =
+static const char SQL_BY_GROUP[] =
     "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id";
 /* $1: a JSON array of job ids. */
 static const char SQL_ACTIVE[] = "UPDATE outbox SET state = 'active', updated_at = $2"
@@ -66,23 +53,13 @@ static const char SQL_STALLED_FAILED[] =
     "UPDATE outbox SET state = 'failed', stalled_count = stalled_count + 1, updated_at = $2,"
     " finished_at = $2, last_error = 'job stalled more than allowable limit'"
     " WHERE id = $1 AND state = 'active' AND updated_at < $3";
-static const char SQL_UNRELAYED[] = "SELECT id, name, data, opts, created_at FROM outbox"
-                                    " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1";
-static const char SQL_UNRELAYED_PG[] =
-    "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
-    " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED";
-/* $2: a JSON array of the published ids. */
-static const char SQL_RELAYED[] = "UPDATE outbox SET relayed_at = $1"
-                                  " WHERE id IN (SELECT value FROM json_each($2))";
-static const char SQL_RELAYED_PG[] =
-    "UPDATE outbox SET relayed_at = $1 WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))";
 
 /* ---- shared ------------------------------------------------------------------------------- */
 
 void
 queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const char *name,
                         int keep_completed, int64_t stalled_interval_ms, int max_stalled,
-                        struct queue_signal *relay)
+                        int64_t lock_ms, struct queue_signal *relay)
 {
     memset(s, 0, sizeof(*s));
     snprintf(s->prefix, sizeof(s->prefix), "%s:%s:", prefix, name);
@@ -90,49 +67,20 @@ queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const 
     s->keep_failed = -1;
     s->stalled_interval_ms = stalled_interval_ms;
     s->max_stalled = max_stalled;
+    s->lock_ms = lock_ms;
     s->jitter = 0.2;
     s->stacktrace_limit = 10;
     s->relay = relay;
     sp_uuid_v4(s->worker_id);
     atomic_init(&s->token_seq, 0);
     atomic_init(&s->next_stalled_check, 0);
-    pthread_mutex_init(&s->held_mu, NULL);
+    bullmq_locks_init(&s->held);
 }
 
 void
 queue_redis_shared_cleanup(struct queue_redis_shared *s)
 {
-    pthread_mutex_destroy(&s->held_mu);
-    free(s->held);
-    s->held = NULL;
-    s->nheld = s->held_cap = 0;
-}
-
-static void
-held_add(struct queue_redis_shared *s, const char *id, const char *token)
-{
-    pthread_mutex_lock(&s->held_mu);
-    if (s->nheld == s->held_cap) {
-        s->held_cap = s->held_cap ? s->held_cap * 2 : 64;
-        s->held = xrealloc(s->held, (size_t)s->held_cap * sizeof(*s->held));
-    }
-    snprintf(s->held[s->nheld].id, sizeof(s->held[0].id), "%s", id);
-    snprintf(s->held[s->nheld].token, sizeof(s->held[0].token), "%s", token);
-    s->nheld++;
-    pthread_mutex_unlock(&s->held_mu);
-}
-
-static void
-held_remove(struct queue_redis_shared *s, const char *id, const char *token)
-{
-    pthread_mutex_lock(&s->held_mu);
-    for (int i = 0; i < s->nheld; i++) {
-        if (strcmp(s->held[i].id, id) == 0 && strcmp(s->held[i].token, token) == 0) {
-            s->held[i] = s->held[--s->nheld];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&s->held_mu);
+    bullmq_locks_cleanup(&s->held);
 }
 
 /* ---- unit-of-work bookkeeping ------------------------------------------------------------- */
@@ -142,7 +90,7 @@ enum op_kind { OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RESERVED };
 struct queue_redis_op {
     enum op_kind kind;
     char id[JOB_ID_MAX];
-    char token[96];
+    char token[JOB_LEASE_MAX];
     int64_t now;
     int64_t delay;
     char *text; /* OP_COMPLETE: return value JSON; OP_RETRY/OP_FAIL: the reason (owned) */
@@ -168,7 +116,7 @@ op_push(struct queue_redis *q, enum op_kind kind, const struct job *j, int64_t n
     memset(op, 0, sizeof(*op));
     op->kind = kind;
     snprintf(op->id, sizeof(op->id), "%s", j->id);
-    snprintf(op->token, sizeof(op->token), "%s", j->token ? j->token : "");
+    snprintf(op->token, sizeof(op->token), "%s", j->lease);
     op->now = now;
     op->text = text ? xstrdup(text) : NULL;
     return op;
@@ -186,7 +134,7 @@ ops_clear(struct queue_redis *q, enum release release)
 {
     for (int i = 0; i < q->nops; i++) {
         if (release == RELEASE_ALL || (release == RELEASE_ENDED && q->ops[i].kind != OP_RESERVED))
-            held_remove(q->shared, q->ops[i].id, q->ops[i].token);
+            bullmq_locks_remove(&q->shared->held, q->ops[i].id, q->ops[i].token);
         free(q->ops[i].text);
     }
     q->nops = 0;
@@ -199,24 +147,6 @@ queue_redis_cleanup(struct queue_redis *q)
     free(q->ops);
     q->ops = NULL;
     q->cap = 0;
-}
-
-/* A script's code for "this lock is not ours": release() in common.lua. */
-static const char *
-release_text(long long code)
-{
-    switch (code) {
-    case -1:
-        return "the job no longer exists";
-    case -2:
-        return "its lock expired";
-    case -6:
-        return "another worker holds its lock";
-    case -3:
-        return "it is not active";
-    default:
-        return "unexpected script result";
-    }
 }
 
 static int
@@ -237,8 +167,8 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
     char opts[320], keep[48] = "";
     char id[JOB_ID_MAX];
 
-    if (spec->message_id && strlen(spec->message_id) < JOB_ID_MAX)
-        snprintf(id, sizeof(id), "%s", spec->message_id); /* one job per message */
+    if (spec->key && strlen(spec->key) < JOB_ID_MAX)
+        snprintf(id, sizeof(id), "%s", spec->key); /* one job per key (BullMQ's jobId) */
     else
         sp_uuid_v7(id);
     /* BullMQ's removeOnComplete: a count keeps the newest N, true keeps none. */
@@ -252,8 +182,8 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
              spec->max_attempts, (long long)spec->backoff_ms, q->shared->jitter, id, keep);
     snprintf(id_out, JOB_ID_MAX, "%s", id);
     return db_exec(q->conn, SQL_ENQUEUE,
-                   DB_ARGS(db_text(id), db_text(spec->name), db_text(spec->lead_id),
-                           db_text(spec->message_id), db_text(spec->data), db_text(opts),
+                   DB_ARGS(db_text(id), db_text(spec->name), db_text(spec->group),
+                           db_text(spec->key), db_text(spec->data), db_text(opts),
                            db_int(spec->max_attempts), db_time(now)),
                    NULL, err);
 }
@@ -264,8 +194,8 @@ row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *er
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
     j->name = db_cell(rows, i, 1);
-    j->lead_id = db_cell(rows, i, 2);
-    j->message_id = db_cell(rows, i, 3);
+    j->group = db_cell(rows, i, 2);
+    j->key = db_cell(rows, i, 3);
     if (job_state_parse(db_cell(rows, i, 4), &j->state) != 0)
         return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
     j->attempts_made = (int)db_cell_int(rows, i, 5);
@@ -276,16 +206,15 @@ row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *er
     j->created_at = db_cell_int(rows, i, 10);
     j->updated_at = db_cell_int(rows, i, 11);
     j->finished_at = db_cell_int(rows, i, 12);
-    j->backoff_jitter = 0;
     return SP_OK;
 }
 
 static int
-q_list_by_lead(struct job_queue *base, const char *lead_id, struct arena *a, struct job **out,
-               int *n, struct sp_error *err)
+q_list_group(struct job_queue *base, const char *group, struct arena *a, struct job **out, int *n,
+             struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(base)->conn, SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = db_query(self_of(base)->conn, SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
@@ -311,98 +240,6 @@ q_wake(struct job_queue *base)
 
 /* ---- reserve ------------------------------------------------------------------------------ */
 
-/* opts.backoff: a number (fixed delay) or {type, delay, jitter}. */
-static void
-parse_backoff(json_t *b, struct job *j)
-{
-    j->backoff_type = JOB_BACKOFF_FIXED;
-    j->backoff_ms = 0;
-    j->backoff_jitter = 0;
-    if (json_is_number(b)) {
-        j->backoff_ms = (int64_t)json_number_value(b);
-        return;
-    }
-    if (!json_is_object(b))
-        return;
-    if (json_is_number(json_object_get(b, "delay")))
-        j->backoff_ms = (int64_t)json_number_value(json_object_get(b, "delay"));
-    if (json_is_number(json_object_get(b, "jitter")))
-        j->backoff_jitter = json_number_value(json_object_get(b, "jitter"));
-    if (json_is_string(json_object_get(b, "type"))) {
-        const char *t = json_string_value(json_object_get(b, "type"));
-        if (strcmp(t, "exponential") == 0)
-            j->backoff_type = JOB_BACKOFF_EXPONENTIAL;
-        else if (strcmp(t, "fixed") != 0)
-            log_warn("job %s: backoff type \"%s\" is a Node function; retrying at fixed delay",
-                     j->id, t);
-    }
-    if (j->backoff_ms < 0)
-        j->backoff_ms = 0;
-}
-
-static void
-parse_opts(const char *opts, struct job *j)
-{
-    json_t *o = opts ? json_loads(opts, 0, NULL) : NULL;
-
-    j->max_attempts = 1;
-    j->backoff_type = JOB_BACKOFF_FIXED;
-    j->backoff_jitter = 0;
-    if (o && json_is_integer(json_object_get(o, "attempts")) &&
-        json_integer_value(json_object_get(o, "attempts")) > 1)
-        j->max_attempts = (int)json_integer_value(json_object_get(o, "attempts"));
-    if (o)
-        parse_backoff(json_object_get(o, "backoff"), j);
-    json_decref(o);
-}
-
-/* data.messageId and data.leadId, copied into the arena (NULL when absent or not JSON). */
-static void
-parse_data(const char *data, struct arena *a, struct job *j)
-{
-    json_t *d = data ? json_loads(data, 0, NULL) : NULL;
-    json_t *v;
-
-    if ((v = json_object_get(d, "messageId")) && json_is_string(v))
-        j->message_id = arena_strdup(a, json_string_value(v));
-    if ((v = json_object_get(d, "leadId")) && json_is_string(v))
-        j->lead_id = arena_strdup(a, json_string_value(v));
-    json_decref(d);
-}
-
-static const char *
-field(const redisReply *h, const char *name)
-{
-    for (size_t i = 0; i + 1 < h->elements; i += 2)
-        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0 &&
-            h->element[i + 1]->type == REDIS_REPLY_STRING)
-            return h->element[i + 1]->str;
-    return NULL;
-}
-
-static int64_t
-field_int(const redisReply *h, const char *name)
-{
-    const char *v = field(h, name);
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-
-static void
-hash_to_job(const redisReply *h, struct arena *a, struct job *j)
-{
-    const char *atm = field(h, "atm");
-
-    j->name = arena_strdup(a, field(h, "name") ? field(h, "name") : "");
-    j->data = arena_strdup(a, field(h, "data") ? field(h, "data") : "null");
-    parse_opts(field(h, "opts"), j);
-    parse_data(j->data, a, j);
-    j->attempts_made = (int)(atm ? strtol(atm, NULL, 10) : field_int(h, "attemptsMade"));
-    j->stalled_count = (int)field_int(h, "stc");
-    j->created_at = field_int(h, "timestamp");
-    j->last_error = field(h, "failedReason") ? arena_strdup(a, field(h, "failedReason")) : NULL;
-    j->state = JOB_ACTIVE;
-}
-
 /* Fails a fetched job this worker cannot carry (an id longer than JOB_ID_MAX - 1): it would
  * otherwise come back after every stalled check. */
 static int
@@ -415,7 +252,7 @@ fail_uncarried(struct queue_redis *q, const char *id, const char *token, const c
     int rc;
 
     log_warn("fetch: job id \"%.40s...\" longer than %d bytes: failed", id, JOB_ID_MAX - 1);
-    rc = redis_script_call(q->redis, S_FAIL, 7, argv, NULL, &rep, err);
+    rc = redis_script_call(q->redis, BULLMQ_FAIL, 7, argv, NULL, &rep, err);
     redis_reply_free(rep);
     return rc;
 }
@@ -423,8 +260,8 @@ fail_uncarried(struct queue_redis *q, const char *id, const char *token, const c
 /* Reserves up to max jobs with one script call, and marks their records active with one
  * statement. */
 static int
-q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a,
-               struct job *out, int max, int *n, int64_t *next_due, struct sp_error *err)
+q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct arena *a,
+          struct job *out, int *n, int64_t *next_due, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     char snow[24], slease[24], skeep[16], smax[16], token[72];
@@ -449,7 +286,7 @@ q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct are
     argv[3] = slease;
     argv[4] = skeep;
     argv[5] = smax;
-    rc = redis_script_call(q->redis, S_FETCH, 6, argv, NULL, &rep, err);
+    rc = redis_script_call(q->redis, BULLMQ_FETCH, 6, argv, NULL, &rep, err);
     if (rc != SP_OK)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || rep->elements % 2 != 1 ||
@@ -462,7 +299,7 @@ q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct are
     jsonw_arr_begin(&w);
     for (size_t i = 1; rc == SP_OK && i + 1 < rep->elements; i += 2) {
         const redisReply *id = rep->element[i], *h = rep->element[i + 1];
-        char jtoken[96];
+        char jtoken[JOB_LEASE_MAX];
         struct job *j = &out[*n];
         snprintf(jtoken, sizeof(jtoken), "%s:%zu", token, (i + 1) / 2);
         if (id->type != REDIS_REPLY_STRING || h->type != REDIS_REPLY_ARRAY) {
@@ -475,12 +312,11 @@ q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct are
         }
         memset(j, 0, sizeof(*j));
         snprintf(j->id, sizeof(j->id), "%s", id->str);
-        hash_to_job(h, a, j);
-        j->token = arena_strdup(a, jtoken);
-        j->lease_until = now + lease_ms;
+        bullmq_hash_to_job(h, a, j);
+        snprintf(j->lease, sizeof(j->lease), "%s", jtoken);
         j->run_at = now;
         op_push(q, OP_RESERVED, j, now, NULL);
-        held_add(q->shared, j->id, jtoken);
+        bullmq_locks_add(&q->shared->held, j->id, jtoken);
         jsonw_str(&w, j->id);
         (*n)++;
     }
@@ -491,13 +327,6 @@ q_reserve_many(struct job_queue *base, int64_t now, int64_t lease_ms, struct are
                      q->conn->ops->dialect == DB_DIALECT_POSTGRES ? SQL_ACTIVE_PG : SQL_ACTIVE,
                      DB_ARGS(db_text(jsonw_finish_or(&w, "[]")), db_time(now)), NULL, err);
     return rc;
-}
-
-static int
-q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-          int *found, int64_t *next_due, struct sp_error *err)
-{
-    return q_reserve_many(base, now, lease_ms, a, out, 1, found, next_due, err);
 }
 
 /* ---- outcomes ----------------------------------------------------------------------------- */
@@ -562,14 +391,14 @@ op_call(struct queue_redis *q, const struct queue_redis_op *op, struct op_bufs *
     argv[3] = b->v[0];
     switch (op->kind) {
     case OP_COMPLETE:
-        call->script = S_COMPLETE;
+        call->script = BULLMQ_COMPLETE;
         argv[4] = op->text;
         snprintf(b->v[1], sizeof(b->v[1]), "%d", q->shared->keep_completed);
         argv[5] = b->v[1];
         call->argc = 6;
         break;
     case OP_RETRY:
-        call->script = S_RETRY;
+        call->script = BULLMQ_RETRY;
         snprintf(b->v[1], sizeof(b->v[1]), "%lld", (long long)op->delay);
         argv[4] = b->v[1];
         argv[5] = op->text;
@@ -578,7 +407,7 @@ op_call(struct queue_redis *q, const struct queue_redis_op *op, struct op_bufs *
         call->argc = 7;
         break;
     case OP_FAIL:
-        call->script = S_FAIL;
+        call->script = BULLMQ_FAIL;
         argv[4] = op->text;
         snprintf(b->v[1], sizeof(b->v[1]), "%d", q->shared->keep_failed);
         argv[5] = b->v[1];
@@ -587,7 +416,7 @@ op_call(struct queue_redis *q, const struct queue_redis_op *op, struct op_bufs *
         call->argc = 7;
         break;
     default:
-        call->script = S_GIVEBACK; /* OP_RESERVED: giveback(P, id, token) */
+        call->script = BULLMQ_GIVEBACK; /* OP_RESERVED: giveback(P, id, token) */
         call->argc = 3;
         break;
     }
@@ -612,7 +441,7 @@ run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
     rc = redis_pipeline(q->redis, calls, n, replies, err);
     for (int i = 0; i < n; i++)
         if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer != 0)
-            log_warn("job %s: not updated in Redis: %s", ids[i], release_text(replies[i]->integer));
+            log_warn("job %s: not updated in Redis: %s", ids[i], bullmq_release_text(replies[i]->integer));
     redis_replies_free(replies, n);
     free(ids);
     free(replies);
@@ -649,61 +478,87 @@ q_after_rollback(struct job_queue *base)
     ops_clear(q, RELEASE_ALL);
 }
 
-/* The extend call of one held lock. */
-static void
-extend_call(const struct queue_redis_shared *s, const char *id, const char *token,
-            const char *slease, struct redis_call *call)
-{
-    call->script = S_EXTEND;
-    call->argc = 4;
-    call->argv[0] = s->prefix;
-    call->argv[1] = id;
-    call->argv[2] = token ? token : "";
-    call->argv[3] = slease;
-}
-
-/* Whether an extend reply says the lock is ours (no reply: cannot tell, so not lost). */
+/* Extends the locks of jobs[0..n) in one round trip: lost[i] = 1 when one is not ours. */
 static int
-extend_lost(const redisReply *rep)
+extend_many(struct queue_redis *q, const struct job *const *jobs, int n, int64_t lease_ms,
+            int *lost, struct sp_error *err)
 {
-    return rep && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1);
-}
-
-static int
-q_touch_many(struct job_queue *base, const struct job *const *jobs, int n, int64_t lease_ms,
-             int *lost, struct sp_error *err)
-{
-    struct queue_redis *q = self_of(base);
     struct redis_call *calls;
     redisReply **replies;
     char slease[24];
     int rc = need_redis(q, err);
 
-    if (rc != SP_OK)
+    if (rc != SP_OK || n <= 0)
         return rc;
     calls = xcalloc((size_t)n, sizeof(*calls));
     replies = xcalloc((size_t)n, sizeof(*replies));
     snprintf(slease, sizeof(slease), "%lld", (long long)lease_ms);
     for (int i = 0; i < n; i++)
-        extend_call(q->shared, jobs[i]->id, jobs[i]->token, slease, &calls[i]);
+        bullmq_extend_call(q->shared->prefix, jobs[i]->id, jobs[i]->lease, slease, &calls[i]);
     rc = redis_pipeline(q->redis, calls, n, replies, err);
     for (int i = 0; i < n; i++)
-        lost[i] = extend_lost(replies[i]);
+        lost[i] = bullmq_extend_lost(replies[i]);
     redis_replies_free(replies, n);
     free(replies);
     free(calls);
     return rc;
 }
 
-static int
-q_touch(struct job_queue *base, const struct job *j, int64_t lease_ms, struct sp_error *err)
-{
-    int lost = 0;
-    int rc = q_touch_many(base, &j, 1, lease_ms, &lost, err);
+/* ---- lock renewal ------------------------------------------------------------------------- */
 
-    if (rc == SP_OK && lost)
-        rc = sp_error_set(err, SP_ECONFLICT, "job", "lock on job %s was lost", j->id);
+/* Extends the lock of every job the process holds to lock_ms from now (BullMQ renews its locks
+ * every lockDuration / 2, whatever the processor is doing): a long send keeps its job. A job
+ * whose lock is not ours any more is forgotten. */
+static int
+renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, struct sp_error *err)
+{
+    struct bullmq_lock *list;
+    struct redis_call *calls;
+    redisReply **replies;
+    char slock[24];
+    int n, rc;
+
+    list = bullmq_locks_snapshot(&s->held, &n);
+    calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
+    replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
+    snprintf(slock, sizeof(slock), "%lld", (long long)lock_ms);
+    for (int i = 0; i < n; i++)
+        bullmq_extend_call(s->prefix, list[i].id, list[i].token, slock, &calls[i]);
+    rc = redis_pipeline(r, calls, n, replies, err);
+    for (int i = 0; i < n; i++) {
+        if (bullmq_extend_lost(replies[i])) {
+            log_debug("job %s: lock lost; no longer renewed", list[i].id);
+            bullmq_locks_remove(&s->held, list[i].id, list[i].token);
+        }
+    }
+    redis_replies_free(replies, n);
+    free(replies);
+    free(calls);
+    free(list);
     return rc;
+}
+
+
+/* ---- wiring ------------------------------------------------------------------------------- */
+
+/* Outcomes are written to Redis only after the commit: the locks are checked (and extended)
+ * before the transaction instead. */
+static int
+q_fence(struct job_queue *base, const struct job *const *jobs, int n, int *lost,
+        struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    return extend_many(q, jobs, n, q->shared->lock_ms, lost, err);
+}
+
+static int
+q_renew(struct job_queue *base, int64_t now, int64_t lease_ms, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int rc = need_redis(q, err);
+
+    (void)now;
+    return rc != SP_OK ? rc : renew_locks(q->shared, q->redis, lease_ms, err);
 }
 
 static int
@@ -758,7 +613,7 @@ record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, in
 }
 
 static int
-q_maintain(struct job_queue *base, struct sp_error *err)
+q_maintain(struct job_queue *base, int64_t now, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     struct queue_redis_shared *s = q->shared;
@@ -771,12 +626,12 @@ q_maintain(struct job_queue *base, struct sp_error *err)
         !atomic_compare_exchange_strong(&s->next_stalled_check, &due,
                                         mono + s->stalled_interval_ms))
         return SP_OK; /* not due, or another thread of this process took this turn */
-    checked = sp_clock_now_ms(&sp_clock_real);
+    checked = now;
     snprintf(snow, sizeof(snow), "%lld", (long long)checked);
     snprintf(sint, sizeof(sint), "%lld", (long long)s->stalled_interval_ms);
     snprintf(smax, sizeof(smax), "%d", s->max_stalled);
     snprintf(skeep, sizeof(skeep), "%d", s->keep_failed);
-    rc = redis_script_call(q->redis, S_STALLED, 5,
+    rc = redis_script_call(q->redis, BULLMQ_STALLED, 5,
                            (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep, err);
     if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
         rc = record_stalled(q, rep->element[0], SQL_STALLED, checked, err);
@@ -787,135 +642,8 @@ q_maintain(struct job_queue *base, struct sp_error *err)
     return rc;
 }
 
-/* ---- lock renewal ------------------------------------------------------------------------- */
-
-int
-queue_redis_renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms,
-                        struct sp_error *err)
-{
-    struct queue_redis_held *list;
-    struct redis_call *calls;
-    redisReply **replies;
-    char slock[24];
-    int n, rc;
-
-    pthread_mutex_lock(&s->held_mu);
-    n = s->nheld;
-    list = xmalloc((size_t)(n ? n : 1) * sizeof(*list));
-    if (n > 0) /* s->held is NULL until the first job */
-        memcpy(list, s->held, (size_t)n * sizeof(*list));
-    pthread_mutex_unlock(&s->held_mu);
-    calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
-    replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
-    snprintf(slock, sizeof(slock), "%lld", (long long)lock_ms);
-    for (int i = 0; i < n; i++)
-        extend_call(s, list[i].id, list[i].token, slock, &calls[i]);
-    rc = redis_pipeline(r, calls, n, replies, err);
-    for (int i = 0; i < n; i++) {
-        if (extend_lost(replies[i])) {
-            log_debug("job %s: lock lost; no longer renewed", list[i].id);
-            held_remove(s, list[i].id, list[i].token);
-        }
-    }
-    redis_replies_free(replies, n);
-    free(replies);
-    free(calls);
-    free(list);
-    return rc;
-}
-
-/* ---- relay -------------------------------------------------------------------------------- */
-
-static int
-publish(struct queue_redis *q, const struct db_rows *rows, struct sp_error *err)
-{
-    int n = rows->nrows, rc;
-    struct redis_call *calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
-    redisReply **replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
-
-    for (int i = 0; i < n; i++) {
-        struct redis_call *c = &calls[i];
-        c->script = S_ADD;
-        c->argc = 8;
-        c->argv[0] = q->shared->prefix;
-        for (int col = 0; col < 5; col++) /* id, name, data, opts, timestamp */
-            c->argv[1 + col] = db_cell(rows, i, col);
-        c->argv[6] = "0"; /* delay */
-        c->argv[7] = "0"; /* priority */
-    }
-    rc = redis_pipeline(q->redis, calls, n, replies, err);
-    redis_replies_free(replies, n);
-    free(replies);
-    free(calls);
-    return rc;
-}
-
-int
-queue_redis_relay_batch(struct queue_redis *q, int limit, int *n, struct sp_error *err)
-{
-    int pg = q->conn->ops->dialect == DB_DIALECT_POSTGRES;
-    struct arena *a = arena_new();
-    struct db_rows rows;
-    struct jsonw w;
-    int rc;
-
-    *n = 0;
-    rc = need_redis(q, err);
-    if (rc == SP_OK)
-        rc = db_begin(q->conn, err);
-    if (rc != SP_OK) {
-        arena_free(a);
-        return rc;
-    }
-    /* The relayed mark need not survive a crash (a row published again is the same job): its
-     * commit does not wait for the WAL flush, and leaves the flushes to the captures. */
-    if (pg)
-        rc = db_exec(q->conn, "SET LOCAL synchronous_commit = off", DB_NOARGS, NULL, err);
-    if (rc == SP_OK)
-        rc = db_query(q->conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a,
-                      &rows, err);
-    if (rc == SP_OK && rows.nrows > 0)
-        rc = publish(q, &rows, err);
-    if (rc == SP_OK && rows.nrows > 0) {
-        jsonw_init(&w, a, 64 * (size_t)rows.nrows);
-        jsonw_arr_begin(&w);
-        for (int i = 0; i < rows.nrows; i++)
-            jsonw_str(&w, db_cell(&rows, i, 0));
-        jsonw_arr_end(&w);
-        rc = db_exec(
-            q->conn, pg ? SQL_RELAYED_PG : SQL_RELAYED,
-            DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)), db_text(jsonw_finish_or(&w, "[]"))),
-            NULL, err);
-    }
-    if (rc == SP_OK)
-        rc = db_commit(q->conn, err);
-    else
-        db_rollback(q->conn);
-    if (rc == SP_OK)
-        *n = rows.nrows;
-    arena_free(a);
-    return rc;
-}
-
-/* ---- wiring ------------------------------------------------------------------------------- */
-
-static const struct job_queue_ops redis_queue_ops = {
-    .name = "redis",
-    .enqueue = q_enqueue,
-    .reserve = q_reserve,
-    .reserve_many = q_reserve_many,
-    .complete = q_complete,
-    .retry = q_retry,
-    .fail = q_fail,
-    .list_by_lead = q_list_by_lead,
-    .wake = q_wake,
-    .after_commit = q_after_commit,
-    .after_rollback = q_after_rollback,
-    .touch = q_touch,
-    .touch_many = q_touch_many,
-    .wait = q_wait,
-    .maintain = q_maintain,
-};
+#define JOB_QUEUE_IMPL_(name) q_##name
+static const struct job_queue_ops redis_queue_ops = JOB_QUEUE_OPS_TABLE("redis");
 
 void
 queue_redis_init(struct queue_redis *q, struct queue_redis_shared *shared, struct db_conn *conn,

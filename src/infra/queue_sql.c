@@ -2,21 +2,29 @@
 #include "infra/queue_sql.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/queue_signal.h"
+#include "core/rand.h"
 #include "infra/db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#define MAX_STALLED_DEFAULT 3
+#define CHECK_EVERY_MS 1000 /* dead-holder checks, per process */
 
 static const char SQL_ENQUEUE[] =
     "INSERT INTO jobs (name, lead_id, message_id, data, state, attempts_made, max_attempts,"
     " backoff_ms, run_at, created_at, updated_at)"
     " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id";
 #define JOB_COLUMNS                                                                                \
-    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"         \
+    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"                     \
     " stalled_count, last_error, run_at, created_at, updated_at, finished_at"
 static const char SQL_DUE[] = "SELECT " JOB_COLUMNS " FROM jobs"
                               " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
@@ -33,82 +41,161 @@ static const char SQL_EXPIRED_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
                                      " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED";
 static const char SQL_NEXT_DUE[] =
     "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')";
-static const char SQL_ACTIVATE[] = "UPDATE jobs SET state = 'active', lease_until = $2,"
-                                   " stalled_count = $3, updated_at = $4 WHERE id = $1";
+static const char SQL_ACTIVATE[] =
+    "UPDATE jobs SET state = 'active', lease_until = $2, lease_token = $3, holder = $4,"
+    " stalled_count = $5, updated_at = $6 WHERE id = $1";
 static const char SQL_COMPLETE[] =
     "UPDATE jobs SET state = 'completed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " updated_at = $2, finished_at = $2 WHERE id = $1 AND state = 'active' AND lease_until = $3";
+    " lease_token = NULL, holder = NULL, updated_at = $2, finished_at = $2"
+    " WHERE id = $1 AND state = 'active' AND lease_token = $3";
 static const char SQL_RETRY[] =
     "UPDATE jobs SET state = 'delayed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " run_at = $3, last_error = $4, updated_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_until = $5";
+    " lease_token = NULL, holder = NULL, run_at = $3, last_error = $4, updated_at = $2"
+    " WHERE id = $1 AND state = 'active' AND lease_token = $5";
 static const char SQL_FAIL[] =
     "UPDATE jobs SET state = 'failed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " last_error = $3, updated_at = $2, finished_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_until = $4";
+    " lease_token = NULL, holder = NULL, last_error = $3, updated_at = $2, finished_at = $2"
+    " WHERE id = $1 AND state = 'active' AND lease_token = $4";
 static const char SQL_FAIL_STALLED[] =
-    "UPDATE jobs SET state = 'failed', lease_until = NULL, stalled_count = stalled_count + 1,"
-    " last_error = $3, updated_at = $2, finished_at = $2 WHERE id = $1";
-static const char SQL_BY_LEAD[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id";
+    "UPDATE jobs SET state = 'failed', lease_until = NULL, lease_token = NULL, holder = NULL,"
+    " stalled_count = stalled_count + 1, last_error = $3, updated_at = $2, finished_at = $2"
+    " WHERE id = $1";
+static const char SQL_BY_GROUP[] =
+    "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id";
+static const char SQL_RENEW[] =
+    "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'";
+static const char SQL_HOLDERS[] = "SELECT DISTINCT holder FROM jobs"
+                                  " WHERE state = 'active' AND holder IS NOT NULL AND holder <> $1";
+/* The dead holder's jobs: their leases end now, and reserve takes them as stalled jobs. */
+static const char SQL_EXPIRE_HOLDER[] =
+    "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'";
+/* PostgreSQL liveness: a session lock per holder (bigint key), released by the server when the
+ * session ends. The keepalive takes it only when this session does not hold it yet (after a
+ * reconnection), so the lock count stays at one. */
+static const char SQL_PG_LOCK[] = "SELECT pg_advisory_lock($1::bigint)";
+static const char SQL_PG_KEEPALIVE[] =
+    "SELECT pg_advisory_lock($1::bigint) WHERE NOT EXISTS (SELECT 1 FROM pg_locks"
+    " WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 1 AND granted"
+    " AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)";
+static const char SQL_PG_TRY[] = "SELECT pg_try_advisory_lock($1::bigint)";
+static const char SQL_PG_UNLOCK[] = "SELECT pg_advisory_unlock($1::bigint)";
+
+/* ---- the node: this process as a holder ----------------------------------------------------- */
 
 void
-queue_signal_init(struct queue_signal *s)
+queue_sql_node_init(struct queue_sql_node *n, struct queue_signal *signal, int max_stalled)
 {
-    pthread_condattr_t attr;
+    uint64_t id = ((uint64_t)sp_random() << 30 ^ sp_random()) & ((1ULL << 62) - 1);
 
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &attr);
-    pthread_condattr_destroy(&attr);
-    s->seq = 0;
+    memset(n, 0, sizeof(*n));
+    n->signal = signal;
+    n->max_stalled = max_stalled < 0 ? 0 : max_stalled;
+    snprintf(n->holder, sizeof(n->holder), "%llu", (unsigned long long)(id ? id : 1));
+    atomic_init(&n->seq, 0);
+    atomic_init(&n->next_check, 0);
+    n->fd = -1;
+}
+
+static int
+lock_path(const struct queue_sql_node *n, const char *holder, char *out, size_t cap)
+{
+    int len = snprintf(out, cap, "%s/%s.lock", n->dir, holder);
+    return len > 0 && (size_t)len < cap ? SP_OK : SP_ETOOLARGE;
+}
+
+int
+queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path, struct sp_error *err)
+{
+    char path[PATH_MAX + 32], real[PATH_MAX];
+    int len;
+
+    /* Every process must name the same directory, whatever path it was given. */
+    if (realpath(db_path, real) == NULL)
+        return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot resolve %s: %s", db_path,
+                            strerror(errno));
+    len = snprintf(n->dir, sizeof(n->dir), "%s-workers", real);
+
+    if (len <= 0 || (size_t)len >= sizeof(n->dir) || lock_path(n, n->holder, path, sizeof(path)))
+        return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "database path too long");
+    if (mkdir(n->dir, 0700) != 0 && errno != EEXIST)
+        return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot create %s: %s", n->dir,
+                            strerror(errno));
+    n->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (n->fd < 0 || flock(n->fd, LOCK_EX | LOCK_NB) != 0)
+        return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot lock %s: %s", path,
+                            strerror(errno));
+    return SP_OK;
+}
+
+int
+queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn, struct sp_error *err)
+{
+    n->live = conn;
+    return db_exec(conn, SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
+}
+
+int
+queue_sql_node_keepalive(struct queue_sql_node *n, struct sp_error *err)
+{
+    if (n->live == NULL)
+        return SP_OK;
+    return db_exec(n->live, SQL_PG_KEEPALIVE, DB_ARGS(db_text(n->holder)), NULL, err);
 }
 
 void
-queue_signal_cleanup(struct queue_signal *s)
+queue_sql_node_cleanup(struct queue_sql_node *n)
 {
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-}
+    char path[PATH_MAX + 32];
 
-void
-queue_signal_wake(struct queue_signal *s)
-{
-    pthread_mutex_lock(&s->mu);
-    s->seq++;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-uint64_t
-queue_signal_seq(struct queue_signal *s)
-{
-    uint64_t v;
-    pthread_mutex_lock(&s->mu);
-    v = s->seq;
-    pthread_mutex_unlock(&s->mu);
-    return v;
-}
-
-void
-queue_signal_wait(struct queue_signal *s, uint64_t seen, int64_t timeout_ms)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
+    if (n->fd >= 0) {
+        if (lock_path(n, n->holder, path, sizeof(path)) == SP_OK)
+            unlink(path);
+        close(n->fd);
+        n->fd = -1;
     }
-    pthread_mutex_lock(&s->mu);
-    while (s->seq == seen) {
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
-            break;
-    }
-    pthread_mutex_unlock(&s->mu);
+    db_close(n->live);
+    n->live = NULL;
 }
+
+/* Whether the holder's process is gone. SQLite: its file is missing or nobody holds its lock
+ * (we remove it then); PostgreSQL: nobody holds its advisory lock. Anything we cannot tell is
+ * alive: its jobs then wait for their leases to expire. */
+static int
+holder_dead(struct queue_sql *self, const char *holder)
+{
+    struct queue_sql_node *n = self->node;
+    struct arena *a;
+    struct db_rows rows;
+    char path[PATH_MAX + 32];
+    int dead = 0, fd;
+
+    if (n->dir[0]) {
+        if (lock_path(n, holder, path, sizeof(path)) != SP_OK || strchr(holder, '/'))
+            return 0;
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            dead = 1;
+            unlink(path);
+        }
+        close(fd);
+        return dead;
+    }
+    if (n->live == NULL)
+        return 0; /* not a worker process: leave the check to those */
+    a = arena_new();
+    if (db_query(self->conn, SQL_PG_TRY, DB_ARGS(db_text(holder)), a, &rows, NULL) == SP_OK &&
+        rows.nrows == 1 && db_cell(&rows, 0, 0) && db_cell(&rows, 0, 0)[0] == 't') {
+        dead = 1;
+        if (db_exec(self->conn, SQL_PG_UNLOCK, DB_ARGS(db_text(holder)), NULL, NULL) != SP_OK)
+            log_debug("advisory unlock of holder %s failed", holder);
+    }
+    arena_free(a);
+    return dead;
+}
+
+/* ---- the queue ------------------------------------------------------------------------------- */
 
 static struct queue_sql *
 self_of(struct job_queue *q)
@@ -126,14 +213,14 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     int rc;
 
     rc = db_query(self->conn, SQL_ENQUEUE,
-                  DB_ARGS(db_text(spec->name), db_text(spec->lead_id), db_text(spec->message_id),
+                  DB_ARGS(db_text(spec->name), db_text(spec->group), db_text(spec->key),
                           db_text(spec->data), db_int(spec->max_attempts), db_int(spec->backoff_ms),
                           db_time(now)),
                   a, &rows, err);
     if (rc == SP_OK && rows.nrows != 1)
         rc = sp_error_set(err, SP_EINTERNAL, "queue", "enqueue returned no id");
     if (rc == SP_OK)
-        snprintf(id_out, sizeof(((struct job *)0)->id), "%s", db_cell(&rows, 0, 0));
+        snprintf(id_out, JOB_ID_MAX, "%s", db_cell(&rows, 0, 0));
     arena_free(a);
     return rc;
 }
@@ -144,15 +231,15 @@ row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *er
     memset(j, 0, sizeof(*j));
     snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
     j->name = db_cell(rows, i, 1);
-    j->lead_id = db_cell(rows, i, 2);
-    j->message_id = db_cell(rows, i, 3);
+    j->group = db_cell(rows, i, 2);
+    j->key = db_cell(rows, i, 3);
     j->data = db_cell(rows, i, 4);
     if (job_state_parse(db_cell(rows, i, 5), &j->state) != 0)
         return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
     j->attempts_made = (int)db_cell_int(rows, i, 6);
     j->max_attempts = (int)db_cell_int(rows, i, 7);
     j->backoff_ms = db_cell_int(rows, i, 8);
-    j->backoff_jitter = -1; /* the worker's default jitter (job_backoff_delay) */
+    j->backoff_type = JOB_BACKOFF_EXPONENTIAL;
     j->stalled_count = (int)db_cell_int(rows, i, 9);
     j->last_error = db_cell(rows, i, 10);
     j->run_at = db_cell_int(rows, i, 11);
@@ -167,13 +254,12 @@ static int
 pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int *found,
      int *expired, struct sp_error *err)
 {
+    int pg = self->conn->ops->dialect == DB_DIALECT_POSTGRES;
     struct db_rows rows;
     int rc;
 
     *found = 0;
     *expired = 0;
-    int pg = self->conn->ops->dialect == DB_DIALECT_POSTGRES;
-
     rc = db_query(self->conn, pg ? SQL_EXPIRED_PG : SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows,
                   err);
     if (rc != SP_OK)
@@ -191,46 +277,68 @@ pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int 
     return row_to_job(&rows, 0, out, err);
 }
 
+/* Leases one job; *found = 0 when none is due. */
 static int
-q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-          int *found, int64_t *next_due, struct sp_error *err)
+reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena *a,
+            struct job *out, int *found, struct sp_error *err)
 {
-    struct queue_sql *self = self_of(q);
-    struct db_rows rows;
     int expired = 0;
     int rc;
 
-    *found = 0;
-    *next_due = 0;
     for (;;) {
         rc = pick(self, now, a, out, found, &expired, err);
-        if (rc != SP_OK || !*found || !expired || out->stalled_count + 1 < self->max_stalled)
+        if (rc != SP_OK || !*found || !expired || out->stalled_count + 1 <= self->node->max_stalled)
             break;
-        /* Its worker died too often while holding it: a poison job goes to the dead letters. */
+        /* Its holders died or hung too often while holding it: a poison job goes to the dead
+         * letters. */
+        log_warn("job %s: stalled more than %d times: failed", out->id, self->node->max_stalled);
         rc = db_exec(self->conn, SQL_FAIL_STALLED,
                      DB_ARGS(db_text(out->id), db_time(now),
                              db_text("job stalled more than allowable limit")),
                      NULL, err);
         *found = 0;
         if (rc != SP_OK)
-            break;
+            return rc;
     }
-    if (rc == SP_OK && *found) {
-        if (expired)
-            out->stalled_count++;
-        rc = db_exec(self->conn, SQL_ACTIVATE,
-                     DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_int(out->stalled_count),
-                             db_time(now)),
-                     NULL, err);
-        out->state = JOB_ACTIVE;
-        out->lease_until = now + lease_ms;
-    } else if (rc == SP_OK) {
+    if (rc != SP_OK || !*found)
+        return rc;
+    if (expired) {
+        out->stalled_count++;
+        log_info("job %s: its holder's lease ended; taken again", out->id);
+    }
+    snprintf(out->lease, sizeof(out->lease), "%s:%llu", self->node->holder,
+             (unsigned long long)atomic_fetch_add(&self->node->seq, 1));
+    out->state = JOB_ACTIVE;
+    return db_exec(self->conn, SQL_ACTIVATE,
+                   DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_text(out->lease),
+                           db_text(self->node->holder), db_int(out->stalled_count), db_time(now)),
+                   NULL, err);
+}
+
+static int
+q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, int max, struct arena *a,
+          struct job *out, int *n, int64_t *next_due, struct sp_error *err)
+{
+    struct queue_sql *self = self_of(q);
+    struct db_rows rows;
+    int found = 1, rc = SP_OK;
+
+    *n = 0;
+    *next_due = 0;
+    if (self->node->signal)
+        self->seen = queue_signal_seq(self->node->signal);
+    while (rc == SP_OK && found && *n < max) {
+        rc = reserve_one(self, now, lease_ms, a, &out[*n], &found, err);
+        if (rc == SP_OK && found)
+            (*n)++;
+    }
+    if (rc == SP_OK && *n == 0) {
         rc = db_query(self->conn, SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
         if (rc == SP_OK && rows.nrows == 1)
             *next_due = db_cell_int(&rows, 0, 0);
     }
     if (rc != SP_OK)
-        *found = 0;
+        *n = 0;
     return rc;
 }
 
@@ -239,7 +347,7 @@ static int
 fenced(int rc, int64_t changes, const struct job *j, struct sp_error *err)
 {
     if (rc == SP_OK && changes == 0)
-        return sp_error_set(err, SP_ECONFLICT, "job", "lease on job %s was lost", j->id);
+        return sp_error_set(err, SP_ELEASELOST, "job", "lease on job %s was lost", j->id);
     return rc;
 }
 
@@ -248,7 +356,7 @@ q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_erro
 {
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_COMPLETE,
-                     DB_ARGS(db_text(j->id), db_time(now), db_time(j->lease_until)), &changes, err);
+                     DB_ARGS(db_text(j->id), db_time(now), db_text(j->lease)), &changes, err);
     return fenced(rc, changes, j, err);
 }
 
@@ -259,7 +367,7 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_RETRY,
                      DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error),
-                             db_time(j->lease_until)),
+                             db_text(j->lease)),
                      &changes, err);
     return fenced(rc, changes, j, err);
 }
@@ -270,17 +378,28 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 {
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, SQL_FAIL,
-                     DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_time(j->lease_until)),
+                     DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_text(j->lease)),
                      &changes, err);
     return fenced(rc, changes, j, err);
 }
 
+/* The outcome statements are fenced by the lease token inside the transaction. */
 static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
-               struct sp_error *err)
+q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, struct sp_error *err)
+{
+    (void)q;
+    (void)jobs;
+    (void)err;
+    memset(lost, 0, sizeof(*lost) * (size_t)(n > 0 ? n : 0));
+    return SP_OK;
+}
+
+static int
+q_list_group(struct job_queue *q, const char *group, struct arena *a, struct job **out, int *n,
+             struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(q)->conn, SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = db_query(self_of(q)->conn, SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
@@ -296,30 +415,86 @@ q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct
     return SP_OK;
 }
 
+static int
+q_renew(struct job_queue *q, int64_t now, int64_t lease_ms, struct sp_error *err)
+{
+    struct queue_sql *self = self_of(q);
+    return db_exec(self->conn, SQL_RENEW,
+                   DB_ARGS(db_text(self->node->holder), db_time(now + lease_ms)), NULL, err);
+}
+
+static int
+q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
+{
+    struct queue_sql *self = self_of(q);
+    struct queue_sql_node *n = self->node;
+    int64_t mono = sp_mono_ms(), due = atomic_load(&n->next_check);
+    struct arena *a;
+    struct db_rows rows;
+    int rc;
+
+    if (mono < due ||
+        !atomic_compare_exchange_strong(&n->next_check, &due, mono + CHECK_EVERY_MS))
+        return SP_OK; /* not due, or another thread of this process took this turn */
+    a = arena_new();
+    rc = db_query(self->conn, SQL_HOLDERS, DB_ARGS(db_text(n->holder)), a, &rows, err);
+    for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
+        const char *holder = db_cell(&rows, i, 0);
+        int64_t changes = 0;
+        if (!holder_dead(self, holder))
+            continue;
+        rc = db_exec(self->conn, SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)),
+                     &changes, err);
+        if (rc == SP_OK)
+            log_warn("worker process %s is gone: its %lld active jobs are taken again now",
+                     holder, (long long)changes);
+    }
+    arena_free(a);
+    (void)now;
+    return rc;
+}
+
+static int
+q_wait(struct job_queue *q, int64_t timeout_ms, struct sp_error *err)
+{
+    struct queue_sql *self = self_of(q);
+
+    (void)err;
+    if (self->node->signal)
+        queue_signal_wait(self->node->signal, self->seen, timeout_ms);
+    return SP_OK;
+}
+
+static int
+q_after_commit(struct job_queue *q, struct sp_error *err)
+{
+    (void)q;
+    (void)err;
+    return SP_OK; /* everything was part of the transaction */
+}
+
+static void
+q_after_rollback(struct job_queue *q)
+{
+    (void)q; /* likewise */
+}
+
 static void
 q_wake(struct job_queue *q)
 {
     struct queue_sql *self = self_of(q);
-    if (self->signal)
-        queue_signal_wake(self->signal);
+    if (self->node->signal)
+        queue_signal_wake(self->node->signal);
 }
 
-static const struct job_queue_ops sql_queue_ops = {
-    .name = "sql",
-    .enqueue = q_enqueue,
-    .reserve = q_reserve,
-    .complete = q_complete,
-    .retry = q_retry,
-    .fail = q_fail,
-    .list_by_lead = q_list_by_lead,
-    .wake = q_wake,
-};
+#define JOB_QUEUE_IMPL_(name) q_##name
+static const struct job_queue_ops sql_queue_ops = JOB_QUEUE_OPS_TABLE("sql");
 
 void
-queue_sql_init(struct queue_sql *q, struct db_conn *conn, struct queue_signal *signal)
+queue_sql_init(struct queue_sql *q, struct db_conn *conn, struct queue_sql_node *node)
 {
     q->base.ops = &sql_queue_ops;
     q->conn = conn;
-    q->signal = signal;
-    q->max_stalled = MAX_STALLED_DEFAULT;
+    q->node = node;
+    q->seen = 0;
 }

@@ -1,38 +1,65 @@
 /* queue_sql.h: the job queue stored in the database (the default when no Redis is configured).
  *
- * Jobs are rows of the `jobs` table; enqueue joins the caller's transaction on the same
- * connection, and so do reserve, complete, retry and fail (the caller holds the transaction).
- * reserve picks the oldest due job (or one whose lease expired: its worker died), marks it active
- * and sets the lease; on PostgreSQL with FOR UPDATE SKIP LOCKED, so any number of worker
- * processes share the queue without taking a job twice. In-process workers wait on a struct
- * queue_signal that enqueuers poke after commit; other processes poll. */
+ * Jobs are rows of the `jobs` table; enqueue, reserve, complete, retry and fail join the
+ * caller's transaction on the same connection. reserve picks the oldest due job (or one whose
+ * lease expired), marks it active under a lease token "<holder>:<n>"; on PostgreSQL with FOR
+ * UPDATE SKIP LOCKED, so any number of worker processes share the queue without taking a job
+ * twice. complete, retry and fail match the token, so a holder that lost its lease changes
+ * nothing (SP_ELEASELOST).
+ *
+ * The process is one holder (struct queue_sql_node): its keeper renews every lease it holds in
+ * one statement, and its liveness can be checked by any other process: on PostgreSQL a session
+ * advisory lock keyed by the holder id, held by a connection of its own for the process's life
+ * (the server releases it when that connection drops); on SQLite an flock'd file
+ * "<database>-workers/<holder>.lock" (the kernel releases it when the process dies). maintain,
+ * at most once per second per process, finds the holders of active jobs that are not alive and
+ * expires their leases, so their jobs are taken again at once instead of a lease later. In-process
+ * workers wait on a struct queue_signal that enqueuers poke after commit; other processes poll. */
 #pragma once
 
 #include "core/queue.h"
 
-#include <pthread.h>
+#include <limits.h>
+#include <stdatomic.h>
 
 struct db_conn;
+struct queue_signal;
 
-/* Wakes this process's idle workers; shared by every queue_sql of the process. */
-struct queue_signal {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint64_t seq; /* bumped on every wake */
+#define QUEUE_SQL_HOLDER_MAX 24
+
+/* This process as a holder of leases; shared by every queue_sql of the process. */
+struct queue_sql_node {
+    struct queue_signal *signal;        /* borrowed, may be NULL: wakes this process's workers */
+    int max_stalled;                    /* lease losses a job survives (QUEUE_MAX_STALLED) */
+    char holder[QUEUE_SQL_HOLDER_MAX];  /* decimal id, random per process */
+    atomic_uint_fast64_t seq;           /* lease tokens are "<holder>:<seq>" */
+    atomic_int_fast64_t next_check;     /* monotonic ms of the next dead-holder check */
+    char dir[PATH_MAX];                 /* SQLite: the liveness files' directory, else "" */
+    int fd;                             /* SQLite: our flock'd file, or -1 */
+    struct db_conn *live;               /* PostgreSQL: holds our advisory lock; owned */
 };
 
-void queue_signal_init(struct queue_signal *s);
-void queue_signal_cleanup(struct queue_signal *s);
-void queue_signal_wake(struct queue_signal *s);
-/* Waits until woken after `seen` (the seq read before looking for work) or until timeout_ms. */
-void queue_signal_wait(struct queue_signal *s, uint64_t seen, int64_t timeout_ms);
-uint64_t queue_signal_seq(struct queue_signal *s);
+/* Fills the node with a fresh holder id; no liveness yet (queue_sql_node_live_*). */
+void queue_sql_node_init(struct queue_sql_node *n, struct queue_signal *signal, int max_stalled);
+/* SQLite: creates "<db_path>-workers/" if needed and holds our file's lock. SP_EINTERNAL when
+ * the directory or file cannot be made. */
+int queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path,
+                               struct sp_error *err) SP_MUST_CHECK;
+/* PostgreSQL: takes ownership of `conn` (a connection of its own, not pooled) and takes our
+ * advisory lock on it. */
+int queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn,
+                           struct sp_error *err) SP_MUST_CHECK;
+/* PostgreSQL: takes the advisory lock again if the connection was replaced (it reconnects
+ * after a drop); a no-op elsewhere. Called by the keeper before each renewal. */
+int queue_sql_node_keepalive(struct queue_sql_node *n, struct sp_error *err) SP_MUST_CHECK;
+/* Releases the liveness (removes our file, closes our connection). NULL-safe fields. */
+void queue_sql_node_cleanup(struct queue_sql_node *n);
 
 struct queue_sql {
     struct job_queue base;       /* first */
     struct db_conn *conn;        /* borrowed */
-    struct queue_signal *signal; /* borrowed, may be NULL */
-    int max_stalled;             /* leases that may expire before the job fails */
+    struct queue_sql_node *node; /* borrowed */
+    uint64_t seen;               /* the signal's sequence read by the last reserve */
 };
 
-void queue_sql_init(struct queue_sql *q, struct db_conn *conn, struct queue_signal *signal);
+void queue_sql_init(struct queue_sql *q, struct db_conn *conn, struct queue_sql_node *node);

@@ -235,10 +235,10 @@ t_env_tick(struct t_env *env, int64_t *next_due)
     struct sp_error err = {0};
     int64_t due = 0;
     int did = 0;
-    int rc = messaging_worker_tick(&env->mdeps, env->arena, &did, &due, &err);
+    int rc = leads_delivery_tick(&env->mdeps, env->arena, &did, &due, &err);
 
     if (rc != SP_OK)
-        t_fail(__FILE__, __LINE__, "messaging_worker_tick: %s: %s", sp_err_name(rc), err.msg);
+        t_fail(__FILE__, __LINE__, "leads_delivery_tick: %s: %s", sp_err_name(rc), err.msg);
     if (next_due)
         *next_due = due;
     return did;

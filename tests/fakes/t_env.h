@@ -18,7 +18,7 @@
 #include "fakes/t_json.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
-#include "features/messaging/application/messaging.h"
+#include "features/leads/application/delivery.h"
 #include "infra/queue_sql.h"
 
 enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
@@ -97,7 +97,7 @@ struct t_env {
     struct event_bus bus;
     struct leads_policy policy;
     struct leads_deps deps;      /* repo/queue are the fault-injecting wrappers */
-    struct messaging_deps mdeps; /* same */
+    struct delivery_deps mdeps; /* same */
 };
 
 struct t_env *t_env_new(enum t_backend backend);
@@ -112,7 +112,7 @@ void t_env_counts(struct t_env *env, struct t_counts *out);
 /* leads_create with the given fields (NULL: absent); fails the test unless it succeeds. */
 void t_env_create(struct t_env *env, const char *name, const char *email, const char *phone,
                   struct lead *out);
-/* One messaging_worker_tick at the clock's time through the fault-injecting deps; returns
+/* One leads_delivery_tick at the clock's time through the fault-injecting deps; returns
  * did_work and fails the test if the tick fails. *next_due (may be NULL) receives the tick's. */
 int t_env_tick(struct t_env *env, int64_t *next_due);
 

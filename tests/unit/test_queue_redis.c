@@ -605,7 +605,7 @@ wenv_relay_and_tick(struct wenv *w, int *did)
     int64_t next_due = 0;
 
     ASSERT_OK(queue_redis_relay_batch(&w->q, 10, &n, &err));
-    ASSERT_OK(messaging_worker_tick(&w->env->mdeps, w->env->arena, did, &next_due, &err));
+    ASSERT_OK(leads_delivery_tick(&w->env->mdeps, w->env->arena, did, &next_due, &err));
     return n;
 }
 

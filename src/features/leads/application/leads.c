@@ -181,8 +181,8 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
 
     memset(&spec, 0, sizeof(spec));
     spec.name = SEND_MESSAGE_JOB;
-    spec.lead_id = l->id;
-    spec.message_id = m.id;
+    spec.group = l->id;
+    spec.key = m.id;
     spec.data = job_data(a, &m, leads_correlation_json(a, l->id, m.id, NULL));
     spec.max_attempts = d->policy->job_attempts;
     spec.backoff_ms = d->policy->job_backoff_ms;
@@ -381,7 +381,7 @@ leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
     if (rc == SP_OK)
         rc = lead_repo_event_list(d->repo, id, a, &out->events, &out->nevents, err);
     if (rc == SP_OK)
-        rc = job_queue_list_by_lead(d->queue, id, a, &out->jobs, &out->njobs, err);
+        rc = job_queue_list_group(d->queue, id, a, &out->jobs, &out->njobs, err);
     lead_repo_read_end(d->repo);
     return rc;
 }

@@ -508,7 +508,7 @@ render_jobs(struct jsonw *w, const struct lead_details *det)
         jsonw_obj_begin(w);
         jsonw_kstr(w, "id", j->id);
         jsonw_kstr(w, "name", j->name);
-        jsonw_kstr(w, "messageId", j->message_id);
+        jsonw_kstr(w, "messageId", j->key);
         jsonw_kstr(w, "state", job_state_name(j->state));
         jsonw_kint(w, "attemptsMade", j->attempts_made);
         jsonw_kint(w, "maxAttempts", j->max_attempts);

@@ -329,7 +329,7 @@ TEST(unit_messaging_already_sent_is_not_sent_again)
     struct sp_error err = {0};
     struct lead l;
     struct job stale;
-    enum messaging_outcome outcome = MESSAGING_SENT;
+    enum delivery_outcome outcome = DELIVERY_SENT;
     int found = 0;
     int64_t next_due = 0;
 
@@ -342,8 +342,8 @@ TEST(unit_messaging_already_sent_is_not_sent_again)
     ASSERT_EQ(1, env->sender.ncalls);
     ASSERT_EQ(1, job_at(env, l.id, 0).stalled_count);
 
-    ASSERT_OK(messaging_process(&env->mdeps, &stale, env->arena, &outcome, &err));
-    ASSERT_EQ(MESSAGING_DUPLICATE, outcome);
+    ASSERT_OK(leads_deliver(&env->mdeps, &stale, env->arena, &outcome, &err));
+    ASSERT_EQ(DELIVERY_DUPLICATE, outcome);
     ASSERT_EQ(1, env->sender.ncalls); /* not called again */
     ASSERT_EQ(JOB_COMPLETED, job_at(env, l.id, 0).state);
     ASSERT_EQ(MESSAGE_SENT, message_at(env, l.id, 0).status);
@@ -360,7 +360,7 @@ TEST(unit_messaging_inbound_message_job_is_skipped)
     char mid[SP_UUID_LEN + 1];
     struct lead l;
     struct job j = {0};
-    enum messaging_outcome outcome = MESSAGING_SENT;
+    enum delivery_outcome outcome = DELIVERY_SENT;
 
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
     in.lead_id = l.id;
@@ -369,8 +369,8 @@ TEST(unit_messaging_inbound_message_job_is_skipped)
     j.name = SEND_MESSAGE_JOB;
     j.message_id = mid;
     j.max_attempts = 3;
-    ASSERT_OK(messaging_process(&env->mdeps, &j, env->arena, &outcome, &err));
-    ASSERT_EQ(MESSAGING_DUPLICATE, outcome);
+    ASSERT_OK(leads_deliver(&env->mdeps, &j, env->arena, &outcome, &err));
+    ASSERT_EQ(DELIVERY_DUPLICATE, outcome);
     ASSERT_EQ(0, env->sender.ncalls);
     t_env_free(env);
 }
@@ -383,7 +383,7 @@ TEST(unit_messaging_missing_message_fails_job)
     struct job_spec spec = {
         SEND_MESSAGE_JOB, NULL, "00000000-0000-4000-8000-000000000000", "{}", 3, 1000};
     char id[JOB_ID_MAX];
-    enum messaging_outcome outcome = MESSAGING_SENT;
+    enum delivery_outcome outcome = DELIVERY_SENT;
     struct job j;
     int found = 0;
     int64_t next_due = 0;
@@ -395,8 +395,8 @@ TEST(unit_messaging_missing_message_fails_job)
     ASSERT_OK(
         job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, env->arena, &j, &found, &next_due, &err));
     ASSERT_EQ(1, found);
-    ASSERT_OK(messaging_process(&env->mdeps, &j, env->arena, &outcome, &err));
-    ASSERT_EQ(MESSAGING_DEAD, outcome);
+    ASSERT_OK(leads_deliver(&env->mdeps, &j, env->arena, &outcome, &err));
+    ASSERT_EQ(DELIVERY_DEAD, outcome);
     ASSERT_EQ(JOB_FAILED, job_at(env, l.id, 1).state);
     ASSERT_EQ(1, env->sender.ncalls);
     t_env_free(env);
@@ -419,7 +419,7 @@ TEST(unit_messaging_fault_at_every_call_converges)
 
         t_env_create(env, "Ana", "ana@example.com", NULL, &l);
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
-        rc = messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err);
+        rc = leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err);
         injected = env->faults.injected;
         fault_plan_arm(&env->faults, 0, 0);
         ASSERT_EQ(0, env->faults.open_tx);
@@ -470,7 +470,7 @@ TEST(unit_messaging_storage_failure_on_reserve)
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
     fault_plan_arm(&env->faults, 1, SP_EUNAVAIL);
     env->faults.sticky = 1;
-    ASSERT_EQ(SP_EUNAVAIL, messaging_worker_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    ASSERT_EQ(SP_EUNAVAIL, leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err));
     ASSERT_EQ(0, did);
     ASSERT_EQ(0, env->sender.ncalls);
     ASSERT_EQ(0, env->faults.open_tx);
@@ -499,7 +499,7 @@ stale_racing_send(struct sender *s, const struct send_request *req, struct arena
     stale_reentered = 1;
     stale_env->clock.now += T_LEASE_MS; /* worker A stalls past its lease... */
     stale_env->senders.by_channel[CHANNEL_EMAIL] = &stale_env->sender.base;
-    ASSERT_OK(messaging_worker_tick(&stale_env->mdeps, a, &did, &next_due, &e2)); /* ...B sends */
+    ASSERT_OK(leads_delivery_tick(&stale_env->mdeps, a, &did, &next_due, &e2)); /* ...B sends */
     ASSERT_EQ(1, did);
     return sp_error_set(err, SP_EPROVIDER, NULL, "A timed out"); /* then A's send fails */
 }

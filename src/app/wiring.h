@@ -1,0 +1,100 @@
+/* wiring.h: the process's parts as app.c assembles them, shared by the files of app/ only.
+ *
+ * app.c builds a struct app from the configuration (database, queue backend, senders, event
+ * bus, policy) and tears it down; routes.c answers HTTP with sessions from it; runtime.c runs
+ * its background threads (workers, the lease keeper, the outbox relay). A session is one pooled
+ * database connection with the lead repository and the queue bound to it. */
+#pragma once
+
+#include "app/config.h"
+#include "core/event_bus.h"
+#include "core/http.h"
+#include "core/queue_signal.h"
+#include "features/leads/application/leads.h"
+#include "features/leads/infrastructure/sql_lead_repo.h"
+#include "features/messaging/domain/sender.h"
+#include "infra/outbox_relay.h"
+#include "infra/queue_redis.h"
+#include "infra/queue_sql.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct db_pool;
+struct db_sqlite;
+struct db_pg;
+struct http_server;
+struct mock_sender;
+struct redis;
+struct app;
+
+/* A background thread of the process (runtime.c), stopped by a flag and a wake-up. */
+struct bg_thread {
+    pthread_t tid;
+    int running;
+    atomic_int stopping;
+    struct queue_signal *wake; /* poked to stop it */
+    struct app *app;
+    void (*run)(struct bg_thread *t);
+};
+
+/* One database session: a connection with the repository and queue bound to it. */
+struct session {
+    struct db_conn *conn;
+    struct sql_lead_repo repo;
+    struct queue_sql sql_queue;
+    struct queue_redis redis_queue;
+    struct job_queue *queue;
+};
+
+/* The queue backend, chosen once at start from REDIS_URL. */
+struct queue_backend {
+    const char *label; /* for logs: "in the database" or the redacted Redis URL and prefix */
+    /* Binds s->queue to s->conn (and `redis`, the thread's connection or NULL). */
+    void (*bind)(struct app *app, struct session *s, struct redis *redis);
+    void (*unbind)(struct session *s);
+};
+
+struct app {
+    const struct config *cfg;
+    struct db_sqlite *sqlite;
+    struct db_pg *pg;
+    char db_label[128]; /* DATABASE_URL without its password, for logs */
+    struct db_pool *pool;
+    struct queue_signal signal; /* wakes this process's idle workers and stops threads */
+    struct mock_sender *mock;
+    struct sender_registry senders;
+    struct event_bus bus;
+    struct leads_policy policy;
+    struct http_router router;
+    struct http_server *server;
+    const struct queue_backend *queue;
+    char queue_label[420];
+    struct queue_sql_node node;      /* the database queue: this process as a lease holder */
+    int use_redis;                   /* REDIS_URL set: the BullMQ-layout queue and the relay */
+    struct queue_redis_shared rq;
+    struct queue_signal relay_signal;
+    struct outbox_relay relay;
+    atomic_int workers_failing; /* worker threads whose last round failed */
+    /* background threads */
+    int nworkers;
+    struct bg_thread *workers;
+    struct bg_thread keeper; /* renews the leases of the jobs this process holds */
+    struct bg_thread relayer;
+};
+
+/* Fails (SP_EUNAVAIL) only when a pooled connection had to be opened and could not be. */
+int session_open(struct app *app, struct session *s, struct redis *redis,
+                 struct sp_error *err) SP_MUST_CHECK;
+void session_close(struct app *app, struct session *s);
+/* The calling thread's Redis connection (NULL without REDIS_URL). Caller frees (redis_free). */
+struct redis *app_thread_redis(struct app *app);
+
+/* routes.c: the route table (leads, health, ready) and the API-key check. */
+void routes_init(struct app *app);
+void routes_handle(void *app, struct http_request *req, struct http_response *resp);
+
+/* runtime.c: starts the process's background threads (workers when nworkers > 0, the lease
+ * keeper with them, the outbox relay with Redis) and stops them in the right order. */
+int runtime_start(struct app *app, int nworkers) SP_MUST_CHECK;
+void runtime_stop(struct app *app);

@@ -1,0 +1,60 @@
+/* delivery.h: the delivery use case: the send-message job processor and the worker tick.
+ *
+ * Delivery belongs to the leads slice: a message is part of a lead's conversation, its outcome
+ * lands on the lead's timeline and moves the lead's status, all in one unit of work with the
+ * job's transition. The channel senders it calls stay in the messaging slice, behind its sender
+ * port (features/messaging/domain/sender.h).
+ *
+ * The processor makes delivery at-most-once from our side: in one unit of work it checks the
+ * message (already sent: the job just completes) and marks it sending with attempts+1; then it
+ * calls the sender with the message id as idempotency key; then, in a second unit of work, it
+ * records the outcome (sent + events + lead status, or the failure with a retry or the dead
+ * letter) together with the job's transition. The job transition is fenced by the lease: a
+ * worker whose lease was lost mid-send records nothing. Leases are kept alive meanwhile by the
+ * process's keeper (job_queue_renew), not by this code. The retry delay is the worker's policy
+ * (job_backoff_delay), whatever the backend. */
+#pragma once
+
+#include "core/err.h"
+#include "core/queue.h"
+
+#include <stdint.h>
+
+struct arena;
+struct lead_repo;
+struct sender_registry;
+struct sp_clock;
+
+struct delivery_deps {
+    struct lead_repo *repo; /* bound to the same session as queue */
+    struct job_queue *queue;
+    const struct sp_clock *clock;
+    const struct sender_registry *senders;
+    int64_t lease_ms;         /* how long a reserved job stays ours without renewal */
+    int batch;                /* jobs reserved per tick (>= 1) */
+    int jitter_pct;           /* backoff jitter, 0..100 */
+    uint32_t (*random)(void); /* for jitter; NULL means no jitter */
+};
+
+/* Outcome of one processed job, for logs and tests. */
+enum delivery_outcome {
+    DELIVERY_SENT = 0,
+    DELIVERY_DUPLICATE,  /* message was already sent: job completed without sending */
+    DELIVERY_RETRY,      /* failed, will retry */
+    DELIVERY_DEAD,       /* failed for good */
+    DELIVERY_LEASE_LOST, /* our lease was lost mid-send: another worker's outcome stands */
+};
+
+/* The message a send-message job is about: data.messageId copied into out (SP_UUID_LEN + 1
+ * bytes). SP_EINVAL when the data has none or it is not a message id. */
+int leads_delivery_message_id(const struct job *j, char *out) SP_MUST_CHECK;
+
+/* Processes one reserved send-message job. Returns an error only when the outcome could not be
+ * recorded (storage down): the job's lease then expires and it is taken again. */
+int leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *a,
+                  enum delivery_outcome *outcome, struct sp_error *err) SP_MUST_CHECK;
+
+/* Reserves and processes up to d->batch jobs. *did_work tells whether a job was processed;
+ * *next_due (when idle) is when the next delayed job becomes due, or 0. */
+int leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_work,
+                        int64_t *next_due, struct sp_error *err) SP_MUST_CHECK;

@@ -1,0 +1,193 @@
+/* bullmq.c: the BullMQ script layer (see bullmq.h). */
+#include "infra/bullmq.h"
+
+#include "core/arena.h"
+#include "core/log.h"
+#include "core/xmalloc.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[], sp_lua_fail[],
+    sp_lua_extend[], sp_lua_giveback[], sp_lua_stalled[];
+
+const struct redis_script bullmq_scripts[BULLMQ_NSCRIPTS] = {
+    [BULLMQ_ADD] = {"add", sp_lua_add},
+    [BULLMQ_FETCH] = {"fetch", sp_lua_fetch},
+    [BULLMQ_COMPLETE] = {"complete", sp_lua_complete},
+    [BULLMQ_RETRY] = {"retry", sp_lua_retry},
+    [BULLMQ_FAIL] = {"fail", sp_lua_fail},
+    [BULLMQ_EXTEND] = {"extend", sp_lua_extend},
+    [BULLMQ_GIVEBACK] = {"giveback", sp_lua_giveback},
+    [BULLMQ_STALLED] = {"stalled", sp_lua_stalled},
+};
+
+/* A script's code for "this lock is not ours": release() in common.lua. */
+const char *
+bullmq_release_text(long long code)
+{
+    switch (code) {
+    case -1:
+        return "the job no longer exists";
+    case -2:
+        return "its lock expired";
+    case -6:
+        return "another worker holds its lock";
+    case -3:
+        return "it is not active";
+    default:
+        return "unexpected script result";
+    }
+}
+
+/* The extend call of one held lock. */
+void
+bullmq_extend_call(const char *prefix, const char *id, const char *token, const char *slease,
+                   struct redis_call *call)
+{
+    call->script = BULLMQ_EXTEND;
+    call->argc = 4;
+    call->argv[0] = prefix;
+    call->argv[1] = id;
+    call->argv[2] = token ? token : "";
+    call->argv[3] = slease;
+}
+
+/* Whether an extend reply says the lock is ours (no reply: cannot tell, so not lost). */
+int
+bullmq_extend_lost(const redisReply *rep)
+{
+    return rep && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1);
+}
+
+/* opts.backoff: a number (fixed delay) or {type, delay, jitter}. */
+static void
+parse_backoff(json_t *b, struct job *j)
+{
+    j->backoff_type = JOB_BACKOFF_FIXED;
+    j->backoff_ms = 0;
+    if (json_is_number(b)) {
+        j->backoff_ms = (int64_t)json_number_value(b);
+        return;
+    }
+    if (!json_is_object(b))
+        return;
+    if (json_is_number(json_object_get(b, "delay")))
+        j->backoff_ms = (int64_t)json_number_value(json_object_get(b, "delay"));
+    if (json_is_string(json_object_get(b, "type"))) {
+        const char *t = json_string_value(json_object_get(b, "type"));
+        if (strcmp(t, "exponential") == 0)
+            j->backoff_type = JOB_BACKOFF_EXPONENTIAL;
+        else if (strcmp(t, "fixed") != 0)
+            log_warn("job %s: backoff type \"%s\" is a Node function; retrying at fixed delay",
+                     j->id, t);
+    }
+    if (j->backoff_ms < 0)
+        j->backoff_ms = 0;
+}
+
+static void
+parse_opts(const char *opts, struct job *j)
+{
+    json_t *o = opts ? json_loads(opts, 0, NULL) : NULL;
+
+    j->max_attempts = 1;
+    j->backoff_type = JOB_BACKOFF_FIXED;
+    if (o && json_is_integer(json_object_get(o, "attempts")) &&
+        json_integer_value(json_object_get(o, "attempts")) > 1)
+        j->max_attempts = (int)json_integer_value(json_object_get(o, "attempts"));
+    if (o)
+        parse_backoff(json_object_get(o, "backoff"), j);
+    json_decref(o);
+}
+
+static const char *
+field(const redisReply *h, const char *name)
+{
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0 &&
+            h->element[i + 1]->type == REDIS_REPLY_STRING)
+            return h->element[i + 1]->str;
+    return NULL;
+}
+
+static int64_t
+field_int(const redisReply *h, const char *name)
+{
+    const char *v = field(h, name);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+void
+bullmq_hash_to_job(const redisReply *h, struct arena *a, struct job *j)
+{
+    const char *atm = field(h, "atm");
+
+    j->name = arena_strdup(a, field(h, "name") ? field(h, "name") : "");
+    j->data = arena_strdup(a, field(h, "data") ? field(h, "data") : "null");
+    parse_opts(field(h, "opts"), j);
+    j->attempts_made = (int)(atm ? strtol(atm, NULL, 10) : field_int(h, "attemptsMade"));
+    j->stalled_count = (int)field_int(h, "stc");
+    j->created_at = field_int(h, "timestamp");
+    j->last_error = field(h, "failedReason") ? arena_strdup(a, field(h, "failedReason")) : NULL;
+    j->state = JOB_ACTIVE;
+}
+
+void
+bullmq_locks_init(struct bullmq_locks *l)
+{
+    memset(l, 0, sizeof(*l));
+    pthread_mutex_init(&l->mu, NULL);
+}
+
+void
+bullmq_locks_cleanup(struct bullmq_locks *l)
+{
+    pthread_mutex_destroy(&l->mu);
+    free(l->list);
+    l->list = NULL;
+    l->n = l->cap = 0;
+}
+
+void
+bullmq_locks_add(struct bullmq_locks *l, const char *id, const char *token)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->list = xrealloc(l->list, (size_t)l->cap * sizeof(*l->list));
+    }
+    snprintf(l->list[l->n].id, sizeof(l->list[0].id), "%s", id);
+    snprintf(l->list[l->n].token, sizeof(l->list[0].token), "%s", token);
+    l->n++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void
+bullmq_locks_remove(struct bullmq_locks *l, const char *id, const char *token)
+{
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->n; i++) {
+        if (strcmp(l->list[i].id, id) == 0 && strcmp(l->list[i].token, token) == 0) {
+            l->list[i] = l->list[--l->n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+struct bullmq_lock *
+bullmq_locks_snapshot(struct bullmq_locks *l, int *n)
+{
+    struct bullmq_lock *copy;
+
+    pthread_mutex_lock(&l->mu);
+    *n = l->n;
+    copy = xmalloc((size_t)(l->n ? l->n : 1) * sizeof(*copy));
+    if (l->n > 0) /* list is NULL until the first lock */
+        memcpy(copy, l->list, (size_t)l->n * sizeof(*copy));
+    pthread_mutex_unlock(&l->mu);
+    return copy;
+}
