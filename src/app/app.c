@@ -334,8 +334,8 @@ app_run(const struct config *cfg, enum app_mode mode)
     if (with_http)
         log_info("salespad %s listening on http://%s:%d (database %s, queue %s, %d workers, "
                  "ready in %lld ms)",
-                 SP_VERSION, cfg->host, http_server_port(app.server), app.db_label,
-                 app.queue_label, nworkers, (long long)(sp_mono_ms() - t0));
+                 SP_VERSION, cfg->host, http_server_port(app.server), app.db_label, app.queue_label,
+                 nworkers, (long long)(sp_mono_ms() - t0));
     else
         log_info("salespad %s worker started (database %s, queue %s, %d workers)", SP_VERSION,
                  app.db_label, app.queue_label, nworkers);

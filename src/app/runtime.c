@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WORKER_POLL_MS 200       /* idle wait on the database queue (other processes poll) */
+#define WORKER_POLL_MS 200        /* idle wait on the database queue (other processes poll) */
 #define WORKER_REDIS_WAIT_MS 1000 /* idle wait on the Redis marker */
 #define WORKER_ERROR_PAUSE_MS 1000
 #define WORKER_JITTER_PCT 20
@@ -67,7 +67,7 @@ pause_ms(struct bg_thread *t, int64_t ms)
         queue_signal_wait(t->wake, seen, ms);
 }
 
-/* ---- workers ---------------------------------------------------------------------------------- */
+/* ---- workers --------------------------------------------------------------------------------- */
 
 /* An idle worker waits for work (the queue's own way), at most until the next delayed job. */
 static void
@@ -158,7 +158,7 @@ out:
     arena_free(a);
 }
 
-/* ---- the keeper --------------------------------------------------------------------------------- */
+/* ---- the keeper ------------------------------------------------------------------------------ */
 
 /* One renewal of every lease the process holds; logged once per failure streak. */
 static void
@@ -171,8 +171,8 @@ keep_leases(struct app *app, struct redis *redis, int *failing)
     if (rc == SP_OK)
         rc = session_open(app, &s, redis, &err);
     if (rc == SP_OK) {
-        rc = job_queue_renew(s.queue, sp_clock_now_ms(&sp_clock_real), app->cfg->job_lease_ms,
-                             &err);
+        rc =
+            job_queue_renew(s.queue, sp_clock_now_ms(&sp_clock_real), app->cfg->job_lease_ms, &err);
         session_close(app, &s);
     }
     if (rc != SP_OK && !*failing)
@@ -199,7 +199,7 @@ keeper_run(struct bg_thread *t)
     redis_free(redis);
 }
 
-/* ---- the outbox relay --------------------------------------------------------------------------- */
+/* ---- the outbox relay ------------------------------------------------------------------------ */
 
 static void
 relay_run(struct bg_thread *t)

@@ -70,8 +70,8 @@ struct app {
     struct http_server *server;
     const struct queue_backend *queue;
     char queue_label[420];
-    struct queue_sql_node node;      /* the database queue: this process as a lease holder */
-    int use_redis;                   /* REDIS_URL set: the BullMQ-layout queue and the relay */
+    struct queue_sql_node node; /* the database queue: this process as a lease holder */
+    int use_redis;              /* REDIS_URL set: the BullMQ-layout queue and the relay */
     struct queue_redis_shared rq;
     struct queue_signal relay_signal;
     struct outbox_relay relay;

@@ -1,3 +1,4 @@
+#pragma once
 /* queue.h: the job queue port, in the worker's verbs.
  *
  * Jobs follow BullMQ's states: waiting -> active (leased) -> completed | delayed (retry) ->
@@ -23,8 +24,6 @@
  * opaque key the producer chooses so that list_group can show a set of jobs together. Strings
  * read back live in the caller's arena. Errors: SP_EUNAVAIL (backend unreachable or busy),
  * SP_ELEASELOST (fencing), SP_EINTERNAL. Thread-safety: one queue value per thread. */
-#pragma once
-
 #include "core/err.h"
 
 #include <stdint.h>
@@ -41,12 +40,12 @@ int job_state_parse(const char *s, enum job_state *out);
 enum job_backoff { JOB_BACKOFF_EXPONENTIAL = 0, JOB_BACKOFF_FIXED };
 
 struct job_spec {
-    const char *name;  /* "send-message" */
-    const char *key;   /* the producer's key for this job (one job per key: BullMQ's jobId on
-                          Redis); NULL: the queue names the job */
-    const char *group; /* listed together by list_group; may be NULL */
-    const char *data;  /* JSON object text: everything the handler needs */
-    int max_attempts;  /* >= 1 */
+    const char *name;   /* "send-message" */
+    const char *key;    /* the producer's key for this job (one job per key: BullMQ's jobId on
+                           Redis); NULL: the queue names the job */
+    const char *group;  /* listed together by list_group; may be NULL */
+    const char *data;   /* JSON object text: everything the handler needs */
+    int max_attempts;   /* >= 1 */
     int64_t backoff_ms; /* exponential backoff base */
 };
 
@@ -80,8 +79,8 @@ struct job {
     /* Adds a waiting job; its id goes to id_out (JOB_ID_MAX bytes). */                            \
     X(enqueue, (const struct job_spec *spec, int64_t now, char *id_out, struct sp_error *err),     \
       (spec, now, id_out, err))                                                                    \
-    /* Leases up to max due jobs (and jobs whose lease expired) into out[0..*n) until             \
-     * now + lease_ms. With *n == 0, *next_due is the run time of the next delayed job or 0. */   \
+    /* Leases up to max due jobs (and jobs whose lease expired) into out[0..*n) until              \
+     * now + lease_ms. With *n == 0, *next_due is the run time of the next delayed job or 0. */    \
     X(reserve,                                                                                     \
       (int64_t now, int64_t lease_ms, int max, struct arena *a, struct job *out, int *n,           \
        int64_t *next_due, struct sp_error *err),                                                   \
@@ -95,20 +94,20 @@ struct job {
     /* Ends an attempt: failed for good (dead letter). */                                          \
     X(fail, (const struct job *j, int64_t now, const char *error, struct sp_error *err),           \
       (j, now, error, err))                                                                        \
-    /* Before recording outcomes: lost[i] = 1 for each of jobs[0..n) that is not ours any more   \
-     * (a queue whose outcomes are fenced inside the transaction reports none lost). */           \
+    /* Before recording outcomes: lost[i] = 1 for each of jobs[0..n) that is not ours any more     \
+     * (a queue whose outcomes are fenced inside the transaction reports none lost). */            \
     X(fence, (const struct job *const *jobs, int n, int *lost, struct sp_error *err),              \
       (jobs, n, lost, err))                                                                        \
     /* The jobs of a group, oldest first. */                                                       \
     X(list_group,                                                                                  \
       (const char *group, struct arena *a, struct job **out, int *n, struct sp_error *err),        \
       (group, a, out, n, err))                                                                     \
-    /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */       \
-    X(renew, (int64_t now, int64_t lease_ms, struct sp_error *err), (now, lease_ms, err))          \
+    /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */        \
+    X(renew, (int64_t now, int64_t lease_ms, struct sp_error * err), (now, lease_ms, err))         \
     /* Recovery of jobs whose holder died or stalled; cheap when not due. */                       \
-    X(maintain, (int64_t now, struct sp_error *err), (now, err))                                   \
+    X(maintain, (int64_t now, struct sp_error * err), (now, err))                                  \
     /* Blocks an idle worker until a job may be ready or timeout_ms passes. */                     \
-    X(wait, (int64_t timeout_ms, struct sp_error *err), (timeout_ms, err))                         \
+    X(wait, (int64_t timeout_ms, struct sp_error * err), (timeout_ms, err))                        \
     /* The caller's unit of work committed: applies the transitions it decided. */                 \
     X(after_commit, (struct sp_error * err), (err))
 
@@ -121,7 +120,7 @@ struct job {
 
 #define JOB_QUEUE_PARAMS_(...) (struct job_queue * q, ##__VA_ARGS__)
 #define JOB_QUEUE_FIELD_(name, params, args) int(*name) JOB_QUEUE_PARAMS_ params;
-#define JOB_QUEUE_VOID_FIELD_(name, params, args) void(*name)(struct job_queue * q);
+#define JOB_QUEUE_VOID_FIELD_(name, params, args) void (*name)(struct job_queue * q);
 
 struct job_queue_ops {
     const char *name;
@@ -164,5 +163,5 @@ job_queue_wake(struct job_queue *q)
 /* The worker's retry policy, the only one: after attempts_made attempts (counting the one that
  * just failed), fixed: base_ms; exponential: base_ms * 2^(attempts_made - 1); capped at one
  * hour; then reduced by up to jitter_pct percent using rnd (0..UINT32_MAX). */
-int64_t job_backoff_delay(enum job_backoff type, int64_t base_ms, int attempts_made,
-                          int jitter_pct, uint32_t rnd);
+int64_t job_backoff_delay(enum job_backoff type, int64_t base_ms, int attempts_made, int jitter_pct,
+                          uint32_t rnd);

@@ -1,5 +1,5 @@
-/* bullmq.h: the BullMQ script layer: our Lua scripts (the .lua files in src/infra/bullmq/) over BullMQ's
- * Redis data layout, the arguments they take, the decoding of what they return, and the
+/* bullmq.h: the BullMQ script layer: our Lua scripts (the .lua files in src/infra/bullmq/) over
+ * BullMQ's Redis data layout, the arguments they take, the decoding of what they return, and the
  * registry of locks a process holds.
  *
  * The queue adapter (queue_redis) and the outbox relay call the scripts through this layer;

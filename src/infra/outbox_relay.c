@@ -61,8 +61,7 @@ publish(struct redis *redis, const struct queue_redis_shared *shared, const stru
 
 int
 outbox_relay_batch(struct db_conn *conn, struct redis *redis,
-                   const struct queue_redis_shared *shared, int limit, int *n,
-                   struct sp_error *err)
+                   const struct queue_redis_shared *shared, int limit, int *n, struct sp_error *err)
 {
     int pg = conn->ops->dialect == DB_DIALECT_POSTGRES;
     struct arena *a = arena_new();
@@ -81,8 +80,8 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
     if (pg)
         rc = db_exec(conn, "SET LOCAL synchronous_commit = off", DB_NOARGS, NULL, err);
     if (rc == SP_OK)
-        rc = db_query(conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a,
-                      &rows, err);
+        rc = db_query(conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows,
+                      err);
     if (rc == SP_OK && rows.nrows > 0)
         rc = publish(redis, shared, &rows, err);
     if (rc == SP_OK && rows.nrows > 0) {

@@ -441,7 +441,8 @@ run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
     rc = redis_pipeline(q->redis, calls, n, replies, err);
     for (int i = 0; i < n; i++)
         if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer != 0)
-            log_warn("job %s: not updated in Redis: %s", ids[i], bullmq_release_text(replies[i]->integer));
+            log_warn("job %s: not updated in Redis: %s", ids[i],
+                     bullmq_release_text(replies[i]->integer));
     redis_replies_free(replies, n);
     free(ids);
     free(replies);
@@ -537,7 +538,6 @@ renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, stru
     free(list);
     return rc;
 }
-
 
 /* ---- wiring ------------------------------------------------------------------------------- */
 

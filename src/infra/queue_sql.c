@@ -24,7 +24,7 @@ static const char SQL_ENQUEUE[] =
     " backoff_ms, run_at, created_at, updated_at)"
     " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id";
 #define JOB_COLUMNS                                                                                \
-    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"                     \
+    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"         \
     " stalled_count, last_error, run_at, created_at, updated_at, finished_at"
 static const char SQL_DUE[] = "SELECT " JOB_COLUMNS " FROM jobs"
                               " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
@@ -62,6 +62,8 @@ static const char SQL_FAIL_STALLED[] =
     " WHERE id = $1";
 static const char SQL_BY_GROUP[] =
     "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id";
+static const char SQL_HELD[] =
+    "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2";
 static const char SQL_RENEW[] =
     "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'";
 static const char SQL_HOLDERS[] = "SELECT DISTINCT holder FROM jobs"
@@ -279,8 +281,8 @@ pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int 
 
 /* Leases one job; *found = 0 when none is due. */
 static int
-reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena *a,
-            struct job *out, int *found, struct sp_error *err)
+reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+            int *found, struct sp_error *err)
 {
     int expired = 0;
     int rc;
@@ -365,10 +367,10 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
         struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_RETRY,
-                     DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error),
-                             db_text(j->lease)),
-                     &changes, err);
+    int rc = db_exec(
+        self_of(q)->conn, SQL_RETRY,
+        DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error), db_text(j->lease)),
+        &changes, err);
     return fenced(rc, changes, j, err);
 }
 
@@ -383,15 +385,21 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
     return fenced(rc, changes, j, err);
 }
 
-/* The outcome statements are fenced by the lease token inside the transaction. */
+/* Whether each job still carries our lease token (the outcome statements are fenced by it as
+ * well; this lets a worker skip a send whose job went to another holder). */
 static int
 q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, struct sp_error *err)
 {
-    (void)q;
-    (void)jobs;
-    (void)err;
-    memset(lost, 0, sizeof(*lost) * (size_t)(n > 0 ? n : 0));
-    return SP_OK;
+    struct queue_sql *self = self_of(q);
+    int rc = SP_OK;
+
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        int64_t found = 0;
+        rc = db_exec(self->conn, SQL_HELD, DB_ARGS(db_text(jobs[i]->id), db_text(jobs[i]->lease)),
+                     &found, err);
+        lost[i] = rc == SP_OK && found == 0;
+    }
+    return rc;
 }
 
 static int
@@ -433,8 +441,7 @@ q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
     struct db_rows rows;
     int rc;
 
-    if (mono < due ||
-        !atomic_compare_exchange_strong(&n->next_check, &due, mono + CHECK_EVERY_MS))
+    if (mono < due || !atomic_compare_exchange_strong(&n->next_check, &due, mono + CHECK_EVERY_MS))
         return SP_OK; /* not due, or another thread of this process took this turn */
     a = arena_new();
     rc = db_query(self->conn, SQL_HOLDERS, DB_ARGS(db_text(n->holder)), a, &rows, err);
@@ -443,11 +450,11 @@ q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
         int64_t changes = 0;
         if (!holder_dead(self, holder))
             continue;
-        rc = db_exec(self->conn, SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)),
-                     &changes, err);
+        rc = db_exec(self->conn, SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)), &changes,
+                     err);
         if (rc == SP_OK)
-            log_warn("worker process %s is gone: its %lld active jobs are taken again now",
-                     holder, (long long)changes);
+            log_warn("worker process %s is gone: its %lld active jobs are taken again now", holder,
+                     (long long)changes);
     }
     arena_free(a);
     (void)now;

@@ -29,14 +29,14 @@ struct queue_signal;
 
 /* This process as a holder of leases; shared by every queue_sql of the process. */
 struct queue_sql_node {
-    struct queue_signal *signal;        /* borrowed, may be NULL: wakes this process's workers */
-    int max_stalled;                    /* lease losses a job survives (QUEUE_MAX_STALLED) */
-    char holder[QUEUE_SQL_HOLDER_MAX];  /* decimal id, random per process */
-    atomic_uint_fast64_t seq;           /* lease tokens are "<holder>:<seq>" */
-    atomic_int_fast64_t next_check;     /* monotonic ms of the next dead-holder check */
-    char dir[PATH_MAX];                 /* SQLite: the liveness files' directory, else "" */
-    int fd;                             /* SQLite: our flock'd file, or -1 */
-    struct db_conn *live;               /* PostgreSQL: holds our advisory lock; owned */
+    struct queue_signal *signal;       /* borrowed, may be NULL: wakes this process's workers */
+    int max_stalled;                   /* lease losses a job survives (QUEUE_MAX_STALLED) */
+    char holder[QUEUE_SQL_HOLDER_MAX]; /* decimal id, random per process */
+    atomic_uint_fast64_t seq;          /* lease tokens are "<holder>:<seq>" */
+    atomic_int_fast64_t next_check;    /* monotonic ms of the next dead-holder check */
+    char dir[PATH_MAX];                /* SQLite: the liveness files' directory, else "" */
+    int fd;                            /* SQLite: our flock'd file, or -1 */
+    struct db_conn *live;              /* PostgreSQL: holds our advisory lock; owned */
 };
 
 /* Fills the node with a fresh holder id; no liveness yet (queue_sql_node_live_*). */

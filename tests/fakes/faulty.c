@@ -193,74 +193,30 @@ faulty_repo_init(struct faulty_repo *r, struct lead_repo *inner, struct fault_pl
     r->plan = plan;
 }
 
-static int
-q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *id_out,
-          struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "enqueue", err);
-    return rc != SP_OK ? rc : job_queue_enqueue(QUEUE(q), spec, now, id_out, err);
-}
-
-static int
-q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-          int *found, int64_t *next_due, struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "reserve", err);
-    if (rc != SP_OK) {
-        *found = 0;
-        *next_due = 0;
-        return rc;
+/* Every queue operation, generated from the port's list: a fallible one counts as a call and
+ * fails when the plan says so, else goes to the wrapped queue. */
+#define FAULTY_QUEUE_OP(name, params, args)                                                        \
+    static int fq_##name JOB_QUEUE_PARAMS_ params                                                  \
+    {                                                                                              \
+        int rc = hit(QPLAN(q), #name, err);                                                        \
+        if (rc != SP_OK)                                                                           \
+            return rc;                                                                             \
+        q = QUEUE(q);                                                                              \
+        return q->ops->name JOB_QUEUE_ARGS_ args;                                                  \
     }
-    return job_queue_reserve(QUEUE(q), now, lease_ms, a, out, found, next_due, err);
-}
+JOB_QUEUE_OPS(FAULTY_QUEUE_OP)
 
-static int
-q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "complete", err);
-    return rc != SP_OK ? rc : job_queue_complete(QUEUE(q), j, now, err);
-}
+/* The operations that cannot fail are only forwarded. */
+#define FAULTY_QUEUE_VOID_OP(name, params, args)                                                   \
+    static void fq_##name(struct job_queue *q)                                                     \
+    {                                                                                              \
+        q = QUEUE(q);                                                                              \
+        q->ops->name(q);                                                                           \
+    }
+JOB_QUEUE_VOID_OPS(FAULTY_QUEUE_VOID_OP)
 
-static int
-q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, const char *error,
-        struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "retry", err);
-    return rc != SP_OK ? rc : job_queue_retry(QUEUE(q), j, now, run_at, error, err);
-}
-
-static int
-q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
-       struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "fail", err);
-    return rc != SP_OK ? rc : job_queue_fail(QUEUE(q), j, now, error, err);
-}
-
-static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
-               struct sp_error *err)
-{
-    int rc = hit(QPLAN(q), "list_by_lead", err);
-    return rc != SP_OK ? rc : job_queue_list_by_lead(QUEUE(q), lead_id, a, out, n, err);
-}
-
-static void
-q_wake(struct job_queue *q)
-{
-    job_queue_wake(QUEUE(q));
-}
-
-static const struct job_queue_ops faulty_queue_ops = {
-    .name = "faulty",
-    .enqueue = q_enqueue,
-    .reserve = q_reserve,
-    .complete = q_complete,
-    .retry = q_retry,
-    .fail = q_fail,
-    .list_by_lead = q_list_by_lead,
-    .wake = q_wake,
-};
+#define JOB_QUEUE_IMPL_(name) fq_##name
+static const struct job_queue_ops faulty_queue_ops = JOB_QUEUE_OPS_TABLE("faulty");
 
 void
 faulty_queue_init(struct faulty_queue *q, struct job_queue *inner, struct fault_plan *plan)

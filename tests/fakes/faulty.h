@@ -3,10 +3,12 @@
  * A struct fault_plan counts the calls made through the wrappers (repo and queue together,
  * rollback and wake excepted: they cannot fail) and fails call number fail_at (1-based) with
  * fail_code, without calling the wrapped implementation (beanstalkd falloc, SQLite
- * DO_OS_MALLOC_TEST, curl torture). With sticky set, every call from fail_at on fails. An
- * injected commit failure rolls the wrapped unit of work back first, as a real driver whose
- * COMMIT fails does. The wrappers also track whether a unit of work is open, so a test can check
- * that every path closed the one it opened. fail_at = 0 injects nothing. Single-threaded. */
+ * DO_OS_MALLOC_TEST, curl torture). The queue wrapper is generated from the port's list of
+ * operations (JOB_QUEUE_OPS), so a new operation cannot be left out. With sticky set, every
+ * call from fail_at on fails. An injected commit failure rolls the wrapped unit of work back
+ * first, as a real driver whose COMMIT fails does. The wrappers also track whether a unit of work
+ * is open, so a test can check that every path closed the one it opened. fail_at = 0 injects
+ * nothing. Single-threaded. */
 #pragma once
 
 #include "core/queue.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MEM_MAX_STALLED 3
+#define MEM_MAX_STALLED 2
 
 /* ---- tables ---------------------------------------------------------------------------- */
 
@@ -458,20 +458,20 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     struct mem_store *st = queue_store(q);
     struct mem_job *row;
 
-    if (spec->lead_id && find_lead(st, spec->lead_id) < 0)
+    if (spec->group && find_lead(st, spec->group) < 0)
         return sp_error_set(err, SP_ECONFLICT, "database", "mem: job of an unknown lead");
     st->cur.jobs = grow(st->cur.jobs, st->cur.njobs, &st->cur.cap_jobs, sizeof(*row));
     row = &st->cur.jobs[st->cur.njobs++];
     memset(row, 0, sizeof(*row));
     snprintf(row->j.id, sizeof(row->j.id), "%lld", (long long)st->cur.next_job_id++);
     row->j.name = keep(st, spec->name);
-    row->j.lead_id = keep(st, spec->lead_id);
-    row->j.message_id = keep(st, spec->message_id);
+    row->j.group = keep(st, spec->group);
+    row->j.key = keep(st, spec->key);
     row->j.data = keep(st, spec->data);
     row->j.state = JOB_WAITING;
     row->j.max_attempts = spec->max_attempts;
     row->j.backoff_ms = spec->backoff_ms;
-    row->j.backoff_jitter = -1;
+    row->j.backoff_type = JOB_BACKOFF_EXPONENTIAL;
     row->j.run_at = now;
     row->j.created_at = now;
     row->j.updated_at = now;
@@ -484,8 +484,8 @@ job_give(struct arena *a, const struct mem_job *row, struct job *out)
 {
     *out = row->j;
     out->name = give(a, out->name);
-    out->lead_id = give(a, out->lead_id);
-    out->message_id = give(a, out->message_id);
+    out->group = give(a, out->group);
+    out->key = give(a, out->key);
     out->data = give(a, out->data);
     out->last_error = give(a, out->last_error);
 }
@@ -517,19 +517,16 @@ pick(struct mem_store *st, int64_t now, int *expired)
 }
 
 static int
-q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-          int *found, int64_t *next_due, struct sp_error *err)
+reserve_one(struct mem_store *st, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
+            int *found, int64_t *next_due)
 {
-    struct mem_store *st = queue_store(q);
     int expired = 0, i;
 
-    (void)err;
     *found = 0;
-    *next_due = 0;
     for (;;) {
         struct mem_job *row;
         i = pick(st, now, &expired);
-        if (i < 0 || !expired || st->cur.jobs[i].j.stalled_count + 1 < st->max_stalled)
+        if (i < 0 || !expired || st->cur.jobs[i].j.stalled_count + 1 <= st->max_stalled)
             break;
         row = &st->cur.jobs[i];
         row->j.state = JOB_FAILED;
@@ -556,10 +553,31 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         row->j.state = JOB_ACTIVE;
         row->lease_until = now + lease_ms;
         row->j.updated_at = now;
+        snprintf(row->j.lease, sizeof(row->j.lease), "mem:%lld", (long long)++st->lease_seq);
+        memcpy(out->lease, row->j.lease, sizeof(out->lease));
         out->state = JOB_ACTIVE;
-        out->lease_until = row->lease_until;
         *found = 1;
     }
+    return SP_OK;
+}
+
+static int
+q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, int max, struct arena *a,
+          struct job *out, int *n, int64_t *next_due, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    int found = 1;
+
+    (void)err;
+    *n = 0;
+    *next_due = 0;
+    while (found && *n < max) {
+        reserve_one(st, now, lease_ms, a, &out[*n], &found, next_due);
+        if (found)
+            (*n)++;
+    }
+    if (*n > 0)
+        *next_due = 0;
     return SP_OK;
 }
 
@@ -573,12 +591,13 @@ end_attempt(struct mem_store *st, const struct job *j, enum job_state state, int
     struct mem_job *row;
 
     if (i < 0 || st->cur.jobs[i].j.state != JOB_ACTIVE ||
-        st->cur.jobs[i].lease_until != j->lease_until)
-        return sp_error_set(err, SP_ECONFLICT, "job", "lease on job %s was lost", j->id);
+        strcmp(st->cur.jobs[i].j.lease, j->lease) != 0)
+        return sp_error_set(err, SP_ELEASELOST, "job", "lease on job %s was lost", j->id);
     row = &st->cur.jobs[i];
     row->j.state = state;
     row->j.attempts_made++;
     row->lease_until = 0;
+    row->j.lease[0] = '\0';
     row->j.updated_at = now;
     if (state == JOB_DELAYED)
         row->j.run_at = run_at;
@@ -610,8 +629,8 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 }
 
 static int
-q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
-               struct sp_error *err)
+q_list_group(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
+             struct sp_error *err)
 {
     struct mem_store *st = queue_store(q);
     int k = 0;
@@ -620,12 +639,75 @@ q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct
     *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.njobs ? st->cur.njobs : 1));
     for (int i = 0; i < st->cur.njobs; i++) {
         const struct mem_job *row = &st->cur.jobs[i];
-        if (row->j.lead_id == NULL || strcmp(row->j.lead_id, lead_id) != 0)
+        if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
             continue;
         job_give(a, row, &(*out)[k++]);
     }
     *n = k;
     return SP_OK;
+}
+
+/* Whether each job still carries its lease token (as end_attempt checks). */
+static int
+q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+
+    (void)err;
+    for (int i = 0; i < n; i++) {
+        int k = find_job(st, jobs[i]->id);
+        lost[i] = k < 0 || st->cur.jobs[k].j.state != JOB_ACTIVE ||
+                  strcmp(st->cur.jobs[k].j.lease, jobs[i]->lease) != 0;
+    }
+    return SP_OK;
+}
+
+/* The store is one process: every active job is its own. */
+static int
+q_renew(struct job_queue *q, int64_t now, int64_t lease_ms, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+
+    (void)err;
+    for (int i = 0; i < st->cur.njobs; i++)
+        if (st->cur.jobs[i].j.state == JOB_ACTIVE)
+            st->cur.jobs[i].lease_until = now + lease_ms;
+    ((struct mem_queue *)q)->renewals++;
+    return SP_OK;
+}
+
+/* One process: no other holder can die. */
+static int
+q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
+{
+    (void)q;
+    (void)now;
+    (void)err;
+    return SP_OK;
+}
+
+/* Single-threaded tests drive the clock: nothing to wait for. */
+static int
+q_wait(struct job_queue *q, int64_t timeout_ms, struct sp_error *err)
+{
+    (void)q;
+    (void)timeout_ms;
+    (void)err;
+    return SP_OK;
+}
+
+static int
+q_after_commit(struct job_queue *q, struct sp_error *err)
+{
+    (void)q;
+    (void)err;
+    return SP_OK;
+}
+
+static void
+q_after_rollback(struct job_queue *q)
+{
+    (void)q;
 }
 
 static void
@@ -634,16 +716,8 @@ q_wake(struct job_queue *q)
     ((struct mem_queue *)q)->wakes++;
 }
 
-static const struct job_queue_ops mem_queue_ops = {
-    .name = "mem",
-    .enqueue = q_enqueue,
-    .reserve = q_reserve,
-    .complete = q_complete,
-    .retry = q_retry,
-    .fail = q_fail,
-    .list_by_lead = q_list_by_lead,
-    .wake = q_wake,
-};
+#define JOB_QUEUE_IMPL_(name) q_##name
+static const struct job_queue_ops mem_queue_ops = JOB_QUEUE_OPS_TABLE("mem");
 
 void
 mem_queue_init(struct mem_queue *q, struct mem_store *st)

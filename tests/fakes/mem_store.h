@@ -43,7 +43,8 @@ struct mem_store {
     struct mem_tables snap; /* state at begin; valid while in_tx */
     int in_tx;
     int begins, commits, rollbacks; /* for assertions */
-    int max_stalled;                /* like queue_sql: 3 */
+    int max_stalled;                /* lease losses a job survives (QUEUE_MAX_STALLED): 2 */
+    long long lease_seq;            /* lease tokens "mem:<n>" */
 };
 
 struct mem_repo {
@@ -55,6 +56,7 @@ struct mem_queue {
     struct job_queue base; /* first */
     struct mem_store *st;  /* borrowed */
     int wakes;             /* job_queue_wake calls */
+    int renewals;          /* job_queue_renew calls */
 };
 
 /* A new empty store; caller frees with mem_store_free() (NULL-safe). */

@@ -24,7 +24,8 @@ open_sqlite(struct t_env *env)
     ASSERT_OK(db_sqlite_connect(env->sqlite, &env->conn, &err));
     ASSERT_OK(db_migrate(env->conn, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, &err));
     sql_lead_repo_init(&env->sql_repo, env->conn);
-    queue_sql_init(&env->sql_queue, env->conn, NULL);
+    queue_sql_node_init(&env->node, NULL, T_MAX_STALLED);
+    queue_sql_init(&env->sql_queue, env->conn, &env->node);
     env->repo = &env->sql_repo.base;
     env->queue = &env->sql_queue.base;
 }
@@ -92,7 +93,8 @@ open_pg(struct t_env *env)
     if (rc != SP_OK)
         t_fail(__FILE__, __LINE__, "migrate %s: %s: %s", env->pg_schema, sp_err_name(rc), err.msg);
     sql_lead_repo_init(&env->sql_repo, env->conn);
-    queue_sql_init(&env->sql_queue, env->conn, NULL);
+    queue_sql_node_init(&env->node, NULL, T_MAX_STALLED);
+    queue_sql_init(&env->sql_queue, env->conn, &env->node);
     env->repo = &env->sql_repo.base;
     env->queue = &env->sql_queue.base;
 }
@@ -262,7 +264,7 @@ void
 t_env_jobs(struct t_env *env, const char *lead_id, struct job **out, int *n)
 {
     struct sp_error err = {0};
-    ASSERT_OK(job_queue_list_by_lead(env->queue, lead_id, env->arena, out, n, &err));
+    ASSERT_OK(job_queue_list_group(env->queue, lead_id, env->arena, out, n, &err));
 }
 
 void

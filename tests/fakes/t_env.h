@@ -64,6 +64,7 @@ enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
 /* 2026-11-27T14:37:45.686Z, the reference's example timestamp. */
 #define T_NOW 1795790265686LL
 #define T_LEASE_MS 30000
+#define T_MAX_STALLED 2 /* lease losses a job survives, on every backend */
 
 struct db_sqlite;
 struct db_pg;
@@ -83,6 +84,7 @@ struct t_env {
     char pg_schema[48];
     struct db_conn *conn;
     struct sql_lead_repo sql_repo;
+    struct queue_sql_node node; /* no liveness: one process */
     struct queue_sql sql_queue;
 
     struct lead_repo *repo; /* the backend itself (no fault injection) */
@@ -96,7 +98,7 @@ struct t_env {
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;
-    struct leads_deps deps;      /* repo/queue are the fault-injecting wrappers */
+    struct leads_deps deps;     /* repo/queue are the fault-injecting wrappers */
     struct delivery_deps mdeps; /* same */
 };
 

@@ -401,63 +401,53 @@ TEST(unit_event_bus_full_table)
 
 /* ---- backoff --------------------------------------------------------------------------- */
 
+#define EXP JOB_BACKOFF_EXPONENTIAL
+
 TEST(unit_backoff_exponential_and_capped)
 {
-    ASSERT_EQ(1000, job_backoff_delay(1000, 1, 0, 0));
-    ASSERT_EQ(2000, job_backoff_delay(1000, 2, 0, 0));
-    ASSERT_EQ(4000, job_backoff_delay(1000, 3, 0, 0));
-    ASSERT_EQ(512000, job_backoff_delay(1000, 10, 0, 0));
-    ASSERT_EQ(1000, job_backoff_delay(1000, 0, 0, 0)); /* no attempt yet: the base */
-    ASSERT_EQ(1000, job_backoff_delay(1000, -5, 0, 0));
-    ASSERT_EQ(3600000, job_backoff_delay(1000, 13, 0, 0)); /* 4096 s capped at one hour */
-    ASSERT_EQ(3600000, job_backoff_delay(1000, 1000, 0, 0));
-    ASSERT_EQ(3600000, job_backoff_delay(INT64_MAX / 2, 3, 0, 0));
-    ASSERT_EQ(3600000, job_backoff_delay(7200000, 1, 0, 0));
-    ASSERT_EQ(0, job_backoff_delay(0, 5, 0, 0));
-    ASSERT_EQ(0, job_backoff_delay(-1000, 5, 20, UINT32_MAX));
+    ASSERT_EQ(1000, job_backoff_delay(EXP, 1000, 1, 0, 0));
+    ASSERT_EQ(2000, job_backoff_delay(EXP, 1000, 2, 0, 0));
+    ASSERT_EQ(4000, job_backoff_delay(EXP, 1000, 3, 0, 0));
+    ASSERT_EQ(512000, job_backoff_delay(EXP, 1000, 10, 0, 0));
+    ASSERT_EQ(1000, job_backoff_delay(EXP, 1000, 0, 0, 0)); /* no attempt yet: the base */
+    ASSERT_EQ(1000, job_backoff_delay(EXP, 1000, -5, 0, 0));
+    ASSERT_EQ(3600000, job_backoff_delay(EXP, 1000, 13, 0, 0)); /* 4096 s capped at one hour */
+    ASSERT_EQ(3600000, job_backoff_delay(EXP, 1000, 1000, 0, 0));
+    ASSERT_EQ(3600000, job_backoff_delay(EXP, INT64_MAX / 2, 3, 0, 0));
+    ASSERT_EQ(3600000, job_backoff_delay(EXP, 7200000, 1, 0, 0));
+    ASSERT_EQ(0, job_backoff_delay(EXP, 0, 5, 0, 0));
+    ASSERT_EQ(0, job_backoff_delay(EXP, -1000, 5, 20, UINT32_MAX));
 }
 
 TEST(unit_backoff_jitter_bounds)
 {
     /* jitter only shortens the delay, by at most jitter_pct percent */
-    ASSERT_EQ(4000, job_backoff_delay(1000, 3, 20, 0));
-    ASSERT_EQ(3200, job_backoff_delay(1000, 3, 20, UINT32_MAX));
-    ASSERT_EQ(0, job_backoff_delay(1000, 3, 100, UINT32_MAX));
+    ASSERT_EQ(4000, job_backoff_delay(EXP, 1000, 3, 20, 0));
+    ASSERT_EQ(3200, job_backoff_delay(EXP, 1000, 3, 20, UINT32_MAX));
+    ASSERT_EQ(0, job_backoff_delay(EXP, 1000, 3, 100, UINT32_MAX));
     for (uint32_t r = 0; r < UINT32_MAX - 9999999u; r += 9999999u) {
-        int64_t d = job_backoff_delay(1000, 3, 20, r);
+        int64_t d = job_backoff_delay(EXP, 1000, 3, 20, r);
         ASSERT(d >= 3200 && d <= 4000);
     }
     {
-        int64_t d = job_backoff_delay(1000, 40, 10, UINT32_MAX / 2);
+        int64_t d = job_backoff_delay(EXP, 1000, 40, 10, UINT32_MAX / 2);
         ASSERT(d >= 3240000 && d <= 3600000);
     }
 }
 
-TEST(unit_backoff_bullmq_formula)
+TEST(unit_backoff_one_policy_for_every_backend)
 {
-    /* Jobs that carry BullMQ's backoff (Redis queue) follow its formula: fixed = delay,
-     * exponential = round(2^(n-1) * delay), no cap; jitter j picks a value in [d(1-j), d). */
-    struct job j;
-
-    memset(&j, 0, sizeof(j));
-    j.backoff_ms = 300;
-    j.backoff_jitter = 0;
-    ASSERT_EQ(300, job_retry_delay(&j, 1, 20, UINT32_MAX));
-    ASSERT_EQ(600, job_retry_delay(&j, 2, 20, UINT32_MAX));
-    ASSERT_EQ(1200, job_retry_delay(&j, 3, 20, 0));
-    ASSERT_EQ(300LL << 19, job_retry_delay(&j, 20, 0, 0)); /* BullMQ does not cap at an hour */
-    j.backoff_type = JOB_BACKOFF_FIXED;
-    ASSERT_EQ(300, job_retry_delay(&j, 5, 0, 0));
-    j.backoff_type = JOB_BACKOFF_EXPONENTIAL;
-    j.backoff_jitter = 0.5;
-    ASSERT_EQ(300, job_retry_delay(&j, 2, 0, 0)); /* d = 600: lower bound 600 * 0.5 */
-    ASSERT(job_retry_delay(&j, 2, 0, UINT32_MAX) < 600);
-    ASSERT(job_retry_delay(&j, 2, 0, UINT32_MAX) >= 599);
-    j.backoff_jitter = -1; /* the database queue's jobs: job_backoff_delay with the default */
-    ASSERT_EQ(job_backoff_delay(300, 3, 20, 77), job_retry_delay(&j, 3, 20, 77));
-    j.backoff_ms = 0;
-    j.backoff_jitter = 0;
-    ASSERT_EQ(0, job_retry_delay(&j, 3, 0, 0)); /* no backoff: retried at once */
+    /* The worker's policy is the only one: a BullMQ job's own backoff type and delay are
+     * honoured (fixed = delay, exponential = 2^(n-1) * delay), under the same one-hour cap and
+     * the worker's jitter, whatever queue the job came from. */
+    ASSERT_EQ(300, job_backoff_delay(EXP, 300, 1, 20, 0));
+    ASSERT_EQ(600, job_backoff_delay(EXP, 300, 2, 0, 0));
+    ASSERT_EQ(1200, job_backoff_delay(EXP, 300, 3, 0, 0));
+    ASSERT_EQ(3600000, job_backoff_delay(EXP, 300, 20, 0, 0)); /* capped like any job */
+    ASSERT_EQ(300, job_backoff_delay(JOB_BACKOFF_FIXED, 300, 5, 0, 0));
+    ASSERT_EQ(240, job_backoff_delay(JOB_BACKOFF_FIXED, 300, 5, 20, UINT32_MAX));
+    ASSERT_EQ(3600000, job_backoff_delay(JOB_BACKOFF_FIXED, 7200000, 1, 0, 0));
+    ASSERT_EQ(0, job_backoff_delay(JOB_BACKOFF_FIXED, 0, 3, 0, 0)); /* retried at once */
 }
 
 /* ---- time ------------------------------------------------------------------------------ */

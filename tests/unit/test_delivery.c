@@ -334,7 +334,7 @@ TEST(unit_messaging_already_sent_is_not_sent_again)
     int64_t next_due = 0;
 
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
-    ASSERT_OK(job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, env->arena, &stale, &found,
+    ASSERT_OK(job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, 1, env->arena, &stale, &found,
                                 &next_due, &err));
     ASSERT_EQ(1, found);
     env->clock.now = T_NOW + T_LEASE_MS;
@@ -367,7 +367,7 @@ TEST(unit_messaging_inbound_message_job_is_skipped)
     ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
     snprintf(j.id, sizeof(j.id), "%s", "999");
     j.name = SEND_MESSAGE_JOB;
-    j.message_id = mid;
+    j.data = arena_printf(env->arena, "{\"messageId\":\"%s\"}", mid);
     j.max_attempts = 3;
     ASSERT_OK(leads_deliver(&env->mdeps, &j, env->arena, &outcome, &err));
     ASSERT_EQ(DELIVERY_DUPLICATE, outcome);
@@ -380,8 +380,12 @@ TEST(unit_messaging_missing_message_fails_job)
     struct t_env *env = t_env_new(T_MEM);
     struct sp_error err = {0};
     struct lead l;
-    struct job_spec spec = {
-        SEND_MESSAGE_JOB, NULL, "00000000-0000-4000-8000-000000000000", "{}", 3, 1000};
+    struct job_spec spec = {SEND_MESSAGE_JOB,
+                            "00000000-0000-4000-8000-000000000000",
+                            NULL,
+                            "{\"messageId\":\"00000000-0000-4000-8000-000000000000\"}",
+                            3,
+                            1000};
     char id[JOB_ID_MAX];
     enum delivery_outcome outcome = DELIVERY_SENT;
     struct job j;
@@ -390,10 +394,10 @@ TEST(unit_messaging_missing_message_fails_job)
 
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
     ASSERT_EQ(1, t_env_tick(env, NULL));
-    spec.lead_id = l.id;
+    spec.group = l.id;
     ASSERT_OK(job_queue_enqueue(env->queue, &spec, T_NOW, id, &err));
-    ASSERT_OK(
-        job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, env->arena, &j, &found, &next_due, &err));
+    ASSERT_OK(job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, 1, env->arena, &j, &found, &next_due,
+                                &err));
     ASSERT_EQ(1, found);
     ASSERT_OK(leads_deliver(&env->mdeps, &j, env->arena, &outcome, &err));
     ASSERT_EQ(DELIVERY_DEAD, outcome);

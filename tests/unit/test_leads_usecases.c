@@ -106,8 +106,8 @@ TEST_ALL(unit_leads_create_email_and_phone)
         ASSERT_STREQ(m[i].id, t_json_str(e[i + 1].correlation_ids, "messageId"));
 
         ASSERT_STREQ(SEND_MESSAGE_JOB, j[i].name);
-        ASSERT_STREQ(l.id, j[i].lead_id);
-        ASSERT_STREQ(m[i].id, j[i].message_id);
+        ASSERT_STREQ(l.id, j[i].group);
+        ASSERT_STREQ(m[i].id, j[i].key);
         ASSERT_EQ(JOB_WAITING, j[i].state);
         ASSERT_EQ(3, j[i].max_attempts); /* seed defect #1: attempts and backoff are set */
         ASSERT_EQ(1000, j[i].backoff_ms);
@@ -357,7 +357,7 @@ TEST_ALL(unit_leads_reply_on_whatsapp)
 
     t_env_jobs(env, l.id, &j, &nj);
     ASSERT_EQ(3, nj);
-    ASSERT_STREQ(m[3].id, j[2].message_id);
+    ASSERT_STREQ(m[3].id, j[2].key);
     ASSERT_STREQ("ai_reply", t_json_str(j[2].data, "kind"));
     ASSERT_EQ(T_NOW + 5000, j[2].run_at);
     t_env_free(env);
@@ -561,9 +561,9 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     for (int i = 0; i < d.nevents; i++)
         ASSERT_STREQ(a.id, d.events[i].lead_id);
     ASSERT_EQ(3, d.njobs);
-    ASSERT_STREQ(d.messages[0].id, d.jobs[0].message_id);
-    ASSERT_STREQ(d.messages[1].id, d.jobs[1].message_id);
-    ASSERT_STREQ(d.messages[3].id, d.jobs[2].message_id);
+    ASSERT_STREQ(d.messages[0].id, d.jobs[0].key);
+    ASSERT_STREQ(d.messages[1].id, d.jobs[1].key);
+    ASSERT_STREQ(d.messages[3].id, d.jobs[2].key);
 
     ASSERT_OK(leads_get_details(&env->deps, b.id, env->arena, &d, &err));
     ASSERT_EQ(1, d.nmessages);

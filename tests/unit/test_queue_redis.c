@@ -13,6 +13,8 @@
 #include "infra/db.h"
 #include "infra/db_sqlite.h"
 #include "infra/migrate.h"
+#include "core/queue_signal.h"
+#include "infra/outbox_relay.h"
 #include "infra/queue_redis.h"
 #include "infra/queue_sql.h"
 #include "infra/redis.h"
@@ -79,13 +81,14 @@ rq_open(struct rq *e, int keep_completed, int max_stalled)
     ASSERT_OK(db_sqlite_new("t.db", &e->sq, &err));
     ASSERT_OK(db_sqlite_connect(e->sq, &e->conn, &err));
     ASSERT_OK(db_migrate(e->conn, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, &err));
-    ASSERT_OK(redis_new(url, queue_redis_scripts, queue_redis_nscripts, &e->r, &err));
+    ASSERT_OK(redis_new(url, bullmq_scripts, BULLMQ_NSCRIPTS, &e->r, &err));
     if (redis_ping(e->r, &err) != SP_OK)
         redis_unavailable(err.msg);
     snprintf(e->name, sizeof(e->name), "tq%d_%d_%lld", (int)getpid(), seq++,
              (long long)sp_mono_ms());
     queue_signal_init(&e->sig);
-    queue_redis_shared_init(&e->sh, "bull", e->name, keep_completed, 60000, max_stalled, &e->sig);
+    queue_redis_shared_init(&e->sh, "bull", e->name, keep_completed, 60000, max_stalled, 30000,
+                            &e->sig);
     queue_redis_init(&e->q, &e->sh, e->conn, e->r);
     e->a = arena_new();
 }
@@ -168,7 +171,7 @@ static void
 enqueue(struct rq *e, const char *message_id, char *id)
 {
     struct job_spec spec = {
-        "send-message", NULL, message_id, "{\"messageId\":\"m\",\"leadId\":\"l\"}", 3, 1000};
+        "send-message", message_id, NULL, "{\"messageId\":\"m\",\"leadId\":\"l\"}", 3, 1000};
     struct sp_error err = {0};
 
     ASSERT_OK(db_begin(e->conn, &err));
@@ -182,7 +185,7 @@ relay(struct rq *e)
     struct sp_error err = {0};
     int n = -1;
 
-    ASSERT_OK(queue_redis_relay_batch(&e->q, 100, &n, &err));
+    ASSERT_OK(outbox_relay_batch(e->conn, e->r, &e->sh, 100, &n, &err));
     return n;
 }
 
@@ -192,7 +195,7 @@ reserve(struct rq *e, int64_t now, int64_t lease, struct job *j, int *found, int
     struct sp_error err = {0};
 
     ASSERT_OK(db_begin(e->conn, &err));
-    ASSERT_OK(job_queue_reserve(&e->q.base, now, lease, e->a, j, found, next_due, &err));
+    ASSERT_OK(job_queue_reserve(&e->q.base, now, lease, 1, e->a, j, found, next_due, &err));
     ASSERT_OK(db_commit(e->conn, &err));
     ASSERT_OK(job_queue_after_commit(&e->q.base, &err));
 }
@@ -300,8 +303,7 @@ TEST(unit_queue_redis_fetch_then_complete_redis)
     ASSERT_EQ(1, relay(&e));
     take(&e, now, 30000, &j);
     ASSERT_STREQ(id, j.id);
-    ASSERT_STREQ("m", j.message_id);
-    ASSERT_STREQ("l", j.lead_id);
+    ASSERT_STREQ("{\"messageId\":\"m\",\"leadId\":\"l\"}", j.data);
     ASSERT_EQ(3, j.max_attempts);
     ASSERT_EQ(0, j.attempts_made);
     ASSERT_EQ(1000, j.backoff_ms);
@@ -310,7 +312,7 @@ TEST(unit_queue_redis_fetch_then_complete_redis)
     ASSERT_EQ(0, rint_(&e, "LLEN", "%Pwait", NULL));
     ASSERT_STREQ("1", hget(&e, id, "ats"));
     ASSERT_EQ(now, strtoll(hget(&e, id, "processedOn"), NULL, 10));
-    ASSERT_STREQ(j.token, lock_of(&e, id));
+    ASSERT_STREQ(j.lease, lock_of(&e, id));
     ASSERT_STREQ("active/0", outbox_state(&e, id));
     reserve(&e, now, 30000, &none, &found, &next_due); /* nothing else is ready */
     ASSERT_EQ(0, found);
@@ -404,6 +406,8 @@ TEST(unit_queue_redis_lost_lock_is_a_conflict_redis)
     struct rq e;
     char id[JOB_ID_MAX];
     struct job j;
+    const struct job *jp = &j;
+    int lost = -1;
     struct sp_error err = {0};
     int64_t now = sp_clock_now_ms(&sp_clock_real);
 
@@ -411,10 +415,11 @@ TEST(unit_queue_redis_lost_lock_is_a_conflict_redis)
     enqueue(&e, NULL, id);
     ASSERT_EQ(1, relay(&e));
     take(&e, now, 30000, &j);
-    ASSERT_OK(job_queue_touch(&e.q.base, &j, 30000, &err));
+    ASSERT_OK(job_queue_fence(&e.q.base, &jp, 1, &lost, &err));
+    ASSERT_EQ(0, lost);
     redis_reply_free(rcmd(&e, "SET", jkey(&e, id, ":lock"), "someone-else", NULL));
-    ASSERT_EQ(SP_ECONFLICT, job_queue_touch(&e.q.base, &j, 30000, &err));
-    ASSERT_STREQ("job", err.field);
+    ASSERT_OK(job_queue_fence(&e.q.base, &jp, 1, &lost, &err));
+    ASSERT_EQ(1, lost);
     /* A stale outcome reaching Redis anyway changes nothing there. */
     end_attempt(&e, &j, END_COMPLETE, now, 0);
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
@@ -435,7 +440,7 @@ TEST(unit_queue_redis_rollback_gives_reserved_jobs_back_redis)
     enqueue(&e, NULL, id);
     ASSERT_EQ(1, relay(&e));
     ASSERT_OK(db_begin(e.conn, &err));
-    ASSERT_OK(job_queue_reserve(&e.q.base, now, 30000, e.a, &j, &found, &next_due, &err));
+    ASSERT_OK(job_queue_reserve(&e.q.base, now, 30000, 1, e.a, &j, &found, &next_due, &err));
     ASSERT_EQ(1, found);
     db_rollback(e.conn);
     job_queue_after_rollback(&e.q.base);
@@ -457,7 +462,7 @@ stalled_check(struct rq *e)
 
     redis_reply_free(rcmd(e, "DEL", "%Pstalled-check", NULL));
     atomic_store(&e->sh.next_stalled_check, 0);
-    ASSERT_OK(e->q.base.ops->maintain(&e->q.base, &err));
+    ASSERT_OK(job_queue_maintain(&e->q.base, sp_clock_now_ms(&sp_clock_real), &err));
 }
 
 TEST(unit_queue_redis_stalled_job_is_recovered_then_failed_redis)
@@ -604,7 +609,7 @@ wenv_relay_and_tick(struct wenv *w, int *did)
     int n = 0;
     int64_t next_due = 0;
 
-    ASSERT_OK(queue_redis_relay_batch(&w->q, 10, &n, &err));
+    ASSERT_OK(outbox_relay_batch(w->env->conn, w->e.r, &w->e.sh, 10, &n, &err));
     ASSERT_OK(leads_delivery_tick(&w->env->mdeps, w->env->arena, did, &next_due, &err));
     return n;
 }

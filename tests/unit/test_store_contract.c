@@ -76,7 +76,7 @@ static void
 enqueue(struct t_env *env, const char *lead_id, const char *message_id, int64_t now, char *id)
 {
     struct sp_error err = {0};
-    struct job_spec spec = {"send-message", lead_id, message_id, "{\"k\":1}", 3, 1000};
+    struct job_spec spec = {"send-message", message_id, lead_id, "{\"k\":1}", 3, 1000};
     ASSERT_OK(job_queue_enqueue(env->queue, &spec, now, id, &err));
 }
 
@@ -87,7 +87,7 @@ reserve(struct t_env *env, int64_t now, struct job *out, int64_t *next_due)
     struct sp_error err = {0};
     int found = 0;
     int64_t nd = 0;
-    ASSERT_OK(job_queue_reserve(env->queue, now, 1000, env->arena, out, &found, &nd, &err));
+    ASSERT_OK(job_queue_reserve(env->queue, now, 1000, 1, env->arena, out, &found, &nd, &err));
     if (next_due)
         *next_due = nd;
     return found;
@@ -160,7 +160,7 @@ TEST_ALL(unit_contract_constraints_are_conflicts)
     struct message orphan = mk_message(&ghost, 2, CHANNEL_EMAIL, 1000);
     struct lead_event e = mk_event(&ghost, 1, EVENT_LEAD_ADDED, 1000);
     char id[JOB_ID_MAX];
-    struct job_spec spec = {"send-message", ghost.id, NULL, "{}", 3, 1000};
+    struct job_spec spec = {"send-message", NULL, ghost.id, "{}", 3, 1000};
 
     insert_lead(env, &l);
     ASSERT_EQ(SP_ECONFLICT, lead_repo_lead_insert(env->repo, &l, &err));
@@ -389,8 +389,8 @@ TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
     j = job_by_id(env, a.id, id);
     ASSERT_EQ(JOB_WAITING, j.state);
     ASSERT_STREQ("send-message", j.name);
-    ASSERT_STREQ(M1, j.message_id);
-    ASSERT_STREQ(a.id, j.lead_id);
+    ASSERT_STREQ(M1, j.key);
+    ASSERT_STREQ(a.id, j.group);
     ASSERT_JSON_SAME("{\"k\":1}", j.data);
     ASSERT_EQ(3, j.max_attempts);
     ASSERT_EQ(1000, j.backoff_ms);
@@ -405,7 +405,7 @@ TEST_ALL(unit_contract_queue_enqueue_reserve_complete)
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
     ASSERT_STREQ(id, j.id);
     ASSERT_EQ(JOB_ACTIVE, j.state);
-    ASSERT_STREQ(M1, j.message_id);
+    ASSERT_STREQ(M1, j.key);
     ASSERT_EQ(JOB_ACTIVE, job_by_id(env, a.id, id).state);
     ASSERT_EQ(0, reserve(env, 1500, NULL, &next_due)); /* leased until 2000 */
     ASSERT_EQ(0, next_due);
@@ -481,7 +481,7 @@ TEST_ALL(unit_contract_queue_due_order)
         /* listed by lead in enqueue order */
         struct job *list;
         int n;
-        ASSERT_OK(job_queue_list_by_lead(env->queue, a.id, env->arena, &list, &n, &err));
+        ASSERT_OK(job_queue_list_group(env->queue, a.id, env->arena, &list, &n, &err));
         ASSERT_EQ(3, n);
         ASSERT_STREQ(id1, list[0].id);
         ASSERT_STREQ(id2, list[1].id);
@@ -512,13 +512,68 @@ TEST_ALL(unit_contract_queue_stalled_recovery)
 
     ASSERT_EQ(1, reserve(env, 3000, &j, NULL));
     ASSERT_EQ(2, j.stalled_count);
-    /* the third stall exceeds the limit (3): the job is failed instead of handed out */
+    /* the third stall exceeds the limit (QUEUE_MAX_STALLED, 2 here): the job is failed
+     * instead of handed out */
     ASSERT_EQ(0, reserve(env, 4000, &j, NULL));
     j = job_by_id(env, a.id, id);
     ASSERT_EQ(JOB_FAILED, j.state);
     ASSERT_EQ(3, j.stalled_count);
     ASSERT_STREQ("job stalled more than allowable limit", j.last_error);
     ASSERT_EQ(4000, j.finished_at);
+    t_env_free(env);
+}
+
+TEST_ALL(unit_contract_queue_renew_keeps_a_slow_job)
+{
+    /* the keeper's renewal extends every lease the process holds: a job that runs longer than
+     * its lease is not handed out again, and its outcome is still ours to record */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct sp_error err = {0};
+    struct job j, other;
+    const struct job *jp = &j;
+    char id[JOB_ID_MAX];
+    int lost = -1;
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL)); /* leased until 2000 */
+    ASSERT_OK(job_queue_renew(env->queue, 1600, 1000, &err));
+    ASSERT_OK(job_queue_renew(env->queue, 2300, 1000, &err));
+    ASSERT_EQ(0, reserve(env, 3000, &other, NULL)); /* renewed until 3300 */
+    ASSERT_OK(job_queue_fence(env->queue, &jp, 1, &lost, &err));
+    ASSERT_EQ(0, lost);
+    ASSERT_OK(job_queue_complete(env->queue, &j, 3100, &err));
+    j = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_COMPLETED, j.state);
+    ASSERT_EQ(0, j.stalled_count);
+    t_env_free(env);
+}
+
+TEST_ALL(unit_contract_queue_lost_lease_is_fenced)
+{
+    /* a holder whose lease expired and whose job went to another holder changes nothing */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct sp_error err = {0};
+    struct job stale, fresh;
+    const struct job *jp = &stale;
+    char id[JOB_ID_MAX];
+    int lost = -1;
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &stale, NULL));
+    ASSERT_EQ(1, reserve(env, 2000, &fresh, NULL)); /* expired: taken again */
+    ASSERT(strcmp(stale.lease, fresh.lease) != 0);
+    ASSERT_OK(job_queue_fence(env->queue, &jp, 1, &lost, &err));
+    ASSERT_EQ(1, lost);
+    ASSERT_EQ(SP_ELEASELOST, job_queue_complete(env->queue, &stale, 2100, &err));
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ELEASELOST, job_queue_fail(env->queue, &stale, 2100, "x", &err));
+    sp_error_clear(&err);
+    ASSERT_OK(job_queue_complete(env->queue, &fresh, 2200, &err));
+    ASSERT_EQ(JOB_COMPLETED, job_by_id(env, a.id, id).state);
     t_env_free(env);
 }
 
@@ -568,8 +623,8 @@ TEST_ALL(unit_contract_queue_job_without_lead)
 
     enqueue(env, NULL, NULL, 1000, id);
     ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
-    ASSERT(j.lead_id == NULL);
-    ASSERT(j.message_id == NULL);
+    ASSERT(j.group == NULL);
+    ASSERT(j.key == NULL);
     t_env_free(env);
 }
 

@@ -52,7 +52,7 @@ uow_commit(const struct delivery_deps *d, int *committed, struct sp_error *err)
 }
 
 /* What the claim step decided about a reserved job. */
-enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE };
+enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
 
 /* Ends a job that needs no send. A lost lease (another worker owns the job now) is fine here:
  * there is nothing of ours to record. */
@@ -271,8 +271,7 @@ struct work {
 
 /* Records one send's outcome inside the caller's unit of work. */
 static int
-record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w,
-               struct sp_error *err)
+record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, struct sp_error *err)
 {
     int will_retry = 0;
     int rc;
@@ -322,11 +321,21 @@ by_lead(const void *x, const void *y)
     return c ? c : strcmp(a->msg.id, b->msg.id);
 }
 
-/* Checks the leases of the batch's jobs (one round trip where the queue lives outside the
- * database), before the unit of work so that it holds its row locks for less time, and drops
- * from order[0..*m) the jobs whose lease was lost. */
+/* Whether the leases of a batch reserved (or last checked) at `since` may have been lost by
+ * now. Within half a lease they cannot: reserve gave them a full lease, and the keeper renews
+ * them every third of one. Past that (a slow provider, a hung process), they are checked. */
+static int
+leases_in_doubt(const struct delivery_deps *d, int64_t since)
+{
+    return sp_clock_now_ms(d->clock) - since >= d->lease_ms / 2;
+}
+
+/* Checks the leases of list[0..*m) in one call to the queue and drops from the list the works
+ * whose job is not ours any more (their outcome: DELIVERY_LEASE_LOST). Cannot tell (Redis
+ * down): keeps them all, since a send that happened must have its outcome recorded. */
 static void
-fence_batch(const struct delivery_deps *d, struct arena *a, struct work **order, int *m)
+fence_works(const struct delivery_deps *d, struct arena *a, struct work **list, int *m,
+            const char *when)
 {
     const struct job **jobs;
     int *lost, kept = 0, rc;
@@ -337,20 +346,19 @@ fence_batch(const struct delivery_deps *d, struct arena *a, struct work **order,
     jobs = arena_alloc(a, sizeof(*jobs) * (size_t)*m);
     lost = arena_alloc(a, sizeof(*lost) * (size_t)*m);
     for (int i = 0; i < *m; i++)
-        jobs[i] = &order[i]->job;
+        jobs[i] = &list[i]->job;
     rc = job_queue_fence(d->queue, jobs, *m, lost, &err);
     if (rc != SP_OK) {
-        /* Cannot tell (Redis down): the sends happened, so their outcomes are recorded; left
-         * unrecorded, the messages would go out again once the jobs are handed out anew. */
-        log_debug("lease check of %d jobs failed (%s); recording anyway", *m, err.msg);
+        log_debug("lease check of %d jobs failed (%s); going on", *m, err.msg);
         return;
     }
     for (int i = 0; i < *m; i++) {
         if (lost[i]) {
-            log_warn("job %s: lease lost during the send; outcome not recorded", order[i]->job.id);
-            order[i]->outcome = DELIVERY_LEASE_LOST;
+            log_warn("job %s: lease lost %s; left to its new owner", list[i]->job.id, when);
+            list[i]->res = CLAIM_LOST;
+            list[i]->outcome = DELIVERY_LEASE_LOST;
         } else {
-            order[kept++] = order[i];
+            list[kept++] = list[i];
         }
     }
     *m = kept;
@@ -360,7 +368,7 @@ fence_batch(const struct delivery_deps *d, struct arena *a, struct work **order,
  * workers recording at once (PostgreSQL) lock leads in the same order and cannot deadlock. */
 static int
 record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, int n,
-             int *committed, struct sp_error *err)
+             int64_t checked, int *committed, struct sp_error *err)
 {
     struct work **order = arena_alloc(a, sizeof(*order) * (size_t)n);
     int m = 0, rc;
@@ -370,7 +378,8 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
         if (ws[i].res == CLAIM_SEND)
             order[m++] = &ws[i];
     qsort(order, (size_t)m, sizeof(*order), by_lead);
-    fence_batch(d, a, order, &m);
+    if (leases_in_doubt(d, checked))
+        fence_works(d, a, order, &m, "during the send (outcome not recorded)");
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
@@ -385,10 +394,26 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
 
 /* After a committed claim: calls the sender for each job to send, then records every outcome in
  * a second unit of work. */
+/* Checks the leases of the jobs still to send, ws[from..n). */
+static void
+fence_unsent(const struct delivery_deps *d, struct arena *a, struct work *ws, int from, int n)
+{
+    struct work **list = arena_alloc(a, sizeof(*list) * (size_t)(n - from));
+    int m = 0;
+
+    for (int i = from; i < n; i++)
+        if (ws[i].res == CLAIM_SEND)
+            list[m++] = &ws[i];
+    fence_works(d, a, list, &m, "before its send (not sent)");
+}
+
+/* After a committed claim at `reserved_at`: calls the sender for each job to send, then
+ * records every outcome in a second unit of work. */
 static int
 send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws, int n,
-                struct sp_error *err)
+                int64_t reserved_at, struct sp_error *err)
 {
+    int64_t checked = reserved_at;
     int rc, any = 0;
 
     for (int i = 0; i < n; i++) {
@@ -397,6 +422,11 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
             w->outcome = DELIVERY_DUPLICATE;
         if (w->res == CLAIM_GONE)
             w->outcome = DELIVERY_DEAD;
+        if (w->res == CLAIM_SEND && leases_in_doubt(d, checked)) {
+            /* A job lost now went to another worker: sending it too would be a second send. */
+            fence_unsent(d, a, ws, i, n);
+            checked = sp_clock_now_ms(d->clock);
+        }
         if (w->res != CLAIM_SEND)
             continue;
         w->send_rc = deliver(d, a, &w->msg, &w->lead, &w->provider_id, &w->send_err);
@@ -410,7 +440,7 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
     for (int tries = 1;; tries++) {
         struct sp_error terr = {0};
         int committed = 0;
-        rc = record_batch(d, a, ws, n, &committed, &terr);
+        rc = record_batch(d, a, ws, n, checked, &committed, &terr);
         if (rc == SP_OK || committed || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
             if (rc != SP_OK && err && err->code == SP_OK)
                 *err = terr;
@@ -422,7 +452,7 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
 
 int
 leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *a,
-                  enum delivery_outcome *outcome, struct sp_error *err)
+              enum delivery_outcome *outcome, struct sp_error *err)
 {
     struct work *w = arena_alloc(a, sizeof(*w));
     int rc;
@@ -439,8 +469,9 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
         return rc;
     }
     rc = uow_commit(d, &committed, err);
+    /* Reserved by the caller at an unknown time: its lease is checked before the send. */
     if (committed)
-        rc = send_and_record(d, a, w, 1, err);
+        rc = send_and_record(d, a, w, 1, sp_clock_now_ms(d->clock) - d->lease_ms, err);
     *outcome = w->outcome;
     return rc;
 }
@@ -478,11 +509,12 @@ log_outcome(const struct work *w)
 
 int
 leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_work,
-                      int64_t *next_due, struct sp_error *err)
+                    int64_t *next_due, struct sp_error *err)
 {
     int batch = d->batch > 0 ? d->batch : 1;
     struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
     struct job *js = arena_alloc(a, sizeof(*js) * (size_t)batch);
+    int64_t reserved_at = sp_clock_now_ms(d->clock);
     int n = 0, committed = 0;
     int rc;
 
@@ -492,8 +524,7 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    rc = job_queue_reserve(d->queue, sp_clock_now_ms(d->clock), d->lease_ms, batch, a, js, &n,
-                           next_due, err);
+    rc = job_queue_reserve(d->queue, reserved_at, d->lease_ms, batch, a, js, &n, next_due, err);
     for (int i = 0; rc == SP_OK && i < n; i++) {
         ws[i].job = js[i];
         rc = claim_in_tx(d, &ws[i].job, a, &ws[i].msg, &ws[i].lead, &ws[i].res, err);
@@ -510,7 +541,7 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     *did_work = 1;
     if (n == batch)
         *next_due = 0; /* more may be due right away */
-    rc = send_and_record(d, a, ws, n, err);
+    rc = send_and_record(d, a, ws, n, reserved_at, err);
     for (int i = 0; rc == SP_OK && i < n; i++)
         log_outcome(&ws[i]);
     return rc;
