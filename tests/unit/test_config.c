@@ -1,4 +1,4 @@
-/* test_config.c: config_load: defaults (those DESIGN.md §1 lists), environment, flags and
+/* test_config.c: config_load: defaults (README.md's settings table), environment, flags and
  * validation. Each test runs in its own forked child, so setenv/unsetenv cannot leak. */
 #include "t.h"
 
@@ -33,7 +33,7 @@ TEST(unit_config_defaults)
     ASSERT_STREQ("127.0.0.1", cfg.host);
     ASSERT_STREQ("sqlite:salespad.db", cfg.database_url);
     ASSERT(cfg.redis_url == NULL);
-    ASSERT(cfg.http_threads >= 1); /* not part of DESIGN.md's table: tuning, not contract */
+    ASSERT(cfg.http_threads >= 1); /* tuning, not contract: only sane */
     ASSERT_EQ(4, cfg.worker_concurrency);
     ASSERT_EQ(3, cfg.job_attempts); /* the design's 3 attempts (seed defect #1) */
     ASSERT_EQ(1000, cfg.job_backoff_ms);
