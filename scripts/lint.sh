@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lint.sh: the checks a script can make (STYLE.md §9): formatting, include rules, banned calls,
+# lint.sh: the checks a script can make: formatting, include rules, banned calls,
 # header self-containment. Exits non-zero on the first kind of failure it reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +20,13 @@ fi
 # 2. Banned functions (curl's list) and SQL built with printf.
 banned='\b(sprintf|vsprintf|strcpy|strcat|strncpy|atoi|atol|gets|strtok|gmtime|localtime|rand|system)[[:space:]]*\('
 if grep -nE "$banned" $(git ls-files 'src/*.c' 'src/*.h') ; then
-  fail "banned function used (see STYLE.md §9)"
+  fail "banned function used (unbounded or locale/thread-unsafe: see the list above)"
 fi
 if grep -nE 'printf\([^;]*"(SELECT|INSERT|UPDATE|DELETE) ' $(git ls-files 'src/*.c'); then
   fail "SQL built with printf: pass values as parameters"
 fi
 
-# 3. Include rules (STYLE.md §1): layers only include what they may.
+# 3. Include rules: layers only include what they may (README.md, "How it works").
 check_includes() { # dir, allowed-regex
   local dir=$1 allowed=$2 f inc
   for f in $(git ls-files "$dir"); do

@@ -1,7 +1,7 @@
 /* arena.h: a bump allocator for one request or one job.
  *
  * Everything a request parses, reads from the database or renders is allocated here and released
- * at once by arena_reset() or arena_free(). Allocation failure aborts (OOM policy, STYLE §5.6).
+ * at once by arena_reset() or arena_free(). Allocation failure aborts (xmalloc.h's OOM policy).
  * What goes in is bounded by its producers (HTTP_BODY_MAX, field limits, jsonw limits). */
 #pragma once
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum log_level sp_log_level = LOG_INFO;
+enum log_level sp_log_level = SP_LOG_INFO;
 static enum log_format log_fmt = LOG_TEXT;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};

@@ -4,7 +4,7 @@
  * Thread-safe: each line is written with a single write(2). */
 #pragma once
 
-enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_level { SP_LOG_ERROR = 0, SP_LOG_WARN, SP_LOG_INFO, SP_LOG_DEBUG };
 enum log_format { LOG_TEXT = 0, LOG_JSON };
 
 extern enum log_level sp_log_level;
@@ -22,7 +22,7 @@ void log_write(enum log_level level, const char *file, int line, const char *fmt
         if ((lvl) <= sp_log_level)                                                                 \
             log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);                                     \
     } while (0)
-#define log_error(...) SP_LOG(LOG_ERROR, __VA_ARGS__)
-#define log_warn(...) SP_LOG(LOG_WARN, __VA_ARGS__)
-#define log_info(...) SP_LOG(LOG_INFO, __VA_ARGS__)
-#define log_debug(...) SP_LOG(LOG_DEBUG, __VA_ARGS__)
+#define log_error(...) SP_LOG(SP_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) SP_LOG(SP_LOG_WARN, __VA_ARGS__)
+#define log_info(...) SP_LOG(SP_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) SP_LOG(SP_LOG_DEBUG, __VA_ARGS__)

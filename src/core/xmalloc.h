@@ -1,4 +1,4 @@
-/* xmalloc.h: allocation that never returns NULL (STYLE §5.6: log and abort on OOM). */
+/* xmalloc.h: allocation that never returns NULL (out of memory: log and abort). */
 #pragma once
 
 #include <stddef.h>

@@ -11,7 +11,7 @@
 #include <sys/time.h>
 
 #define CONNECT_TIMEOUT_MS 2000
-#define COMMAND_TIMEOUT_MS 5000 /* above the longest BZPOPMIN block of a worker (1 s) */
+#define COMMAND_TIMEOUT_MS 5000 /* above the longest BZPOPMIN block of a worker (250 ms) */
 #define RECONNECT_QUIET_MS 1000 /* log a failed connect at most once per this interval */
 #define SHA_LEN 40
 

@@ -120,7 +120,7 @@ t_env_new(enum t_backend backend)
 {
     struct t_env *env = xcalloc(1, sizeof(*env));
 
-    sp_log_level = LOG_ERROR; /* keep test output to failures; this child's global only */
+    sp_log_level = SP_LOG_ERROR; /* keep test output to failures; this child's global only */
     env->backend = backend;
     env->arena = arena_new();
     if (backend == T_SQLITE) {

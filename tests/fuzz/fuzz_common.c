@@ -61,7 +61,7 @@ t_register(const char *name, t_fn fn)
 void
 fz_init(void)
 {
-    sp_log_level = LOG_ERROR;
+    sp_log_level = SP_LOG_ERROR;
 }
 
 static int

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make_corpus.py: writes the seed corpora of tests/fuzz (corpus/<target>/seed-NN).
 
-Bodies come from shared/reference/seed-api.md (valid and invalid). Re-running rewrites the same
+Bodies follow the HTTP contract in docs/http-api.md (valid and invalid). Re-running rewrites the same
 files; libFuzzer's own findings go to a separate, untracked directory (see README.md)."""
 import json
 import os

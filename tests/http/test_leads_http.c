@@ -1,6 +1,6 @@
 /* test_leads_http.c: the leads controller called directly with in-memory requests (no sockets)
- * on the fake storage: status codes and exact JSON bodies of seed-api.md (the NestJS
- * contract), plus the storage-failure answers (503 with Retry-After, 500). */
+ * on the fake storage: status codes and exact JSON bodies of the NestJS
+ * contract (docs/http-api.md), plus the storage-failure answers (503 with Retry-After, 500). */
 #include "t.h"
 
 #include "core/arena.h"
@@ -180,7 +180,7 @@ expect_400(const struct bad_case *cases, size_t n)
 
 TEST(http_leads_create_400_bodies_of_the_reference)
 {
-    /* seed-api.md, POST /leads, "400 Bad Request bodies", in the order listed there */
+    /* the NestJS build's 400 bodies for POST /leads, as its clients see them */
     static const struct bad_case cases[] = {
         {"{\"email\":\"john@example.com\"}",
          BAD("\"name should not be empty\",\"name must be a string\"")},
@@ -422,7 +422,7 @@ TEST(http_leads_reply_201)
 TEST(http_leads_reply_validation_bodies)
 {
     static const struct bad_case cases[] = {
-        /* seed-api.md, POST /leads/:id/reply, "Error bodies" */
+        /* the NestJS build's 400 bodies for POST /leads/:id/reply */
         {"{\"channel\":\"sms\",\"messageContent\":{\"text\":\"hi\"}}",
          BAD("\"channel must be one of the following values: email, whatsapp, linkedin, voice, "
              "ads\"")},

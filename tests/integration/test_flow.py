@@ -219,8 +219,8 @@ def snapshot_violations(det):
 
 
 def test_details_is_one_consistent_read(env):
-    # GET /leads/:id while the worker is sending: every answer must be one snapshot (DESIGN:
-    # "Details: one read"), never half of a delivery's transaction. Two failed attempts with a
+    # GET /leads/:id while the worker is sending: every answer must be one snapshot (see
+    # docs/http-api.md), never half of a delivery's transaction. Two failed attempts with a
     # short backoff spread each message's six commits over ~10 ms after its capture, while
     # readers hammer the newest leads.
     srv = env.serve(MOCK_FAIL_FIRST=2, JOB_BACKOFF_MS=5)

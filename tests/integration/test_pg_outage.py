@@ -1,4 +1,4 @@
-"""Database outage on PostgreSQL (issue 3, DESIGN §5): PostgreSQL stops in the middle of a load of
+"""PostgreSQL outage (issue 3; docs/guarantees.md): PostgreSQL stops in the middle of a load of
 captures. Meanwhile the API answers 503 in the JSON error format with Retry-After, GET /ready
 answers 503, GET /health still 200, and no process dies. PostgreSQL starts again: the service
 recovers by itself (no restart): /ready is 200 and captures get 201 again; every capture that got

@@ -1,4 +1,4 @@
-"""The Redis queue in BullMQ's data layout (issue 4; shared/reference/bullmq-wire-format.md).
+"""The Redis queue in BullMQ's data layout (issue 4; docs/redis-layout.md).
 
 A capture writes its jobs to the `outbox` table in the capture's transaction; the relay publishes
 them to Redis as BullMQ jobs (job id = message id): the job hash, the wait list, the marker,

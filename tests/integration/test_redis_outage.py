@@ -1,5 +1,5 @@
-"""Redis outage (issue 4, DESIGN §4-5: "Redis down: capture still answers 201; jobs flow when
-Redis returns"). PostgreSQL + a Redis server owned by the test (env.private_redis()). Captures
+"""Redis outage (issue 4, docs/guarantees.md "Outages": capture still answers 201; jobs flow when
+Redis returns). PostgreSQL + a Redis server owned by the test (env.private_redis()). Captures
 run from a few client threads against `serve` (API + in-process workers) while a separate
 `salespad worker` also consumes the queue; Redis is killed in the middle of the load (as a crash
 would: SIGKILL; its append-only file keeps every acknowledged write) and started again on the

@@ -1,4 +1,4 @@
-"""Stalled-job recovery on the Redis queue (issue 4; bullmq-wire-format.md §3.6): a `salespad
+"""Stalled-job recovery on the Redis queue (issue 4; docs/redis-layout.md): a `salespad
 worker` is killed -9 in the middle of a send. Its lock on the job expires (JOB_LEASE_MS is
 BullMQ's lock duration), a second worker's stalled check (every QUEUE_STALLED_INTERVAL_MS,
 guarded by <P>stalled-check) finds the job still in `active` without a lock and puts it back in

@@ -1,4 +1,4 @@
-/* test_config.c: config_load: defaults (those DESIGN.md §1 lists), environment, flags and
+/* test_config.c: config_load: defaults (README.md's settings table), environment, flags and
  * validation. Each test runs in its own forked child, so setenv/unsetenv cannot leak. */
 #include "t.h"
 
@@ -33,12 +33,12 @@ TEST(unit_config_defaults)
     ASSERT_STREQ("127.0.0.1", cfg.host);
     ASSERT_STREQ("sqlite:salespad.db", cfg.database_url);
     ASSERT(cfg.redis_url == NULL);
-    ASSERT(cfg.http_threads >= 1); /* not part of DESIGN.md's table: tuning, not contract */
+    ASSERT(cfg.http_threads >= 1); /* tuning, not contract: only sane */
     ASSERT_EQ(4, cfg.worker_concurrency);
     ASSERT_EQ(3, cfg.job_attempts); /* the design's 3 attempts (seed defect #1) */
     ASSERT_EQ(1000, cfg.job_backoff_ms);
     ASSERT(cfg.job_lease_ms >= 100);
-    ASSERT_EQ(LOG_INFO, cfg.log_level);
+    ASSERT_EQ(SP_LOG_INFO, cfg.log_level);
     ASSERT_EQ(LOG_TEXT, cfg.log_format);
     ASSERT(cfg.api_keys == NULL);
     ASSERT(cfg.mock_sink == NULL);
@@ -69,7 +69,7 @@ TEST(unit_config_from_environment)
     ASSERT_STREQ("sqlite:/tmp/x.db", cfg.database_url);
     ASSERT_EQ(5, cfg.job_attempts);
     ASSERT_EQ(250, cfg.job_backoff_ms);
-    ASSERT_EQ(LOG_DEBUG, cfg.log_level);
+    ASSERT_EQ(SP_LOG_DEBUG, cfg.log_level);
     ASSERT_EQ(LOG_JSON, cfg.log_format);
     ASSERT(cfg.mock_fail_rate == 0.25);
     ASSERT_STREQ("k1,k2", cfg.api_keys);
@@ -150,7 +150,7 @@ TEST(unit_config_flags_override_env)
     setenv("LOG_LEVEL", "debug", 1);
     ASSERT_OK(config_load(&cfg, 7, argv, 1, &err));
     ASSERT_EQ(1234, cfg.port);
-    ASSERT_EQ(LOG_WARN, cfg.log_level);
+    ASSERT_EQ(SP_LOG_WARN, cfg.log_level);
     config_cleanup(&cfg);
 }
 

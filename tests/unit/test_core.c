@@ -1,12 +1,17 @@
-/* test_core.c: the leaf libraries: JSON writer, arena, UUIDs, errors, event bus, backoff and
- * time formatting. */
+/* test_core.c: the leaf libraries: JSON writer, arena, UUIDs, errors, event bus, backoff, time
+ * formatting and the log levels. */
 #include "t.h"
+
+/* <syslog.h> defines LOG_INFO, LOG_DEBUG, ... as macros; it comes before core/log.h on purpose,
+ * so that a log level named like one of them breaks this file's build. */
+#include <syslog.h>
 
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/event_bus.h"
 #include "core/jsonw.h"
+#include "core/log.h"
 #include "core/queue.h"
 #include "core/uuid.h"
 
@@ -470,4 +475,25 @@ TEST(unit_time_iso_format)
     ASSERT_STREQ("1969-12-31T23:59:59.999Z", iso(-1, buf));
     ASSERT_STREQ("2000-01-01T00:00:00.007Z", iso(946684800007LL, buf));
     ASSERT_EQ(SP_ISO_TIME_LEN, strlen(buf));
+}
+
+/* ---- log levels ------------------------------------------------------------------------ */
+
+TEST(unit_log_levels_coexist_with_syslog)
+{
+    enum log_level l = SP_LOG_ERROR;
+
+    /* ours keep their order (a level logs when it is <= sp_log_level) and syslog's are intact */
+    ASSERT_EQ(0, SP_LOG_ERROR);
+    ASSERT_EQ(1, SP_LOG_WARN);
+    ASSERT_EQ(2, SP_LOG_INFO);
+    ASSERT_EQ(3, SP_LOG_DEBUG);
+    ASSERT_EQ(6, LOG_INFO);
+    ASSERT_EQ(7, LOG_DEBUG);
+    ASSERT_OK(log_level_parse("debug", &l));
+    ASSERT_EQ(SP_LOG_DEBUG, l);
+    ASSERT_OK(log_level_parse("warn", &l));
+    ASSERT_EQ(SP_LOG_WARN, l);
+    ASSERT_EQ(-1, log_level_parse("notice", &l));
+    ASSERT_EQ(SP_LOG_WARN, l);
 }

@@ -218,7 +218,7 @@ TEST(unit_domain_enum_names_round_trip)
 
 TEST(unit_domain_enum_names_match_the_reference)
 {
-    /* seed-api.md "Domain vocabulary" */
+    /* the NestJS build's vocabulary (docs/http-api.md) */
     static const char *const statuses[] = {"new", "contacted", "replied", "converted", "dead"};
     static const char *const channels[] = {"email", "whatsapp", "linkedin", "voice", "ads"};
 

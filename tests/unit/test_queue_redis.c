@@ -77,7 +77,7 @@ rq_open(struct rq *e, int keep_completed, int max_stalled)
 
     memset(e, 0, sizeof(*e));
     read_url(url, sizeof(url));
-    log_setup(LOG_ERROR, LOG_TEXT);
+    log_setup(SP_LOG_ERROR, LOG_TEXT);
     ASSERT_OK(db_sqlite_new("t.db", &e->sq, &err));
     ASSERT_OK(db_sqlite_connect(e->sq, &e->conn, &err));
     ASSERT_OK(db_migrate(e->conn, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, &err));

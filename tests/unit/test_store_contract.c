@@ -1,6 +1,6 @@
 /* test_store_contract.c: one contract for the lead repository and the job queue, run against
  * the in-memory fake (mem) and the real SQLite adapters on a temp-file database (sqlite), so the
- * fake the other unit tests rely on behaves like the real thing (STYLE §10 "Contract"). */
+ * fake the other unit tests rely on behaves like the real thing (a contract test). */
 #include "t.h"
 
 #include "core/arena.h"

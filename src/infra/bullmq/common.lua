@@ -1,5 +1,5 @@
 -- common.lua: helpers prepended to every script of this directory (cmake/embed_lua.cmake).
--- SalesPad's own scripts for BullMQ's Redis data layout (docs: reference/bullmq-wire-format.md).
+-- SalesPad's own scripts for BullMQ's Redis data layout (described in docs/redis-layout.md).
 -- Every script gets the key prefix P = "<prefix>:<queue>:" as ARGV[1] and builds its keys from
 -- it, as BullMQ's do: in Redis Cluster the prefix needs a hash tag. Times are ms from the client.
 

@@ -2,7 +2,7 @@
  *
  * Output is a channel message as JSON object text in the caller's arena: email
  * {"to","subject","body"}, whatsapp {"to","text"}. Generators must not block on the network
- * for long (a slow real provider belongs behind a job, DESIGN §4). */
+ * for long (a slow real provider belongs behind a job). */
 #pragma once
 
 #include "core/err.h"

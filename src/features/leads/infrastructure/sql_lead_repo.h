@@ -1,5 +1,6 @@
-/* sql_lead_repo.h: the lead repository on the database port (SQLite now, PostgreSQL later).
- * One SQL text per operation, with $n parameters, shared by every dialect. */
+/* sql_lead_repo.h: the lead repository on the database port (SQLite and PostgreSQL).
+ * One SQL text per operation, with $n parameters, shared by every dialect, except the row lock
+ * of lead_lock (FOR UPDATE on PostgreSQL; SQLite's write transaction already serializes). */
 #pragma once
 
 #include "features/leads/domain/lead_repo.h"
