@@ -1,5 +1,6 @@
-/* sql_lead_repo.h: the lead repository on the database port (SQLite now, PostgreSQL later).
- * One SQL text per operation, with $n parameters, shared by every dialect. */
+/* sql_lead_repo.h: the lead repository on the database port (SQLite or PostgreSQL).
+ * One statement descriptor per operation, with $n parameters; its text differs by dialect only
+ * where it must (the lead lock). */
 #pragma once
 
 #include "features/leads/domain/lead_repo.h"
