@@ -24,10 +24,6 @@ struct arena;
  * timestamptz in PostgreSQL. Such columns read back as integer ms in every dialect. */
 enum db_arg_type { DB_ARG_NULL = 0, DB_ARG_TEXT, DB_ARG_INT, DB_ARG_TIME };
 
-/* The SQL dialect of a connection, for the few statements that must differ (row locking).
- * TRANSITIONAL: goes with the string shim below once the queue files use descriptors. */
-enum db_dialect { DB_DIALECT_SQLITE = 0, DB_DIALECT_POSTGRES };
-
 /* One statement, in the text of each dialect. Declare it once, with DB_STMT or DB_STMT_SAME, as
  * a static object (file or block scope): its address and slot live as long as the process.
  *
@@ -152,7 +148,6 @@ struct db_conn;
 
 struct db_conn_ops {
     const char *name; /* "sqlite", "postgres" */
-    enum db_dialect dialect;
     /* Runs one statement, in the connection's dialect. `rows` (may be NULL) receives its result
      * in arena `a`; `counts` (may be NULL) what it did. With neither, nothing is waited for: a
      * driver may send the statement and report its failure at the next call of the same
@@ -215,31 +210,6 @@ db_query_count(struct db_conn *c, const struct db_stmt *st, const struct db_arg 
     *nrows = counts.nrows;
     return rc;
 }
-
-/* TRANSITIONAL: SQL passed as a plain string, run uncached, for the queue files until they
- * declare descriptors; db_query and db_exec pick the form from their second argument. */
-static inline int SP_MUST_CHECK
-db__query_text(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs,
-               struct arena *a, struct db_rows *rows, struct sp_error *err)
-{
-    const struct db_stmt st = {"sql", sql, sql, NULL};
-    return db_query(c, &st, args, nargs, a, rows, err);
-}
-
-static inline int SP_MUST_CHECK
-db__exec_text(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs,
-              int64_t *changes, struct sp_error *err)
-{
-    const struct db_stmt st = {"sql", sql, sql, NULL};
-    return db_exec(c, &st, args, nargs, changes, err);
-}
-
-#define db_query(c, st, ...)                                                                       \
-    _Generic((st), const char *: db__query_text, char *: db__query_text, default: db_query)(       \
-        c, st, __VA_ARGS__)
-#define db_exec(c, st, ...)                                                                        \
-    _Generic((st), const char *: db__exec_text, char *: db__exec_text, default: db_exec)(c, st,    \
-                                                                                         __VA_ARGS__)
 
 static inline int SP_MUST_CHECK
 db_begin(struct db_conn *c, struct sp_error *err)

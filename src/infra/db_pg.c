@@ -516,7 +516,6 @@ pg_close(struct db_conn *base)
 
 static const struct db_conn_ops pg_ops = {
     .name = "postgres",
-    .dialect = DB_DIALECT_POSTGRES,
     .query = pg_query,
     .exec_script = pg_exec_script,
     .begin = pg_begin,

@@ -541,7 +541,6 @@ sq_close(struct db_conn *base)
 
 static const struct db_conn_ops sqlite_ops = {
     .name = "sqlite",
-    .dialect = DB_DIALECT_SQLITE,
     .query = sq_query,
     .exec_script = sq_exec_script,
     .begin = sq_begin,

@@ -3,6 +3,7 @@
 
 #include "core/arena.h"
 #include "infra/db.h"
+#include "infra/job_rows.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,45 +12,44 @@
 
 #define MAX_STALLED_DEFAULT 3
 
-static const char SQL_ENQUEUE[] =
-    "INSERT INTO jobs (name, lead_id, message_id, data, state, attempts_made, max_attempts,"
-    " backoff_ms, run_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id";
-#define JOB_COLUMNS                                                                                \
-    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"         \
-    " stalled_count, last_error, run_at, created_at, updated_at, finished_at"
-static const char SQL_DUE[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                              " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
-                              " ORDER BY run_at LIMIT 1";
-static const char SQL_EXPIRED[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                  " WHERE state = 'active' AND lease_until <= $1"
-                                  " ORDER BY lease_until LIMIT 1";
+DB_STMT_SAME(SQL_ENQUEUE,
+             "INSERT INTO jobs (name, lead_id, message_id, data, state, attempts_made,"
+             " max_attempts, backoff_ms, run_at, created_at, updated_at)"
+             " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id");
+/* The shared job record, then this table's own columns (row_to_job). */
+#define JOB_COLUMNS JOB_RECORD_COLUMNS ", data, backoff_ms"
 /* PostgreSQL: rows another worker is reserving are skipped, not waited for. */
-static const char SQL_DUE_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                 " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
-                                 " ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED";
-static const char SQL_EXPIRED_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                     " WHERE state = 'active' AND lease_until <= $1"
-                                     " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED";
-static const char SQL_NEXT_DUE[] =
-    "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')";
-static const char SQL_ACTIVATE[] = "UPDATE jobs SET state = 'active', lease_until = $2,"
-                                   " stalled_count = $3, updated_at = $4 WHERE id = $1";
-static const char SQL_COMPLETE[] =
-    "UPDATE jobs SET state = 'completed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " updated_at = $2, finished_at = $2 WHERE id = $1 AND state = 'active' AND lease_until = $3";
-static const char SQL_RETRY[] =
-    "UPDATE jobs SET state = 'delayed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " run_at = $3, last_error = $4, updated_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_until = $5";
-static const char SQL_FAIL[] =
-    "UPDATE jobs SET state = 'failed', attempts_made = attempts_made + 1, lease_until = NULL,"
-    " last_error = $3, updated_at = $2, finished_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_until = $4";
-static const char SQL_FAIL_STALLED[] =
-    "UPDATE jobs SET state = 'failed', lease_until = NULL, stalled_count = stalled_count + 1,"
-    " last_error = $3, updated_at = $2, finished_at = $2 WHERE id = $1";
-static const char SQL_BY_LEAD[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id";
+DB_STMT(SQL_DUE,
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
+        " ORDER BY run_at LIMIT 1",
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
+        " ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED");
+DB_STMT(SQL_EXPIRED,
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state = 'active' AND lease_until <= $1"
+        " ORDER BY lease_until LIMIT 1",
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state = 'active' AND lease_until <= $1"
+        " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED");
+DB_STMT_SAME(SQL_NEXT_DUE, "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')");
+DB_STMT_SAME(SQL_ACTIVATE, "UPDATE jobs SET state = 'active', lease_until = $2,"
+                           " stalled_count = $3, updated_at = $4 WHERE id = $1");
+DB_STMT_SAME(SQL_COMPLETE, "UPDATE jobs SET state = 'completed', attempts_made = attempts_made + 1,"
+                           " lease_until = NULL, updated_at = $2, finished_at = $2"
+                           " WHERE id = $1 AND state = 'active' AND lease_until = $3");
+DB_STMT_SAME(SQL_RETRY, "UPDATE jobs SET state = 'delayed', attempts_made = attempts_made + 1,"
+                        " lease_until = NULL, run_at = $3, last_error = $4, updated_at = $2"
+                        " WHERE id = $1 AND state = 'active' AND lease_until = $5");
+DB_STMT_SAME(SQL_FAIL, "UPDATE jobs SET state = 'failed', attempts_made = attempts_made + 1,"
+                       " lease_until = NULL, last_error = $3, updated_at = $2, finished_at = $2"
+                       " WHERE id = $1 AND state = 'active' AND lease_until = $4");
+DB_STMT_SAME(SQL_FAIL_STALLED,
+             "UPDATE jobs SET state = 'failed', lease_until = NULL,"
+             " stalled_count = stalled_count + 1, last_error = $3, updated_at = $2,"
+             " finished_at = $2 WHERE id = $1");
+DB_STMT_SAME(SQL_BY_LEAD, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id");
 
 void
 queue_signal_init(struct queue_signal *s)
@@ -125,7 +125,7 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     struct db_rows rows;
     int rc;
 
-    rc = db_query(self->conn, SQL_ENQUEUE,
+    rc = db_query(self->conn, &SQL_ENQUEUE,
                   DB_ARGS(db_text(spec->name), db_text(spec->lead_id), db_text(spec->message_id),
                           db_text(spec->data), db_int(spec->max_attempts), db_int(spec->backoff_ms),
                           db_time(now)),
@@ -141,24 +141,13 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
 static int
 row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *err)
 {
-    memset(j, 0, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
-    j->name = db_cell(rows, i, 1);
-    j->lead_id = db_cell(rows, i, 2);
-    j->message_id = db_cell(rows, i, 3);
-    j->data = db_cell(rows, i, 4);
-    if (job_state_parse(db_cell(rows, i, 5), &j->state) != 0)
-        return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
-    j->attempts_made = (int)db_cell_int(rows, i, 6);
-    j->max_attempts = (int)db_cell_int(rows, i, 7);
-    j->backoff_ms = db_cell_int(rows, i, 8);
+    int rc = job_record_from_row(rows, i, j, err);
+
+    if (rc != SP_OK)
+        return rc;
+    j->data = db_cell(rows, i, JOB_RECORD_NCOLS);
+    j->backoff_ms = db_cell_int(rows, i, JOB_RECORD_NCOLS + 1);
     j->backoff_jitter = -1; /* the worker's default jitter (job_backoff_delay) */
-    j->stalled_count = (int)db_cell_int(rows, i, 9);
-    j->last_error = db_cell(rows, i, 10);
-    j->run_at = db_cell_int(rows, i, 11);
-    j->created_at = db_cell_int(rows, i, 12);
-    j->updated_at = db_cell_int(rows, i, 13);
-    j->finished_at = db_cell_int(rows, i, 14);
     return SP_OK;
 }
 
@@ -172,14 +161,11 @@ pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int 
 
     *found = 0;
     *expired = 0;
-    int pg = self->conn->ops->dialect == DB_DIALECT_POSTGRES;
-
-    rc = db_query(self->conn, pg ? SQL_EXPIRED_PG : SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows,
-                  err);
+    rc = db_query(self->conn, &SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows, err);
     if (rc != SP_OK)
         return rc;
     if (rows.nrows == 0) {
-        rc = db_query(self->conn, pg ? SQL_DUE_PG : SQL_DUE, DB_ARGS(db_time(now)), a, &rows, err);
+        rc = db_query(self->conn, &SQL_DUE, DB_ARGS(db_time(now)), a, &rows, err);
         if (rc != SP_OK)
             return rc;
     } else {
@@ -207,7 +193,7 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
         if (rc != SP_OK || !*found || !expired || out->stalled_count + 1 < self->max_stalled)
             break;
         /* Its worker died too often while holding it: a poison job goes to the dead letters. */
-        rc = db_exec(self->conn, SQL_FAIL_STALLED,
+        rc = db_exec(self->conn, &SQL_FAIL_STALLED,
                      DB_ARGS(db_text(out->id), db_time(now),
                              db_text("job stalled more than allowable limit")),
                      NULL, err);
@@ -218,14 +204,14 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, struct arena *a, s
     if (rc == SP_OK && *found) {
         if (expired)
             out->stalled_count++;
-        rc = db_exec(self->conn, SQL_ACTIVATE,
+        rc = db_exec(self->conn, &SQL_ACTIVATE,
                      DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_int(out->stalled_count),
                              db_time(now)),
                      NULL, err);
         out->state = JOB_ACTIVE;
         out->lease_until = now + lease_ms;
     } else if (rc == SP_OK) {
-        rc = db_query(self->conn, SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
+        rc = db_query(self->conn, &SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
         if (rc == SP_OK && rows.nrows == 1)
             *next_due = db_cell_int(&rows, 0, 0);
     }
@@ -247,7 +233,7 @@ static int
 q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_COMPLETE,
+    int rc = db_exec(self_of(q)->conn, &SQL_COMPLETE,
                      DB_ARGS(db_text(j->id), db_time(now), db_time(j->lease_until)), &changes, err);
     return fenced(rc, changes, j, err);
 }
@@ -257,7 +243,7 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
         struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_RETRY,
+    int rc = db_exec(self_of(q)->conn, &SQL_RETRY,
                      DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error),
                              db_time(j->lease_until)),
                      &changes, err);
@@ -269,7 +255,7 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
        struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_FAIL,
+    int rc = db_exec(self_of(q)->conn, &SQL_FAIL,
                      DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_time(j->lease_until)),
                      &changes, err);
     return fenced(rc, changes, j, err);
@@ -280,7 +266,7 @@ q_list_by_lead(struct job_queue *q, const char *lead_id, struct arena *a, struct
                struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(q)->conn, SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = db_query(self_of(q)->conn, &SQL_BY_LEAD, DB_ARGS(db_text(lead_id)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
