@@ -1,9 +1,41 @@
-/* db.c: driver-independent parts of the database port: result helpers and the pool. */
+/* db.c: driver-independent parts of the database port: statement slots, result helpers and
+ * the pool. */
 #include "infra/db.h"
 
+#include "core/log.h"
 #include "core/xmalloc.h"
 
 #include <stdlib.h>
+
+/* The process-wide statement table: slots handed out so far. A mutex, not a bare atomic
+ * counter, so that two threads meeting a new descriptor at once cannot both take a slot for it
+ * (the loser's would be lost for good); it is taken once per descriptor, never on the fast path. */
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static int slots_used;
+
+int
+db_stmt_slot(const struct db_stmt *st)
+{
+    int v;
+
+    if (st->slot == NULL)
+        return -1;
+    /* Relaxed: the slot number is the only thing published, and it never changes once set. */
+    v = atomic_load_explicit(st->slot, memory_order_relaxed);
+    if (v == 0) {
+        pthread_mutex_lock(&slot_mu);
+        v = atomic_load_explicit(st->slot, memory_order_relaxed);
+        if (v == 0) {
+            v = slots_used < DB_STMT_SLOTS ? ++slots_used : -1;
+            if (v < 0)
+                log_warn("statement table full (%d slots): %s is prepared for each call",
+                         DB_STMT_SLOTS, st->name);
+            atomic_store_explicit(st->slot, v, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&slot_mu);
+    }
+    return v > 0 ? v - 1 : -1;
+}
 
 int64_t
 db_cell_int(const struct db_rows *rows, int r, int c)

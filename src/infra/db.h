@@ -1,17 +1,20 @@
-/* db.h: the database port (driver vtable), typed query arguments, result rows, and a
- * connection pool.
+/* db.h: the database port (driver vtable), statement descriptors, typed query arguments,
+ * result rows, and a connection pool.
  *
- * A struct db_conn is one connection, used by one thread at a time. Queries take their values
- * as parameters (never SQL built from strings); placeholders are written $1, $2, ... in every
- * dialect. Results are copied into the caller's arena as text (NULL for SQL NULL), so no driver
- * object escapes the driver. Drivers map their failures to SP_E* codes: SP_EUNAVAIL for a
- * database that cannot be reached or is busy, SP_ECONFLICT for a constraint violation,
- * SP_EINTERNAL otherwise. */
+ * A struct db_conn is one connection, used by one thread at a time. Every statement is a static
+ * descriptor (DB_STMT) holding its text for each dialect; the driver picks its own dialect's text
+ * and caches the prepared statement under the descriptor's slot, so callers never test which
+ * database they talk to. Queries take their values as parameters (never SQL built from strings);
+ * placeholders are written $1, $2, ... in every dialect. Results are copied into the caller's
+ * arena as text (NULL for SQL NULL), so no driver object escapes the driver. Drivers map their
+ * failures to SP_E* codes: SP_EUNAVAIL for a database that cannot be reached or is busy,
+ * SP_ECONFLICT for a constraint violation, SP_EINTERNAL otherwise. */
 #pragma once
 
 #include "core/err.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,8 +24,41 @@ struct arena;
  * timestamptz in PostgreSQL. Such columns read back as integer ms in every dialect. */
 enum db_arg_type { DB_ARG_NULL = 0, DB_ARG_TEXT, DB_ARG_INT, DB_ARG_TIME };
 
-/* The SQL dialect of a connection, for the few statements that must differ (row locking). */
-enum db_dialect { DB_DIALECT_SQLITE = 0, DB_DIALECT_POSTGRES };
+/* One statement, in the text of each dialect. Declare it once, with DB_STMT or DB_STMT_SAME, as
+ * a static object (file or block scope): its address and slot live as long as the process.
+ *
+ * A NULL text means the statement has nothing to do in that dialect (a lock SQLite needs no
+ * statement for: its write transactions already exclude each other): running it succeeds at
+ * once with no rows and no changes.
+ *
+ * Statement cache: each descriptor gets a small index, its slot, the first time any connection
+ * runs it (db_stmt_slot), from one process-wide counter under a mutex; it never changes after
+ * that. Each connection keeps its prepared statements in an array indexed by slot, so finding
+ * one is an array access and a statement is prepared once per connection. The table is bounded
+ * (DB_STMT_SLOTS): the project declares a fixed set of statements well below it, and a
+ * descriptor arriving after the last slot is taken still runs, prepared for each call. */
+struct db_stmt {
+    const char *name;     /* the declared identifier, for messages */
+    const char *sqlite;   /* or NULL: nothing to do on SQLite */
+    const char *postgres; /* or NULL: nothing to do on PostgreSQL */
+    atomic_int *slot;     /* 0: not assigned yet; n > 0: slot n - 1; -1: none left. NULL: never
+                           * cached (a descriptor built at run time) */
+};
+
+/* Declares `id` as a static const struct db_stmt (and its slot, beside it). */
+#define DB_STMT(id, sqlite_text, pg_text)                                                          \
+    static atomic_int id##_slot_;                                                                  \
+    static const struct db_stmt id = {#id, sqlite_text, pg_text, &id##_slot_}
+/* A statement written the same in every dialect. */
+#define DB_STMT_SAME(id, text) DB_STMT(id, text, text)
+
+/* Slots in the process-wide statement table. */
+#define DB_STMT_SLOTS 128
+
+/* The descriptor's cache slot, 0..DB_STMT_SLOTS-1, assigned on first call; -1 when it has none
+ * (the table is full, or st->slot is NULL): the caller then prepares it for one call. Thread-safe;
+ * the fast path is one atomic load. */
+int db_stmt_slot(const struct db_stmt *st);
 
 struct db_arg {
     enum db_arg_type type;
@@ -87,15 +123,38 @@ db_cell(const struct db_rows *rows, int r, int c)
 /* The cell as an integer; 0 for NULL. */
 int64_t db_cell_int(const struct db_rows *rows, int r, int c);
 
+/* What a statement did, beyond its rows. */
+struct db_counts {
+    int64_t changes; /* rows it inserted, updated or deleted (0 for a SELECT) */
+    int64_t nrows;   /* rows it returned */
+};
+
+/* For drivers: the outcome of a statement with no text in their dialect (nothing ran). */
+static inline void
+db__stmt_skipped(struct db_rows *rows, struct db_counts *counts)
+{
+    if (rows) {
+        rows->nrows = 0;
+        rows->ncols = 0;
+        rows->cells = NULL;
+    }
+    if (counts) {
+        counts->changes = 0;
+        counts->nrows = 0;
+    }
+}
+
 struct db_conn;
 
 struct db_conn_ops {
     const char *name; /* "sqlite", "postgres" */
-    enum db_dialect dialect;
-    /* Runs one statement. `rows` (may be NULL) receives its result in arena `a`; `changes` (may
-     * be NULL) the number of rows it inserted, updated or deleted, or, for a SELECT, returned. */
-    int (*query)(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs,
-                 struct arena *a, struct db_rows *rows, int64_t *changes, struct sp_error *err);
+    /* Runs one statement, in the connection's dialect. `rows` (may be NULL) receives its result
+     * in arena `a`; `counts` (may be NULL) what it did. With neither, nothing is waited for: a
+     * driver may send the statement and report its failure at the next call of the same
+     * transaction (db_pg.c). */
+    int (*query)(struct db_conn *c, const struct db_stmt *st, const struct db_arg *args, int nargs,
+                 struct arena *a, struct db_rows *rows, struct db_counts *counts,
+                 struct sp_error *err);
     /* Runs several ';'-separated statements without parameters (migrations). */
     int (*exec_script)(struct db_conn *c, const char *sql, struct sp_error *err);
     /* A write transaction: taken so that concurrent writers serialise instead of failing. */
@@ -117,18 +176,39 @@ struct db_conn {
     const struct db_conn_ops *ops;
 };
 
+/* Runs `st` and copies the rows it returns into arena `a` (rows->nrows: how many). */
 static inline int SP_MUST_CHECK
-db_query(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs, struct arena *a,
-         struct db_rows *rows, struct sp_error *err)
+db_query(struct db_conn *c, const struct db_stmt *st, const struct db_arg *args, int nargs,
+         struct arena *a, struct db_rows *rows, struct sp_error *err)
 {
-    return c->ops->query(c, sql, args, nargs, a, rows, NULL, err);
+    return c->ops->query(c, st, args, nargs, a, rows, NULL, err);
 }
 
+/* Runs `st` for its effect; *changes (may be NULL: then the driver may defer the statement)
+ * receives the number of rows it inserted, updated or deleted. */
 static inline int SP_MUST_CHECK
-db_exec(struct db_conn *c, const char *sql, const struct db_arg *args, int nargs, int64_t *changes,
-        struct sp_error *err)
+db_exec(struct db_conn *c, const struct db_stmt *st, const struct db_arg *args, int nargs,
+        int64_t *changes, struct sp_error *err)
 {
-    return c->ops->query(c, sql, args, nargs, NULL, NULL, changes, err);
+    struct db_counts counts = {0, 0};
+    int rc = c->ops->query(c, st, args, nargs, NULL, NULL, changes ? &counts : NULL, err);
+
+    if (changes)
+        *changes = counts.changes;
+    return rc;
+}
+
+/* Runs `st` and counts the rows it returns without copying them (no arena): an existence check
+ * or a row lock (SELECT ... FOR UPDATE). */
+static inline int SP_MUST_CHECK
+db_query_count(struct db_conn *c, const struct db_stmt *st, const struct db_arg *args, int nargs,
+               int64_t *nrows, struct sp_error *err)
+{
+    struct db_counts counts = {0, 0};
+    int rc = c->ops->query(c, st, args, nargs, NULL, NULL, &counts, err);
+
+    *nrows = counts.nrows;
+    return rc;
 }
 
 static inline int SP_MUST_CHECK

@@ -1,4 +1,7 @@
-/* db_pg.c: the PostgreSQL driver (see db_pg.h). */
+/* db_pg.c: the PostgreSQL driver (see db_pg.h).
+ *
+ * A statement runs its descriptor's `postgres` text, prepared once per connection under the
+ * name "s<slot>" (db_stmt_slot in db.h), so whether it is prepared is one array access. */
 #include "infra/db_pg.h"
 
 #include "core/arena.h"
@@ -12,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STMT_CACHE_MAX 64
 #define PARAMS_MAX 32
 #define ROWS_MAX 100000
 #define CONNECT_TIMEOUT_S "3"
@@ -24,21 +26,29 @@ struct db_pg {
     char *url;
 };
 
-struct pg_stmt {
-    const char *sql;
-    char name[16];
-};
-
 struct pg_conn {
     struct db_conn base; /* first */
     struct db_pg *owner;
     PGconn *pg;
     int in_tx;
     int pipelined; /* in libpq pipeline mode: statements sent, their results not read yet */
-    int64_t last_reconnect; /* monotonic ms of the last reconnection attempt */
-    int nstmts;
-    struct pg_stmt stmts[STMT_CACHE_MAX];
+    int64_t last_reconnect;                /* monotonic ms of the last reconnection attempt */
+    unsigned char prepared[DB_STMT_SLOTS]; /* by slot: prepared in this session */
 };
+
+/* Prepared statements die with the session. */
+static void
+forget_prepared(struct pg_conn *c)
+{
+    memset(c->prepared, 0, sizeof(c->prepared));
+}
+
+/* The server-side name of the statement in `slot`. */
+static void
+stmt_name(int slot, char out[16])
+{
+    snprintf(out, 16, "s%d", slot);
+}
 
 static int
 conn_lost(struct pg_conn *c)
@@ -145,7 +155,7 @@ ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
         return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: connection lost");
     c->last_reconnect = now;
     PQfinish(c->pg);
-    c->nstmts = 0; /* prepared statements die with the session */
+    forget_prepared(c);
     c->in_tx = 0;
     c->pipelined = 0;
     c->pg = open_pg(c->owner->url);
@@ -153,16 +163,6 @@ ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
         return map_error(c, NULL, err);
     log_info("postgres: reconnected");
     return SP_OK;
-}
-
-/* The name of `sql`'s prepared statement if it is prepared already, else NULL. */
-static const char *
-prepared_name(const struct pg_conn *c, const char *sql)
-{
-    for (int i = 0; i < c->nstmts; i++)
-        if (c->stmts[i].sql == sql)
-            return c->stmts[i].name;
-    return NULL;
 }
 
 /* ---- deferred statements (pipeline mode) --------------------------------------------------
@@ -200,7 +200,7 @@ drain(struct pg_conn *c, struct sp_error *err)
         rc = map_error(c, NULL, err);
         PQfinish(c->pg);
         c->pg = NULL;
-        c->nstmts = 0;
+        forget_prepared(c);
         c->pipelined = 0;
         return rc;
     }
@@ -233,39 +233,26 @@ drain(struct pg_conn *c, struct sp_error *err)
     return rc;
 }
 
-/* The name of `sql`'s prepared statement, preparing it on first use. */
+/* Prepares `st` (with a postgres text) unless this session has already: `name` (16 bytes)
+ * receives its name, "" for a descriptor without a slot (prepared unnamed, for this call). */
 static int
-prepared(struct pg_conn *c, const char *sql, const char **name, struct sp_error *err)
+prepare(struct pg_conn *c, const struct db_stmt *st, int slot, char *name, struct sp_error *err)
 {
     PGresult *res;
-    struct pg_stmt *st;
+    int rc = SP_OK;
 
-    for (int i = 0; i < c->nstmts; i++) {
-        if (c->stmts[i].sql == sql) {
-            *name = c->stmts[i].name;
-            return SP_OK;
-        }
-    }
-    if (c->nstmts >= STMT_CACHE_MAX) {
-        *name = ""; /* unnamed statement: prepared for this call only */
-        res = PQprepare(c->pg, "", sql, 0, NULL);
-    } else {
-        st = &c->stmts[c->nstmts];
-        snprintf(st->name, sizeof(st->name), "s%d", c->nstmts);
-        res = PQprepare(c->pg, st->name, sql, 0, NULL);
-        *name = st->name;
-    }
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        int rc = map_error(c, res, err);
-        PQclear(res);
-        return rc;
-    }
+    name[0] = '\0';
+    if (slot >= 0)
+        stmt_name(slot, name);
+    if (slot >= 0 && c->prepared[slot])
+        return SP_OK;
+    res = PQprepare(c->pg, name, st->postgres, 0, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = map_error(c, res, err);
+    else if (slot >= 0)
+        c->prepared[slot] = 1;
     PQclear(res);
-    if (c->nstmts < STMT_CACHE_MAX) {
-        c->stmts[c->nstmts].sql = sql;
-        c->nstmts++;
-    }
-    return SP_OK;
+    return rc;
 }
 
 /* Renders the arguments as text parameters into bufs (one 32-byte slot each). */
@@ -328,27 +315,51 @@ collect(const PGresult *res, struct arena *a, struct db_rows *rows, struct sp_er
     return SP_OK;
 }
 
+/* Rows a command inserted, updated or deleted: PQcmdTuples also counts the rows of a SELECT
+ * (and of FETCH, MOVE, COPY), which are not changes. */
+static int64_t
+changed_rows(PGresult *res)
+{
+    static const char *const tags[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE "};
+    const char *status = PQcmdStatus(res), *n;
+
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        if (strncmp(status, tags[i], strlen(tags[i])) == 0) {
+            n = PQcmdTuples(res);
+            return n && n[0] ? strtoll(n, NULL, 10) : 0;
+        }
+    }
+    return 0;
+}
+
 static int
-pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int nargs,
-         struct arena *a, struct db_rows *rows, int64_t *changes, struct sp_error *err)
+pg_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args, int nargs,
+         struct arena *a, struct db_rows *rows, struct db_counts *counts, struct sp_error *err)
 {
     struct pg_conn *c = (struct pg_conn *)base;
     const char *values[PARAMS_MAX];
     char bufs[PARAMS_MAX][32];
-    const char *name = NULL;
+    char name[16];
     PGresult *res;
-    int rc;
+    int slot, rc;
 
+    if (st->postgres == NULL) {
+        db__stmt_skipped(rows, counts);
+        return SP_OK;
+    }
+    slot = db_stmt_slot(st);
     rc = c->in_tx ? (conn_lost(c) ? map_error(c, NULL, err) : SP_OK) : ensure_connected(c, 0, err);
     if (rc == SP_OK)
         rc = render_args(args, nargs, values, bufs, err);
-    if (rc == SP_OK && c->in_tx && rows == NULL && changes == NULL &&
-        (name = prepared_name(c, sql)) != NULL)
+    if (rc == SP_OK && c->in_tx && rows == NULL && counts == NULL && slot >= 0 &&
+        c->prepared[slot]) {
+        stmt_name(slot, name);
         return defer(c, name, nargs, values, err);
+    }
     if (rc == SP_OK)
         rc = drain(c, err); /* an answer is wanted (or a statement to prepare): read the rest */
     if (rc == SP_OK)
-        rc = prepared(c, sql, &name, err);
+        rc = prepare(c, st, slot, name, err);
     if (rc != SP_OK)
         return rc;
     res = PQexecPrepared(c->pg, name, nargs, values, NULL, NULL, 0);
@@ -365,9 +376,9 @@ pg_query(struct db_conn *base, const char *sql, const struct db_arg *args, int n
         rc = map_error(c, res, err);
         break;
     }
-    if (rc == SP_OK && changes) {
-        const char *n = PQcmdTuples(res);
-        *changes = n && n[0] ? strtoll(n, NULL, 10) : 0;
+    if (rc == SP_OK && counts) {
+        counts->changes = changed_rows(res);
+        counts->nrows = PQntuples(res);
     }
     PQclear(res);
     return rc;
@@ -505,7 +516,6 @@ pg_close(struct db_conn *base)
 
 static const struct db_conn_ops pg_ops = {
     .name = "postgres",
-    .dialect = DB_DIALECT_POSTGRES,
     .query = pg_query,
     .exec_script = pg_exec_script,
     .begin = pg_begin,

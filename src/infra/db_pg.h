@@ -1,7 +1,7 @@
 /* db_pg.h: the PostgreSQL driver (libpq) behind the database port.
  *
  * One PGconn per struct db_conn (a pool slot: one per HTTP or worker thread). Statements are
- * prepared once per connection, keyed by the address of their (static) SQL text; every value is
+ * prepared once per connection, under their descriptor's slot (db.h); every value is
  * a parameter. Sessions run in UTC with a statement timeout. A lost connection makes the calls
  * fail with SP_EUNAVAIL and is re-established on a later call (at most every RECONNECT_MS), so
  * the service recovers from a database outage without a restart. */

@@ -1,12 +1,13 @@
 /* db_sqlite.c: the SQLite driver behind the database port.
  *
- * Each SQLite handle caches its prepared statements, keyed by the address of the (static) SQL
- * text. Reads outside a transaction use the connection's own handle. Write transactions take
- * the process-wide writer mutex and run on the one writer handle shared by the process: SQLite
- * serialises writers anyway, and a single writer keeps its page cache warm (a handle's cache is
- * dropped whenever another handle commits), which roughly doubles write throughput. Threads of
- * one process thus queue on the mutex instead of sleeping in SQLite's busy handler; other
- * processes wait through the busy timeout.
+ * Each SQLite handle caches its prepared statements in an array indexed by the statement
+ * descriptor's slot (db_stmt_slot in db.h); a statement runs its descriptor's `sqlite` text. Reads
+ * outside a transaction use the connection's own handle. Write transactions take the process-wide
+ * writer mutex and run on the one writer handle shared by the process: SQLite serialises writers
+ * anyway, and a single writer keeps its page cache warm (a handle's cache is dropped whenever
+ * another handle commits), which roughly doubles write throughput. Threads of one process thus
+ * queue on the mutex instead of sleeping in SQLite's busy handler; other processes wait through the
+ * busy timeout.
  *
  * Group commit: a logical transaction is a SAVEPOINT inside an outer write transaction on the
  * writer handle. When it ends and other threads are queued for the writer, it leaves its
@@ -33,23 +34,16 @@
 #include <string.h>
 #include <time.h>
 
-#define STMT_CACHE_MAX 64
 #define BUSY_TIMEOUT_MS 5000
 #define ROWS_MAX 100000
 #define GROUP_MAX 64 /* logical transactions per commit */
 #define CHECKPOINT_PAGES 1000
 #define CHECKPOINT_EVERY_MS 1000
 
-struct stmt_entry {
-    const char *sql;
-    sqlite3_stmt *stmt;
-};
-
-/* One SQLite handle and its statement cache. */
+/* One SQLite handle and its statement cache: stmts[slot], NULL until first prepared. */
 struct handle {
     sqlite3 *db;
-    int nstmts;
-    struct stmt_entry stmts[STMT_CACHE_MAX];
+    sqlite3_stmt *stmts[DB_STMT_SLOTS];
 };
 
 /* A logical transaction waiting for its group's commit (lives on the waiter's stack). */
@@ -112,40 +106,30 @@ map_rc(sqlite3 *db, int rc, struct sp_error *err)
     }
 }
 
+/* The prepared statement for `st` (whose sqlite text is not NULL): from the cache, or prepared
+ * now and cached when the descriptor has a slot. *cached says whether the statement stays
+ * owned by the cache; if not, the caller finalizes it after use. */
 static int
-prepare(struct handle *c, const char *sql, sqlite3_stmt **out, struct sp_error *err)
+prepare(struct handle *c, const struct db_stmt *st, sqlite3_stmt **out, int *cached,
+        struct sp_error *err)
 {
+    int slot = db_stmt_slot(st);
     sqlite3_stmt *stmt = NULL;
     int rc;
 
-    for (int i = 0; i < c->nstmts; i++) {
-        if (c->stmts[i].sql == sql) {
-            *out = c->stmts[i].stmt;
-            return SP_OK;
-        }
+    *cached = slot >= 0;
+    if (slot >= 0 && c->stmts[slot]) {
+        *out = c->stmts[slot];
+        return SP_OK;
     }
-    rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    rc = sqlite3_prepare_v3(c->db, st->sqlite, -1, slot >= 0 ? SQLITE_PREPARE_PERSISTENT : 0, &stmt,
+                            NULL);
     if (rc != SQLITE_OK)
         return map_rc(c->db, rc, err);
-    if (c->nstmts < STMT_CACHE_MAX) {
-        c->stmts[c->nstmts].sql = sql;
-        c->stmts[c->nstmts].stmt = stmt;
-        c->nstmts++;
-    } else {
-        /* Cache full: should not happen with the project's fixed statement set. */
-        log_warn("sqlite statement cache full; statement not cached");
-    }
+    if (slot >= 0)
+        c->stmts[slot] = stmt;
     *out = stmt;
     return SP_OK;
-}
-
-static int
-is_cached(const struct handle *c, const sqlite3_stmt *stmt)
-{
-    for (int i = 0; i < c->nstmts; i++)
-        if (c->stmts[i].stmt == stmt)
-            return 1;
-    return 0;
 }
 
 static int
@@ -227,25 +211,35 @@ collect(struct handle *c, sqlite3_stmt *stmt, struct arena *a, struct db_rows *r
 }
 
 static int
-sq_query(struct db_conn *base, const char *sql, const struct db_arg *args, int nargs,
-         struct arena *a, struct db_rows *rows, int64_t *changes, struct sp_error *err)
+sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args, int nargs,
+         struct arena *a, struct db_rows *rows, struct db_counts *counts, struct sp_error *err)
 {
     struct handle *c = ((struct sqlite_conn *)base)->cur;
     sqlite3_stmt *stmt = NULL;
-    int64_t returned = 0;
+    int64_t returned = 0, total;
+    int cached = 0;
     int rc;
 
-    rc = prepare(c, sql, &stmt, err);
+    if (st->sqlite == NULL) {
+        db__stmt_skipped(rows, counts);
+        return SP_OK;
+    }
+    rc = prepare(c, st, &stmt, &cached, err);
     if (rc != SP_OK)
         return rc;
+    /* sqlite3_changes64 keeps the count of the last INSERT, UPDATE or DELETE, whatever ran
+     * since: only a statement that changed the handle's total changed rows itself. */
+    total = sqlite3_total_changes64(c->db);
     rc = bind_args(c, stmt, args, nargs, err);
     if (rc == SP_OK)
         rc = collect(c, stmt, a, rows, &returned, err);
-    if (rc == SP_OK && changes) /* as libpq's PQcmdTuples: rows returned by a plain SELECT */
-        *changes = sqlite3_stmt_readonly(stmt) ? returned : sqlite3_changes64(c->db);
+    if (rc == SP_OK && counts) {
+        counts->nrows = returned;
+        counts->changes = sqlite3_total_changes64(c->db) != total ? sqlite3_changes64(c->db) : 0;
+    }
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    if (!is_cached(c, stmt))
+    if (!cached)
         sqlite3_finalize(stmt);
     return rc;
 }
@@ -260,26 +254,30 @@ sq_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
 
 /* Runs a fixed statement (BEGIN, SAVEPOINT...) through the statement cache. */
 static int
-exec_fixed(struct handle *h, const char *sql, struct sp_error *err)
+exec_fixed(struct handle *h, const struct db_stmt *st, struct sp_error *err)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = prepare(h, sql, &stmt, err);
+    int cached = 0;
+    int rc = prepare(h, st, &stmt, &cached, err);
 
     if (rc != SP_OK)
         return rc;
     rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
-    if (!is_cached(h, stmt))
+    if (!cached)
         sqlite3_finalize(stmt);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SP_OK : map_rc(h->db, rc, err);
 }
 
-static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
-static const char SQL_COMMIT[] = "COMMIT";
-static const char SQL_ROLLBACK[] = "ROLLBACK";
-static const char SQL_SAVEPOINT[] = "SAVEPOINT sp_tx";
-static const char SQL_RELEASE[] = "RELEASE sp_tx";
-static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO sp_tx";
+/* The driver's own statements: SQLite only. */
+DB_STMT(SQL_BEGIN, "BEGIN IMMEDIATE", NULL);
+DB_STMT(SQL_BEGIN_READ, "BEGIN", NULL);
+DB_STMT(SQL_COMMIT, "COMMIT", NULL);
+DB_STMT(SQL_ROLLBACK, "ROLLBACK", NULL);
+DB_STMT(SQL_SAVEPOINT, "SAVEPOINT sp_tx", NULL);
+DB_STMT(SQL_RELEASE, "RELEASE sp_tx", NULL);
+DB_STMT(SQL_ROLLBACK_TO, "ROLLBACK TO sp_tx", NULL);
+DB_STMT(SQL_PING, "SELECT 1 FROM schema_migrations LIMIT 1", NULL);
 
 /* Commits the open group (write_mu held) and wakes its waiters with the result. */
 static int
@@ -293,9 +291,9 @@ group_flush(struct db_sqlite *o, struct sp_error *err)
             /* SQLite rolled the outer transaction back by itself (I/O error, disk full). */
             rc = sp_error_set(&cerr, SP_EUNAVAIL, "database", "sqlite: transaction was lost");
         } else {
-            rc = exec_fixed(o->writer, o->group_n > 0 ? SQL_COMMIT : SQL_ROLLBACK, &cerr);
+            rc = exec_fixed(o->writer, o->group_n > 0 ? &SQL_COMMIT : &SQL_ROLLBACK, &cerr);
             if (rc != SP_OK && !sqlite3_get_autocommit(o->writer->db))
-                (void)exec_fixed(o->writer, SQL_ROLLBACK, NULL); /* best effort: already failing */
+                (void)exec_fixed(o->writer, &SQL_ROLLBACK, NULL); /* best effort: already failing */
         }
         o->outer_open = 0;
     }
@@ -442,11 +440,11 @@ sq_begin(struct db_conn *base, struct sp_error *err)
     atomic_fetch_sub(&o->queued, 1);
     rc = open_writer(o, err);
     if (rc == SP_OK && !o->outer_open) {
-        rc = exec_fixed(o->writer, SQL_BEGIN, err);
+        rc = exec_fixed(o->writer, &SQL_BEGIN, err);
         o->outer_open = rc == SP_OK;
     }
     if (rc == SP_OK)
-        rc = exec_fixed(o->writer, SQL_SAVEPOINT, err);
+        rc = exec_fixed(o->writer, &SQL_SAVEPOINT, err);
     if (rc != SP_OK) {
         (void)leave(c, 0, NULL); /* flushes a pending group if we were its last hope */
         return rc;
@@ -464,11 +462,11 @@ sq_commit(struct db_conn *base, struct sp_error *err)
 
     if (!c->in_tx)
         return sp_error_set(err, SP_EINTERNAL, "database", "commit outside a transaction");
-    rc = exec_fixed(c->owner->writer, SQL_RELEASE, err);
+    rc = exec_fixed(c->owner->writer, &SQL_RELEASE, err);
     if (rc != SP_OK) {
         if (!sqlite3_get_autocommit(c->owner->writer->db)) {
-            (void)exec_fixed(c->owner->writer, SQL_ROLLBACK_TO, NULL); /* already failing */
-            (void)exec_fixed(c->owner->writer, SQL_RELEASE, NULL);
+            (void)exec_fixed(c->owner->writer, &SQL_ROLLBACK_TO, NULL); /* already failing */
+            (void)exec_fixed(c->owner->writer, &SQL_RELEASE, NULL);
         }
         (void)leave(c, 0, NULL);
         return rc;
@@ -484,8 +482,8 @@ sq_rollback(struct db_conn *base)
 
     if (!c->in_tx)
         return;
-    if (!sqlite3_get_autocommit(w->db) && (exec_fixed(w, SQL_ROLLBACK_TO, NULL) != SP_OK ||
-                                           exec_fixed(w, SQL_RELEASE, NULL) != SP_OK))
+    if (!sqlite3_get_autocommit(w->db) && (exec_fixed(w, &SQL_ROLLBACK_TO, NULL) != SP_OK ||
+                                           exec_fixed(w, &SQL_RELEASE, NULL) != SP_OK))
         log_error("sqlite rollback failed: %s", sqlite3_errmsg(w->db));
     (void)leave(c, 0, NULL);
 }
@@ -496,11 +494,10 @@ static int
 sq_begin_read(struct db_conn *base, struct sp_error *err)
 {
     struct sqlite_conn *c = (struct sqlite_conn *)base;
-    static const char sql[] = "BEGIN";
 
     if (c->in_tx)
         return sp_error_set(err, SP_EINTERNAL, "database", "read snapshot inside a transaction");
-    return exec_fixed(&c->own, sql, err);
+    return exec_fixed(&c->own, &SQL_BEGIN_READ, err);
 }
 
 static void
@@ -508,23 +505,23 @@ sq_end_read(struct db_conn *base)
 {
     struct sqlite_conn *c = (struct sqlite_conn *)base;
 
-    if (!sqlite3_get_autocommit(c->own.db) && exec_fixed(&c->own, SQL_ROLLBACK, NULL) != SP_OK)
+    if (!sqlite3_get_autocommit(c->own.db) && exec_fixed(&c->own, &SQL_ROLLBACK, NULL) != SP_OK)
         log_error("sqlite: ending a read snapshot failed: %s", sqlite3_errmsg(c->own.db));
 }
 
 static int
 sq_ping(struct db_conn *base, struct sp_error *err)
 {
-    static const char sql[] = "SELECT 1 FROM schema_migrations LIMIT 1";
-    return sq_query(base, sql, NULL, 0, NULL, NULL, NULL, err);
+    return sq_query(base, &SQL_PING, NULL, 0, NULL, NULL, NULL, err);
 }
 
 static void
 handle_close(struct handle *h)
 {
-    for (int i = 0; i < h->nstmts; i++)
-        sqlite3_finalize(h->stmts[i].stmt);
-    h->nstmts = 0;
+    for (int i = 0; i < DB_STMT_SLOTS; i++) {
+        sqlite3_finalize(h->stmts[i]); /* NULL-safe */
+        h->stmts[i] = NULL;
+    }
     sqlite3_close_v2(h->db);
     h->db = NULL;
 }
@@ -544,7 +541,6 @@ sq_close(struct db_conn *base)
 
 static const struct db_conn_ops sqlite_ops = {
     .name = "sqlite",
-    .dialect = DB_DIALECT_SQLITE,
     .query = sq_query,
     .exec_script = sq_exec_script,
     .begin = sq_begin,

@@ -8,13 +8,14 @@
 
 #include <string.h>
 
-static const char SQL_CREATE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                 " version TEXT PRIMARY KEY,"
-                                 " applied_at BIGINT NOT NULL)";
-static const char SQL_LOCK_PG[] = "SELECT pg_advisory_xact_lock(7346517)";
-static const char SQL_APPLIED[] = "SELECT version FROM schema_migrations";
-static const char SQL_RECORD[] =
-    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)";
+DB_STMT_SAME(SQL_CREATE, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                         " version TEXT PRIMARY KEY,"
+                         " applied_at BIGINT NOT NULL)");
+/* Several processes starting at once: one migrates, the others wait, then see it done. SQLite
+ * needs no statement: its write transactions already exclude each other. */
+DB_STMT(SQL_LOCK, NULL, "SELECT pg_advisory_xact_lock(7346517)");
+DB_STMT_SAME(SQL_APPLIED, "SELECT version FROM schema_migrations");
+DB_STMT_SAME(SQL_RECORD, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)");
 
 static int
 is_applied(const struct db_rows *rows, const char *name)
@@ -37,19 +38,17 @@ db_migrate(struct db_conn *c, const struct migration *list, int n, int *applied,
     rc = db_begin(c, err);
     if (rc != SP_OK)
         goto out;
-    if (c->ops->dialect == DB_DIALECT_POSTGRES)
-        /* Several processes starting at once: one migrates, the others wait, then see it done. */
-        rc = db_exec(c, SQL_LOCK_PG, DB_NOARGS, NULL, err);
+    rc = db_exec(c, &SQL_LOCK, DB_NOARGS, NULL, err);
     if (rc == SP_OK)
-        rc = db_exec(c, SQL_CREATE, DB_NOARGS, NULL, err);
+        rc = db_exec(c, &SQL_CREATE, DB_NOARGS, NULL, err);
     if (rc == SP_OK)
-        rc = db_query(c, SQL_APPLIED, DB_NOARGS, a, &rows, err);
+        rc = db_query(c, &SQL_APPLIED, DB_NOARGS, a, &rows, err);
     for (int i = 0; rc == SP_OK && i < n; i++) {
         if (is_applied(&rows, list[i].name))
             continue;
         rc = c->ops->exec_script(c, list[i].sql, err);
         if (rc == SP_OK)
-            rc = db_exec(c, SQL_RECORD,
+            rc = db_exec(c, &SQL_RECORD,
                          DB_ARGS(db_text(list[i].name), db_int(sp_clock_now_ms(&sp_clock_real))),
                          NULL, err);
         if (rc == SP_OK) {

@@ -23,16 +23,19 @@
 #define RELAY_BUSY_ROWS 8   /* a pass that published this many: captures are streaming in */
 #define RELAY_COALESCE_MS 5 /* then the next pass waits this long */
 
-static const char SQL_UNRELAYED[] = "SELECT id, name, data, opts, created_at FROM outbox"
-                                    " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1";
-static const char SQL_UNRELAYED_PG[] =
-    "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
-    " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED";
+/* PostgreSQL: the relayed mark's commit does not wait for the WAL flush. */
+DB_STMT(SQL_ASYNC_COMMIT, NULL, "SET LOCAL synchronous_commit = off");
+DB_STMT(SQL_UNRELAYED,
+        "SELECT id, name, data, opts, created_at FROM outbox"
+        " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1",
+        "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
+        " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED");
 /* $2: a JSON array of the published ids. */
-static const char SQL_RELAYED[] = "UPDATE outbox SET relayed_at = $1"
-                                  " WHERE id IN (SELECT value FROM json_each($2))";
-static const char SQL_RELAYED_PG[] =
-    "UPDATE outbox SET relayed_at = $1 WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))";
+DB_STMT(
+    SQL_RELAYED,
+    "UPDATE outbox SET relayed_at = $1"
+    " WHERE id IN (SELECT value FROM json_each($2))",
+    "UPDATE outbox SET relayed_at = $1 WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))");
 
 static int
 publish(struct redis *redis, const struct queue_redis_shared *shared, const struct db_rows *rows,
@@ -63,7 +66,6 @@ int
 outbox_relay_batch(struct db_conn *conn, struct redis *redis,
                    const struct queue_redis_shared *shared, int limit, int *n, struct sp_error *err)
 {
-    int pg = conn->ops->dialect == DB_DIALECT_POSTGRES;
     struct arena *a = arena_new();
     struct db_rows rows;
     struct jsonw w;
@@ -77,11 +79,9 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
     }
     /* The relayed mark need not survive a crash (a row published again is the same job): its
      * commit does not wait for the WAL flush, and leaves the flushes to the captures. */
-    if (pg)
-        rc = db_exec(conn, "SET LOCAL synchronous_commit = off", DB_NOARGS, NULL, err);
+    rc = db_exec(conn, &SQL_ASYNC_COMMIT, DB_NOARGS, NULL, err);
     if (rc == SP_OK)
-        rc = db_query(conn, pg ? SQL_UNRELAYED_PG : SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows,
-                      err);
+        rc = db_query(conn, &SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows, err);
     if (rc == SP_OK && rows.nrows > 0)
         rc = publish(redis, shared, &rows, err);
     if (rc == SP_OK && rows.nrows > 0) {
@@ -91,7 +91,7 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
             jsonw_str(&w, db_cell(&rows, i, 0));
         jsonw_arr_end(&w);
         rc = db_exec(
-            conn, pg ? SQL_RELAYED_PG : SQL_RELAYED,
+            conn, &SQL_RELAYED,
             DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)), db_text(jsonw_finish_or(&w, "[]"))),
             NULL, err);
     }

@@ -8,6 +8,7 @@
 #include "core/uuid.h"
 #include "core/xmalloc.h"
 #include "infra/db.h"
+#include "infra/job_rows.h"
 #include "core/queue_signal.h"
 #include "infra/bullmq.h"
 #include "infra/redis.h"
@@ -21,38 +22,40 @@
 
 /* ---- SQL ---------------------------------------------------------------------------------- */
 
-static const char SQL_ENQUEUE[] =
-    "INSERT INTO outbox (id, name, lead_id, message_id, data, opts, state, attempts_made,"
-    " max_attempts, run_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8)";
+DB_STMT_SAME(SQL_ENQUEUE,
+             "INSERT INTO outbox (id, name, lead_id, message_id, data, opts, state, attempts_made,"
+             " max_attempts, run_at, created_at, updated_at)"
+             " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8)");
 /* The record, without the payload (data): what GET /leads/:id shows. */
-#define OUTBOX_COLUMNS                                                                             \
-    "id, name, lead_id, message_id, state, attempts_made, max_attempts, stalled_count,"            \
-    " last_error, run_at, created_at, updated_at, finished_at"
-static const char SQL_BY_GROUP[] =
-    "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id";
+DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_RECORD_COLUMNS
+                           " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id");
 /* $1: a JSON array of job ids. */
-static const char SQL_ACTIVE[] = "UPDATE outbox SET state = 'active', updated_at = $2"
-                                 " WHERE id IN (SELECT value FROM json_each($1))";
-static const char SQL_ACTIVE_PG[] = "UPDATE outbox SET state = 'active', updated_at = $2"
-                                    " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))";
-static const char SQL_COMPLETED[] =
+DB_STMT(SQL_ACTIVE,
+        "UPDATE outbox SET state = 'active', updated_at = $2"
+        " WHERE id IN (SELECT value FROM json_each($1))",
+        "UPDATE outbox SET state = 'active', updated_at = $2"
+        " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))");
+DB_STMT_SAME(
+    SQL_COMPLETED,
     "UPDATE outbox SET state = 'completed', attempts_made = $2, updated_at = $3, finished_at = $3"
-    " WHERE id = $1";
-static const char SQL_DELAYED[] = "UPDATE outbox SET state = 'delayed', attempts_made = $2,"
-                                  " updated_at = $3, run_at = $4, last_error = $5 WHERE id = $1";
-static const char SQL_FAILED[] =
+    " WHERE id = $1");
+DB_STMT_SAME(SQL_DELAYED, "UPDATE outbox SET state = 'delayed', attempts_made = $2,"
+                          " updated_at = $3, run_at = $4, last_error = $5 WHERE id = $1");
+DB_STMT_SAME(
+    SQL_FAILED,
     "UPDATE outbox SET state = 'failed', attempts_made = $2, updated_at = $3, finished_at = $3,"
-    " last_error = $4 WHERE id = $1";
+    " last_error = $4 WHERE id = $1");
 /* Only a record still showing the dead worker's attempt ($3: the check's start): another worker
  * may have taken the job again and even finished it since the check moved it. */
-static const char SQL_STALLED[] =
+DB_STMT_SAME(
+    SQL_STALLED,
     "UPDATE outbox SET state = 'waiting', stalled_count = stalled_count + 1, updated_at = $2"
-    " WHERE id = $1 AND state = 'active' AND updated_at < $3";
-static const char SQL_STALLED_FAILED[] =
+    " WHERE id = $1 AND state = 'active' AND updated_at < $3");
+DB_STMT_SAME(
+    SQL_STALLED_FAILED,
     "UPDATE outbox SET state = 'failed', stalled_count = stalled_count + 1, updated_at = $2,"
     " finished_at = $2, last_error = 'job stalled more than allowable limit'"
-    " WHERE id = $1 AND state = 'active' AND updated_at < $3";
+    " WHERE id = $1 AND state = 'active' AND updated_at < $3");
 
 /* ---- shared ------------------------------------------------------------------------------- */
 
@@ -181,7 +184,7 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
              "\"jitter\":%g},\"jobId\":\"%s\"%s}",
              spec->max_attempts, (long long)spec->backoff_ms, q->shared->jitter, id, keep);
     snprintf(id_out, JOB_ID_MAX, "%s", id);
-    return db_exec(q->conn, SQL_ENQUEUE,
+    return db_exec(q->conn, &SQL_ENQUEUE,
                    DB_ARGS(db_text(id), db_text(spec->name), db_text(spec->group),
                            db_text(spec->key), db_text(spec->data), db_text(opts),
                            db_int(spec->max_attempts), db_time(now)),
@@ -189,32 +192,11 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
 }
 
 static int
-row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *err)
-{
-    memset(j, 0, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
-    j->name = db_cell(rows, i, 1);
-    j->group = db_cell(rows, i, 2);
-    j->key = db_cell(rows, i, 3);
-    if (job_state_parse(db_cell(rows, i, 4), &j->state) != 0)
-        return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
-    j->attempts_made = (int)db_cell_int(rows, i, 5);
-    j->max_attempts = (int)db_cell_int(rows, i, 6);
-    j->stalled_count = (int)db_cell_int(rows, i, 7);
-    j->last_error = db_cell(rows, i, 8);
-    j->run_at = db_cell_int(rows, i, 9);
-    j->created_at = db_cell_int(rows, i, 10);
-    j->updated_at = db_cell_int(rows, i, 11);
-    j->finished_at = db_cell_int(rows, i, 12);
-    return SP_OK;
-}
-
-static int
 q_list_group(struct job_queue *base, const char *group, struct arena *a, struct job **out, int *n,
              struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(base)->conn, SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
+    int rc = db_query(self_of(base)->conn, &SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
@@ -222,7 +204,7 @@ q_list_group(struct job_queue *base, const char *group, struct arena *a, struct 
         return rc;
     *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
     for (int i = 0; i < rows.nrows; i++) {
-        rc = row_to_job(&rows, i, &(*out)[i], err);
+        rc = job_record_from_row(&rows, i, &(*out)[i], err);
         if (rc != SP_OK)
             return rc;
     }
@@ -323,8 +305,7 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
     jsonw_arr_end(&w);
     redis_reply_free(rep);
     if (rc == SP_OK && *n > 0)
-        rc = db_exec(q->conn,
-                     q->conn->ops->dialect == DB_DIALECT_POSTGRES ? SQL_ACTIVE_PG : SQL_ACTIVE,
+        rc = db_exec(q->conn, &SQL_ACTIVE,
                      DB_ARGS(db_text(jsonw_finish_or(&w, "[]")), db_time(now)), NULL, err);
     return rc;
 }
@@ -336,7 +317,7 @@ q_complete(struct job_queue *base, const struct job *j, int64_t now, struct sp_e
 {
     struct queue_redis *q = self_of(base);
     int rc =
-        db_exec(q->conn, SQL_COMPLETED,
+        db_exec(q->conn, &SQL_COMPLETED,
                 DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now)), NULL, err);
     if (rc == SP_OK)
         op_push(q, OP_COMPLETE, j, now, j->result ? j->result : "null");
@@ -348,7 +329,7 @@ q_retry(struct job_queue *base, const struct job *j, int64_t now, int64_t run_at
         struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
-    int rc = db_exec(q->conn, SQL_DELAYED,
+    int rc = db_exec(q->conn, &SQL_DELAYED,
                      DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now),
                              db_time(run_at), db_text(error)),
                      NULL, err);
@@ -364,7 +345,7 @@ q_fail(struct job_queue *base, const struct job *j, int64_t now, const char *err
 {
     struct queue_redis *q = self_of(base);
     int rc =
-        db_exec(q->conn, SQL_FAILED,
+        db_exec(q->conn, &SQL_FAILED,
                 DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now), db_text(error)),
                 NULL, err);
     if (rc == SP_OK)
@@ -585,8 +566,8 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
 /* Updates SalesPad's record of jobs the stalled check moved; one statement per job (no
  * transaction spanning rows that workers update too: no lock-order deadlocks). */
 static int
-record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, int64_t checked,
-               struct sp_error *err)
+record_stalled(struct queue_redis *q, const redisReply *ids, const struct db_stmt *sql,
+               int64_t checked, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(&sp_clock_real);
     int rc = SP_OK;
@@ -597,7 +578,7 @@ record_stalled(struct queue_redis *q, const redisReply *ids, const char *sql, in
         const char *id = ids->element[i]->str;
         int r;
         log_warn("job %s: its worker stopped renewing its lock; %s", id,
-                 sql == SQL_STALLED ? "handed out again" : "failed: stalled too often");
+                 sql == &SQL_STALLED ? "handed out again" : "failed: stalled too often");
         r = db_begin(q->conn, err);
         if (r == SP_OK)
             r = db_exec(q->conn, sql, DB_ARGS(db_text(id), db_time(now), db_time(checked)), NULL,
@@ -634,9 +615,9 @@ q_maintain(struct job_queue *base, int64_t now, struct sp_error *err)
     rc = redis_script_call(q->redis, BULLMQ_STALLED, 5,
                            (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep, err);
     if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-        rc = record_stalled(q, rep->element[0], SQL_STALLED, checked, err);
+        rc = record_stalled(q, rep->element[0], &SQL_STALLED, checked, err);
         if (rc == SP_OK)
-            rc = record_stalled(q, rep->element[1], SQL_STALLED_FAILED, checked, err);
+            rc = record_stalled(q, rep->element[1], &SQL_STALLED_FAILED, checked, err);
     }
     redis_reply_free(rep);
     return rc;

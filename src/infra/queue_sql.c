@@ -7,6 +7,7 @@
 #include "core/queue_signal.h"
 #include "core/rand.h"
 #include "infra/db.h"
+#include "infra/job_rows.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,68 +20,72 @@
 
 #define CHECK_EVERY_MS 1000 /* dead-holder checks, per process */
 
-static const char SQL_ENQUEUE[] =
+DB_STMT_SAME(
+    SQL_ENQUEUE,
     "INSERT INTO jobs (name, lead_id, message_id, data, state, attempts_made, max_attempts,"
     " backoff_ms, run_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id";
+    " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id");
 #define JOB_COLUMNS                                                                                \
     "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"         \
     " stalled_count, last_error, run_at, created_at, updated_at, finished_at"
-static const char SQL_DUE[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                              " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
-                              " ORDER BY run_at LIMIT 1";
-static const char SQL_EXPIRED[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                  " WHERE state = 'active' AND lease_until <= $1"
-                                  " ORDER BY lease_until LIMIT 1";
+DB_STMT(SQL_DUE,
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
+        " ORDER BY run_at LIMIT 1",
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
+        " ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED");
+DB_STMT(SQL_EXPIRED,
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state = 'active' AND lease_until <= $1"
+        " ORDER BY lease_until LIMIT 1",
+        "SELECT " JOB_COLUMNS " FROM jobs"
+        " WHERE state = 'active' AND lease_until <= $1"
+        " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED");
 /* PostgreSQL: rows another worker is reserving are skipped, not waited for. */
-static const char SQL_DUE_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                 " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"
-                                 " ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED";
-static const char SQL_EXPIRED_PG[] = "SELECT " JOB_COLUMNS " FROM jobs"
-                                     " WHERE state = 'active' AND lease_until <= $1"
-                                     " ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED";
-static const char SQL_NEXT_DUE[] =
-    "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')";
-static const char SQL_ACTIVATE[] =
-    "UPDATE jobs SET state = 'active', lease_until = $2, lease_token = $3, holder = $4,"
-    " stalled_count = $5, updated_at = $6 WHERE id = $1";
-static const char SQL_COMPLETE[] =
+DB_STMT_SAME(SQL_NEXT_DUE, "SELECT MIN(run_at) FROM jobs WHERE state IN ('waiting', 'delayed')");
+DB_STMT_SAME(SQL_ACTIVATE,
+             "UPDATE jobs SET state = 'active', lease_until = $2, lease_token = $3, holder = $4,"
+             " stalled_count = $5, updated_at = $6 WHERE id = $1");
+DB_STMT_SAME(
+    SQL_COMPLETE,
     "UPDATE jobs SET state = 'completed', attempts_made = attempts_made + 1, lease_until = NULL,"
     " lease_token = NULL, holder = NULL, updated_at = $2, finished_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_token = $3";
-static const char SQL_RETRY[] =
+    " WHERE id = $1 AND state = 'active' AND lease_token = $3");
+DB_STMT_SAME(
+    SQL_RETRY,
     "UPDATE jobs SET state = 'delayed', attempts_made = attempts_made + 1, lease_until = NULL,"
     " lease_token = NULL, holder = NULL, run_at = $3, last_error = $4, updated_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_token = $5";
-static const char SQL_FAIL[] =
+    " WHERE id = $1 AND state = 'active' AND lease_token = $5");
+DB_STMT_SAME(
+    SQL_FAIL,
     "UPDATE jobs SET state = 'failed', attempts_made = attempts_made + 1, lease_until = NULL,"
     " lease_token = NULL, holder = NULL, last_error = $3, updated_at = $2, finished_at = $2"
-    " WHERE id = $1 AND state = 'active' AND lease_token = $4";
-static const char SQL_FAIL_STALLED[] =
+    " WHERE id = $1 AND state = 'active' AND lease_token = $4");
+DB_STMT_SAME(
+    SQL_FAIL_STALLED,
     "UPDATE jobs SET state = 'failed', lease_until = NULL, lease_token = NULL, holder = NULL,"
     " stalled_count = stalled_count + 1, last_error = $3, updated_at = $2, finished_at = $2"
-    " WHERE id = $1";
-static const char SQL_BY_GROUP[] =
-    "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id";
-static const char SQL_HELD[] =
-    "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2";
-static const char SQL_RENEW[] =
-    "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'";
-static const char SQL_HOLDERS[] = "SELECT DISTINCT holder FROM jobs"
-                                  " WHERE state = 'active' AND holder IS NOT NULL AND holder <> $1";
+    " WHERE id = $1");
+DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id");
+DB_STMT_SAME(SQL_HELD,
+             "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2");
+DB_STMT_SAME(SQL_RENEW, "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'");
+DB_STMT_SAME(SQL_HOLDERS, "SELECT DISTINCT holder FROM jobs"
+                          " WHERE state = 'active' AND holder IS NOT NULL AND holder <> $1");
 /* The dead holder's jobs: their leases end now, and reserve takes them as stalled jobs. */
-static const char SQL_EXPIRE_HOLDER[] =
-    "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'";
+DB_STMT_SAME(SQL_EXPIRE_HOLDER,
+             "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'");
 /* PostgreSQL liveness: a session lock per holder (bigint key), released by the server when the
  * session ends. The keepalive takes it only when this session does not hold it yet (after a
  * reconnection), so the lock count stays at one. */
-static const char SQL_PG_LOCK[] = "SELECT pg_advisory_lock($1::bigint)";
-static const char SQL_PG_KEEPALIVE[] =
-    "SELECT pg_advisory_lock($1::bigint) WHERE NOT EXISTS (SELECT 1 FROM pg_locks"
-    " WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 1 AND granted"
-    " AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)";
-static const char SQL_PG_TRY[] = "SELECT pg_try_advisory_lock($1::bigint)";
-static const char SQL_PG_UNLOCK[] = "SELECT pg_advisory_unlock($1::bigint)";
+DB_STMT(SQL_PG_LOCK, NULL, "SELECT pg_advisory_lock($1::bigint)");
+DB_STMT(SQL_PG_KEEPALIVE, NULL,
+        "SELECT pg_advisory_lock($1::bigint) WHERE NOT EXISTS (SELECT 1 FROM pg_locks"
+        " WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 1 AND granted"
+        " AND ((classid::bigint << 32) | objid::bigint) = $1::bigint)");
+DB_STMT(SQL_PG_TRY, NULL, "SELECT pg_try_advisory_lock($1::bigint)");
+DB_STMT(SQL_PG_UNLOCK, NULL, "SELECT pg_advisory_unlock($1::bigint)");
 
 /* ---- the node: this process as a holder ----------------------------------------------------- */
 
@@ -133,7 +138,7 @@ int
 queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn, struct sp_error *err)
 {
     n->live = conn;
-    return db_exec(conn, SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
+    return db_exec(conn, &SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
 }
 
 int
@@ -141,7 +146,7 @@ queue_sql_node_keepalive(struct queue_sql_node *n, struct sp_error *err)
 {
     if (n->live == NULL)
         return SP_OK;
-    return db_exec(n->live, SQL_PG_KEEPALIVE, DB_ARGS(db_text(n->holder)), NULL, err);
+    return db_exec(n->live, &SQL_PG_KEEPALIVE, DB_ARGS(db_text(n->holder)), NULL, err);
 }
 
 void
@@ -187,10 +192,10 @@ holder_dead(struct queue_sql *self, const char *holder)
     if (n->live == NULL)
         return 0; /* not a worker process: leave the check to those */
     a = arena_new();
-    if (db_query(self->conn, SQL_PG_TRY, DB_ARGS(db_text(holder)), a, &rows, NULL) == SP_OK &&
+    if (db_query(self->conn, &SQL_PG_TRY, DB_ARGS(db_text(holder)), a, &rows, NULL) == SP_OK &&
         rows.nrows == 1 && db_cell(&rows, 0, 0) && db_cell(&rows, 0, 0)[0] == 't') {
         dead = 1;
-        if (db_exec(self->conn, SQL_PG_UNLOCK, DB_ARGS(db_text(holder)), NULL, NULL) != SP_OK)
+        if (db_exec(self->conn, &SQL_PG_UNLOCK, DB_ARGS(db_text(holder)), NULL, NULL) != SP_OK)
             log_debug("advisory unlock of holder %s failed", holder);
     }
     arena_free(a);
@@ -214,7 +219,7 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     struct db_rows rows;
     int rc;
 
-    rc = db_query(self->conn, SQL_ENQUEUE,
+    rc = db_query(self->conn, &SQL_ENQUEUE,
                   DB_ARGS(db_text(spec->name), db_text(spec->group), db_text(spec->key),
                           db_text(spec->data), db_int(spec->max_attempts), db_int(spec->backoff_ms),
                           db_time(now)),
@@ -230,25 +235,12 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
 static int
 row_to_job(const struct db_rows *rows, int i, struct job *j, struct sp_error *err)
 {
-    memset(j, 0, sizeof(*j));
-    snprintf(j->id, sizeof(j->id), "%s", db_cell(rows, i, 0));
-    j->name = db_cell(rows, i, 1);
-    j->group = db_cell(rows, i, 2);
-    j->key = db_cell(rows, i, 3);
-    j->data = db_cell(rows, i, 4);
-    if (job_state_parse(db_cell(rows, i, 5), &j->state) != 0)
-        return sp_error_set(err, SP_EINTERNAL, "queue", "unexpected job state");
-    j->attempts_made = (int)db_cell_int(rows, i, 6);
-    j->max_attempts = (int)db_cell_int(rows, i, 7);
-    j->backoff_ms = db_cell_int(rows, i, 8);
+    int rc = job_record_from_row(rows, i, j, err);
+
+    j->data = db_cell(rows, i, JOB_RECORD_NCOLS);
+    j->backoff_ms = db_cell_int(rows, i, JOB_RECORD_NCOLS + 1);
     j->backoff_type = JOB_BACKOFF_EXPONENTIAL;
-    j->stalled_count = (int)db_cell_int(rows, i, 9);
-    j->last_error = db_cell(rows, i, 10);
-    j->run_at = db_cell_int(rows, i, 11);
-    j->created_at = db_cell_int(rows, i, 12);
-    j->updated_at = db_cell_int(rows, i, 13);
-    j->finished_at = db_cell_int(rows, i, 14);
-    return SP_OK;
+    return rc;
 }
 
 /* Inside the reserve transaction: picks a due or expired job; *found tells which. */
@@ -256,18 +248,16 @@ static int
 pick(struct queue_sql *self, int64_t now, struct arena *a, struct job *out, int *found,
      int *expired, struct sp_error *err)
 {
-    int pg = self->conn->ops->dialect == DB_DIALECT_POSTGRES;
     struct db_rows rows;
     int rc;
 
     *found = 0;
     *expired = 0;
-    rc = db_query(self->conn, pg ? SQL_EXPIRED_PG : SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows,
-                  err);
+    rc = db_query(self->conn, &SQL_EXPIRED, DB_ARGS(db_time(now)), a, &rows, err);
     if (rc != SP_OK)
         return rc;
     if (rows.nrows == 0) {
-        rc = db_query(self->conn, pg ? SQL_DUE_PG : SQL_DUE, DB_ARGS(db_time(now)), a, &rows, err);
+        rc = db_query(self->conn, &SQL_DUE, DB_ARGS(db_time(now)), a, &rows, err);
         if (rc != SP_OK)
             return rc;
     } else {
@@ -294,7 +284,7 @@ reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena 
         /* Its holders died or hung too often while holding it: a poison job goes to the dead
          * letters. */
         log_warn("job %s: stalled more than %d times: failed", out->id, self->node->max_stalled);
-        rc = db_exec(self->conn, SQL_FAIL_STALLED,
+        rc = db_exec(self->conn, &SQL_FAIL_STALLED,
                      DB_ARGS(db_text(out->id), db_time(now),
                              db_text("job stalled more than allowable limit")),
                      NULL, err);
@@ -311,7 +301,7 @@ reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena 
     snprintf(out->lease, sizeof(out->lease), "%s:%llu", self->node->holder,
              (unsigned long long)atomic_fetch_add(&self->node->seq, 1));
     out->state = JOB_ACTIVE;
-    return db_exec(self->conn, SQL_ACTIVATE,
+    return db_exec(self->conn, &SQL_ACTIVATE,
                    DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_text(out->lease),
                            db_text(self->node->holder), db_int(out->stalled_count), db_time(now)),
                    NULL, err);
@@ -335,7 +325,7 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, int max, struct ar
             (*n)++;
     }
     if (rc == SP_OK && *n == 0) {
-        rc = db_query(self->conn, SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
+        rc = db_query(self->conn, &SQL_NEXT_DUE, DB_NOARGS, a, &rows, err);
         if (rc == SP_OK && rows.nrows == 1)
             *next_due = db_cell_int(&rows, 0, 0);
     }
@@ -357,7 +347,7 @@ static int
 q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_COMPLETE,
+    int rc = db_exec(self_of(q)->conn, &SQL_COMPLETE,
                      DB_ARGS(db_text(j->id), db_time(now), db_text(j->lease)), &changes, err);
     return fenced(rc, changes, j, err);
 }
@@ -368,7 +358,7 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
 {
     int64_t changes = 0;
     int rc = db_exec(
-        self_of(q)->conn, SQL_RETRY,
+        self_of(q)->conn, &SQL_RETRY,
         DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error), db_text(j->lease)),
         &changes, err);
     return fenced(rc, changes, j, err);
@@ -379,7 +369,7 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
        struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(self_of(q)->conn, SQL_FAIL,
+    int rc = db_exec(self_of(q)->conn, &SQL_FAIL,
                      DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_text(j->lease)),
                      &changes, err);
     return fenced(rc, changes, j, err);
@@ -395,8 +385,8 @@ q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, st
 
     for (int i = 0; rc == SP_OK && i < n; i++) {
         int64_t found = 0;
-        rc = db_exec(self->conn, SQL_HELD, DB_ARGS(db_text(jobs[i]->id), db_text(jobs[i]->lease)),
-                     &found, err);
+        rc = db_query_count(self->conn, &SQL_HELD,
+                            DB_ARGS(db_text(jobs[i]->id), db_text(jobs[i]->lease)), &found, err);
         lost[i] = rc == SP_OK && found == 0;
     }
     return rc;
@@ -407,7 +397,7 @@ q_list_group(struct job_queue *q, const char *group, struct arena *a, struct job
              struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(q)->conn, SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
+    int rc = db_query(self_of(q)->conn, &SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
@@ -427,7 +417,7 @@ static int
 q_renew(struct job_queue *q, int64_t now, int64_t lease_ms, struct sp_error *err)
 {
     struct queue_sql *self = self_of(q);
-    return db_exec(self->conn, SQL_RENEW,
+    return db_exec(self->conn, &SQL_RENEW,
                    DB_ARGS(db_text(self->node->holder), db_time(now + lease_ms)), NULL, err);
 }
 
@@ -444,13 +434,13 @@ q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
     if (mono < due || !atomic_compare_exchange_strong(&n->next_check, &due, mono + CHECK_EVERY_MS))
         return SP_OK; /* not due, or another thread of this process took this turn */
     a = arena_new();
-    rc = db_query(self->conn, SQL_HOLDERS, DB_ARGS(db_text(n->holder)), a, &rows, err);
+    rc = db_query(self->conn, &SQL_HOLDERS, DB_ARGS(db_text(n->holder)), a, &rows, err);
     for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
         const char *holder = db_cell(&rows, i, 0);
         int64_t changes = 0;
         if (!holder_dead(self, holder))
             continue;
-        rc = db_exec(self->conn, SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)), &changes,
+        rc = db_exec(self->conn, &SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)), &changes,
                      err);
         if (rc == SP_OK)
             log_warn("worker process %s is gone: its %lld active jobs are taken again now", holder,

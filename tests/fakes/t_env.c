@@ -72,7 +72,7 @@ read_pg_url(char *url, size_t size)
 static void
 open_pg(struct t_env *env)
 {
-    static const char set_path[] = "SELECT set_config('search_path', $1, false)";
+    DB_STMT(set_path, NULL, "SELECT set_config('search_path', $1, false)");
     static int n;
     struct sp_error err = {0};
     char url[1024], sql[96];
@@ -88,7 +88,7 @@ open_pg(struct t_env *env)
     rc = env->conn->ops->exec_script(env->conn, sql, &err);
     if (rc != SP_OK)
         t_fail(__FILE__, __LINE__, "%s: %s: %s", sql, sp_err_name(rc), err.msg);
-    ASSERT_OK(db_exec(env->conn, set_path, DB_ARGS(db_text(env->pg_schema)), NULL, &err));
+    ASSERT_OK(db_exec(env->conn, &set_path, DB_ARGS(db_text(env->pg_schema)), NULL, &err));
     rc = db_migrate(env->conn, sp_migrations_postgres, sp_migrations_postgres_count, NULL, &err);
     if (rc != SP_OK)
         t_fail(__FILE__, __LINE__, "migrate %s: %s: %s", env->pg_schema, sp_err_name(rc), err.msg);
@@ -184,7 +184,7 @@ t_env_free(struct t_env *env)
 }
 
 static int
-sql_count(struct t_env *env, const char *sql)
+sql_count(struct t_env *env, const struct db_stmt *sql)
 {
     struct db_rows rows;
     struct sp_error err = {0};
@@ -201,16 +201,16 @@ sql_count(struct t_env *env, const char *sql)
 void
 t_env_counts(struct t_env *env, struct t_counts *out)
 {
-    static const char leads[] = "SELECT COUNT(*) FROM leads";
-    static const char messages[] = "SELECT COUNT(*) FROM messages";
-    static const char events[] = "SELECT COUNT(*) FROM lead_events";
-    static const char jobs[] = "SELECT COUNT(*) FROM jobs";
+    DB_STMT_SAME(leads, "SELECT COUNT(*) FROM leads");
+    DB_STMT_SAME(messages, "SELECT COUNT(*) FROM messages");
+    DB_STMT_SAME(events, "SELECT COUNT(*) FROM lead_events");
+    DB_STMT_SAME(jobs, "SELECT COUNT(*) FROM jobs");
 
     if (env->backend != T_MEM) {
-        out->leads = sql_count(env, leads);
-        out->messages = sql_count(env, messages);
-        out->events = sql_count(env, events);
-        out->jobs = sql_count(env, jobs);
+        out->leads = sql_count(env, &leads);
+        out->messages = sql_count(env, &messages);
+        out->events = sql_count(env, &events);
+        out->jobs = sql_count(env, &jobs);
     } else {
         out->leads = env->store->cur.nleads;
         out->messages = env->store->cur.nmsgs;

@@ -203,11 +203,11 @@ reserve(struct rq *e, int64_t now, int64_t lease, struct job *j, int *found, int
 static const char *
 outbox_state(struct rq *e, const char *id)
 {
+    DB_STMT_SAME(sql, "SELECT state, attempts_made FROM outbox WHERE id = $1");
     struct db_rows rows;
     struct sp_error err = {0};
 
-    ASSERT_OK(db_query(e->conn, "SELECT state, attempts_made FROM outbox WHERE id = $1",
-                       DB_ARGS(db_text(id)), e->a, &rows, &err));
+    ASSERT_OK(db_query(e->conn, &sql, DB_ARGS(db_text(id)), e->a, &rows, &err));
     ASSERT_EQ(1, rows.nrows);
     {
         char buf[64];
@@ -260,6 +260,7 @@ take(struct rq *e, int64_t now, int64_t lease, struct job *j)
 
 TEST(unit_queue_redis_relay_publishes_each_outbox_row_once_redis)
 {
+    DB_STMT_SAME(unrelay, "UPDATE outbox SET relayed_at = NULL");
     struct rq e;
     char id[JOB_ID_MAX], id2[JOB_ID_MAX];
     struct sp_error err = {0};
@@ -282,7 +283,7 @@ TEST(unit_queue_redis_relay_publishes_each_outbox_row_once_redis)
     ASSERT_STREQ("{\"messageId\":\"m\",\"leadId\":\"l\"}", hget(&e, id, "data"));
     ASSERT_EQ(10000, rint_(&e, "HGET", "%Pmeta", "opts.maxLenEvents"));
     /* Published again (a crash between publish and mark): still one job. */
-    ASSERT_OK(db_exec(e.conn, "UPDATE outbox SET relayed_at = NULL", DB_NOARGS, NULL, &err));
+    ASSERT_OK(db_exec(e.conn, &unrelay, DB_NOARGS, NULL, &err));
     ASSERT_EQ(2, relay(&e));
     ASSERT_EQ(2, rint_(&e, "LLEN", "%Pwait", NULL));
     ASSERT_EQ(4, rint_(&e, "GET", "%Pid", NULL)); /* BullMQ counts every add */
@@ -648,13 +649,13 @@ TEST(unit_queue_redis_worker_renews_leases_and_skips_lost_jobs_redis)
 static void
 foreign_job(struct t_env *env, const char *id, const char *name, const char *data)
 {
+    DB_STMT_SAME(sql, "INSERT INTO outbox (id, name, data, opts, state, max_attempts, run_at,"
+                      " created_at, updated_at) VALUES ($1, $2, $3, '{\"attempts\":3}', 'waiting',"
+                      " 3, 0, 0, 0)");
     struct sp_error err = {0};
 
-    ASSERT_OK(db_exec(env->conn,
-                      "INSERT INTO outbox (id, name, data, opts, state, max_attempts, run_at,"
-                      " created_at, updated_at) VALUES ($1, $2, $3, '{\"attempts\":3}', 'waiting',"
-                      " 3, 0, 0, 0)",
-                      DB_ARGS(db_text(id), db_text(name), db_text(data)), NULL, &err));
+    ASSERT_OK(
+        db_exec(env->conn, &sql, DB_ARGS(db_text(id), db_text(name), db_text(data)), NULL, &err));
 }
 
 TEST(unit_queue_redis_jobs_salespad_cannot_run_fail_without_blocking_the_queue_redis)
@@ -715,6 +716,10 @@ TEST(unit_queue_redis_paused_queue_follows_the_bullmq_major_redis)
 
 TEST(unit_queue_redis_job_id_too_long_fails_instead_of_looping_redis)
 {
+    DB_STMT_SAME(insert_long_id,
+                 "INSERT INTO outbox (id, name, data, opts, state, max_attempts, run_at,"
+                 " created_at, updated_at) VALUES ($1, 'send-message', '{}', '{}', 'waiting',"
+                 " 1, 0, 0, 0)");
     struct rq e;
     struct job j;
     int found = 1;
@@ -725,11 +730,7 @@ TEST(unit_queue_redis_job_id_too_long_fails_instead_of_looping_redis)
     rq_open(&e, -1, 1);
     memset(id, 'z', sizeof(id) - 1);
     id[sizeof(id) - 1] = '\0';
-    ASSERT_OK(db_exec(e.conn,
-                      "INSERT INTO outbox (id, name, data, opts, state, max_attempts, run_at,"
-                      " created_at, updated_at) VALUES ($1, 'send-message', '{}', '{}', 'waiting',"
-                      " 1, 0, 0, 0)",
-                      DB_ARGS(db_text(id)), NULL, &err));
+    ASSERT_OK(db_exec(e.conn, &insert_long_id, DB_ARGS(db_text(id)), NULL, &err));
     ASSERT_EQ(1, relay(&e));
     reserve(&e, now, 30000, &j, &found, &next_due);
     ASSERT_EQ(0, found);
@@ -743,6 +744,8 @@ TEST(unit_queue_redis_stalled_check_never_reopens_a_newer_record_redis)
     /* The check moves a job back to wait; before it updates the record, another worker takes
      * the job again and finishes it. The late update must not turn "completed" into
      * "waiting" (it did, under load). */
+    DB_STMT_SAME(complete_record, "UPDATE outbox SET state = 'completed', attempts_made = 1,"
+                                  " updated_at = $2 WHERE id = $1");
     struct rq e;
     char id[JOB_ID_MAX];
     struct job j;
@@ -755,10 +758,8 @@ TEST(unit_queue_redis_stalled_check_never_reopens_a_newer_record_redis)
     take(&e, now - 1000, 30000, &j);
     stalled_check(&e);
     redis_reply_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
-    ASSERT_OK(db_exec(e.conn,
-                      "UPDATE outbox SET state = 'completed', attempts_made = 1, updated_at = $2"
-                      " WHERE id = $1",
-                      DB_ARGS(db_text(id), db_time(now + 60000)), NULL, &err));
+    ASSERT_OK(
+        db_exec(e.conn, &complete_record, DB_ARGS(db_text(id), db_time(now + 60000)), NULL, &err));
     stalled_check(&e);
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL)); /* Redis: handed out again */
     ASSERT_STREQ("completed/1", outbox_state(&e, id));

@@ -9,37 +9,38 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char SQL_LEAD_INSERT[] =
-    "INSERT INTO leads (id, name, email, phone, status, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7)";
-static const char SQL_LEAD_GET[] = "SELECT id, name, email, phone, status, created_at, updated_at"
-                                   " FROM leads WHERE id = $1";
-static const char SQL_LEAD_STATUS[] = "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1";
-/* PostgreSQL: a row lock. SQLite needs none: a write transaction already excludes all others. */
-static const char SQL_LEAD_LOCK_PG[] = "SELECT 1 FROM leads WHERE id = $1 FOR UPDATE";
-static const char SQL_LEAD_EXISTS[] = "SELECT 1 FROM leads WHERE id = $1";
-static const char SQL_LEAD_TRANSITION[] =
-    "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2";
-static const char SQL_MESSAGE_INSERT[] =
-    "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts, last_error,"
-    " provider_id, recipient, channel_message, sent_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+DB_STMT_SAME(SQL_LEAD_INSERT,
+             "INSERT INTO leads (id, name, email, phone, status, created_at, updated_at)"
+             " VALUES ($1, $2, $3, $4, $5, $6, $7)");
+DB_STMT_SAME(SQL_LEAD_GET, "SELECT id, name, email, phone, status, created_at, updated_at"
+                           " FROM leads WHERE id = $1");
+DB_STMT_SAME(SQL_LEAD_STATUS, "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1");
+/* The lead's row, locked until the transaction ends, if it exists. SQLite needs no lock (a
+ * write transaction already excludes all others): there it is an existence check. */
+DB_STMT(SQL_LEAD_LOCK, "SELECT 1 FROM leads WHERE id = $1",
+        "SELECT 1 FROM leads WHERE id = $1 FOR UPDATE");
+DB_STMT_SAME(SQL_LEAD_TRANSITION,
+             "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2");
+DB_STMT_SAME(SQL_MESSAGE_INSERT,
+             "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts,"
+             " last_error, provider_id, recipient, channel_message, sent_at, created_at,"
+             " updated_at)"
+             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
 #define MESSAGE_COLUMNS                                                                            \
     "id, lead_id, channel, direction, kind, status, attempts, last_error, provider_id,"            \
     " recipient, channel_message, sent_at, created_at, updated_at"
-static const char SQL_MESSAGE_GET[] = "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1";
-static const char SQL_MESSAGE_LIST[] =
-    "SELECT " MESSAGE_COLUMNS " FROM messages WHERE lead_id = $1 ORDER BY seq";
-static const char SQL_MESSAGE_DELIVERY[] =
-    "UPDATE messages SET status = $2, attempts = $3, last_error = $4, provider_id = $5,"
-    " sent_at = $6, updated_at = $7 WHERE id = $1";
-static const char SQL_EVENT_INSERT[] =
-    "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6)";
-static const char SQL_EVENT_LIST[] =
-    "SELECT id, lead_id, type, correlation_ids, payload, created_at"
-    " FROM lead_events WHERE lead_id = $1 ORDER BY seq";
-static const char SQL_PING[] = "SELECT 1";
+DB_STMT_SAME(SQL_MESSAGE_GET, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1");
+DB_STMT_SAME(SQL_MESSAGE_LIST,
+             "SELECT " MESSAGE_COLUMNS " FROM messages WHERE lead_id = $1 ORDER BY seq");
+DB_STMT_SAME(SQL_MESSAGE_DELIVERY,
+             "UPDATE messages SET status = $2, attempts = $3, last_error = $4, provider_id = $5,"
+             " sent_at = $6, updated_at = $7 WHERE id = $1");
+DB_STMT_SAME(SQL_EVENT_INSERT,
+             "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload, created_at)"
+             " VALUES ($1, $2, $3, $4, $5, $6)");
+DB_STMT_SAME(SQL_EVENT_LIST, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
+                             " FROM lead_events WHERE lead_id = $1 ORDER BY seq");
+DB_STMT_SAME(SQL_PING, "SELECT 1");
 
 static struct db_conn *
 conn_of(struct lead_repo *r)
@@ -86,13 +87,13 @@ r_read_end(struct lead_repo *r)
 static int
 r_ping(struct lead_repo *r, struct sp_error *err)
 {
-    return db_exec(conn_of(r), SQL_PING, DB_NOARGS, NULL, err);
+    return db_exec(conn_of(r), &SQL_PING, DB_NOARGS, NULL, err);
 }
 
 static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
-    return db_exec(conn_of(r), SQL_LEAD_INSERT,
+    return db_exec(conn_of(r), &SQL_LEAD_INSERT,
                    DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email), db_text(l->phone),
                            db_text(lead_status_name(l->status)), db_time(l->created_at),
                            db_time(l->updated_at)),
@@ -110,7 +111,7 @@ r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *ou
            struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), SQL_LEAD_GET, DB_ARGS(db_text(id)), a, &rows, err);
+    int rc = db_query(conn_of(r), &SQL_LEAD_GET, DB_ARGS(db_text(id)), a, &rows, err);
 
     if (rc != SP_OK)
         return rc;
@@ -134,7 +135,7 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
 {
     int64_t changes = 0;
     int rc =
-        db_exec(conn_of(r), SQL_LEAD_STATUS,
+        db_exec(conn_of(r), &SQL_LEAD_STATUS,
                 DB_ARGS(db_text(id), db_text(lead_status_name(s)), db_time(now)), &changes, err);
     if (rc == SP_OK && changes == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
@@ -144,10 +145,8 @@ r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, in
 static int
 r_lead_lock(struct lead_repo *r, const char *id, struct sp_error *err)
 {
-    struct db_conn *c = conn_of(r);
-    int pg = c->ops->dialect == DB_DIALECT_POSTGRES;
     int64_t found = 0;
-    int rc = db_exec(c, pg ? SQL_LEAD_LOCK_PG : SQL_LEAD_EXISTS, DB_ARGS(db_text(id)), &found, err);
+    int rc = db_query_count(conn_of(r), &SQL_LEAD_LOCK, DB_ARGS(db_text(id)), &found, err);
 
     if (rc == SP_OK && found == 0)
         rc = sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
@@ -159,7 +158,7 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
                   int64_t now, int *changed, struct sp_error *err)
 {
     int64_t changes = 0;
-    int rc = db_exec(conn_of(r), SQL_LEAD_TRANSITION,
+    int rc = db_exec(conn_of(r), &SQL_LEAD_TRANSITION,
                      DB_ARGS(db_text(id), db_text(lead_status_name(from)),
                              db_text(lead_status_name(to)), db_time(now)),
                      &changes, err);
@@ -170,7 +169,7 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
-    return db_exec(conn_of(r), SQL_MESSAGE_INSERT,
+    return db_exec(conn_of(r), &SQL_MESSAGE_INSERT,
                    DB_ARGS(db_text(m->id), db_text(m->lead_id), db_text(channel_name(m->channel)),
                            db_text(message_direction_name(m->direction)),
                            db_text(message_kind_name(m->kind)),
@@ -208,7 +207,7 @@ r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct messa
               struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), SQL_MESSAGE_GET, DB_ARGS(db_text(id)), a, &rows, err);
+    int rc = db_query(conn_of(r), &SQL_MESSAGE_GET, DB_ARGS(db_text(id)), a, &rows, err);
 
     if (rc != SP_OK)
         return rc;
@@ -220,7 +219,7 @@ r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct messa
 static int
 r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
-    return db_exec(conn_of(r), SQL_MESSAGE_DELIVERY,
+    return db_exec(conn_of(r), &SQL_MESSAGE_DELIVERY,
                    DB_ARGS(db_text(m->id), db_text(message_status_name(m->status)),
                            db_int(m->attempts), db_text(m->last_error), db_text(m->provider_id),
                            db_time_or_null(m->sent_at), db_time(m->updated_at)),
@@ -232,7 +231,7 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
                int *n, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), SQL_MESSAGE_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = db_query(conn_of(r), &SQL_MESSAGE_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
 
     *out = NULL;
     *n = 0;
@@ -251,7 +250,7 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
 static int
 r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
 {
-    return db_exec(conn_of(r), SQL_EVENT_INSERT,
+    return db_exec(conn_of(r), &SQL_EVENT_INSERT,
                    DB_ARGS(db_text(e->id), db_text(e->lead_id),
                            db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
                            db_text(e->payload), db_time(e->created_at)),
@@ -263,7 +262,7 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
              int *n, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), SQL_EVENT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = db_query(conn_of(r), &SQL_EVENT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
 
     *out = NULL;
     *n = 0;

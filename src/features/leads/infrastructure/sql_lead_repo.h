@@ -1,6 +1,6 @@
-/* sql_lead_repo.h: the lead repository on the database port (SQLite and PostgreSQL).
- * One SQL text per operation, with $n parameters, shared by every dialect, except the row lock
- * of lead_lock (FOR UPDATE on PostgreSQL; SQLite's write transaction already serializes). */
+/* sql_lead_repo.h: the lead repository on the database port (SQLite or PostgreSQL).
+ * One statement descriptor per operation, with $n parameters; its text differs by dialect only
+ * where it must (the lead lock). */
 #pragma once
 
 #include "features/leads/domain/lead_repo.h"
