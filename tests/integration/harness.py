@@ -293,6 +293,7 @@ class Proc:
             self._client.close()
         self._close_files()
 
+
 # ---------------------------------------------------------------------------------------------
 # Servers: PostgreSQL (SALESPAD_DB=postgres) and Redis (SALESPAD_QUEUE=redis)
 
