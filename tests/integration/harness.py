@@ -1,25 +1,28 @@
-"""Shared code for the integration suite: the real salespad binary on a temp database.
+"""What the integration suite needs of its own: the real salespad binary on a temp database.
 
-Python 3 standard library only. Each test file does:
+pytest runs the scripts (tests/integration/test_*.py, tests/interop/test_interop.py); the
+fixtures are in tests/conftest.py, the settings in tests/pytest.ini. A test takes a fresh Env:
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from harness import run, ...
-    def test_something(env): ...   # env is a fresh Env (temp dir, process tracking)
-    if __name__ == "__main__":
-        run(globals())
+    def test_something(env): ...   # env: temp dir, database, queue, process tracking
 
-and runs as `SALESPAD_BIN=/path/to/salespad python3 tests/integration/test_x.py [test_name...]`.
+    SALESPAD_BIN=$PWD/build/salespad /usr/bin/python3 -m pytest tests/integration/test_flow.py
+
+The Python packages are Debian's python3-pytest, python3-psycopg2 and python3-redis
+(scripts/deps.sh test), installed for /usr/bin/python3.
+
 Env.serve()/Env.worker() start the real binary with DATABASE_URL=sqlite:<tmp>/sp.db,
 MOCK_SINK=<tmp>/sink.jsonl, LOG_LEVEL=info, JOB_BACKOFF_MS=20 and a free loopback PORT; keyword
-arguments override or add settings (JOB_LEASE_MS=1500, MOCK_FAIL_FIRST=2, ...).
+arguments override or add settings (JOB_LEASE_MS=1500, MOCK_FAIL_FIRST=2, ...). env.sink() reads
+the mock provider's lines, env.db(sql, args) peeks at the database (read-only).
 
 PostgreSQL mode: with SALESPAD_DB=postgres every test gets a fresh database (CREATE DATABASE on
 the server whose URL is in the file $SALESPAD_PG_URL_FILE, as CTest's `pg` fixture writes it;
 dropped at cleanup) and DATABASE_URL=postgres://.../<that database>. Without the URL file the
 run starts a throwaway server of its own (tests/pg/pgserver.sh), except under CI=true, where
-that is an error. env.db() then queries PostgreSQL through psql. A test that only makes sense on
-one backend calls env.require_backend("postgres") (or "sqlite"): on the other it is skipped.
-env.private_pg() starts a PostgreSQL server owned by the test (for outage tests, which stop it).
+that is an error. env.db() then queries PostgreSQL through psycopg2. A test that only makes
+sense on one backend calls env.require_backend("postgres") (or "sqlite"): on the other it is
+skipped (pytest.skip). env.private_pg() starts a PostgreSQL server owned by the test (for
+outage tests, which stop it).
 
 Redis mode: with SALESPAD_QUEUE=redis (default: db, the queue in the database) Env.serve() and
 Env.worker() also get REDIS_URL (the server whose URL is in $SALESPAD_REDIS_URL_FILE, as CTest's
@@ -29,16 +32,15 @@ to the Env (t<pid>x<n>, so every test has its own keys on the one shared server;
 removed at cleanup) and QUEUE_STALLED_INTERVAL_MS=500 (overridable like any setting).
 env.queue is "db" or "redis"; env.jobs_table is the table holding SalesPad's record of each
 job ("jobs", or "outbox" in Redis mode; same state/attempts_made/stalled_count columns);
-env.require_queue("redis") skips a test on the other mode. env.redis("HGETALL", key) runs one
-command on the env's Redis (RedisClient: a stdlib RESP2 client; replies decoded, bytes as str),
-env.rkey("wait") names a key of the env's queue ("bull:<queue>:wait"), and env.private_redis()
-starts a Redis server owned by the test (stop(mode) / start() on the same port, for outage
-tests); processes started after it use it.
+env.require_queue("redis") skips a test on the other mode. env.redis is a redis-py client
+(redis.Redis, replies decoded as str) on the env's Redis, env.rkey("wait") names a key of the
+env's queue ("bull:<queue>:wait"), and env.private_redis() starts a Redis server owned by the
+test (stop(mode) / start() on the same port, for outage tests); processes started after it use
+it.
 
-run() executes every test_* function (or the names given on the command line) with a fresh Env,
-always stops every process it started and removes its temp dir, prints the tail of each server's
-stderr log when a test fails, and ends with exactly one line "N passed, M failed"; the exit status
-is 0 only when nothing failed.
+Every process and server a test starts is stopped, and its temp dir removed, whatever the
+outcome; when a test fails, pytest's report shows the tail of each process's stderr log. A
+script whose tests were all skipped exits 77 (CTest's SKIP_RETURN_CODE).
 
 Rules the suite follows: never sleep-and-hope. Every wait polls a condition against a deadline
 (wait_until), and a timeout says what it was waiting for.
@@ -53,12 +55,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.parse
+
+import psycopg2
+import pytest
+import redis
 
 BIN = os.path.abspath(os.environ.get("SALESPAD_BIN") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "salespad"))
@@ -66,14 +70,13 @@ HOST = "127.0.0.1"
 POLL_S = 0.02
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 15.0
+# What a poll treats as "not yet": the service (HTTP) or a Redis server not answering.
+TRANSIENT_ERRORS = (ConnectionError, OSError, http.client.HTTPException,
+                    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class TimeoutFailure(AssertionError):
     pass
-
-
-class Skip(Exception):
-    """Raised by a test (env.require_backend, env.skip) that does not apply to this run."""
 
 
 def wait_until(predicate, timeout=10.0, what="condition", interval=POLL_S):
@@ -86,7 +89,7 @@ def wait_until(predicate, timeout=10.0, what="condition", interval=POLL_S):
             if value:
                 return value
             last_exc = None
-        except (ConnectionError, OSError, http.client.HTTPException) as e:
+        except TRANSIENT_ERRORS as e:
             last_exc = e
         if time.monotonic() >= deadline:
             extra = " (last error: %r)" % (last_exc,) if last_exc else ""
@@ -290,410 +293,170 @@ class Proc:
             self._client.close()
         self._close_files()
 
+
 # ---------------------------------------------------------------------------------------------
-# PostgreSQL (SALESPAD_DB=postgres)
+# Servers: PostgreSQL (SALESPAD_DB=postgres) and Redis (SALESPAD_QUEUE=redis)
 
 
 BACKEND = os.environ.get("SALESPAD_DB", "sqlite").strip().lower() or "sqlite"
 if BACKEND in ("postgresql", "pg"):
     BACKEND = "postgres"
-PGSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pg", "pgserver.sh")
+QUEUE = os.environ.get("SALESPAD_QUEUE", "db").strip().lower() or "db"
+TESTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PGSERVER = os.path.join(TESTS_DIR, "pg", "pgserver.sh")
+REDISSERVER = os.path.join(TESTS_DIR, "redis", "redisserver.sh")
+DBNAME_RE = r"[a-z_][a-z0-9_]{0,62}"
 
 
 def ci():
     return os.environ.get("CI", "") == "true"
 
 
-def find_pg_bindir(hint_dir=None):
-    """The directory of psql: <hint_dir>/bindir as pgserver.sh wrote it, Debian's
-    /usr/lib/postgresql/<newest>/bin, or PATH."""
-    if hint_dir:
-        try:
-            with open(os.path.join(hint_dir, "bindir")) as f:
-                d = f.read().strip()
-            if os.path.exists(os.path.join(d, "psql")):
-                return d
-        except OSError:
-            pass
-    root = "/usr/lib/postgresql"
-    try:
-        versions = sorted((v for v in os.listdir(root) if v.split(".")[0].isdigit()),
-                          key=lambda v: [int(x) for x in re.findall(r"\d+", v)], reverse=True)
-    except OSError:
-        versions = []
-    for v in versions:
-        d = os.path.join(root, v, "bin")
-        if os.path.exists(os.path.join(d, "psql")):
-            return d
-    psql = shutil.which("psql")
-    if psql:
-        return os.path.dirname(psql)
-    raise AssertionError("psql not found: install the Debian packages postgresql and "
-                         "postgresql-client (scripts/deps.sh test)")
+def read_url_file(path):
+    with open(path) as f:
+        url = f.read().strip()
+    if not url:
+        raise AssertionError("%s is empty" % path)
+    return url
 
 
-def _pg_env():
-    """The environment for psql: none of the caller's PG* settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+def server_script(script, *args):
+    """Runs tests/pg/pgserver.sh or tests/redis/redisserver.sh; raises with its output when it
+    fails."""
+    r = subprocess.run(["bash", script] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise AssertionError("%s %s failed (%d):\n%s%s" % (os.path.basename(script),
+                                                         " ".join(args), r.returncode,
+                                                         r.stdout, r.stderr))
+    return r
 
 
-class PgServer:
-    """A PostgreSQL server, either shared (its URL read from a file) or private to this process
-    (started and stopped with tests/pg/pgserver.sh in `dir`)."""
+class Server:
+    """A server, either shared (its URL read from a file) or owned by this process (started
+    and stopped by its script, with its state in `dir`)."""
 
-    def __init__(self, url, bindir, dir=None):
-        self.url = url          # postgres://salespad@127.0.0.1:<port>/salespad
-        self.bindir = bindir
-        self.dir = dir          # set when we own the server (pgserver.sh state dir)
+    SCRIPT = None
+
+    def __init__(self, url, dir=None):
+        self.url = url
+        self.dir = dir          # set when we own the server (the script's state dir)
 
     @classmethod
     def from_url_file(cls, path):
-        with open(path) as f:
-            url = f.read().strip()
-        if not url:
-            raise AssertionError("%s is empty" % path)
-        return cls(url, find_pg_bindir(os.path.dirname(os.path.abspath(path))))
+        return cls(read_url_file(path))
 
     @classmethod
-    def start(cls, dir):
-        """Starts a throwaway server with state in `dir` (pgserver.sh start)."""
-        r = subprocess.run(["bash", PGSERVER, "start", dir], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise AssertionError("pgserver.sh start %s failed (%d):\n%s%s"
-                                 % (dir, r.returncode, r.stdout, r.stderr))
-        with open(os.path.join(dir, "url")) as f:
-            url = f.read().strip()
-        return cls(url, find_pg_bindir(dir), dir)
+    def launch(cls, dir):
+        """Starts a throwaway server with state in `dir` (<script> start)."""
+        server_script(cls.SCRIPT, "start", dir)
+        return cls(read_url_file(os.path.join(dir, "url")), dir)
 
-    def _ctl(self, *args, timeout=120):
-        assert self.dir, "not our server"
-        r = subprocess.run(["bash", PGSERVER] + list(args), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            raise AssertionError("pgserver.sh %s failed (%d):\n%s%s"
-                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
-        return r
-
-    def stop_server(self, mode="fast"):
+    def stop_server(self, *mode):
         """Stops the server process, keeping its data (an outage)."""
-        self._ctl("stop-server", self.dir, mode)
+        assert self.dir, "not our server"
+        server_script(self.SCRIPT, "stop-server", self.dir, *mode)
 
     def start_server(self):
-        """Starts it again on the same port and waits until it accepts connections."""
-        self._ctl("start-server", self.dir)
+        """Starts it again on the same port (same data) and waits until it answers."""
+        assert self.dir, "not our server"
+        server_script(self.SCRIPT, "start-server", self.dir)
 
     def destroy(self):
+        """Stops the server we own and removes its data (never raises: cleanup goes on)."""
         if self.dir and os.path.exists(self.dir):
-            r = subprocess.run(["bash", PGSERVER, "stop", self.dir], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                sys.stdout.write("pgserver.sh stop %s failed:\n%s%s" % (self.dir, r.stdout,
-                                                                        r.stderr))
+            try:
+                server_script(self.SCRIPT, "stop", self.dir)
+            except (AssertionError, subprocess.SubprocessError) as e:
+                print(e)
+
+
+class PgServer(Server):
+    """A PostgreSQL server (tests/pg/pgserver.sh); URL postgres://salespad@127.0.0.1:<port>/..."""
+
+    SCRIPT = PGSERVER
+
+    def stop_server(self, mode="fast"):
+        super().stop_server(mode)
 
     def db_url(self, dbname):
         u = urllib.parse.urlsplit(self.url)
         return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query, u.fragment))
 
-    def psql(self, dbname, script, variables=(), timeout=60):
-        """Runs `script` (psql input on stdin) against `dbname`; returns stdout (text)."""
-        cmd = [os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-               "-d", self.db_url(dbname)]
-        for k, v in variables:
-            cmd += ["-v", "%s=%s" % (k, v)]
-        r = subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=timeout,
-                           env=_pg_env())
-        if r.returncode != 0:
-            raise AssertionError("psql on %s failed (%d): %s\n--- input ---\n%s"
-                                 % (dbname, r.returncode, r.stderr.strip(), script))
-        return r.stdout
+    def connect(self, dbname, readonly=False):
+        """A psycopg2 connection in autocommit mode (each statement its own transaction)."""
+        conn = psycopg2.connect(self.db_url(dbname), connect_timeout=10)
+        conn.set_session(readonly=readonly, autocommit=True)
+        return conn
+
+    def _admin(self, statement):
+        conn = self.connect("postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
 
     def create_database(self, dbname):
-        assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dbname), dbname
-        self.psql("postgres", 'CREATE DATABASE "%s";\n' % dbname)
+        assert re.fullmatch(DBNAME_RE, dbname), dbname
+        self._admin('CREATE DATABASE "%s"' % dbname)
 
     def drop_database(self, dbname):
-        assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dbname), dbname
-        self.psql("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE);\n' % dbname)
+        assert re.fullmatch(DBNAME_RE, dbname), dbname
+        self._admin('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % dbname)
 
 
-_shared_servers = {}   # kind ("pg", "redis") -> the run's server of that kind
+class RedisServer(Server):
+    """A Redis server (tests/redis/redisserver.sh); URL redis://[:password@]127.0.0.1:<port>[/db].
+    stop(mode) with mode shutdown, nosave or kill, and start(): an outage and the way back."""
 
-
-def _shared_server(kind, url_env, what, mode, from_url_file, launch):
-    """The run's server of a kind: the one named by the file $url_env, or a throwaway one
-    started for this run (not under CI=true, where the URL file is required)."""
-    srv = _shared_servers.get(kind)
-    if srv is None:
-        path = os.environ.get(url_env, "")
-        if path and os.path.exists(path):
-            srv = from_url_file(path)
-        elif ci():
-            raise AssertionError("%s under CI=true needs %s (%r) to name a running server"
-                                 % (mode, url_env, path))
-        else:
-            d = tempfile.mkdtemp(prefix="salespad-it-%s-" % kind)
-            print("%s not set (or missing): starting a throwaway %s in %s for this run"
-                  % (url_env, what, d))
-            srv = launch(os.path.join(d, kind))
-            srv.tmp_parent = d
-        _shared_servers[kind] = srv
-    return srv
-
-
-def _release_shared_servers():
-    for srv in _shared_servers.values():
-        if srv.dir:
-            srv.destroy()
-            shutil.rmtree(getattr(srv, "tmp_parent", ""), ignore_errors=True)
-    _shared_servers.clear()
-
-
-def shared_pg():
-    """The run's PostgreSQL server (SALESPAD_DB=postgres), see _shared_server."""
-    return _shared_server("pg", "SALESPAD_PG_URL_FILE", "PostgreSQL", "SALESPAD_DB=postgres",
-                          PgServer.from_url_file, PgServer.start)
-
-
-class _JsonObject(list):
-    """Key/value pairs of a JSON object, in order (row_to_json keeps duplicate column names)."""
-
-
-def _json_value(v):
-    if isinstance(v, _JsonObject):
-        return {k: _json_value(x) for k, x in v}
-    if isinstance(v, list):
-        return [_json_value(x) for x in v]
-    return v
-
-
-def _placeholders_to_psql(sql):
-    """Rewrites sqlite3-style `?` placeholders (outside quotes) as psql's :'p1', :'p2', ...
-    (each a variable psql quotes as a literal). Returns (sql, count)."""
-    out = []
-    n = 0
-    i = 0
-    while i < len(sql):
-        c = sql[i]
-        if c in ("'", '"'):
-            # A quoted literal or identifier, copied as is ('' and "" are escaped quotes).
-            j = i + 1
-            while True:
-                k = sql.find(c, j)
-                if k < 0:
-                    k = len(sql) - 1
-                    break
-                if k + 1 < len(sql) and sql[k + 1] == c:
-                    j = k + 2
-                    continue
-                break
-            out.append(sql[i:k + 1])
-            i = k + 1
-            continue
-        if c == "?":
-            n += 1
-            out.append(":'p%d'" % n)
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out), n
-
-
-# ---------------------------------------------------------------------------------------------
-# Redis (SALESPAD_QUEUE=redis)
-
-
-QUEUE = os.environ.get("SALESPAD_QUEUE", "db").strip().lower() or "db"
-REDISSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "redis",
-                           "redisserver.sh")
-
-
-class RedisError(Exception):
-    """An error reply (-ERR ...) from Redis."""
-
-
-class RedisClient:
-    """A minimal RESP2 client over one TCP connection (stdlib only). call(*args) sends one
-    command and returns its reply decoded: bulk and simple strings as str (UTF-8), integers as
-    int, nil as None, arrays as lists; an error reply raises RedisError. After a connection
-    error the next call reconnects (the error itself propagates). Thread-safe (one lock)."""
-
-    def __init__(self, host, port, password=None, db=0, timeout=10.0):
-        self.host, self.port, self.password, self.db = host, port, password, db
-        self.timeout = timeout
-        self.sock = None
-        self.buf = b""
-        self.lock = threading.Lock()
-
-    def close(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
-        self.buf = b""
-
-    def _connect(self):
-        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        if self.password:
-            self._roundtrip(("AUTH", self.password))
-        if self.db:
-            self._roundtrip(("SELECT", str(self.db)))
-
-    @staticmethod
-    def _encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            if isinstance(a, (bytes, bytearray)):
-                b = bytes(a)
-            elif isinstance(a, float):
-                b = repr(a).encode()
-            else:
-                b = str(a).encode("utf-8")
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        return b"".join(out)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("redis %s:%d closed the connection" % (self.host, self.port))
-        self.buf += chunk
-
-    def _line(self):
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 2:]
-                return line
-            self._fill()
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            self._fill()
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def _reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode("utf-8", "replace")
-        if kind == b"-":
-            return RedisError(rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n).decode("utf-8", "replace")
-        if kind == b"*":
-            n = int(rest)
-            if n < 0:
-                return None
-            items = [self._reply() for _ in range(n)]
-            return items
-        raise ConnectionError("redis: unexpected reply %r" % (line[:80],))
-
-    def _roundtrip(self, args):
-        self.sock.sendall(self._encode(args))
-        r = self._reply()
-        if isinstance(r, RedisError):
-            raise r
-        return r
-
-    def call(self, *args):
-        with self.lock:
-            try:
-                if self.sock is None:
-                    self._connect()
-                return self._roundtrip(args)
-            except (OSError, ConnectionError, ValueError):
-                self.close()
-                raise
-
-
-class RedisServer:
-    """A Redis server, either shared (its URL read from a file) or owned by this process
-    (started and stopped with tests/redis/redisserver.sh in `dir`)."""
+    SCRIPT = REDISSERVER
 
     def __init__(self, url, dir=None):
-        self.url = url          # redis://[:password@]127.0.0.1:<port>[/db]
-        self.dir = dir          # set when we own the server (redisserver.sh state dir)
         u = urllib.parse.urlsplit(url)
         if u.scheme != "redis" or not u.hostname or not u.port:
             raise AssertionError("not a redis://host:port URL: %r" % url)
-        self.host, self.port = u.hostname, u.port
-        self.password = urllib.parse.unquote(u.password) if u.password else None
-        path = u.path.strip("/")
-        self.db = int(path) if path else 0
-
-    @classmethod
-    def from_url_file(cls, path):
-        with open(path) as f:
-            url = f.read().strip()
-        if not url:
-            raise AssertionError("%s is empty" % path)
-        return cls(url)
-
-    @classmethod
-    def launch(cls, dir):
-        """Starts a throwaway server with state in `dir` (redisserver.sh start)."""
-        r = subprocess.run(["bash", REDISSERVER, "start", dir], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise AssertionError("redisserver.sh start %s failed (%d):\n%s%s"
-                                 % (dir, r.returncode, r.stdout, r.stderr))
-        with open(os.path.join(dir, "url")) as f:
-            url = f.read().strip()
-        return cls(url, dir)
+        super().__init__(url, dir)
 
     def client(self, timeout=10.0):
-        return RedisClient(self.host, self.port, self.password, self.db, timeout)
-
-    def _ctl(self, *args, timeout=120):
-        assert self.dir, "not our server"
-        r = subprocess.run(["bash", REDISSERVER] + list(args), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            raise AssertionError("redisserver.sh %s failed (%d):\n%s%s"
-                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
-        return r
+        """A redis-py client on this server, replies decoded (str)."""
+        return redis.Redis.from_url(self.url, socket_timeout=timeout,
+                                    socket_connect_timeout=timeout, decode_responses=True)
 
     def stop(self, mode="shutdown"):
-        """Stops the server process, keeping its data (an outage). mode: shutdown, nosave, kill."""
-        self._ctl("stop-server", self.dir, mode)
+        self.stop_server(mode)
 
     def start(self):
-        """Starts it again on the same port (same data) and waits until it answers PING."""
-        self._ctl("start-server", self.dir)
-
-    start_server = start
-    stop_server = stop
-
-    def destroy(self):
-        if self.dir and os.path.exists(self.dir):
-            r = subprocess.run(["bash", REDISSERVER, "stop", self.dir], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, timeout=120)
-            if r.returncode != 0:
-                sys.stdout.write("redisserver.sh stop %s failed:\n%s%s" % (self.dir, r.stdout,
-                                                                           r.stderr))
+        self.start_server()
 
 
-def shared_redis():
-    """The run's Redis server (SALESPAD_QUEUE=redis), see _shared_server."""
-    return _shared_server("redis", "SALESPAD_REDIS_URL_FILE", "Redis", "SALESPAD_QUEUE=redis",
-                          RedisServer.from_url_file, RedisServer.launch)
+def drop_keys(client, pattern):
+    """Removes every key matching pattern (SCAN, then UNLINK in batches)."""
+    batch = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def qmark_to_pyformat(sql):
+    """sqlite3's `?` placeholders as psycopg2's %s (a literal % doubled). A `?` inside an SQL
+    string literal is not supported: env.db's queries have none."""
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 class Env:
-    """A fresh temp dir with the database and sink; tracks every process started in it."""
+    """A fresh temp dir with the database and sink; tracks every process started in it.
+    `pg` (SALESPAD_DB=postgres) and `redis_srv` (SALESPAD_QUEUE=redis) are the run's shared
+    servers, from the fixtures of tests/conftest.py."""
 
     _serial = 0
     _queue_serial = 0
 
-    def __init__(self, test_name):
+    def __init__(self, test_name, pg=None, redis_srv=None):
         self.test_name = test_name
         self.dir = tempfile.mkdtemp(prefix="salespad-it-%s-" % test_name)
         self.backend = BACKEND
@@ -704,6 +467,7 @@ class Env:
         self._private_pg = []
         self.pg = None        # PgServer holding this test's database (postgres)
         self.pg_db = None     # that database's name
+        self._pg_conn = None  # env.db()'s connection to it
         self.queue = QUEUE    # "db" (the queue in the database) or "redis" (BullMQ layout)
         self.redis_srv = None  # RedisServer holding this test's queue (redis)
         self._private_redis = []
@@ -712,23 +476,31 @@ class Env:
         self.queue_prefix = "bull"
         self.queue_name = None
         try:
-            if self.queue == "redis":
-                Env._queue_serial += 1
-                self.queue_name = "t%dx%d" % (os.getpid(), Env._queue_serial)
-                self.redis_srv = self._shared_redis = shared_redis()
-            elif self.queue != "db":
-                raise AssertionError("SALESPAD_QUEUE=%r: expected db or redis" % self.queue)
-            if self.backend == "postgres":
-                Env._serial += 1
-                tag = re.sub(r"[^a-z0-9]", "", test_name.lower().replace("test_", "", 1))[:30]
-                self.pg = shared_pg()
-                self.pg_db = "it_%d_%d_%s" % (os.getpid(), Env._serial, tag)
-                self.pg.create_database(self.pg_db)
-            elif self.backend != "sqlite":
-                raise AssertionError("SALESPAD_DB=%r: expected sqlite or postgres" % self.backend)
+            self._init_queue(redis_srv)
+            self._init_database(pg)
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
+
+    def _init_queue(self, redis_srv):
+        if self.queue == "redis":
+            Env._queue_serial += 1
+            self.queue_name = "t%dx%d" % (os.getpid(), Env._queue_serial)
+            assert redis_srv is not None, "SALESPAD_QUEUE=redis needs the shared Redis server"
+            self.redis_srv = self._shared_redis = redis_srv
+        elif self.queue != "db":
+            raise AssertionError("SALESPAD_QUEUE=%r: expected db or redis" % self.queue)
+
+    def _init_database(self, pg):
+        if self.backend == "postgres":
+            Env._serial += 1
+            tag = re.sub(r"[^a-z0-9]", "", self.test_name.lower().replace("test_", "", 1))[:30]
+            assert pg is not None, "SALESPAD_DB=postgres needs the shared PostgreSQL server"
+            self.pg = pg
+            self.pg_db = "it_%d_%d_%s" % (os.getpid(), Env._serial, tag)
+            self.pg.create_database(self.pg_db)
+        elif self.backend != "sqlite":
+            raise AssertionError("SALESPAD_DB=%r: expected sqlite or postgres" % self.backend)
 
     @property
     def database_url(self):
@@ -739,17 +511,14 @@ class Env:
     def require_backend(self, backend, why=""):
         """Skips the test unless this run is on `backend` ("sqlite" or "postgres")."""
         if self.backend != backend:
-            raise Skip("%s only%s (this run: SALESPAD_DB=%s)"
-                       % (backend, ": " + why if why else "", self.backend))
-
-    def skip(self, why):
-        raise Skip(why)
+            pytest.skip("%s only%s (this run: SALESPAD_DB=%s)"
+                        % (backend, ": " + why if why else "", self.backend))
 
     def require_queue(self, queue, why=""):
         """Skips the test unless this run's queue is `queue` ("db" or "redis")."""
         if self.queue != queue:
-            raise Skip("%s queue only%s (this run: SALESPAD_QUEUE=%s)"
-                       % (queue, ": " + why if why else "", self.queue))
+            pytest.skip("%s queue only%s (this run: SALESPAD_QUEUE=%s)"
+                        % (queue, ": " + why if why else "", self.queue))
 
     @property
     def jobs_table(self):
@@ -766,25 +535,21 @@ class Env:
         self.require_queue("redis")
         return "%s:%s:%s" % (self.queue_prefix, self.queue_name, suffix)
 
-    def redis(self, *args):
-        """One command against this test's Redis server; the reply decoded (RedisClient)."""
+    @property
+    def redis(self):
+        """A redis-py client (redis.Redis, replies decoded) on this test's Redis server."""
         self.require_queue("redis")
         if self._redis_client is None:
             self._redis_client = self.redis_srv.client()
-        return self._redis_client.call(*args)
-
-    def redis_hash(self, key):
-        """HGETALL as a dict (empty when the key does not exist)."""
-        flat = self.redis("HGETALL", key)
-        return dict(zip(flat[0::2], flat[1::2]))
+        return self._redis_client
 
     def redis_events(self, job_id=None):
         """The queue's events stream (<P>events), oldest first: one dict per entry with its
         fields plus "_id" (the entry id) and "_ms" (its time, ms); only the entries whose jobId
         is job_id when given."""
         out = []
-        for entry_id, fields in self.redis("XRANGE", self.rkey("events"), "-", "+"):
-            e = dict(zip(fields[0::2], fields[1::2]))
+        for entry_id, fields in self.redis.xrange(self.rkey("events")):
+            e = dict(fields)
             if job_id is not None and e.get("jobId") != job_id:
                 continue
             e["_id"] = entry_id
@@ -799,23 +564,19 @@ class Env:
         srv = RedisServer.launch(os.path.join(self.dir, name))
         self._private_redis.append(srv)
         self.redis_srv = srv
+        self._close_redis_client()
+        return srv
+
+    def _close_redis_client(self):
         if self._redis_client is not None:
             self._redis_client.close()
             self._redis_client = None
-        return srv
 
     def _drop_queue_keys(self):
         """Removes this test's keys from the shared Redis server (the queue name is unique)."""
         c = self._shared_redis.client(timeout=5)
         try:
-            cursor = "0"
-            pattern = "%s:%s:*" % (self.queue_prefix, self.queue_name)
-            while True:
-                cursor, keys = c.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-                if keys:
-                    c.call("UNLINK", *keys)
-                if cursor == "0":
-                    break
+            drop_keys(c, "%s:%s:*" % (self.queue_prefix, self.queue_name))
         finally:
             c.close()
 
@@ -823,8 +584,9 @@ class Env:
         """Starts a PostgreSQL server owned by this test (stopped and removed at cleanup), moves
         this test's database onto it, and returns it (PgServer: stop_server, start_server)."""
         self.require_backend("postgres")
-        srv = PgServer.start(os.path.join(self.dir, name))
+        srv = PgServer.launch(os.path.join(self.dir, name))
         self._private_pg.append(srv)
+        self._close_pg_conn()
         if self.pg_db and self.pg is not None:
             self.pg.drop_database(self.pg_db)
         self.pg = srv
@@ -949,38 +711,38 @@ class Env:
 
     def db(self, sql, args=()):
         """Rows of one read-only query, as a list of tuples. `?` placeholders take `args`.
-        On PostgreSQL through psql: each value is passed as a psql variable and quoted by psql
-        (never spliced into the SQL); cells come back typed through JSON (numbers as int/float,
-        text, uuid and timestamptz as str, jsonb as dict/list, NULL as None)."""
+        SQLite through sqlite3; PostgreSQL through psycopg2 (each query in a read-only
+        autocommit transaction; uuid as str, timestamptz as datetime, jsonb as dict/list)."""
         if self.backend == "postgres":
-            return self._pg_db(sql, args)
+            return self._pg_rows(sql, args)
         con = sqlite3.connect("file:%s?mode=ro" % self.db_path, uri=True, timeout=10)
         try:
             return con.execute(sql, args).fetchall()
         finally:
             con.close()
 
-    def _pg_db(self, sql, args):
-        body, n = _placeholders_to_psql(sql.strip().rstrip(";"))
-        if n != len(args):
-            raise AssertionError("env.db: %d placeholders, %d arguments: %s" % (n, len(args), sql))
-        variables = []
-        for i, a in enumerate(args, 1):
-            if a is None or isinstance(a, (bytes, bytearray)):
-                raise AssertionError("env.db on postgres: unsupported argument %r" % (a,))
-            if isinstance(a, bool):
-                a = "true" if a else "false"
-            variables.append(("p%d" % i, str(a)))
-        script = ("BEGIN TRANSACTION READ ONLY;\n"
-                  "SELECT row_to_json(q) FROM (%s) AS q;\nCOMMIT;\n" % body)
-        out = self.pg.psql(self.pg_db, script, variables)
-        rows = []
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            obj = json.loads(line, object_pairs_hook=_JsonObject)
-            rows.append(tuple(_json_value(v) for _, v in obj))
-        return rows
+    def _pg_rows(self, sql, args):
+        """One query on env.db()'s connection; a connection lost since the last query (a
+        server restarted by an outage test) is replaced once."""
+        for attempt in (1, 2):
+            if self._pg_conn is None:
+                self._pg_conn = self.pg.connect(self.pg_db, readonly=True)
+            try:
+                with self._pg_conn.cursor() as cur:
+                    if args:
+                        cur.execute(qmark_to_pyformat(sql), tuple(args))
+                    else:
+                        cur.execute(sql)
+                    return cur.fetchall()
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self._close_pg_conn()
+                if attempt == 2:
+                    raise
+
+    def _close_pg_conn(self):
+        if self._pg_conn is not None:
+            self._pg_conn.close()
+            self._pg_conn = None
 
     def db_exists(self):
         """Whether the service has created its schema (a usage error must not)."""
@@ -995,32 +757,39 @@ class Env:
                                           "WHERE table_schema = current_schema()")}
         return {t for (t,) in self.db("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
+    # -- cleanup and reporting ------------------------------------------------------------
+
     def cleanup(self):
+        """Stops every process and private server, removes the test's keys, database and dir.
+        Problems are printed, never raised: cleanup always goes to the end."""
         for p in self.procs:
             p.cleanup()
-        if self._redis_client is not None:
-            self._redis_client.close()
+        self._close_redis_client()
+        self._close_pg_conn()
         for srv in self._private_redis:
             srv.destroy()
         if self.queue == "redis" and self._shared_redis is not None:
-            try:
-                self._drop_queue_keys()
-            except Exception as e:  # noqa: BLE001 (reported, cleanup goes on)
-                sys.stdout.write("cleanup: could not remove the keys of queue %s: %s\n"
-                                 % (self.queue_name, e))
+            _report_cleanup_error("remove the keys of queue %s" % self.queue_name,
+                                  self._drop_queue_keys)
         for srv in self._private_pg:
             srv.destroy()
         if self.backend == "postgres" and self.pg_db and self.pg not in self._private_pg:
-            try:
-                self.pg.drop_database(self.pg_db)
-            except Exception as e:  # noqa: BLE001 (reported, cleanup goes on)
-                sys.stdout.write("cleanup: could not drop database %s: %s\n" % (self.pg_db, e))
+            _report_cleanup_error("drop database %s" % self.pg_db,
+                                  lambda: self.pg.drop_database(self.pg_db))
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def dump_logs(self, out=sys.stdout):
-        for p in self.procs:
-            out.write("---- %s (pid %s) stderr tail ----\n%s\n"
-                      % (p.name, p.popen.pid if p.popen else "-", p.log_tail()))
+    def log_tails(self):
+        """The tail of each process's stderr log (pytest's report shows it when a test fails)."""
+        return "".join("---- %s (pid %s) stderr tail ----\n%s\n"
+                       % (p.name, p.popen.pid if p.popen else "-", p.log_tail())
+                       for p in self.procs)
+
+
+def _report_cleanup_error(what, fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 (reported, cleanup goes on)
+        print("cleanup: could not %s: %s" % (what, e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1238,66 +1007,3 @@ def wait_all_settled(srv, lead_ids, timeout, nout=2):
     return settled
 
 
-# ---------------------------------------------------------------------------------------------
-# Runner
-
-
-SKIP_STATUS = 77  # every test skipped: CTest's SKIP_RETURN_CODE
-
-
-def run(namespace):
-    if not os.path.exists(BIN):
-        print("salespad binary not found at %s (set SALESPAD_BIN)" % BIN)
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    # Tests run in definition order; names on the command line select a subset.
-    names = sys.argv[1:] or [n for n in namespace
-                             if n.startswith("test_") and callable(namespace[n])]
-    passed = failed = skipped = 0
-    try:
-        for name in names:
-            fn = namespace.get(name)
-            if fn is None:
-                print("FAIL %s: no such test" % name)
-                failed += 1
-                continue
-            t0 = time.monotonic()
-            outcome = "fail"
-            env = None
-            try:
-                env = Env(name)
-                fn(env)
-                outcome = "ok"
-            except Skip as e:
-                outcome = "skip"
-                print("skip %s: %s" % (name, e))
-            except BaseException as e:  # noqa: BLE001
-                if isinstance(e, KeyboardInterrupt):
-                    if env is not None:
-                        env.cleanup()
-                    raise
-                print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
-                traceback.print_exc(file=sys.stdout)
-                if env is not None:
-                    env.dump_logs()
-            finally:
-                if env is not None:
-                    env.cleanup()
-            if outcome == "ok":
-                passed += 1
-                print("ok   %s (%.2fs)" % (name, time.monotonic() - t0))
-            elif outcome == "skip":
-                skipped += 1
-            else:
-                failed += 1
-            sys.stdout.flush()
-    finally:
-        _release_shared_servers()
-    if skipped:
-        print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    else:
-        print("%d passed, %d failed" % (passed, failed))
-    sys.stdout.flush()
-    if failed or (passed == 0 and skipped == 0):
-        sys.exit(1)
-    sys.exit(SKIP_STATUS if passed == 0 else 0)

@@ -3,12 +3,9 @@ has its messages delivered exactly once (ignoring the provider's own "duplicate"
 stuck; and without a crash the provider never even sees a duplicate."""
 import os
 import signal
-import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, all_messages, assert_eq, lead_body, run,  # noqa: E402
-                     wait_all_settled, wait_until)
+from harness import Burst, all_messages, assert_eq, lead_body, wait_all_settled, wait_until
 
 
 def test_kill9_mid_burst_then_restart(env):
@@ -86,7 +83,7 @@ def test_worker_kill9_lease_expires(env):
     states = dict(env.db("SELECT state, COUNT(*) FROM %s GROUP BY state" % env.jobs_table))
     print("  worker killed with jobs: %r" % (states,))
     # Redis queue: the jobs the dead worker held are the ones left in the active list.
-    held = set(env.redis("LRANGE", env.rkey("active"), 0, -1)) if env.queue == "redis" else set()
+    held = set(env.redis.lrange(env.rkey("active"), 0, -1)) if env.queue == "redis" else set()
     w2 = env.worker(**lease)
     wait_all_settled(srv, burst.ok.values(), 30)
     w2.stop()
@@ -99,7 +96,7 @@ def test_worker_kill9_lease_expires(env):
     assert_eq(set(originals.values()), {1}, "deliveries per message")
     if env.queue == "redis":
         # Each of them was recovered by the stalled check (stc, BullMQ's stalledCounter).
-        not_recovered = {j for j in held if int(env.redis("HGET", env.rkey(j), "stc") or 0) < 1}
+        not_recovered = {j for j in held if int(env.redis.hget(env.rkey(j), "stc") or 0) < 1}
         assert_eq(not_recovered, set(), "jobs the dead worker held, not recovered as stalled")
         print("  %d jobs held by the killed worker, recovered as stalled" % len(held))
     elif states.get("active"):
@@ -119,6 +116,3 @@ def test_no_crash_no_duplicates(env):
     assert_eq(len(counts), 400, "distinct messages in the sink")
     assert_eq(set(counts.values()), {1}, "lines per message")
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -1,9 +1,6 @@
 """Dead letters: every attempt fails -> message and job failed; a permanent error skips retries."""
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import assert_eq, create_lead, details, outbound, run, wait_until  # noqa: E402
+from harness import assert_eq, create_lead, details, outbound, wait_until
 
 
 def jobs_finished(srv, lid, n):
@@ -69,6 +66,3 @@ def test_permanent_error_is_not_retried(env):
     sink = env.sink()
     assert_eq([(l["messageId"], l["to"]) for l in sink], [(wa["id"], phone)], "sink lines")
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -1,14 +1,10 @@
 """Full flow over the real binary: capture -> welcome messages -> replies -> AI answers,
 checked through GET /leads/:id and the mock sink."""
-import os
-import sys
 import threading
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, all_messages, assert_eq, create_lead, details,  # noqa: E402
-                     event_types, run, wait_until)
+from harness import Client, all_messages, assert_eq, create_lead, details, event_types, wait_until
 
 
 def sent_messages(det, kind=None, channel=None):
@@ -269,6 +265,3 @@ def test_details_is_one_consistent_read(env):
         "first: %s" % (n, reads[0], len(problems), problems[0])
     print("  %d captures, %d consistent reads" % (n, reads[0]))
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -3,12 +3,9 @@ detailed cases are covered by the C tests), and garbage on the wire does not hur
 import json
 import os
 import socket
-import sys
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HOST, assert_eq, create_lead, details, http_request,  # noqa: E402
-                     run, wait_until)
+from harness import HOST, assert_eq, create_lead, details, http_request, wait_until
 
 MIB = 1024 * 1024
 
@@ -202,6 +199,3 @@ def test_garbage_does_not_kill_the_server(env):
     create_lead(srv, "After Garbage", email="after@example.com")
     srv.stop()
 
-
-if __name__ == "__main__":
-    run(globals())

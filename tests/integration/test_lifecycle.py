@@ -1,14 +1,10 @@
 """Command line and process lifecycle: --help, --version, migrate, bad settings, SIGTERM."""
 import json
-import os
 import re
 import signal
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, Proc, assert_eq, details, run,  # noqa: E402
-                     wait_all_settled, wait_until)
+from harness import Burst, Proc, assert_eq, details, wait_all_settled, wait_until
 
 SHUTDOWN_DEADLINE_S = 5.0
 
@@ -168,6 +164,3 @@ def test_sigterm_with_a_delayed_job(env):
               "job after restart")
     srv.stop()
 
-
-if __name__ == "__main__":
-    run(globals())

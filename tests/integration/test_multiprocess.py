@@ -1,12 +1,9 @@
 """Scale-out: `salespad worker` processes share the database queue and the sink with `serve`;
 every message is delivered exactly once (nothing crashes, so not even a duplicate ack)."""
-import os
 import re
-import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Burst, assert_eq, run, wait_all_settled  # noqa: E402
+from harness import Burst, assert_eq, wait_all_settled
 
 # With LOG_LEVEL=debug each process logs one line per job it processed, e.g.
 #   job 17 message <uuid> attempt 1 of 3: sent
@@ -64,6 +61,3 @@ def test_api_only_serve_and_two_workers(env):
     assert_eq(set(a) | set(b), sent, "messages the workers logged as sent")
     print("  sends: worker1 %d, worker2 %d" % (sum(a.values()), sum(b.values())))
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -8,13 +8,10 @@ duplicate acknowledgement for a send whose outcome the outage cut off, never a s
 The test runs its own PostgreSQL server (env.private_pg()) so that stopping it leaves the shared
 one alone. PostgreSQL only: skipped on SQLite."""
 import os
-import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Load, all_messages, assert_eq, details, http_request,  # noqa: E402
-                     run, wait_until)
+from harness import Load, all_messages, assert_eq, details, http_request, wait_until
 
 LOAD_THREADS = 6
 OUTAGE_S = 2.0  # longer than JOB_LEASE_MS: leases taken before the stop expire during it
@@ -125,6 +122,3 @@ def test_postgres_outage_and_recovery(env):
     for p in procs:
         p.stop()
 
-
-if __name__ == "__main__":
-    run(globals())

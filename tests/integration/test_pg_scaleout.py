@@ -9,13 +9,10 @@ import json
 import os
 import random
 import re
-import sys
 import threading
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, Proc, assert_eq, details, free_port, lead_body,  # noqa: E402
-                     parallel, run, wait_until)
+from harness import Client, Proc, assert_eq, details, free_port, lead_body, parallel, wait_until
 
 NLEADS = 1000
 THREADS = 16
@@ -161,6 +158,3 @@ def test_simultaneous_start_migrates_once(env):
                 obj = None
             assert isinstance(obj, dict), "%s logged a non-JSON line: %r" % (p.name, line)
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -10,14 +10,10 @@ QUEUE_KEEP_COMPLETED, removeOnComplete-style.
 
 Redis queue only (integration_redis_test_redis_layout): skipped with the database queue."""
 import json
-import os
-import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (assert_eq, create_lead, details, outbound, run,  # noqa: E402
-                     wait_until)
+from harness import assert_eq, create_lead, details, outbound, wait_until
 
 # What SalesPad writes into opts.backoff.jitter (JOB_BACKOFF_MS "minus up to 20 % jitter").
 MAX_JITTER = 0.2
@@ -52,7 +48,7 @@ def outbox_rows(env, lead_id):
 
 
 def in_zset(env, zset, job_id):
-    return env.redis("ZSCORE", env.rkey(zset), job_id) is not None
+    return env.redis.zscore(env.rkey(zset), job_id) is not None
 
 
 def test_added_then_completed(env):
@@ -78,17 +74,17 @@ def test_added_then_completed(env):
     # ... and Redis holds them in BullMQ's layout.
     for suffix, kind in (("id", "string"), ("wait", "list"), ("marker", "zset"),
                          ("events", "stream"), ("meta", "hash")):
-        assert_eq(env.redis("TYPE", env.rkey(suffix)), kind, "type of %s" % env.rkey(suffix))
-    counter = int(env.redis("GET", env.rkey("id")))
+        assert_eq(env.redis.type(env.rkey(suffix)), kind, "type of %s" % env.rkey(suffix))
+    counter = int(env.redis.get(env.rkey("id")))
     assert counter >= 2, "%s = %d: not incremented once per add" % (env.rkey("id"), counter)
-    assert_eq(sorted(env.redis("LRANGE", env.rkey("wait"), 0, -1)), sorted(msgs), "wait list")
-    assert_eq(env.redis("LLEN", env.rkey("active")), 0, "active list")
-    assert_eq(env.redis("ZSCORE", env.rkey("marker"), "0"), "0", "marker member \"0\" (score 0)")
-    max_len = env.redis("HGET", env.rkey("meta"), "opts.maxLenEvents")
+    assert_eq(sorted(env.redis.lrange(env.rkey("wait"), 0, -1)), sorted(msgs), "wait list")
+    assert_eq(env.redis.llen(env.rkey("active")), 0, "active list")
+    assert_eq(env.redis.zscore(env.rkey("marker"), "0"), 0.0, "marker member \"0\" (score 0)")
+    max_len = env.redis.hget(env.rkey("meta"), "opts.maxLenEvents")
     assert max_len is not None and int(max_len) > 0, "meta opts.maxLenEvents: %r" % (max_len,)
 
     for mid, m in msgs.items():
-        h = env.redis_hash(env.rkey(mid))
+        h = env.redis.hgetall(env.rkey(mid))
         assert h, "no job hash %s" % env.rkey(mid)
         assert_eq(h.get("name"), "send-message", "job %s name" % mid)
         data = json.loads(h["data"])
@@ -135,17 +131,17 @@ def test_added_then_completed(env):
     det = details(api, lid)
     api.stop()
 
-    assert_eq(env.redis("LLEN", env.rkey("active")), 0, "active list after the run")
-    assert_eq(env.redis("LLEN", env.rkey("wait")), 0, "wait list after the run")
+    assert_eq(env.redis.llen(env.rkey("active")), 0, "active list after the run")
+    assert_eq(env.redis.llen(env.rkey("wait")), 0, "wait list after the run")
     for mid in msgs:
-        h = env.redis_hash(env.rkey(mid))
+        h = env.redis.hgetall(env.rkey(mid))
         assert_eq((h.get("atm"), h.get("ats")), ("1", "1"), "job %s atm, ats" % mid)
         processed, finished = int(h["processedOn"]), int(h["finishedOn"])
         assert int(h["timestamp"]) <= processed <= finished, "job %s times: %r" % (mid, h)
         rv = json.loads(h["returnvalue"])
-        assert_eq(float(env.redis("ZSCORE", env.rkey("completed"), mid)), float(finished),
+        assert_eq(float(env.redis.zscore(env.rkey("completed"), mid)), float(finished),
                   "completed score of %s (= finishedOn)" % mid)
-        assert_eq(env.redis("EXISTS", env.rkey(mid + ":lock")), 0, "lock of %s" % mid)
+        assert_eq(env.redis.exists(env.rkey(mid + ":lock")), 0, "lock of %s" % mid)
         assert "failedReason" not in h, "job %s has a failedReason: %r" % (mid, h)
         assert_eq(lifecycle(env, mid), ["added", "waiting", "active", "completed"],
                   "events of %s" % mid)
@@ -196,7 +192,7 @@ def test_retries_go_through_delayed(env):
         # The job was not taken again before it was due.
         assert evs[i + 2]["_ms"] >= due - 5, "retry %d ran at %d, due %d" % (n, evs[i + 2]["_ms"],
                                                                            due)
-    h = env.redis_hash(env.rkey(mid))
+    h = env.redis.hgetall(env.rkey(mid))
     assert_eq((h.get("atm"), h.get("ats")), ("3", "3"), "atm, ats after two retries")
     assert_eq(h.get("delay"), "0", "delay field once promoted")
     st = json.loads(h["stacktrace"])
@@ -224,14 +220,14 @@ def test_permanent_error_goes_to_failed(env):
     det = details(srv, lid)
     srv.stop()
 
-    h = env.redis_hash(env.rkey(mid))
+    h = env.redis.hgetall(env.rkey(mid))
     assert h.get("failedReason"), "no failedReason: %r" % (h,)
     assert_eq(h.get("atm"), "1", "atm (a permanent error is not retried)")
     finished = int(h["finishedOn"])
-    assert_eq(float(env.redis("ZSCORE", env.rkey("failed"), mid)), float(finished),
+    assert_eq(float(env.redis.zscore(env.rkey("failed"), mid)), float(finished),
               "failed score (= finishedOn)")
     assert not in_zset(env, "completed", mid), "a failed job in completed"
-    assert_eq(env.redis("LLEN", env.rkey("active")), 0, "active list")
+    assert_eq(env.redis.llen(env.rkey("active")), 0, "active list")
     assert_eq(lifecycle(env, mid), ["added", "waiting", "active", "failed"], "events of the job")
     (fe,) = [e for e in env.redis_events(mid) if e["event"] == "failed"]
     assert_eq((fe.get("failedReason"), fe.get("prev")), (h["failedReason"], "active"),
@@ -254,7 +250,7 @@ def test_attempts_exhausted(env):
     wait_until(lambda: details(srv, lid)["jobs"][0]["state"] == "failed", 10,
                "the job failed in GET /leads/:id")
     srv.stop()
-    h = env.redis_hash(env.rkey(mid))
+    h = env.redis.hgetall(env.rkey(mid))
     assert_eq(h.get("atm"), "3", "atm")
     assert_eq(len(json.loads(h["stacktrace"])), 3, "stacktrace entries")
     assert_eq(lifecycle(env, mid), ["added", "waiting", "active", "delayed", "waiting", "active",
@@ -279,18 +275,15 @@ def test_keep_completed_trims_old_jobs(env):
         assert_eq([j["state"] for j in details(srv, lid)["jobs"]], ["completed"] * 2,
                   "jobs of %s in GET /leads/:id" % lid)
     srv.stop()
-    kept = env.redis("ZRANGE", env.rkey("completed"), 0, -1)
+    kept = env.redis.zrange(env.rkey("completed"), 0, -1)
     assert_eq(len(kept), 3, "members of %s with QUEUE_KEEP_COMPLETED=3" % env.rkey("completed"))
     assert set(kept) <= set(mids), "unknown members in completed: %r" % (kept,)
     for mid in mids:
-        exists = env.redis("EXISTS", env.rkey(mid))
+        exists = env.redis.exists(env.rkey(mid))
         assert_eq(exists, 1 if mid in kept else 0, "job hash %s (kept: %s)" % (mid, mid in kept))
         if mid in kept:
-            assert_eq(keep_count(json.loads(env.redis("HGET", env.rkey(mid), "opts"))), 3,
+            assert_eq(keep_count(json.loads(env.redis.hget(env.rkey(mid), "opts"))), 3,
                       "removeOnComplete of %s" % mid)
     assert_eq(dict(env.db("SELECT state, COUNT(*) FROM outbox GROUP BY state")),
               {"completed": 10}, "outbox states")
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -13,13 +13,10 @@ deliver it twice), every outbox row ends completed, and no process dies. A secon
 after the recovery goes through the normal path.
 
 Redis queue only (integration_redis_test_redis_outage): skipped with the database queue."""
-import os
-import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, Load, assert_eq, http_request, run, wait_until)  # noqa: E402
+from harness import Burst, Load, assert_eq, http_request, wait_until
 
 LOAD_THREADS = 3
 BEFORE = 100       # captures before the outage
@@ -98,10 +95,10 @@ def test_redis_outage_loses_nothing(env):
               {"completed": 2 * ntotal}, "outbox states")
     assert_eq(unrelayed(env), 0, "unrelayed outbox rows")
     # (trimmed to QUEUE_KEEP_COMPLETED, default 1000)
-    assert_eq(env.redis("ZCARD", env.rkey("completed")), min(2 * ntotal, 1000),
+    assert_eq(env.redis.zcard(env.rkey("completed")), min(2 * ntotal, 1000),
               "completed zset")
-    assert_eq(env.redis("LLEN", env.rkey("active")), 0, "active list")
-    assert_eq(env.redis("LLEN", env.rkey("wait")), 0, "wait list")
+    assert_eq(env.redis.llen(env.rkey("active")), 0, "active list")
+    assert_eq(env.redis.llen(env.rkey("wait")), 0, "wait list")
 
     sink = env.sink()
     originals = Counter(l["messageId"] for l in sink if not l.get("duplicate"))
@@ -115,6 +112,3 @@ def test_redis_outage_loses_nothing(env):
           "%d messages, %d duplicate acks" % (drained_in, completed_in, len(message_ids),
                                               len(dups)))
 
-
-if __name__ == "__main__":
-    run(globals())

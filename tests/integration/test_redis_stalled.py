@@ -10,13 +10,9 @@ during that sleep never reached the provider: the message is delivered exactly o
 second worker, with no duplicate acknowledgement.
 
 Redis queue only (integration_redis_test_redis_stalled): skipped with the database queue."""
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (assert_eq, create_lead, details, outbound, run,  # noqa: E402
-                     wait_until)
+from harness import assert_eq, create_lead, details, outbound, wait_until
 
 LEASE = dict(JOB_LEASE_MS=1000, QUEUE_STALLED_INTERVAL_MS=300)
 SEND_DELAY_MS = 3000
@@ -31,8 +27,8 @@ def test_worker_killed_mid_job_is_recovered(env):
     lock = env.rkey(mid + ":lock")
 
     w1 = env.worker(MOCK_SEND_DELAY_MS=SEND_DELAY_MS, **LEASE)
-    wait_until(lambda: mid in env.redis("LRANGE", env.rkey("active"), 0, -1)
-               and env.redis("EXISTS", lock) == 1, 10,
+    wait_until(lambda: mid in env.redis.lrange(env.rkey("active"), 0, -1)
+               and env.redis.exists(lock) == 1, 10,
                "the job active in %s with its lock" % env.rkey("active"), interval=0.005)
     t_active = time.monotonic()
     w1.kill9()
@@ -40,11 +36,11 @@ def test_worker_killed_mid_job_is_recovered(env):
     # The kill landed inside the provider's sleep: nothing reached the sink.
     assert killed_after < SEND_DELAY_MS / 1000.0 / 2, "kill took %.2fs" % killed_after
     assert_eq(env.sink_raw_lines(), [], "sink lines when the first worker was killed")
-    assert_eq(env.redis("LRANGE", env.rkey("active"), 0, -1), [mid], "active list after the kill")
+    assert_eq(env.redis.lrange(env.rkey("active"), 0, -1), [mid], "active list after the kill")
     t_kill = time.monotonic()
 
     w2 = env.worker(MOCK_SEND_DELAY_MS=0, **LEASE)
-    wait_until(lambda: env.redis("ZSCORE", env.rkey("completed"), mid) is not None, 15,
+    wait_until(lambda: env.redis.zscore(env.rkey("completed"), mid) is not None, 15,
                "the job in %s" % env.rkey("completed"))
     recovered_in = time.monotonic() - t_kill
     wait_until(lambda: details(api, lid)["jobs"][0]["state"] == "completed", 10,
@@ -53,12 +49,12 @@ def test_worker_killed_mid_job_is_recovered(env):
     w2.stop()
     api.stop()
 
-    h = env.redis_hash(env.rkey(mid))
+    h = env.redis.hgetall(env.rkey(mid))
     assert_eq(h.get("stc"), "1", "stc (stalled counter)")
     assert_eq(h.get("atm"), "1", "atm (a stalled recovery is not an attempt)")
     assert "defa" not in h, "deferred failure set after one stall (QUEUE_MAX_STALLED=1): %r" % h
-    assert_eq(env.redis("LLEN", env.rkey("active")), 0, "active list")
-    assert_eq(env.redis("EXISTS", lock), 0, "lock after completion")
+    assert_eq(env.redis.llen(env.rkey("active")), 0, "active list")
+    assert_eq(env.redis.exists(lock), 0, "lock after completion")
     evs = env.redis_events(mid)
     names = [e["event"] for e in evs]
     assert_eq(names.count("stalled"), 1, "stalled events (%r)" % names)
@@ -84,6 +80,3 @@ def test_worker_killed_mid_job_is_recovered(env):
           "%d ms); message attempts %d" % (recovered_in, LEASE["JOB_LEASE_MS"],
                                           LEASE["QUEUE_STALLED_INTERVAL_MS"], m["attempts"]))
 
-
-if __name__ == "__main__":
-    run(globals())

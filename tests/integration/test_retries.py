@@ -1,11 +1,8 @@
 """Retries with backoff: the mock provider fails the first attempts; the job retries and the
 message goes out on attempt 3."""
-import os
-import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import assert_eq, create_lead, details, outbound, run, wait_until  # noqa: E402
+from harness import assert_eq, create_lead, details, outbound, wait_until
 
 
 def test_fail_first_two_attempts_then_sent(env):
@@ -53,6 +50,3 @@ def test_fail_first_two_attempts_then_sent(env):
                   "job %s" % j["id"])
     assert_eq(det["lead"]["status"], "contacted", "lead status once a message went out")
 
-
-if __name__ == "__main__":
-    run(globals())

@@ -1,37 +1,34 @@
-#!/usr/bin/env python3
 """Interop with the real `bullmq` npm package: SalesPad (C, PostgreSQL + Redis) and Node BullMQ on
 the same queue. See tests/interop/README.md.
 
-    SALESPAD_BULLMQ=5|6 SALESPAD_BIN=build/salespad SALESPAD_DB=postgres \
-        python3 tests/interop/test_interop.py [test_name...]
+    SALESPAD_BULLMQ=5|6 SALESPAD_BIN=$PWD/build/salespad SALESPAD_DB=postgres \
+        /usr/bin/python3 -m pytest tests/interop/test_interop.py [-k test_name]
 
 SALESPAD_BULLMQ picks tests/interop/bullmq5 or bullmq6 (installed by npm_install.sh, which this
-script also runs: a no-op when up to date). Redis: the server whose URL is in the file
-$SALESPAD_REDIS_URL_FILE (CTest's `redis` fixture), else, outside CI, a throwaway one started
-with tests/redis/redisserver.sh for this run. PostgreSQL: harness.py's SALESPAD_DB=postgres mode.
-Each test uses queues of its own (QUEUE_NAME), deleted at the end.
+script also runs: a no-op when up to date). Redis: the `shared_redis` fixture of
+tests/conftest.py (the server whose URL is in the file $SALESPAD_REDIS_URL_FILE, CTest's `redis`
+fixture, else, outside CI, a throwaway one started with tests/redis/redisserver.sh for this run).
+PostgreSQL: harness.py's SALESPAD_DB=postgres mode. Each test uses queues of its own
+(QUEUE_NAME), deleted at the end.
 
 The Node side is interop.mjs: a `session` process answers commands (getJobCounts, getJobs,
 getJob, add), an `events` process (QueueEvents) and a `work` process (Worker) print one JSON line
 per event. Every wait polls what they printed, or what Node reads from Redis, against a deadline.
 """
 
-import functools
 import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
-import time
 import uuid
 
+import pytest
+
+from harness import (TimeoutFailure, assert_eq, ci, create_lead, details, drop_keys, outbound,
+                     wait_until)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-
-from harness import (Skip, TimeoutFailure, assert_eq, ci, create_lead, details,  # noqa: E402
-                     outbound, run, shared_redis, wait_until)
-
 MAJOR = os.environ.get("SALESPAD_BULLMQ", "5").strip()
 VERSION_DIR = os.path.join(HERE, "bullmq" + MAJOR)
 SCRIPT = os.path.join(HERE, "interop.mjs")
@@ -40,9 +37,8 @@ NODE_READY_TIMEOUT_S = 20.0
 
 
 # ---------------------------------------------------------------------------------------------
-# Redis: harness.py's shared server ($SALESPAD_REDIS_URL_FILE, else outside CI a throwaway one)
-# and its RESP client, for the checks Node's API does not answer (stream entry times) and for
-# deleting a test's keys.
+# Redis: the run's shared server (fixture shared_redis), read with redis-py for the checks Node's
+# API does not answer (stream entry times, list contents) and for deleting a test's keys.
 
 
 def stream_ms(stream_id):
@@ -191,14 +187,13 @@ class NodeProc:
 class Interop:
     """Redis, queue names, Node processes and SalesPad processes of one test."""
 
-    def __init__(self, env):
+    def __init__(self, env, redis_srv):
         self.env = env
-        srv = shared_redis()
-        self.redis_url = srv.url
+        self.redis_url = redis_srv.url
         self.prefix = "bull"
         self.queues = []
         self.nodes = []
-        self.redis = srv.client()
+        self.redis = redis_srv.client()
 
     def queue(self, tag):
         name = "it%s-%s-%d-%s" % (MAJOR, tag, os.getpid(), uuid.uuid4().hex[:6])
@@ -241,10 +236,10 @@ class Interop:
                    "no QUEUE_NAME):\n%s" % (r.returncode, text.strip()[-800:]))
             if ci():
                 raise AssertionError(why)
-            raise Skip(why)
+            pytest.skip(why)
 
     def cleanup(self):
-        # Every process first (harness's cleanup of the SalesPad ones is idempotent), so that
+        # Every process first (the Env's cleanup of the SalesPad ones is idempotent), so that
         # nothing writes the queue's keys again after they are deleted.
         for n in self.nodes:
             n.cleanup()
@@ -252,40 +247,26 @@ class Interop:
             p.cleanup()
         try:
             for q in self.queues:
-                cursor = "0"
-                while True:
-                    cursor, keys = self.redis.call("SCAN", cursor, "MATCH",
-                                                   "%s:%s:*" % (self.prefix, q), "COUNT", 1000)
-                    if keys:
-                        self.redis.call("DEL", *keys)
-                    if cursor == "0":
-                        break
+                drop_keys(self.redis, "%s:%s:*" % (self.prefix, q))
         finally:
             self.redis.close()
 
-    def dump(self):
-        for n in self.nodes:
-            sys.stdout.write("---- node %s (%s, queue %s) ----\n%s\n"
-                             % (n.name, n.mode, n.queue, n.tail()))
+    def log_tails(self):
+        """What each Node process printed (pytest's report shows it when a test fails)."""
+        return "".join("---- node %s (%s, queue %s) ----\n%s\n" % (n.name, n.mode, n.queue,
+                                                                   n.tail())
+                       for n in self.nodes)
 
 
-def interop_test(fn):
-    @functools.wraps(fn)
-    def wrapper(env):
-        ix = Interop(env)
-        ok = False
-        try:
-            ix.require_redis_support()
-            fn(env, ix)
-            ok = True
-        except Skip:
-            ok = True
-            raise
-        finally:
-            if not ok:
-                ix.dump()
-            ix.cleanup()
-    return wrapper
+@pytest.fixture
+def ix(env, shared_redis):
+    """The test's Interop context (skips the test when the binary has no Redis queue)."""
+    context = Interop(env, shared_redis)
+    try:
+        context.require_redis_support()
+        yield context
+    finally:
+        context.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +362,6 @@ def message_channel_map(dets):
 BACKOFF_A = 250
 
 
-@interop_test
 def test_salespad_jobs_in_node_queue_view(env, ix):
     """SalesPad's jobs as Node's Queue and QueueEvents see them: waiting before a worker runs,
     then completed (after one retry) or failed (a permanent error), with BullMQ's fields."""
@@ -492,7 +472,6 @@ def test_salespad_jobs_in_node_queue_view(env, ix):
                       "GET /leads job %s attemptsMade" % dj["id"])
 
 
-@interop_test
 def test_node_worker_processes_salespad_jobs(env, ix):
     """A Node BullMQ Worker takes the jobs SalesPad's API queued: its processor receives the
     message data and the jobs end completed."""
@@ -547,7 +526,6 @@ def test_node_worker_processes_salespad_jobs(env, ix):
     w.stop()
 
 
-@interop_test
 def test_node_added_job_runs_on_salespad_worker(env, ix):
     """Queue.add() from Node, processed by `salespad worker` with the job's own attempts and
     backoff (not SalesPad's settings), on BullMQ's schedule: 300 ms, then 600 ms, no jitter."""
@@ -612,7 +590,6 @@ def test_node_added_job_runs_on_salespad_worker(env, ix):
     assert_no_node_errors(ev, sess)
 
 
-@interop_test
 def test_node_and_salespad_workers_share_a_queue(env, ix):
     """A Node Worker and a SalesPad worker on one queue (each with a fast stalled checker): every
     job is completed exactly once, by one of them."""
@@ -656,7 +633,6 @@ def test_node_and_salespad_workers_share_a_queue(env, ix):
     nw.stop()
 
 
-@interop_test
 def test_pause_and_resume_from_node(env, ix):
     """Queue.pause() and resume() from Node: a job SalesPad queues while the queue is paused
     lands where Node's own add puts it (bullmq 5: the `paused` list; 6: `wait`), no worker takes
@@ -679,7 +655,7 @@ def test_pause_and_resume_from_node(env, ix):
                     opts={"attempts": 1})["id"]
     counts = sess.call("counts")
     where = {k: v for k, v in counts.items() if v}
-    keys = {k: ix.redis.call("LRANGE", "%s:%s:%s" % (ix.prefix, q, k), 0, -1)
+    keys = {k: ix.redis.lrange("%s:%s:%s" % (ix.prefix, q, k), 0, -1)
             for k in ("wait", "paused")}
     if len(where) != 1 or list(where.values()) != [2]:
         raise AssertionError("while paused, Node's job %s and SalesPad's job %s should be in the "
@@ -695,7 +671,6 @@ def test_pause_and_resume_from_node(env, ix):
     assert_no_node_errors(ev, sess)
 
 
-@interop_test
 def test_node_added_jobs_salespad_cannot_run_fail(env, ix):
     """Jobs from Node that SalesPad cannot process (another job name; a messageId that is not a
     UUID; an unknown message) end failed, as a processor error does in BullMQ, and do not hold up
@@ -736,7 +711,6 @@ def test_node_added_jobs_salespad_cannot_run_fail(env, ix):
     assert_no_node_errors(ev, sess)
 
 
-@interop_test
 def test_node_stalled_checker_respects_salespad_locks(env, ix):
     """A send that outlasts the lock (2.5 s, lock 1 s): SalesPad's worker must renew its lock
     (BullMQ: every lockDuration/2), so neither a Node Worker's stalled checker nor SalesPad's own
@@ -785,7 +759,6 @@ def test_node_stalled_checker_respects_salespad_locks(env, ix):
     nw.stop()
 
 
-@interop_test
 def test_salespad_recovers_job_of_dead_node_worker(env, ix):
     """A Node Worker killed (SIGKILL) in the middle of a job: once its lock expires, SalesPad's
     stalled checker puts the job back (`stalled` event, stalledCounter 1) and SalesPad sends it."""
@@ -815,9 +788,3 @@ def test_salespad_recovers_job_of_dead_node_worker(env, ix):
     assert_eq([(s["messageId"], s["attempt"]) for s in env.sink()], [(mid, 1)], "deliveries")
     assert_no_node_errors(ev, sess)
 
-
-if __name__ == "__main__":
-    print("bullmq %s (%s), Redis from %s" % (MAJOR, VERSION_DIR,
-                                             os.environ.get("SALESPAD_REDIS_URL_FILE") or
-                                             "a throwaway server"))
-    run(globals())
