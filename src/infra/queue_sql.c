@@ -25,9 +25,8 @@ DB_STMT_SAME(
     "INSERT INTO jobs (name, lead_id, message_id, data, state, attempts_made, max_attempts,"
     " backoff_ms, run_at, created_at, updated_at)"
     " VALUES ($1, $2, $3, $4, 'waiting', 0, $5, $6, $7, $7, $7) RETURNING id");
-#define JOB_COLUMNS                                                                                \
-    "id, name, lead_id, message_id, data, state, attempts_made, max_attempts, backoff_ms,"         \
-    " stalled_count, last_error, run_at, created_at, updated_at, finished_at"
+/* The shared record, then data and backoff_ms (from JOB_RECORD_NCOLS on). */
+#define JOB_COLUMNS JOB_RECORD_COLUMNS ", data, backoff_ms"
 DB_STMT(SQL_DUE,
         "SELECT " JOB_COLUMNS " FROM jobs"
         " WHERE state IN ('waiting', 'delayed') AND run_at <= $1"

@@ -3,13 +3,10 @@ holds), and a worker process killed -9 gives its jobs back at once on the databa
 liveness lock is released by the kernel or the server), not a lease later."""
 import os
 import signal
-import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Burst, all_messages, assert_eq, lead_body, run,  # noqa: E402
-                     wait_all_settled)
+from harness import Burst, all_messages, assert_eq, lead_body, wait_all_settled
 
 
 def test_slow_send_is_delivered_once(env):
@@ -80,6 +77,3 @@ def test_kill9_then_restart_sends_within_10s(env):
     assert took < 10, "settled %.1f s after the restart" % took
     assert os.path.exists(env.sink_path)
 
-
-if __name__ == "__main__":
-    run(globals())
