@@ -51,6 +51,7 @@ struct job_spec {
 
 #define JOB_ID_MAX 64     /* bytes, with the NUL */
 #define JOB_LEASE_MAX 112 /* bytes, with the NUL */
+#define JOB_JITTER_WORKER (-1)
 
 struct job {
     char id[JOB_ID_MAX];
@@ -64,6 +65,8 @@ struct job {
     int max_attempts;
     int64_t backoff_ms;
     enum job_backoff backoff_type;
+    int jitter_pct; /* the job's own jitter (BullMQ's opts.backoff.jitter), 0..100, or
+                       JOB_JITTER_WORKER: the worker's setting */
     int stalled_count;
     const char *last_error;
     int64_t run_at;

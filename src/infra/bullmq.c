@@ -68,6 +68,7 @@ parse_backoff(json_t *b, struct job *j)
 {
     j->backoff_type = JOB_BACKOFF_FIXED;
     j->backoff_ms = 0;
+    j->jitter_pct = 0; /* BullMQ's default: none */
     if (json_is_number(b)) {
         j->backoff_ms = (int64_t)json_number_value(b);
         return;
@@ -76,6 +77,10 @@ parse_backoff(json_t *b, struct job *j)
         return;
     if (json_is_number(json_object_get(b, "delay")))
         j->backoff_ms = (int64_t)json_number_value(json_object_get(b, "delay"));
+    if (json_is_number(json_object_get(b, "jitter"))) {
+        double jit = json_number_value(json_object_get(b, "jitter"));
+        j->jitter_pct = jit <= 0 ? 0 : jit >= 1 ? 100 : (int)(jit * 100 + 0.5);
+    }
     if (json_is_string(json_object_get(b, "type"))) {
         const char *t = json_string_value(json_object_get(b, "type"));
         if (strcmp(t, "exponential") == 0)

@@ -25,5 +25,6 @@ job_record_from_row(const struct db_rows *rows, int i, struct job *j, struct sp_
     j->created_at = db_cell_int(rows, i, 10);
     j->updated_at = db_cell_int(rows, i, 11);
     j->finished_at = db_cell_int(rows, i, 12);
+    j->jitter_pct = JOB_JITTER_WORKER;
     return SP_OK;
 }

@@ -472,6 +472,7 @@ q_enqueue(struct job_queue *q, const struct job_spec *spec, int64_t now, char *i
     row->j.max_attempts = spec->max_attempts;
     row->j.backoff_ms = spec->backoff_ms;
     row->j.backoff_type = JOB_BACKOFF_EXPONENTIAL;
+    row->j.jitter_pct = JOB_JITTER_WORKER;
     row->j.run_at = now;
     row->j.created_at = now;
     row->j.updated_at = now;

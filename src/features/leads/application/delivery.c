@@ -205,8 +205,9 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     *will_retry = sp_err_retryable(send_rc) && attempts_made < j->max_attempts;
     if (*will_retry) {
         uint32_t rnd = d->random ? d->random() : 0;
-        run_at = now + job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made,
-                                         d->jitter_pct, rnd);
+        int jitter = j->jitter_pct == JOB_JITTER_WORKER ? d->jitter_pct : j->jitter_pct;
+        run_at =
+            now + job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made, jitter, rnd);
     }
     m->status = *will_retry ? MESSAGE_QUEUED : MESSAGE_FAILED;
     m->last_error = error;
