@@ -151,7 +151,7 @@ node_live(struct app *app, struct sp_error *err)
     rc = db_pg_connect(app->pg, &c, err);
     if (rc != SP_OK)
         return rc;
-    return queue_sql_node_live_pg(&app->node, c, err);
+    return queue_sql_node_live_pg(&app->node, c, db_pg_connect, app->pg, err);
 }
 
 static int

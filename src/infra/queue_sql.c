@@ -134,18 +134,35 @@ queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path, struct
 }
 
 int
-queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn, struct sp_error *err)
+queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn,
+                       int (*connect)(void *ctx, struct db_conn **out, struct sp_error *err),
+                       void *ctx, struct sp_error *err)
 {
     n->live = conn;
+    n->connect = connect;
+    n->connect_ctx = ctx;
     return db_exec(conn, &SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
 }
 
 int
 queue_sql_node_keepalive(struct queue_sql_node *n, struct sp_error *err)
 {
-    if (n->live == NULL)
+    int rc;
+
+    if (n->connect == NULL)
         return SP_OK;
-    return db_exec(n->live, &SQL_PG_KEEPALIVE, DB_ARGS(db_text(n->holder)), NULL, err);
+    if (n->live == NULL) {
+        rc = n->connect(n->connect_ctx, &n->live, err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    rc = db_exec(n->live, &SQL_PG_KEEPALIVE, DB_ARGS(db_text(n->holder)), NULL, err);
+    if (rc != SP_OK) {
+        /* The session (and its lock) is gone: a new one takes the lock next round. */
+        db_close(n->live);
+        n->live = NULL;
+    }
+    return rc;
 }
 
 void

@@ -37,6 +37,8 @@ struct queue_sql_node {
     char dir[PATH_MAX];                /* SQLite: the liveness files' directory, else "" */
     int fd;                            /* SQLite: our flock'd file, or -1 */
     struct db_conn *live;              /* PostgreSQL: holds our advisory lock; owned */
+    int (*connect)(void *ctx, struct db_conn **out, struct sp_error *err); /* for `live` */
+    void *connect_ctx;
 };
 
 /* Fills the node with a fresh holder id; no liveness yet (queue_sql_node_live_*). */
@@ -48,7 +50,8 @@ int queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path,
 /* PostgreSQL: takes ownership of `conn` (a connection of its own, not pooled) and takes our
  * advisory lock on it. */
 int queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn,
-                           struct sp_error *err) SP_MUST_CHECK;
+                           int (*connect)(void *ctx, struct db_conn **out, struct sp_error *err),
+                           void *ctx, struct sp_error *err) SP_MUST_CHECK;
 /* PostgreSQL: takes the advisory lock again if the connection was replaced (it reconnects
  * after a drop); a no-op elsewhere. Called by the keeper before each renewal. */
 int queue_sql_node_keepalive(struct queue_sql_node *n, struct sp_error *err) SP_MUST_CHECK;
