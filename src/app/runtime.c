@@ -22,6 +22,7 @@
 #define WORKER_ERROR_PAUSE_MS 1000
 #define WORKER_JITTER_PCT 20
 #define KEEPER_MIN_MS 20
+#define KEEPER_MAX_MS 1000
 
 static void *
 bg_main(void *arg)
@@ -187,9 +188,14 @@ keeper_run(struct bg_thread *t)
 {
     struct app *app = t->app;
     struct redis *redis = app_thread_redis(app);
-    int64_t every = app->cfg->job_lease_ms / 3; /* BullMQ: lockDuration / 2; a third for slack */
+    /* BullMQ renews every lockDuration / 2; a third leaves slack. At least once a second, so
+     * that a liveness lock lost with its connection (a database restart) is taken again well
+     * within the others' grace period (QUEUE_SQL_DEAD_GRACE_MS). */
+    int64_t every = app->cfg->job_lease_ms / 3;
     int failing = 0;
 
+    if (every > KEEPER_MAX_MS)
+        every = KEEPER_MAX_MS;
     if (every < KEEPER_MIN_MS)
         every = KEEPER_MIN_MS;
     while (!atomic_load(&t->stopping)) {

@@ -3,7 +3,6 @@
 
 #include "core/arena.h"
 #include "core/log.h"
-#include "core/xmalloc.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -138,61 +137,4 @@ bullmq_hash_to_job(const redisReply *h, struct arena *a, struct job *j)
     j->created_at = field_int(h, "timestamp");
     j->last_error = field(h, "failedReason") ? arena_strdup(a, field(h, "failedReason")) : NULL;
     j->state = JOB_ACTIVE;
-}
-
-void
-bullmq_locks_init(struct bullmq_locks *l)
-{
-    memset(l, 0, sizeof(*l));
-    pthread_mutex_init(&l->mu, NULL);
-}
-
-void
-bullmq_locks_cleanup(struct bullmq_locks *l)
-{
-    pthread_mutex_destroy(&l->mu);
-    free(l->list);
-    l->list = NULL;
-    l->n = l->cap = 0;
-}
-
-void
-bullmq_locks_add(struct bullmq_locks *l, const char *id, const char *token)
-{
-    pthread_mutex_lock(&l->mu);
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->list = xrealloc(l->list, (size_t)l->cap * sizeof(*l->list));
-    }
-    snprintf(l->list[l->n].id, sizeof(l->list[0].id), "%s", id);
-    snprintf(l->list[l->n].token, sizeof(l->list[0].token), "%s", token);
-    l->n++;
-    pthread_mutex_unlock(&l->mu);
-}
-
-void
-bullmq_locks_remove(struct bullmq_locks *l, const char *id, const char *token)
-{
-    pthread_mutex_lock(&l->mu);
-    for (int i = 0; i < l->n; i++) {
-        if (strcmp(l->list[i].id, id) == 0 && strcmp(l->list[i].token, token) == 0) {
-            l->list[i] = l->list[--l->n];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&l->mu);
-}
-
-struct bullmq_lock *
-bullmq_locks_snapshot(struct bullmq_locks *l, int *n)
-{
-    struct bullmq_lock *copy;
-
-    pthread_mutex_lock(&l->mu);
-    *n = l->n;
-    copy = xmalloc((size_t)(l->n ? l->n : 1) * sizeof(*copy));
-    if (l->n > 0) /* list is NULL until the first lock */
-        memcpy(copy, l->list, (size_t)l->n * sizeof(*copy));
-    pthread_mutex_unlock(&l->mu);
-    return copy;
 }

@@ -1,16 +1,15 @@
-/* bullmq.h: the BullMQ script layer: our Lua scripts (the .lua files in src/infra/bullmq/) over
- * BullMQ's Redis data layout, the arguments they take, the decoding of what they return, and the
- * registry of locks a process holds.
+/* bullmq.h: the BullMQ script layer: the table of our Lua scripts (the .lua files in
+ * src/infra/bullmq/) over BullMQ's Redis data layout, and the decoding of what they return (a
+ * fetched job's hash, a lock check, a "not your lock" code).
  *
- * The queue adapter (queue_redis) and the outbox relay call the scripts through this layer;
- * neither builds script arguments or reads script replies itself. The layout and each
- * script's KEYS/ARGV are described in docs/redis-layout.md and in each script's header. */
+ * The queue adapter (queue_redis) and the outbox relay call the scripts by these numbers; the
+ * arguments of each call are listed in the script's header, and the layout in
+ * docs/redis-layout.md. The locks a process holds are kept in a lease_set (core/lease_set.h),
+ * as the database queue keeps its leases. */
 #pragma once
 
 #include "core/queue.h"
 #include "infra/redis.h"
-
-#include <pthread.h>
 
 struct arena;
 
@@ -41,23 +40,3 @@ int bullmq_extend_lost(const redisReply *rep);
 /* A fetched job's hash (HGETALL-style field/value array) into j: name, data, opts (attempts,
  * backoff), attemptsMade, stalled count, timestamp, failedReason. Strings go to arena a. */
 void bullmq_hash_to_job(const redisReply *h, struct arena *a, struct job *j);
-
-/* The locks this process holds (reserved jobs whose outcome is not in Redis yet), renewed by
- * the keeper. Thread-safe. */
-struct bullmq_lock {
-    char id[JOB_ID_MAX];
-    char token[JOB_LEASE_MAX];
-};
-
-struct bullmq_locks {
-    pthread_mutex_t mu;
-    struct bullmq_lock *list;
-    int n, cap;
-};
-
-void bullmq_locks_init(struct bullmq_locks *l);
-void bullmq_locks_cleanup(struct bullmq_locks *l);
-void bullmq_locks_add(struct bullmq_locks *l, const char *id, const char *token);
-void bullmq_locks_remove(struct bullmq_locks *l, const char *id, const char *token);
-/* A copy of the list (caller frees with free()); *n entries. */
-struct bullmq_lock *bullmq_locks_snapshot(struct bullmq_locks *l, int *n);

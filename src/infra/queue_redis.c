@@ -4,6 +4,7 @@
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/jsonw.h"
+#include "core/lease_set.h"
 #include "core/log.h"
 #include "core/uuid.h"
 #include "core/xmalloc.h"
@@ -77,13 +78,13 @@ queue_redis_shared_init(struct queue_redis_shared *s, const char *prefix, const 
     sp_uuid_v4(s->worker_id);
     atomic_init(&s->token_seq, 0);
     atomic_init(&s->next_stalled_check, 0);
-    bullmq_locks_init(&s->held);
+    lease_set_init(&s->held);
 }
 
 void
 queue_redis_shared_cleanup(struct queue_redis_shared *s)
 {
-    bullmq_locks_cleanup(&s->held);
+    lease_set_cleanup(&s->held);
 }
 
 /* ---- unit-of-work bookkeeping ------------------------------------------------------------- */
@@ -122,24 +123,25 @@ op_push(struct queue_redis *q, enum op_kind kind, const struct job *j, int64_t n
     snprintf(op->token, sizeof(op->token), "%s", j->lease);
     op->now = now;
     op->text = text ? xstrdup(text) : NULL;
+    if (kind != OP_RESERVED)
+        lease_set_end(&q->shared->held, op->id, op->token);
     return op;
 }
 
-/* What ops_clear stops renewing the locks of. */
+/* What ops_clear stops renewing the locks of (lease_set.h). */
 enum release { RELEASE_NONE, RELEASE_ENDED, RELEASE_ALL };
 
-/* Forgets the ops of the ended unit of work. After a commit the jobs whose outcome was written
- * (RELEASE_ENDED) are not ours any more; after a rollback none is (RELEASE_ALL): the reserved
- * ones were given back, and an outcome recorded again renews its lock itself (touch), while
- * one abandoned must lapse so that the stalled check can hand the job out again. */
+/* Forgets the ops of the ended unit of work, and the locks the keeper renews: after a commit
+ * those of the jobs whose outcome was written; after a rollback all of this session's (the
+ * reserved ones were given back; one whose outcome was abandoned must lapse so that the stalled
+ * check can hand it out again). */
 static void
 ops_clear(struct queue_redis *q, enum release release)
 {
-    for (int i = 0; i < q->nops; i++) {
-        if (release == RELEASE_ALL || (release == RELEASE_ENDED && q->ops[i].kind != OP_RESERVED))
-            bullmq_locks_remove(&q->shared->held, q->ops[i].id, q->ops[i].token);
+    if (release != RELEASE_NONE)
+        lease_set_release(&q->shared->held, q, release == RELEASE_ALL);
+    for (int i = 0; i < q->nops; i++)
         free(q->ops[i].text);
-    }
     q->nops = 0;
 }
 
@@ -298,7 +300,7 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
         snprintf(j->lease, sizeof(j->lease), "%s", jtoken);
         j->run_at = now;
         op_push(q, OP_RESERVED, j, now, NULL);
-        bullmq_locks_add(&q->shared->held, j->id, jtoken);
+        lease_set_add(&q->shared->held, j->id, jtoken, q);
         jsonw_str(&w, j->id);
         (*n)++;
     }
@@ -494,13 +496,13 @@ extend_many(struct queue_redis *q, const struct job *const *jobs, int n, int64_t
 static int
 renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, struct sp_error *err)
 {
-    struct bullmq_lock *list;
+    struct lease_entry *list;
     struct redis_call *calls;
     redisReply **replies;
     char slock[24];
     int n, rc;
 
-    list = bullmq_locks_snapshot(&s->held, &n);
+    list = lease_set_snapshot(&s->held, &n);
     calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
     replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
     snprintf(slock, sizeof(slock), "%lld", (long long)lock_ms);
@@ -510,7 +512,7 @@ renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, stru
     for (int i = 0; i < n; i++) {
         if (bullmq_extend_lost(replies[i])) {
             log_debug("job %s: lock lost; no longer renewed", list[i].id);
-            bullmq_locks_remove(&s->held, list[i].id, list[i].token);
+            lease_set_remove(&s->held, list[i].id, list[i].token);
         }
     }
     redis_replies_free(replies, n);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "core/queue.h"
+#include "core/lease_set.h"
 #include "infra/bullmq.h"
 
 #include <stdatomic.h>
@@ -36,7 +37,7 @@ struct queue_redis_shared {
     char worker_id[40];          /* lock tokens are "<worker_id>:<n>:<i>" */
     atomic_uint_fast64_t token_seq;
     atomic_int_fast64_t next_stalled_check; /* monotonic ms */
-    struct bullmq_locks held;               /* the locks the keeper renews */
+    struct lease_set held;                  /* the locks the keeper renews */
 };
 
 /* Fills the shared settings; prefix and name are QUEUE_PREFIX and QUEUE_NAME. */

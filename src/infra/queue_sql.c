@@ -3,6 +3,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/jsonw.h"
 #include "core/log.h"
 #include "core/queue_signal.h"
 #include "core/rand.h"
@@ -69,7 +70,16 @@ DB_STMT_SAME(
 DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id");
 DB_STMT_SAME(SQL_HELD,
              "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2");
-DB_STMT_SAME(SQL_RENEW, "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'");
+/* PostgreSQL: rows a transaction holds (a worker recording an outcome, another taking an expired
+ * job) are skipped, not waited for: a renewal locking many rows while those transactions lock
+ * some of them in another order would deadlock with them. A skipped row is renewed next round
+ * (the keeper runs at least every second), if its job is still ours. */
+DB_STMT(SQL_RENEW,
+        "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'"
+        " AND lease_token IN (SELECT value FROM json_each($3))",
+        "UPDATE jobs SET lease_until = $2 WHERE id IN (SELECT id FROM jobs WHERE holder = $1"
+        " AND state = 'active' AND lease_token IN (SELECT jsonb_array_elements_text($3::jsonb))"
+        " ORDER BY id FOR UPDATE SKIP LOCKED)");
 DB_STMT_SAME(SQL_HOLDERS, "SELECT DISTINCT holder FROM jobs"
                           " WHERE state = 'active' AND holder IS NOT NULL AND holder <> $1");
 /* The dead holder's jobs: their leases end now, and reserve takes them as stalled jobs. */
@@ -99,6 +109,9 @@ queue_sql_node_init(struct queue_sql_node *n, struct queue_signal *signal, int m
     snprintf(n->holder, sizeof(n->holder), "%llu", (unsigned long long)(id ? id : 1));
     atomic_init(&n->seq, 0);
     atomic_init(&n->next_check, 0);
+    atomic_init(&n->is_live, 0);
+    pthread_mutex_init(&n->mu, NULL);
+    lease_set_init(&n->held);
     n->fd = -1;
 }
 
@@ -130,6 +143,7 @@ queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path, struct
     if (n->fd < 0 || flock(n->fd, LOCK_EX | LOCK_NB) != 0)
         return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot lock %s: %s", path,
                             strerror(errno));
+    atomic_store(&n->is_live, 1);
     return SP_OK;
 }
 
@@ -138,10 +152,15 @@ queue_sql_node_live_pg(struct queue_sql_node *n, struct db_conn *conn,
                        int (*connect)(void *ctx, struct db_conn **out, struct sp_error *err),
                        void *ctx, struct sp_error *err)
 {
+    int rc;
+
     n->live = conn;
     n->connect = connect;
     n->connect_ctx = ctx;
-    return db_exec(conn, &SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
+    rc = db_exec(conn, &SQL_PG_LOCK, DB_ARGS(db_text(n->holder)), NULL, err);
+    if (rc == SP_OK)
+        atomic_store(&n->is_live, 1);
+    return rc;
 }
 
 int
@@ -178,13 +197,44 @@ queue_sql_node_cleanup(struct queue_sql_node *n)
     }
     db_close(n->live);
     n->live = NULL;
+    atomic_store(&n->is_live, 0);
+    pthread_mutex_destroy(&n->mu);
+    lease_set_cleanup(&n->held);
 }
 
-/* Whether the holder's process is gone. SQLite: its file is missing or nobody holds its lock
- * (we remove it then); PostgreSQL: nobody holds its advisory lock. Anything we cannot tell is
- * alive: its jobs then wait for their leases to expire. */
+/* When `holder` was first seen without its lock (now, if it was not a suspect yet); -1 when the
+ * table is full (then it is left alone this time). Clears it instead when `clear`. */
+static int64_t
+suspect(struct queue_sql_node *n, const char *holder, int64_t now, int clear)
+{
+    int64_t since = now;
+    int i;
+
+    pthread_mutex_lock(&n->mu);
+    for (i = 0; i < n->nsuspects; i++)
+        if (strcmp(n->suspects[i].holder, holder) == 0)
+            break;
+    if (clear) {
+        if (i < n->nsuspects)
+            n->suspects[i] = n->suspects[--n->nsuspects];
+    } else if (i < n->nsuspects) {
+        since = n->suspects[i].since;
+    } else if (n->nsuspects < QUEUE_SQL_SUSPECTS) {
+        snprintf(n->suspects[i].holder, sizeof(n->suspects[i].holder), "%s", holder);
+        n->suspects[i].since = now;
+        n->nsuspects++;
+    } else {
+        since = -1;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return since;
+}
+
+/* Whether the holder's liveness lock is free. SQLite: its file is missing or nobody holds its
+ * lock; PostgreSQL: nobody holds its advisory lock. Anything we cannot tell is held: its jobs
+ * then wait for their leases to expire. `forget` (SQLite): removes a free file. */
 static int
-holder_dead(struct queue_sql *self, const char *holder)
+holder_free(struct queue_sql *self, const char *holder, int forget)
 {
     struct queue_sql_node *n = self->node;
     struct arena *a;
@@ -200,12 +250,13 @@ holder_dead(struct queue_sql *self, const char *holder)
             return errno == ENOENT;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             dead = 1;
-            unlink(path);
+            if (forget)
+                unlink(path);
         }
         close(fd);
         return dead;
     }
-    if (n->live == NULL)
+    if (!atomic_load(&n->is_live))
         return 0; /* not a worker process: leave the check to those */
     a = arena_new();
     if (db_query(self->conn, &SQL_PG_TRY, DB_ARGS(db_text(holder)), a, &rows, NULL) == SP_OK &&
@@ -216,6 +267,25 @@ holder_dead(struct queue_sql *self, const char *holder)
     }
     arena_free(a);
     return dead;
+}
+
+/* Whether the holder is dead: its lock has been free for QUEUE_SQL_DEAD_GRACE_MS (a holder
+ * reconnecting after a database restart takes its lock again within that). */
+static int
+holder_dead(struct queue_sql *self, const char *holder, int64_t mono)
+{
+    struct queue_sql_node *n = self->node;
+    int64_t since;
+
+    if (!holder_free(self, holder, 0)) {
+        suspect(n, holder, mono, 1);
+        return 0;
+    }
+    since = suspect(n, holder, mono, 0);
+    if (since < 0 || mono - since < QUEUE_SQL_DEAD_GRACE_MS)
+        return 0; /* seen again at a later check */
+    suspect(n, holder, mono, 1);
+    return n->dir[0] == '\0' || holder_free(self, holder, 1); /* SQLite: its file removed */
 }
 
 /* ---- the queue ------------------------------------------------------------------------------- */
@@ -317,10 +387,13 @@ reserve_one(struct queue_sql *self, int64_t now, int64_t lease_ms, struct arena 
     snprintf(out->lease, sizeof(out->lease), "%s:%llu", self->node->holder,
              (unsigned long long)atomic_fetch_add(&self->node->seq, 1));
     out->state = JOB_ACTIVE;
-    return db_exec(self->conn, &SQL_ACTIVATE,
-                   DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_text(out->lease),
-                           db_text(self->node->holder), db_int(out->stalled_count), db_time(now)),
-                   NULL, err);
+    rc = db_exec(self->conn, &SQL_ACTIVATE,
+                 DB_ARGS(db_text(out->id), db_time(now + lease_ms), db_text(out->lease),
+                         db_text(self->node->holder), db_int(out->stalled_count), db_time(now)),
+                 NULL, err);
+    if (rc == SP_OK)
+        lease_set_add(&self->node->held, out->id, out->lease, self);
+    return rc;
 }
 
 static int
@@ -350,12 +423,15 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, int max, struct ar
     return rc;
 }
 
-/* An attempt-ending update matched no row: the caller's lease is gone. */
+/* An attempt-ending update matched no row: the caller's lease is gone. Else the job ends with
+ * the unit of work: its lease is not renewed once that commits. */
 static int
-fenced(int rc, int64_t changes, const struct job *j, struct sp_error *err)
+fenced(struct queue_sql *self, int rc, int64_t changes, const struct job *j, struct sp_error *err)
 {
     if (rc == SP_OK && changes == 0)
         return sp_error_set(err, SP_ELEASELOST, "job", "lease on job %s was lost", j->id);
+    if (rc == SP_OK)
+        lease_set_end(&self->node->held, j->id, j->lease);
     return rc;
 }
 
@@ -365,7 +441,7 @@ q_complete(struct job_queue *q, const struct job *j, int64_t now, struct sp_erro
     int64_t changes = 0;
     int rc = db_exec(self_of(q)->conn, &SQL_COMPLETE,
                      DB_ARGS(db_text(j->id), db_time(now), db_text(j->lease)), &changes, err);
-    return fenced(rc, changes, j, err);
+    return fenced(self_of(q), rc, changes, j, err);
 }
 
 static int
@@ -377,7 +453,7 @@ q_retry(struct job_queue *q, const struct job *j, int64_t now, int64_t run_at, c
         self_of(q)->conn, &SQL_RETRY,
         DB_ARGS(db_text(j->id), db_time(now), db_time(run_at), db_text(error), db_text(j->lease)),
         &changes, err);
-    return fenced(rc, changes, j, err);
+    return fenced(self_of(q), rc, changes, j, err);
 }
 
 static int
@@ -388,7 +464,7 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
     int rc = db_exec(self_of(q)->conn, &SQL_FAIL,
                      DB_ARGS(db_text(j->id), db_time(now), db_text(error), db_text(j->lease)),
                      &changes, err);
-    return fenced(rc, changes, j, err);
+    return fenced(self_of(q), rc, changes, j, err);
 }
 
 /* Whether each job still carries our lease token (the outcome statements are fenced by it as
@@ -404,6 +480,8 @@ q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, st
         rc = db_query_count(self->conn, &SQL_HELD,
                             DB_ARGS(db_text(jobs[i]->id), db_text(jobs[i]->lease)), &found, err);
         lost[i] = rc == SP_OK && found == 0;
+        if (lost[i])
+            lease_set_remove(&self->node->held, jobs[i]->id, jobs[i]->lease);
     }
     return rc;
 }
@@ -433,8 +511,29 @@ static int
 q_renew(struct job_queue *q, int64_t now, int64_t lease_ms, struct sp_error *err)
 {
     struct queue_sql *self = self_of(q);
-    return db_exec(self->conn, &SQL_RENEW,
-                   DB_ARGS(db_text(self->node->holder), db_time(now + lease_ms)), NULL, err);
+    struct arena *a;
+    struct lease_entry *held;
+    struct jsonw w;
+    int n, rc;
+
+    held = lease_set_snapshot(&self->node->held, &n);
+    if (n == 0) {
+        free(held);
+        return SP_OK;
+    }
+    a = arena_new();
+    jsonw_init(&w, a, 64 * (size_t)n + 16);
+    jsonw_arr_begin(&w);
+    for (int i = 0; i < n; i++)
+        jsonw_str(&w, held[i].token);
+    jsonw_arr_end(&w);
+    rc = db_exec(self->conn, &SQL_RENEW,
+                 DB_ARGS(db_text(self->node->holder), db_time(now + lease_ms),
+                         db_text(jsonw_finish_or(&w, "[]"))),
+                 NULL, err);
+    arena_free(a);
+    free(held);
+    return rc;
 }
 
 static int
@@ -454,7 +553,7 @@ q_maintain(struct job_queue *q, int64_t now, struct sp_error *err)
     for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
         const char *holder = db_cell(&rows, i, 0);
         int64_t changes = 0;
-        if (!holder_dead(self, holder))
+        if (!holder_dead(self, holder, mono))
             continue;
         rc = db_exec(self->conn, &SQL_EXPIRE_HOLDER, DB_ARGS(db_text(holder), db_time(0)), &changes,
                      err);
@@ -478,18 +577,22 @@ q_wait(struct job_queue *q, int64_t timeout_ms, struct sp_error *err)
     return SP_OK;
 }
 
+/* The jobs were part of the transaction: only the keeper's list follows. */
 static int
 q_after_commit(struct job_queue *q, struct sp_error *err)
 {
-    (void)q;
+    struct queue_sql *self = self_of(q);
+
     (void)err;
-    return SP_OK; /* everything was part of the transaction */
+    lease_set_release(&self->node->held, self, 0);
+    return SP_OK;
 }
 
 static void
 q_after_rollback(struct job_queue *q)
 {
-    (void)q; /* likewise */
+    struct queue_sql *self = self_of(q);
+    lease_set_release(&self->node->held, self, 1);
 }
 
 static void

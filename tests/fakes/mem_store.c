@@ -64,6 +64,7 @@ mem_store_new(void)
     st->strings = arena_new();
     st->cur.next_job_id = 1;
     st->max_stalled = MEM_MAX_STALLED;
+    lease_set_init(&st->held);
     return st;
 }
 
@@ -74,6 +75,7 @@ mem_store_free(struct mem_store *st)
         return;
     tables_free(&st->cur);
     tables_free(&st->snap);
+    lease_set_cleanup(&st->held);
     arena_free(st->strings);
     free(st);
 }
@@ -518,8 +520,8 @@ pick(struct mem_store *st, int64_t now, int *expired)
 }
 
 static int
-reserve_one(struct mem_store *st, int64_t now, int64_t lease_ms, struct arena *a, struct job *out,
-            int *found, int64_t *next_due)
+reserve_one(struct job_queue *q, struct mem_store *st, int64_t now, int64_t lease_ms,
+            struct arena *a, struct job *out, int *found, int64_t *next_due)
 {
     int expired = 0, i;
 
@@ -558,6 +560,7 @@ reserve_one(struct mem_store *st, int64_t now, int64_t lease_ms, struct arena *a
         memcpy(out->lease, row->j.lease, sizeof(out->lease));
         out->state = JOB_ACTIVE;
         *found = 1;
+        lease_set_add(&st->held, out->id, out->lease, q);
     }
     return SP_OK;
 }
@@ -573,7 +576,7 @@ q_reserve(struct job_queue *q, int64_t now, int64_t lease_ms, int max, struct ar
     *n = 0;
     *next_due = 0;
     while (found && *n < max) {
-        reserve_one(st, now, lease_ms, a, &out[*n], &found, next_due);
+        reserve_one(q, st, now, lease_ms, a, &out[*n], &found, next_due);
         if (found)
             (*n)++;
     }
@@ -597,6 +600,7 @@ end_attempt(struct mem_store *st, const struct job *j, enum job_state state, int
     row = &st->cur.jobs[i];
     row->j.state = state;
     row->j.attempts_made++;
+    lease_set_end(&st->held, j->id, j->lease);
     row->lease_until = 0;
     row->j.lease[0] = '\0';
     row->j.updated_at = now;
@@ -659,20 +663,28 @@ q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, st
         int k = find_job(st, jobs[i]->id);
         lost[i] = k < 0 || st->cur.jobs[k].j.state != JOB_ACTIVE ||
                   strcmp(st->cur.jobs[k].j.lease, jobs[i]->lease) != 0;
+        if (lost[i])
+            lease_set_remove(&st->held, jobs[i]->id, jobs[i]->lease);
     }
     return SP_OK;
 }
 
-/* The store is one process: every active job is its own. */
+/* Extends the leases the store's workers hold (as the SQL queue: by token). */
 static int
 q_renew(struct job_queue *q, int64_t now, int64_t lease_ms, struct sp_error *err)
 {
     struct mem_store *st = queue_store(q);
+    int n;
+    struct lease_entry *held = lease_set_snapshot(&st->held, &n);
 
     (void)err;
-    for (int i = 0; i < st->cur.njobs; i++)
-        if (st->cur.jobs[i].j.state == JOB_ACTIVE)
-            st->cur.jobs[i].lease_until = now + lease_ms;
+    for (int i = 0; i < n; i++) {
+        int k = find_job(st, held[i].id);
+        if (k >= 0 && st->cur.jobs[k].j.state == JOB_ACTIVE &&
+            strcmp(st->cur.jobs[k].j.lease, held[i].token) == 0)
+            st->cur.jobs[k].lease_until = now + lease_ms;
+    }
+    free(held);
     ((struct mem_queue *)q)->renewals++;
     return SP_OK;
 }
@@ -700,15 +712,15 @@ q_wait(struct job_queue *q, int64_t timeout_ms, struct sp_error *err)
 static int
 q_after_commit(struct job_queue *q, struct sp_error *err)
 {
-    (void)q;
     (void)err;
+    lease_set_release(&queue_store(q)->held, q, 0);
     return SP_OK;
 }
 
 static void
 q_after_rollback(struct job_queue *q)
 {
-    (void)q;
+    lease_set_release(&queue_store(q)->held, q, 1);
 }
 
 static void

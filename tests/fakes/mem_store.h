@@ -14,6 +14,7 @@
  * copied into the caller's arena. Single-threaded. */
 #pragma once
 
+#include "core/lease_set.h"
 #include "core/queue.h"
 #include "features/leads/domain/lead_repo.h"
 
@@ -45,6 +46,7 @@ struct mem_store {
     int begins, commits, rollbacks; /* for assertions */
     int max_stalled;                /* lease losses a job survives (QUEUE_MAX_STALLED): 2 */
     long long lease_seq;            /* lease tokens "mem:<n>" */
+    struct lease_set held;          /* the leases renew extends, as the SQL queue keeps them */
 };
 
 struct mem_repo {

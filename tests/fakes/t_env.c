@@ -176,6 +176,8 @@ t_env_free(struct t_env *env)
     if (env->backend == T_PG)
         drop_pg_schema(env);
     db_close(env->conn);
+    if (env->backend != T_MEM)
+        queue_sql_node_cleanup(&env->node);
     db_sqlite_free(env->sqlite);
     db_pg_free(env->pg);
     mem_store_free(env->store);

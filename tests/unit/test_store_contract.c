@@ -550,6 +550,30 @@ TEST_ALL(unit_contract_queue_renew_keeps_a_slow_job)
     t_env_free(env);
 }
 
+TEST_ALL(unit_contract_queue_abandoned_job_is_not_renewed)
+{
+    /* a unit of work that rolls back drops its jobs from the renewal: a job whose outcome could
+     * not be recorded lapses and is taken again, instead of being renewed for ever */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct sp_error err = {0};
+    struct job j, again;
+    char id[JOB_ID_MAX];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL)); /* leased until 2000 */
+    ASSERT_OK(job_queue_after_commit(env->queue, &err));
+    ASSERT_OK(job_queue_renew(env->queue, 1500, 1000, &err)); /* until 2500 */
+    ASSERT_EQ(0, reserve(env, 2200, &again, NULL));
+    job_queue_after_rollback(env->queue); /* the outcome's unit of work failed for good */
+    ASSERT_OK(job_queue_renew(env->queue, 2400, 1000, &err)); /* not ours to renew any more */
+    ASSERT_EQ(1, reserve(env, 2500, &again, NULL));
+    ASSERT_STREQ(id, again.id);
+    ASSERT_EQ(1, again.stalled_count);
+    t_env_free(env);
+}
+
 TEST_ALL(unit_contract_queue_lost_lease_is_fenced)
 {
     /* a holder whose lease expired and whose job went to another holder changes nothing */
