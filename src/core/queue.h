@@ -14,11 +14,13 @@
  *
  * Leases. reserve hands out a job under a lease that lasts lease_ms; the lease is an opaque
  * token (struct job.lease) that only the adapter reads. While the process lives, `renew`, called
- * by one keeper thread per process every lease/3, extends every lease the process holds, so a
- * slow job keeps its lease however long it runs. A job whose holder stopped renewing (hung or
- * dead) is handed out again once its lease expires, or at once when `maintain` proves the holder
- * dead; after QUEUE_MAX_STALLED such losses it fails. complete, retry and fail are fenced by the
- * lease: they return SP_ELEASELOST, changing nothing, when the job is not ours any more.
+ * by one keeper thread per process every lease/3 (at least every second), extends every lease
+ * the process's workers hold, so a slow job keeps its lease however long it runs; a unit of
+ * work that rolls back drops its jobs from that set, so an abandoned job lapses. A job whose holder
+ * stopped renewing (hung or dead) is handed out again once its lease expires, or at once when
+ * `maintain` proves the holder dead; after QUEUE_MAX_STALLED such losses it fails. complete, retry
+ * and fail are fenced by the lease: they return SP_ELEASELOST, changing nothing, when the job is
+ * not ours any more.
  *
  * What a job is about (a message id, a lead id) travels in its data (JSON) and in `group`, an
  * opaque key the producer chooses so that list_group can show a set of jobs together. Strings

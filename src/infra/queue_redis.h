@@ -5,12 +5,12 @@
  * `fetch` script: due delayed jobs promoted, wait -> active under a lock token); complete,
  * retry and fail update the outbox row (SalesPad's record of the job, read by list_group)
  * inside the caller's transaction and run their script when it commits (after_commit). Jobs
- * reserved in a unit of work that rolls back are given back untouched. fence extends the locks
- * of a batch before its outcomes are recorded; renew extends every lock the process holds (the
- * keeper, every lease/3: BullMQ's lock renewal); wait blocks on the marker (BZPOPMIN) like
- * BullMQ's workers; maintain runs BullMQ's stalled-job check at most once per interval across
- * every worker of the queue: a dead worker's jobs come back when their lock has expired. The
- * scripts and their arguments are the BullMQ layer's (bullmq.h). */
+ * reserved in a unit of work that rolls back are given back untouched. fence checks (and
+ * extends) the locks of a batch whose lease is in doubt; renew extends every lock the process's
+ * workers hold (the keeper, every lease/3: BullMQ's lock renewal); wait blocks on the marker
+ * (BZPOPMIN) like BullMQ's workers; maintain runs BullMQ's stalled-job check at most once per
+ * interval across every worker of the queue: a dead worker's jobs come back when their lock has
+ * expired. The scripts and their arguments are the BullMQ layer's (bullmq.h). */
 #pragma once
 
 #include "core/queue.h"

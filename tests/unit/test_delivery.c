@@ -1,4 +1,4 @@
-/* test_messaging.c: the send-message worker on the fakes: delivery, the lead's first contact,
+/* test_delivery.c: the send-message worker on the fakes: delivery, the lead's first contact,
  * retries with backoff, the dead letter, permanent errors, dedupe of already-sent messages and
  * the idempotency key; plus a torture test showing that a storage failure at any point of a
  * job still converges to exactly one recorded delivery. */
@@ -58,7 +58,7 @@ last_event(struct t_env *env, const char *lead_id, int back)
     return e[n - 1 - back];
 }
 
-TEST_ALL(unit_messaging_sends_welcome_and_contacts_lead)
+TEST_ALL(unit_delivery_sends_welcome_and_contacts_lead)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -118,7 +118,7 @@ TEST_ALL(unit_messaging_sends_welcome_and_contacts_lead)
     t_env_free(env);
 }
 
-TEST(unit_messaging_sender_gets_message_id_as_idempotency_key)
+TEST(unit_delivery_sender_gets_message_id_as_idempotency_key)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct lead l;
@@ -137,7 +137,7 @@ TEST(unit_messaging_sender_gets_message_id_as_idempotency_key)
     t_env_free(env);
 }
 
-TEST(unit_messaging_ai_reply_sent_event)
+TEST(unit_delivery_ai_reply_sent_event)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct sp_error err = {0};
@@ -169,7 +169,7 @@ TEST(unit_messaging_ai_reply_sent_event)
     t_env_free(env);
 }
 
-TEST_ALL(unit_messaging_retryable_failure_is_delayed)
+TEST_ALL(unit_delivery_retryable_failure_is_delayed)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -224,7 +224,7 @@ TEST_ALL(unit_messaging_retryable_failure_is_delayed)
     t_env_free(env);
 }
 
-TEST_ALL(unit_messaging_last_attempt_goes_to_dead_letter)
+TEST_ALL(unit_delivery_last_attempt_goes_to_dead_letter)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -269,7 +269,7 @@ TEST_ALL(unit_messaging_last_attempt_goes_to_dead_letter)
     t_env_free(env);
 }
 
-TEST(unit_messaging_permanent_error_is_dead_at_once)
+TEST(unit_delivery_permanent_error_is_dead_at_once)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct lead l;
@@ -293,7 +293,7 @@ TEST(unit_messaging_permanent_error_is_dead_at_once)
     t_env_free(env);
 }
 
-TEST(unit_messaging_non_retryable_codes_are_dead_at_once)
+TEST(unit_delivery_non_retryable_codes_are_dead_at_once)
 {
     static const int codes[] = {SP_EINVAL, SP_EINTERNAL, SP_EPERMANENT};
     for (int i = 0; i < 3; i++) {
@@ -320,7 +320,7 @@ TEST(unit_messaging_non_retryable_codes_are_dead_at_once)
     }
 }
 
-TEST(unit_messaging_already_sent_is_not_sent_again)
+TEST(unit_delivery_already_sent_is_not_sent_again)
 {
     /* A worker reserves the job and stalls past its lease; another worker takes the job over
      * (stalled recovery) and sends. When the first one resumes, the message is already sent:
@@ -351,7 +351,7 @@ TEST(unit_messaging_already_sent_is_not_sent_again)
     t_env_free(env);
 }
 
-TEST(unit_messaging_inbound_message_job_is_skipped)
+TEST(unit_delivery_inbound_message_job_is_skipped)
 {
     /* a job pointing at an inbound message (never sent by us) completes without sending */
     struct t_env *env = t_env_new(T_MEM);
@@ -375,7 +375,7 @@ TEST(unit_messaging_inbound_message_job_is_skipped)
     t_env_free(env);
 }
 
-TEST(unit_messaging_missing_message_fails_job)
+TEST(unit_delivery_missing_message_fails_job)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct sp_error err = {0};
@@ -409,7 +409,7 @@ TEST(unit_messaging_missing_message_fails_job)
 /* A storage failure at call N of the first tick (claim or outcome) leaves the job to be taken
  * again once its lease expires; whatever N, the message ends up sent, recorded once, and every
  * delivery attempt carried the same idempotency key. */
-TEST(unit_messaging_fault_at_every_call_converges)
+TEST(unit_delivery_fault_at_every_call_converges)
 {
     int n, injected_somewhere = 0;
 
@@ -463,7 +463,7 @@ TEST(unit_messaging_fault_at_every_call_converges)
     ASSERT(n > 4);
 }
 
-TEST(unit_messaging_storage_failure_on_reserve)
+TEST(unit_delivery_storage_failure_on_reserve)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct sp_error err = {0};

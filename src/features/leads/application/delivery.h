@@ -5,14 +5,17 @@
  * job's transition. The channel senders it calls stay in the messaging slice, behind its sender
  * port (features/messaging/domain/sender.h).
  *
- * The processor makes delivery at-most-once from our side: in one unit of work it checks the
+ * The processor sends a message at most once per lease (a send in flight when its worker dies
+ * goes out again, with the same idempotency key): in one unit of work it checks the
  * message (already sent: the job just completes) and marks it sending with attempts+1; then it
  * calls the sender with the message id as idempotency key; then, in a second unit of work, it
  * records the outcome (sent + events + lead status, or the failure with a retry or the dead
  * letter) together with the job's transition. The job transition is fenced by the lease: a
  * worker whose lease was lost mid-send records nothing. Leases are kept alive meanwhile by the
- * process's keeper (job_queue_renew), not by this code. The retry delay is the worker's policy
- * (job_backoff_delay), whatever the backend. */
+ * process's keeper (job_queue_renew), not by this code; once half a lease has passed since the
+ * batch was reserved, the worker checks its leases (job_queue_fence) before each further send
+ * and before recording, so a job that went to another worker is neither sent nor recorded. The
+ * retry delay is the worker's policy (job_backoff_delay), whatever the backend. */
 #pragma once
 
 #include "core/err.h"
