@@ -50,8 +50,8 @@ unbind_redis(struct session *s)
     queue_redis_cleanup(&s->redis_queue);
 }
 
-static const struct queue_backend sql_backend = {"in the database", bind_sql, unbind_sql};
-static const struct queue_backend redis_backend = {"redis", bind_redis, unbind_redis};
+static const struct queue_backend sql_backend = {"in the database", 0, 200, bind_sql, unbind_sql};
+static const struct queue_backend redis_backend = {"redis", 1, 1000, bind_redis, unbind_redis};
 
 int
 session_open(struct app *app, struct session *s, struct redis *redis, struct sp_error *err)
@@ -78,7 +78,7 @@ app_thread_redis(struct app *app)
     struct redis *r = NULL;
     struct sp_error err = {0};
 
-    if (app->use_redis &&
+    if (app->queue->redis &&
         redis_new(app->cfg->redis_url, bullmq_scripts, BULLMQ_NSCRIPTS, &r, &err) != SP_OK) {
         log_error("redis: %s", err.msg); /* unreachable: the URL was checked at start */
         abort();
@@ -123,7 +123,6 @@ use_redis(struct app *app, enum app_mode mode, struct sp_error *err)
         check_eviction_policy(probe);
     redis_free(probe);
     sp_error_clear(err);
-    app->use_redis = 1;
     app->queue = &redis_backend;
     queue_redis_shared_init(&app->rq, cfg->queue_prefix, cfg->queue_name, cfg->queue_keep_completed,
                             cfg->queue_stalled_interval_ms, cfg->queue_max_stalled,
@@ -258,7 +257,7 @@ app_cleanup(struct app *app)
     db_sqlite_free(app->sqlite);
     db_pg_free(app->pg);
     mock_sender_free(app->mock);
-    if (app->use_redis)
+    if (app->queue == &redis_backend)
         queue_redis_shared_cleanup(&app->rq);
     queue_signal_cleanup(&app->signal);
     queue_signal_cleanup(&app->relay_signal);
@@ -311,7 +310,7 @@ app_run(const struct config *cfg, enum app_mode mode)
         app_cleanup(&app);
         return 0;
     }
-    if (rc == SP_OK && nworkers > 0 && !app.use_redis)
+    if (rc == SP_OK && nworkers > 0 && app.queue == &sql_backend)
         rc = node_live(&app, &err);
     if (rc == SP_OK)
         rc = senders_init(&app, &err);

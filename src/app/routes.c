@@ -93,7 +93,7 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         resp->retry_after = 1;
         return;
     }
-    if (!app->use_redis)
+    if (!app->queue->redis)
         http_json(resp, 200, body, sizeof(body) - 1);
     else if (atomic_load(&app->relay.ok))
         http_json(resp, 200, body_redis_ok, sizeof(body_redis_ok) - 1);

@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WORKER_POLL_MS 200        /* idle wait on the database queue (other processes poll) */
-#define WORKER_REDIS_WAIT_MS 1000 /* idle wait on the Redis marker */
 #define WORKER_ERROR_PAUSE_MS 1000
 #define WORKER_JITTER_PCT 20
 #define KEEPER_MIN_MS 20
@@ -74,7 +72,7 @@ pause_ms(struct bg_thread *t, int64_t ms)
 static void
 worker_idle(struct bg_thread *t, struct session *s, int64_t next_due)
 {
-    int64_t wait = t->app->use_redis ? WORKER_REDIS_WAIT_MS : WORKER_POLL_MS;
+    int64_t wait = t->app->queue->idle_wait_ms;
     struct sp_error err = {0};
 
     if (next_due > 0) {
@@ -220,7 +218,7 @@ runtime_start(struct app *app, int nworkers)
 {
     int rc = SP_OK;
 
-    if (app->use_redis)
+    if (app->queue->redis)
         rc = bg_start(&app->relayer, app, "outbox relay", relay_run, &app->relay_signal);
     if (rc == SP_OK && nworkers > 0)
         rc = bg_start(&app->keeper, app, "lease keeper", keeper_run, &app->signal);

@@ -49,7 +49,10 @@ struct session {
 
 /* The queue backend, chosen once at start from REDIS_URL. */
 struct queue_backend {
-    const char *label; /* for logs: "in the database" or the redacted Redis URL and prefix */
+    const char *label;    /* for logs: "in the database" or the redacted Redis URL and prefix */
+    int redis;            /* threads need a Redis connection; jobs go through the outbox relay */
+    int64_t idle_wait_ms; /* an idle worker's longest wait: other processes' jobs are found by
+                             polling the database, or announced by the Redis marker */
     /* Binds s->queue to s->conn (and `redis`, the thread's connection or NULL). */
     void (*bind)(struct app *app, struct session *s, struct redis *redis);
     void (*unbind)(struct session *s);
@@ -71,7 +74,6 @@ struct app {
     const struct queue_backend *queue;
     char queue_label[420];
     struct queue_sql_node node; /* the database queue: this process as a lease holder */
-    int use_redis;              /* REDIS_URL set: the BullMQ-layout queue and the relay */
     struct queue_redis_shared rq;
     struct queue_signal relay_signal;
     struct outbox_relay relay;

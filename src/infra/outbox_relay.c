@@ -26,10 +26,10 @@
 /* PostgreSQL: the relayed mark's commit does not wait for the WAL flush. */
 DB_STMT(SQL_ASYNC_COMMIT, NULL, "SET LOCAL synchronous_commit = off");
 DB_STMT(SQL_UNRELAYED,
-        "SELECT id, name, data, opts, created_at FROM outbox"
-        " WHERE relayed_at IS NULL ORDER BY created_at LIMIT $1",
         "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
-        " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED");
+        " AND (queue = $2 OR queue IS NULL) ORDER BY created_at LIMIT $1",
+        "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
+        " AND (queue = $2 OR queue IS NULL) ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED");
 /* $2: a JSON array of the published ids. */
 DB_STMT(
     SQL_RELAYED,
@@ -81,7 +81,8 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
      * commit does not wait for the WAL flush, and leaves the flushes to the captures. */
     rc = db_exec(conn, &SQL_ASYNC_COMMIT, DB_NOARGS, NULL, err);
     if (rc == SP_OK)
-        rc = db_query(conn, &SQL_UNRELAYED, DB_ARGS(db_int(limit)), a, &rows, err);
+        rc = db_query(conn, &SQL_UNRELAYED, DB_ARGS(db_int(limit), db_text(shared->prefix)), a,
+                      &rows, err);
     if (rc == SP_OK && rows.nrows > 0)
         rc = publish(redis, shared, &rows, err);
     if (rc == SP_OK && rows.nrows > 0) {

@@ -25,8 +25,8 @@
 
 DB_STMT_SAME(SQL_ENQUEUE,
              "INSERT INTO outbox (id, name, lead_id, message_id, data, opts, state, attempts_made,"
-             " max_attempts, run_at, created_at, updated_at)"
-             " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8)");
+             " max_attempts, run_at, created_at, updated_at, queue)"
+             " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8, $9)");
 /* The record, without the payload (data): what GET /leads/:id shows. */
 DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_RECORD_COLUMNS
                            " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id");
@@ -189,7 +189,7 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
     return db_exec(q->conn, &SQL_ENQUEUE,
                    DB_ARGS(db_text(id), db_text(spec->name), db_text(spec->group),
                            db_text(spec->key), db_text(spec->data), db_text(opts),
-                           db_int(spec->max_attempts), db_time(now)),
+                           db_int(spec->max_attempts), db_time(now), db_text(q->shared->prefix)),
                    NULL, err);
 }
 
