@@ -4,6 +4,7 @@
 #include "t.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "features/leads/infrastructure/mock_content.h"
@@ -11,12 +12,15 @@
 #include "infra/db_pg.h"
 #include "infra/db_sqlite.h"
 #include "infra/migrate.h"
+#include "infra/outbox_relay.h"
+#include "infra/redis.h"
 
 #include <errno.h>
 #include <unistd.h>
 
+/* The SQLite file and the lead repository on it (T_SQLITE and T_REDIS). */
 static void
-open_sqlite(struct t_env *env)
+open_sqlite_repo(struct t_env *env)
 {
     struct sp_error err = {0};
 
@@ -24,37 +28,46 @@ open_sqlite(struct t_env *env)
     ASSERT_OK(db_sqlite_connect(env->sqlite, &env->conn, &err));
     ASSERT_OK(db_migrate(env->conn, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, &err));
     sql_lead_repo_init(&env->sql_repo, env->conn);
+    env->repo = &env->sql_repo.base;
+}
+
+static void
+open_sqlite(struct t_env *env)
+{
+    open_sqlite_repo(env);
     queue_sql_node_init(&env->node, NULL, T_MAX_STALLED);
     queue_sql_init(&env->sql_queue, env->conn, &env->node);
-    env->repo = &env->sql_repo.base;
     env->queue = &env->sql_queue.base;
 }
 
-/* Without a server: skipped, except in CI (CI=true), where PostgreSQL is required. */
+/* Without a server: skipped, except in CI (CI=true), where every server is required. */
 _Noreturn static void
-pg_unavailable(const char *why)
+server_unavailable(const char *server, const char *url_env, const char *why)
 {
     const char *ci = getenv("CI");
 
     if (ci != NULL && strcmp(ci, "true") == 0)
-        t_fail(__FILE__, __LINE__, "PostgreSQL test without a server (CI=true): %s", why);
-    t_skip("no PostgreSQL server: %s (run through ctest, or set %s)", why, T_PG_URL_FILE_ENV);
+        t_fail(__FILE__, __LINE__, "%s test without a server (CI=true): %s", server, why);
+    t_skip("no %s server: %s (run through ctest, or set %s)", server, why, url_env);
 }
 
+/* The server URL from the file $url_env names (its first line). */
 static void
-read_pg_url(char *url, size_t size)
+read_url_file(const char *server, const char *url_env, char *url, size_t size)
 {
-    const char *path = getenv(T_PG_URL_FILE_ENV);
+    const char *path = getenv(url_env);
     char why[320];
     FILE *f;
     size_t n;
 
-    if (path == NULL || path[0] == '\0')
-        pg_unavailable(T_PG_URL_FILE_ENV " is not set");
+    if (path == NULL || path[0] == '\0') {
+        snprintf(why, sizeof(why), "%s is not set", url_env);
+        server_unavailable(server, url_env, why);
+    }
     f = fopen(path, "r");
     if (f == NULL) {
         snprintf(why, sizeof(why), "cannot read %s: %s", path, strerror(errno));
-        pg_unavailable(why);
+        server_unavailable(server, url_env, why);
     }
     n = fread(url, 1, size - 1, f);
     fclose(f);
@@ -63,7 +76,7 @@ read_pg_url(char *url, size_t size)
         url[--n] = '\0';
     if (n == 0) {
         snprintf(why, sizeof(why), "%s is empty", path);
-        pg_unavailable(why);
+        server_unavailable(server, url_env, why);
     }
 }
 
@@ -78,7 +91,7 @@ open_pg(struct t_env *env)
     char url[1024], sql[96];
     int rc;
 
-    read_pg_url(url, sizeof(url));
+    read_url_file("PostgreSQL", T_PG_URL_FILE_ENV, url, sizeof(url));
     ASSERT_OK(db_pg_new(url, &env->pg, &err));
     rc = db_pg_connect(env->pg, &env->conn, &err);
     if (rc != SP_OK)
@@ -115,6 +128,38 @@ drop_pg_schema(struct t_env *env)
         t_fail(__FILE__, __LINE__, "%s: %s", sql, err.msg);
 }
 
+/* T_REDIS: the SQLite records and outbox, the jobs in Redis under a queue name no other t_env
+ * uses (the server outlives the test: CTest's fixture serves the whole run). The stalled check
+ * runs only when a test forces it (t_env_check_stalled): its interval is a minute. */
+static void
+open_redis(struct t_env *env)
+{
+    static int n;
+    struct sp_error err = {0};
+    char url[512], name[64];
+
+    open_sqlite_repo(env);
+    read_url_file("Redis", T_REDIS_URL_FILE_ENV, url, sizeof(url));
+    ASSERT_OK(redis_new(url, bullmq_scripts, BULLMQ_NSCRIPTS, &env->redis, &err));
+    if (redis_ping(env->redis, &err) != SP_OK)
+        server_unavailable("Redis", T_REDIS_URL_FILE_ENV, err.msg);
+    snprintf(name, sizeof(name), "tc%ld_%d_%lld", (long)getpid(), ++n, (long long)sp_mono_ms());
+    queue_redis_shared_init(&env->rshared, "bull", name, -1, 60000, T_MAX_STALLED, T_LEASE_MS,
+                            NULL);
+    queue_redis_init(&env->rqueue, &env->rshared, env->conn, env->redis);
+    env->queue = &env->rqueue.base;
+}
+
+static void
+close_redis(struct t_env *env)
+{
+    if (env->backend != T_REDIS)
+        return;
+    queue_redis_cleanup(&env->rqueue);
+    redis_free(env->redis);
+    queue_redis_shared_cleanup(&env->rshared);
+}
+
 struct t_env *
 t_env_new(enum t_backend backend)
 {
@@ -127,6 +172,8 @@ t_env_new(enum t_backend backend)
         open_sqlite(env);
     } else if (backend == T_PG) {
         open_pg(env);
+    } else if (backend == T_REDIS) {
+        open_redis(env);
     } else {
         env->store = mem_store_new();
         mem_repo_init(&env->mem_repo, env->store);
@@ -175,8 +222,9 @@ t_env_free(struct t_env *env)
         return;
     if (env->backend == T_PG)
         drop_pg_schema(env);
+    close_redis(env);
     db_close(env->conn);
-    if (env->backend != T_MEM)
+    if (env->backend == T_SQLITE || env->backend == T_PG)
         queue_sql_node_cleanup(&env->node);
     db_sqlite_free(env->sqlite);
     db_pg_free(env->pg);
@@ -207,12 +255,13 @@ t_env_counts(struct t_env *env, struct t_counts *out)
     DB_STMT_SAME(messages, "SELECT COUNT(*) FROM messages");
     DB_STMT_SAME(events, "SELECT COUNT(*) FROM lead_events");
     DB_STMT_SAME(jobs, "SELECT COUNT(*) FROM jobs");
+    DB_STMT_SAME(outbox, "SELECT COUNT(*) FROM outbox"); /* the Redis queue's job records */
 
     if (env->backend != T_MEM) {
         out->leads = sql_count(env, &leads);
         out->messages = sql_count(env, &messages);
         out->events = sql_count(env, &events);
-        out->jobs = sql_count(env, &jobs);
+        out->jobs = sql_count(env, env->backend == T_REDIS ? &outbox : &jobs);
     } else {
         out->leads = env->store->cur.nleads;
         out->messages = env->store->cur.nmsgs;
@@ -274,4 +323,78 @@ t_env_lead(struct t_env *env, const char *id, struct lead *out)
 {
     struct sp_error err = {0};
     ASSERT_OK(lead_repo_lead_get(env->repo, id, env->arena, out, &err));
+}
+
+void
+t_env_publish(struct t_env *env)
+{
+    struct sp_error err = {0};
+    int n = 0, rc;
+
+    if (env->backend != T_REDIS)
+        return;
+    rc = outbox_relay_batch(env->conn, env->redis, &env->rshared, 1000, &n, &err);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "outbox_relay_batch: %s: %s", sp_err_name(rc), err.msg);
+}
+
+/* The only raw Redis access of the contract: a Lua snippet run on the test's queue (ARGV[1] is
+ * its key prefix) for its effect on keys the queue API has no verb for; its reply is not read. */
+static void
+redis_eval(struct t_env *env, const char *lua)
+{
+    const char *argv[] = {"EVAL", lua, "0", env->rshared.prefix};
+    redisReply *rep = NULL;
+    struct sp_error err = {0};
+    int rc = redis_command(env->redis, 4, argv, NULL, &rep, &err);
+
+    redis_reply_free(rep);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "redis EVAL: %s: %s", sp_err_name(rc), err.msg);
+}
+
+/* One stalled check now, whenever the last one ran: the queue's turn and the `stalled-check`
+ * key (which keeps other workers from checking within the interval) are cleared first. */
+static void
+redis_stalled_check(struct t_env *env, int64_t now)
+{
+    struct sp_error err = {0};
+    int rc;
+
+    redis_eval(env, "return redis.call('DEL', ARGV[1] .. 'stalled-check')");
+    atomic_store(&env->rshared.next_stalled_check, 0);
+    rc = job_queue_maintain(env->queue, now, &err);
+    if (rc != SP_OK)
+        t_fail(__FILE__, __LINE__, "maintain: %s: %s", sp_err_name(rc), err.msg);
+}
+
+void
+t_env_check_stalled(struct t_env *env, int64_t now)
+{
+    if (env->backend != T_REDIS)
+        return;
+    redis_stalled_check(env, now); /* marks the active jobs (and recovers jobs marked before) */
+    redis_stalled_check(env, now); /* recovers the marked ones whose lock is gone */
+}
+
+void
+t_env_expire_leases(struct t_env *env, int64_t now)
+{
+    if (env->backend != T_REDIS)
+        return;
+    redis_eval(env, "for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. 'active', 0, -1)) do"
+                    " redis.call('DEL', ARGV[1] .. id .. ':lock') end return 0");
+    t_env_check_stalled(env, now);
+}
+
+int
+t_env_leases_held(struct t_env *env)
+{
+    struct lease_set *held = env->backend == T_MEM     ? &env->store->held
+                             : env->backend == T_REDIS ? &env->rshared.held
+                                                       : &env->node.held;
+    int n = 0;
+
+    free(lease_set_snapshot(held, &n));
+    return n;
 }

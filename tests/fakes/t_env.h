@@ -1,12 +1,12 @@
 /* t_env.h: a complete set of dependencies for use-case, worker and HTTP tests.
  *
  * t_env_new() wires the leads and messaging slices to a storage backend (the in-memory fake, a
- * real SQLite file "t.db" in the test's temporary cwd, or a fresh schema on a real PostgreSQL
- * server, migrated), wrapped in the fault
- * injectors, with a fixed clock, the mock content generator, a scripted sender on email and
- * WhatsApp, and an event bus with the leads handlers subscribed. Policy: 3 attempts, 1000 ms
- * backoff, email and whatsapp sendable; lease 30 s, no jitter. Reads made by tests through
- * env->repo / env->queue bypass fault injection. Free with t_env_free(). */
+ * real SQLite file "t.db" in the test's temporary cwd, a fresh schema on a real PostgreSQL
+ * server, migrated, or that SQLite file with the Redis queue on a real Redis server), wrapped in
+ * the fault injectors, with a fixed clock, the mock content generator, a scripted sender on
+ * email and WhatsApp, and an event bus with the leads handlers subscribed. Policy: 3 attempts,
+ * 1000 ms backoff, email and whatsapp sendable; lease 30 s, no jitter. Reads made by tests
+ * through env->repo / env->queue bypass fault injection. Free with t_env_free(). */
 #pragma once
 
 #include "t.h"
@@ -19,9 +19,10 @@
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
 #include "features/leads/application/delivery.h"
+#include "infra/queue_redis.h"
 #include "infra/queue_sql.h"
 
-enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
+enum t_backend { T_MEM = 0, T_SQLITE, T_PG, T_REDIS };
 
 /* T_PG: the server is named by the file $SALESPAD_PG_URL_FILE (one libpq URL; CTest's `pg`
  * fixture writes it, tests/pg/pgserver.sh). Each t_env_new(T_PG) creates a schema
@@ -29,6 +30,14 @@ enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
  * t_env_free() drops it. Without a readable URL file the test is skipped (t_skip), unless the
  * environment says CI=true: then it fails, so CI cannot pass without PostgreSQL. */
 #define T_PG_URL_FILE_ENV "SALESPAD_PG_URL_FILE"
+
+/* T_REDIS: the lead records and the queue's outbox (its job records) in the SQLite file, the jobs
+ * in Redis in BullMQ's layout (queue_redis.h), under a queue name of this t_env's own. The server
+ * is named by $SALESPAD_REDIS_URL_FILE (CTest's `redis` fixture, tests/redis/redisserver.sh);
+ * without it, skipped or, under CI=true, failed, as for PostgreSQL. Jobs reach Redis only through
+ * the relay (t_env_publish) and outcomes only after commit (job_queue_after_commit); leases are
+ * Redis locks that expire in real time (t_env_check_stalled, t_env_expire_leases). */
+#define T_REDIS_URL_FILE_ENV "SALESPAD_REDIS_URL_FILE"
 
 /* Defines three tests, name_mem, name_sqlite and name_pg, running one body against each
  * backend; the body receives `enum t_backend backend`. */
@@ -47,6 +56,16 @@ enum t_backend { T_MEM = 0, T_SQLITE, T_PG };
         name##_body(T_PG);                                                                         \
     }                                                                                              \
     static void name##_body(enum t_backend backend)
+
+/* For the job queue's contract: the three tests of TEST_ALL and name_redis on T_REDIS (run by
+ * CTest's unit_redis, `t *_redis`, with both servers). */
+#define TEST_QUEUE(name)                                                                           \
+    static void name##_body(enum t_backend backend);                                               \
+    TEST(name##_redis)                                                                             \
+    {                                                                                              \
+        name##_body(T_REDIS);                                                                      \
+    }                                                                                              \
+    TEST_ALL(name)
 
 /* The name from before PostgreSQL: the same three tests. */
 #define TEST_BOTH(name) TEST_ALL(name)
@@ -86,6 +105,10 @@ struct t_env {
     struct sql_lead_repo sql_repo;
     struct queue_sql_node node; /* no liveness: one process */
     struct queue_sql sql_queue;
+    /* T_REDIS (conn and sql_repo as for T_SQLITE) */
+    struct redis *redis;
+    struct queue_redis_shared rshared;
+    struct queue_redis rqueue;
 
     struct lead_repo *repo; /* the backend itself (no fault injection) */
     struct job_queue *queue;
@@ -104,6 +127,22 @@ struct t_env {
 
 struct t_env *t_env_new(enum t_backend backend);
 void t_env_free(struct t_env *env);
+
+/* Backend-neutral steps for the queue's contract (no-ops where the clock and the transaction
+ * do it all):
+ * t_env_publish: jobs enqueued so far reach the queue: on T_REDIS the relay publishes the
+ * committed outbox rows; elsewhere the enqueue did it.
+ * t_env_check_stalled: the leases' holder-death detection runs at `now`: on T_REDIS BullMQ's
+ * stalled check, forced due, twice (a job is marked by one check and recovered by the next if
+ * its lock is gone then); a live lock keeps its job. Elsewhere reserve sees expired leases itself.
+ * t_env_expire_leases: every lease held lapses, as by the clock moving past it: on T_REDIS the
+ * active jobs' locks are deleted (what PX does in real time), then t_env_check_stalled. Elsewhere
+ * the cases move the clock past the lease instead. */
+void t_env_publish(struct t_env *env);
+void t_env_check_stalled(struct t_env *env, int64_t now);
+void t_env_expire_leases(struct t_env *env, int64_t now);
+/* The leases this process's keeper renews (the queue's lease_set), every backend. */
+int t_env_leases_held(struct t_env *env);
 
 /* Rows stored, read directly from the backend. */
 struct t_counts {
