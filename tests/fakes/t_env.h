@@ -39,32 +39,32 @@ enum t_backend { T_MEM = 0, T_SQLITE, T_PG, T_REDIS };
  * Redis locks that expire in real time (t_env_check_stalled, t_env_expire_leases). */
 #define T_REDIS_URL_FILE_ENV "SALESPAD_REDIS_URL_FILE"
 
+/* One test, name<suffix>, running name's body on `backend`. */
+#define T_VARIANT(name, suffix, backend)                                                           \
+    TEST(name##suffix)                                                                             \
+    {                                                                                              \
+        name##_body(backend);                                                                      \
+    }
+
+/* Defines name_sqlite and name_pg: one body on each SQL backend. */
+#define TEST_SQL(name)                                                                             \
+    static void name##_body(enum t_backend backend);                                               \
+    T_VARIANT(name, _sqlite, T_SQLITE)                                                             \
+    T_VARIANT(name, _pg, T_PG)                                                                     \
+    static void name##_body(enum t_backend backend)
+
 /* Defines three tests, name_mem, name_sqlite and name_pg, running one body against each
  * backend; the body receives `enum t_backend backend`. */
 #define TEST_ALL(name)                                                                             \
     static void name##_body(enum t_backend backend);                                               \
-    TEST(name##_mem)                                                                               \
-    {                                                                                              \
-        name##_body(T_MEM);                                                                        \
-    }                                                                                              \
-    TEST(name##_sqlite)                                                                            \
-    {                                                                                              \
-        name##_body(T_SQLITE);                                                                     \
-    }                                                                                              \
-    TEST(name##_pg)                                                                                \
-    {                                                                                              \
-        name##_body(T_PG);                                                                         \
-    }                                                                                              \
-    static void name##_body(enum t_backend backend)
+    T_VARIANT(name, _mem, T_MEM)                                                                   \
+    TEST_SQL(name)
 
 /* For the job queue's contract: the three tests of TEST_ALL and name_redis on T_REDIS (run by
  * CTest's unit_redis, `t *_redis`, with both servers). */
 #define TEST_QUEUE(name)                                                                           \
     static void name##_body(enum t_backend backend);                                               \
-    TEST(name##_redis)                                                                             \
-    {                                                                                              \
-        name##_body(T_REDIS);                                                                      \
-    }                                                                                              \
+    T_VARIANT(name, _redis, T_REDIS)                                                               \
     TEST_ALL(name)
 
 /* The name from before PostgreSQL: the same three tests. */

@@ -13,19 +13,6 @@
 
 #include <pthread.h>
 
-/* Defines name_sqlite and name_pg, one body on each SQL backend (TEST_ALL without mem). */
-#define TEST_SQL(name)                                                                             \
-    static void name##_body(enum t_backend backend);                                               \
-    TEST(name##_sqlite)                                                                            \
-    {                                                                                              \
-        name##_body(T_SQLITE);                                                                     \
-    }                                                                                              \
-    TEST(name##_pg)                                                                                \
-    {                                                                                              \
-        name##_body(T_PG);                                                                         \
-    }                                                                                              \
-    static void name##_body(enum t_backend backend)
-
 /* Descriptors made at run time, each with its own slot counter. */
 #define RT_MAX (DB_STMT_SLOTS + 8)
 static atomic_int rt_slots[RT_MAX];
