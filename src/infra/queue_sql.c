@@ -11,6 +11,7 @@
 #include "infra/job_rows.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,10 +123,38 @@ lock_path(const struct queue_sql_node *n, const char *holder, char *out, size_t 
     return len > 0 && (size_t)len < cap ? SP_OK : SP_ETOOLARGE;
 }
 
+/* Removes the files of holders that are gone (a crash leaves its file; one whose jobs were
+ * all taken back by lease expiry is never looked at by maintain). A file is removed only by
+ * whoever holds its lock, and a live holder never lets go of it. */
+static void
+sweep_dead_files(struct queue_sql_node *n)
+{
+    char path[PATH_MAX + 300];
+    DIR *d = opendir(n->dir);
+    struct dirent *e;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        int fd;
+        if (len < 6 || strcmp(e->d_name + len - 5, ".lock") != 0)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", n->dir, e->d_name) >= (int)sizeof(path))
+            continue;
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlink(path);
+        if (fd >= 0)
+            close(fd);
+    }
+    closedir(d);
+}
+
 int
 queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path, struct sp_error *err)
 {
-    char path[PATH_MAX + 32], real[PATH_MAX];
+    char path[PATH_MAX + 32], tmp[PATH_MAX + 32], real[PATH_MAX];
     int len;
 
     /* Every process must name the same directory, whatever path it was given. */
@@ -133,14 +162,16 @@ queue_sql_node_live_sqlite(struct queue_sql_node *n, const char *db_path, struct
         return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot resolve %s: %s", db_path,
                             strerror(errno));
     len = snprintf(n->dir, sizeof(n->dir), "%s-workers", real);
-
-    if (len <= 0 || (size_t)len >= sizeof(n->dir) || lock_path(n, n->holder, path, sizeof(path)))
+    if (len <= 0 || (size_t)len >= sizeof(n->dir) || lock_path(n, n->holder, path, sizeof(path)) ||
+        snprintf(tmp, sizeof(tmp), "%s/%s.new", n->dir, n->holder) >= (int)sizeof(tmp))
         return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "database path too long");
     if (mkdir(n->dir, 0700) != 0 && errno != EEXIST)
         return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot create %s: %s", n->dir,
                             strerror(errno));
-    n->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (n->fd < 0 || flock(n->fd, LOCK_EX | LOCK_NB) != 0)
+    sweep_dead_files(n);
+    /* Locked before it gets its name: nobody can see our file unlocked (and remove it). */
+    n->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (n->fd < 0 || flock(n->fd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, path) != 0)
         return sp_error_set(err, SP_EINTERNAL, "DATABASE_URL", "cannot lock %s: %s", path,
                             strerror(errno));
     atomic_store(&n->is_live, 1);
