@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lint.sh: the checks a script can make: formatting, include rules, banned calls,
-# header self-containment. Exits non-zero on the first kind of failure it reports.
+# header self-containment, the Redis client library kept inside redis.c. Exits non-zero on the first kind of failure it reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
@@ -53,6 +53,12 @@ for h in $(git ls-files 'src/*.h'); do
   echo "#include \"${h#src/}\"" | gcc -std=c11 -D_GNU_SOURCE -Wall -Werror -Isrc $cflags -fsyntax-only -x c - 2>/dev/null \
     || fail "$h does not compile on its own"
 done
+
+# 5. The Redis client library stays inside src/infra/redis.c: everything else uses
+# struct redis_value (infra/redis.h), so the library can change without touching callers.
+if grep -nIE 'hiredis|redisReply' $(git ls-files 'src/*' 'tests/*' | grep -vx 'src/infra/redis.c'); then
+  fail "hiredis used outside src/infra/redis.c (use struct redis_value from infra/redis.h)"
+fi
 
 [ $status -eq 0 ] && echo "lint: ok"
 exit $status

@@ -91,18 +91,17 @@ app_thread_redis(struct app *app)
 static void
 check_eviction_policy(struct redis *r)
 {
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     struct sp_error err = {0};
 
     if (redis_command(r, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"}, NULL, &rep,
                       &err) == SP_OK &&
-        rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-        rep->element[1]->type == REDIS_REPLY_STRING &&
-        strcmp(rep->element[1]->str, "noeviction") != 0)
+        rep->type == RV_ARR && rep->n == 2 && rep->items[1].type == RV_STR &&
+        strcmp(rep->items[1].str, "noeviction") != 0)
         log_warn("redis maxmemory-policy is %s: set it to noeviction, or a full Redis may drop "
                  "queued jobs and locks",
-                 rep->element[1]->str);
-    redis_reply_free(rep);
+                 rep->items[1].str);
+    redis_value_free(rep);
 }
 
 /* With REDIS_URL: the BullMQ-layout queue. Redis down at start is not fatal: captures go to

@@ -56,9 +56,9 @@ bullmq_extend_call(const char *prefix, const char *id, const char *token, const 
 
 /* Whether an extend reply says the lock is ours (no reply: cannot tell, so not lost). */
 int
-bullmq_extend_lost(const redisReply *rep)
+bullmq_extend_lost(const struct redis_value *rep)
 {
-    return rep && (rep->type != REDIS_REPLY_INTEGER || rep->integer != 1);
+    return rep && (rep->type != RV_INT || rep->integer != 1);
 }
 
 /* opts.backoff: a number (fixed delay) or {type, delay, jitter}. */
@@ -108,24 +108,24 @@ parse_opts(const char *opts, struct job *j)
 }
 
 static const char *
-field(const redisReply *h, const char *name)
+field(const struct redis_value *h, const char *name)
 {
-    for (size_t i = 0; i + 1 < h->elements; i += 2)
-        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, name) == 0 &&
-            h->element[i + 1]->type == REDIS_REPLY_STRING)
-            return h->element[i + 1]->str;
+    for (size_t i = 0; i + 1 < h->n; i += 2)
+        if (h->items[i].type == RV_STR && strcmp(h->items[i].str, name) == 0 &&
+            h->items[i + 1].type == RV_STR)
+            return h->items[i + 1].str;
     return NULL;
 }
 
 static int64_t
-field_int(const redisReply *h, const char *name)
+field_int(const struct redis_value *h, const char *name)
 {
     const char *v = field(h, name);
     return v ? strtoll(v, NULL, 10) : 0;
 }
 
 void
-bullmq_hash_to_job(const redisReply *h, struct arena *a, struct job *j)
+bullmq_hash_to_job(const struct redis_value *h, struct arena *a, struct job *j)
 {
     const char *atm = field(h, "atm");
 

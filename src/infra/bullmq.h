@@ -35,8 +35,8 @@ const char *bullmq_release_text(long long code);
 void bullmq_extend_call(const char *prefix, const char *id, const char *token, const char *slease,
                         struct redis_call *call);
 /* Whether an extend reply says the lock is not ours (no reply: cannot tell, so not lost). */
-int bullmq_extend_lost(const redisReply *rep);
+int bullmq_extend_lost(const struct redis_value *rep);
 
 /* A fetched job's hash (HGETALL-style field/value array) into j: name, data, opts (attempts,
  * backoff), attemptsMade, stalled count, timestamp, failedReason. Strings go to arena a. */
-void bullmq_hash_to_job(const redisReply *h, struct arena *a, struct job *j);
+void bullmq_hash_to_job(const struct redis_value *h, struct arena *a, struct job *j);

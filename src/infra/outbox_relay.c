@@ -43,7 +43,7 @@ publish(struct redis *redis, const struct queue_redis_shared *shared, const stru
 {
     int n = rows->nrows, rc;
     struct redis_call *calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
-    redisReply **replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
+    struct redis_value **replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
 
     for (int i = 0; i < n; i++) {
         struct redis_call *c = &calls[i];
@@ -56,7 +56,7 @@ publish(struct redis *redis, const struct queue_redis_shared *shared, const stru
         c->argv[7] = "0"; /* priority */
     }
     rc = redis_pipeline(redis, calls, n, replies, err);
-    redis_replies_free(replies, n);
+    redis_values_free(replies, n);
     free(replies);
     free(calls);
     return rc;

@@ -232,12 +232,12 @@ fail_uncarried(struct queue_redis *q, const char *id, const char *token, const c
 {
     const char *argv[7] = {
         q->shared->prefix, id, token, snow, "salespad worker: job id too long", "-1", "10"};
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     int rc;
 
     log_warn("fetch: job id \"%.40s...\" longer than %d bytes: failed", id, JOB_ID_MAX - 1);
     rc = redis_script_call(q->redis, BULLMQ_FAIL, 7, argv, NULL, &rep, err);
-    redis_reply_free(rep);
+    redis_value_free(rep);
     return rc;
 }
 
@@ -250,7 +250,7 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
     struct queue_redis *q = self_of(base);
     char snow[24], slease[24], skeep[16], smax[16], token[72];
     const char *argv[6];
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     struct jsonw w;
     int rc = need_redis(q, err);
 
@@ -273,20 +273,19 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
     rc = redis_script_call(q->redis, BULLMQ_FETCH, 6, argv, NULL, &rep, err);
     if (rc != SP_OK)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || rep->elements % 2 != 1 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER) {
-        redis_reply_free(rep);
+    if (rep->type != RV_ARR || rep->n < 1 || rep->n % 2 != 1 || rep->items[0].type != RV_INT) {
+        redis_value_free(rep);
         return sp_error_set(err, SP_EINTERNAL, "queue", "fetch: unexpected reply");
     }
-    *next_due = rep->element[0]->integer;
+    *next_due = rep->items[0].integer;
     jsonw_init(&w, a, 80 * (size_t)max + 16);
     jsonw_arr_begin(&w);
-    for (size_t i = 1; rc == SP_OK && i + 1 < rep->elements; i += 2) {
-        const redisReply *id = rep->element[i], *h = rep->element[i + 1];
+    for (size_t i = 1; rc == SP_OK && i + 1 < rep->n; i += 2) {
+        const struct redis_value *id = &rep->items[i], *h = &rep->items[i + 1];
         char jtoken[JOB_LEASE_MAX];
         struct job *j = &out[*n];
         snprintf(jtoken, sizeof(jtoken), "%s:%zu", token, (i + 1) / 2);
-        if (id->type != REDIS_REPLY_STRING || h->type != REDIS_REPLY_ARRAY) {
+        if (id->type != RV_STR || h->type != RV_ARR) {
             rc = sp_error_set(err, SP_EINTERNAL, "queue", "fetch: unexpected reply");
             break;
         }
@@ -305,7 +304,7 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
         (*n)++;
     }
     jsonw_arr_end(&w);
-    redis_reply_free(rep);
+    redis_value_free(rep);
     if (rc == SP_OK && *n > 0)
         rc = db_exec(q->conn, &SQL_ACTIVE,
                      DB_ARGS(db_text(jsonw_finish_or(&w, "[]")), db_time(now)), NULL, err);
@@ -411,7 +410,7 @@ run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
 {
     struct redis_call *calls = xcalloc((size_t)q->nops, sizeof(*calls));
     struct op_bufs *bufs = xcalloc((size_t)q->nops, sizeof(*bufs));
-    redisReply **replies = xcalloc((size_t)q->nops, sizeof(*replies));
+    struct redis_value **replies = xcalloc((size_t)q->nops, sizeof(*replies));
     const char **ids = xcalloc((size_t)q->nops, sizeof(*ids));
     int n = 0, rc;
 
@@ -423,10 +422,10 @@ run_ops(struct queue_redis *q, int reserved, struct sp_error *err)
     }
     rc = redis_pipeline(q->redis, calls, n, replies, err);
     for (int i = 0; i < n; i++)
-        if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER && replies[i]->integer != 0)
+        if (replies[i] && replies[i]->type == RV_INT && replies[i]->integer != 0)
             log_warn("job %s: not updated in Redis: %s", ids[i],
                      bullmq_release_text(replies[i]->integer));
-    redis_replies_free(replies, n);
+    redis_values_free(replies, n);
     free(ids);
     free(replies);
     free(bufs);
@@ -468,7 +467,7 @@ extend_many(struct queue_redis *q, const struct job *const *jobs, int n, int64_t
             int *lost, struct sp_error *err)
 {
     struct redis_call *calls;
-    redisReply **replies;
+    struct redis_value **replies;
     char slease[24];
     int rc = need_redis(q, err);
 
@@ -482,7 +481,7 @@ extend_many(struct queue_redis *q, const struct job *const *jobs, int n, int64_t
     rc = redis_pipeline(q->redis, calls, n, replies, err);
     for (int i = 0; i < n; i++)
         lost[i] = bullmq_extend_lost(replies[i]);
-    redis_replies_free(replies, n);
+    redis_values_free(replies, n);
     free(replies);
     free(calls);
     return rc;
@@ -498,7 +497,7 @@ renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, stru
 {
     struct lease_entry *list;
     struct redis_call *calls;
-    redisReply **replies;
+    struct redis_value **replies;
     char slock[24];
     int n, rc;
 
@@ -515,7 +514,7 @@ renew_locks(struct queue_redis_shared *s, struct redis *r, int64_t lock_ms, stru
             lease_set_remove(&s->held, list[i].id, list[i].token);
         }
     }
-    redis_replies_free(replies, n);
+    redis_values_free(replies, n);
     free(replies);
     free(calls);
     free(list);
@@ -549,7 +548,7 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     char key[sizeof(q->shared->prefix) + 8], secs[24];
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     int rc = need_redis(q, err);
 
     if (rc != SP_OK)
@@ -561,23 +560,23 @@ q_wait(struct job_queue *base, int64_t timeout_ms, struct sp_error *err)
     snprintf(key, sizeof(key), "%smarker", q->shared->prefix);
     snprintf(secs, sizeof(secs), "%.3f", (double)timeout_ms / 1000.0);
     rc = redis_command(q->redis, 3, (const char *[]){"BZPOPMIN", key, secs}, NULL, &rep, err);
-    redis_reply_free(rep);
+    redis_value_free(rep);
     return rc;
 }
 
 /* Updates SalesPad's record of jobs the stalled check moved; one statement per job (no
  * transaction spanning rows that workers update too: no lock-order deadlocks). */
 static int
-record_stalled(struct queue_redis *q, const redisReply *ids, const struct db_stmt *sql,
+record_stalled(struct queue_redis *q, const struct redis_value *ids, const struct db_stmt *sql,
                int64_t checked, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(&sp_clock_real);
     int rc = SP_OK;
 
-    if (ids->type != REDIS_REPLY_ARRAY)
+    if (ids->type != RV_ARR)
         return SP_OK;
-    for (size_t i = 0; i < ids->elements; i++) {
-        const char *id = ids->element[i]->str;
+    for (size_t i = 0; i < ids->n; i++) {
+        const char *id = ids->items[i].str;
         int r;
         log_warn("job %s: its worker stopped renewing its lock; %s", id,
                  sql == &SQL_STALLED ? "handed out again" : "failed: stalled too often");
@@ -602,7 +601,7 @@ q_maintain(struct job_queue *base, int64_t now, struct sp_error *err)
     struct queue_redis_shared *s = q->shared;
     int64_t mono = sp_mono_ms(), due = atomic_load(&s->next_stalled_check), checked;
     char snow[24], sint[24], smax[16], skeep[16];
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     int rc;
 
     if (mono < due || q->redis == NULL ||
@@ -616,12 +615,12 @@ q_maintain(struct job_queue *base, int64_t now, struct sp_error *err)
     snprintf(skeep, sizeof(skeep), "%d", s->keep_failed);
     rc = redis_script_call(q->redis, BULLMQ_STALLED, 5,
                            (const char *[]){s->prefix, snow, sint, smax, skeep}, NULL, &rep, err);
-    if (rc == SP_OK && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-        rc = record_stalled(q, rep->element[0], &SQL_STALLED, checked, err);
+    if (rc == SP_OK && rep->type == RV_ARR && rep->n == 2) {
+        rc = record_stalled(q, &rep->items[0], &SQL_STALLED, checked, err);
         if (rc == SP_OK)
-            rc = record_stalled(q, rep->element[1], &SQL_STALLED_FAILED, checked, err);
+            rc = record_stalled(q, &rep->items[1], &SQL_STALLED_FAILED, checked, err);
     }
-    redis_reply_free(rep);
+    redis_value_free(rep);
     return rc;
 }
 

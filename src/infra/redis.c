@@ -4,6 +4,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #define COMMAND_TIMEOUT_MS 5000 /* above the longest BZPOPMIN block of a worker (250 ms) */
 #define RECONNECT_QUIET_MS 1000 /* log a failed connect at most once per this interval */
 #define SHA_LEN 40
+/* Deeper than any reply of our commands and scripts; it bounds the copy's recursion. */
+#define REPLY_DEPTH_MAX 16
 
 struct redis {
     char host[256];
@@ -26,6 +29,7 @@ struct redis {
     const struct redis_script *scripts;
     int nscripts;
     char (*sha)[SHA_LEN + 1];
+    size_t reply_max; /* bytes a copied reply may take */
 };
 
 /* Process-wide: Redis was found unreachable and not reachable since (logs say so once). */
@@ -129,6 +133,7 @@ redis_new(const char *url, const struct redis_script *scripts, int nscripts, str
     r->scripts = scripts;
     r->nscripts = nscripts;
     r->sha = xcalloc((size_t)(nscripts > 0 ? nscripts : 1), sizeof(*r->sha));
+    r->reply_max = REDIS_VALUE_MAX;
     *out = r;
     return SP_OK;
 }
@@ -152,10 +157,153 @@ redis_free(struct redis *r)
 }
 
 void
-redis_reply_free(redisReply *reply)
+redis_set_reply_max(struct redis *r, size_t bytes)
 {
-    if (reply)
-        freeReplyObject(reply);
+    r->reply_max = bytes ? bytes : REDIS_VALUE_MAX;
+}
+
+static void
+raw_free(redisReply *rep)
+{
+    if (rep)
+        freeReplyObject(rep);
+}
+
+/* ---- replies: hiredis's reply copied into one block of our own ---------------------------- */
+
+/* The block holds the top value, then every array's items (nodes bytes), then the strings and
+ * their NULs (strs bytes); nodes + strs stay within max. */
+struct copy {
+    size_t max, nodes, strs;
+    struct redis_value *node; /* filling: the next free value */
+    char *str;                /* filling: the next free string byte */
+};
+
+/* Our type of a hiredis reply type; -1 for RESP3 types (we never send HELLO 3). */
+static int
+type_of(int t)
+{
+    switch (t) {
+    case REDIS_REPLY_STRING:
+        return RV_STR;
+    case REDIS_REPLY_ARRAY:
+        return RV_ARR;
+    case REDIS_REPLY_INTEGER:
+        return RV_INT;
+    case REDIS_REPLY_NIL:
+        return RV_NIL;
+    case REDIS_REPLY_STATUS:
+        return RV_STATUS;
+    case REDIS_REPLY_ERROR:
+        return RV_ERR;
+    default:
+        return -1;
+    }
+}
+
+/* Counts `add` bytes into *part unless the block would pass the cap. */
+static int
+take_bytes(struct copy *c, size_t *part, size_t add)
+{
+    if (add > c->max - c->nodes - c->strs)
+        return SP_ETOOLARGE;
+    *part += add;
+    return SP_OK;
+}
+
+/* Adds the bytes of rep's items and strings (its own value is counted by its parent). */
+static int
+measure(struct copy *c, const redisReply *rep, int depth)
+{
+    int type = type_of(rep->type), rc = SP_OK;
+
+    if (type < 0)
+        return SP_EINTERNAL;
+    if (depth > REPLY_DEPTH_MAX)
+        return SP_ETOOLARGE;
+    if (type == RV_STR || type == RV_STATUS || type == RV_ERR)
+        return rep->len < c->max ? take_bytes(c, &c->strs, rep->len + 1) : SP_ETOOLARGE;
+    if (type != RV_ARR)
+        return SP_OK;
+    if (rep->elements > c->max / sizeof(struct redis_value))
+        return SP_ETOOLARGE;
+    rc = take_bytes(c, &c->nodes, rep->elements * sizeof(struct redis_value));
+    for (size_t i = 0; rc == SP_OK && i < rep->elements; i++)
+        rc = measure(c, rep->element[i], depth + 1);
+    return rc;
+}
+
+static void
+fill(struct copy *c, const redisReply *rep, struct redis_value *v)
+{
+    *v = (struct redis_value){.type = (enum redis_type)type_of(rep->type), .str = ""};
+    switch (v->type) {
+    case RV_INT:
+        v->integer = rep->integer;
+        break;
+    case RV_STR:
+    case RV_STATUS:
+    case RV_ERR:
+        memcpy(c->str, rep->str, rep->len);
+        c->str[rep->len] = '\0';
+        v->str = c->str;
+        v->len = rep->len;
+        c->str += rep->len + 1;
+        break;
+    case RV_ARR: {
+        struct redis_value *items = c->node;
+        c->node += rep->elements;
+        for (size_t i = 0; i < rep->elements; i++)
+            fill(c, rep->element[i], &items[i]);
+        v->n = rep->elements;
+        v->items = v->n ? items : NULL;
+        break;
+    }
+    case RV_NIL:
+        break;
+    }
+}
+
+/* Copies rep into *out and frees rep, whatever happens. */
+static int
+take_reply(struct redis *r, redisReply *rep, struct redis_value **out, struct sp_error *err)
+{
+    struct copy c = {.max = r->reply_max};
+    int rc = take_bytes(&c, &c.nodes, sizeof(struct redis_value));
+    char *block;
+
+    *out = NULL;
+    if (rc == SP_OK)
+        rc = measure(&c, rep, 0);
+    if (rc == SP_OK) {
+        block = xmalloc(c.nodes + c.strs);
+        c.node = (struct redis_value *)block + 1;
+        c.str = block + c.nodes;
+        fill(&c, rep, (struct redis_value *)block);
+        *out = (struct redis_value *)block;
+    }
+    raw_free(rep);
+    if (rc == SP_ETOOLARGE)
+        return sp_error_set(err, rc, "redis", "redis %s: reply larger than %zu bytes", r->label,
+                            c.max);
+    if (rc != SP_OK)
+        return sp_error_set(err, rc, "redis", "redis %s: unexpected reply type", r->label);
+    return SP_OK;
+}
+
+void
+redis_value_free(struct redis_value *v)
+{
+    free(v); /* one block: see take_reply */
+}
+
+void
+redis_values_free(struct redis_value **replies, int n)
+{
+    for (int i = 0; i < n; i++) {
+        redis_value_free(replies[i]);
+        replies[i] = NULL;
+    }
 }
 
 static struct timeval
@@ -238,13 +386,13 @@ handshake(struct redis *r, struct sp_error *err)
         const char *argv[] = {"AUTH", r->user, r->password};
         rc = r->user[0] ? raw(r, 3, argv, NULL, &rep, err)
                         : raw(r, 2, (const char *[]){"AUTH", r->password}, NULL, &rep, err);
-        redis_reply_free(rep);
+        raw_free(rep);
     }
     if (rc == SP_OK && r->db != 0) {
         char db[16];
         snprintf(db, sizeof(db), "%d", r->db);
         rc = raw(r, 2, (const char *[]){"SELECT", db}, NULL, &rep, err);
-        redis_reply_free(rep);
+        raw_free(rep);
     }
     for (int i = 0; rc == SP_OK && i < r->nscripts; i++)
         rc = load_script(r, i, err);
@@ -282,21 +430,24 @@ ensure(struct redis *r, struct sp_error *err)
 int
 redis_ping(struct redis *r, struct sp_error *err)
 {
-    redisReply *rep;
+    struct redis_value *rep;
     int rc = redis_command(r, 1, (const char *[]){"PING"}, NULL, &rep, err);
 
-    redis_reply_free(rep);
+    redis_value_free(rep);
     return rc;
 }
 
 int
-redis_command(struct redis *r, int argc, const char **argv, const size_t *lens, redisReply **out,
-              struct sp_error *err)
+redis_command(struct redis *r, int argc, const char **argv, const size_t *lens,
+              struct redis_value **out, struct sp_error *err)
 {
+    redisReply *rep = NULL;
     int rc = ensure(r, err);
 
     *out = NULL;
-    return rc == SP_OK ? raw(r, argc, argv, lens, out, err) : rc;
+    if (rc == SP_OK)
+        rc = raw(r, argc, argv, lens, &rep, err);
+    return rc == SP_OK ? take_reply(r, rep, out, err) : rc;
 }
 
 #define MAX_ARGS 32
@@ -323,10 +474,11 @@ build_evalsha(struct redis *r, int script, int argc, const char *const *argv, co
 
 int
 redis_script_call(struct redis *r, int script, int argc, const char **argv, const size_t *lens,
-                  redisReply **out, struct sp_error *err)
+                  struct redis_value **out, struct sp_error *err)
 {
     const char *argv2[MAX_ARGS];
     size_t lens2[MAX_ARGS];
+    redisReply *rep = NULL;
     int rc = ensure(r, err);
 
     *out = NULL;
@@ -334,16 +486,16 @@ redis_script_call(struct redis *r, int script, int argc, const char **argv, cons
         struct sp_error e = {0};
         rc = build_evalsha(r, script, argc, argv, lens, argv2, lens2, err);
         if (rc == SP_OK)
-            rc = raw(r, argc + 3, argv2, lens2, out, &e);
+            rc = raw(r, argc + 3, argv2, lens2, &rep, &e);
         if (rc == SP_OK || tries > 0 || strstr(e.msg, "NOSCRIPT") == NULL) {
             if (rc != SP_OK && err && err->code == SP_OK)
                 *err = e;
-            return rc;
+            break;
         }
         /* The server lost its scripts (SCRIPT FLUSH): load this one again and retry once. */
         rc = load_script(r, script, err);
     }
-    return rc;
+    return rc == SP_OK ? take_reply(r, rep, out, err) : rc;
 }
 
 static int
@@ -362,7 +514,7 @@ pipe_send(struct redis *r, int script, int argc, const char *const *argv, const 
 }
 
 static int
-pipe_reply(struct redis *r, redisReply **out, struct sp_error *err)
+pipe_reply(struct redis *r, struct redis_value **out, struct sp_error *err)
 {
     void *rep = NULL;
 
@@ -380,12 +532,11 @@ pipe_reply(struct redis *r, redisReply **out, struct sp_error *err)
         freeReplyObject(rep);
         return rc;
     }
-    *out = rep;
-    return SP_OK;
+    return take_reply(r, rep, out, err);
 }
 
 int
-redis_pipeline(struct redis *r, const struct redis_call *calls, int n, redisReply **replies,
+redis_pipeline(struct redis *r, const struct redis_call *calls, int n, struct redis_value **replies,
                struct sp_error *err)
 {
     int rc = SP_OK, sent = 0;
@@ -404,11 +555,4 @@ redis_pipeline(struct redis *r, const struct redis_call *calls, int n, redisRepl
             break; /* the connection was reset: the other replies are gone */
     }
     return rc;
-}
-
-void
-redis_replies_free(redisReply **replies, int n)
-{
-    for (int i = 0; i < n; i++)
-        redis_reply_free(replies[i]);
 }

@@ -115,14 +115,14 @@ jkey(struct rq *e, const char *id, const char *suffix)
 }
 
 /* A Redis command on the test's queue: "%P" in an argument becomes the key prefix. */
-static redisReply *
+static struct redis_value *
 rcmd(struct rq *e, const char *first, ...)
 {
     const char *argv[16];
     char bufs[16][256];
     int argc = 0;
     va_list ap;
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     struct sp_error err = {0};
 
     va_start(ap, first);
@@ -144,11 +144,11 @@ rcmd(struct rq *e, const char *first, ...)
 static long long
 rint_(struct rq *e, const char *a0, const char *a1, const char *a2)
 {
-    redisReply *rep = rcmd(e, a0, a1, a2, NULL);
-    long long v = rep->type == REDIS_REPLY_INTEGER  ? rep->integer
-                  : rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10)
-                                                    : -999;
-    redis_reply_free(rep);
+    struct redis_value *rep = rcmd(e, a0, a1, a2, NULL);
+    long long v = rep->type == RV_INT   ? rep->integer
+                  : rep->type == RV_STR ? strtoll(rep->str, NULL, 10)
+                                        : -999;
+    redis_value_free(rep);
     return v;
 }
 
@@ -157,13 +157,13 @@ static const char *
 hget(struct rq *e, const char *id, const char *field)
 {
     char key[200];
-    redisReply *rep;
+    struct redis_value *rep;
     const char *v;
 
     snprintf(key, sizeof(key), "%%P%s", id);
     rep = rcmd(e, "HGET", key, field, NULL);
-    v = arena_strdup(e->a, rep->type == REDIS_REPLY_STRING ? rep->str : "");
-    redis_reply_free(rep);
+    v = arena_strdup(e->a, rep->type == RV_STR ? rep->str : "");
+    redis_value_free(rep);
     return v;
 }
 
@@ -221,9 +221,9 @@ outbox_state(struct rq *e, const char *id)
 static const char *
 lock_of(struct rq *e, const char *id)
 {
-    redisReply *rep = rcmd(e, "GET", jkey(e, id, ":lock"), NULL);
-    const char *v = arena_strdup(e->a, rep->type == REDIS_REPLY_STRING ? rep->str : "");
-    redis_reply_free(rep);
+    struct redis_value *rep = rcmd(e, "GET", jkey(e, id, ":lock"), NULL);
+    const char *v = arena_strdup(e->a, rep->type == RV_STR ? rep->str : "");
+    redis_value_free(rep);
     return v;
 }
 
@@ -337,7 +337,7 @@ TEST(unit_queue_redis_retry_goes_to_delayed_with_bullmq_score_redis)
     struct job j, none;
     int found = 1;
     int64_t next_due = 0, now = sp_clock_now_ms(&sp_clock_real);
-    redisReply *rep;
+    struct redis_value *rep;
 
     rq_open(&e, -1, 1);
     enqueue(&e, NULL, id);
@@ -345,9 +345,9 @@ TEST(unit_queue_redis_retry_goes_to_delayed_with_bullmq_score_redis)
     take(&e, now, 30000, &j);
     end_attempt(&e, &j, END_RETRY, now, now + 60000);
     rep = rcmd(&e, "ZSCORE", "%Pdelayed", id, NULL);
-    ASSERT(rep->type == REDIS_REPLY_STRING);
+    ASSERT(rep->type == RV_STR);
     ASSERT_EQ(now + 60000, strtoll(rep->str, NULL, 10) / 4096); /* due = floor(score / 4096) */
-    redis_reply_free(rep);
+    redis_value_free(rep);
     ASSERT_EQ(now + 60000, rint_(&e, "ZSCORE", "%Pmarker", "1"));
     ASSERT_STREQ("60000", hget(&e, id, "delay"));
     ASSERT_STREQ("1", hget(&e, id, "atm"));
@@ -373,7 +373,7 @@ TEST(unit_queue_redis_fail_is_final_redis)
     char id[JOB_ID_MAX];
     struct job j;
     int64_t now = sp_clock_now_ms(&sp_clock_real);
-    redisReply *rep;
+    struct redis_value *rep;
     int exhausted = 0;
 
     rq_open(&e, -1, 1);
@@ -392,12 +392,12 @@ TEST(unit_queue_redis_fail_is_final_redis)
     ASSERT_STREQ("[\"boom\",\"boom\",\"gone\"]", hget(&e, id, "stacktrace"));
     ASSERT_STREQ("failed/3", outbox_state(&e, id));
     rep = rcmd(&e, "XRANGE", "%Pevents", "-", "+", NULL);
-    for (size_t i = 0; i < rep->elements; i++) {
-        redisReply *f = rep->element[i]->element[1];
-        if (strcmp(f->element[1]->str, "retries-exhausted") == 0)
+    for (size_t i = 0; i < rep->n; i++) {
+        const struct redis_value *f = &rep->items[i].items[1];
+        if (strcmp(f->items[1].str, "retries-exhausted") == 0)
             exhausted++;
     }
-    redis_reply_free(rep);
+    redis_value_free(rep);
     ASSERT_EQ(1, exhausted);
     rq_close(&e);
 }
@@ -418,7 +418,7 @@ TEST(unit_queue_redis_lost_lock_is_a_conflict_redis)
     take(&e, now, 30000, &j);
     ASSERT_OK(job_queue_fence(&e.q.base, &jp, 1, &lost, &err));
     ASSERT_EQ(0, lost);
-    redis_reply_free(rcmd(&e, "SET", jkey(&e, id, ":lock"), "someone-else", NULL));
+    redis_value_free(rcmd(&e, "SET", jkey(&e, id, ":lock"), "someone-else", NULL));
     ASSERT_OK(job_queue_fence(&e.q.base, &jp, 1, &lost, &err));
     ASSERT_EQ(1, lost);
     /* A stale outcome reaching Redis anyway changes nothing there. */
@@ -461,7 +461,7 @@ stalled_check(struct rq *e)
 {
     struct sp_error err = {0};
 
-    redis_reply_free(rcmd(e, "DEL", "%Pstalled-check", NULL));
+    redis_value_free(rcmd(e, "DEL", "%Pstalled-check", NULL));
     atomic_store(&e->sh.next_stalled_check, 0);
     ASSERT_OK(job_queue_maintain(&e->q.base, sp_clock_now_ms(&sp_clock_real), &err));
 }
@@ -472,7 +472,7 @@ TEST(unit_queue_redis_stalled_job_is_recovered_then_failed_redis)
     char id[JOB_ID_MAX];
     struct job j, again;
     int64_t now = sp_clock_now_ms(&sp_clock_real);
-    redisReply *rep;
+    struct redis_value *rep;
     int stalled_events = 0;
 
     rq_open(&e, -1, 1);
@@ -484,7 +484,7 @@ TEST(unit_queue_redis_stalled_job_is_recovered_then_failed_redis)
     stalled_check(&e); /* its lock is alive: nothing happens */
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
     /* The worker dies: its lock expires. */
-    redis_reply_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
+    redis_value_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
     stalled_check(&e);
     ASSERT_EQ(0, rint_(&e, "LLEN", "%Pactive", NULL));
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
@@ -492,15 +492,15 @@ TEST(unit_queue_redis_stalled_job_is_recovered_then_failed_redis)
     ASSERT_STREQ("", hget(&e, id, "atm")); /* a stall is not an attempt */
     ASSERT_STREQ("waiting/0", outbox_state(&e, id));
     rep = rcmd(&e, "XRANGE", "%Pevents", "-", "+", NULL);
-    for (size_t i = 0; i < rep->elements; i++)
-        stalled_events += strcmp(rep->element[i]->element[1]->element[1]->str, "stalled") == 0;
-    redis_reply_free(rep);
+    for (size_t i = 0; i < rep->n; i++)
+        stalled_events += strcmp(rep->items[i].items[1].items[1].str, "stalled") == 0;
+    redis_value_free(rep);
     ASSERT_EQ(1, stalled_events);
     /* Taken again, and its worker dies again: more than QUEUE_MAX_STALLED=1 stalls fail it. */
     take(&e, now - 1000, 30000, &again);
     ASSERT_EQ(1, again.stalled_count);
     stalled_check(&e);
-    redis_reply_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
+    redis_value_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
     stalled_check(&e);
     ASSERT_EQ(0, rint_(&e, "LLEN", "%Pactive", NULL));
     ASSERT(rint_(&e, "ZSCORE", "%Pfailed", id) > 0);
@@ -531,6 +531,87 @@ TEST(unit_queue_redis_keeps_the_newest_completed_jobs_redis)
     rq_close(&e);
 }
 
+/* ---- replies (redis.h's copy of the client library's reply) ------------------------------ */
+
+TEST(unit_redis_reply_keeps_every_type_and_nesting_redis)
+{
+    struct rq e;
+    struct redis_value *rep = NULL;
+    struct sp_error err = {0};
+    const char *lua = "return {7, 'a\\0b', false, {-2, 'x'}, redis.status_reply('OK'),"
+                      " redis.error_reply('ERR nested'), {}}";
+
+    rq_open(&e, -1, 1);
+    ASSERT_OK(redis_command(e.r, 3, (const char *[]){"EVAL", lua, "0"}, NULL, &rep, &err));
+    ASSERT_EQ(RV_ARR, rep->type);
+    ASSERT_EQ(7, rep->n);
+    ASSERT_EQ(RV_INT, rep->items[0].type);
+    ASSERT_EQ(7, rep->items[0].integer);
+    ASSERT_STREQ("", rep->items[0].str);
+    ASSERT_EQ(RV_STR, rep->items[1].type);
+    ASSERT_EQ(3, rep->items[1].len); /* binary-safe: the NUL is kept */
+    ASSERT(memcmp(rep->items[1].str, "a\0b", 4) == 0);
+    ASSERT_EQ(RV_NIL, rep->items[2].type);
+    ASSERT(rep->items[2].items == NULL);
+    ASSERT_EQ(RV_ARR, rep->items[3].type);
+    ASSERT_EQ(2, rep->items[3].n);
+    ASSERT_EQ(-2, rep->items[3].items[0].integer);
+    ASSERT_STREQ("x", rep->items[3].items[1].str);
+    ASSERT_EQ(RV_STATUS, rep->items[4].type);
+    ASSERT_STREQ("OK", rep->items[4].str);
+    ASSERT_EQ(RV_ERR, rep->items[5].type);
+    ASSERT_STREQ("ERR nested", rep->items[5].str);
+    ASSERT_EQ(RV_ARR, rep->items[6].type);
+    ASSERT_EQ(0, rep->items[6].n);
+    redis_value_free(rep);
+    /* A top-level error reply is an error code, with no reply. */
+    ASSERT_EQ(SP_EINTERNAL,
+              redis_command(e.r, 3,
+                            (const char *[]){"EVAL", "return redis.error_reply('BOOM')", "0"}, NULL,
+                            &rep, &err));
+    ASSERT(rep == NULL);
+    ASSERT_CONTAINS(err.msg, "BOOM");
+    rq_close(&e);
+}
+
+TEST(unit_redis_reply_over_the_cap_is_too_large_and_the_connection_goes_on_redis)
+{
+    struct rq e;
+    struct redis_value *rep = NULL, *replies[2] = {NULL, NULL};
+    struct redis_call calls[2];
+    struct sp_error err = {0};
+    char key[300];
+    const size_t need = sizeof(struct redis_value) + 11; /* GET of 10 bytes: value, bytes, NUL */
+
+    rq_open(&e, -1, 1);
+    snprintf(key, sizeof(key), "%sbig", e.sh.prefix);
+    redis_value_free(rcmd(&e, "SET", "%Pbig", "0123456789", NULL));
+    redis_set_reply_max(e.r, need);
+    ASSERT_OK(redis_command(e.r, 2, (const char *[]){"GET", key}, NULL, &rep, &err));
+    ASSERT_EQ(10, rep->len);
+    ASSERT_STREQ("0123456789", rep->str);
+    redis_value_free(rep);
+    redis_set_reply_max(e.r, need - 1);
+    ASSERT_EQ(SP_ETOOLARGE, redis_command(e.r, 2, (const char *[]){"GET", key}, NULL, &rep, &err));
+    ASSERT(rep == NULL);
+    ASSERT_CONTAINS(err.msg, "larger than");
+    /* Pipelined: a too-large reply is NULL, and the replies after it are still read. */
+    for (int i = 0; i < 2; i++)
+        bullmq_extend_call(e.sh.prefix, "no-such-job", "t", "1000", &calls[i]);
+    redis_set_reply_max(e.r, 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ETOOLARGE, redis_pipeline(e.r, calls, 2, replies, &err));
+    ASSERT(replies[0] == NULL && replies[1] == NULL);
+    redis_set_reply_max(e.r, 0); /* back to REDIS_VALUE_MAX: the connection is in step */
+    sp_error_clear(&err);
+    ASSERT_OK(redis_pipeline(e.r, calls, 2, replies, &err));
+    ASSERT_EQ(RV_INT, replies[0]->type);
+    ASSERT_EQ(RV_INT, replies[1]->type);
+    redis_values_free(replies, 2);
+    ASSERT_EQ(10, rint_(&e, "STRLEN", "%Pbig", NULL));
+    rq_close(&e);
+}
+
 /* ---- the worker on the Redis queue ------------------------------------------------------- */
 
 /* A slow provider: each send moves the clock past half the lease; the first one also makes the
@@ -549,7 +630,7 @@ slow_send(struct sender *s, const struct send_request *req, struct arena *a,
           const char **provider_id, struct sp_error *err)
 {
     struct slow_sender *ss = (struct slow_sender *)s;
-    redisReply *rep;
+    struct redis_value *rep;
 
     (void)a;
     (void)err;
@@ -557,11 +638,11 @@ slow_send(struct sender *s, const struct send_request *req, struct arena *a,
         snprintf(ss->first, sizeof(ss->first), "%s", req->message_id);
         /* the other job of the lead: its lock goes to another worker */
         rep = rcmd(ss->rq, "LRANGE", "%Pactive", "0", "-1", NULL);
-        for (size_t i = 0; i < rep->elements; i++)
-            if ((strcmp(rep->element[i]->str, req->message_id) == 0) == ss->steal_own)
-                redis_reply_free(rcmd(ss->rq, "SET", jkey(ss->rq, rep->element[i]->str, ":lock"),
-                                      "other", NULL));
-        redis_reply_free(rep);
+        for (size_t i = 0; i < rep->n; i++)
+            if ((strcmp(rep->items[i].str, req->message_id) == 0) == ss->steal_own)
+                redis_value_free(
+                    rcmd(ss->rq, "SET", jkey(ss->rq, rep->items[i].str, ":lock"), "other", NULL));
+        redis_value_free(rep);
     }
     ss->env->clock.now += T_LEASE_MS / 2 + 1;
     *provider_id = "p";
@@ -694,7 +775,7 @@ TEST(unit_queue_redis_paused_queue_follows_the_bullmq_major_redis)
     rq_open(&e, -1, 1);
     /* Paused by a BullMQ 5 client: new jobs go to its `paused` list (renamed over `wait` when
      * it resumes), and nothing is handed out. */
-    redis_reply_free(rcmd(&e, "HSET", "%Pmeta", "paused", "1", "version", "bullmq:5.81.5", NULL));
+    redis_value_free(rcmd(&e, "HSET", "%Pmeta", "paused", "1", "version", "bullmq:5.81.5", NULL));
     enqueue(&e, NULL, id);
     ASSERT_EQ(1, relay(&e));
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Ppaused", NULL));
@@ -702,14 +783,14 @@ TEST(unit_queue_redis_paused_queue_follows_the_bullmq_major_redis)
     reserve(&e, now, 30000, &j, &found, &next_due);
     ASSERT_EQ(0, found);
     /* BullMQ 6 keeps a paused queue's jobs in `wait`. */
-    redis_reply_free(rcmd(&e, "HSET", "%Pmeta", "version", "bullmq:6.7.0", NULL));
+    redis_value_free(rcmd(&e, "HSET", "%Pmeta", "version", "bullmq:6.7.0", NULL));
     enqueue(&e, NULL, id);
     ASSERT_EQ(1, relay(&e));
     ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
     reserve(&e, now, 30000, &j, &found, &next_due);
     ASSERT_EQ(0, found);
     /* Resumed: handed out. */
-    redis_reply_free(rcmd(&e, "HDEL", "%Pmeta", "paused", NULL));
+    redis_value_free(rcmd(&e, "HDEL", "%Pmeta", "paused", NULL));
     take(&e, now, 30000, &j);
     rq_close(&e);
 }
@@ -757,7 +838,7 @@ TEST(unit_queue_redis_stalled_check_never_reopens_a_newer_record_redis)
     ASSERT_EQ(1, relay(&e));
     take(&e, now - 1000, 30000, &j);
     stalled_check(&e);
-    redis_reply_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
+    redis_value_free(rcmd(&e, "DEL", jkey(&e, id, ":lock"), NULL));
     ASSERT_OK(
         db_exec(e.conn, &complete_record, DB_ARGS(db_text(id), db_time(now + 60000)), NULL, &err));
     stalled_check(&e);
