@@ -570,7 +570,7 @@ static int
 record_stalled(struct queue_redis *q, const struct redis_value *ids, const struct db_stmt *sql,
                int64_t checked, struct sp_error *err)
 {
-    int64_t now = sp_clock_now_ms(&sp_clock_real);
+    int64_t now = checked; /* the caller's clock, as every other record */
     int rc = SP_OK;
 
     if (ids->type != RV_ARR)

@@ -344,11 +344,11 @@ static void
 redis_eval(struct t_env *env, const char *lua)
 {
     const char *argv[] = {"EVAL", lua, "0", env->rshared.prefix};
-    redisReply *rep = NULL;
+    struct redis_value *rep = NULL;
     struct sp_error err = {0};
     int rc = redis_command(env->redis, 4, argv, NULL, &rep, &err);
 
-    redis_reply_free(rep);
+    redis_value_free(rep);
     if (rc != SP_OK)
         t_fail(__FILE__, __LINE__, "redis EVAL: %s: %s", sp_err_name(rc), err.msg);
 }
