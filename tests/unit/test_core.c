@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/event_bus.h"
+#include "core/jsonr.h"
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/queue.h"
@@ -402,6 +403,23 @@ TEST(unit_event_bus_full_table)
     for (int i = 0; i < EVENT_BUS_MAX; i++)
         ASSERT_OK(event_bus_subscribe(&bus, i, rec_b, &c));
     ASSERT_EQ(SP_ETOOLARGE, event_bus_subscribe(&bus, 99, rec_b, &c));
+}
+
+/* ---- jsonr ---------------------------------------------------------------------------- */
+
+TEST(unit_jsonr_reads_one_string_field)
+{
+    char out[8];
+
+    ASSERT_OK(jsonr_str("{\"a\":1,\"m\":\"xyz\"}", "m", out, sizeof(out)));
+    ASSERT_STREQ("xyz", out);
+    ASSERT_EQ(SP_EINVAL, jsonr_str("{\"m\":1}", "m", out, sizeof(out)));    /* not a string */
+    ASSERT_EQ(SP_EINVAL, jsonr_str("[\"m\"]", "m", out, sizeof(out)));      /* not an object */
+    ASSERT_EQ(SP_EINVAL, jsonr_str("{\"m\":\"x\"", "m", out, sizeof(out))); /* malformed */
+    ASSERT_EQ(SP_EINVAL, jsonr_str(NULL, "m", out, sizeof(out)));
+    ASSERT_EQ(SP_EINVAL, jsonr_str("{\"m\":\"a\",\"m\":\"b\"}", "m", out, sizeof(out)));
+    ASSERT_EQ(SP_ETOOLARGE, jsonr_str("{\"m\":\"12345678\"}", "m", out, sizeof(out)));
+    ASSERT_OK(jsonr_str("{\"m\":\"1234567\"}", "m", out, sizeof(out))); /* fits with its NUL */
 }
 
 /* ---- backoff --------------------------------------------------------------------------- */

@@ -3,11 +3,10 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/jsonr.h"
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/uuid.h"
-
-#include <jansson.h>
 #include "features/leads/application/leads.h"
 #include "features/leads/domain/lead_repo.h"
 #include "features/messaging/domain/sender.h"
@@ -74,16 +73,10 @@ end_unsent(const struct delivery_deps *d, const struct job *j, int64_t now, int 
 int
 leads_delivery_message_id(const struct job *j, char *out)
 {
-    json_t *data = j->data ? json_loads(j->data, JSON_REJECT_DUPLICATES, NULL) : NULL;
-    const char *id = json_string_value(json_object_get(data, "messageId"));
-    int rc = SP_EINVAL;
-
-    if (id && sp_uuid_valid(id, strlen(id))) {
-        memcpy(out, id, SP_UUID_LEN + 1);
-        rc = SP_OK;
-    }
-    json_decref(data);
-    return rc;
+    if (jsonr_str(j->data, "messageId", out, SP_UUID_LEN + 1) != SP_OK ||
+        !sp_uuid_valid(out, strlen(out)))
+        return SP_EINVAL;
+    return SP_OK;
 }
 
 /* A job this worker cannot run (another producer's, on a shared queue): why, or NULL. Else
