@@ -136,16 +136,11 @@ use_redis(struct app *app, enum app_mode mode, struct sp_error *err)
 static int
 node_live(struct app *app, struct sp_error *err)
 {
-    const char *url = app->cfg->database_url;
     struct db_conn *c = NULL;
     int rc;
 
-    if (app->sqlite) {
-        url += 7; /* "sqlite:" */
-        if (strncmp(url, "//", 2) == 0)
-            url += 2;
-        return queue_sql_node_live_sqlite(&app->node, url, err);
-    }
+    if (app->sqlite)
+        return queue_sql_node_live_sqlite(&app->node, app->sqlite_path, err);
     rc = db_pg_connect(app->pg, &c, err);
     if (rc != SP_OK)
         return rc;
@@ -164,6 +159,7 @@ open_sqlite(struct app *app, const char *path, int pool_size, struct sp_error *e
         return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
                             "config: DATABASE_URL: sqlite needs a file path (connections of "
                             "one process share it)");
+    app->sqlite_path = path;
     rc = db_sqlite_new(path, &app->sqlite, err);
     if (rc == SP_OK)
         rc = db_sqlite_connect(app->sqlite, &c, err);

@@ -61,6 +61,7 @@ struct queue_backend {
 struct app {
     const struct config *cfg;
     struct db_sqlite *sqlite;
+    const char *sqlite_path; /* the file of DATABASE_URL=sqlite:..., borrowed from the config */
     struct db_pg *pg;
     char db_label[128]; /* DATABASE_URL without its password, for logs */
     struct db_pool *pool;
