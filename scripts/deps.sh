@@ -10,7 +10,7 @@
 set -euo pipefail
 
 profile=${1:-build}
-build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev)
+build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis valgrind curl postgresql postgresql-client redis-server

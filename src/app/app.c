@@ -256,6 +256,7 @@ app_cleanup(struct app *app)
         queue_redis_shared_cleanup(&app->rq);
     queue_signal_cleanup(&app->signal);
     queue_signal_cleanup(&app->relay_signal);
+    api_keys_free(&app->keys);
 }
 
 static int

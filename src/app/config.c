@@ -8,8 +8,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-enum key_type { K_INT, K_LONG, K_DOUBLE, K_STR, K_LEVEL, K_FORMAT };
+/* K_KEYS: a comma-separated list of secrets, stored trimmed (" a , b" -> "a,b"); set but
+ * empty, or with an empty entry, is an error (an empty API_KEYS once turned authentication off). */
+enum key_type { K_INT, K_LONG, K_DOUBLE, K_STR, K_KEYS, K_LEVEL, K_FORMAT };
 
 struct config_key {
     const char *env;  /* PORT */
@@ -60,8 +63,8 @@ static const struct config_key keys[] = {
      "error, warn, info or debug"},
     {"LOG_FORMAT", "log-format", K_FORMAT, OFF(log_format), "text", 0, 0, 0,
      "text (logfmt) or json"},
-    {"API_KEYS", "api-keys", K_STR, OFF(api_keys), NULL, 0, 0, 1,
-     "comma-separated keys; when set every route but /health needs X-API-Key"},
+    {"API_KEYS", "api-keys", K_KEYS, OFF(api_keys), NULL, 0, 0, 1,
+     "comma-separated keys (spaces trimmed); when set every route but /health needs X-API-Key"},
     {"MOCK_SINK", "mock-sink", K_STR, OFF(mock_sink), NULL, 0, 0, 0,
      "mock provider: append one JSON line per delivery to this file"},
     {"MOCK_FAIL_FIRST", "mock-fail-first", K_INT, OFF(mock_fail_first), "0", 0, 1000, 0,
@@ -106,6 +109,48 @@ parse_number(const struct config_key *k, const char *s, double *out, struct sp_e
 }
 
 static int
+is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Stores the list `s` trimmed into *slot (see K_KEYS). */
+static int
+apply_keys(const struct config_key *k, char **slot, const char *s, struct sp_error *err)
+{
+    size_t n = s ? strlen(s) : 0, pos = 0;
+    char *out = xmalloc(n + 1);
+
+    for (const char *p = s ? s : ""; n > 0;) {
+        const char *end = strchr(p, ',');
+        const char *b = p, *e = end ? end : p + strlen(p);
+        while (b < e && is_blank(*b))
+            b++;
+        while (e > b && is_blank(e[-1]))
+            e--;
+        if (b == e) {
+            free(out);
+            return bad(err, k, "must be a list of non-empty keys (unset it to turn keys off)", s);
+        }
+        if (pos > 0)
+            out[pos++] = ',';
+        memcpy(out + pos, b, (size_t)(e - b));
+        pos += (size_t)(e - b);
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    if (pos == 0) {
+        free(out);
+        return bad(err, k, "must be a list of non-empty keys (unset it to turn keys off)", "");
+    }
+    out[pos] = '\0';
+    free(*slot);
+    *slot = out;
+    return SP_OK;
+}
+
+static int
 apply(struct config *cfg, const struct config_key *k, const char *s, struct sp_error *err)
 {
     char *base = (char *)cfg + k->offset;
@@ -119,6 +164,8 @@ apply(struct config *cfg, const struct config_key *k, const char *s, struct sp_e
         *slot = s ? xstrdup(s) : NULL;
         return SP_OK;
     }
+    case K_KEYS:
+        return apply_keys(k, (char **)(void *)base, s, err);
     case K_LEVEL:
         if (log_level_parse(s, (enum log_level *)(void *)base) != 0)
             return bad(err, k, "must be error, warn, info or debug", s);
@@ -195,8 +242,10 @@ config_load(struct config *cfg, int argc, char **argv, int first, struct sp_erro
             rc = apply(cfg, &keys[i], keys[i].def, err);
     for (size_t i = 0; rc == SP_OK && i < NKEYS; i++) {
         const char *v = getenv(keys[i].env);
-        if (v != NULL && (v[0] != '\0' || keys[i].type == K_STR))
-            rc = apply(cfg, &keys[i], v[0] ? v : NULL, err);
+        if (v == NULL || (v[0] == '\0' && keys[i].type != K_STR && keys[i].type != K_KEYS))
+            continue;
+        /* an empty string setting means unset, but an empty key list is refused */
+        rc = apply(cfg, &keys[i], (v[0] || keys[i].type == K_KEYS) ? v : NULL, err);
     }
     for (int a = first; rc == SP_OK && a < argc; a++) {
         const char *arg = argv[a], *eq;
@@ -240,7 +289,7 @@ void
 config_cleanup(struct config *cfg)
 {
     for (size_t i = 0; i < NKEYS; i++) {
-        if (keys[i].type == K_STR) {
+        if (keys[i].type == K_STR || keys[i].type == K_KEYS) {
             char **slot = (char **)(void *)((char *)cfg + keys[i].offset);
             free(*slot);
             *slot = NULL;
@@ -274,7 +323,8 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
 {
     const char *base = (const char *)cfg + k->offset;
     switch (k->type) {
-    case K_STR: {
+    case K_STR:
+    case K_KEYS: {
         const char *s = *(char *const *)(const void *)base;
         char url[256];
         if (s == NULL)
@@ -308,17 +358,85 @@ print_value(const struct config *cfg, const struct config_key *k, FILE *f)
     }
 }
 
+/* Bounded appender for config_url_redact: copies what fits, always NUL-terminated. */
+struct outbuf {
+    char *p;
+    size_t cap, len;
+};
+
+static void
+out_put(struct outbuf *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && o->len + 1 < o->cap; i++)
+        o->p[o->len++] = s[i];
+    o->p[o->len] = '\0';
+}
+
+/* Whether a query parameter's name is a password (libpq takes password= and sslpassword=). */
+static int
+is_password_param(const char *name, size_t len)
+{
+    static const char suffix[] = "password";
+    size_t n = sizeof(suffix) - 1;
+
+    return len >= n && strncasecmp(name + len - n, suffix, n) == 0;
+}
+
+/* Copies the query string `q` (after '?'), each password parameter's value replaced by ***. */
+static void
+redact_query(struct outbuf *o, const char *q)
+{
+    while (*q) {
+        size_t len = strcspn(q, "&#");
+        const char *eq = memchr(q, '=', len);
+        if (eq && is_password_param(q, (size_t)(eq - q))) {
+            out_put(o, q, (size_t)(eq - q) + 1);
+            out_put(o, "***", 3);
+        } else {
+            out_put(o, q, len);
+        }
+        q += len;
+        if (*q == '#') {
+            out_put(o, q, strlen(q));
+            return;
+        }
+        if (*q == '&')
+            out_put(o, q++, 1);
+    }
+}
+
 const char *
 config_url_redact(const char *url, char *out, size_t cap)
 {
+    struct outbuf o = {out, cap, 0};
     const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    const char *auth = scheme ? scheme + 3 : url;
+    size_t auth_len = scheme ? strcspn(auth, "/?#") : 0;
+    const char *q;
 
-    if (at && colon && colon < at)
-        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        snprintf(out, cap, "%s", url);
+    if (cap == 0)
+        return out;
+    out[0] = '\0';
+    out_put(&o, url, (size_t)(auth - url));
+    /* userinfo is what comes before the last '@' of the authority; its password after ':' */
+    for (size_t i = auth_len; i > 0; i--) {
+        if (auth[i - 1] != '@')
+            continue;
+        const char *colon = memchr(auth, ':', i - 1);
+        if (colon) {
+            out_put(&o, auth, (size_t)(colon - auth) + 1);
+            out_put(&o, "***", 3);
+            auth += i - 1;
+        }
+        break;
+    }
+    q = strchr(auth, '?');
+    if (q == NULL || (scheme == NULL && strncmp(url, "sqlite:", 7) == 0)) {
+        out_put(&o, auth, strlen(auth));
+        return out;
+    }
+    out_put(&o, auth, (size_t)(q - auth) + 1);
+    redact_query(&o, q + 1);
     return out;
 }
 

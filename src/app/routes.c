@@ -101,38 +101,13 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
-/* Constant-time comparison of one candidate key against the comma-separated list. */
-static int
-api_key_ok(const char *keys, const char *given)
-{
-    size_t glen = given ? strlen(given) : 0;
-    int ok = 0;
-
-    if (glen == 0)
-        return 0;
-    for (const char *p = keys; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == glen) {
-            unsigned diff = 0;
-            for (size_t i = 0; i < len; i++)
-                diff |= (unsigned)(p[i] ^ given[i]);
-            ok |= diff == 0;
-        }
-        p += len;
-        if (*p == ',')
-            p++;
-    }
-    return ok;
-}
-
 void
 routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
 
-    if (app->cfg->api_keys && strcmp(req->path, "/health") != 0 &&
-        !api_key_ok(app->cfg->api_keys, req->api_key)) {
+    if (app->keys.n > 0 && strcmp(req->path, "/health") != 0 &&
+        !api_keys_check(&app->keys, req->api_key)) {
         http_error(resp, req->arena, 401,
                    (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
         return;
@@ -150,6 +125,7 @@ routes_init(struct app *app)
     struct http_router *r = &app->router;
     int rc = 0;
 
+    api_keys_init(&app->keys, app->cfg->api_keys);
     http_router_init(r);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);

@@ -6,6 +6,7 @@
  * database connection with the lead repository and the queue bound to it. */
 #pragma once
 
+#include "app/auth.h"
 #include "app/config.h"
 #include "core/event_bus.h"
 #include "core/http.h"
@@ -70,6 +71,7 @@ struct app {
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;
+    struct api_keys keys; /* API_KEYS as digests */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

@@ -4,6 +4,7 @@
 #include "core/clock.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,22 +45,78 @@ log_format_parse(const char *s, enum log_format *out)
     return 0;
 }
 
-/* Appends `s` to buf escaped for a JSON string (or a quoted logfmt value, same rules). */
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one: a stray continuation
+ * byte, a truncated sequence, an overlong form, a surrogate or a code point past U+10FFFF. */
+static size_t
+utf8_len(const unsigned char *s)
+{
+    unsigned cp;
+    size_t n;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, cp = s[0] & 0x1fu;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3, cp = s[0] & 0x0fu;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, cp = s[0] & 0x07u;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Appends `s` to buf escaped for a JSON string (or a quoted logfmt value, same rules). Text
+ * from outside (a request path, a database error) may hold any bytes: a byte that does not
+ * start valid UTF-8 becomes U+FFFD, so every line stays valid JSON. */
 static size_t
 put_escaped(char *buf, size_t pos, size_t cap, const char *s)
 {
-    for (; *s && pos + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
+    const unsigned char *u = (const unsigned char *)s;
+
+    while (*u && pos + 7 < cap) {
+        size_t n = utf8_len(u);
+        if (n == 0) {
+            pos += (size_t)snprintf(buf + pos, cap - pos, "\\ufffd");
+            u++;
+        } else if (*u == '"' || *u == '\\') {
             buf[pos++] = '\\';
-            buf[pos++] = (char)c;
-        } else if (c < 0x20) {
-            pos += (size_t)snprintf(buf + pos, cap - pos, "\\u%04x", c);
+            buf[pos++] = (char)*u++;
+        } else if (*u < 0x20 || *u == 0x7f) {
+            pos += (size_t)snprintf(buf + pos, cap - pos, "\\u%04x", *u++);
+        } else if (pos + n + 7 < cap) {
+            memcpy(buf + pos, u, n);
+            pos += n;
+            u += n;
         } else {
-            buf[pos++] = (char)c;
+            break; /* a whole character only */
         }
     }
     return pos;
+}
+
+int
+log_limit_pass(struct log_limit *l, int per_s, int *dropped)
+{
+    long long now = sp_clock_now_ms(&sp_clock_real) / 1000;
+    long long seen = atomic_load(&l->second);
+
+    if (seen != now && atomic_compare_exchange_strong(&l->second, &seen, now))
+        atomic_store(&l->count, 0);
+    if (atomic_fetch_add(&l->count, 1) >= per_s) {
+        atomic_fetch_add(&l->dropped, 1);
+        return 0;
+    }
+    *dropped = atomic_exchange(&l->dropped, 0);
+    return 1;
 }
 
 void

@@ -26,3 +26,23 @@ void log_write(enum log_level level, const char *file, int line, const char *fmt
 #define log_warn(...) SP_LOG(SP_LOG_WARN, __VA_ARGS__)
 #define log_info(...) SP_LOG(SP_LOG_INFO, __VA_ARGS__)
 #define log_debug(...) SP_LOG(SP_LOG_DEBUG, __VA_ARGS__)
+
+/* A cap for lines a client can cause at will (an aborted connection, a malformed request): at
+ * most `per_s` such lines a second are written; the next one written says how many were
+ * dropped. Zero-initialised; shared by threads. */
+struct log_limit {
+    _Atomic long long second;
+    _Atomic int count;
+    _Atomic int dropped;
+};
+
+/* Returns 1 when a line may be written now, and then *dropped = lines dropped since the last. */
+int log_limit_pass(struct log_limit *l, int per_s, int *dropped);
+
+#define SP_LOG_LIMITED(lim, per_s, lvl, fmt, ...)                                                  \
+    do {                                                                                           \
+        int sp_dropped_;                                                                           \
+        if ((lvl) <= sp_log_level && log_limit_pass((lim), (per_s), &sp_dropped_))                 \
+            log_write((lvl), __FILE__, __LINE__, fmt " (%d similar lines dropped)", __VA_ARGS__,   \
+                      sp_dropped_);                                                                \
+    } while (0)

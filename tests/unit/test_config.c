@@ -2,6 +2,7 @@
  * validation. Each test runs in its own forked child, so setenv/unsetenv cannot leak. */
 #include "t.h"
 
+#include "app/auth.h"
 #include "app/config.h"
 
 static void
@@ -189,4 +190,78 @@ TEST(unit_config_is_flag)
     ASSERT_EQ(0, takes);
     ASSERT_EQ(0, config_is_flag("--nope", &takes));
     ASSERT_EQ(0, config_is_flag("port", &takes));
+}
+
+/* API_KEYS set but empty used to turn authentication off without a word. */
+TEST(unit_config_api_keys_empty_is_an_error)
+{
+    expect_bad_env("API_KEYS", "");
+    expect_bad_env("API_KEYS", " , ");
+    expect_bad_env("API_KEYS", "a,,b");
+}
+
+TEST(unit_config_api_keys_empty_flag_is_an_error)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", "serve", "--api-keys=", NULL};
+
+    clear_env();
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 3, argv, 2, &err));
+    ASSERT_STREQ("API_KEYS", err.field);
+}
+
+/* Spaces around the keys used to be kept, so no key ever matched. */
+TEST(unit_config_api_keys_trimmed)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+
+    clear_env();
+    setenv("API_KEYS", " a , b\t,c ", 1);
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("a,b,c", cfg.api_keys);
+    config_cleanup(&cfg);
+}
+
+/* A password in the query string (libpq accepts ?password=) is redacted like the authority's. */
+TEST(unit_config_url_redact_query_password)
+{
+    char out[256];
+
+    config_url_redact("postgres://u@db/sp?sslmode=disable&password=s3cret&x=1", out, sizeof(out));
+    ASSERT(strstr(out, "s3cret") == NULL);
+    ASSERT_STREQ("postgres://u@db/sp?sslmode=disable&password=***&x=1", out);
+    config_url_redact("postgres://u:pw1@db/sp?password=pw2", out, sizeof(out));
+    ASSERT(strstr(out, "pw1") == NULL && strstr(out, "pw2") == NULL);
+    ASSERT_STREQ("postgres://u:***@db/sp?password=***", out);
+    config_url_redact("postgres://db/sp?sslpassword=k&application_name=a", out, sizeof(out));
+    ASSERT_STREQ("postgres://db/sp?sslpassword=***&application_name=a", out);
+    config_url_redact("sqlite:/tmp/a.db", out, sizeof(out));
+    ASSERT_STREQ("sqlite:/tmp/a.db", out);
+    /* '@' or ':' inside the query string do not make an authority password */
+    config_url_redact("postgres://db/sp?options=a:b@c", out, sizeof(out));
+    ASSERT_STREQ("postgres://db/sp?options=a:b@c", out);
+}
+
+TEST(unit_api_keys_check)
+{
+    struct api_keys k;
+
+    api_keys_init(&k, "a,bb,key-3");
+    ASSERT_EQ(3, k.n);
+    ASSERT(api_keys_check(&k, "a"));
+    ASSERT(api_keys_check(&k, "bb"));
+    ASSERT(api_keys_check(&k, "key-3"));
+    ASSERT(!api_keys_check(&k, "b"));
+    ASSERT(!api_keys_check(&k, "a,bb"));
+    ASSERT(!api_keys_check(&k, " a"));
+    ASSERT(!api_keys_check(&k, ""));
+    ASSERT(!api_keys_check(&k, NULL));
+    api_keys_free(&k);
+    api_keys_init(&k, NULL);
+    ASSERT_EQ(0, k.n);
+    ASSERT(!api_keys_check(&k, "a"));
+    api_keys_free(&k);
 }

@@ -8,6 +8,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/event_bus.h"
 #include "core/jsonr.h"
@@ -15,6 +16,9 @@
 #include "core/log.h"
 #include "core/queue.h"
 #include "core/uuid.h"
+
+#include <jansson.h>
+#include <unistd.h>
 
 /* ---- jsonw ----------------------------------------------------------------------------- */
 
@@ -514,4 +518,82 @@ TEST(unit_log_levels_coexist_with_syslog)
     ASSERT_EQ(SP_LOG_WARN, l);
     ASSERT_EQ(-1, log_level_parse("notice", &l));
     ASSERT_EQ(SP_LOG_WARN, l);
+}
+
+/* Runs one log_write with stderr sent to a temp file; returns what was written (static). */
+static const char *
+capture_log(enum log_format fmt, const char *text)
+{
+    static char buf[4096];
+    FILE *tmp = tmpfile();
+    int saved = dup(STDERR_FILENO);
+    size_t n;
+
+    ASSERT(tmp != NULL && saved >= 0);
+    ASSERT(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    log_setup(SP_LOG_INFO, fmt);
+    log_info("GET %s -> 404", text);
+    log_setup(SP_LOG_INFO, LOG_TEXT);
+    ASSERT(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    n = fread(buf, 1, sizeof(buf) - 1, tmp);
+    buf[n] = '\0';
+    fclose(tmp);
+    return buf;
+}
+
+/* A request path with raw bytes that are not UTF-8 used to make a JSON log line invalid. */
+TEST(unit_log_json_lines_stay_valid_json)
+{
+    static const char *const paths[] = {
+        "/leads/\xff\xfe",   "/x\xc3",
+        "/\xed\xa0\x80",     "/\xc0\xaf",
+        "/\xf4\x90\x80\x80", "/ok-\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80",
+        "/ctl\x01\x7f\"\\",
+    };
+
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        const char *line = capture_log(LOG_JSON, paths[i]);
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        ASSERT(j != NULL);
+        ASSERT(json_is_string(json_object_get(j, "msg")));
+        json_decref(j);
+        ASSERT(strchr(line, '\n') == line + strlen(line) - 1);
+    }
+    /* valid UTF-8 is kept as is, invalid bytes become U+FFFD */
+    ASSERT_CONTAINS(capture_log(LOG_JSON, "/ok-\xc3\xa9"), "/ok-\xc3\xa9 -> 404");
+    ASSERT_CONTAINS(capture_log(LOG_JSON, "/a\xff"
+                                          "b"),
+                    "/a\\ufffdb -> 404");
+}
+
+TEST(unit_log_limit_caps_lines_per_second)
+{
+    struct log_limit lim = {0};
+    int dropped = -1, passed = 0;
+
+    for (int i = 0; i < 100; i++)
+        passed += log_limit_pass(&lim, 5, &dropped);
+    /* the test could straddle a second boundary: then at most twice the cap passes */
+    ASSERT(passed >= 5 && passed <= 10);
+    ASSERT(dropped == 0);
+}
+
+/* ---- crypto ---------------------------------------------------------------------------- */
+
+TEST(unit_crypto_sha256_known_answer)
+{
+    static const unsigned char abc[SP_SHA256_LEN] = {
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40,
+        0xde, 0x5d, 0xae, 0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17,
+        0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad,
+    };
+    unsigned char d[SP_SHA256_LEN];
+
+    sp_sha256("abc", 3, d);
+    ASSERT(sp_equal_ct(abc, d, sizeof(d)));
+    d[31] ^= 1;
+    ASSERT(!sp_equal_ct(abc, d, sizeof(d)));
 }
