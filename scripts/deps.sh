@@ -5,16 +5,19 @@
 #                           # (tests/pg/pgserver.sh runs a throwaway server from
 #                           # /usr/lib/postgresql/<version>/bin), the Redis server
 #                           # (tests/redis/redisserver.sh), Node.js and npm (the BullMQ interop
-#                           # tests) and docker-compose (validates docker-compose.yml; no engine)
+#                           # tests), docker-compose (validates docker-compose.yml; no engine),
+#                           # aiosmtpd and openssl (tests/integration/test_smtp.py: a loopback
+#                           # SMTP server and its self-signed certificate)
 #   scripts/deps.sh bench   # build + wrk, curl and the PostgreSQL and Redis servers
 set -euo pipefail
 
 profile=${1:-build}
-build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev)
+build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev
+            libcurl4-openssl-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis valgrind curl postgresql postgresql-client redis-server
-               redis-tools nodejs docker-compose) ;;
+               redis-tools nodejs docker-compose python3-aiosmtpd openssl) ;;
   bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
                redis-tools) ;;
   *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;

@@ -10,6 +10,8 @@
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
 #include "features/messaging/infrastructure/mock_sender.h"
+#include "features/messaging/infrastructure/smtp_sender.h"
+#include "infra/curl_client.h"
 #include "infra/db.h"
 #include "infra/db_pg.h"
 #include "infra/db_sqlite.h"
@@ -216,6 +218,22 @@ senders_init(struct app *app, struct sp_error *err)
     memset(&app->senders, 0, sizeof(app->senders));
     app->senders.by_channel[CHANNEL_EMAIL] = mock_sender_base(app->mock);
     app->senders.by_channel[CHANNEL_WHATSAPP] = mock_sender_base(app->mock);
+    /* libcurl starts before any worker thread: its global init is not thread-safe. */
+    rc = curl_client_global_init(err);
+    if (rc != SP_OK)
+        return rc;
+    app->curl_ready = 1;
+    if (strcmp(app->cfg->email_provider, "smtp") == 0) {
+        const struct config *c = app->cfg;
+        struct smtp_sender_config sc = {c->smtp_url,      c->smtp_username,
+                                        c->smtp_password, c->smtp_ca_file,
+                                        c->email_from,    c->email_reply_domain,
+                                        c->email_reply_secret, (long)c->smtp_timeout_ms};
+        rc = smtp_sender_new(&sc, &app->smtp, err);
+        if (rc != SP_OK)
+            return rc;
+        app->senders.by_channel[CHANNEL_EMAIL] = smtp_sender_base(app->smtp);
+    }
     return SP_OK;
 }
 
@@ -252,6 +270,9 @@ app_cleanup(struct app *app)
     db_sqlite_free(app->sqlite);
     db_pg_free(app->pg);
     mock_sender_free(app->mock);
+    smtp_sender_free(app->smtp);
+    if (app->curl_ready)
+        curl_client_global_cleanup(); /* the worker threads, its users, have exited */
     if (app->queue == &redis_backend)
         queue_redis_shared_cleanup(&app->rq);
     queue_signal_cleanup(&app->signal);

@@ -73,6 +73,24 @@ static const struct config_key keys[] = {
      "mock provider: fail each attempt with this probability"},
     {"MOCK_SEND_DELAY_MS", "mock-send-delay-ms", K_INT, OFF(mock_send_delay_ms), "0", 0, 600000, 0,
      "mock provider: each send takes this long (ms)"},
+    {"EMAIL_PROVIDER", "email-provider", K_STR, OFF(email_provider), "mock", 0, 0, 0,
+     "mock or smtp: who sends the email channel"},
+    {"SMTP_URL", "smtp-url", K_STR, OFF(smtp_url), NULL, 0, 0, 2,
+     "smtp://host:port (STARTTLS when offered) or smtps://host:port (TLS); EMAIL_PROVIDER=smtp"},
+    {"SMTP_USERNAME", "smtp-username", K_STR, OFF(smtp_username), NULL, 0, 0, 0,
+     "SMTP AUTH user; when set, TLS is required (no password in clear text)"},
+    {"SMTP_PASSWORD", "smtp-password", K_STR, OFF(smtp_password), NULL, 0, 0, 1,
+     "SMTP AUTH password"},
+    {"SMTP_CA_FILE", "smtp-ca-file", K_STR, OFF(smtp_ca_file), NULL, 0, 0, 0,
+     "extra CA bundle (PEM) trusted for the relay, besides the system's"},
+    {"SMTP_TIMEOUT_MS", "smtp-timeout-ms", K_LONG, OFF(smtp_timeout_ms), "30000", 100, 600000, 0,
+     "the whole SMTP exchange of one message (ms); connecting takes at most 10 s of it"},
+    {"EMAIL_FROM", "email-from", K_STR, OFF(email_from), NULL, 0, 0, 0,
+     "sender, \"Name <address>\"; its domain ends every Message-ID (EMAIL_PROVIDER=smtp)"},
+    {"EMAIL_REPLY_DOMAIN", "email-reply-domain", K_STR, OFF(email_reply_domain), NULL, 0, 0, 0,
+     "set: Reply-To is reply+<token>@<this domain>, the token naming the lead"},
+    {"EMAIL_REPLY_SECRET", "email-reply-secret", K_STR, OFF(email_reply_secret), NULL, 0, 0, 1,
+     "HMAC key of the Reply-To token (16+ characters; needed with EMAIL_REPLY_DOMAIN)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -211,6 +229,30 @@ name_ok(const char *s)
     return 1;
 }
 
+/* EMAIL_PROVIDER and what smtp needs; the SMTP sender checks the values' shape at start-up. */
+static int
+validate_email(const struct config *cfg, struct sp_error *err)
+{
+    const char *p = cfg->email_provider;
+
+    if (p == NULL || (strcmp(p, "mock") != 0 && strcmp(p, "smtp") != 0))
+        return sp_error_set(err, SP_EINVAL, "EMAIL_PROVIDER",
+                            "config: EMAIL_PROVIDER: must be mock or smtp (got \"%.20s\")",
+                            p ? p : "");
+    if (strcmp(p, "smtp") != 0)
+        return SP_OK;
+    if (cfg->smtp_url == NULL)
+        return sp_error_set(err, SP_EINVAL, "SMTP_URL",
+                            "config: SMTP_URL: needed with EMAIL_PROVIDER=smtp");
+    if (cfg->email_from == NULL)
+        return sp_error_set(err, SP_EINVAL, "EMAIL_FROM",
+                            "config: EMAIL_FROM: needed with EMAIL_PROVIDER=smtp");
+    if (cfg->smtp_password && cfg->smtp_username == NULL)
+        return sp_error_set(err, SP_EINVAL, "SMTP_USERNAME",
+                            "config: SMTP_USERNAME: needed with SMTP_PASSWORD");
+    return SP_OK;
+}
+
 static int
 validate(const struct config *cfg, struct sp_error *err)
 {
@@ -228,7 +270,7 @@ validate(const struct config *cfg, struct sp_error *err)
     if (!name_ok(cfg->queue_prefix))
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
-    return SP_OK;
+    return validate_email(cfg, err);
 }
 
 int

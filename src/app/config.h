@@ -33,6 +33,15 @@ struct config {
     int mock_fail_first;
     double mock_fail_rate;
     int mock_send_delay_ms;
+    char *email_provider;
+    char *smtp_url;
+    char *smtp_username;
+    char *smtp_password;
+    char *smtp_ca_file;
+    long long smtp_timeout_ms;
+    char *email_from;
+    char *email_reply_domain;
+    char *email_reply_secret;
 };
 
 /* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags

@@ -5,6 +5,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 
 void
@@ -15,6 +16,20 @@ sp_sha256(const void *data, size_t len, unsigned char out[SP_SHA256_LEN])
     /* EVP_Digest fails only when it cannot allocate its context */
     if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != SP_SHA256_LEN) {
         log_error("crypto: SHA-256 failed");
+        abort();
+    }
+}
+
+void
+sp_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+               unsigned char out[SP_SHA256_LEN])
+{
+    unsigned int n = 0;
+
+    /* HMAC() fails only when it cannot allocate (or the key length overflows an int) */
+    if (key_len > 0x7fffffff ||
+        HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) == NULL || n != SP_SHA256_LEN) {
+        log_error("crypto: HMAC-SHA-256 failed");
         abort();
     }
 }

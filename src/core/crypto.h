@@ -8,5 +8,8 @@
 
 /* SHA-256 of data[len] into out. Aborts on an OpenSSL failure (out of memory). */
 void sp_sha256(const void *data, size_t len, unsigned char out[SP_SHA256_LEN]);
+/* HMAC-SHA-256 of data[len] under key[key_len] into out. Aborts on an OpenSSL failure. */
+void sp_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+                    unsigned char out[SP_SHA256_LEN]);
 /* 1 when a[n] == b[n]; the time taken depends on n only. */
 int sp_equal_ct(const void *a, const void *b, size_t n);

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define IN_REPLY_TO_MAX 998 /* one header line */
+
 static const char *
 correlation(struct arena *a, const struct message *m, const struct job *j)
 {
@@ -228,6 +230,18 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     return rc;
 }
 
+/* The "inReplyTo" of a channel message (the inbound message it answers), or NULL. */
+static const char *
+in_reply_to(struct arena *a, const char *channel_message)
+{
+    char buf[IN_REPLY_TO_MAX + 1];
+
+    if (channel_message == NULL ||
+        jsonr_str(channel_message, "inReplyTo", buf, sizeof(buf)) != SP_OK || buf[0] == '\0')
+        return NULL;
+    return arena_strdup(a, buf);
+}
+
 static int
 deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
         const struct lead *l, const char **provider_id, struct sp_error *send_err)
@@ -244,10 +258,13 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
     if (req.to == NULL)
         return sp_error_set(send_err, SP_EPERMANENT, "to", "message has no %s address",
                             channel_name(m->channel));
+    req.to_name = l->name;
+    req.lead_id = l->id;
     req.message_id = m->id;
     req.idempotency_key = m->id;
     req.attempt = m->attempts;
     req.channel_message = m->channel_message;
+    req.in_reply_to = in_reply_to(a, m->channel_message);
     return sender_send(s, &req, a, provider_id, send_err);
 }
 

@@ -16,11 +16,17 @@ struct sender;
 
 struct send_request {
     enum channel channel;
-    const char *to; /* address on the channel */
+    const char *to;      /* address on the channel */
+    const char *to_name; /* the lead's name (an email's To display name), or NULL */
+    const char *lead_id; /* the lead the message belongs to (an email's Reply-To token) */
     const char *message_id;
     const char *idempotency_key; /* the message id */
     int attempt;                 /* 1 for the first attempt */
     const char *channel_message; /* JSON object text */
+    /* The provider's id of the inbound message this one answers ("<id@host>" for email: its
+     * In-Reply-To and References), or NULL. Filled from channel_message's "inReplyTo" once
+     * inbound messages record it. */
+    const char *in_reply_to;
 };
 
 struct sender_ops {

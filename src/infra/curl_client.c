@@ -1,0 +1,327 @@
+/* curl_client.c: libcurl behind one small interface (see curl_client.h). */
+#include "infra/curl_client.h"
+
+#include "core/arena.h"
+
+#include <curl/curl.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <string.h>
+
+#define PARTIAL_MAX 1024 /* one reply line being received; the rest of a longer one is dropped */
+
+static pthread_key_t handle_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static int key_ok;
+
+static void
+handle_free(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+static void
+make_key(void)
+{
+    key_ok = pthread_key_create(&handle_key, handle_free) == 0;
+}
+
+int
+curl_client_global_init(struct sp_error *err)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return sp_error_set(err, SP_EINTERNAL, "curl", "libcurl failed to initialise");
+    pthread_once(&key_once, make_key);
+    if (!key_ok) {
+        curl_global_cleanup();
+        return sp_error_set(err, SP_EINTERNAL, "curl", "no thread key for the curl handles");
+    }
+    return SP_OK;
+}
+
+void
+curl_client_global_cleanup(void)
+{
+    if (key_ok) {
+        CURL *h = pthread_getspecific(handle_key);
+        if (h) {
+            pthread_setspecific(handle_key, NULL);
+            curl_easy_cleanup(h);
+        }
+    }
+    curl_global_cleanup();
+}
+
+/* The calling thread's handle, its options back to defaults (its connections kept). NULL when
+ * libcurl cannot make one. */
+static CURL *
+thread_handle(void)
+{
+    CURL *h;
+
+    if (!key_ok)
+        return NULL;
+    h = pthread_getspecific(handle_key);
+    if (h) {
+        curl_easy_reset(h);
+        return h;
+    }
+    h = curl_easy_init();
+    if (h && pthread_setspecific(handle_key, h) != 0) {
+        curl_easy_cleanup(h);
+        h = NULL;
+    }
+    return h;
+}
+
+/* ---- what the server says -------------------------------------------------------------------- */
+
+struct capture {
+    char line[CURL_REPLY_LINE_MAX + 1]; /* the last complete reply line */
+    char partial[PARTIAL_MAX];
+    size_t npartial;
+    const char *ca_file;
+};
+
+static void
+capture_line(struct capture *c)
+{
+    size_t n = 0;
+
+    if (c->npartial == 0)
+        return;
+    for (size_t i = 0; i < c->npartial && n < CURL_REPLY_LINE_MAX; i++) {
+        unsigned char ch = (unsigned char)c->partial[i];
+        c->line[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+    }
+    while (n > 0 && c->line[n - 1] == ' ')
+        n--;
+    c->line[n] = '\0';
+    c->npartial = 0;
+}
+
+/* Only what the server sends (CURLINFO_HEADER_IN: its reply lines) is looked at: what we send
+ * (CURLINFO_HEADER_OUT) carries the AUTH exchange and is never read. */
+static int
+on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *userp)
+{
+    struct capture *c = userp;
+
+    (void)h;
+    if (type != CURLINFO_HEADER_IN)
+        return 0;
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] == '\n')
+            capture_line(c);
+        else if (data[i] != '\r' && c->npartial < sizeof(c->partial))
+            c->partial[c->npartial++] = data[i];
+    }
+    return 0;
+}
+
+/* Adds the extra CA bundle to the store libcurl already filled with the system's. */
+static CURLcode
+on_ssl_ctx(CURL *h, void *ssl_ctx, void *userp)
+{
+    struct capture *c = userp;
+    X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
+
+    (void)h;
+    if (c->ca_file == NULL)
+        return CURLE_OK;
+    if (store == NULL || X509_STORE_load_file(store, c->ca_file) != 1)
+        return CURLE_SSL_CACERT_BADFILE;
+    return CURLE_OK;
+}
+
+struct upload {
+    const char *p;
+    size_t len, off;
+};
+
+static size_t
+on_read(char *dst, size_t size, size_t nitems, void *userp)
+{
+    struct upload *u = userp;
+    size_t n = size * nitems;
+
+    if (n > u->len - u->off)
+        n = u->len - u->off;
+    memcpy(dst, u->p + u->off, n);
+    u->off += n;
+    return n;
+}
+
+struct download {
+    struct arena *a;
+    char *p;
+    size_t len, cap, max;
+    int over;
+};
+
+static size_t
+on_write(char *src, size_t size, size_t nmemb, void *userp)
+{
+    struct download *d = userp;
+    size_t n = size * nmemb;
+
+    if (d->len + n > d->max) {
+        d->over = 1;
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    if (d->len + n + 1 > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 1024;
+        char *p;
+        while (cap < d->len + n + 1)
+            cap *= 2;
+        p = arena_alloc(d->a, cap);
+        if (d->len)
+            memcpy(p, d->p, d->len);
+        d->p = p;
+        d->cap = cap;
+    }
+    memcpy(d->p + d->len, src, n);
+    d->len += n;
+    d->p[d->len] = '\0';
+    return n;
+}
+
+/* TLS verified, timeouts, no signals (threads), the extra CA bundle, the reply capture. */
+static void
+common_options(CURL *h, struct capture *c, const char *ca_file, long connect_ms, long total_ms,
+               char *errbuf)
+{
+    c->ca_file = ca_file && ca_file[0] ? ca_file : NULL;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+    curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, c);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 10000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 30000L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_VERBOSE, 1L); /* feeds on_debug; nothing goes to stderr */
+    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_debug);
+    curl_easy_setopt(h, CURLOPT_DEBUGDATA, c);
+}
+
+static int
+transport_error(CURLcode cc, const char *what, const char *errbuf, struct sp_error *err)
+{
+    const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+    int code = cc == CURLE_OPERATION_TIMEDOUT ? SP_ETIMEDOUT : SP_EPROVIDER;
+
+    return sp_error_set(err, code, "provider", "%s: %s", what, detail);
+}
+
+int
+curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
+                      struct curl_reply *out, struct sp_error *err)
+{
+    struct capture cap;
+    struct upload up = {req->data, req->data_len, 0};
+    struct curl_slist *rcpt = NULL;
+    char errbuf[CURL_ERROR_SIZE];
+    CURL *h = thread_handle();
+    CURLcode cc;
+    long code = 0;
+    int rc;
+
+    memset(&cap, 0, sizeof(cap));
+    errbuf[0] = '\0';
+    out->code = 0;
+    out->line = "";
+    out->body = "";
+    out->body_len = 0;
+    if (h == NULL)
+        return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: no curl handle");
+    rcpt = curl_slist_append(NULL, arena_printf(a, "<%s>", req->rcpt_to));
+    if (rcpt == NULL)
+        return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: out of memory");
+    common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl_easy_setopt(h, CURLOPT_URL, req->url);
+    curl_easy_setopt(h, CURLOPT_USE_SSL, req->require_tls ? (long)CURLUSESSL_ALL
+                                                          : (long)CURLUSESSL_TRY);
+    if (req->username && req->username[0]) {
+        curl_easy_setopt(h, CURLOPT_USERNAME, req->username);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, req->password ? req->password : "");
+    }
+    curl_easy_setopt(h, CURLOPT_MAIL_FROM, arena_printf(a, "<%s>", req->mail_from));
+    curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(h, CURLOPT_READDATA, &up);
+    curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->data_len);
+
+    cc = curl_easy_perform(h);
+    capture_line(&cap); /* a last line without its LF (the connection dropped) */
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    out->code = code;
+    out->line = arena_strdup(a, cap.line);
+    rc = cc == CURLE_OK ? SP_OK : transport_error(cc, "smtp", errbuf, err);
+    /* Forgets the password and the pointers to our stack; the connection stays cached. */
+    curl_easy_reset(h);
+    curl_slist_free_all(rcpt);
+    return rc;
+}
+
+int
+curl_client_http_post(const struct curl_http_request *req, struct arena *a,
+                      struct curl_reply *out, struct sp_error *err)
+{
+    struct capture cap;
+    struct download down = {a, NULL, 0, 0, req->max_body, 0};
+    struct curl_slist *hdrs = NULL, *next;
+    char errbuf[CURL_ERROR_SIZE];
+    CURL *h = thread_handle();
+    CURLcode cc;
+    long code = 0;
+    int rc = SP_OK;
+
+    memset(&cap, 0, sizeof(cap));
+    errbuf[0] = '\0';
+    out->code = 0;
+    out->line = "";
+    out->body = "";
+    out->body_len = 0;
+    if (h == NULL)
+        return sp_error_set(err, SP_EPROVIDER, "provider", "http: no curl handle");
+    if (req->content_type)
+        hdrs = curl_slist_append(hdrs, arena_printf(a, "Content-Type: %s", req->content_type));
+    for (const char *const *p = req->headers; p && *p && rc == SP_OK; p++) {
+        next = curl_slist_append(hdrs, *p);
+        if (next == NULL)
+            rc = sp_error_set(err, SP_EPROVIDER, "provider", "http: out of memory");
+        else
+            hdrs = next;
+    }
+    if (rc != SP_OK) {
+        curl_slist_free_all(hdrs);
+        return rc;
+    }
+    common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_URL, req->url);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &down);
+
+    cc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    out->code = code;
+    out->body = down.p ? down.p : "";
+    out->body_len = down.len;
+    if (down.over)
+        rc = sp_error_set(err, SP_ETOOLARGE, "provider", "http: response larger than %zu bytes",
+                          req->max_body);
+    else if (cc != CURLE_OK)
+        rc = transport_error(cc, "http", errbuf, err);
+    curl_easy_reset(h); /* drops the header list and our stack pointers before they go */
+    curl_slist_free_all(hdrs);
+    return rc;
+}
