@@ -3,6 +3,7 @@
 
 #include "core/arena.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -53,6 +54,15 @@ curl_client_global_cleanup(void)
     curl_global_cleanup();
 }
 
+/* Forgets the calling thread's handle and the connections it kept: after a failed exchange
+ * their state is unknown (a stalled server may still answer the old command). */
+static void
+drop_thread_handle(CURL *h)
+{
+    pthread_setspecific(handle_key, NULL);
+    curl_easy_cleanup(h);
+}
+
 /* The calling thread's handle, its options back to defaults (its connections kept). NULL when
  * libcurl cannot make one. */
 static CURL *
@@ -78,7 +88,8 @@ thread_handle(void)
 /* ---- what the server says -------------------------------------------------------------------- */
 
 struct capture {
-    char line[CURL_REPLY_LINE_MAX + 1]; /* the last complete reply line */
+    char line[CURL_REPLY_LINE_MAX + 1];     /* the last complete reply line */
+    char err_line[CURL_REPLY_LINE_MAX + 1]; /* the last one with a 4xx or 5xx code */
     char partial[PARTIAL_MAX];
     size_t npartial;
     const char *ca_file;
@@ -99,6 +110,10 @@ capture_line(struct capture *c)
         n--;
     c->line[n] = '\0';
     c->npartial = 0;
+    /* A refusal is followed by our QUIT and the server's 221: the refusal is what matters. */
+    if ((c->line[0] == '4' || c->line[0] == '5') && isdigit((unsigned char)c->line[1]) &&
+        isdigit((unsigned char)c->line[2]))
+        memcpy(c->err_line, c->line, n + 1);
 }
 
 /* Only what the server sends (CURLINFO_HEADER_IN: its reply lines) is looked at: what we send
@@ -259,10 +274,12 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
     capture_line(&cap); /* a last line without its LF (the connection dropped) */
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     out->code = code;
-    out->line = arena_strdup(a, cap.line);
+    out->line = arena_strdup(a, cc != CURLE_OK && cap.err_line[0] ? cap.err_line : cap.line);
     rc = cc == CURLE_OK ? SP_OK : transport_error(cc, "smtp", errbuf, err);
-    /* Forgets the password and the pointers to our stack; the connection stays cached. */
-    curl_easy_reset(h);
+    if (cc == CURLE_OK)
+        curl_easy_reset(h); /* forgets the password and our stack; the connection stays */
+    else
+        drop_thread_handle(h);
     curl_slist_free_all(rcpt);
     return rc;
 }
@@ -321,7 +338,10 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a,
                           req->max_body);
     else if (cc != CURLE_OK)
         rc = transport_error(cc, "http", errbuf, err);
-    curl_easy_reset(h); /* drops the header list and our stack pointers before they go */
+    if (rc == SP_OK)
+        curl_easy_reset(h); /* drops the header list and our stack pointers before they go */
+    else
+        drop_thread_handle(h);
     curl_slist_free_all(hdrs);
     return rc;
 }
