@@ -225,10 +225,9 @@ senders_init(struct app *app, struct sp_error *err)
     app->curl_ready = 1;
     if (strcmp(app->cfg->email_provider, "smtp") == 0) {
         const struct config *c = app->cfg;
-        struct smtp_sender_config sc = {c->smtp_url,      c->smtp_username,
-                                        c->smtp_password, c->smtp_ca_file,
-                                        c->email_from,    c->email_reply_domain,
-                                        c->email_reply_secret, (long)c->smtp_timeout_ms};
+        struct smtp_sender_config sc = {
+            c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
         rc = smtp_sender_new(&sc, &app->smtp, err);
         if (rc != SP_OK)
             return rc;

@@ -27,8 +27,8 @@ sp_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
     unsigned int n = 0;
 
     /* HMAC() fails only when it cannot allocate (or the key length overflows an int) */
-    if (key_len > 0x7fffffff ||
-        HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) == NULL || n != SP_SHA256_LEN) {
+    if (key_len > 0x7fffffff || HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) == NULL ||
+        n != SP_SHA256_LEN) {
         log_error("crypto: HMAC-SHA-256 failed");
         abort();
     }

@@ -231,8 +231,8 @@ transport_error(CURLcode cc, const char *what, const char *errbuf, struct sp_err
 }
 
 int
-curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
-                      struct curl_reply *out, struct sp_error *err)
+curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, struct curl_reply *out,
+                      struct sp_error *err)
 {
     struct capture cap;
     struct upload up = {req->data, req->data_len, 0};
@@ -257,8 +257,8 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
     common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(h, CURLOPT_URL, req->url);
-    curl_easy_setopt(h, CURLOPT_USE_SSL, req->require_tls ? (long)CURLUSESSL_ALL
-                                                          : (long)CURLUSESSL_TRY);
+    curl_easy_setopt(h, CURLOPT_USE_SSL,
+                     req->require_tls ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY);
     if (req->username && req->username[0]) {
         curl_easy_setopt(h, CURLOPT_USERNAME, req->username);
         curl_easy_setopt(h, CURLOPT_PASSWORD, req->password ? req->password : "");
@@ -285,8 +285,8 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
 }
 
 int
-curl_client_http_post(const struct curl_http_request *req, struct arena *a,
-                      struct curl_reply *out, struct sp_error *err)
+curl_client_http_post(const struct curl_http_request *req, struct arena *a, struct curl_reply *out,
+                      struct sp_error *err)
 {
     struct capture cap;
     struct download down = {a, NULL, 0, 0, req->max_body, 0};

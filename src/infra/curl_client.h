@@ -35,8 +35,8 @@ struct curl_smtp_request {
     const char *url;      /* smtp://host:port (STARTTLS when offered) or smtps://host:port */
     const char *username; /* NULL or "": no AUTH */
     const char *password;
-    const char *ca_file;  /* extra CA bundle (PEM) or NULL */
-    int require_tls;      /* 1: refuse to go on in clear text (smtp:// without STARTTLS) */
+    const char *ca_file;   /* extra CA bundle (PEM) or NULL */
+    int require_tls;       /* 1: refuse to go on in clear text (smtp:// without STARTTLS) */
     const char *mail_from; /* envelope sender (addr-spec) */
     const char *rcpt_to;   /* the one envelope recipient (addr-spec) */
     const char *data;      /* the message: CRLF line ends, not dot-stuffed */
@@ -53,9 +53,9 @@ int curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
                           struct curl_reply *out, struct sp_error *err) SP_MUST_CHECK;
 
 struct curl_http_request {
-    const char *url;               /* https://... (http:// allowed for tests on loopback) */
-    const char *const *headers;    /* "Name: value" lines, NULL-terminated array, or NULL */
-    const char *content_type;      /* e.g. "application/json" */
+    const char *url;            /* https://... (http:// allowed for tests on loopback) */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated array, or NULL */
+    const char *content_type;   /* e.g. "application/json" */
     const char *body;
     size_t body_len;
     const char *ca_file; /* extra CA bundle (PEM) or NULL */

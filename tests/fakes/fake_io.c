@@ -30,6 +30,10 @@ fake_send(struct sender *base, const struct send_request *req, struct arena *a,
         struct fake_send_call *c = &s->calls[n];
         c->channel = req->channel;
         snprintf(c->to, sizeof(c->to), "%s", req->to ? req->to : "(null)");
+        snprintf(c->to_name, sizeof(c->to_name), "%s", req->to_name ? req->to_name : "(null)");
+        snprintf(c->lead_id, sizeof(c->lead_id), "%s", req->lead_id ? req->lead_id : "(null)");
+        snprintf(c->in_reply_to, sizeof(c->in_reply_to), "%s",
+                 req->in_reply_to ? req->in_reply_to : "(null)");
         snprintf(c->message_id, sizeof(c->message_id), "%s",
                  req->message_id ? req->message_id : "(null)");
         snprintf(c->idempotency_key, sizeof(c->idempotency_key), "%s",

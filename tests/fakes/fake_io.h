@@ -23,6 +23,9 @@ void fake_clock_init(struct fake_clock *c, int64_t now);
 struct fake_send_call {
     enum channel channel;
     char to[256];
+    char to_name[256];
+    char lead_id[40];
+    char in_reply_to[256]; /* "(null)" when none */
     char message_id[40];
     char idempotency_key[40];
     char channel_message[512]; /* truncated copy, enough for assertions */

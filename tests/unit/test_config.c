@@ -265,3 +265,83 @@ TEST(unit_api_keys_check)
     ASSERT(!api_keys_check(&k, "a"));
     api_keys_free(&k);
 }
+
+static void
+clear_email_env(void)
+{
+    static const char *const names[] = {
+        "EMAIL_PROVIDER",  "SMTP_URL",   "SMTP_USERNAME",      "SMTP_PASSWORD",      "SMTP_CA_FILE",
+        "SMTP_TIMEOUT_MS", "EMAIL_FROM", "EMAIL_REPLY_DOMAIN", "EMAIL_REPLY_SECRET",
+    };
+    clear_env();
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+}
+
+TEST(unit_config_email_provider)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+
+    clear_email_env();
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("mock", cfg.email_provider);
+    ASSERT_EQ(30000, cfg.smtp_timeout_ms);
+    config_cleanup(&cfg);
+
+    setenv("EMAIL_PROVIDER", "sendgrid", 1);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("EMAIL_PROVIDER", err.field);
+
+    setenv("EMAIL_PROVIDER", "smtp", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("SMTP_URL", err.field);
+    setenv("SMTP_URL", "smtp://127.0.0.1:2525", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("EMAIL_FROM", err.field);
+    setenv("EMAIL_FROM", "Sales <hello@salespad.test>", 1);
+    setenv("SMTP_PASSWORD", "pw", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("SMTP_USERNAME", err.field);
+    setenv("SMTP_USERNAME", "user", 1);
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    config_cleanup(&cfg);
+}
+
+TEST(unit_config_print_hides_smtp_secrets)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+    char text[8192];
+    FILE *f;
+    size_t n;
+
+    clear_email_env();
+    setenv("EMAIL_PROVIDER", "smtp", 1);
+    setenv("SMTP_URL", "smtp://relayuser:urlpass@relay.example.com:587", 1);
+    setenv("SMTP_USERNAME", "relayuser", 1);
+    setenv("SMTP_PASSWORD", "hunter2", 1);
+    setenv("EMAIL_FROM", "Sales <hello@salespad.test>", 1);
+    setenv("EMAIL_REPLY_DOMAIN", "in.salespad.test", 1);
+    setenv("EMAIL_REPLY_SECRET", "reply-secret-0123456789", 1);
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    f = tmpfile();
+    ASSERT(f != NULL);
+    config_print(&cfg, f);
+    rewind(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    ASSERT(strstr(text, "hunter2") == NULL);
+    ASSERT(strstr(text, "urlpass") == NULL);
+    ASSERT(strstr(text, "reply-secret") == NULL);
+    ASSERT_CONTAINS(text, "SMTP_PASSWORD=(set, redacted)\n");
+    ASSERT_CONTAINS(text, "EMAIL_REPLY_SECRET=(set, redacted)\n");
+    ASSERT_CONTAINS(text, "SMTP_URL=smtp://relayuser:***@relay.example.com:587\n");
+    config_cleanup(&cfg);
+}

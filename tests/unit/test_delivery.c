@@ -132,6 +132,9 @@ TEST(unit_delivery_sender_gets_message_id_as_idempotency_key)
     ASSERT_STREQ("ana@example.com", env->sender.calls[0].to);
     ASSERT_STREQ(m.id, env->sender.calls[0].message_id);
     ASSERT_STREQ(m.id, env->sender.calls[0].idempotency_key);
+    ASSERT_STREQ(l.id, env->sender.calls[0].lead_id);
+    ASSERT_STREQ("Ana", env->sender.calls[0].to_name);
+    ASSERT_STREQ("(null)", env->sender.calls[0].in_reply_to); /* a welcome answers nothing */
     ASSERT_EQ(1, env->sender.calls[0].attempt);
     ASSERT_JSON_EQ(m.channel_message, env->sender.calls[0].channel_message);
     t_env_free(env);

@@ -203,8 +203,8 @@ email_mime_qp(struct arena *a, const char *text)
     buf_init(&b, a, EMAIL_MIME_MAX);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
-        int eol = i + 1 == n || s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < n &&
-                                                     s[i + 2] == '\n');
+        int eol =
+            i + 1 == n || s[i + 1] == '\n' || (s[i + 1] == '\r' && i + 2 < n && s[i + 2] == '\n');
         char unit[3];
 
         if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
@@ -442,8 +442,7 @@ email_reply_token(const char *secret, size_t secret_len, const char *lead_id,
 }
 
 int
-email_reply_token_check(const char *secret, size_t secret_len, const char *token,
-                        char lead_id[37])
+email_reply_token_check(const char *secret, size_t secret_len, const char *token, char lead_id[37])
 {
     char hex[33], want[TOKEN_MAC_HEX + 1], got[TOKEN_MAC_HEX + 1];
 

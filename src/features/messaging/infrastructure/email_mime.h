@@ -40,8 +40,8 @@ struct email_message {
 /* Builds the message into *out (arena, NUL-terminated) and *len. SP_EPERMANENT when an address
  * is not a plain ASCII addr-spec or a msg-id carries forbidden characters (the message can
  * never be sent as is); SP_ETOOLARGE past EMAIL_MIME_MAX. */
-int email_mime_build(const struct email_message *m, struct arena *a, const char **out,
-                     size_t *len, struct sp_error *err) SP_MUST_CHECK;
+int email_mime_build(const struct email_message *m, struct arena *a, const char **out, size_t *len,
+                     struct sp_error *err) SP_MUST_CHECK;
 
 /* The header value for unstructured text (a subject): the text itself when it is printable
  * ASCII and fits on one line after a header name of name_len bytes, else RFC 2047 B

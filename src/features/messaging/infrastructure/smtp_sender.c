@@ -83,8 +83,7 @@ reply_to(const struct smtp_sender *s, const struct send_request *req, struct are
 
 /* Maps a failed exchange to our error: the reply code decides when there is one. */
 static int
-classify(const struct curl_reply *r, int rc, const struct sp_error *transport,
-         struct sp_error *err)
+classify(const struct curl_reply *r, int rc, const struct sp_error *transport, struct sp_error *err)
 {
     const char *line = r->line[0] ? r->line : NULL;
 
