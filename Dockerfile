@@ -10,6 +10,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gcc make cmake pkg-config \
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev libhiredis-dev libssl-dev \
+      libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the binary is built from (migrations are compiled in); tests stay out (SP_TESTS=OFF).
@@ -25,7 +26,8 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_TESTS=OFF \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 ca-certificates \
+      libmicrohttpd12 libjansson4 libsqlite3-0 libpq5 libhiredis0.14 libssl3 libcurl4 \
+      ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 salespad \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/salespad --no-create-home \
