@@ -193,6 +193,7 @@ def test_451_then_250_retries_and_keeps_message_id(env, request):
     assert_eq(len(failed), 1, "failures")
     assert_eq(failed[0]["payload"]["willRetry"], True, "451 is retried")
     assert "451 4.3.0" in failed[0]["payload"]["error"], failed[0]["payload"]
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
 
 
 def test_550_fails_for_good_with_the_reply(env, request):
@@ -209,6 +210,7 @@ def test_550_fails_for_good_with_the_reply(env, request):
     failed = [e for e in det["events"] if e["type"] == "message_failed"]
     assert_eq([(e["payload"]["willRetry"], e["payload"]["code"]) for e in failed],
               [(False, "EPERMANENT")], "one permanent failure")
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
 
 
 def test_stalled_server_times_out_then_retry_sends(env, request):
@@ -224,6 +226,7 @@ def test_stalled_server_times_out_then_retry_sends(env, request):
               [("ETIMEDOUT", True)], "the timed-out attempt")
     ids = {parse(raw)["Message-ID"] for raw in relay.attempts}
     assert_eq(len(ids), 1, "one Message-ID across attempts: %r" % (ids,))
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
 
 
 def test_starttls_with_ca_file(env, request):
@@ -236,6 +239,7 @@ def test_starttls_with_ca_file(env, request):
     # The relay refuses MAIL before STARTTLS (require_starttls): sent means it went over TLS.
     assert_eq((m["status"], m["attempts"]), ("sent", 1), "over STARTTLS: %r" % (m,))
     assert_eq(len(relay.accepted), 1, "accepted")
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
 
 
 def test_starttls_self_signed_without_ca_is_refused(env, request):
@@ -248,3 +252,4 @@ def test_starttls_self_signed_without_ca_is_refused(env, request):
     assert_eq((m["status"], m["attempts"]), ("failed", 2), "certificate not trusted: %r" % (m,))
     assert "certificate" in m["lastError"].lower(), m["lastError"]
     assert_eq(relay.attempts, [], "nothing reached DATA")
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
