@@ -8,6 +8,7 @@ the real salespad binary talks SMTP to the real server.
 """
 import asyncio
 import email
+import email.header
 import email.policy
 import os
 import ssl
@@ -253,3 +254,50 @@ def test_starttls_self_signed_without_ca_is_refused(env, request):
     assert "certificate" in m["lastError"].lower(), m["lastError"]
     assert_eq(relay.attempts, [], "nothing reached DATA")
     srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
+
+
+def test_bad_email_settings_stop_the_start(env):
+    base = dict(EMAIL_PROVIDER="smtp", SMTP_URL="smtp://127.0.0.1:1", EMAIL_FROM=FROM)
+    cases = [
+        (dict(EMAIL_PROVIDER="sendgrid"), "EMAIL_PROVIDER"),
+        (dict(SMTP_URL=None), "SMTP_URL"),
+        (dict(SMTP_URL="http://relay.example.com"), "SMTP_URL"),
+        (dict(EMAIL_FROM=None), "EMAIL_FROM"),
+        (dict(EMAIL_FROM="Sales Pad <not-an-address>"), "EMAIL_FROM"),
+        (dict(EMAIL_REPLY_DOMAIN="in.salespad.test"), "EMAIL_REPLY_SECRET"),
+        (dict(EMAIL_REPLY_DOMAIN="in.salespad.test", EMAIL_REPLY_SECRET="short"),
+         "EMAIL_REPLY_SECRET"),
+        (dict(SMTP_PASSWORD="hunter2-pw"), "SMTP_USERNAME"),
+        (dict(SMTP_TIMEOUT_MS="5"), "SMTP_TIMEOUT_MS"),
+    ]
+    for over, setting in cases:
+        v = dict(base)
+        v.update(over)
+        r = env.run_cli("serve", timeout=10, PORT=0, **v)
+        what = "%r" % (over,)
+        assert_eq(r.returncode, 2, "%s: exit code (stderr %r)" % (what, r.stderr))
+        last = r.stderr.strip().splitlines()[-1]
+        assert setting in last, "%s: %r does not name %s" % (what, last, setting)
+        assert "hunter2-pw" not in r.stderr, "%s: password in stderr" % what
+
+
+def test_hostile_name_cannot_inject_headers(env, request):
+    relay = Relay()
+    srv = serve(env, start_relay(request, relay))
+    name = "Eve\r\nBcc: victim@example.com\r\nSubject: pwned"
+    r = srv.post("/leads", {"name": name, "email": "eve@example.com"})
+    if r.status != 201:
+        srv.stop()
+        pytest.skip("the API refuses such a name (%d): nothing reaches the builder" % r.status)
+    lid = r.json()["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "email settled")
+    assert_eq(email_of(det)["status"], "sent", "status")
+    raw = email.message_from_bytes(relay.accepted[0], policy=email.policy.compat32)
+    assert_eq(relay.envelopes[0][1], ["eve@example.com"], "envelope recipients")
+    assert raw["Bcc"] is None, "an injected Bcc header"
+    assert_eq(len(raw.get_all("Subject")), 1, "Subject headers")
+    assert_eq(len(raw.get_all("To")), 1, "To headers")
+    # The name travels as encoded-words; decoded, it is the name, CR/LF included.
+    to = email.header.make_header(email.header.decode_header(raw["To"]))
+    assert_eq(str(to), "%s <eve@example.com>" % name, "the name round-trips, encoded")
+    srv.stop()
