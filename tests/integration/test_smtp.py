@@ -17,6 +17,7 @@ import threading
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from harness import HOST, assert_eq, create_lead, details, free_port, outbound, wait_until
 
@@ -55,11 +56,13 @@ class Relay:
         return "250 2.0.0 Ok: queued as Q%dX" % n
 
 
-def start_relay(request, relay, tls_context=None):
+def start_relay(request, relay, tls_context=None, authenticator=None):
     port = free_port()
     kw = {}
     if tls_context is not None:
         kw = {"tls_context": tls_context, "require_starttls": True}
+    if authenticator is not None:
+        kw.update(authenticator=authenticator, auth_required=True)
     ctl = Controller(relay, hostname=HOST, port=port, **kw)
     ctl.start()
     request.addfinalizer(ctl.stop)
@@ -301,3 +304,40 @@ def test_hostile_name_cannot_inject_headers(env, request):
     to = email.header.make_header(email.header.decode_header(raw["To"]))
     assert_eq(str(to), "%s <eve@example.com>" % name, "the name round-trips, encoded")
     srv.stop()
+
+
+def test_auth_over_starttls_keeps_the_password_secret(env, request):
+    cert, ctx = self_signed(env)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"relay-user"
+              and auth_data.password == b"hunter2-pw")
+        logins.append((mechanism, ok))
+        return AuthResult(success=ok)
+
+    relay = Relay()
+    url = start_relay(request, relay, ctx, authenticator)
+    srv = serve(env, url, SMTP_CA_FILE=cert, SMTP_USERNAME="relay-user",
+                SMTP_PASSWORD="hunter2-pw", LOG_LEVEL="debug")
+    lid = create_lead(srv, "With Auth", email="auth@example.com")["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "email settled")
+    assert_eq(email_of(det)["status"], "sent", "sent with AUTH: %r" % (email_of(det),))
+    assert logins and all(ok for _, ok in logins), logins
+    srv.stop()
+    assert "hunter2-pw" not in srv.log(), "password in the log"
+
+
+def test_credentials_never_go_in_clear_text(env, request):
+    relay = Relay()  # no TLS: the relay does not offer STARTTLS
+    srv = serve(env, start_relay(request, relay), SMTP_USERNAME="relay-user",
+                SMTP_PASSWORD="hunter2-pw", JOB_ATTEMPTS=1)
+    lid = create_lead(srv, "No Tls", email="notls@example.com")["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "email settled")
+    m = email_of(det)
+    assert_eq(m["status"], "failed", "refused without TLS: %r" % (m,))
+    assert "STARTTLS" in m["lastError"] or "SSL" in m["lastError"], m["lastError"]
+    assert "hunter2-pw" not in str(det), "password in GET /leads/:id"
+    assert_eq(relay.attempts, [], "nothing sent")
+    srv.stop()
+    assert "hunter2-pw" not in srv.log(), "password in the log"
