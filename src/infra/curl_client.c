@@ -202,16 +202,19 @@ on_write(char *src, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-/* TLS verified, timeouts, no signals (threads), the extra CA bundle, the reply capture. */
-static void
+/* TLS verified, timeouts, no signals (threads), the extra CA bundle, the reply capture.
+ * Fails only when an extra CA bundle is asked of a libcurl whose TLS is not OpenSSL. */
+static int
 common_options(CURL *h, struct capture *c, const char *ca_file, long connect_ms, long total_ms,
-               char *errbuf)
+               char *errbuf, struct sp_error *err)
 {
     c->ca_file = ca_file && ca_file[0] ? ca_file : NULL;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+    if (curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK && c->ca_file)
+        return sp_error_set(err, SP_EPROVIDER, "provider",
+                            "this libcurl's TLS is not OpenSSL: it cannot add a CA bundle");
     curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, c);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 10000L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, total_ms > 0 ? total_ms : 30000L);
@@ -219,6 +222,7 @@ common_options(CURL *h, struct capture *c, const char *ca_file, long connect_ms,
     curl_easy_setopt(h, CURLOPT_VERBOSE, 1L); /* feeds on_debug; nothing goes to stderr */
     curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_debug);
     curl_easy_setopt(h, CURLOPT_DEBUGDATA, c);
+    return SP_OK;
 }
 
 static int
@@ -254,7 +258,12 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, stru
     rcpt = curl_slist_append(NULL, arena_printf(a, "<%s>", req->rcpt_to));
     if (rcpt == NULL)
         return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: out of memory");
-    common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf);
+    if (common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf,
+                       err) != SP_OK) {
+        curl_easy_reset(h);
+        curl_slist_free_all(rcpt);
+        return SP_EPROVIDER;
+    }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(h, CURLOPT_URL, req->url);
     curl_easy_setopt(h, CURLOPT_USE_SSL,
@@ -318,7 +327,12 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a, stru
         curl_slist_free_all(hdrs);
         return rc;
     }
-    common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf);
+    if (common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf,
+                       err) != SP_OK) {
+        curl_easy_reset(h);
+        curl_slist_free_all(hdrs);
+        return SP_EPROVIDER;
+    }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_URL, req->url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);

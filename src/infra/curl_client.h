@@ -6,6 +6,7 @@
  * later call of that thread (libcurl keeps the connection alive between calls); handles are
  * freed when their thread exits. A handle is never shared, so the calls are thread-safe.
  * The server's last answer (reply line or status and body) is kept for the caller's error text.
+ * SMTP_CA_FILE-style extra CA bundles need libcurl built on OpenSSL (libcurl4-openssl-dev).
  * What this module never does: log, or keep a credential past the call (nothing it returns or
  * puts in an error contains the username or password it was given). */
 #pragma once
