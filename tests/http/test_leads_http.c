@@ -864,6 +864,17 @@ TEST(http_issue_h1_reply_from_is_validated)
     char id[SP_UUID_LEN + 1];
 
     create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    {
+        /* on a channel without a sender the from is not judged: the channel is what is wrong */
+        struct http_response resp;
+        post_reply(
+            env, id,
+            "{\"channel\":\"linkedin\",\"messageContent\":{\"from\":\"ana\",\"text\":\"x\"}}",
+            &resp);
+        ASSERT_STREQ(BAD("\"channel linkedin has no sender: replies are accepted on email, "
+                         "whatsapp\""),
+                     resp.body);
+    }
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct http_response resp;
         struct t_counts c;

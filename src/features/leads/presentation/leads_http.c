@@ -387,8 +387,9 @@ validate_content_fields(json_t *content, enum channel c, struct arena *a, struct
             msg_add(m, arena_printf(a, "messageContent.%s must be a string", *k));
     }
     /* The sender must be an address of the channel (the use case checks it too; here a NUL
-     * inside it, which a C string would hide, is caught as well). */
-    {
+     * inside it, which a C string would hide, is caught as well). Channels without addresses
+     * (and senders) are refused by the use case with their own message. */
+    if (c == CHANNEL_EMAIL || c == CHANNEL_WHATSAPP) {
         json_t *from = json_object_get(content, "from");
         if (json_is_string(from) &&
             !lead_address_valid(c, json_string_value(from), json_string_length(from)))
