@@ -232,6 +232,7 @@ TEST(unit_domain_enum_names_match_the_reference)
     ASSERT_STREQ("reply_received", lead_event_type_name(EVENT_REPLY_RECEIVED));
     ASSERT_STREQ("ai_reply_sent", lead_event_type_name(EVENT_AI_REPLY_SENT));
     ASSERT_STREQ("status_changed", lead_event_type_name(EVENT_STATUS_CHANGED));
+    ASSERT_STREQ("address_added", lead_event_type_name(EVENT_ADDRESS_ADDED));
     ASSERT_STREQ("pricing", reply_intent_name(INTENT_PRICING));
     ASSERT_STREQ("stop", reply_intent_name(INTENT_STOP));
 }
