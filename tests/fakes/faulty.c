@@ -112,6 +112,16 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_set_address", err);
+    *changed = 0;
+    return rc != SP_OK ? rc
+                       : lead_repo_lead_set_address(REPO(r), id, c, address, now, changed, err);
+}
+
+static int
 r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
                      struct sp_error *err)
 {
@@ -177,6 +187,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

@@ -295,6 +295,28 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_lead(st, id);
+    const char **field;
+
+    *changed = 0;
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "mem: no lead address on this channel");
+    if (i < 0)
+        return SP_OK;
+    field = c == CHANNEL_EMAIL ? &st->cur.leads[i].email : &st->cur.leads[i].phone;
+    if (*field != NULL)
+        return SP_OK;
+    *field = keep(st, address);
+    st->cur.leads[i].updated_at = now;
+    *changed = 1;
+    return SP_OK;
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -430,6 +452,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

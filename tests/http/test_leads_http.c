@@ -843,3 +843,112 @@ TEST(http_issue_2_form_body_nul_and_bad_keys_are_refused)
         t_env_free(env);
     }
 }
+
+/* Hardening #1: a reply's "from" must be an address of the channel (400 otherwise); a valid one
+ * becomes the address of a lead that has none on the channel. */
+TEST(http_issue_h1_reply_from_is_validated)
+{
+    static const struct bad_case cases[] = {
+        {"{\"channel\":\"email\",\"messageContent\":{\"from\":\"\\r\\nBcc: x@evil.com\","
+         "\"subject\":\"Buy now\",\"body\":\"hi\"}}",
+         BAD("\"messageContent.from must be an email\"")},
+        {"{\"channel\":\"email\",\"messageContent\":{\"from\":\"Eve <eve@example.org>\"}}",
+         BAD("\"messageContent.from must be an email\"")},
+        {"{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"not a phone <script>\","
+         "\"text\":\"hi\"}}",
+         BAD("\"messageContent.from must be a phone number\"")},
+        {"{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"+351\\r\\n912\"}}",
+         BAD("\"messageContent.from must be a phone number\"")},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    {
+        /* on a channel without a sender the from is not judged: the channel is what is wrong */
+        struct http_response resp;
+        post_reply(
+            env, id,
+            "{\"channel\":\"linkedin\",\"messageContent\":{\"from\":\"ana\",\"text\":\"x\"}}",
+            &resp);
+        ASSERT_STREQ(BAD("\"channel linkedin has no sender: replies are accepted on email, "
+                         "whatsapp\""),
+                     resp.body);
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_response resp;
+        struct t_counts c;
+
+        post_reply(env, id, cases[i].body, &resp);
+        if (resp.status != 400 || strcmp(cases[i].want, resp.body) != 0)
+            t_fail(__FILE__, __LINE__, "body %s:\n      want 400 %s\n      got  %d %s",
+                   cases[i].body, cases[i].want, resp.status, resp.body);
+        t_env_counts(env, &c);
+        ASSERT_EQ(1, c.messages);
+        ASSERT_EQ(2, c.events);
+    }
+    t_env_free(env);
+}
+
+TEST(http_issue_h1_reply_from_becomes_the_leads_address)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    post_reply(env, id,
+               "{\"channel\":\"email\",\"messageContent\":{\"from\":\"ana@work.example\","
+               "\"subject\":\"Hi\",\"body\":\"price?\"}}",
+               &resp);
+    ASSERT_EQ(201, resp.status);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+    ASSERT_STREQ("ana@work.example", t_json_str(resp.body, "lead.email"));
+    ASSERT_CONTAINS(resp.body, "\"type\":\"address_added\"");
+    ASSERT_CONTAINS(resp.body,
+                    "\"payload\":{\"channel\":\"email\",\"address\":\"ana@work.example\"");
+    t_env_free(env);
+}
+
+/* Hardening #7: lengths in characters (UTF-16 code units, as NestJS), and no control or
+ * bidirectional formatting characters in name, email and phone. */
+TEST(http_issue_h7_create_lengths_and_characters)
+{
+    static const struct bad_case cases[] = {
+        {"{\"name\":\"Ana\\r\\nBcc: x@evil.com\",\"phone\":\"+1\"}",
+         BAD("\"name must not contain control or bidirectional formatting characters\"")},
+        {"{\"name\":\"Ana\\u202e\",\"phone\":\"+1\"}",
+         BAD("\"name must not contain control or bidirectional formatting characters\"")},
+        {"{\"name\":\"Ana\",\"email\":\"a@\\u0080\\u0080.\\u0080\\u0080\"}",
+         BAD("\"email must be an email\"")},
+        {"{\"name\":\"Ana\",\"email\":\"ana@exa\\u2066mple.com\"}",
+         BAD("\"email must be an email\"")},
+        {"{\"name\":\"Ana\",\"phone\":\"+351\\u0085912\"}",
+         BAD("\"phone must not contain control or bidirectional formatting characters\"")},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char body[2048], name[1100];
+    size_t o = 0;
+
+    expect_400(cases, sizeof(cases) / sizeof(cases[0]));
+    /* 130 "é" is 260 bytes but 130 characters */
+    for (int i = 0; i < 130; i++, o += 2)
+        memcpy(name + o, "\xc3\xa9", 2);
+    name[o] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(201, resp.status);
+    ASSERT_STREQ(name, t_json_str(resp.body, "name"));
+    /* 128 "😀" are 256 UTF-16 code units */
+    o = 0;
+    for (int i = 0; i < 128; i++, o += 4)
+        memcpy(name + o, "\xf0\x9f\x98\x80", 4);
+    name[o] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"name must be shorter than or equal to 255 characters\""), resp.body);
+    t_env_free(env);
+}

@@ -599,3 +599,254 @@ TEST(unit_leads_details_storage_failure)
     }
     t_env_free(env);
 }
+
+/* ---- hardening #1: the reply route is not an open relay ---------------------------------- */
+
+/* The event types of a lead's timeline, space-separated, into buf[cap]. */
+static const char *
+event_types(struct t_env *env, const char *lead_id, char *buf, size_t cap)
+{
+    struct lead_event *e;
+    int ne;
+
+    buf[0] = '\0';
+    t_env_events(env, lead_id, &e, &ne);
+    for (int i = 0; i < ne; i++)
+        note_op(buf, cap, lead_event_type_name(e[i].type));
+    return buf;
+}
+
+/* A phone-only lead replying by email with a valid "from": the address becomes the lead's, the
+ * timeline says so, and the answer goes to it (the lead's own address now). */
+TEST_ALL(issue_h1_reply_from_is_adopted_as_the_leads_address)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1], types[512];
+    struct lead l, got;
+    struct message *m;
+    struct lead_event *e;
+    int nm, ne;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    env->clock.now = T_NOW + 7;
+    ASSERT_OK(reply(env, l.id, CHANNEL_EMAIL,
+                    "{\"from\":\"ana@work.example\",\"subject\":\"Hi\",\"body\":\"price?\"}", mid,
+                    &err));
+    t_env_lead(env, l.id, &got);
+    ASSERT_STREQ("ana@work.example", got.email);
+    ASSERT_STREQ("+351912345678", got.phone);
+    ASSERT_EQ(T_NOW + 7, got.updated_at);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(3, nm);
+    ASSERT_STREQ("ana@work.example", m[2].recipient);
+    ASSERT_STREQ("ana@work.example", t_json_str(m[2].channel_message, "to"));
+    ASSERT_CONTAINS(event_types(env, l.id, types, sizeof(types)), "address_added");
+    t_env_events(env, l.id, &e, &ne);
+    for (int i = 0; i < ne; i++) {
+        if (strcmp(lead_event_type_name(e[i].type), "address_added") != 0)
+            continue;
+        ASSERT_STREQ("email", t_json_str(e[i].payload, "channel"));
+        ASSERT_STREQ("ana@work.example", t_json_str(e[i].payload, "address"));
+        ASSERT_STREQ(mid, t_json_str(e[i].payload, "messageId"));
+        ASSERT_STREQ(mid, t_json_str(e[i].correlation_ids, "messageId"));
+    }
+    ASSERT_EQ(0, env->faults.open_tx);
+    t_env_free(env);
+}
+
+/* A "from" that is not an address of the channel is refused before anything is stored. */
+TEST_ALL(issue_h1_reply_from_must_be_an_address_of_the_channel)
+{
+    static const struct {
+        enum channel c;
+        const char *content;
+    } bad[] = {
+        {CHANNEL_EMAIL, "{\"from\":\"\\r\\nBcc: x@evil.com\",\"body\":\"hi\"}"},
+        {CHANNEL_EMAIL, "{\"from\":\"victim@example.org\\r\\nBcc: x@evil.com\",\"body\":\"hi\"}"},
+        {CHANNEL_EMAIL, "{\"from\":\"Victim <victim@example.org>\",\"body\":\"hi\"}"},
+        {CHANNEL_EMAIL, "{\"from\":\"+351912345678\",\"body\":\"hi\"}"},
+        {CHANNEL_EMAIL, "{\"from\":\"a@\\u0080\\u0080.\\u0080\\u0080\",\"body\":\"hi\"}"},
+        {CHANNEL_EMAIL, "{\"from\":\"\",\"body\":\"hi\"}"},
+        {CHANNEL_WHATSAPP, "{\"from\":\"not a phone <script>\",\"text\":\"hi\"}"},
+        {CHANNEL_WHATSAPP, "{\"from\":\"ana@work.example\",\"text\":\"hi\"}"},
+        {CHANNEL_WHATSAPP, "{\"from\":\"+35191\\n2345678\",\"text\":\"hi\"}"},
+        {CHANNEL_WHATSAPP, "{\"from\":\"+351\\u202e912345678\",\"text\":\"hi\"}"},
+    };
+    struct t_env *env = t_env_new(backend);
+    struct lead phone_only, email_only, both, got;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &phone_only);
+    t_env_create(env, "Bob", "bob@example.com", NULL, &email_only);
+    t_env_create(env, "Cy", "cy@example.com", "+15550001234", &both);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const struct lead *targets[] = {&phone_only, &email_only, &both};
+        for (int t = 0; t < 3; t++) {
+            struct sp_error err = {0};
+            char mid[SP_UUID_LEN + 1];
+            int rc = reply(env, targets[t]->id, bad[i].c, bad[i].content, mid, &err);
+            if (rc != SP_EINVAL)
+                t_fail(__FILE__, __LINE__, "content %s to lead %d: want EINVAL, got %s",
+                       bad[i].content, t, sp_err_name(rc));
+            ASSERT_STREQ("messageContent.from", err.field);
+            ASSERT_STREQ(bad[i].c == CHANNEL_EMAIL ? "messageContent.from must be an email"
+                                                   : "messageContent.from must be a phone number",
+                         err.msg);
+        }
+    }
+    assert_counts(env, 3, 4, 2 + 2 + 3, 4);
+    t_env_lead(env, phone_only.id, &got);
+    ASSERT(got.email == NULL);
+    t_env_lead(env, email_only.id, &got);
+    ASSERT(got.phone == NULL);
+    t_env_free(env);
+}
+
+/* A lead that has an address on the channel keeps it: a different (valid) "from" is only kept
+ * on the reply's own record, and the answer goes to the lead's address. */
+TEST_ALL(issue_h1_reply_from_never_replaces_the_leads_address)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    char mid[SP_UUID_LEN + 1], types[512];
+    struct lead l, got;
+    struct message *m;
+    int nm;
+
+    t_env_create(env, "Ana", "ana@example.com", "+351912345678", &l);
+    ASSERT_OK(reply(env, l.id, CHANNEL_EMAIL,
+                    "{\"from\":\"victim@example.org\",\"subject\":\"Buy now\",\"body\":\"hi\"}",
+                    mid, &err));
+    ASSERT_OK(reply(env, l.id, CHANNEL_WHATSAPP, "{\"from\":\"+15550009999\",\"text\":\"hi\"}", mid,
+                    &err));
+    t_env_lead(env, l.id, &got);
+    ASSERT_STREQ("ana@example.com", got.email);
+    ASSERT_STREQ("+351912345678", got.phone);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(6, nm);
+    ASSERT_STREQ("victim@example.org", t_json_str(m[2].channel_message, "from"));
+    ASSERT_STREQ("ana@example.com", m[3].recipient);
+    ASSERT_STREQ("ana@example.com", t_json_str(m[3].channel_message, "to"));
+    ASSERT_STREQ("+15550009999", t_json_str(m[4].channel_message, "from"));
+    ASSERT_STREQ("+351912345678", m[5].recipient);
+    ASSERT(strstr(event_types(env, l.id, types, sizeof(types)), "address_added") == NULL);
+    t_env_free(env);
+}
+
+/* The adoption is part of the reply's unit of work: a failure at any call leaves the lead
+ * without the address, and nothing of the reply stored. */
+TEST_ALL(issue_h1_reply_adoption_fault_at_every_call)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    int n;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    for (n = 1; n < 200; n++) {
+        struct sp_error err = {0};
+        char mid[SP_UUID_LEN + 1];
+        int rc;
+
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        rc = reply(env, l.id, CHANNEL_EMAIL, "{\"from\":\"ana@work.example\",\"body\":\"hi\"}", mid,
+                   &err);
+        if (env->faults.injected == 0) {
+            ASSERT_OK(rc);
+            break;
+        }
+        if (rc != SP_EUNAVAIL)
+            t_fail(__FILE__, __LINE__, "fault at call %d (%s): want EUNAVAIL, got %s", n,
+                   env->faults.last_op, sp_err_name(rc));
+        ASSERT_EQ(0, env->faults.open_tx);
+        assert_counts(env, 1, 1, 2, 1);
+        t_env_lead(env, l.id, &got);
+        ASSERT(got.email == NULL);
+        arena_reset(env->arena);
+    }
+    ASSERT(n > 1);
+    t_env_lead(env, l.id, &got);
+    ASSERT_STREQ("ana@work.example", got.email);
+    t_env_free(env);
+}
+
+/* ---- hardening #7: input limits and characters ------------------------------------------ */
+
+/* Repeats the UTF-8 sequence `unit` n times into buf (NUL-terminated). */
+static char *
+repeat(char *buf, const char *unit, int n)
+{
+    size_t ul = strlen(unit);
+    for (int i = 0; i < n; i++)
+        memcpy(buf + (size_t)i * ul, unit, ul);
+    buf[(size_t)n * ul] = '\0';
+    return buf;
+}
+
+TEST(issue_h7_lengths_count_utf16_code_units)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    char name[1100], phone[300], email[1100];
+    struct lead l;
+
+    /* 130 "é": 260 bytes, 130 characters */
+    t_env_create(env, repeat(name, "\xc3\xa9", 130), NULL, "+351912345678", &l);
+    /* 255 "é" is the limit; a 4-byte character counts twice (a surrogate pair) */
+    t_env_create(env, repeat(name, "\xc3\xa9", 255), NULL, "+351912345678", &l);
+    t_env_create(env, repeat(name, "\xf0\x9f\x98\x80", 127), NULL, "+351912345678", &l);
+    /* 50 "٣" (Arabic-Indic digit, 2 bytes): a 50-character phone */
+    t_env_create(env, "Ana", NULL, repeat(phone, "\xd9\xa3", 50), &l);
+    /* an email of 255 characters (not bytes) with a non-ASCII domain */
+    {
+        char label[200];
+        repeat(label, "\xc3\xa9", 60);
+        snprintf(email, sizeof(email), "a@%s.%s.%s.%s.abcdefghi", label, label, label, label);
+    }
+    t_env_create(env, "Ana", email, NULL, &l);
+    t_env_free(env);
+
+    expect_invalid(repeat(name, "\xc3\xa9", 256), NULL, "+1", "name",
+                   "name must be shorter than or equal to 255 characters");
+    expect_invalid(repeat(name, "\xf0\x9f\x98\x80", 128), NULL, "+1", "name",
+                   "name must be shorter than or equal to 255 characters");
+    expect_invalid("Ana", NULL, repeat(phone, "\xd9\xa3", 51), "phone",
+                   "phone must be shorter than or equal to 50 characters");
+}
+
+TEST(issue_h7_control_and_bidi_characters_are_refused)
+{
+    static const char *const bad_emails[] = {
+        "a@\xc2\x80\xc2\x80.\xc2\x80\xc2\x80", /* C1 controls */
+        "a@b\x7f.co",                          /* DEL */
+        "ana@ex\xe2\x80\xae"
+        "ample.com",                   /* RIGHT-TO-LEFT OVERRIDE */
+        "ana@example.c\xe2\x81\xa6om", /* LEFT-TO-RIGHT ISOLATE */
+        "ana\xe2\x80\xaa@example.com", /* LEFT-TO-RIGHT EMBEDDING */
+        "ana@exa\xffmple.com",         /* invalid UTF-8 */
+        "ana@exa\xc3mple.com",         /* truncated sequence */
+        "ana@ex\xc0\xaf"
+        "ample.com", /* overlong */
+        "ana@ex\xed\xa0\x80"
+        "ample.com", /* a UTF-16 surrogate */
+    };
+    static const char *const bad_phones[] = {
+        "+351\r\n912345678", "+351\x01", "+351\xc2\x85", "+351\xe2\x80\xae 912", "+351\xe2\x81\xa9",
+    };
+    static const char *const bad_names[] = {
+        "Ana\r\nBcc: x@evil.com", "Ana\tB",          "Ana\x7f", "Ana\xc2\x9b",
+        "Ana\xe2\x80\xae",        "Ana\xe2\x81\xa8",
+    };
+    const char *msg = "must not contain control or bidirectional formatting characters";
+    char want[128];
+
+    for (size_t i = 0; i < sizeof(bad_emails) / sizeof(bad_emails[0]); i++)
+        expect_invalid("Ana", bad_emails[i], NULL, "email", "email must be an email");
+    snprintf(want, sizeof(want), "phone %s", msg);
+    for (size_t i = 0; i < sizeof(bad_phones) / sizeof(bad_phones[0]); i++)
+        expect_invalid("Ana", NULL, bad_phones[i], "phone", want);
+    snprintf(want, sizeof(want), "name %s", msg);
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
+        expect_invalid(bad_names[i], NULL, "+351912345678", "name", want);
+    /* not UTF-8 at all (a caller other than the JSON parser, which refuses it itself) */
+    expect_invalid("Ana\xff", NULL, "+351912345678", "name", "name must be valid UTF-8");
+    expect_invalid("Ana", NULL, "+351\xff", "phone", "phone must be valid UTF-8");
+}

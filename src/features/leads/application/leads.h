@@ -66,8 +66,13 @@ struct reply_input {
 };
 
 /* Stores the prospect's reply, moves the lead to replied and queues the AI answer, in one unit
- * of work. message_id receives the inbound message's id. SP_EINVAL when the channel has no
- * sender (nothing is stored), SP_ENOTFOUND for an unknown lead. */
+ * of work. message_id receives the inbound message's id. The answer goes only to the lead's own
+ * address on the channel. A "from" in the content must be an address of the channel
+ * (lead_address_valid); when the lead has none there, it becomes the lead's address (with an
+ * address_added event) in the same unit of work; otherwise it is only kept in the reply.
+ * SP_EINVAL when the channel has no sender, for a bad "from" (field "messageContent.from") or
+ * when the lead has no address on the channel and there is no "from" (nothing is stored),
+ * SP_ENOTFOUND for an unknown lead. */
 int leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
                 char *message_id, struct sp_error *err) SP_MUST_CHECK;
 

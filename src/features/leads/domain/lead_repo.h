@@ -38,6 +38,11 @@ struct lead_repo_ops {
      * record the same transition. */
     int (*lead_transition)(struct lead_repo *r, const char *id, enum lead_status from,
                            enum lead_status to, int64_t now, int *changed, struct sp_error *err);
+    /* Compare-and-set: gives the lead `address` on channel c (email or whatsapp: its email or
+     * phone) only if it has none there yet; *changed says whether it did. Other channels:
+     * SP_EINVAL. Callers validate the address first (lead_address_valid). */
+    int (*lead_set_address)(struct lead_repo *r, const char *id, enum channel c,
+                            const char *address, int64_t now, int *changed, struct sp_error *err);
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
     int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
                        struct sp_error *err);
@@ -115,6 +120,12 @@ lead_repo_lead_transition(struct lead_repo *r, const char *id, enum lead_status 
                           enum lead_status to, int64_t now, int *changed, struct sp_error *err)
 {
     return r->ops->lead_transition(r, id, from, to, now, changed, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                           int64_t now, int *changed, struct sp_error *err)
+{
+    return r->ops->lead_set_address(r, id, c, address, now, changed, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)

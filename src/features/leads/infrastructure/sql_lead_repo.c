@@ -21,6 +21,12 @@ DB_STMT(SQL_LEAD_LOCK, "SELECT 1 FROM leads WHERE id = $1",
         "SELECT 1 FROM leads WHERE id = $1 FOR UPDATE");
 DB_STMT_SAME(SQL_LEAD_TRANSITION,
              "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2");
+/* Only where the lead has no address on the channel yet: an address, once there, is never
+ * replaced by one taken from a reply. */
+DB_STMT_SAME(SQL_LEAD_SET_EMAIL, "UPDATE leads SET email = $2, updated_at = $3"
+                                 " WHERE id = $1 AND email IS NULL");
+DB_STMT_SAME(SQL_LEAD_SET_PHONE, "UPDATE leads SET phone = $2, updated_at = $3"
+                                 " WHERE id = $1 AND phone IS NULL");
 DB_STMT_SAME(SQL_MESSAGE_INSERT,
              "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts,"
              " last_error, provider_id, recipient, channel_message, sent_at, created_at,"
@@ -167,6 +173,23 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc;
+
+    *changed = 0;
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "channel %s has no lead address",
+                            channel_name(c));
+    rc = db_exec(conn_of(r), c == CHANNEL_EMAIL ? &SQL_LEAD_SET_EMAIL : &SQL_LEAD_SET_PHONE,
+                 DB_ARGS(db_text(id), db_text(address), db_time(now)), &changes, err);
+    *changed = rc == SP_OK && changes > 0;
+    return rc;
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     return db_exec(conn_of(r), &SQL_MESSAGE_INSERT,
@@ -296,6 +319,7 @@ static const struct lead_repo_ops sql_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,

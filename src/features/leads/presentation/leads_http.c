@@ -239,7 +239,8 @@ opt_string(json_t *obj, const char *key, size_t max, struct arena *a, struct msg
         msg_add(m, arena_printf(a, "%s must be a string", key));
         return NULL;
     }
-    if (json_string_length(v) > max) {
+    /* characters as NestJS counts them: UTF-16 code units (jansson's strings are UTF-8) */
+    if (lead_text_utf16_len(json_string_value(v), json_string_length(v)) > max) {
         msg_add(m, arena_printf(a, "%s must be shorter than or equal to %zu characters", key, max));
         return NULL;
     }
@@ -248,6 +249,19 @@ opt_string(json_t *obj, const char *key, size_t max, struct arena *a, struct msg
         return NULL;
     }
     return arena_strndup(a, json_string_value(v), json_string_length(v));
+}
+
+/* A name or phone that passed opt_string: adds the message of lead_text_field_check (control
+ * or bidirectional formatting characters) and returns NULL, or returns s. */
+static const char *
+clean_text(const char *field, const char *s, size_t max, struct arena *a, struct msgs *m)
+{
+    struct sp_error err = {0};
+
+    if (s == NULL || lead_text_field_check(field, s, strlen(s), max, &err) == SP_OK)
+        return s;
+    msg_add(m, arena_strdup(a, err.msg));
+    return NULL;
 }
 
 static int
@@ -269,7 +283,8 @@ validate_create(json_t *body, struct arena *a, struct lead_input *in, struct msg
     } else if (blank(json_string_value(name))) {
         msg_add(m, "name should not be empty");
     } else {
-        in->name = opt_string(body, "name", LEAD_NAME_MAX, a, m);
+        in->name =
+            clean_text("name", opt_string(body, "name", LEAD_NAME_MAX, a, m), LEAD_NAME_MAX, a, m);
     }
     in->email = opt_string(body, "email", LEAD_EMAIL_MAX, a, m);
     if (in->email && !lead_email_valid(in->email, strlen(in->email))) {
@@ -281,6 +296,7 @@ validate_create(json_t *body, struct arena *a, struct lead_input *in, struct msg
         msg_add(m, "phone should not be empty");
         in->phone = NULL;
     }
+    in->phone = clean_text("phone", in->phone, LEAD_PHONE_MAX, a, m);
     return m->n == 0;
 }
 
@@ -369,6 +385,16 @@ validate_content_fields(json_t *content, enum channel c, struct arena *a, struct
         json_t *v = json_object_get(content, *k);
         if (v && !json_is_string(v) && !json_is_null(v))
             msg_add(m, arena_printf(a, "messageContent.%s must be a string", *k));
+    }
+    /* The sender must be an address of the channel (the use case checks it too; here a NUL
+     * inside it, which a C string would hide, is caught as well). Channels without addresses
+     * (and senders) are refused by the use case with their own message. */
+    if (c == CHANNEL_EMAIL || c == CHANNEL_WHATSAPP) {
+        json_t *from = json_object_get(content, "from");
+        if (json_is_string(from) &&
+            !lead_address_valid(c, json_string_value(from), json_string_length(from)))
+            msg_add(m, c == CHANNEL_EMAIL ? "messageContent.from must be an email"
+                                          : "messageContent.from must be a phone number");
     }
 }
 
