@@ -577,7 +577,7 @@ plant_outbound(struct t_env *env, const struct lead *l, const char *to, char *mi
 
 /* Hardening #1, defence in depth: the worker sends only to the lead's own address. A queued
  * message addressed elsewhere (the old relay stored those) fails for good without a send. */
-TEST_ALL(issue_h1_delivery_sends_only_to_the_leads_address)
+TEST_ALL(unit_hostile_h1_delivery_sends_only_to_the_leads_address)
 {
     struct t_env *env = t_env_new(backend);
     char to_victim[SP_UUID_LEN + 1], to_stranger[SP_UUID_LEN + 1];
@@ -607,7 +607,7 @@ TEST_ALL(issue_h1_delivery_sends_only_to_the_leads_address)
 
 /* A lead stored before addresses were checked, with a line break in its email address: the
  * worker does not hand it to a sender (it would become a header). */
-TEST(issue_h1_delivery_refuses_an_address_with_a_line_break)
+TEST(unit_hostile_h1_delivery_refuses_an_address_with_a_line_break)
 {
     struct t_env *env = t_env_new(T_MEM);
     struct sp_error err = {0};

@@ -276,7 +276,7 @@ u16(const char *s)
     return lead_text_utf16_len(s, strlen(s));
 }
 
-TEST(issue_h7_domain_utf16_length)
+TEST(unit_hostile_h7_domain_utf16_length)
 {
     ASSERT_EQ(0, u16(""));
     ASSERT_EQ(3, u16("Ana"));
@@ -300,7 +300,7 @@ check(const char *s, size_t max)
     return lead_text_check(s, strlen(s), max);
 }
 
-TEST(issue_h7_domain_text_check)
+TEST(unit_hostile_h7_domain_text_check)
 {
     static const char *const forbidden[] = {
         "a\r",           "a\n",           "a\t",           "a\x01",         "a\x1f",
@@ -342,7 +342,7 @@ TEST(issue_h7_domain_text_check)
     ASSERT_STREQ("phone must be valid UTF-8", err.msg);
 }
 
-TEST(issue_h7_domain_email_refuses_controls_bidi_and_bad_utf8)
+TEST(unit_hostile_h7_domain_email_refuses_controls_bidi_and_bad_utf8)
 {
     ASSERT(!email_ok("a@\xc2\x80\xc2\x80.\xc2\x80\xc2\x80"));
     ASSERT(!email_ok("ana@ex\xe2\x80\xae"
@@ -355,7 +355,7 @@ TEST(issue_h7_domain_email_refuses_controls_bidi_and_bad_utf8)
     ASSERT(email_ok("j\xc3\xb6rg@example.de"));
 }
 
-TEST(issue_h7_domain_email_length_in_characters)
+TEST(unit_hostile_h7_domain_email_length_in_characters)
 {
     char buf[1024], label[200];
     size_t o = 0;
@@ -382,7 +382,7 @@ addr_ok(enum channel c, const char *s)
     return lead_address_valid(c, s, strlen(s));
 }
 
-TEST(issue_h1_domain_reply_from_addresses)
+TEST(unit_hostile_h1_domain_reply_from_addresses)
 {
     ASSERT(addr_ok(CHANNEL_EMAIL, "ana@work.example"));
     ASSERT(!addr_ok(CHANNEL_EMAIL, "\r\nBcc: x@evil.com"));
@@ -412,7 +412,7 @@ TEST(issue_h1_domain_reply_from_addresses)
     ASSERT(!addr_ok(CHANNEL_VOICE, "+351912345678"));
 }
 
-TEST(issue_h1_domain_one_line)
+TEST(unit_hostile_h1_domain_one_line)
 {
     struct arena *a = arena_new();
 

@@ -618,7 +618,7 @@ event_types(struct t_env *env, const char *lead_id, char *buf, size_t cap)
 
 /* A phone-only lead replying by email with a valid "from": the address becomes the lead's, the
  * timeline says so, and the answer goes to it (the lead's own address now). */
-TEST_ALL(issue_h1_reply_from_is_adopted_as_the_leads_address)
+TEST_ALL(unit_hostile_h1_reply_from_is_adopted_as_the_leads_address)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -656,7 +656,7 @@ TEST_ALL(issue_h1_reply_from_is_adopted_as_the_leads_address)
 }
 
 /* A "from" that is not an address of the channel is refused before anything is stored. */
-TEST_ALL(issue_h1_reply_from_must_be_an_address_of_the_channel)
+TEST_ALL(unit_hostile_h1_reply_from_must_be_an_address_of_the_channel)
 {
     static const struct {
         enum channel c;
@@ -704,7 +704,7 @@ TEST_ALL(issue_h1_reply_from_must_be_an_address_of_the_channel)
 
 /* A lead that has an address on the channel keeps it: a different (valid) "from" is only kept
  * on the reply's own record, and the answer goes to the lead's address. */
-TEST_ALL(issue_h1_reply_from_never_replaces_the_leads_address)
+TEST_ALL(unit_hostile_h1_reply_from_never_replaces_the_leads_address)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
@@ -735,7 +735,7 @@ TEST_ALL(issue_h1_reply_from_never_replaces_the_leads_address)
 
 /* The adoption is part of the reply's unit of work: a failure at any call leaves the lead
  * without the address, and nothing of the reply stored. */
-TEST_ALL(issue_h1_reply_adoption_fault_at_every_call)
+TEST_ALL(unit_hostile_h1_reply_adoption_fault_at_every_call)
 {
     struct t_env *env = t_env_new(backend);
     struct lead l, got;
@@ -782,7 +782,7 @@ repeat(char *buf, const char *unit, int n)
     return buf;
 }
 
-TEST(issue_h7_lengths_count_utf16_code_units)
+TEST(unit_hostile_h7_lengths_count_utf16_code_units)
 {
     struct t_env *env = t_env_new(T_MEM);
     char name[1100], phone[300], email[1100];
@@ -812,7 +812,7 @@ TEST(issue_h7_lengths_count_utf16_code_units)
                    "phone must be shorter than or equal to 50 characters");
 }
 
-TEST(issue_h7_control_and_bidi_characters_are_refused)
+TEST(unit_hostile_h7_control_and_bidi_characters_are_refused)
 {
     static const char *const bad_emails[] = {
         "a@\xc2\x80\xc2\x80.\xc2\x80\xc2\x80", /* C1 controls */

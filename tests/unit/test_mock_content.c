@@ -204,7 +204,7 @@ TEST(unit_content_answer_text_depends_on_intent)
 
 /* Hardening #1: the generator never addresses anything read from the prospect's message (the
  * use case makes a valid "from" the lead's address first, when the lead has none). */
-TEST(issue_h1_content_answer_never_goes_to_the_inbound_from)
+TEST(unit_hostile_h1_content_answer_never_goes_to_the_inbound_from)
 {
     struct arena *a = arena_new();
     struct lead phone_only = {.name = "Ana", .phone = "+351912345678"};
@@ -224,7 +224,7 @@ TEST(issue_h1_content_answer_never_goes_to_the_inbound_from)
 
 /* Hardening #1: no line break from the prospect's subject (or an old row's name) reaches the
  * answer's subject header. */
-TEST(issue_h1_content_subject_is_one_line)
+TEST(unit_hostile_h1_content_subject_is_one_line)
 {
     struct arena *a = arena_new();
     struct lead l = {.name = "Ana\r\nBcc: x@evil.com", .email = "ana@example.com"};

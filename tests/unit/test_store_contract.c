@@ -814,7 +814,7 @@ TEST_ALL(unit_contract_lead_transition_is_compare_and_set)
 
 /* Hardening #1: a reply's sender becomes the lead's address only where it has none, a
  * compare-and-set like the status transition. */
-TEST_ALL(issue_h1_contract_lead_set_address_only_fills_a_missing_address)
+TEST_ALL(unit_hostile_h1_contract_lead_set_address_only_fills_a_missing_address)
 {
     struct t_env *env = t_env_new(backend);
     struct sp_error err = {0};
