@@ -1,6 +1,11 @@
 /* http.c: the socket-free half of the HTTP layer: route matching, reason phrases and the
  * NestJS-style JSON error body.
  *
+ * Routing works on the raw, still percent-encoded path: literal segments compare encoded and
+ * each ":name" parameter is decoded here, refusing what would change its meaning (an encoded
+ * '/' or NUL). The router also answers HEAD (through the GET handler), OPTIONS and CORS from
+ * the route table, and refuses request entities the parsers would misread (415).
+ *
  * Everything rendered here (captured path parameters, error bodies, the Allow list) is allocated
  * in the request arena, so nothing needs freeing by the caller. This file knows nothing about
  * sockets or libmicrohttpd (that is http_server.c), and nothing about domain errors (the mapping
@@ -178,8 +183,22 @@ http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mod
     return HTTP_DECODE_OK;
 }
 
+/* The end of the 400 message for a parameter that does not decode ("id <why>"). */
+static const char *
+decode_why(int rc)
+{
+    switch (rc) {
+    case HTTP_DECODE_SLASH:
+        return "must not contain an encoded slash (%2F)";
+    case HTTP_DECODE_NUL:
+        return "must not contain an encoded NUL (%00)";
+    default:
+        return "has a malformed percent-encoding";
+    }
+}
+
 /* Decodes m's captures into req->params; on a bad one answers 400 naming the parameter and
- * returns -1. */
+ * returns -1 (req->params untouched). */
 static int
 params_decode(struct http_request *req, struct http_response *resp, const struct match *m)
 {
@@ -188,13 +207,10 @@ params_decode(struct http_request *req, struct http_response *resp, const struct
     for (int i = 0; i < m->ncaps; i++) {
         int rc =
             http_pct_decode(req->arena, m->caps[i].ptr, m->caps[i].len, HTTP_DECODE_PATH, &vals[i]);
-        const char *why = rc == HTTP_DECODE_SLASH ? "must not contain an encoded slash (%2F)"
-                          : rc == HTTP_DECODE_NUL ? "must not contain an encoded NUL (%00)"
-                                                  : "has a malformed percent-encoding";
         if (rc != HTTP_DECODE_OK) {
-            http_error1(
-                resp, req->arena, 400,
-                arena_printf(req->arena, "%.*s %s", (int)m->names[i].len, m->names[i].ptr, why));
+            const char *msg = arena_printf(req->arena, "%.*s %s", (int)m->names[i].len,
+                                           m->names[i].ptr, decode_why(rc));
+            http_error1(resp, req->arena, 400, msg);
             return -1;
         }
     }
@@ -509,6 +525,9 @@ http_router_dispatch(const struct http_router *r, struct http_request *req,
     if (req->path == NULL)
         req->path = "";
     route = route_find(r, req, resp, allow, sizeof(allow), &is_answered);
+    /* A preflight never reaches a handler, even an OPTIONS one: it skips the API-key check. */
+    if (route != NULL && http_is_preflight(req))
+        route = NULL;
     if (!is_answered)
         answer(r, route, req, resp, allow);
     http_router_cors(r, req, resp);

@@ -630,6 +630,24 @@ TEST(http_router_cors_preflight_and_actual)
     arena_free(a);
 }
 
+TEST(http_router_preflight_never_runs_a_handler)
+{
+    struct http_router r;
+    struct seen seen = {0};
+    struct http_request req;
+    struct http_response resp;
+    struct arena *a = arena_new();
+
+    http_router_init(&r);
+    ASSERT_OK(http_router_add(&r, "OPTIONS", "/leads/:id", record, &seen));
+    dispatch_cors(&r, a, "OPTIONS", "https://app.example.com", "GET", &req, &resp);
+    ASSERT_EQ(204, resp.status);
+    ASSERT_EQ(0, seen.calls); /* it skipped the API-key check: the table answers it */
+    dispatch_cors(&r, a, "OPTIONS", NULL, NULL, &req, &resp);
+    ASSERT_EQ(1, seen.calls); /* a plain OPTIONS is an ordinary request */
+    arena_free(a);
+}
+
 TEST(http_router_cors_disallowed_origin_gets_nothing)
 {
     static const char *const origins[] = {"https://evil.example",
