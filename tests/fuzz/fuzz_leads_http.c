@@ -119,7 +119,7 @@ count_jobs_of(const struct mem_store *st, const char *lead_id)
 {
     int n = 0;
     for (int i = 0; i < st->cur.njobs; i++)
-        n += st->cur.jobs[i].j.lead_id && strcmp(st->cur.jobs[i].j.lead_id, lead_id) == 0;
+        n += st->cur.jobs[i].j.group && strcmp(st->cur.jobs[i].j.group, lead_id) == 0;
     return n;
 }
 
@@ -275,6 +275,7 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
             for (char *q = up; *q; q++)
                 *q = (char)toupper((unsigned char)*q);
         id = up;
+        decoded = up; /* a UUID: no '%' to decode */
         lead_id = existing;
     }
     ct = content_types[(h / 5) % 8];
