@@ -11,6 +11,7 @@ struct arena;
 
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HTTP_PARAMS_MAX 4
+#define HTTP_QUERY_MAX 8 /* query-string arguments kept; a request with more is refused (400) */
 
 struct http_request {
     const char *method;       /* "GET", "POST", ... */
@@ -22,6 +23,9 @@ struct http_request {
     struct arena *arena; /* per-request arena, owns everything below */
     int nparams;         /* filled by the router: values of ":name" segments */
     const char *params[HTTP_PARAMS_MAX];
+    int nquery; /* query-string arguments, percent-decoded, in the order sent */
+    const char *query_keys[HTTP_QUERY_MAX];
+    const char *query_values[HTTP_QUERY_MAX]; /* "" for a key sent without a value */
 };
 
 struct http_response {
@@ -57,6 +61,12 @@ int http_router_add(struct http_router *r, const char *method, const char *patte
  * Allow header (the path matches with another method). Always fills `resp`. */
 void http_router_dispatch(const struct http_router *r, struct http_request *req,
                           struct http_response *resp);
+
+/* The value of the query argument `key` (the first, if it was sent several times), or NULL when
+ * it was not sent. Borrowed from the request. */
+const char *http_query(const struct http_request *req, const char *key);
+/* How many times `key` was sent. */
+int http_query_count(const struct http_request *req, const char *key);
 
 /* Reason phrase for a status ("Bad Request"); "Error" for unknown codes. */
 const char *http_reason(int status);

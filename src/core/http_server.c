@@ -252,6 +252,23 @@ on_headers(struct MHD_Connection *conn, struct req_state *st)
     return send_too_large(conn, st);
 }
 
+/* Collects one query-string argument into the request (copied into its arena). */
+static enum MHD_Result
+on_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct http_request *req = cls;
+
+    (void)kind;
+    if (req->nquery >= HTTP_QUERY_MAX) {
+        req->nquery = HTTP_QUERY_MAX + 1; /* too many: refused by on_request */
+        return MHD_NO;
+    }
+    req->query_keys[req->nquery] = arena_strdup(req->arena, key ? key : "");
+    req->query_values[req->nquery] = arena_strdup(req->arena, value ? value : "");
+    req->nquery++;
+    return MHD_YES;
+}
+
 /* Last call: the whole body is in. Runs the handler and queues its response. */
 static enum MHD_Result
 on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state *st,
@@ -273,6 +290,11 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
         req.body_len = st->len;
     }
     req.arena = st->arena;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, on_query_arg, &req);
+    if (req.nquery > HTTP_QUERY_MAX) {
+        http_error1(&resp, st->arena, 400, "too many query parameters");
+        return send_response(conn, &resp);
+    }
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http: handler for %s returned invalid status %d", method, resp.status);
