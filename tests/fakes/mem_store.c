@@ -753,21 +753,34 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 }
 
 static int
-q_list_group(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
-             struct sp_error *err)
+q_list_group(struct job_queue *q, const char *lead_id, int max, struct arena *a, struct job **out,
+             int *n, int *more, struct sp_error *err)
 {
     struct mem_store *st = queue_store(q);
-    int k = 0;
+    int first = st->cur.njobs, k = 0;
 
     (void)err;
-    *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.njobs ? st->cur.njobs : 1));
-    for (int i = 0; i < st->cur.njobs; i++) {
+    *more = 0;
+    /* walk back from the newest until max are found (and one more tells of older ones) */
+    for (int i = st->cur.njobs - 1; i >= 0; i--) {
         const struct mem_job *row = &st->cur.jobs[i];
         if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
             continue;
-        job_give(a, row, &(*out)[k++]);
+        if (k == max) {
+            *more = 1;
+            break;
+        }
+        k++;
+        first = i;
     }
-    *n = k;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    *n = 0;
+    for (int i = first; i < st->cur.njobs && *n < k; i++) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
+            continue;
+        job_give(a, row, &(*out)[(*n)++]);
+    }
     return SP_OK;
 }
 

@@ -835,7 +835,9 @@ issue_4_details(enum t_backend backend)
     ASSERT(json_array_size(events) >= 2);
     more = json_object_get(root, "more");
     ASSERT(json_is_object(more));
-    ASSERT_STREQ("email,events", keys(more, kb, sizeof(kb)));
+    ASSERT_STREQ("email,events,jobs", keys(more, kb, sizeof(kb)));
+    ASSERT(json_is_true(json_object_get(more, "jobs")));
+    ASSERT_EQ(50, json_array_size(json_object_get(root, "jobs")));
     ASSERT_STREQ("lead,messagesByChannel,events,jobs,more", keys(root, kb, sizeof(kb)));
     /* the newest last, as for every lead: the last email message is the last AI answer */
     ASSERT_STREQ("ai_reply", json_string_value(json_object_get(

@@ -65,7 +65,9 @@ def test_big_lead_details_bounded_and_paged(env):
     email = det["messagesByChannel"]["email"]
     assert 2 <= len(email) <= 50, "%d email messages shown" % len(email)
     assert_eq(email[-1]["kind"], "ai_reply", "newest last")
-    assert_eq(sorted(det["more"]), ["email", "events"], "lists cut short")
+    assert_eq(sorted(det["more"]), ["email", "events", "jobs"], "lists cut short")
+    assert_eq(det["more"]["jobs"], True, "older jobs exist")
+    assert_eq(len(det["jobs"]), 50, "newest jobs")
 
     seen = set(m["id"] for m in email)
     page_all(srv, "/leads/%s/messages" % lead_id, {"channel": "email"}, det["more"]["email"],

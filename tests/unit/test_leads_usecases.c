@@ -556,6 +556,7 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     ASSERT_EQ(0, d.channels[0].next);
     ASSERT_EQ(0, d.channels[1].next);
     ASSERT_EQ(0, d.events_next);
+    ASSERT_EQ(0, d.jobs_more);
     for (int i = 1; i < d.channels[1].nmessages; i++)
         ASSERT(d.channels[1].messages[i - 1].created_at <= d.channels[1].messages[i].created_at);
     ASSERT_EQ(6, d.nevents);
@@ -664,6 +665,17 @@ TEST_ALL(unit_issue_4_details_bounded_and_paged)
     seen = d.channels[0].nmessages;
     for (int i = 0; i < seen; i++)
         ASSERT_STREQ(all[nall - seen + i].id, d.channels[0].messages[i].id);
+    /* 71 jobs (welcome + 70 answers): the newest 50, oldest first, and "older ones exist" */
+    {
+        struct job *jobs;
+        int njobs;
+        t_env_jobs(env, l.id, &jobs, &njobs);
+        ASSERT_EQ(71, njobs);
+        ASSERT_EQ(LEADS_DETAILS_ITEMS, d.njobs);
+        ASSERT_EQ(1, d.jobs_more);
+        for (int i = 0; i < d.njobs; i++)
+            ASSERT_STREQ(jobs[njobs - d.njobs + i].id, d.jobs[i].id);
+    }
     ASSERT(d.nevents > 1 && d.nevents <= LEADS_DETAILS_ITEMS);
     ASSERT(d.events_next > 0);
     seen_ev = d.nevents;

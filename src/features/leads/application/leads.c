@@ -408,7 +408,8 @@ leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
     out->nevents = page.n;
     out->events_next = page.next;
     if (rc == SP_OK)
-        rc = job_queue_list_group(d->queue, id, a, &out->jobs, &out->njobs, err);
+        rc = job_queue_list_group(d->queue, id, LEADS_DETAILS_ITEMS, a, &out->jobs, &out->njobs,
+                                  &out->jobs_more, err);
     lead_repo_read_end(d->repo);
     return rc;
 }

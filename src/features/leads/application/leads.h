@@ -98,11 +98,12 @@ struct lead_details {
     struct lead_event *events; /* the newest, oldest first */
     int nevents;
     int64_t events_next; /* > 0: older events exist (leads_list_events) */
-    struct job *jobs;    /* oldest first */
+    struct job *jobs;    /* the newest, oldest first */
     int njobs;
+    int jobs_more; /* 1: older jobs exist (not listed: see docs/http-api.md) */
 };
 
-/* Reads a lead with its newest messages per channel, newest events and its jobs, in one
+/* Reads a lead with its newest messages per channel, newest events and newest jobs, in one
  * snapshot; bounded as said above. SP_ENOTFOUND for an unknown lead. */
 int leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
                       struct lead_details *out, struct sp_error *err) SP_MUST_CHECK;

@@ -537,7 +537,7 @@ render_event_array(struct jsonw *w, const struct lead_event *events, int n)
 static void
 render_more(struct jsonw *w, struct arena *a, const struct lead_details *det)
 {
-    int cut = det->events_next > 0;
+    int cut = det->events_next > 0 || det->jobs_more;
 
     for (int i = 0; i < det->nchannels; i++)
         cut |= det->channels[i].next > 0;
@@ -553,6 +553,8 @@ render_more(struct jsonw *w, struct arena *a, const struct lead_details *det)
     }
     if (det->events_next > 0)
         jsonw_kstr(w, "events", cursor_render(a, CURSOR_EVENTS, det->events_next));
+    if (det->jobs_more)
+        jsonw_kbool(w, "jobs", 1); /* no paging route for jobs: only "older ones exist" */
     jsonw_obj_end(w);
 }
 
