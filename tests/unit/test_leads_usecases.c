@@ -601,8 +601,8 @@ TEST(unit_leads_details_storage_failure)
     struct lead_details d;
 
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
-    /* lead_get, message_channels, message_page, event_page, list_group */
-    for (int n = 1; n <= 5; n++) {
+    /* read_begin, lead_get, message_channels, message_page, event_page, list_group */
+    for (int n = 1; n <= 6; n++) {
         struct sp_error err = {0};
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
         ASSERT_EQ(SP_EUNAVAIL, leads_get_details(&env->deps, l.id, env->arena, &d, &err));
