@@ -59,6 +59,18 @@ route_details(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_messages(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_messages, req, resp);
+}
+
+static void
+route_events(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_events, req, resp);
+}
+
+static void
 route_health(void *ctx, struct http_request *req, struct http_response *resp)
 {
     static const char body[] = "{\"status\":\"ok\"}";
@@ -136,6 +148,8 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
+    rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
+    rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
     if (rc != 0) {
         log_error("route table full");
         abort();

@@ -91,6 +91,25 @@ http_response_header(struct http_response *resp, const char *name, const char *v
     return 0;
 }
 
+const char *
+http_query(const struct http_request *req, const char *key)
+{
+    for (int i = 0; i < req->nquery; i++)
+        if (strcmp(req->query_keys[i], key) == 0)
+            return req->query_values[i];
+    return NULL;
+}
+
+int
+http_query_count(const struct http_request *req, const char *key)
+{
+    int n = 0;
+
+    for (int i = 0; i < req->nquery; i++)
+        n += strcmp(req->query_keys[i], key) == 0;
+    return n;
+}
+
 /* Length of the segment starting at s (up to the next '/' or the end). */
 static size_t
 seg_len(const char *s)

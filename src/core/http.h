@@ -12,6 +12,7 @@ struct arena;
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HTTP_PARAMS_MAX 4
 #define HTTP_HEADERS_MAX 8 /* extra response headers (CORS, Vary) */
+#define HTTP_QUERY_MAX 8   /* query-string arguments kept; a request with more is refused (400) */
 
 /* Header names and values are borrowed from the server (valid for the request's lifetime).
  *
@@ -34,6 +35,9 @@ struct http_request {
     struct arena *arena; /* per-request arena, owns everything below */
     int nparams;         /* filled by the router: decoded values of ":name" segments */
     const char *params[HTTP_PARAMS_MAX];
+    int nquery; /* query-string arguments, percent-decoded, in the order sent */
+    const char *query_keys[HTTP_QUERY_MAX];
+    const char *query_values[HTTP_QUERY_MAX]; /* "" for a key sent without a value */
 };
 
 struct http_header {
@@ -112,6 +116,12 @@ enum http_decode_result {
  * is reset). Returns HTTP_DECODE_OK, or one of the negative codes with *out set to NULL. */
 int http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mode mode,
                     const char **out);
+
+/* The value of the query argument `key` (the first, if it was sent several times), or NULL when
+ * it was not sent. Borrowed from the request. */
+const char *http_query(const struct http_request *req, const char *key);
+/* How many times `key` was sent. */
+int http_query_count(const struct http_request *req, const char *key);
 
 /* Reason phrase for a status ("Bad Request"); "Error" for unknown codes. */
 const char *http_reason(int status);

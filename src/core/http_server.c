@@ -309,6 +309,40 @@ unescape_none(void *cls, struct MHD_Connection *conn, char *s)
     return strlen(s);
 }
 
+/* Query arguments as collected from libmicrohttpd; `bad` names why they are refused. */
+struct query_walk {
+    struct http_request *req;
+    const char *bad; /* NULL, or the 400 message */
+};
+
+/* Collects one query-string argument into the request, percent-decoded into its arena (the
+ * server keeps libmicrohttpd from decoding: see unescape_none). */
+static enum MHD_Result
+on_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct query_walk *w = cls;
+    struct http_request *req = w->req;
+    const char *k = NULL, *v = NULL;
+
+    (void)kind;
+    if (req->nquery >= HTTP_QUERY_MAX) {
+        w->bad = "too many query parameters";
+        return MHD_NO;
+    }
+    key = key ? key : "";
+    value = value ? value : "";
+    if (http_pct_decode(req->arena, key, strlen(key), HTTP_DECODE_QUERY, &k) != HTTP_DECODE_OK ||
+        http_pct_decode(req->arena, value, strlen(value), HTTP_DECODE_QUERY, &v) !=
+            HTTP_DECODE_OK) {
+        w->bad = "malformed query string (a bad %-escape or an encoded NUL)";
+        return MHD_NO;
+    }
+    req->query_keys[req->nquery] = k;
+    req->query_values[req->nquery] = v;
+    req->nquery++;
+    return MHD_YES;
+}
+
 /* Last call: the whole body is in. Runs the handler and queues its response. */
 static enum MHD_Result
 on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state *st,
@@ -316,6 +350,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
 {
     struct http_request req = {0};
     struct http_response resp = {0};
+    struct query_walk walk = {&req, NULL};
 
     if (st->too_large)
         return send_too_large(conn, st);
@@ -334,6 +369,11 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
         req.body_len = st->len;
     }
     req.arena = st->arena;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, on_query_arg, &walk);
+    if (walk.bad) {
+        http_error1(&resp, st->arena, 400, walk.bad);
+        return send_response(conn, &resp);
+    }
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http: handler for %s returned invalid status %d", method, resp.status);

@@ -174,6 +174,32 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
     return rc != SP_OK ? rc : lead_repo_event_list(REPO(r), lead_id, a, out, n, err);
 }
 
+static int
+r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
+                   int *n, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_channels", err);
+    return rc != SP_OK ? rc : lead_repo_message_channels(REPO(r), lead_id, out, n, err);
+}
+
+static int
+r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
+               const struct lead_page_spec *spec, struct arena *a, struct message **out,
+               struct lead_page_info *page, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_page", err);
+    return rc != SP_OK ? rc : lead_repo_message_page(REPO(r), lead_id, c, spec, a, out, page, err);
+}
+
+static int
+r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+             struct arena *a, struct lead_event **out, struct lead_page_info *page,
+             struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_page", err);
+    return rc != SP_OK ? rc : lead_repo_event_page(REPO(r), lead_id, spec, a, out, page, err);
+}
+
 static const struct lead_repo_ops faulty_repo_ops = {
     .name = "faulty",
     .begin = r_begin,
@@ -192,8 +218,11 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_channels = r_message_channels,
+    .message_page = r_message_page,
     .event_append = r_event_append,
     .event_list = r_event_list,
+    .event_page = r_event_page,
 };
 
 void

@@ -544,13 +544,21 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     ASSERT_STREQ(a.id, d.lead.id);
     ASSERT_STREQ("Ana", d.lead.name);
     ASSERT_EQ(LEAD_STATUS_REPLIED, d.lead.status);
-    ASSERT_EQ(4, d.nmessages);
-    ASSERT_EQ(CHANNEL_EMAIL, d.messages[0].channel);
-    ASSERT_EQ(CHANNEL_WHATSAPP, d.messages[1].channel);
-    ASSERT_STREQ(mid, d.messages[2].id);
-    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, d.messages[3].kind);
-    for (int i = 1; i < d.nmessages; i++)
-        ASSERT(d.messages[i - 1].created_at <= d.messages[i].created_at);
+    ASSERT_EQ(2, d.nchannels);
+    ASSERT_EQ(CHANNEL_EMAIL, d.channels[0].channel);
+    ASSERT_EQ(1, d.channels[0].nmessages);
+    ASSERT_EQ(CHANNEL_EMAIL, d.channels[0].messages[0].channel);
+    ASSERT_EQ(CHANNEL_WHATSAPP, d.channels[1].channel);
+    ASSERT_EQ(3, d.channels[1].nmessages);
+    ASSERT_EQ(MESSAGE_KIND_WELCOME, d.channels[1].messages[0].kind);
+    ASSERT_STREQ(mid, d.channels[1].messages[1].id);
+    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, d.channels[1].messages[2].kind);
+    ASSERT_EQ(0, d.channels[0].next);
+    ASSERT_EQ(0, d.channels[1].next);
+    ASSERT_EQ(0, d.events_next);
+    ASSERT_EQ(0, d.jobs_more);
+    for (int i = 1; i < d.channels[1].nmessages; i++)
+        ASSERT(d.channels[1].messages[i - 1].created_at <= d.channels[1].messages[i].created_at);
     ASSERT_EQ(6, d.nevents);
     ASSERT_EQ(EVENT_LEAD_ADDED, d.events[0].type);
     ASSERT_EQ(EVENT_MESSAGE_QUEUED, d.events[1].type);
@@ -561,12 +569,13 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     for (int i = 0; i < d.nevents; i++)
         ASSERT_STREQ(a.id, d.events[i].lead_id);
     ASSERT_EQ(3, d.njobs);
-    ASSERT_STREQ(d.messages[0].id, d.jobs[0].key);
-    ASSERT_STREQ(d.messages[1].id, d.jobs[1].key);
-    ASSERT_STREQ(d.messages[3].id, d.jobs[2].key);
+    ASSERT_STREQ(d.channels[0].messages[0].id, d.jobs[0].key);
+    ASSERT_STREQ(d.channels[1].messages[0].id, d.jobs[1].key);
+    ASSERT_STREQ(d.channels[1].messages[2].id, d.jobs[2].key);
 
     ASSERT_OK(leads_get_details(&env->deps, b.id, env->arena, &d, &err));
-    ASSERT_EQ(1, d.nmessages);
+    ASSERT_EQ(1, d.nchannels);
+    ASSERT_EQ(1, d.channels[0].nmessages);
     ASSERT_EQ(2, d.nevents);
     ASSERT_EQ(1, d.njobs);
     ASSERT_STREQ(iso(T_NOW + 10), iso(d.lead.created_at));
@@ -592,7 +601,8 @@ TEST(unit_leads_details_storage_failure)
     struct lead_details d;
 
     t_env_create(env, "Ana", "ana@example.com", NULL, &l);
-    for (int n = 1; n <= 4; n++) {
+    /* read_begin, lead_get, message_channels, message_page, event_page, list_group */
+    for (int n = 1; n <= 6; n++) {
         struct sp_error err = {0};
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
         ASSERT_EQ(SP_EUNAVAIL, leads_get_details(&env->deps, l.id, env->arena, &d, &err));
@@ -849,4 +859,169 @@ TEST(unit_hostile_h7_control_and_bidi_characters_are_refused)
     /* not UTF-8 at all (a caller other than the JSON parser, which refuses it itself) */
     expect_invalid("Ana\xff", NULL, "+351912345678", "name", "name must be valid UTF-8");
     expect_invalid("Ana", NULL, "+351\xff", "phone", "phone must be valid UTF-8");
+}
+
+/* ---- issue 4: a lead with a long history ----------------------------------------------- */
+
+/* A reply on email whose content is about `len` bytes of JSON. */
+static void
+big_reply(struct t_env *env, const char *lead_id, size_t len, char *id_out)
+{
+    struct sp_error err = {0};
+    char *content = arena_alloc(env->arena, len + 64);
+    size_t n = (size_t)snprintf(content, len + 64, "{\"subject\":\"re\",\"body\":\"");
+
+    memset(content + n, 'x', len);
+    memcpy(content + n + len, "\"}", 3);
+    ASSERT_OK(reply(env, lead_id, CHANNEL_EMAIL, content, id_out, &err));
+    env->clock.now += 1;
+}
+
+/* 70 replies of 60 KB: the details hold the newest email messages and events within the list
+ * budget (never all of them), with cursors, and the paging queries give every older item
+ * exactly once, in the order the whole list always had. */
+TEST_ALL(unit_issue_4_details_bounded_and_paged)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l;
+    struct lead_details d;
+    struct message *all, *page_msgs;
+    struct lead_event *all_ev, *page_ev;
+    struct lead_page_info page;
+    int nall, nall_ev, seen, seen_ev;
+    int64_t next;
+    size_t bytes;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    for (int i = 0; i < 70; i++) {
+        char mid[SP_UUID_LEN + 1];
+        big_reply(env, l.id, 60 * 1024, mid);
+        arena_reset(env->arena);
+    }
+    t_env_messages(env, l.id, &all, &nall);
+    ASSERT_EQ(141, nall); /* welcome + 70 x (reply + AI answer) */
+    t_env_events(env, l.id, &all_ev, &nall_ev);
+
+    ASSERT_OK(leads_get_details(&env->deps, l.id, env->arena, &d, &err));
+    ASSERT_EQ(1, d.nchannels);
+    ASSERT(d.channels[0].nmessages > 1);
+    ASSERT(d.channels[0].nmessages <= LEADS_DETAILS_ITEMS);
+    ASSERT(d.channels[0].next > 0);
+    bytes = 0;
+    for (int i = 0; i < d.channels[0].nmessages; i++)
+        bytes += strlen(d.channels[0].messages[i].channel_message);
+    ASSERT(bytes <= LEADS_LIST_BUDGET);
+    /* the newest, oldest first: the tail of the whole list */
+    seen = d.channels[0].nmessages;
+    for (int i = 0; i < seen; i++)
+        ASSERT_STREQ(all[nall - seen + i].id, d.channels[0].messages[i].id);
+    /* 71 jobs (welcome + 70 answers): the newest 50, oldest first, and "older ones exist" */
+    {
+        struct job *jobs;
+        int njobs;
+        t_env_jobs(env, l.id, &jobs, &njobs);
+        ASSERT_EQ(71, njobs);
+        ASSERT_EQ(LEADS_DETAILS_ITEMS, d.njobs);
+        ASSERT_EQ(1, d.jobs_more);
+        for (int i = 0; i < d.njobs; i++)
+            ASSERT_STREQ(jobs[njobs - d.njobs + i].id, d.jobs[i].id);
+    }
+    ASSERT(d.nevents > 1 && d.nevents <= LEADS_DETAILS_ITEMS);
+    ASSERT(d.events_next > 0);
+    seen_ev = d.nevents;
+    for (int i = 0; i < seen_ev; i++)
+        ASSERT_STREQ(all_ev[nall_ev - seen_ev + i].id, d.events[i].id);
+
+    /* page back to the start: every older item once, in order */
+    next = d.channels[0].next;
+    while (next > 0) {
+        ASSERT_OK(leads_list_messages(&env->deps, l.id, CHANNEL_EMAIL, next, 30, env->arena,
+                                      &page_msgs, &page, &err));
+        ASSERT(page.n >= 1 && page.n <= 30);
+        for (int i = 0; i < page.n; i++)
+            ASSERT_STREQ(all[nall - seen - page.n + i].id, page_msgs[i].id);
+        seen += page.n;
+        next = page.next;
+    }
+    ASSERT_EQ(nall, seen);
+    next = d.events_next;
+    while (next > 0) {
+        ASSERT_OK(
+            leads_list_events(&env->deps, l.id, next, 100, env->arena, &page_ev, &page, &err));
+        ASSERT(page.n >= 1);
+        for (int i = 0; i < page.n; i++)
+            ASSERT_STREQ(all_ev[nall_ev - seen_ev - page.n + i].id, page_ev[i].id);
+        seen_ev += page.n;
+        next = page.next;
+    }
+    ASSERT_EQ(nall_ev, seen_ev);
+    t_env_free(env);
+}
+
+/* Without a cursor the paging queries give the newest page; at most `limit` items; small items
+ * stop at the count, not the budget. */
+TEST_ALL(unit_issue_4_pages_by_count)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l;
+    struct message *all, *msgs;
+    struct lead_page_info page;
+    int nall;
+    char mid[SP_UUID_LEN + 1];
+
+    t_env_create(env, "Ana", "ana@example.com", "+351912345678", &l);
+    for (int i = 0; i < 5; i++)
+        big_reply(env, l.id, 10, mid);
+    t_env_messages(env, l.id, &all, &nall);
+    ASSERT_EQ(12, nall); /* email + whatsapp welcome, 5 x 2 on email */
+    ASSERT_OK(
+        leads_list_messages(&env->deps, l.id, CHANNEL_EMAIL, 0, 4, env->arena, &msgs, &page, &err));
+    ASSERT_EQ(4, page.n);
+    ASSERT(page.next > 0);
+    ASSERT_STREQ(all[nall - 4].id, msgs[0].id);
+    ASSERT_STREQ(all[nall - 1].id, msgs[3].id);
+    ASSERT_OK(leads_list_messages(&env->deps, l.id, CHANNEL_EMAIL, page.next, 100, env->arena,
+                                  &msgs, &page, &err));
+    ASSERT_EQ(7, page.n); /* the rest of email: welcome + 6; whatsapp's welcome is not there */
+    ASSERT_EQ(0, page.next);
+    ASSERT_STREQ(all[0].id, msgs[0].id);
+    ASSERT_OK(leads_list_messages(&env->deps, l.id, CHANNEL_WHATSAPP, 0, 100, env->arena, &msgs,
+                                  &page, &err));
+    ASSERT_EQ(1, page.n);
+    ASSERT_EQ(0, page.next);
+    ASSERT_OK(leads_list_messages(&env->deps, l.id, CHANNEL_VOICE, 0, 100, env->arena, &msgs, &page,
+                                  &err));
+    ASSERT_EQ(0, page.n);
+    ASSERT_EQ(0, page.next);
+    t_env_free(env);
+}
+
+TEST_ALL(unit_issue_4_paging_errors)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l;
+    struct message *msgs;
+    struct lead_event *ev;
+    struct lead_page_info page;
+
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_EQ(SP_ENOTFOUND,
+              leads_list_messages(&env->deps, "00000000-0000-4000-8000-000000000000", CHANNEL_EMAIL,
+                                  0, 10, env->arena, &msgs, &page, &err));
+    ASSERT_EQ(SP_ENOTFOUND, leads_list_events(&env->deps, "00000000-0000-4000-8000-000000000000", 0,
+                                              10, env->arena, &ev, &page, &err));
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(SP_EINVAL, leads_list_messages(&env->deps, l.id, CHANNEL_EMAIL, 0, 0, env->arena,
+                                             &msgs, &page, &err));
+    ASSERT_STREQ("limit", err.field);
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(SP_EINVAL, leads_list_events(&env->deps, l.id, 0, LEADS_PAGE_MAX + 1, env->arena, &ev,
+                                           &page, &err));
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(SP_EINVAL, leads_list_events(&env->deps, l.id, -1, 10, env->arena, &ev, &page, &err));
+    ASSERT_STREQ("cursor", err.field);
+    t_env_free(env);
 }

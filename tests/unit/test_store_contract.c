@@ -564,9 +564,10 @@ TEST_QUEUE(unit_contract_queue_due_order)
          * were written); Redis lists its records (outbox rows) by created_at, the enqueue's
          * time, which this case makes go backwards */
         struct job *list;
-        int n;
-        ASSERT_OK(job_queue_list_group(env->queue, a.id, env->arena, &list, &n, &err));
+        int n, more;
+        ASSERT_OK(job_queue_list_group(env->queue, a.id, 3, env->arena, &list, &n, &more, &err));
         ASSERT_EQ(3, n);
+        ASSERT_EQ(0, more);
         if (backend != T_REDIS) {
             ASSERT_STREQ(id1, list[0].id);
             ASSERT_STREQ(id2, list[1].id);

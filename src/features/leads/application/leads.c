@@ -438,25 +438,116 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
     return rc;
 }
 
+/* The newest page of each channel the lead has messages on, in order of first message. */
+static int
+details_messages(const struct leads_deps *d, const char *id, struct arena *a,
+                 struct lead_details *out, struct sp_error *err)
+{
+    const struct lead_page_spec spec = {0, LEADS_DETAILS_ITEMS, LEADS_LIST_BUDGET};
+    enum channel order[CHANNEL_COUNT];
+    int n = 0;
+    int rc = lead_repo_message_channels(d->repo, id, order, &n, err);
+
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        struct lead_channel_page *cp = &out->channels[i];
+        struct lead_page_info page = {0, 0};
+
+        cp->channel = order[i];
+        rc = lead_repo_message_page(d->repo, id, order[i], &spec, a, &cp->messages, &page, err);
+        cp->nmessages = page.n;
+        cp->next = page.next;
+        out->nchannels = i + 1;
+    }
+    return rc;
+}
+
 int
 leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
                   struct lead_details *out, struct sp_error *err)
 {
+    const struct lead_page_spec spec = {0, LEADS_DETAILS_ITEMS, LEADS_LIST_BUDGET};
+    struct lead_page_info page = {0, 0};
     int rc;
 
     memset(out, 0, sizeof(*out));
-    /* One snapshot for the four reads: a worker committing in between must not show a message
+    /* One snapshot for all the reads: a worker committing in between must not show a message
      * "sent" without its event, or a job "completed" next to a message still "queued". */
     rc = lead_repo_read_begin(d->repo, err);
     if (rc != SP_OK)
         return rc;
     rc = lead_repo_lead_get(d->repo, id, a, &out->lead, err);
     if (rc == SP_OK)
-        rc = lead_repo_message_list(d->repo, id, a, &out->messages, &out->nmessages, err);
+        rc = details_messages(d, id, a, out, err);
     if (rc == SP_OK)
-        rc = lead_repo_event_list(d->repo, id, a, &out->events, &out->nevents, err);
+        rc = lead_repo_event_page(d->repo, id, &spec, a, &out->events, &page, err);
+    out->nevents = page.n;
+    out->events_next = page.next;
     if (rc == SP_OK)
-        rc = job_queue_list_group(d->queue, id, a, &out->jobs, &out->njobs, err);
+        rc = job_queue_list_group(d->queue, id, LEADS_DETAILS_ITEMS, a, &out->jobs, &out->njobs,
+                                  &out->jobs_more, err);
+    lead_repo_read_end(d->repo);
+    return rc;
+}
+
+/* The spec of a paging query, or SP_EINVAL. */
+static int
+page_spec(int64_t before, int limit, struct lead_page_spec *spec, struct sp_error *err)
+{
+    if (limit < 1 || limit > LEADS_PAGE_MAX)
+        return sp_error_set(err, SP_EINVAL, "limit", "limit must be an integer from 1 to %d",
+                            LEADS_PAGE_MAX);
+    if (before < 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    spec->before = before;
+    spec->max = limit;
+    spec->budget = LEADS_LIST_BUDGET;
+    return SP_OK;
+}
+
+int
+leads_list_messages(const struct leads_deps *d, const char *id, enum channel c, int64_t before,
+                    int limit, struct arena *a, struct message **out, struct lead_page_info *page,
+                    struct sp_error *err)
+{
+    struct lead_page_spec spec;
+    struct lead lead;
+    int rc = page_spec(before, limit, &spec, err);
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_read_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_lead_get(d->repo, id, a, &lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_page(d->repo, id, c, &spec, a, out, page, err);
+    lead_repo_read_end(d->repo);
+    return rc;
+}
+
+int
+leads_list_events(const struct leads_deps *d, const char *id, int64_t before, int limit,
+                  struct arena *a, struct lead_event **out, struct lead_page_info *page,
+                  struct sp_error *err)
+{
+    struct lead_page_spec spec;
+    struct lead lead;
+    int rc = page_spec(before, limit, &spec, err);
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_read_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_lead_get(d->repo, id, a, &lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_event_page(d->repo, id, &spec, a, out, page, err);
     lead_repo_read_end(d->repo);
     return rc;
 }
