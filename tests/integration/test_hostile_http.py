@@ -79,7 +79,9 @@ def test_encoded_nul_in_id_is_400(env):
     assert_error(srv.post("/leads/%s%%00/reply" % lid, REPLY), 400)
     # Escapes that decode to ordinary characters still work; the query string is not the path.
     assert_eq(srv.get("/leads/%s%%2d%s" % (lid[:8], lid[9:])).status, 200, "%2d is '-'")
-    assert_eq(srv.get("/leads/%s?x=%%2F%%00" % lid).status, 200, "query string ignored")
+    assert_eq(srv.get("/leads/%s?x=%%2F" % lid).status, 200, "an encoded slash in the query")
+    # an encoded NUL is refused wherever it is, the query string included
+    assert_error(srv.get("/leads/%s?x=%%00" % lid), 400)
     srv.stop()
 
 
