@@ -65,6 +65,8 @@ static const struct config_key keys[] = {
      "text (logfmt) or json"},
     {"API_KEYS", "api-keys", K_KEYS, OFF(api_keys), NULL, 0, 0, 1,
      "comma-separated keys (spaces trimmed); when set every route but /health needs X-API-Key"},
+    {"CORS_ORIGINS", "cors-origins", K_STR, OFF(cors_origins), NULL, 0, 0, 0,
+     "unset: no CORS; * or comma-separated exact origins (https://app.example.com) allowed"},
     {"MOCK_SINK", "mock-sink", K_STR, OFF(mock_sink), NULL, 0, 0, 0,
      "mock provider: append one JSON line per delivery to this file"},
     {"MOCK_FAIL_FIRST", "mock-fail-first", K_INT, OFF(mock_fail_first), "0", 0, 1000, 0,
@@ -253,6 +255,51 @@ validate_email(const struct config *cfg, struct sp_error *err)
     return SP_OK;
 }
 
+/* One CORS_ORIGINS entry: "*" alone, or scheme://host[:port] as a browser sends it in Origin
+ * (no path, no trailing slash, nothing a header value cannot hold). */
+static int
+origin_ok(const char *s, size_t len)
+{
+    const char *host;
+
+    if (len >= 8 && strncmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else if (len >= 7 && strncmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else
+        return 0;
+    if (host == s + len)
+        return 0;
+    for (const char *p = host; p < s + len; p++)
+        if (*p == '/' || (unsigned char)*p <= ' ' || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* CORS_ORIGINS: "*" or a comma-separated list of origins (spaces around commas allowed). */
+static int
+cors_origins_ok(const char *s)
+{
+    size_t n = 0;
+
+    if (strcmp(s, "*") == 0)
+        return 1;
+    for (const char *p = s; *p;) {
+        size_t len;
+
+        while (*p == ' ' || *p == ',')
+            p++;
+        len = strcspn(p, ",");
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        if (len > 0 && !origin_ok(p, len))
+            return 0;
+        n += len > 0;
+        p += strcspn(p, ",");
+    }
+    return n > 0;
+}
+
 static int
 validate(const struct config *cfg, struct sp_error *err)
 {
@@ -267,6 +314,11 @@ validate(const struct config *cfg, struct sp_error *err)
     if (!name_ok(cfg->queue_name))
         return sp_error_set(err, SP_EINVAL, "QUEUE_NAME",
                             "config: QUEUE_NAME: 1-64 characters, none of ':', space or control");
+    if (cfg->cors_origins && !cors_origins_ok(cfg->cors_origins))
+        return sp_error_set(err, SP_EINVAL, "CORS_ORIGINS",
+                            "config: CORS_ORIGINS: * or comma-separated http(s)://host[:port] "
+                            "origins (got \"%.60s\")",
+                            cfg->cors_origins);
     if (!name_ok(cfg->queue_prefix))
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");

@@ -29,6 +29,7 @@ struct config {
     enum log_level log_level;
     enum log_format log_format;
     char *api_keys;
+    char *cors_origins;
     char *mock_sink;
     int mock_fail_first;
     double mock_fail_rate;

@@ -1,6 +1,6 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes, each on a session
  * of its own, the liveness (/health) and readiness (/ready) probes, and the API-key check that
- * guards every route but /health when API_KEYS is set. */
+ * guards every route but /health (and CORS preflights) when API_KEYS is set. */
 #include "app/wiring.h"
 
 #include "core/clock.h"
@@ -59,6 +59,18 @@ route_details(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_messages(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_messages, req, resp);
+}
+
+static void
+route_events(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_events, req, resp);
+}
+
+static void
 route_health(void *ctx, struct http_request *req, struct http_response *resp)
 {
     static const char body[] = "{\"status\":\"ok\"}";
@@ -106,10 +118,13 @@ routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
 
-    if (app->keys.n > 0 && strcmp(req->path, "/health") != 0 &&
+    /* A browser's preflight never carries the key (it asks whether it may send it), and it
+     * runs no handler: the router answers it from the route table alone. */
+    if (app->keys.n > 0 && strcmp(req->path, "/health") != 0 && !http_is_preflight(req) &&
         !api_keys_check(&app->keys, req->api_key)) {
         http_error(resp, req->arena, 401,
                    (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
+        http_router_cors(&app->router, req, resp); /* so a browser app can read the 401 */
         return;
     }
     http_router_dispatch(&app->router, req, resp);
@@ -127,11 +142,14 @@ routes_init(struct app *app)
 
     api_keys_init(&app->keys, app->cfg->api_keys);
     http_router_init(r);
+    http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);
     rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
+    rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
+    rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
     if (rc != 0) {
         log_error("route table full");
         abort();

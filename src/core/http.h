@@ -11,17 +11,38 @@ struct arena;
 
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HTTP_PARAMS_MAX 4
+#define HTTP_HEADERS_MAX 8 /* extra response headers (CORS, Vary) */
+#define HTTP_QUERY_MAX 8   /* query-string arguments kept; a request with more is refused (400) */
 
+/* Header names and values are borrowed from the server (valid for the request's lifetime).
+ *
+ * `path` is the path as it came on the wire, still percent-encoded (the server keeps
+ * libmicrohttpd from unescaping it): the router matches raw segments, so an encoded '/' can
+ * never split a segment, and decodes each ":name" parameter itself. Query arguments: with the
+ * same setting libmicrohttpd hands them out with '+' turned into a space but %XX left as is;
+ * whoever starts reading them (MHD_GET_ARGUMENT_KIND) must decode them with
+ * http_pct_decode(..., HTTP_DECODE_QUERY, ...). */
 struct http_request {
-    const char *method;       /* "GET", "POST", ... */
-    const char *path;         /* without the query string */
-    const char *content_type; /* header value or NULL */
-    const char *api_key;      /* X-API-Key header value or NULL */
-    const char *body;         /* NUL-terminated copy, may contain NULs; NULL when empty */
+    const char *method;           /* "GET", "POST", ... */
+    const char *path;             /* raw, percent-encoded, without the query string */
+    const char *content_type;     /* header value or NULL */
+    const char *content_encoding; /* every Content-Encoding value joined by ", ", or NULL */
+    const char *origin;           /* Origin header or NULL (CORS) */
+    const char *acr_method;       /* Access-Control-Request-Method or NULL (CORS preflight) */
+    const char *api_key;          /* X-API-Key header value or NULL */
+    const char *body;             /* NUL-terminated copy, may contain NULs; NULL when empty */
     size_t body_len;
     struct arena *arena; /* per-request arena, owns everything below */
-    int nparams;         /* filled by the router: values of ":name" segments */
+    int nparams;         /* filled by the router: decoded values of ":name" segments */
     const char *params[HTTP_PARAMS_MAX];
+    int nquery; /* query-string arguments, percent-decoded, in the order sent */
+    const char *query_keys[HTTP_QUERY_MAX];
+    const char *query_values[HTTP_QUERY_MAX]; /* "" for a key sent without a value */
+};
+
+struct http_header {
+    const char *name;  /* static */
+    const char *value; /* in the request arena, or static */
 };
 
 struct http_response {
@@ -30,7 +51,9 @@ struct http_response {
     size_t body_len;
     const char *content_type; /* default application/json */
     int retry_after;          /* seconds; 0 means no Retry-After header */
-    const char *allow;        /* Allow header for 405, or NULL */
+    const char *allow;        /* Allow header for 405 and OPTIONS, or NULL */
+    int nheaders;             /* further headers, added with http_response_header() */
+    struct http_header headers[HTTP_HEADERS_MAX];
 };
 
 typedef void (*http_handler_fn)(void *ctx, struct http_request *req, struct http_response *resp);
@@ -47,16 +70,58 @@ struct http_route {
 struct http_router {
     int n;
     struct http_route routes[HTTP_ROUTES_MAX];
+    const char *cors_origins; /* borrowed; NULL: CORS off (see http_router_set_cors) */
 };
 
 void http_router_init(struct http_router *r);
+/* Turns CORS on for `origins`: "*" or a comma-separated list of exact origins
+ * ("https://app.example.com"); NULL or "" turns it off. Borrowed: must outlive the router. */
+void http_router_set_cors(struct http_router *r, const char *origins);
 /* Returns 0, or -1 when the table is full (a programming error at start-up). */
 int http_router_add(struct http_router *r, const char *method, const char *pattern,
                     http_handler_fn fn, void *ctx);
 /* Dispatches `req`: the matching route's handler, else 404 (no path matches) or 405 with an
- * Allow header (the path matches with another method). Always fills `resp`. */
+ * Allow header (the path matches with another method). Always fills `resp`.
+ * - HEAD runs the GET handler; the server sends its headers and Content-Length, no body.
+ * - OPTIONS on a known path answers 204 with Allow (GET implies HEAD; OPTIONS is listed too),
+ *   and, for an allowed Origin's preflight, the Access-Control-Allow-* headers.
+ * - A ":name" segment is percent-decoded; a malformed escape, %2F or %00 in it answers 400.
+ * - A Content-Encoding other than identity, or a charset other than UTF-8, answers 415.
+ * - When CORS is on, a response to an allowed Origin carries Access-Control-Allow-Origin. */
 void http_router_dispatch(const struct http_router *r, struct http_request *req,
                           struct http_response *resp);
+/* Whether `req` is a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method):
+ * browsers send it without credentials, so it must not need the API key. */
+int http_is_preflight(const struct http_request *req);
+/* Adds Access-Control-Allow-Origin (and Vary: Origin) to a response built outside the router
+ * (the 401 of the API-key check) when req's Origin is allowed. */
+void http_router_cors(const struct http_router *r, const struct http_request *req,
+                      struct http_response *resp);
+
+/* Adds a response header; returns 0, or -1 when HTTP_HEADERS_MAX are already set (a
+ * programming error: the router never needs more). Both strings are borrowed. */
+int http_response_header(struct http_response *resp, const char *name, const char *value);
+
+enum http_decode_mode {
+    HTTP_DECODE_PATH,  /* a path segment: %2F and %00 are refused */
+    HTTP_DECODE_QUERY, /* a query value as libmicrohttpd leaves it: %00 is refused */
+};
+enum http_decode_result {
+    HTTP_DECODE_OK = 0,
+    HTTP_DECODE_MALFORMED = -1, /* '%' not followed by two hex digits */
+    HTTP_DECODE_SLASH = -2,     /* %2F in a path segment */
+    HTTP_DECODE_NUL = -3,       /* %00 */
+};
+/* Percent-decodes s[0..len) into a NUL-terminated arena string (*out; valid until the arena
+ * is reset). Returns HTTP_DECODE_OK, or one of the negative codes with *out set to NULL. */
+int http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mode mode,
+                    const char **out);
+
+/* The value of the query argument `key` (the first, if it was sent several times), or NULL when
+ * it was not sent. Borrowed from the request. */
+const char *http_query(const struct http_request *req, const char *key);
+/* How many times `key` was sent. */
+int http_query_count(const struct http_request *req, const char *key);
 
 /* Reason phrase for a status ("Bad Request"); "Error" for unknown codes. */
 const char *http_reason(int status);

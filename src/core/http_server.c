@@ -163,7 +163,9 @@ add_headers(struct MHD_Response *r, const struct http_response *resp)
     const char *type = resp->content_type ? resp->content_type : "application/json; charset=utf-8";
     char retry[16];
 
-    if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES)
+    /* A 204 has no content, hence no type (OPTIONS answers). */
+    if (resp->status != 204 &&
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES)
         return -1;
     if (resp->retry_after > 0) {
         snprintf(retry, sizeof(retry), "%d", resp->retry_after);
@@ -172,6 +174,9 @@ add_headers(struct MHD_Response *r, const struct http_response *resp)
     }
     if (resp->allow && MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow) != MHD_YES)
         return -1;
+    for (int i = 0; i < resp->nheaders; i++)
+        if (MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value) != MHD_YES)
+            return -1;
     return 0;
 }
 
@@ -252,6 +257,92 @@ on_headers(struct MHD_Connection *conn, struct req_state *st)
     return send_too_large(conn, st);
 }
 
+/* Collects every value of one request header (MHD_lookup_connection_value sees only the
+ * first), joined by ", " in the arena and bounded, so that "Content-Encoding: identity" sent
+ * before "Content-Encoding: gzip" cannot hide the second. */
+struct header_join {
+    const char *name;
+    struct arena *arena;
+    const char *joined; /* NULL until a value is seen */
+    int is_full;        /* HEADER_JOIN_MAX reached: the rest is dropped */
+};
+
+#define HEADER_JOIN_MAX 1024
+
+static enum MHD_Result
+header_join_one(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct header_join *j = cls;
+
+    (void)kind;
+    if (key == NULL || value == NULL || j->is_full || strcasecmp(key, j->name) != 0)
+        return MHD_YES;
+    if (j->joined == NULL && strlen(value) < HEADER_JOIN_MAX) {
+        j->joined = arena_strdup(j->arena, value);
+    } else if (j->joined != NULL && strlen(j->joined) + strlen(value) < HEADER_JOIN_MAX) {
+        j->joined = arena_printf(j->arena, "%s, %s", j->joined, value);
+    } else {
+        /* Marked rather than cut: "(too long)" is no coding we accept, so it is refused. */
+        j->joined = arena_printf(j->arena, "%s, (too long)", j->joined ? j->joined : "");
+        j->is_full = 1;
+    }
+    return MHD_YES;
+}
+
+static const char *
+header_all(struct MHD_Connection *conn, struct arena *a, const char *name)
+{
+    struct header_join j = {name, a, NULL, 0};
+
+    (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, header_join_one, &j); /* a count */
+    return j.joined;
+}
+
+/* Leaves URLs and query arguments percent-encoded: libmicrohttpd would otherwise decode the
+ * path in place before routing, so "/leads/x%2Freply" would reach the router as a reply path
+ * and "%00" would cut the id short. The router decodes each parameter itself (http.h). */
+static size_t
+unescape_none(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
+}
+
+/* Query arguments as collected from libmicrohttpd; `bad` names why they are refused. */
+struct query_walk {
+    struct http_request *req;
+    const char *bad; /* NULL, or the 400 message */
+};
+
+/* Collects one query-string argument into the request, percent-decoded into its arena (the
+ * server keeps libmicrohttpd from decoding: see unescape_none). */
+static enum MHD_Result
+on_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct query_walk *w = cls;
+    struct http_request *req = w->req;
+    const char *k = NULL, *v = NULL;
+
+    (void)kind;
+    if (req->nquery >= HTTP_QUERY_MAX) {
+        w->bad = "too many query parameters";
+        return MHD_NO;
+    }
+    key = key ? key : "";
+    value = value ? value : "";
+    if (http_pct_decode(req->arena, key, strlen(key), HTTP_DECODE_QUERY, &k) != HTTP_DECODE_OK ||
+        http_pct_decode(req->arena, value, strlen(value), HTTP_DECODE_QUERY, &v) !=
+            HTTP_DECODE_OK) {
+        w->bad = "malformed query string (a bad %-escape or an encoded NUL)";
+        return MHD_NO;
+    }
+    req->query_keys[req->nquery] = k;
+    req->query_values[req->nquery] = v;
+    req->nquery++;
+    return MHD_YES;
+}
+
 /* Last call: the whole body is in. Runs the handler and queues its response. */
 static enum MHD_Result
 on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state *st,
@@ -259,6 +350,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
 {
     struct http_request req = {0};
     struct http_response resp = {0};
+    struct query_walk walk = {&req, NULL};
 
     if (st->too_large)
         return send_too_large(conn, st);
@@ -266,6 +358,10 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.path = url;
     req.content_type =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    req.content_encoding = header_all(conn, st->arena, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    req.origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    req.acr_method =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     if (st->len > 0) {
         st->body[st->len] = '\0';
@@ -273,6 +369,11 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
         req.body_len = st->len;
     }
     req.arena = st->arena;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, on_query_arg, &walk);
+    if (walk.bad) {
+        http_error1(&resp, st->arena, 400, walk.bad);
+        return send_response(conn, &resp);
+    }
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http: handler for %s returned invalid status %d", method, resp.status);
@@ -411,9 +512,10 @@ daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_
     return MHD_start_daemon(
         flags, 0, on_accept, s, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr, MHD_OPTION_ARRAY, pool,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONN_LIMIT,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)LISTEN_BACKLOG, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none,
+        s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)CONN_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)LISTEN_BACKLOG,
+        MHD_OPTION_END);
 }
 
 /* Frees the server struct and its idle states; the daemon must be stopped already. */

@@ -103,10 +103,12 @@ struct job {
      * (a queue whose outcomes are fenced inside the transaction reports none lost). */            \
     X(fence, (const struct job *const *jobs, int n, int *lost, struct sp_error *err),              \
       (jobs, n, lost, err))                                                                        \
-    /* The jobs of a group, oldest first. */                                                       \
+    /* The newest max (>= 1) jobs of a group, oldest first; *more = 1 when it has older ones.      \
+     * Reads at most max + 1 rows, so a group with a long history costs no more. */                \
     X(list_group,                                                                                  \
-      (const char *group, struct arena *a, struct job **out, int *n, struct sp_error *err),        \
-      (group, a, out, n, err))                                                                     \
+      (const char *group, int max, struct arena *a, struct job **out, int *n, int *more,           \
+       struct sp_error *err),                                                                      \
+      (group, max, a, out, n, more, err))                                                          \
     /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */        \
     X(renew, (int64_t now, int64_t lease_ms, struct sp_error * err), (now, lease_ms, err))         \
     /* Recovery of jobs whose holder died or stalled; cheap when not due. */                       \

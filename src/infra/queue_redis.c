@@ -28,8 +28,8 @@ DB_STMT_SAME(SQL_ENQUEUE,
              " max_attempts, run_at, created_at, updated_at, queue)"
              " VALUES ($1, $2, $3, $4, $5, $6, 'waiting', 0, $7, $8, $8, $8, $9)");
 /* The record, without the payload (data): what GET /leads/:id shows. */
-DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_RECORD_COLUMNS
-                           " FROM outbox WHERE lead_id = $1 ORDER BY created_at, id");
+DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_RECORD_COLUMNS " FROM outbox WHERE lead_id = $1"
+                           " ORDER BY created_at DESC, id DESC LIMIT $2");
 /* $1: a JSON array of job ids. */
 DB_STMT(SQL_ACTIVE,
         "UPDATE outbox SET state = 'active', updated_at = $2"
@@ -194,23 +194,28 @@ q_enqueue(struct job_queue *base, const struct job_spec *spec, int64_t now, char
 }
 
 static int
-q_list_group(struct job_queue *base, const char *group, struct arena *a, struct job **out, int *n,
-             struct sp_error *err)
+q_list_group(struct job_queue *base, const char *group, int max, struct arena *a, struct job **out,
+             int *n, int *more, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(base)->conn, &SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
+    int rc = db_query(self_of(base)->conn, &SQL_BY_GROUP,
+                      DB_ARGS(db_text(group), db_int((int64_t)max + 1)), a, &rows, err);
+    int k;
 
     *out = NULL;
     *n = 0;
+    *more = 0;
     if (rc != SP_OK)
         return rc;
-    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
-    for (int i = 0; i < rows.nrows; i++) {
-        rc = job_record_from_row(&rows, i, &(*out)[i], err);
+    k = rows.nrows > max ? max : rows.nrows; /* rows are newest first */
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int i = 0; i < k; i++) {
+        rc = job_record_from_row(&rows, k - 1 - i, &(*out)[i], err);
         if (rc != SP_OK)
             return rc;
     }
-    *n = rows.nrows;
+    *n = k;
+    *more = rows.nrows > max;
     return SP_OK;
 }
 

@@ -68,7 +68,8 @@ DB_STMT_SAME(
     "UPDATE jobs SET state = 'failed', lease_until = NULL, lease_token = NULL, holder = NULL,"
     " stalled_count = stalled_count + 1, last_error = $3, updated_at = $2, finished_at = $2"
     " WHERE id = $1");
-DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1 ORDER BY id");
+DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1"
+                           " ORDER BY id DESC LIMIT $2");
 DB_STMT_SAME(SQL_HELD,
              "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2");
 /* PostgreSQL: rows a transaction holds (a worker recording an outcome, another taking an expired
@@ -518,23 +519,28 @@ q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, st
 }
 
 static int
-q_list_group(struct job_queue *q, const char *group, struct arena *a, struct job **out, int *n,
-             struct sp_error *err)
+q_list_group(struct job_queue *q, const char *group, int max, struct arena *a, struct job **out,
+             int *n, int *more, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(self_of(q)->conn, &SQL_BY_GROUP, DB_ARGS(db_text(group)), a, &rows, err);
+    int rc = db_query(self_of(q)->conn, &SQL_BY_GROUP,
+                      DB_ARGS(db_text(group), db_int((int64_t)max + 1)), a, &rows, err);
+    int k;
 
     *out = NULL;
     *n = 0;
+    *more = 0;
     if (rc != SP_OK)
         return rc;
-    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
-    for (int i = 0; i < rows.nrows; i++) {
-        rc = row_to_job(&rows, i, &(*out)[i], err);
+    k = rows.nrows > max ? max : rows.nrows; /* rows are newest first */
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int i = 0; i < k; i++) {
+        rc = row_to_job(&rows, k - 1 - i, &(*out)[i], err);
         if (rc != SP_OK)
             return rc;
     }
-    *n = rows.nrows;
+    *n = k;
+    *more = rows.nrows > max;
     return SP_OK;
 }
 

@@ -112,6 +112,16 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_set_address", err);
+    *changed = 0;
+    return rc != SP_OK ? rc
+                       : lead_repo_lead_set_address(REPO(r), id, c, address, now, changed, err);
+}
+
+static int
 r_lead_update_status(struct lead_repo *r, const char *id, enum lead_status s, int64_t now,
                      struct sp_error *err)
 {
@@ -164,6 +174,32 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
     return rc != SP_OK ? rc : lead_repo_event_list(REPO(r), lead_id, a, out, n, err);
 }
 
+static int
+r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
+                   int *n, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_channels", err);
+    return rc != SP_OK ? rc : lead_repo_message_channels(REPO(r), lead_id, out, n, err);
+}
+
+static int
+r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
+               const struct lead_page_spec *spec, struct arena *a, struct message **out,
+               struct lead_page_info *page, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_page", err);
+    return rc != SP_OK ? rc : lead_repo_message_page(REPO(r), lead_id, c, spec, a, out, page, err);
+}
+
+static int
+r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+             struct arena *a, struct lead_event **out, struct lead_page_info *page,
+             struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_page", err);
+    return rc != SP_OK ? rc : lead_repo_event_page(REPO(r), lead_id, spec, a, out, page, err);
+}
+
 static const struct lead_repo_ops faulty_repo_ops = {
     .name = "faulty",
     .begin = r_begin,
@@ -177,12 +213,16 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_channels = r_message_channels,
+    .message_page = r_message_page,
     .event_append = r_event_append,
     .event_list = r_event_list,
+    .event_page = r_event_page,
 };
 
 void

@@ -295,6 +295,28 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_lead(st, id);
+    const char **field;
+
+    *changed = 0;
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "mem: no lead address on this channel");
+    if (i < 0)
+        return SP_OK;
+    field = c == CHANNEL_EMAIL ? &st->cur.leads[i].email : &st->cur.leads[i].phone;
+    if (*field != NULL)
+        return SP_OK;
+    *field = keep(st, address);
+    st->cur.leads[i].updated_at = now;
+    *changed = 1;
+    return SP_OK;
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -378,6 +400,122 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
 }
 
 static int
+r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
+                   int *n, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int seen[CHANNEL_COUNT] = {0};
+
+    (void)err;
+    *n = 0;
+    for (int i = 0; i < st->cur.nmsgs; i++) {
+        enum channel c = st->cur.msgs[i].channel;
+        if (strcmp(st->cur.msgs[i].lead_id, lead_id) != 0 || seen[c])
+            continue;
+        seen[c] = 1;
+        out[(*n)++] = c;
+    }
+    return SP_OK;
+}
+
+/* Paging over a table in insertion order: position = index + 1. Walks back from `before`,
+ * calling `take` on each matching row while the spec allows; returns how many it took and sets
+ * page->next. take(i) returns the row's content size, or -1 when the row does not match. */
+typedef long (*mem_size_fn)(const struct mem_store *st, int i, const void *ctx);
+
+static int
+mem_page(const struct mem_store *st, int nrows, const struct lead_page_spec *spec,
+         mem_size_fn size_of, const void *ctx, int *idx, struct lead_page_info *page)
+{
+    int start = spec->before > 0 && spec->before <= nrows ? (int)spec->before - 1 : nrows;
+    size_t used = 0;
+    int k = 0;
+
+    page->n = 0;
+    page->next = 0;
+    for (int i = start - 1; i >= 0; i--) {
+        long len = size_of(st, i, ctx);
+        if (len < 0)
+            continue;
+        if (k == spec->max ||
+            (k > 0 && ((size_t)len > spec->budget || used > spec->budget - (size_t)len))) {
+            page->next = idx[k - 1] + 1;
+            break;
+        }
+        used += (size_t)len;
+        idx[k++] = i;
+    }
+    return k;
+}
+
+struct mem_msg_match {
+    const char *lead_id;
+    enum channel channel;
+};
+
+static long
+msg_size(const struct mem_store *st, int i, const void *ctx)
+{
+    const struct mem_msg_match *m = ctx;
+    const struct message *row = &st->cur.msgs[i];
+
+    if (strcmp(row->lead_id, m->lead_id) != 0 || row->channel != m->channel)
+        return -1;
+    return (long)strlen(row->channel_message);
+}
+
+static int
+r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
+               const struct lead_page_spec *spec, struct arena *a, struct message **out,
+               struct lead_page_info *page, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_msg_match m = {lead_id, c};
+    int *idx = arena_alloc(a, sizeof(*idx) * (size_t)(spec->max > 0 ? spec->max : 1));
+    int k = mem_page(st, st->cur.nmsgs, spec, msg_size, &m, idx, page);
+
+    (void)err;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int j = 0; j < k; j++) {
+        (*out)[j] = st->cur.msgs[idx[k - 1 - j]];
+        message_give(a, &(*out)[j]);
+    }
+    page->n = k;
+    return SP_OK;
+}
+
+static long
+event_size(const struct mem_store *st, int i, const void *ctx)
+{
+    const struct lead_event *row = &st->cur.events[i];
+
+    if (strcmp(row->lead_id, (const char *)ctx) != 0)
+        return -1;
+    return (long)(strlen(row->payload) + strlen(row->correlation_ids));
+}
+
+static int
+r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+             struct arena *a, struct lead_event **out, struct lead_page_info *page,
+             struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int *idx = arena_alloc(a, sizeof(*idx) * (size_t)(spec->max > 0 ? spec->max : 1));
+    int k = mem_page(st, st->cur.nevents, spec, event_size, lead_id, idx, page);
+
+    (void)err;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int j = 0; j < k; j++) {
+        struct lead_event *e = &(*out)[j];
+        *e = st->cur.events[idx[k - 1 - j]];
+        e->correlation_ids = give(a, e->correlation_ids);
+        e->payload = give(a, e->payload);
+    }
+    page->n = k;
+    return SP_OK;
+}
+
+static int
 r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -430,12 +568,16 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_channels = r_message_channels,
+    .message_page = r_message_page,
     .event_append = r_event_append,
     .event_list = r_event_list,
+    .event_page = r_event_page,
 };
 
 void
@@ -634,21 +776,34 @@ q_fail(struct job_queue *q, const struct job *j, int64_t now, const char *error,
 }
 
 static int
-q_list_group(struct job_queue *q, const char *lead_id, struct arena *a, struct job **out, int *n,
-             struct sp_error *err)
+q_list_group(struct job_queue *q, const char *lead_id, int max, struct arena *a, struct job **out,
+             int *n, int *more, struct sp_error *err)
 {
     struct mem_store *st = queue_store(q);
-    int k = 0;
+    int first = st->cur.njobs, k = 0;
 
     (void)err;
-    *out = arena_alloc(a, sizeof(**out) * (size_t)(st->cur.njobs ? st->cur.njobs : 1));
-    for (int i = 0; i < st->cur.njobs; i++) {
+    *more = 0;
+    /* walk back from the newest until max are found (and one more tells of older ones) */
+    for (int i = st->cur.njobs - 1; i >= 0; i--) {
         const struct mem_job *row = &st->cur.jobs[i];
         if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
             continue;
-        job_give(a, row, &(*out)[k++]);
+        if (k == max) {
+            *more = 1;
+            break;
+        }
+        k++;
+        first = i;
     }
-    *n = k;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    *n = 0;
+    for (int i = first; i < st->cur.njobs && *n < k; i++) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
+            continue;
+        job_give(a, row, &(*out)[(*n)++]);
+    }
     return SP_OK;
 }
 

@@ -315,7 +315,11 @@ void
 t_env_jobs(struct t_env *env, const char *lead_id, struct job **out, int *n)
 {
     struct sp_error err = {0};
-    ASSERT_OK(job_queue_list_group(env->queue, lead_id, env->arena, out, n, &err));
+    int more = 0;
+
+    ASSERT_OK(
+        job_queue_list_group(env->queue, lead_id, T_JOBS_ALL, env->arena, out, n, &more, &err));
+    ASSERT_EQ(0, more);
 }
 
 void

@@ -160,5 +160,6 @@ int t_env_tick(struct t_env *env, int64_t *next_due);
 /* Reads through env->repo / env->queue into env->arena; fail the test on error. */
 void t_env_messages(struct t_env *env, const char *lead_id, struct message **out, int *n);
 void t_env_events(struct t_env *env, const char *lead_id, struct lead_event **out, int *n);
+#define T_JOBS_ALL 100000 /* more jobs than any test makes */
 void t_env_jobs(struct t_env *env, const char *lead_id, struct job **out, int *n);
 void t_env_lead(struct t_env *env, const char *id, struct lead *out);

@@ -9,9 +9,11 @@
  * predicts the answer exactly:
  *   - malformed body, a key or value that is not UTF-8, or a key other than name/email/phone:
  *     400, nothing stored;
- *   - else 201 iff name is present, not blank and at most LEAD_NAME_MAX bytes, email or phone is
- *     present, email (if present) passes lead_email_valid, phone (if present) is not blank and at
- *     most LEAD_PHONE_MAX bytes; and the stored lead holds exactly the decoded values;
+ *   - else 201 iff name is present, not blank and clean for lead_text_check (at most
+ *     LEAD_NAME_MAX UTF-16 code units, no control or bidi formatting characters), email or phone
+ *     is present, email (if present) passes lead_email_valid, phone (if present) is not blank and
+ *     clean for lead_text_check with LEAD_PHONE_MAX; and the stored lead holds exactly the
+ *     decoded values;
  *   - otherwise 400, nothing stored.
  * The reply can never succeed from a form (messageContent must be an object): always 400,
  * nothing stored. Plus every envelope check of fz_check_response. */
@@ -137,13 +139,15 @@ expected_create_status(const struct form *f)
 {
     if (f->malformed || f->not_utf8 || f->unknown_key)
         return 400;
-    if (f->name == NULL || blank(f->name) || f->name_len > LEAD_NAME_MAX)
+    if (f->name == NULL || blank(f->name) ||
+        lead_text_check(f->name, f->name_len, LEAD_NAME_MAX) != LEAD_TEXT_OK)
         return 400;
     if (f->email == NULL && f->phone == NULL)
         return 400;
-    if (f->email && (f->email_len > LEAD_EMAIL_MAX || !lead_email_valid(f->email, f->email_len)))
+    if (f->email && !lead_email_valid(f->email, f->email_len))
         return 400;
-    if (f->phone && (blank(f->phone) || f->phone_len > LEAD_PHONE_MAX))
+    if (f->phone && (blank(f->phone) ||
+                     lead_text_check(f->phone, f->phone_len, LEAD_PHONE_MAX) != LEAD_TEXT_OK))
         return 400;
     return 201;
 }

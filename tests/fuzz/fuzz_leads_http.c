@@ -119,7 +119,7 @@ count_jobs_of(const struct mem_store *st, const char *lead_id)
 {
     int n = 0;
     for (int i = 0; i < st->cur.njobs; i++)
-        n += st->cur.jobs[i].j.lead_id && strcmp(st->cur.jobs[i].j.lead_id, lead_id) == 0;
+        n += st->cur.jobs[i].j.group && strcmp(st->cur.jobs[i].j.group, lead_id) == 0;
     return n;
 }
 
@@ -178,7 +178,8 @@ check_replied(struct fz *f, json_t *root, const struct t_counts *b, const struct
     int de = a->events - b->events;
 
     FZ_CHECK(a->leads == b->leads && a->messages == b->messages + 2 && a->jobs == b->jobs + 1 &&
-                 (de == 2 || de == 3),
+                 de >= 2 && de <= 4, /* reply_received, message_queued, maybe status_changed
+                                        and address_added */
              "201 reply: leads %d->%d messages %d->%d jobs %d->%d events +%d", b->leads, a->leads,
              b->messages, a->messages, b->jobs, a->jobs, de);
     FZ_CHECK(mid != NULL, "201 reply without messageId");
@@ -221,6 +222,20 @@ check_details(struct fz *f, json_t *root, const char *lead_id)
 }
 
 /* Runs one request chunk and checks every invariant. */
+/* The id the router hands the handler: a path segment is percent-decoded (core/http.h). An id
+ * with a '/' is several segments and matches some other route or none: kept raw. NULL when the
+ * router refuses the escape (400). */
+static const char *
+decoded_id(struct arena *a, const char *id)
+{
+    const char *out = id;
+
+    if (strchr(id, '/') == NULL &&
+        http_pct_decode(a, id, strlen(id), HTTP_DECODE_PATH, &out) != HTTP_DECODE_OK)
+        return NULL;
+    return out;
+}
+
 static void
 run_one(struct fz *f, const uint8_t *p, size_t n)
 {
@@ -231,6 +246,7 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
     const char *existing = f->first_id;
     const char *lead_id = NULL; /* the lead the request targets, when it exists */
     const char *id = NULL;
+    const char *decoded = NULL; /* id as the router hands it to the handler; NULL: 400 */
     const char *ct;
     enum route route;
     uint8_t h;
@@ -251,14 +267,16 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
     req.arena = a;
     if (route == R_REPLY_FUZZED || route == R_GET_FUZZED) {
         id = take_line(a, &p, &n);
-        if (mem_store_lead(f->env->store, id))
-            lead_id = id;
+        decoded = decoded_id(a, id);
+        if (decoded && mem_store_lead(f->env->store, decoded))
+            lead_id = decoded;
     } else if (route != R_CREATE) {
         char *up = arena_strdup(a, existing);
         if ((h / 40) & 1)
             for (char *q = up; *q; q++)
                 *q = (char)toupper((unsigned char)*q);
         id = up;
+        decoded = up; /* a UUID: no '%' to decode */
         lead_id = existing;
     }
     ct = content_types[(h / 5) % 8];
@@ -297,13 +315,18 @@ run_one(struct fz *f, const uint8_t *p, size_t n)
     if (resp.status >= 400 || resp.status == 200)
         fz_check_counts_equal(&before, &after, req.path);
 
+    /* The router refuses a fuzzed Content-Type with a charset other than UTF-8 (415) before
+     * any handler, GET included. */
+    if (resp.status == 415 && strcmp(req.method, "GET") == 0)
+        FZ_CHECK((h / 5) % 8 == 7, "415 on GET with content type %s", ct ? ct : "(none)");
     if (route == R_GET_EXISTING || (route == R_GET_FUZZED && lead_id))
-        FZ_CHECK(resp.status == 200, "GET of an existing lead answered %d: %s", resp.status,
-                 resp.body);
+        FZ_CHECK(resp.status == 200 || resp.status == 415,
+                 "GET of an existing lead answered %d: %s", resp.status, resp.body);
     if (route == R_REPLY_EXISTING || (route == R_REPLY_FUZZED && lead_id))
         FZ_CHECK(resp.status != 404, "reply to an existing lead answered 404: %s", resp.body);
-    if (id && !sp_uuid_valid(id, strlen(id)))
-        FZ_CHECK(resp.status == 400 || resp.status == 404 || resp.status == 405,
+    if (id && (decoded == NULL || !sp_uuid_valid(decoded, strlen(decoded))))
+        FZ_CHECK(resp.status == 400 || resp.status == 404 || resp.status == 405 ||
+                     resp.status == 415,
                  "id \"%s\" accepted with %d", id, resp.status);
 
     if (resp.status == 201 && route == R_CREATE)

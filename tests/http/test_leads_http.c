@@ -5,6 +5,7 @@
 
 #include "core/arena.h"
 #include "core/http.h"
+#include "core/xmalloc.h"
 #include "fakes/t_env.h"
 #include "fakes/t_json.h"
 #include "features/leads/presentation/leads_http.h"
@@ -771,7 +772,7 @@ TEST(http_leads_details_storage_failures)
     char id[SP_UUID_LEN + 1];
 
     create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
-    for (int n = 1; n <= 4; n++) {
+    for (int n = 1; n <= 6; n++) { /* every read of the details (leads.c) */
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
         get_details(env, id, &resp);
         ASSERT_EQ(503, resp.status);
@@ -781,6 +782,256 @@ TEST(http_leads_details_storage_failures)
     get_details(env, id, &resp);
     ASSERT_EQ(500, resp.status);
     ASSERT_EQ(0, resp.retry_after);
+    t_env_free(env);
+}
+
+/* ---- issue 4: a lead with a long history ----------------------------------------------- */
+
+#define BIG_REPLIES 70
+#define BIG_BODY (60 * 1024)
+
+/* BIG_REPLIES email replies of about BIG_BODY bytes each, over HTTP. */
+static void
+big_history(struct t_env *env, char *id)
+{
+    size_t cap = BIG_BODY + 128;
+    char *body = xmalloc(cap);
+    size_t n = (size_t)snprintf(body, cap,
+                                "{\"channel\":\"email\",\"messageContent\":{\"subject\":\"re\","
+                                "\"body\":\"");
+    struct http_response resp;
+
+    memset(body + n, 'x', BIG_BODY);
+    snprintf(body + n + BIG_BODY, cap - n - BIG_BODY, "\"}}");
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    for (int i = 0; i < BIG_REPLIES; i++) {
+        env->clock.now += 1;
+        post_reply(env, id, body, &resp);
+        ASSERT_EQ(201, resp.status);
+        arena_reset(env->arena);
+    }
+    free(body);
+}
+
+/* Was: 500 "response exceeds 8388608 bytes" for ever. Now 200, the newest items within the
+ * list budgets, and "more" names the lists cut short. */
+static void
+issue_4_details(enum t_backend backend)
+{
+    struct t_env *env = t_env_new(backend);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1], kb[256];
+    json_t *root, *email, *events, *more;
+
+    big_history(env, id);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+    /* the request's memory: the rows read and the rendered answer (docs/http-api.md: below
+     * about 12 MiB for any lead; here 2 lists of contents) */
+    ASSERT(arena_used(env->arena) < 4 * 1024 * 1024);
+    /* 2 lists of contents (email, events) within 512 KiB each, plus the envelopes */
+    ASSERT(resp.body_len < 2 * 512 * 1024 + 256 * 1024);
+    root = load(resp.body);
+    email = json_object_get(json_object_get(root, "messagesByChannel"), "email");
+    events = json_object_get(root, "events");
+    ASSERT(json_array_size(email) >= 2 && json_array_size(email) < 2 * BIG_REPLIES + 1);
+    ASSERT(json_array_size(events) >= 2);
+    more = json_object_get(root, "more");
+    ASSERT(json_is_object(more));
+    ASSERT_STREQ("email,events,jobs", keys(more, kb, sizeof(kb)));
+    ASSERT(json_is_true(json_object_get(more, "jobs")));
+    ASSERT_EQ(50, json_array_size(json_object_get(root, "jobs")));
+    ASSERT_STREQ("lead,messagesByChannel,events,jobs,more", keys(root, kb, sizeof(kb)));
+    /* the newest last, as for every lead: the last email message is the last AI answer */
+    ASSERT_STREQ("ai_reply", json_string_value(json_object_get(
+                                 json_array_get(email, json_array_size(email) - 1), "kind")));
+    json_decref(root);
+    t_env_free(env);
+}
+
+TEST(http_issue_4_big_lead_details_is_200_and_bounded_mem)
+{
+    issue_4_details(T_MEM);
+}
+
+TEST(http_issue_4_big_lead_details_is_200_and_bounded_sqlite)
+{
+    issue_4_details(T_SQLITE);
+}
+
+/* GET /leads/:id/<what> with query arguments kv[0..2n). */
+static void
+get_page(struct t_env *env, handler_fn fn, const char *id, const char *const *kv, int n,
+         struct http_response *resp)
+{
+    struct http_request req;
+
+    memset(&req, 0, sizeof(req));
+    memset(resp, 0, sizeof(*resp));
+    req.method = "GET";
+    req.path = arena_printf(env->arena, "/leads/%s/page", id);
+    req.arena = env->arena;
+    req.nparams = 1;
+    req.params[0] = id;
+    for (int i = 0; i < n; i++) {
+        req.query_keys[i] = kv[2 * i];
+        req.query_values[i] = kv[2 * i + 1];
+    }
+    req.nquery = n;
+    fn(&env->deps, &req, resp);
+    ASSERT(resp->body != NULL);
+    ASSERT_EQ(strlen(resp->body), resp->body_len);
+}
+
+/* Appends the "id"s of the array's items to ids (a JSON array of strings), checking each is new. */
+static void
+collect_ids(json_t *ids, json_t *items)
+{
+    size_t i;
+    json_t *it;
+
+    json_array_foreach(items, i, it)
+    {
+        const char *mid = json_string_value(json_object_get(it, "id"));
+        size_t j;
+        json_t *seen;
+        ASSERT(mid != NULL);
+        json_array_foreach(ids, j, seen) ASSERT(strcmp(json_string_value(seen), mid) != 0);
+        json_array_append_new(ids, json_string(mid));
+    }
+}
+
+/* Follows `cursor` through pages of fn (kv0: the fixed query arguments) until nextCursor is
+ * null, collecting ids. */
+static void
+page_through(struct t_env *env, handler_fn fn, const char *id, const char *channel,
+             const char *cursor, json_t *ids)
+{
+    char cur[128];
+
+    snprintf(cur, sizeof(cur), "%s", cursor);
+    while (cur[0]) {
+        const char *kv[] = {"cursor", cur, "limit", "7", "channel", channel};
+        struct http_response resp;
+        json_t *root, *next;
+        char kb[64];
+
+        get_page(env, fn, id, kv, channel ? 3 : 2, &resp);
+        ASSERT_EQ(200, resp.status);
+        ASSERT_STREQ("application/json", resp.content_type);
+        root = load(resp.body);
+        ASSERT_STREQ("items,nextCursor", keys(root, kb, sizeof(kb)));
+        ASSERT(json_array_size(json_object_get(root, "items")) >= 1);
+        ASSERT(json_array_size(json_object_get(root, "items")) <= 7);
+        collect_ids(ids, json_object_get(root, "items"));
+        next = json_object_get(root, "nextCursor");
+        snprintf(cur, sizeof(cur), "%s", json_is_string(next) ? json_string_value(next) : "");
+        json_decref(root);
+    }
+}
+
+/* The details plus the pages behind "more" give every message and event exactly once. */
+TEST(http_issue_4_paging_returns_the_rest_once)
+{
+    struct t_env *env = t_env_new(T_SQLITE);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+    json_t *root, *msg_ids = json_array(), *ev_ids = json_array();
+    struct t_counts c;
+
+    big_history(env, id);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+    root = load(resp.body);
+    collect_ids(msg_ids, json_object_get(json_object_get(root, "messagesByChannel"), "email"));
+    collect_ids(ev_ids, json_object_get(root, "events"));
+    page_through(env, leads_http_messages, id, "email", t_json_str(resp.body, "more.email"),
+                 msg_ids);
+    page_through(env, leads_http_events, id, NULL, t_json_str(resp.body, "more.events"), ev_ids);
+    t_env_counts(env, &c);
+    ASSERT_EQ(c.messages, (int)json_array_size(msg_ids));
+    ASSERT_EQ(c.events, (int)json_array_size(ev_ids));
+    json_decref(root);
+    json_decref(msg_ids);
+    json_decref(ev_ids);
+    t_env_free(env);
+}
+
+/* Without a cursor a page is the newest; an ordinary lead fits in one page. */
+TEST(http_issue_4_first_page_and_small_lead)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+    const char *kv[] = {"channel", "whatsapp"};
+    json_t *root;
+
+    create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    get_page(env, leads_http_messages, id, kv, 1, &resp);
+    ASSERT_EQ(200, resp.status);
+    root = load(resp.body);
+    ASSERT_EQ(1, json_array_size(json_object_get(root, "items")));
+    json_decref(root);
+    ASSERT_CONTAINS(resp.body, "\"kind\":\"welcome\"");
+    ASSERT_CONTAINS(resp.body, "\"nextCursor\":null}");
+    get_page(env, leads_http_events, id, NULL, 0, &resp);
+    ASSERT_EQ(200, resp.status);
+    ASSERT_CONTAINS(resp.body, "\"type\":\"lead_added\"");
+    ASSERT_CONTAINS(resp.body, "\"nextCursor\":null}");
+    get_page(env, leads_http_messages, id, (const char *[]){"channel", "email"}, 1, &resp);
+    ASSERT_STREQ("{\"items\":[],\"nextCursor\":null}", resp.body);
+    t_env_free(env);
+}
+
+TEST(http_issue_4_paging_400_and_404)
+{
+    static const struct {
+        int n;
+        const char *kv[6];
+        const char *message;
+    } bad[] = {
+        {0, {NULL}, "channel must be one of"},
+        {1, {"channel", "fax"}, "channel must be one of"},
+        {2, {"channel", "email", "cursor", "garbage"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "email.0"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "email.-3"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "email.12x"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "email.1234567890123456789"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "whatsapp.5"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", "events.5"}, "cursor is not valid"},
+        {2, {"channel", "email", "cursor", ""}, "cursor is not valid"},
+        {2, {"channel", "email", "limit", "0"}, "limit must be an integer from 1 to 100"},
+        {2, {"channel", "email", "limit", "101"}, "limit must be an integer from 1 to 100"},
+        {2, {"channel", "email", "limit", "-1"}, "limit must be an integer from 1 to 100"},
+        {2, {"channel", "email", "limit", "5x"}, "limit must be an integer from 1 to 100"},
+        {2, {"channel", "email", "sort", "asc"}, "property sort should not exist"},
+        {3, {"channel", "email", "limit", "5", "limit", "6"}, "limit must be given once"},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"email\":\"ana@example.com\"}", id);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        get_page(env, leads_http_messages, id, bad[i].kv, bad[i].n, &resp);
+        ASSERT_EQ(400, resp.status);
+        ASSERT_CONTAINS(resp.body, bad[i].message);
+        ASSERT_CONTAINS(resp.body, "\"statusCode\":400");
+    }
+    get_page(env, leads_http_events, id, (const char *[]){"cursor", "email.5"}, 1, &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_CONTAINS(resp.body, "cursor is not valid");
+    get_page(env, leads_http_events, id, (const char *[]){"channel", "email"}, 1, &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_CONTAINS(resp.body, "property channel should not exist");
+    get_page(env, leads_http_events, "not-a-uuid", NULL, 0, &resp);
+    ASSERT_EQ(400, resp.status);
+    get_page(env, leads_http_events, UNKNOWN_ID, NULL, 0, &resp);
+    ASSERT_EQ(404, resp.status);
+    get_page(env, leads_http_messages, UNKNOWN_ID, (const char *[]){"channel", "email"}, 1, &resp);
+    ASSERT_EQ(404, resp.status);
+    get_page(env, leads_http_events, id, (const char *[]){"cursor", "events.99999"}, 1, &resp);
+    ASSERT_EQ(200, resp.status); /* a well-formed cursor past the end: the newest items */
     t_env_free(env);
 }
 
@@ -842,4 +1093,113 @@ TEST(http_issue_2_form_body_nul_and_bad_keys_are_refused)
         assert_nothing_stored(env);
         t_env_free(env);
     }
+}
+
+/* Hardening #1: a reply's "from" must be an address of the channel (400 otherwise); a valid one
+ * becomes the address of a lead that has none on the channel. */
+TEST(http_issue_h1_reply_from_is_validated)
+{
+    static const struct bad_case cases[] = {
+        {"{\"channel\":\"email\",\"messageContent\":{\"from\":\"\\r\\nBcc: x@evil.com\","
+         "\"subject\":\"Buy now\",\"body\":\"hi\"}}",
+         BAD("\"messageContent.from must be an email\"")},
+        {"{\"channel\":\"email\",\"messageContent\":{\"from\":\"Eve <eve@example.org>\"}}",
+         BAD("\"messageContent.from must be an email\"")},
+        {"{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"not a phone <script>\","
+         "\"text\":\"hi\"}}",
+         BAD("\"messageContent.from must be a phone number\"")},
+        {"{\"channel\":\"whatsapp\",\"messageContent\":{\"from\":\"+351\\r\\n912\"}}",
+         BAD("\"messageContent.from must be a phone number\"")},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    {
+        /* on a channel without a sender the from is not judged: the channel is what is wrong */
+        struct http_response resp;
+        post_reply(
+            env, id,
+            "{\"channel\":\"linkedin\",\"messageContent\":{\"from\":\"ana\",\"text\":\"x\"}}",
+            &resp);
+        ASSERT_STREQ(BAD("\"channel linkedin has no sender: replies are accepted on email, "
+                         "whatsapp\""),
+                     resp.body);
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_response resp;
+        struct t_counts c;
+
+        post_reply(env, id, cases[i].body, &resp);
+        if (resp.status != 400 || strcmp(cases[i].want, resp.body) != 0)
+            t_fail(__FILE__, __LINE__, "body %s:\n      want 400 %s\n      got  %d %s",
+                   cases[i].body, cases[i].want, resp.status, resp.body);
+        t_env_counts(env, &c);
+        ASSERT_EQ(1, c.messages);
+        ASSERT_EQ(2, c.events);
+    }
+    t_env_free(env);
+}
+
+TEST(http_issue_h1_reply_from_becomes_the_leads_address)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char id[SP_UUID_LEN + 1];
+
+    create(env, "{\"name\":\"Ana\",\"phone\":\"+351912345678\"}", id);
+    post_reply(env, id,
+               "{\"channel\":\"email\",\"messageContent\":{\"from\":\"ana@work.example\","
+               "\"subject\":\"Hi\",\"body\":\"price?\"}}",
+               &resp);
+    ASSERT_EQ(201, resp.status);
+    get_details(env, id, &resp);
+    ASSERT_EQ(200, resp.status);
+    ASSERT_STREQ("ana@work.example", t_json_str(resp.body, "lead.email"));
+    ASSERT_CONTAINS(resp.body, "\"type\":\"address_added\"");
+    ASSERT_CONTAINS(resp.body,
+                    "\"payload\":{\"channel\":\"email\",\"address\":\"ana@work.example\"");
+    t_env_free(env);
+}
+
+/* Hardening #7: lengths in characters (UTF-16 code units, as NestJS), and no control or
+ * bidirectional formatting characters in name, email and phone. */
+TEST(http_issue_h7_create_lengths_and_characters)
+{
+    static const struct bad_case cases[] = {
+        {"{\"name\":\"Ana\\r\\nBcc: x@evil.com\",\"phone\":\"+1\"}",
+         BAD("\"name must not contain control or bidirectional formatting characters\"")},
+        {"{\"name\":\"Ana\\u202e\",\"phone\":\"+1\"}",
+         BAD("\"name must not contain control or bidirectional formatting characters\"")},
+        {"{\"name\":\"Ana\",\"email\":\"a@\\u0080\\u0080.\\u0080\\u0080\"}",
+         BAD("\"email must be an email\"")},
+        {"{\"name\":\"Ana\",\"email\":\"ana@exa\\u2066mple.com\"}",
+         BAD("\"email must be an email\"")},
+        {"{\"name\":\"Ana\",\"phone\":\"+351\\u0085912\"}",
+         BAD("\"phone must not contain control or bidirectional formatting characters\"")},
+    };
+    struct t_env *env = t_env_new(T_MEM);
+    struct http_response resp;
+    char body[2048], name[1100];
+    size_t o = 0;
+
+    expect_400(cases, sizeof(cases) / sizeof(cases[0]));
+    /* 130 "é" is 260 bytes but 130 characters */
+    for (int i = 0; i < 130; i++, o += 2)
+        memcpy(name + o, "\xc3\xa9", 2);
+    name[o] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(201, resp.status);
+    ASSERT_STREQ(name, t_json_str(resp.body, "name"));
+    /* 128 "😀" are 256 UTF-16 code units */
+    o = 0;
+    for (int i = 0; i < 128; i++, o += 4)
+        memcpy(name + o, "\xf0\x9f\x98\x80", 4);
+    name[o] = '\0';
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"phone\":\"+1\"}", name);
+    post_lead(env, JSON, body, &resp);
+    ASSERT_EQ(400, resp.status);
+    ASSERT_STREQ(BAD("\"name must be shorter than or equal to 255 characters\""), resp.body);
+    t_env_free(env);
 }

@@ -30,21 +30,46 @@ static atomic_int handler_calls;
 static void
 echo(void *ctx, struct http_request *req, struct http_response *resp)
 {
+    const char *body, *query = "";
+
+    (void)ctx;
+    atomic_fetch_add(&handler_calls, 1);
+    for (int i = 0; i < req->nquery; i++)
+        query = arena_printf(req->arena, "%s%s%s=%s", query, i ? "&" : "", req->query_keys[i],
+                             req->query_values[i]);
+    body = arena_printf(
+        req->arena, "{\"method\":\"%s\",\"path\":\"%s\",\"len\":%zu,\"type\":\"%s\"%s%s%s}",
+        req->method, req->path, req->body_len, req->content_type ? req->content_type : "",
+        req->nquery ? ",\"q\":\"" : "", query, req->nquery ? "\"" : "");
+    http_json(resp, 200, body, strlen(body));
+}
+
+/* Echoes what the router relies on: the raw path and the new request headers; answers 204
+ * with an extra header for OPTIONS. */
+static void
+echo_raw(void *ctx, struct http_request *req, struct http_response *resp)
+{
     const char *body;
 
     (void)ctx;
     atomic_fetch_add(&handler_calls, 1);
-    body = arena_printf(
-        req->arena, "{\"method\":\"%s\",\"path\":\"%s\",\"len\":%zu,\"type\":\"%s\"}", req->method,
-        req->path, req->body_len, req->content_type ? req->content_type : "");
+    if (strcmp(req->method, "OPTIONS") == 0) {
+        resp->status = 204;
+        ASSERT_OK(http_response_header(resp, "X-Extra", "yes"));
+        return;
+    }
+    body = arena_printf(req->arena,
+                        "{\"path\":\"%s\",\"coding\":\"%s\",\"origin\":\"%s\",\"acrm\":\"%s\"}",
+                        req->path, req->content_encoding ? req->content_encoding : "",
+                        req->origin ? req->origin : "", req->acr_method ? req->acr_method : "");
     http_json(resp, 200, body, strlen(body));
 }
 
 static struct http_server *
-start_server(void)
+start_server_with(http_handler_fn handler)
 {
     struct http_server_config cfg = {
-        .host = "127.0.0.1", .port = 0, .threads = 2, .handler = echo, .ctx = NULL};
+        .host = "127.0.0.1", .port = 0, .threads = 2, .handler = handler, .ctx = NULL};
     struct sp_error err = {0};
     struct http_server *s = NULL;
 
@@ -52,6 +77,12 @@ start_server(void)
     ASSERT(s != NULL);
     ASSERT(http_server_port(s) > 0);
     return s;
+}
+
+static struct http_server *
+start_server(void)
+{
+    return start_server_with(echo);
 }
 
 static int
@@ -88,12 +119,11 @@ client_send_str(int fd, const char *s)
 }
 
 /* Reads one byte at a time until the end of the headers, so nothing of the next response is
- * consumed; fills out->head and out->status and returns the Content-Length. */
-static size_t
-client_read_head(int fd, struct client_resp *out)
+ * consumed; fills out->head and out->status. */
+static void
+client_read_head_only(int fd, struct client_resp *out)
 {
     size_t len = 0;
-    const char *cl;
 
     while (len < 4 || memcmp(out->head + len - 4, "\r\n\r\n", 4) != 0) {
         ASSERT(len + 1 < sizeof(out->head));
@@ -103,6 +133,15 @@ client_read_head(int fd, struct client_resp *out)
     out->head[len] = '\0';
     ASSERT_EQ(0, strncmp(out->head, "HTTP/1.1 ", 9));
     out->status = (int)strtol(out->head + 9, NULL, 10);
+}
+
+/* client_read_head_only, then returns the Content-Length (which must be there). */
+static size_t
+client_read_head(int fd, struct client_resp *out)
+{
+    const char *cl;
+
+    client_read_head_only(fd, out);
     cl = strstr(out->head, "Content-Length: ");
     ASSERT(cl != NULL);
     return (size_t)strtoul(cl + 16, NULL, 10);
@@ -155,7 +194,38 @@ TEST(http_server_get_returns_json)
     client_read_resp(fd, r);
     ASSERT_EQ(200, r->status);
     ASSERT_CONTAINS(r->head, "Content-Type: application/json\r\n");
-    ASSERT_STREQ("{\"method\":\"GET\",\"path\":\"/hello\",\"len\":0,\"type\":\"\"}", r->body);
+    ASSERT_STREQ("{\"method\":\"GET\",\"path\":\"/hello\",\"len\":0,\"type\":\"\",\"q\":\"x=1\"}",
+                 r->body);
+    ASSERT_EQ(1, atomic_load(&handler_calls));
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+/* Issue 4's paging routes read query arguments: decoded, in order, "" for a bare key; more than
+ * HTTP_QUERY_MAX answers 400 without reaching the handler. */
+TEST(http_server_query_arguments)
+{
+    struct http_server *s = start_server();
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "GET /p?channel=e%6Dail&cursor=email.5&flag HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    ASSERT_CONTAINS(r->body, "\"q\":\"channel=email&cursor=email.5&flag=\"");
+    client_send_str(fd, "GET /p?a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9 HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(400, r->status);
+    ASSERT_CONTAINS(r->body, "too many query parameters");
+    /* the server keeps libmicrohttpd from decoding, so it decodes (and judges) each argument */
+    client_send_str(fd, "GET /p?cursor=a%00b HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(400, r->status);
+    ASSERT_CONTAINS(r->body, "malformed query string");
+    client_send_str(fd, "GET /p?cursor=%zz HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(400, r->status);
     ASSERT_EQ(1, atomic_load(&handler_calls));
     close(fd);
     http_server_stop(s);
@@ -302,4 +372,80 @@ TEST(http_server_frees_aborted_request)
     close(fd);
     http_server_stop(s); /* ASan / valgrind report the state if it leaks */
     ASSERT_EQ(0, atomic_load(&handler_calls));
+}
+
+TEST(http_issue_7_server_keeps_path_encoded)
+{
+    struct http_server *s = start_server_with(echo_raw);
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "GET /leads/a%2Freply%00x?q=%2F+x HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    ASSERT_CONTAINS(r->body, "\"path\":\"/leads/a%2Freply%00x\"");
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_passes_cors_and_coding_headers)
+{
+    struct http_server *s = start_server_with(echo_raw);
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    /* A second Content-Encoding must not hide behind a first, harmless one. */
+    client_send_str(fd, "GET /x HTTP/1.1\r\nHost: t\r\nContent-Encoding: identity\r\n"
+                        "Content-Encoding: gzip\r\nOrigin: https://a.example\r\n"
+                        "Access-Control-Request-Method: PUT\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    ASSERT_STREQ("{\"path\":\"/x\",\"coding\":\"identity, gzip\",\"origin\":\"https://a.example\","
+                 "\"acrm\":\"PUT\"}",
+                 r->body);
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_sends_extra_headers_and_bare_204)
+{
+    struct http_server *s = start_server_with(echo_raw);
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "OPTIONS /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_head_only(fd, r); /* a 204 has no Content-Length to read a body by */
+    ASSERT_EQ(204, r->status);
+    ASSERT_CONTAINS(r->head, "X-Extra: yes\r\n");
+    ASSERT(strstr(r->head, "Content-Type") == NULL);
+    /* Nothing followed the head: the next response on the connection parses cleanly. */
+    client_send_str(fd, "GET /y HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    ASSERT_CONTAINS(r->body, "\"path\":\"/y\"");
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_head_sends_get_length_without_body)
+{
+    struct http_server *s = start_server();
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+    size_t len;
+
+    client_send_str(fd, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    len = client_read_head(fd, r);
+    ASSERT_EQ(200, r->status);
+    ASSERT_EQ(strlen("{\"method\":\"HEAD\",\"path\":\"/hello\",\"len\":0,\"type\":\"\"}"), len);
+    client_send_str(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    client_read_resp(fd, r); /* would read the HEAD's body as a status line if one was sent */
+    ASSERT_EQ(200, r->status);
+    ASSERT_STREQ("{\"method\":\"GET\",\"path\":\"/hello\",\"len\":0,\"type\":\"\"}", r->body);
+    close(fd);
+    http_server_stop(s);
+    free(r);
 }

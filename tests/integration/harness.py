@@ -601,7 +601,7 @@ class Env:
                      "JOB_LEASE_MS", "LOG_LEVEL", "LOG_FORMAT", "WORKER_CONCURRENCY",
                      "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX", "QUEUE_KEEP_COMPLETED",
                      "QUEUE_STALLED_INTERVAL_MS", "QUEUE_MAX_STALLED", "MOCK_SEND_DELAY_MS",
-                     "WORKER_BATCH"):
+                     "WORKER_BATCH", "CORS_ORIGINS"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,

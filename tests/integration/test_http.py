@@ -107,7 +107,7 @@ def test_ids(env):
     missing = str(uuid.uuid4())
     assert_error(srv.get("/leads/" + missing), 404)
     assert_error(srv.post("/leads/%s/reply" % missing, {
-        "channel": "email", "messageContent": {"from": "a@b.c", "subject": "s", "body": "b"}}),
+        "channel": "email", "messageContent": {"from": "a@b.co", "subject": "s", "body": "b"}}),
         404)
     # ids are case-insensitive UUIDs
     lead = create_lead(srv, "Upper Case", email="upper@example.com")

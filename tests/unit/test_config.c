@@ -345,3 +345,30 @@ TEST(unit_config_print_hides_smtp_secrets)
     ASSERT_CONTAINS(text, "SMTP_URL=smtp://relayuser:***@relay.example.com:587\n");
     config_cleanup(&cfg);
 }
+
+TEST(unit_config_cors_origins)
+{
+    static const char *const good[] = {"*", "https://app.example.com",
+                                       "https://a.example, http://localhost:5173",
+                                       "http://[::1]:8080,https://b.example"};
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+
+    clear_env();
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT(cfg.cors_origins == NULL); /* off by default */
+    config_cleanup(&cfg);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        setenv("CORS_ORIGINS", good[i], 1);
+        ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+        ASSERT_STREQ(good[i], cfg.cors_origins);
+        config_cleanup(&cfg);
+    }
+    expect_bad_env("CORS_ORIGINS", "app.example.com");
+    expect_bad_env("CORS_ORIGINS", "https://app.example.com/");
+    expect_bad_env("CORS_ORIGINS", "https://a.example,*");
+    expect_bad_env("CORS_ORIGINS", "https://");
+    expect_bad_env("CORS_ORIGINS", ",,");
+    expect_bad_env("CORS_ORIGINS", "https://a b.example");
+}

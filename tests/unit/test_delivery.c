@@ -542,3 +542,94 @@ TEST_ALL(unit_issue_2_stale_worker_cannot_overwrite_outcome)
     ASSERT_EQ(1, env->sender.ncalls); /* never sent again */
     t_env_free(env);
 }
+
+/* Writes an outbound email message addressed to `to` for lead l, with its send-message job,
+ * as an older build (or a bug) could have stored it; returns the message id in mid. */
+static void
+plant_outbound(struct t_env *env, const struct lead *l, const char *to, char *mid)
+{
+    struct sp_error err = {0};
+    struct message m;
+    struct job_spec spec;
+    char job_id[JOB_ID_MAX];
+
+    memset(&m, 0, sizeof(m));
+    sp_uuid_v7(m.id);
+    memcpy(m.lead_id, l->id, SP_UUID_LEN + 1);
+    m.channel = CHANNEL_EMAIL;
+    m.direction = MESSAGE_OUTBOUND;
+    m.kind = MESSAGE_KIND_AI_REPLY;
+    m.status = MESSAGE_QUEUED;
+    m.recipient = to;
+    m.channel_message =
+        arena_printf(env->arena, "{\"to\":\"%s\",\"subject\":\"RE: Buy now\",\"body\":\"x\"}", to);
+    m.created_at = m.updated_at = env->clock.now;
+    memset(&spec, 0, sizeof(spec));
+    spec.name = SEND_MESSAGE_JOB;
+    spec.key = m.id;
+    spec.group = l->id;
+    spec.data = arena_printf(env->arena, "{\"messageId\":\"%s\"}", m.id);
+    spec.max_attempts = 3;
+    spec.backoff_ms = 1000;
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m, &err));
+    ASSERT_OK(job_queue_enqueue(env->queue, &spec, env->clock.now, job_id, &err));
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    memcpy(mid, m.id, SP_UUID_LEN + 1);
+}
+
+/* Hardening #1, defence in depth: the worker sends only to the lead's own address. A queued
+ * message addressed elsewhere (the old relay stored those) fails for good without a send. */
+TEST_ALL(unit_hostile_h1_delivery_sends_only_to_the_leads_address)
+{
+    struct t_env *env = t_env_new(backend);
+    char to_victim[SP_UUID_LEN + 1], to_stranger[SP_UUID_LEN + 1];
+    struct lead phone_only, with_email;
+    struct message *m;
+    int nm;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &phone_only);
+    t_env_create(env, "Bob", "bob@example.com", NULL, &with_email);
+    plant_outbound(env, &phone_only, "victim@example.org", to_victim);
+    plant_outbound(env, &with_email, "victim@example.org", to_stranger);
+    while (t_env_tick(env, NULL))
+        ;
+    ASSERT_EQ(2, env->sender.ncalls); /* the two welcome messages only */
+    for (int i = 0; i < env->sender.ncalls; i++)
+        ASSERT(strcmp("victim@example.org", env->sender.calls[i].to) != 0);
+    t_env_messages(env, phone_only.id, &m, &nm);
+    ASSERT_STREQ(to_victim, m[1].id);
+    ASSERT_EQ(MESSAGE_FAILED, m[1].status);
+    ASSERT_STREQ("lead has no email address", m[1].last_error);
+    t_env_messages(env, with_email.id, &m, &nm);
+    ASSERT_STREQ(to_stranger, m[1].id);
+    ASSERT_EQ(MESSAGE_FAILED, m[1].status);
+    ASSERT_STREQ("message is addressed to someone other than the lead", m[1].last_error);
+    t_env_free(env);
+}
+
+/* A lead stored before addresses were checked, with a line break in its email address: the
+ * worker does not hand it to a sender (it would become a header). */
+TEST(unit_hostile_h1_delivery_refuses_an_address_with_a_line_break)
+{
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct lead l = {.name = "Eve", .email = "eve@example.com\r\nBcc: x@evil.com"};
+    char mid[SP_UUID_LEN + 1];
+    struct message *m;
+    int nm;
+
+    sp_uuid_v7(l.id);
+    l.created_at = l.updated_at = T_NOW;
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_lead_insert(env->repo, &l, &err));
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    plant_outbound(env, &l, l.email, mid);
+    while (t_env_tick(env, NULL))
+        ;
+    ASSERT_EQ(0, env->sender.ncalls);
+    t_env_messages(env, l.id, &m, &nm);
+    ASSERT_EQ(MESSAGE_FAILED, m[0].status);
+    ASSERT_STREQ("the lead's email address holds control characters", m[0].last_error);
+    t_env_free(env);
+}

@@ -2,6 +2,7 @@
  * reply intents and the name tables. Pure functions, no fakes. */
 #include "t.h"
 
+#include "core/arena.h"
 #include "core/queue.h"
 #include "features/leads/domain/lead.h"
 
@@ -231,6 +232,7 @@ TEST(unit_domain_enum_names_match_the_reference)
     ASSERT_STREQ("reply_received", lead_event_type_name(EVENT_REPLY_RECEIVED));
     ASSERT_STREQ("ai_reply_sent", lead_event_type_name(EVENT_AI_REPLY_SENT));
     ASSERT_STREQ("status_changed", lead_event_type_name(EVENT_STATUS_CHANGED));
+    ASSERT_STREQ("address_added", lead_event_type_name(EVENT_ADDRESS_ADDED));
     ASSERT_STREQ("pricing", reply_intent_name(INTENT_PRICING));
     ASSERT_STREQ("stop", reply_intent_name(INTENT_STOP));
 }
@@ -264,4 +266,162 @@ TEST(unit_lead_email_domain_rules_match_class_validator)
         ASSERT_EQ(0, lead_email_valid(bad[i], strlen(bad[i])));
     for (int i = 0; good[i]; i++)
         ASSERT_EQ(1, lead_email_valid(good[i], strlen(good[i])));
+}
+
+/* ---- hardening #7: characters counted as NestJS counts them, controls refused ------------ */
+
+static size_t
+u16(const char *s)
+{
+    return lead_text_utf16_len(s, strlen(s));
+}
+
+TEST(unit_hostile_h7_domain_utf16_length)
+{
+    ASSERT_EQ(0, u16(""));
+    ASSERT_EQ(3, u16("Ana"));
+    ASSERT_EQ(1, u16("\xc3\xa9"));         /* é: 2 bytes, 1 unit */
+    ASSERT_EQ(1, u16("\xe2\x82\xac"));     /* €: 3 bytes, 1 unit */
+    ASSERT_EQ(2, u16("\xf0\x9f\x98\x80")); /* 😀: 4 bytes, a surrogate pair */
+    ASSERT_EQ(4, u16("a\xc3\xa9\xf0\x9f\x98\x80"));
+    ASSERT_EQ(SIZE_MAX, u16("\xff"));
+    ASSERT_EQ(SIZE_MAX, u16("\xc3"));             /* truncated */
+    ASSERT_EQ(SIZE_MAX, u16("\xc0\x80"));         /* overlong NUL */
+    ASSERT_EQ(SIZE_MAX, u16("\xe0\x80\xaf"));     /* overlong */
+    ASSERT_EQ(SIZE_MAX, u16("\xed\xa0\x80"));     /* surrogate */
+    ASSERT_EQ(SIZE_MAX, u16("\xf4\x90\x80\x80")); /* above U+10FFFF */
+    ASSERT_EQ(SIZE_MAX, u16("\x80"));             /* lone continuation byte */
+    ASSERT_EQ(2, u16("\xf4\x8f\xbf\xbf"));        /* U+10FFFF is fine */
+}
+
+static enum lead_text_problem
+check(const char *s, size_t max)
+{
+    return lead_text_check(s, strlen(s), max);
+}
+
+TEST(unit_hostile_h7_domain_text_check)
+{
+    static const char *const forbidden[] = {
+        "a\r",           "a\n",           "a\t",           "a\x01",         "a\x1f",
+        "a\x7f",         "a\xc2\x80",     "a\xc2\x85",     "a\xc2\x9f",     "a\xe2\x80\xaa",
+        "a\xe2\x80\xae", "a\xe2\x81\xa6", "a\xe2\x81\xa9", "a\xe2\x80\xa8", "a\xe2\x80\xa9",
+    };
+    static const char *const allowed[] = {
+        "Ana",
+        "Zo\xc3\xab",
+        "\xd8\xb9\xd9\x84\xd9\x8a",
+        "a\xc2\xa0"
+        "b",
+        "a\xe2\x80\x8f",
+        "\xf0\x9f\x98\x80",
+    };
+    struct sp_error err = {0};
+
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
+        if (check(forbidden[i], 255) != LEAD_TEXT_CONTROL)
+            t_fail(__FILE__, __LINE__, "forbidden[%zu] passed", i);
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        if (check(allowed[i], 255) != LEAD_TEXT_OK)
+            t_fail(__FILE__, __LINE__, "allowed[%zu] refused", i);
+    ASSERT_EQ(LEAD_TEXT_BAD_UTF8, check("a\r\xff", 255)); /* not UTF-8 comes first */
+    ASSERT_EQ(LEAD_TEXT_CONTROL, check("aaaa\r", 2));     /* then controls, then the length */
+    ASSERT_EQ(LEAD_TEXT_TOO_LONG, check("\xc3\xa9\xc3\xa9\xc3\xa9", 2));
+    ASSERT_EQ(LEAD_TEXT_OK, check("\xc3\xa9\xc3\xa9", 2));
+    ASSERT_EQ(LEAD_TEXT_CONTROL, lead_text_check("a\0b", 3, 255)); /* an embedded NUL */
+
+    ASSERT_OK(lead_text_field_check("name", "Ana", 3, 255, &err));
+    ASSERT_EQ(SP_EINVAL, lead_text_field_check("name", "A\r\n", 3, 255, &err));
+    ASSERT_STREQ("name", err.field);
+    ASSERT_STREQ("name must not contain control or bidirectional formatting characters", err.msg);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, lead_text_field_check("phone", "123", 3, 2, &err));
+    ASSERT_STREQ("phone must be shorter than or equal to 2 characters", err.msg);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, lead_text_field_check("phone", "\xff", 1, 2, &err));
+    ASSERT_STREQ("phone must be valid UTF-8", err.msg);
+}
+
+TEST(unit_hostile_h7_domain_email_refuses_controls_bidi_and_bad_utf8)
+{
+    ASSERT(!email_ok("a@\xc2\x80\xc2\x80.\xc2\x80\xc2\x80"));
+    ASSERT(!email_ok("ana@ex\xe2\x80\xae"
+                     "ample.com"));
+    ASSERT(!email_ok("ana@example.c\xe2\x81\xa6om"));
+    ASSERT(!email_ok("ana@exa\xffmple.com"));
+    ASSERT(!email_ok("ana@ex\xed\xa0\x80"
+                     "ample.com"));
+    ASSERT(email_ok("ana@\xc3\xa9xample.com")); /* IDN domains stay valid */
+    ASSERT(email_ok("j\xc3\xb6rg@example.de"));
+}
+
+TEST(unit_hostile_h7_domain_email_length_in_characters)
+{
+    char buf[1024], label[200];
+    size_t o = 0;
+
+    for (int i = 0; i < 60; i++, o += 2)
+        memcpy(label + o, "\xc3\xa9", 2);
+    label[o] = '\0';
+    /* 255 characters, 495 bytes */
+    snprintf(buf, sizeof(buf), "a@%s.%s.%s.%s.abcdefghi", label, label, label, label);
+    ASSERT_EQ(255, u16(buf));
+    ASSERT(email_ok(buf));
+    snprintf(buf, sizeof(buf), "a@%s.%s.%s.%s.abcdefghij", label, label, label, label);
+    ASSERT(!email_ok(buf));
+    /* a label is 63 characters at most, not 63 bytes */
+    snprintf(buf, sizeof(buf), "a@%s.com", label);
+    ASSERT(email_ok(buf));
+}
+
+/* ---- hardening #1: what a reply's "from" must be ---------------------------------------- */
+
+static int
+addr_ok(enum channel c, const char *s)
+{
+    return lead_address_valid(c, s, strlen(s));
+}
+
+TEST(unit_hostile_h1_domain_reply_from_addresses)
+{
+    ASSERT(addr_ok(CHANNEL_EMAIL, "ana@work.example"));
+    ASSERT(!addr_ok(CHANNEL_EMAIL, "\r\nBcc: x@evil.com"));
+    ASSERT(!addr_ok(CHANNEL_EMAIL, "Ana <ana@work.example>"));
+    ASSERT(!addr_ok(CHANNEL_EMAIL, "+351912345678"));
+
+    ASSERT(addr_ok(CHANNEL_WHATSAPP, "+351912345678"));
+    ASSERT(addr_ok(CHANNEL_WHATSAPP, "+1 (555) 000-1234"));
+    ASSERT(addr_ok(CHANNEL_WHATSAPP, "555.000.1234"));
+    ASSERT(addr_ok(CHANNEL_WHATSAPP, "123"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "12"));                /* too few digits */
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "+1234567890123456")); /* 16 digits: over E.164 */
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "not a phone <script>"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "++351912345678"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "351+912345678"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "+351\n912345678"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "+351\xe2\x80\xae"
+                                      "912345678"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, "ana@work.example"));
+    ASSERT(!addr_ok(CHANNEL_WHATSAPP, ""));
+    ASSERT(!lead_address_valid(CHANNEL_WHATSAPP,
+                               "+351\0"
+                               "912345678",
+                               13));
+
+    ASSERT(!addr_ok(CHANNEL_LINKEDIN, "ana@work.example"));
+    ASSERT(!addr_ok(CHANNEL_VOICE, "+351912345678"));
+}
+
+TEST(unit_hostile_h1_domain_one_line)
+{
+    struct arena *a = arena_new();
+
+    ASSERT_STREQ("RE: Hi  Bcc: x", lead_text_one_line(a, "RE: Hi\r\nBcc: x"));
+    ASSERT_STREQ("a b c d", lead_text_one_line(a, "a\xe2\x80\xae"
+                                                  "b\xc2\x85"
+                                                  "c\xff"
+                                                  "d"));
+    ASSERT_STREQ("Zo\xc3\xab \xf0\x9f\x98\x80",
+                 lead_text_one_line(a, "Zo\xc3\xab \xf0\x9f\x98\x80"));
+    arena_free(a);
 }

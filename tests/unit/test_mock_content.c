@@ -3,6 +3,7 @@
 #include "t.h"
 
 #include "core/arena.h"
+#include "fakes/t_json.h"
 #include "features/leads/domain/content_gen.h"
 #include "features/leads/infrastructure/mock_content.h"
 
@@ -201,18 +202,42 @@ TEST(unit_content_answer_text_depends_on_intent)
     arena_free(a);
 }
 
-TEST(unit_content_answer_falls_back_to_inbound_from)
+/* Hardening #1: the generator never addresses anything read from the prospect's message (the
+ * use case makes a valid "from" the lead's address first, when the lead has none). */
+TEST(unit_hostile_h1_content_answer_never_goes_to_the_inbound_from)
 {
     struct arena *a = arena_new();
     struct lead phone_only = {.name = "Ana", .phone = "+351912345678"};
     struct generated g = {0};
     struct sp_error err = {0};
 
-    ASSERT_OK(content_gen_answer(mock_content_gen(), &phone_only, CHANNEL_EMAIL,
-                                 "{\"from\":\"ana@work.example\",\"subject\":\"Hi\","
+    ASSERT_EQ(SP_EINVAL, content_gen_answer(mock_content_gen(), &phone_only, CHANNEL_EMAIL,
+                                            "{\"from\":\"victim@example.org\",\"subject\":\"Hi\","
+                                            "\"body\":\"price?\"}",
+                                            a, &g, &err));
+    ASSERT_OK(content_gen_answer(mock_content_gen(), &both, CHANNEL_EMAIL,
+                                 "{\"from\":\"victim@example.org\",\"body\":\"price?\"}", a, &g,
+                                 &err));
+    ASSERT_STREQ("john@example.com", g.to);
+    arena_free(a);
+}
+
+/* Hardening #1: no line break from the prospect's subject (or an old row's name) reaches the
+ * answer's subject header. */
+TEST(unit_hostile_h1_content_subject_is_one_line)
+{
+    struct arena *a = arena_new();
+    struct lead l = {.name = "Ana\r\nBcc: x@evil.com", .email = "ana@example.com"};
+    struct generated g = {0};
+    struct sp_error err = {0};
+
+    ASSERT_OK(content_gen_answer(mock_content_gen(), &l, CHANNEL_EMAIL,
+                                 "{\"subject\":\"Hi\\r\\nBcc: x@evil.com\\u2028\\u0085\","
                                  "\"body\":\"price?\"}",
                                  a, &g, &err));
-    ASSERT_STREQ("ana@work.example", g.to);
+    ASSERT_STREQ("RE: Hi  Bcc: x@evil.com  ", t_json_str(g.channel_message, "subject"));
+    ASSERT_OK(content_gen_welcome(mock_content_gen(), &l, CHANNEL_EMAIL, a, &g, &err));
+    ASSERT_STREQ("Welcome, Ana  Bcc: x@evil.com!", t_json_str(g.channel_message, "subject"));
     arena_free(a);
 }
 

@@ -564,9 +564,10 @@ TEST_QUEUE(unit_contract_queue_due_order)
          * were written); Redis lists its records (outbox rows) by created_at, the enqueue's
          * time, which this case makes go backwards */
         struct job *list;
-        int n;
-        ASSERT_OK(job_queue_list_group(env->queue, a.id, env->arena, &list, &n, &err));
+        int n, more;
+        ASSERT_OK(job_queue_list_group(env->queue, a.id, 3, env->arena, &list, &n, &more, &err));
         ASSERT_EQ(3, n);
+        ASSERT_EQ(0, more);
         if (backend != T_REDIS) {
             ASSERT_STREQ(id1, list[0].id);
             ASSERT_STREQ(id2, list[1].id);
@@ -808,6 +809,35 @@ TEST_ALL(unit_contract_lead_transition_is_compare_and_set)
     ASSERT_OK(lead_repo_lead_transition(env->repo, "00000000-0000-4000-8000-999999999999",
                                         LEAD_STATUS_NEW, LEAD_STATUS_CONTACTED, 3000, &changed,
                                         &err));
+    ASSERT_EQ(0, changed);
+    t_env_free(env);
+}
+
+/* Hardening #1: a reply's sender becomes the lead's address only where it has none, a
+ * compare-and-set like the status transition. */
+TEST_ALL(unit_hostile_h1_contract_lead_set_address_only_fills_a_missing_address)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead l = mk_lead("Ann", NULL, "+351912345678", 1000), got;
+    int changed = -1;
+
+    insert_lead(env, &l);
+    ASSERT_OK(lead_repo_lead_set_address(env->repo, l.id, CHANNEL_WHATSAPP, "+15550001234", 2000,
+                                         &changed, &err));
+    ASSERT_EQ(0, changed); /* it has a phone: kept */
+    ASSERT_OK(lead_repo_lead_set_address(env->repo, l.id, CHANNEL_EMAIL, "ann@work.example", 3000,
+                                         &changed, &err));
+    ASSERT_EQ(1, changed);
+    ASSERT_OK(lead_repo_lead_set_address(env->repo, l.id, CHANNEL_EMAIL, "eve@example.org", 4000,
+                                         &changed, &err));
+    ASSERT_EQ(0, changed); /* the second one sees the address already there */
+    ASSERT_OK(lead_repo_lead_get(env->repo, l.id, env->arena, &got, &err));
+    ASSERT_STREQ("ann@work.example", got.email);
+    ASSERT_STREQ("+351912345678", got.phone);
+    ASSERT_EQ(3000, got.updated_at);
+    ASSERT_EQ(SP_EINVAL, lead_repo_lead_set_address(env->repo, l.id, CHANNEL_LINKEDIN, "x", 5000,
+                                                    &changed, &err));
     ASSERT_EQ(0, changed);
     t_env_free(env);
 }

@@ -11,6 +11,7 @@
 #include "features/leads/domain/lead_repo.h"
 #include "features/messaging/domain/sender.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -254,9 +255,19 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
                             channel_name(m->channel));
     memset(&req, 0, sizeof(req));
     req.channel = m->channel;
-    req.to = m->recipient ? m->recipient : lead_address_for(l, m->channel);
+    /* Only ever to the lead's own address (read in the claim's transaction): a message row
+     * addressed elsewhere (written by an older build that answered a reply's "from") is not
+     * sent, nor is an address that could break a header line (stored before it was checked). */
+    req.to = lead_address_for(l, m->channel);
     if (req.to == NULL)
-        return sp_error_set(send_err, SP_EPERMANENT, "to", "message has no %s address",
+        return sp_error_set(send_err, SP_EPERMANENT, "to", "lead has no %s address",
+                            channel_name(m->channel));
+    if (m->recipient != NULL && strcmp(m->recipient, req.to) != 0)
+        return sp_error_set(send_err, SP_EPERMANENT, "to",
+                            "message is addressed to someone other than the lead");
+    if (lead_text_check(req.to, strlen(req.to), SIZE_MAX) != LEAD_TEXT_OK)
+        return sp_error_set(send_err, SP_EPERMANENT, "to",
+                            "the lead's %s address holds control characters",
                             channel_name(m->channel));
     req.to_name = l->name;
     req.lead_id = l->id;

@@ -4,6 +4,7 @@
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/event_bus.h"
+#include "core/jsonr.h"
 #include "core/jsonw.h"
 #include "core/uuid.h"
 #include "features/leads/domain/content_gen.h"
@@ -45,22 +46,26 @@ leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_
     return lead_repo_event_append(repo, &e, err);
 }
 
+/* Lengths are in characters as the NestJS build counted them (UTF-16 code units), and no
+ * field may hold control or bidirectional formatting characters (lead_text_check). */
 static int
 validate_input(const struct lead_input *in, struct sp_error *err)
 {
+    int rc;
+
     if (in->name == NULL || in->name[0] == '\0')
         return sp_error_set(err, SP_EINVAL, "name", "name should not be empty");
-    if (strlen(in->name) > LEAD_NAME_MAX)
-        return sp_error_set(err, SP_EINVAL, "name",
-                            "name must be shorter than or equal to %d "
-                            "characters",
-                            LEAD_NAME_MAX);
+    rc = lead_text_field_check("name", in->name, strlen(in->name), LEAD_NAME_MAX, err);
+    if (rc != SP_OK)
+        return rc;
     if (in->email == NULL && in->phone == NULL)
         return sp_error_set(err, SP_EINVAL, "email", "Either email or phone must be provided");
     if (in->email && !lead_email_valid(in->email, strlen(in->email)))
         return sp_error_set(err, SP_EINVAL, "email", "email must be an email");
-    if (in->phone && (in->phone[0] == '\0' || strlen(in->phone) > LEAD_PHONE_MAX))
-        return sp_error_set(err, SP_EINVAL, "phone", "phone must be a valid phone number");
+    if (in->phone && in->phone[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "phone", "phone should not be empty");
+    if (in->phone)
+        return lead_text_field_check("phone", in->phone, strlen(in->phone), LEAD_PHONE_MAX, err);
     return SP_OK;
 }
 
@@ -161,9 +166,18 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
     struct message m;
     struct job_spec spec;
     char job_id[sizeof(((struct job *)0)->id)];
+    const char *to = lead_address_for(l, c);
     struct jsonw w;
     int rc;
 
+    /* Outbound messages go to the lead's own address and nowhere else, whatever the generator
+     * (an AI reading the prospect's text) put in its message. */
+    if (to == NULL)
+        return sp_error_set(err, SP_EINVAL, channel_name(c), "lead has no %s address",
+                            channel_name(c));
+    if (content->to != NULL && strcmp(content->to, to) != 0)
+        return sp_error_set(err, SP_EINTERNAL, "to",
+                            "generated %s message is not addressed to the lead", channel_name(c));
     memset(&m, 0, sizeof(m));
     sp_uuid_v7(m.id);
     memcpy(m.lead_id, l->id, SP_UUID_LEN + 1);
@@ -171,7 +185,7 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
     m.direction = MESSAGE_OUTBOUND;
     m.kind = kind;
     m.status = MESSAGE_QUEUED;
-    m.recipient = content->to;
+    m.recipient = to;
     m.channel_message = content->channel_message;
     m.created_at = now;
     m.updated_at = now;
@@ -286,9 +300,42 @@ reply_status_change(const struct leads_deps *d, struct arena *a, struct lead *l,
     return sp_error_set(err, SP_EUNAVAIL, "status", "lead status kept changing; retry");
 }
 
+/* Gives a lead that has no address on the reply's channel the reply's (validated) sender as
+ * its address, with an address_added event. A compare-and-set under the lead's lock: if the
+ * lead got an address meanwhile, it keeps it and the lead is re-read. */
 static int
-reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
-            struct message *m, int64_t now, struct sp_error *err)
+adopt_address(const struct leads_deps *d, struct arena *a, struct lead *l, enum channel c,
+              const char *from, const char *message_id, int64_t now, struct sp_error *err)
+{
+    struct jsonw w;
+    int changed = 0;
+    int rc;
+
+    rc = lead_repo_lead_set_address(d->repo, l->id, c, from, now, &changed, err);
+    if (rc != SP_OK)
+        return rc;
+    if (!changed)
+        return lead_repo_lead_get(d->repo, l->id, a, l, err);
+    if (c == CHANNEL_EMAIL)
+        l->email = from;
+    else
+        l->phone = from;
+    l->updated_at = now;
+    jsonw_init(&w, a, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "channel", channel_name(c));
+    jsonw_kstr(&w, "address", from);
+    jsonw_kstr(&w, "messageId", message_id);
+    jsonw_kstr(&w, "reason", "reply_from");
+    jsonw_obj_end(&w);
+    return leads_event_append(d->repo, l->id, EVENT_ADDRESS_ADDED,
+                              leads_correlation_json(a, l->id, message_id, NULL),
+                              jsonw_finish_or(&w, "{}"), now, err);
+}
+
+static int
+reply_in_tx(const struct leads_deps *d, const struct reply_input *in, const char *from,
+            struct arena *a, struct message *m, int64_t now, struct sp_error *err)
 {
     struct lead l;
     struct jsonw w;
@@ -315,6 +362,11 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
                             now, err);
     if (rc != SP_OK)
         return rc;
+    if (from != NULL && lead_address_for(&l, m->channel) == NULL) {
+        rc = adopt_address(d, a, &l, m->channel, from, m->id, now, err);
+        if (rc != SP_OK)
+            return rc;
+    }
 
     rc = reply_status_change(d, a, &l, m->id, now, err);
     if (rc != SP_OK)
@@ -326,11 +378,31 @@ reply_in_tx(const struct leads_deps *d, const struct reply_input *in, struct are
     return rc;
 }
 
+/* The reply's sender (messageContent.from) into *from (arena), NULL when absent or null; a
+ * sender that is not an address of the channel is SP_EINVAL. */
+static int
+reply_from(const struct reply_input *in, struct arena *a, const char **from, struct sp_error *err)
+{
+    char buf[4 * LEAD_EMAIL_MAX + 1];
+    int rc = jsonr_str(in->content, "from", buf, sizeof(buf));
+
+    *from = NULL;
+    if (rc == SP_EINVAL)
+        return SP_OK; /* no string "from" (presentation refuses other types) */
+    if (rc != SP_OK || !lead_address_valid(in->channel, buf, strlen(buf)))
+        return sp_error_set(err, SP_EINVAL, "messageContent.from", "messageContent.from %s",
+                            in->channel == CHANNEL_EMAIL ? "must be an email"
+                                                         : "must be a phone number");
+    *from = arena_strdup(a, buf);
+    return SP_OK;
+}
+
 int
 leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
             char *message_id, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
+    const char *from = NULL;
     struct message m;
     int rc;
 
@@ -342,6 +414,9 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
         return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent should not be empty");
     if (strlen(in->content) > MESSAGE_CONTENT_MAX)
         return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent is too large");
+    rc = reply_from(in, a, &from, err);
+    if (rc != SP_OK)
+        return rc;
     memset(&m, 0, sizeof(m));
     sp_uuid_v7(m.id);
     m.channel = in->channel;
@@ -355,10 +430,33 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
     rc = lead_repo_begin(d->repo, err);
     if (rc != SP_OK)
         return rc;
-    rc = in_transaction(d, reply_in_tx(d, in, a, &m, now, err), err);
+    rc = in_transaction(d, reply_in_tx(d, in, from, a, &m, now, err), err);
     if (rc == SP_OK) {
         memcpy(message_id, m.id, SP_UUID_LEN + 1);
         job_queue_wake(d->queue);
+    }
+    return rc;
+}
+
+/* The newest page of each channel the lead has messages on, in order of first message. */
+static int
+details_messages(const struct leads_deps *d, const char *id, struct arena *a,
+                 struct lead_details *out, struct sp_error *err)
+{
+    const struct lead_page_spec spec = {0, LEADS_DETAILS_ITEMS, LEADS_LIST_BUDGET};
+    enum channel order[CHANNEL_COUNT];
+    int n = 0;
+    int rc = lead_repo_message_channels(d->repo, id, order, &n, err);
+
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        struct lead_channel_page *cp = &out->channels[i];
+        struct lead_page_info page = {0, 0};
+
+        cp->channel = order[i];
+        rc = lead_repo_message_page(d->repo, id, order[i], &spec, a, &cp->messages, &page, err);
+        cp->nmessages = page.n;
+        cp->next = page.next;
+        out->nchannels = i + 1;
     }
     return rc;
 }
@@ -367,21 +465,89 @@ int
 leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
                   struct lead_details *out, struct sp_error *err)
 {
+    const struct lead_page_spec spec = {0, LEADS_DETAILS_ITEMS, LEADS_LIST_BUDGET};
+    struct lead_page_info page = {0, 0};
     int rc;
 
     memset(out, 0, sizeof(*out));
-    /* One snapshot for the four reads: a worker committing in between must not show a message
+    /* One snapshot for all the reads: a worker committing in between must not show a message
      * "sent" without its event, or a job "completed" next to a message still "queued". */
     rc = lead_repo_read_begin(d->repo, err);
     if (rc != SP_OK)
         return rc;
     rc = lead_repo_lead_get(d->repo, id, a, &out->lead, err);
     if (rc == SP_OK)
-        rc = lead_repo_message_list(d->repo, id, a, &out->messages, &out->nmessages, err);
+        rc = details_messages(d, id, a, out, err);
     if (rc == SP_OK)
-        rc = lead_repo_event_list(d->repo, id, a, &out->events, &out->nevents, err);
+        rc = lead_repo_event_page(d->repo, id, &spec, a, &out->events, &page, err);
+    out->nevents = page.n;
+    out->events_next = page.next;
     if (rc == SP_OK)
-        rc = job_queue_list_group(d->queue, id, a, &out->jobs, &out->njobs, err);
+        rc = job_queue_list_group(d->queue, id, LEADS_DETAILS_ITEMS, a, &out->jobs, &out->njobs,
+                                  &out->jobs_more, err);
+    lead_repo_read_end(d->repo);
+    return rc;
+}
+
+/* The spec of a paging query, or SP_EINVAL. */
+static int
+page_spec(int64_t before, int limit, struct lead_page_spec *spec, struct sp_error *err)
+{
+    if (limit < 1 || limit > LEADS_PAGE_MAX)
+        return sp_error_set(err, SP_EINVAL, "limit", "limit must be an integer from 1 to %d",
+                            LEADS_PAGE_MAX);
+    if (before < 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    spec->before = before;
+    spec->max = limit;
+    spec->budget = LEADS_LIST_BUDGET;
+    return SP_OK;
+}
+
+int
+leads_list_messages(const struct leads_deps *d, const char *id, enum channel c, int64_t before,
+                    int limit, struct arena *a, struct message **out, struct lead_page_info *page,
+                    struct sp_error *err)
+{
+    struct lead_page_spec spec;
+    struct lead lead;
+    int rc = page_spec(before, limit, &spec, err);
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_read_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_lead_get(d->repo, id, a, &lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_page(d->repo, id, c, &spec, a, out, page, err);
+    lead_repo_read_end(d->repo);
+    return rc;
+}
+
+int
+leads_list_events(const struct leads_deps *d, const char *id, int64_t before, int limit,
+                  struct arena *a, struct lead_event **out, struct lead_page_info *page,
+                  struct sp_error *err)
+{
+    struct lead_page_spec spec;
+    struct lead lead;
+    int rc = page_spec(before, limit, &spec, err);
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_read_begin(d->repo, err);
+    if (rc != SP_OK)
+        return rc;
+    rc = lead_repo_lead_get(d->repo, id, a, &lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_event_page(d->repo, id, &spec, a, out, page, err);
     lead_repo_read_end(d->repo);
     return rc;
 }

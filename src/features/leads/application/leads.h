@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/queue.h"
 #include "features/leads/domain/lead.h"
+#include "features/leads/domain/lead_repo.h"
 
 #include <stdint.h>
 
@@ -66,24 +67,63 @@ struct reply_input {
 };
 
 /* Stores the prospect's reply, moves the lead to replied and queues the AI answer, in one unit
- * of work. message_id receives the inbound message's id. SP_EINVAL when the channel has no
- * sender (nothing is stored), SP_ENOTFOUND for an unknown lead. */
+ * of work. message_id receives the inbound message's id. The answer goes only to the lead's own
+ * address on the channel. A "from" in the content must be an address of the channel
+ * (lead_address_valid); when the lead has none there, it becomes the lead's address (with an
+ * address_added event) in the same unit of work; otherwise it is only kept in the reply.
+ * SP_EINVAL when the channel has no sender, for a bad "from" (field "messageContent.from") or
+ * when the lead has no address on the channel and there is no "from" (nothing is stored),
+ * SP_ENOTFOUND for an unknown lead. */
 int leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
                 char *message_id, struct sp_error *err) SP_MUST_CHECK;
 
-struct lead_details {
-    struct lead lead;
+/* Bounds of the details view and of one page of the paging queries: a long history is shown
+ * as its newest items, a bounded slice at a time (lead_repo.h, struct lead_page_spec). Per list
+ * (each channel's messages, the events) at most LEADS_DETAILS_ITEMS items and, beyond the first
+ * item, at most LEADS_LIST_BUDGET bytes of contents. An item's contents are bounded too
+ * (MESSAGE_CONTENT_MAX, plus the event envelope), so one list never holds more than
+ * max(LEADS_LIST_BUDGET, one item) bytes of contents. */
+#define LEADS_DETAILS_ITEMS 50
+#define LEADS_LIST_BUDGET (512 * 1024)
+#define LEADS_PAGE_DEFAULT 50
+#define LEADS_PAGE_MAX 100
+
+/* The newest messages of one channel. */
+struct lead_channel_page {
+    enum channel channel;
     struct message *messages; /* oldest first */
     int nmessages;
-    struct lead_event *events; /* oldest first */
-    int nevents;
-    struct job *jobs; /* oldest first */
-    int njobs;
+    int64_t next; /* > 0: older messages exist, read them with leads_list_messages(before=next) */
 };
 
-/* Reads a lead with its messages, events and jobs. SP_ENOTFOUND for an unknown lead. */
+struct lead_details {
+    struct lead lead;
+    struct lead_channel_page channels[CHANNEL_COUNT]; /* in order of each one's first message */
+    int nchannels;
+    struct lead_event *events; /* the newest, oldest first */
+    int nevents;
+    int64_t events_next; /* > 0: older events exist (leads_list_events) */
+    struct job *jobs;    /* the newest, oldest first */
+    int njobs;
+    int jobs_more; /* 1: older jobs exist (not listed: see docs/http-api.md) */
+};
+
+/* Reads a lead with its newest messages per channel, newest events and newest jobs, in one
+ * snapshot; bounded as said above. SP_ENOTFOUND for an unknown lead. */
 int leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
                       struct lead_details *out, struct sp_error *err) SP_MUST_CHECK;
+
+/* A page of a lead's messages on channel c: the newest `limit` (1..LEADS_PAGE_MAX) older than
+ * `before` (0: from the newest), within LEADS_LIST_BUDGET bytes of contents, oldest first in
+ * *out (page->n entries); page->next as in struct lead_page_info. SP_ENOTFOUND for an unknown
+ * lead, SP_EINVAL for a limit or position out of range. */
+int leads_list_messages(const struct leads_deps *d, const char *id, enum channel c, int64_t before,
+                        int limit, struct arena *a, struct message **out,
+                        struct lead_page_info *page, struct sp_error *err) SP_MUST_CHECK;
+/* The same for the lead's events. */
+int leads_list_events(const struct leads_deps *d, const char *id, int64_t before, int limit,
+                      struct arena *a, struct lead_event **out, struct lead_page_info *page,
+                      struct sp_error *err) SP_MUST_CHECK;
 
 /* Event handlers, subscribed by the composition root (ctx unused). */
 int leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err);

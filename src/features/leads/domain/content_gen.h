@@ -23,8 +23,9 @@ struct content_gen_ops {
     int (*welcome)(struct content_gen *g, const struct lead *l, enum channel c, struct arena *a,
                    struct generated *out, struct sp_error *err);
     /* The answer to `inbound` (the prospect's channel message JSON) on `c`, addressed to the
-     * lead's address on `c`, or to the inbound "from" when the lead has none on `c`. SP_EINVAL
-     * when there is no address at all. */
+     * lead's address on `c` and never to anything read from `inbound` (its "from" included).
+     * SP_EINVAL when the lead has no address on `c`. Header fields (an email's subject) hold
+     * no line break or other control character, whatever the prospect wrote. */
     int (*answer)(struct content_gen *g, const struct lead *l, enum channel c, const char *inbound,
                   struct arena *a, struct generated *out, struct sp_error *err);
 };

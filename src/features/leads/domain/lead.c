@@ -1,7 +1,10 @@
 /* lead.c: names, parsing and transition rules of the leads domain. */
 #include "features/leads/domain/lead.h"
 
+#include "core/arena.h"
+
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -12,7 +15,7 @@ static const char *const kind_names[] = {"welcome", "ai_reply", "reply"};
 static const char *const mstatus_names[] = {"queued", "sending", "sent", "failed", "received"};
 static const char *const event_names[] = {"lead_added",     "message_queued", "message_sent",
                                           "message_failed", "reply_received", "ai_reply_sent",
-                                          "status_changed"};
+                                          "status_changed", "address_added"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -101,11 +104,139 @@ lead_address_for(const struct lead *l, enum channel c)
     }
 }
 
+/* Decodes the UTF-8 sequence at s[0..len): *cp the code point, returns its length in bytes, or 0
+ * when the sequence is not valid UTF-8 (overlong forms and surrogates included). */
+static size_t
+utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
+{
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t n;
+    uint32_t c;
+
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if (s[0] >= 0xc0 && s[0] < 0xe0) {
+        n = 2;
+        c = s[0] & 0x1fu;
+    } else if (s[0] >= 0xe0 && s[0] < 0xf0) {
+        n = 3;
+        c = s[0] & 0x0fu;
+    } else if (s[0] >= 0xf0 && s[0] < 0xf8) {
+        n = 4;
+        c = s[0] & 0x07u;
+    } else {
+        return 0; /* a continuation byte, or 0xf8..0xff */
+    }
+    if (n > len)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0u) != 0x80u)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3fu);
+    }
+    if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+/* Code points no name, email or phone may hold: they break header lines and log lines, or
+ * reorder what a reader sees (Trojan Source). */
+static int
+is_forbidden(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029;
+}
+
+/* Walks s[0..len): *units its UTF-16 length; returns the worst problem but TOO_LONG. */
+static enum lead_text_problem
+text_scan(const char *s, size_t len, size_t *units)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    enum lead_text_problem worst = LEAD_TEXT_OK;
+    size_t i = 0;
+
+    *units = 0;
+    while (i < len) {
+        uint32_t cp;
+        size_t n = utf8_decode(p + i, len - i, &cp);
+        if (n == 0)
+            return LEAD_TEXT_BAD_UTF8;
+        if (is_forbidden(cp))
+            worst = LEAD_TEXT_CONTROL;
+        *units += cp >= 0x10000 ? 2 : 1;
+        i += n;
+    }
+    return worst;
+}
+
+size_t
+lead_text_utf16_len(const char *s, size_t len)
+{
+    size_t units;
+    return text_scan(s, len, &units) == LEAD_TEXT_BAD_UTF8 ? SIZE_MAX : units;
+}
+
+enum lead_text_problem
+lead_text_check(const char *s, size_t len, size_t max)
+{
+    size_t units;
+    enum lead_text_problem p = text_scan(s, len, &units);
+
+    if (p != LEAD_TEXT_OK)
+        return p;
+    return units > max ? LEAD_TEXT_TOO_LONG : LEAD_TEXT_OK;
+}
+
+int
+lead_text_field_check(const char *field, const char *s, size_t len, size_t max,
+                      struct sp_error *err)
+{
+    switch (lead_text_check(s, len, max)) {
+    case LEAD_TEXT_OK:
+        return SP_OK;
+    case LEAD_TEXT_BAD_UTF8:
+        return sp_error_set(err, SP_EINVAL, field, "%s must be valid UTF-8", field);
+    case LEAD_TEXT_CONTROL:
+        return sp_error_set(err, SP_EINVAL, field,
+                            "%s must not contain control or bidirectional formatting characters",
+                            field);
+    default:
+        return sp_error_set(err, SP_EINVAL, field,
+                            "%s must be shorter than or equal to %zu characters", field, max);
+    }
+}
+
+const char *
+lead_text_one_line(struct arena *a, const char *s)
+{
+    size_t len = strlen(s), i = 0, o = 0;
+    char *out = arena_alloc(a, len + 1);
+
+    while (i < len) {
+        uint32_t cp;
+        size_t n = utf8_decode((const unsigned char *)s + i, len - i, &cp);
+        if (n == 0 || is_forbidden(cp)) {
+            out[o++] = ' ';
+            i += n ? n : 1;
+            continue;
+        }
+        memcpy(out + o, s + i, n);
+        o += n;
+        i += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* A DNS label: 1..63 of letters, digits, '-' (not first or last) or UTF-8 bytes. */
 static int
 label_valid(const char *l, size_t len)
 {
-    if (len == 0 || len > 63 || l[0] == '-' || l[len - 1] == '-')
+    if (len == 0 || lead_text_utf16_len(l, len) > 63 || l[0] == '-' || l[len - 1] == '-')
         return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)l[i];
@@ -156,7 +287,7 @@ lead_email_valid(const char *s, size_t len)
     const char *at = NULL;
     size_t local;
 
-    if (len < 3 || len > LEAD_EMAIL_MAX)
+    if (len < 3 || lead_text_check(s, len, LEAD_EMAIL_MAX) != LEAD_TEXT_OK)
         return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -178,6 +309,38 @@ lead_email_valid(const char *s, size_t len)
         if (s[i] == '.' && s[i - 1] == '.')
             return 0;
     return domain_valid(at + 1, len - local - 1);
+}
+
+int
+lead_phone_number_valid(const char *s, size_t len)
+{
+    int digits = 0;
+
+    if (lead_text_check(s, len, LEAD_PHONE_MAX) != LEAD_TEXT_OK)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            digits++;
+        else if (c == '+' && i == 0)
+            continue;
+        else if (c != ' ' && c != '-' && c != '.' && c != '(' && c != ')')
+            return 0;
+    }
+    return digits >= 3 && digits <= 15;
+}
+
+int
+lead_address_valid(enum channel c, const char *s, size_t len)
+{
+    switch (c) {
+    case CHANNEL_EMAIL:
+        return lead_email_valid(s, len);
+    case CHANNEL_WHATSAPP:
+        return lead_phone_number_valid(s, len);
+    default:
+        return 0;
+    }
 }
 
 /* Case-insensitive substring search. */

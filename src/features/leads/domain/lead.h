@@ -3,10 +3,13 @@
  * request or job arena). This header is the slice's public face for the messaging slice. */
 #pragma once
 
+#include "core/err.h"
 #include "core/uuid.h"
 
 #include <stddef.h>
 #include <stdint.h>
+
+struct arena;
 
 #define LEAD_NAME_MAX 255
 #define LEAD_EMAIL_MAX 255
@@ -48,6 +51,7 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
+    EVENT_ADDRESS_ADDED, /* a reply's sender became the lead's address on its channel */
 };
 
 struct lead {
@@ -109,8 +113,42 @@ int lead_welcome_channels(const struct lead *l, enum channel out[2]);
 /* The lead's address on `c` (email for email, phone for whatsapp), or NULL if it has none. */
 const char *lead_address_for(const struct lead *l, enum channel c);
 
-/* 1 if `s` looks like an email address (local@domain.tld, printable, no spaces), else 0. */
+/* Text fields (name, email, phone) are limited in characters the way the NestJS build counted
+ * them: UTF-16 code units (JavaScript's String.length), so "é" is one and "😀" two. */
+
+/* What is wrong with a text field, if anything (the first problem found, in this order). */
+enum lead_text_problem {
+    LEAD_TEXT_OK = 0,
+    LEAD_TEXT_BAD_UTF8, /* not UTF-8: bad or truncated sequence, overlong, surrogate, > U+10FFFF */
+    LEAD_TEXT_CONTROL,  /* C0/C1 control, DEL, bidi embedding/override/isolate (U+202A-U+202E,
+                           U+2066-U+2069), line or paragraph separator (U+2028, U+2029) */
+    LEAD_TEXT_TOO_LONG, /* more than `max` UTF-16 code units */
+};
+
+/* s[0..len) in UTF-16 code units; SIZE_MAX when s is not valid UTF-8. */
+size_t lead_text_utf16_len(const char *s, size_t len);
+/* Checks s[0..len) for the problems above; max is in UTF-16 code units (SIZE_MAX: no limit).
+ * A text that passes holds no CR, LF or NUL, so it can go into a header line as it is. */
+enum lead_text_problem lead_text_check(const char *s, size_t len, size_t max);
+/* The check of a name or phone `field`: SP_OK, or SP_EINVAL with err naming the field and a
+ * NestJS-style message ("name must be shorter than or equal to 255 characters", ...). */
+int lead_text_field_check(const char *field, const char *s, size_t len, size_t max,
+                          struct sp_error *err) SP_MUST_CHECK;
+/* A copy of s in the arena fit for one header line (a subject): every code point
+ * lead_text_check refuses, and every byte that is not UTF-8, becomes a space. */
+const char *lead_text_one_line(struct arena *a, const char *s);
+
+/* 1 if `s` looks like an email address (local@domain.tld, printable, no spaces, at most
+ * LEAD_EMAIL_MAX characters, lead_text_check clean), else 0. */
 int lead_email_valid(const char *s, size_t len);
+/* 1 if `s` is a phone number as a reply's sender on WhatsApp must be: clean for
+ * lead_text_check, at most LEAD_PHONE_MAX characters, an optional leading '+', then ASCII digits
+ * (3 to 15 of them) with optional spaces, '-', '.', '(' and ')' between them. Captured phones
+ * are only held to lead_text_field_check (the NestJS contract took any non-blank string). */
+int lead_phone_number_valid(const char *s, size_t len);
+/* 1 if `s` is a valid address on channel c (email: lead_email_valid, whatsapp:
+ * lead_phone_number_valid); 0 otherwise and on channels without addresses. */
+int lead_address_valid(enum channel c, const char *s, size_t len);
 
 /* The intent the mock AI reads in a prospect's reply. */
 enum reply_intent {

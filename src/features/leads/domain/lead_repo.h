@@ -10,8 +10,34 @@
 #include "core/err.h"
 #include "features/leads/domain/lead.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 struct arena;
 struct lead_repo;
+
+/* One page of a lead's list (messages of one channel, or events), read newest first and
+ * returned oldest first, so that a long history is read a bounded slice at a time.
+ *
+ * Positions are the store's insertion order (the order the lists have always been shown in),
+ * an integer > 0 that only the repo interprets: `before` = 0 starts at the newest item,
+ * otherwise only items strictly older than that position are read. At most `max` items are
+ * read, and fewer when their contents reach `budget` bytes: an item is taken only while the
+ * contents taken so far plus its own stay within the budget, except the first, which is always
+ * taken (so every page makes progress). The rows beyond are never loaded. */
+struct lead_page_spec {
+    int64_t before; /* 0, or a position from a previous page's next */
+    int max;        /* 1..LEAD_PAGE_MAX */
+    size_t budget;  /* bytes of contents (message channel_message; event payload and ids) */
+};
+#define LEAD_PAGE_MAX 200
+
+/* A page read: items[0..n) oldest first; next > 0 is the position to pass as `before` for the
+ * older items, 0 when there are none. */
+struct lead_page_info {
+    int n;
+    int64_t next;
+};
 
 struct lead_repo_ops {
     const char *name;
@@ -38,6 +64,11 @@ struct lead_repo_ops {
      * record the same transition. */
     int (*lead_transition)(struct lead_repo *r, const char *id, enum lead_status from,
                            enum lead_status to, int64_t now, int *changed, struct sp_error *err);
+    /* Compare-and-set: gives the lead `address` on channel c (email or whatsapp: its email or
+     * phone) only if it has none there yet; *changed says whether it did. Other channels:
+     * SP_EINVAL. Callers validate the address first (lead_address_valid). */
+    int (*lead_set_address)(struct lead_repo *r, const char *id, enum channel c,
+                            const char *address, int64_t now, int *changed, struct sp_error *err);
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
     int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
                        struct sp_error *err);
@@ -48,9 +79,23 @@ struct lead_repo_ops {
     int (*message_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
                         struct message **out, int *n, struct sp_error *err);
 
+    /* The channels the lead has messages on, in order of each channel's first message:
+     * out[0..*n), *n <= CHANNEL_COUNT. */
+    int (*message_channels)(struct lead_repo *r, const char *lead_id,
+                            enum channel out[CHANNEL_COUNT], int *n, struct sp_error *err);
+    /* A page of the lead's messages on channel c (see struct lead_page_spec); *out is an arena
+     * array of page->n entries. */
+    int (*message_page)(struct lead_repo *r, const char *lead_id, enum channel c,
+                        const struct lead_page_spec *spec, struct arena *a, struct message **out,
+                        struct lead_page_info *page, struct sp_error *err);
+
     int (*event_append)(struct lead_repo *r, const struct lead_event *e, struct sp_error *err);
     int (*event_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
                       struct lead_event **out, int *n, struct sp_error *err);
+    /* A page of the lead's events (see struct lead_page_spec). */
+    int (*event_page)(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+                      struct arena *a, struct lead_event **out, struct lead_page_info *page,
+                      struct sp_error *err);
 };
 
 /* Implementations embed this first. */
@@ -117,6 +162,12 @@ lead_repo_lead_transition(struct lead_repo *r, const char *id, enum lead_status 
     return r->ops->lead_transition(r, id, from, to, now, changed, err);
 }
 static inline int SP_MUST_CHECK
+lead_repo_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                           int64_t now, int *changed, struct sp_error *err)
+{
+    return r->ops->lead_set_address(r, id, c, address, now, changed, err);
+}
+static inline int SP_MUST_CHECK
 lead_repo_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     return r->ops->message_insert(r, m, err);
@@ -149,4 +200,24 @@ lead_repo_event_list(struct lead_repo *r, const char *lead_id, struct arena *a,
                      struct lead_event **out, int *n, struct sp_error *err)
 {
     return r->ops->event_list(r, lead_id, a, out, n, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_channels(struct lead_repo *r, const char *lead_id,
+                           enum channel out[CHANNEL_COUNT], int *n, struct sp_error *err)
+{
+    return r->ops->message_channels(r, lead_id, out, n, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
+                       const struct lead_page_spec *spec, struct arena *a, struct message **out,
+                       struct lead_page_info *page, struct sp_error *err)
+{
+    return r->ops->message_page(r, lead_id, c, spec, a, out, page, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+                     struct arena *a, struct lead_event **out, struct lead_page_info *page,
+                     struct sp_error *err)
+{
+    return r->ops->event_page(r, lead_id, spec, a, out, page, err);
 }

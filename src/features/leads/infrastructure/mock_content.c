@@ -37,7 +37,7 @@ welcome(struct content_gen *g, const struct lead *l, enum channel c, struct aren
     jsonw_obj_begin(&w);
     jsonw_kstr(&w, "to", to);
     if (c == CHANNEL_EMAIL) {
-        jsonw_kstr(&w, "subject", arena_printf(a, "Welcome, %s!", l->name));
+        jsonw_kstr(&w, "subject", lead_text_one_line(a, arena_printf(a, "Welcome, %s!", l->name)));
         jsonw_kstr(&w, "body",
                    arena_printf(a,
                                 "Hi %s,\n\nThank you for reaching out to us! We help sales teams "
@@ -98,7 +98,7 @@ answer(struct content_gen *g, const struct lead *l, enum channel c, const char *
 {
     json_t *in = inbound ? json_loads(inbound, 0, NULL) : NULL;
     const char *to = lead_address_for(l, c);
-    const char *text, *subject, *from;
+    const char *text, *subject;
     enum reply_intent intent;
     struct jsonw w;
     int rc;
@@ -106,9 +106,8 @@ answer(struct content_gen *g, const struct lead *l, enum channel c, const char *
     (void)g;
     text = json_string_value(json_object_get(in, c == CHANNEL_EMAIL ? "body" : "text"));
     subject = json_string_value(json_object_get(in, "subject"));
-    from = json_string_value(json_object_get(in, "from"));
-    if (to == NULL && from && from[0])
-        to = arena_strdup(a, from);
+    /* Only ever to the lead's own address: a reply's "from" is the use case's business (it
+     * validates it and, for a lead with no address on the channel, makes it the lead's). */
     if (to == NULL) {
         json_decref(in);
         return sp_error_set(err, SP_EINVAL, "messageContent",
@@ -123,7 +122,8 @@ answer(struct content_gen *g, const struct lead *l, enum channel c, const char *
         const char *thread = subject && strip_re(subject)[0]
                                  ? strip_re(subject)
                                  : arena_printf(a, "Welcome, %s!", l->name);
-        jsonw_kstr(&w, "subject", arena_printf(a, "RE: %s", thread));
+        /* the subject is a header: no line break from the prospect's text gets into it */
+        jsonw_kstr(&w, "subject", lead_text_one_line(a, arena_printf(a, "RE: %s", thread)));
         jsonw_kstr(&w, "body",
                    arena_printf(a, "Hi %s,\n\n%s\n\nBest regards,\nThe SalesPad team", l->name,
                                 answer_text(intent, l->name)));

@@ -6,6 +6,7 @@
 #include "core/arena.h"
 #include "infra/db.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,12 @@ DB_STMT(SQL_LEAD_LOCK, "SELECT 1 FROM leads WHERE id = $1",
         "SELECT 1 FROM leads WHERE id = $1 FOR UPDATE");
 DB_STMT_SAME(SQL_LEAD_TRANSITION,
              "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2");
+/* Only where the lead has no address on the channel yet: an address, once there, is never
+ * replaced by one taken from a reply. */
+DB_STMT_SAME(SQL_LEAD_SET_EMAIL, "UPDATE leads SET email = $2, updated_at = $3"
+                                 " WHERE id = $1 AND email IS NULL");
+DB_STMT_SAME(SQL_LEAD_SET_PHONE, "UPDATE leads SET phone = $2, updated_at = $3"
+                                 " WHERE id = $1 AND phone IS NULL");
 DB_STMT_SAME(SQL_MESSAGE_INSERT,
              "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts,"
              " last_error, provider_id, recipient, channel_message, sent_at, created_at,"
@@ -40,6 +47,27 @@ DB_STMT_SAME(SQL_EVENT_INSERT,
              " VALUES ($1, $2, $3, $4, $5, $6)");
 DB_STMT_SAME(SQL_EVENT_LIST, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
                              " FROM lead_events WHERE lead_id = $1 ORDER BY seq");
+/* Paging (lead_repo.h, struct lead_page_spec): first the positions and content sizes of at
+ * most max + 1 items, newest first (numbers only: no contents are loaded), then the contents of
+ * the ones that fit, by position range. Sizes are the bytes the text reads back as. */
+DB_STMT_SAME(SQL_MESSAGE_CHANNELS, "SELECT channel FROM messages WHERE lead_id = $1"
+                                   " GROUP BY channel ORDER BY MIN(seq)");
+DB_STMT(SQL_MESSAGE_SIZES,
+        "SELECT seq, length(CAST(channel_message AS BLOB)) FROM messages"
+        " WHERE lead_id = $1 AND channel = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+        "SELECT seq, octet_length(channel_message::text) FROM messages"
+        " WHERE lead_id = $1 AND channel = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4");
+DB_STMT_SAME(SQL_MESSAGE_RANGE, "SELECT " MESSAGE_COLUMNS " FROM messages"
+                                " WHERE lead_id = $1 AND channel = $2 AND seq >= $3"
+                                " AND seq <= $4 ORDER BY seq");
+DB_STMT(SQL_EVENT_SIZES,
+        "SELECT seq, length(CAST(payload AS BLOB)) + length(CAST(correlation_ids AS BLOB))"
+        " FROM lead_events WHERE lead_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        "SELECT seq, octet_length(payload::text) + octet_length(correlation_ids::text)"
+        " FROM lead_events WHERE lead_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3");
+DB_STMT_SAME(SQL_EVENT_RANGE, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
+                              " FROM lead_events WHERE lead_id = $1 AND seq >= $2"
+                              " AND seq <= $3 ORDER BY seq");
 DB_STMT_SAME(SQL_PING, "SELECT 1");
 
 static struct db_conn *
@@ -167,6 +195,23 @@ r_lead_transition(struct lead_repo *r, const char *id, enum lead_status from, en
 }
 
 static int
+r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
+                   int64_t now, int *changed, struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc;
+
+    *changed = 0;
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "channel %s has no lead address",
+                            channel_name(c));
+    rc = db_exec(conn_of(r), c == CHANNEL_EMAIL ? &SQL_LEAD_SET_EMAIL : &SQL_LEAD_SET_PHONE,
+                 DB_ARGS(db_text(id), db_text(address), db_time(now)), &changes, err);
+    *changed = rc == SP_OK && changes > 0;
+    return rc;
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     return db_exec(conn_of(r), &SQL_MESSAGE_INSERT,
@@ -248,6 +293,88 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
 }
 
 static int
+r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
+                   int *n, struct sp_error *err)
+{
+    struct db_rows rows;
+    struct arena *a = arena_new();
+    int rc = db_query(conn_of(r), &SQL_MESSAGE_CHANNELS, DB_ARGS(db_text(lead_id)), a, &rows, err);
+
+    *n = 0;
+    for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
+        if (i >= CHANNEL_COUNT || channel_parse(db_cell(&rows, i, 0), &out[i]) != 0)
+            rc = corrupt(err, "messages.channel");
+        else
+            *n = i + 1;
+    }
+    arena_free(a);
+    return rc;
+}
+
+/* The range of positions [*lo, *hi] a page takes from `sizes` (rows of position and size,
+ * newest first, at most spec->max + 1 of them); page->next set. *hi == 0: nothing to read. */
+static void
+page_cut(const struct db_rows *sizes, const struct lead_page_spec *spec, int64_t *lo, int64_t *hi,
+         struct lead_page_info *page)
+{
+    size_t used = 0;
+    int k = 0;
+
+    while (k < sizes->nrows && k < spec->max) {
+        size_t len = (size_t)db_cell_int(sizes, k, 1);
+        if (k > 0 && (len > spec->budget || used > spec->budget - len))
+            break;
+        used += len;
+        k++;
+    }
+    *hi = k > 0 ? db_cell_int(sizes, 0, 0) : 0;
+    *lo = k > 0 ? db_cell_int(sizes, k - 1, 0) : 0;
+    page->n = 0;
+    page->next = k < sizes->nrows ? *lo : 0;
+}
+
+static int64_t
+before_of(const struct lead_page_spec *spec)
+{
+    return spec->before > 0 ? spec->before : INT64_MAX;
+}
+
+static int
+r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
+               const struct lead_page_spec *spec, struct arena *a, struct message **out,
+               struct lead_page_info *page, struct sp_error *err)
+{
+    struct db_rows rows;
+    int64_t lo = 0, hi = 0;
+    int rc;
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    rc = db_query(conn_of(r), &SQL_MESSAGE_SIZES,
+                  DB_ARGS(db_text(lead_id), db_text(channel_name(c)), db_int(before_of(spec)),
+                          db_int(spec->max + 1)),
+                  a, &rows, err);
+    if (rc == SP_OK)
+        page_cut(&rows, spec, &lo, &hi, page);
+    if (rc != SP_OK || hi == 0)
+        return rc;
+    rc = db_query(conn_of(r), &SQL_MESSAGE_RANGE,
+                  DB_ARGS(db_text(lead_id), db_text(channel_name(c)), db_int(lo), db_int(hi)), a,
+                  &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        rc = row_to_message(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    page->n = rows.nrows;
+    return SP_OK;
+}
+
+static int
 r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
 {
     return db_exec(conn_of(r), &SQL_EVENT_INSERT,
@@ -255,6 +382,19 @@ r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error 
                            db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
                            db_text(e->payload), db_time(e->created_at)),
                    NULL, err);
+}
+
+static int
+row_to_event(const struct db_rows *rows, int i, struct lead_event *e, struct sp_error *err)
+{
+    copy_id(e->id, db_cell(rows, i, 0));
+    copy_id(e->lead_id, db_cell(rows, i, 1));
+    if (lead_event_type_parse(db_cell(rows, i, 2), &e->type) != 0)
+        return corrupt(err, "lead_events.type");
+    e->correlation_ids = db_cell(rows, i, 3);
+    e->payload = db_cell(rows, i, 4);
+    e->created_at = db_cell_int(rows, i, 5);
+    return SP_OK;
 }
 
 static int
@@ -270,16 +410,44 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
         return rc;
     *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
     for (int i = 0; i < rows.nrows; i++) {
-        struct lead_event *e = &(*out)[i];
-        copy_id(e->id, db_cell(&rows, i, 0));
-        copy_id(e->lead_id, db_cell(&rows, i, 1));
-        if (lead_event_type_parse(db_cell(&rows, i, 2), &e->type) != 0)
-            return corrupt(err, "lead_events.type");
-        e->correlation_ids = db_cell(&rows, i, 3);
-        e->payload = db_cell(&rows, i, 4);
-        e->created_at = db_cell_int(&rows, i, 5);
+        rc = row_to_event(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
     }
     *n = rows.nrows;
+    return SP_OK;
+}
+
+static int
+r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
+             struct arena *a, struct lead_event **out, struct lead_page_info *page,
+             struct sp_error *err)
+{
+    struct db_rows rows;
+    int64_t lo = 0, hi = 0;
+    int rc;
+
+    *out = NULL;
+    page->n = 0;
+    page->next = 0;
+    rc = db_query(conn_of(r), &SQL_EVENT_SIZES,
+                  DB_ARGS(db_text(lead_id), db_int(before_of(spec)), db_int(spec->max + 1)), a,
+                  &rows, err);
+    if (rc == SP_OK)
+        page_cut(&rows, spec, &lo, &hi, page);
+    if (rc != SP_OK || hi == 0)
+        return rc;
+    rc = db_query(conn_of(r), &SQL_EVENT_RANGE, DB_ARGS(db_text(lead_id), db_int(lo), db_int(hi)),
+                  a, &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        rc = row_to_event(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    page->n = rows.nrows;
     return SP_OK;
 }
 
@@ -296,12 +464,16 @@ static const struct lead_repo_ops sql_ops = {
     .lead_update_status = r_lead_update_status,
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
+    .lead_set_address = r_lead_set_address,
     .message_insert = r_message_insert,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_channels = r_message_channels,
+    .message_page = r_message_page,
     .event_append = r_event_append,
     .event_list = r_event_list,
+    .event_page = r_event_page,
 };
 
 void

@@ -8,6 +8,7 @@
 #include "features/leads/application/leads.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <jansson.h>
 #include <string.h>
 #include <strings.h>
@@ -239,7 +240,8 @@ opt_string(json_t *obj, const char *key, size_t max, struct arena *a, struct msg
         msg_add(m, arena_printf(a, "%s must be a string", key));
         return NULL;
     }
-    if (json_string_length(v) > max) {
+    /* characters as NestJS counts them: UTF-16 code units (jansson's strings are UTF-8) */
+    if (lead_text_utf16_len(json_string_value(v), json_string_length(v)) > max) {
         msg_add(m, arena_printf(a, "%s must be shorter than or equal to %zu characters", key, max));
         return NULL;
     }
@@ -248,6 +250,19 @@ opt_string(json_t *obj, const char *key, size_t max, struct arena *a, struct msg
         return NULL;
     }
     return arena_strndup(a, json_string_value(v), json_string_length(v));
+}
+
+/* A name or phone that passed opt_string: adds the message of lead_text_field_check (control
+ * or bidirectional formatting characters) and returns NULL, or returns s. */
+static const char *
+clean_text(const char *field, const char *s, size_t max, struct arena *a, struct msgs *m)
+{
+    struct sp_error err = {0};
+
+    if (s == NULL || lead_text_field_check(field, s, strlen(s), max, &err) == SP_OK)
+        return s;
+    msg_add(m, arena_strdup(a, err.msg));
+    return NULL;
 }
 
 static int
@@ -269,7 +284,8 @@ validate_create(json_t *body, struct arena *a, struct lead_input *in, struct msg
     } else if (blank(json_string_value(name))) {
         msg_add(m, "name should not be empty");
     } else {
-        in->name = opt_string(body, "name", LEAD_NAME_MAX, a, m);
+        in->name =
+            clean_text("name", opt_string(body, "name", LEAD_NAME_MAX, a, m), LEAD_NAME_MAX, a, m);
     }
     in->email = opt_string(body, "email", LEAD_EMAIL_MAX, a, m);
     if (in->email && !lead_email_valid(in->email, strlen(in->email))) {
@@ -281,6 +297,7 @@ validate_create(json_t *body, struct arena *a, struct lead_input *in, struct msg
         msg_add(m, "phone should not be empty");
         in->phone = NULL;
     }
+    in->phone = clean_text("phone", in->phone, LEAD_PHONE_MAX, a, m);
     return m->n == 0;
 }
 
@@ -369,6 +386,16 @@ validate_content_fields(json_t *content, enum channel c, struct arena *a, struct
         json_t *v = json_object_get(content, *k);
         if (v && !json_is_string(v) && !json_is_null(v))
             msg_add(m, arena_printf(a, "messageContent.%s must be a string", *k));
+    }
+    /* The sender must be an address of the channel (the use case checks it too; here a NUL
+     * inside it, which a C string would hide, is caught as well). Channels without addresses
+     * (and senders) are refused by the use case with their own message. */
+    if (c == CHANNEL_EMAIL || c == CHANNEL_WHATSAPP) {
+        json_t *from = json_object_get(content, "from");
+        if (json_is_string(from) &&
+            !lead_address_valid(c, json_string_value(from), json_string_length(from)))
+            msg_add(m, c == CHANNEL_EMAIL ? "messageContent.from must be an email"
+                                          : "messageContent.from must be a phone number");
     }
 }
 
@@ -460,33 +487,65 @@ render_message(struct jsonw *w, const struct message *msg)
 }
 
 static void
+render_message_array(struct jsonw *w, const struct message *msgs, int n)
+{
+    jsonw_arr_begin(w);
+    for (int i = 0; i < n; i++)
+        render_message(w, &msgs[i]);
+    jsonw_arr_end(w);
+}
+
+static void
 render_messages(struct jsonw *w, const struct lead_details *det)
 {
-    int seen[CHANNEL_COUNT] = {0};
-
     jsonw_obj_begin(w);
     /* Channels in order of their first message, like the NestJS grouping. */
-    for (int i = 0; i < det->nmessages; i++) {
-        enum channel c = det->messages[i].channel;
-        if (seen[c])
-            continue;
-        seen[c] = 1;
-        jsonw_key(w, channel_name(c));
-        jsonw_arr_begin(w);
-        for (int j = i; j < det->nmessages; j++)
-            if (det->messages[j].channel == c)
-                render_message(w, &det->messages[j]);
-        jsonw_arr_end(w);
+    for (int i = 0; i < det->nchannels; i++) {
+        const struct lead_channel_page *cp = &det->channels[i];
+        jsonw_key(w, channel_name(cp->channel));
+        render_message_array(w, cp->messages, cp->nmessages);
     }
     jsonw_obj_end(w);
 }
 
+/* Cursors are opaque to clients: "<list>.<position>", the list being a channel name or
+ * "events" and the position the repo's (lead_repo.h). */
+#define CURSOR_EVENTS "events"
+
+static const char *
+cursor_render(struct arena *a, const char *list, int64_t pos)
+{
+    return arena_printf(a, "%s.%lld", list, (long long)pos);
+}
+
+/* Parses a cursor of `list`; -1 when it is not one (wrong list, not a positive position). */
+static int
+cursor_parse(const char *s, const char *list, int64_t *pos)
+{
+    size_t n = strlen(list);
+    int64_t v = 0;
+    const char *p;
+
+    if (strncmp(s, list, n) != 0 || s[n] != '.')
+        return -1;
+    p = s + n + 1;
+    if (*p == '\0' || *p == '0' || strlen(p) > 18)
+        return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    *pos = v;
+    return 0;
+}
+
 static void
-render_events(struct jsonw *w, const struct lead_details *det)
+render_event_array(struct jsonw *w, const struct lead_event *events, int n)
 {
     jsonw_arr_begin(w);
-    for (int i = 0; i < det->nevents; i++) {
-        const struct lead_event *e = &det->events[i];
+    for (int i = 0; i < n; i++) {
+        const struct lead_event *e = &events[i];
         jsonw_obj_begin(w);
         jsonw_kstr(w, "id", e->id);
         jsonw_kstr(w, "type", lead_event_type_name(e->type));
@@ -497,6 +556,32 @@ render_events(struct jsonw *w, const struct lead_details *det)
         jsonw_obj_end(w);
     }
     jsonw_arr_end(w);
+}
+
+/* "more": the cursors of the lists cut short; left out when nothing was (an ordinary lead keeps
+ * the NestJS shape exactly). */
+static void
+render_more(struct jsonw *w, struct arena *a, const struct lead_details *det)
+{
+    int cut = det->events_next > 0 || det->jobs_more;
+
+    for (int i = 0; i < det->nchannels; i++)
+        cut |= det->channels[i].next > 0;
+    if (!cut)
+        return;
+    jsonw_key(w, "more");
+    jsonw_obj_begin(w);
+    for (int i = 0; i < det->nchannels; i++) {
+        const struct lead_channel_page *cp = &det->channels[i];
+        const char *name = channel_name(cp->channel);
+        if (cp->next > 0)
+            jsonw_kstr(w, name, cursor_render(a, name, cp->next));
+    }
+    if (det->events_next > 0)
+        jsonw_kstr(w, "events", cursor_render(a, CURSOR_EVENTS, det->events_next));
+    if (det->jobs_more)
+        jsonw_kbool(w, "jobs", 1); /* no paging route for jobs: only "older ones exist" */
+    jsonw_obj_end(w);
 }
 
 static void
@@ -545,9 +630,131 @@ leads_http_details(const struct leads_deps *d, struct http_request *req, struct 
     jsonw_key(&w, "messagesByChannel");
     render_messages(&w, &det);
     jsonw_key(&w, "events");
-    render_events(&w, &det);
+    render_event_array(&w, det.events, det.nevents);
     jsonw_key(&w, "jobs");
     render_jobs(&w, &det);
+    render_more(&w, req->arena, &det);
     jsonw_obj_end(&w);
     send_json(resp, req->arena, 200, &w);
+}
+
+/* The paging query: only `allowed` keys, each at most once; limit 1..LEADS_PAGE_MAX (default
+ * LEADS_PAGE_DEFAULT); a cursor of `list` (list NULL: the cursor is checked later). Answers 400
+ * and returns -1 otherwise. */
+static int
+page_query(struct http_request *req, struct http_response *resp, const char *const *allowed,
+           const char *list, int64_t *before, int *limit)
+{
+    struct msgs m = {0};
+    const char *v;
+
+    for (int i = 0; i < req->nquery; i++) {
+        int ok = 0;
+        for (const char *const *p = allowed; *p; p++)
+            ok |= strcmp(*p, req->query_keys[i]) == 0;
+        if (!ok)
+            msg_add(&m,
+                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
+        else if (http_query_count(req, req->query_keys[i]) > 1)
+            msg_add(&m, arena_printf(req->arena, "%s must be given once", req->query_keys[i]));
+    }
+    *limit = LEADS_PAGE_DEFAULT;
+    v = http_query(req, "limit");
+    if (v) {
+        char *end = NULL;
+        long n = (*v >= '0' && *v <= '9') ? strtol(v, &end, 10) : 0;
+        if (end == NULL || *end != '\0' || n < 1 || n > LEADS_PAGE_MAX)
+            msg_add(&m, arena_printf(req->arena, "limit must be an integer from 1 to %d",
+                                     LEADS_PAGE_MAX));
+        else
+            *limit = (int)n;
+    }
+    *before = 0;
+    v = http_query(req, "cursor");
+    if (v && list && cursor_parse(v, list, before) != 0)
+        msg_add(&m, "cursor is not valid");
+    if (m.n > 0) {
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+send_page_end(struct http_response *resp, struct arena *a, struct jsonw *w, const char *list,
+              const struct lead_page_info *page)
+{
+    jsonw_key(w, "nextCursor");
+    if (page->next > 0)
+        jsonw_str(w, cursor_render(a, list, page->next));
+    else
+        jsonw_null(w);
+    jsonw_obj_end(w);
+    send_json(resp, a, 200, w);
+}
+
+void
+leads_http_messages(const struct leads_deps *d, struct http_request *req,
+                    struct http_response *resp)
+{
+    static const char *const allowed[] = {"channel", "cursor", "limit", NULL};
+    struct sp_error err = {0};
+    struct lead_page_info page;
+    struct message *msgs;
+    struct jsonw w;
+    enum channel c;
+    const char *id = lead_id_param(req, resp);
+    const char *chan;
+    int64_t before;
+    int limit, rc;
+
+    if (id == NULL)
+        return;
+    chan = http_query(req, "channel");
+    if (chan == NULL || channel_parse(chan, &c) != 0) {
+        http_error1(resp, req->arena, 400,
+                    "channel must be one of the following values: email, whatsapp, linkedin, "
+                    "voice, ads");
+        return;
+    }
+    if (page_query(req, resp, allowed, channel_name(c), &before, &limit) != 0)
+        return;
+    rc = leads_list_messages(d, id, c, before, limit, req->arena, &msgs, &page, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_key(&w, "items");
+    render_message_array(&w, msgs, page.n);
+    send_page_end(resp, req->arena, &w, channel_name(c), &page);
+}
+
+void
+leads_http_events(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    static const char *const allowed[] = {"cursor", "limit", NULL};
+    struct sp_error err = {0};
+    struct lead_page_info page;
+    struct lead_event *events;
+    struct jsonw w;
+    const char *id = lead_id_param(req, resp);
+    int64_t before;
+    int limit, rc;
+
+    if (id == NULL)
+        return;
+    if (page_query(req, resp, allowed, CURSOR_EVENTS, &before, &limit) != 0)
+        return;
+    rc = leads_list_events(d, id, before, limit, req->arena, &events, &page, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_key(&w, "items");
+    render_event_array(&w, events, page.n);
+    send_page_end(resp, req->arena, &w, CURSOR_EVENTS, &page);
 }

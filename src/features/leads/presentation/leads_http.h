@@ -18,6 +18,13 @@ void leads_http_reply(const struct leads_deps *d, struct http_request *req,
 void leads_http_details(const struct leads_deps *d, struct http_request *req,
                         struct http_response *resp);
 
+/* GET /leads/:id/messages?channel=&cursor=&limit= : a page of one channel's older messages. */
+void leads_http_messages(const struct leads_deps *d, struct http_request *req,
+                         struct http_response *resp);
+/* GET /leads/:id/events?cursor=&limit= : a page of older events. */
+void leads_http_events(const struct leads_deps *d, struct http_request *req,
+                       struct http_response *resp);
+
 /* Renders a use-case error: 400/404/409/413/503 (+Retry-After)/500 with the JSON error body. */
 void leads_http_error(struct http_response *resp, struct arena *a, int code,
                       const struct sp_error *err);
