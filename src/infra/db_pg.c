@@ -24,6 +24,7 @@
 
 struct db_pg {
     char *url;
+    int lock_timeout_ms; /* 0: the server's (none by default) */
 };
 
 struct pg_conn {
@@ -73,7 +74,8 @@ map_error(struct pg_conn *c, const PGresult *res, struct sp_error *err)
         text[--n] = '\0';
     if (conn_lost(c) || state == NULL || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0 ||
-        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+        strcmp(state, "55P03") == 0) /* lock_timeout: the lock is held elsewhere */
         return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: %s", text);
     if (strcmp(state, "57014") == 0)
         return sp_error_set(err, SP_ETIMEDOUT, "database", "postgres: %s", text);
@@ -115,19 +117,25 @@ user_options(const char *url, char *out, size_t cap)
 }
 
 static PGconn *
-open_pg(const char *url)
+open_pg(const struct db_pg *owner)
 {
+    const char *url = owner->url;
+    int stmt_ms = owner->lock_timeout_ms > STATEMENT_TIMEOUT_MS ? owner->lock_timeout_ms
+                                                                : STATEMENT_TIMEOUT_MS;
     static const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options",
                                        NULL};
-    char mine[512], options[768];
+    char mine[512], options[800];
     const char *values[5];
     PGconn *pg;
 
     user_options(url, mine, sizeof(mine));
+    /* lock_timeout: a statement waiting for a lock another session holds (a row, a table)
+     * gives up with 55P03 (SP_EUNAVAIL: 503 and Retry-After) instead of waiting until the
+     * statement timeout; the statement timeout bounds everything else. */
     snprintf(options, sizeof(options),
-             "%s-c statement_timeout=%d -c TimeZone=UTC -c DateStyle=ISO "
+             "%s-c statement_timeout=%d -c lock_timeout=%d -c TimeZone=UTC -c DateStyle=ISO "
              "-c client_min_messages=warning",
-             mine, STATEMENT_TIMEOUT_MS);
+             mine, stmt_ms, owner->lock_timeout_ms);
     values[0] = url;
     values[1] = CONNECT_TIMEOUT_S;
     values[2] = "salespad";
@@ -158,7 +166,7 @@ ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
     forget_prepared(c);
     c->in_tx = 0;
     c->pipelined = 0;
-    c->pg = open_pg(c->owner->url);
+    c->pg = open_pg(c->owner);
     if (conn_lost(c))
         return map_error(c, NULL, err);
     log_info("postgres: reconnected");
@@ -543,6 +551,12 @@ db_pg_new(const char *url, struct db_pg **out, struct sp_error *err)
 }
 
 void
+db_pg_set_lock_timeout(struct db_pg *p, int ms)
+{
+    p->lock_timeout_ms = ms > 0 ? ms : 0;
+}
+
+void
 db_pg_free(struct db_pg *p)
 {
     if (p == NULL)
@@ -560,7 +574,7 @@ db_pg_connect(void *ctx, struct db_conn **out, struct sp_error *err)
 
     c->base.ops = &pg_ops;
     c->owner = p;
-    c->pg = open_pg(p->url);
+    c->pg = open_pg(p);
     if (conn_lost(c)) {
         rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot connect to postgres: %s",
                           c->pg ? PQerrorMessage(c->pg) : "out of memory");

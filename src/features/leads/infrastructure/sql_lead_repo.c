@@ -40,8 +40,6 @@ DB_STMT_SAME(SQL_EVENT_INSERT,
              " VALUES ($1, $2, $3, $4, $5, $6)");
 DB_STMT_SAME(SQL_EVENT_LIST, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
                              " FROM lead_events WHERE lead_id = $1 ORDER BY seq");
-DB_STMT_SAME(SQL_PING, "SELECT 1");
-
 static struct db_conn *
 conn_of(struct lead_repo *r)
 {
@@ -87,7 +85,7 @@ r_read_end(struct lead_repo *r)
 static int
 r_ping(struct lead_repo *r, struct sp_error *err)
 {
-    return db_exec(conn_of(r), &SQL_PING, DB_NOARGS, NULL, err);
+    return db_ping(conn_of(r), err); /* the driver's: it knows what "writable" takes */
 }
 
 static int
