@@ -152,7 +152,7 @@ TEST(unit_sqlite_removed_database_is_refused_and_never_created_again)
     ASSERT_EQ(SP_EUNAVAIL, db_ping(c, &err));
     sp_error_clear(&err);
     ASSERT_EQ(SP_EUNAVAIL, db_sqlite_connect(s, &late, &err)); /* a pool slot opened later */
-    ASSERT(access(DB, F_OK) != 0);                               /* nothing created */
+    ASSERT(access(DB, F_OK) != 0);                             /* nothing created */
     db_close(c);
     db_sqlite_free(s);
 }
