@@ -110,7 +110,8 @@ struct db_sqlite {
     struct group_waiter *waiters;
     /* The checkpointer thread, started with the writer. */
     pthread_t ckpt_thread;
-    int ckpt_running; /* started with the first writer; lives until db_sqlite_free */
+    int ckpt_running;          /* started with the first writer; lives until db_sqlite_free */
+    struct handle ckpt_handle; /* the checkpointer's, opened before it starts, closed by it */
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_wanted; /* guarded by ckpt_mu */
@@ -585,13 +586,8 @@ static void *
 checkpointer_main(void *arg)
 {
     struct db_sqlite *o = arg;
-    struct handle h;
-    struct sp_error err = {0};
+    struct handle *h = &o->ckpt_handle;
 
-    if (handle_open(o, 0, &h, &err) != SP_OK) {
-        log_error("checkpointer: %s", err.msg);
-        return NULL;
-    }
     pthread_mutex_lock(&o->ckpt_mu);
     while (!o->ckpt_stop) {
         if (!o->ckpt_wanted) {
@@ -603,13 +599,13 @@ checkpointer_main(void *arg)
         o->ckpt_wanted = 0;
         pthread_mutex_unlock(&o->ckpt_mu);
         if (file_check(o, 1, NULL) == SP_OK)
-            checkpoint(&h);
+            checkpoint(h);
         pthread_mutex_lock(&o->ckpt_mu);
     }
     pthread_mutex_unlock(&o->ckpt_mu);
     if (file_check(o, 1, NULL) == SP_OK)
-        checkpoint(&h);
-    handle_close(&h);
+        checkpoint(h);
+    handle_close(h);
     return NULL;
 }
 
@@ -643,8 +639,17 @@ open_writer(struct db_sqlite *o, struct sp_error *err)
         free(w);
         return rc;
     }
-    if (!o->ckpt_running && pthread_create(&o->ckpt_thread, NULL, checkpointer_main, o) == 0)
-        o->ckpt_running = 1;
+    /* The checkpointer's handle is opened here, right after the file check of this
+     * transaction, not by the thread at some later moment (see the top of the file). */
+    if (!o->ckpt_running) {
+        struct sp_error cerr = {0};
+        if (handle_open(o, 0, &o->ckpt_handle, &cerr) != SP_OK)
+            log_warn("sqlite checkpointer: %s", cerr.msg); /* the writer does it (below) */
+        else if (pthread_create(&o->ckpt_thread, NULL, checkpointer_main, o) == 0)
+            o->ckpt_running = 1;
+        else
+            handle_close(&o->ckpt_handle);
+    }
     if (o->ckpt_running) {
         sqlite3_wal_hook(w->db, wal_hook, o);
     } else {
