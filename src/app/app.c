@@ -186,9 +186,6 @@ open_postgres(struct app *app, const char *url, int pool_size, struct sp_error *
     if (rc == SP_OK)
         rc = db_migrate(c, sp_migrations_postgres, sp_migrations_postgres_count, NULL, err);
     db_close(c);
-    /* After the migration, whose lock waits for another process migrating. */
-    if (rc == SP_OK)
-        db_pg_set_lock_timeout(app->pg, app->cfg->db_busy_timeout_ms);
     if (rc == SP_OK && pool_size > 0)
         rc = db_pool_new(db_pg_connect, app->pg, pool_size, &app->pool, err);
     return rc;

@@ -24,7 +24,6 @@
 
 struct db_pg {
     char *url;
-    int lock_timeout_ms; /* 0: the server's (none by default) */
 };
 
 struct pg_conn {
@@ -120,8 +119,6 @@ static PGconn *
 open_pg(const struct db_pg *owner)
 {
     const char *url = owner->url;
-    int stmt_ms = owner->lock_timeout_ms > STATEMENT_TIMEOUT_MS ? owner->lock_timeout_ms
-                                                                : STATEMENT_TIMEOUT_MS;
     static const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options",
                                        NULL};
     char mine[512], options[800];
@@ -129,13 +126,10 @@ open_pg(const struct db_pg *owner)
     PGconn *pg;
 
     user_options(url, mine, sizeof(mine));
-    /* lock_timeout: a statement waiting for a lock another session holds (a row, a table)
-     * gives up with 55P03 (SP_EUNAVAIL: 503 and Retry-After) instead of waiting until the
-     * statement timeout; the statement timeout bounds everything else. */
     snprintf(options, sizeof(options),
-             "%s-c statement_timeout=%d -c lock_timeout=%d -c TimeZone=UTC -c DateStyle=ISO "
+             "%s-c statement_timeout=%d -c TimeZone=UTC -c DateStyle=ISO "
              "-c client_min_messages=warning",
-             mine, stmt_ms, owner->lock_timeout_ms);
+             mine, STATEMENT_TIMEOUT_MS);
     values[0] = url;
     values[1] = CONNECT_TIMEOUT_S;
     values[2] = "salespad";
@@ -418,6 +412,28 @@ pg_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
     return rc == SP_OK ? exec_simple(c, sql, err) : rc;
 }
 
+static void pg_rollback(struct db_conn *base);
+
+/* A transaction's lock_timeout (ms, as text): the time left of its connection's deadline. */
+DB_STMT(SQL_LOCK_BUDGET, NULL, "SELECT set_config('lock_timeout', $1, true)");
+
+/* Gives the transaction just begun the connection's remaining budget as its lock_timeout, so a
+ * lock held by another session is answered (55P03: SP_EUNAVAIL) within the request's budget.
+ * Sent without waiting (pipelined) once prepared: no extra round trip. Only connections with a
+ * deadline (requests): workers keep waiting up to the statement timeout, as their transactions
+ * wait for one another's row locks by design. */
+static int
+set_lock_budget(struct pg_conn *c, struct sp_error *err)
+{
+    int64_t left = c->base.deadline_ms - sp_mono_ms();
+    char ms[24];
+
+    if (c->base.deadline_ms == 0)
+        return SP_OK;
+    snprintf(ms, sizeof(ms), "%lld", (long long)(left > 0 ? left : 1));
+    return pg_query(&c->base, &SQL_LOCK_BUDGET, DB_ARGS(db_text(ms)), NULL, NULL, NULL, err);
+}
+
 /* Starts a transaction with `sql`. A connection found dead here held no work yet, so it is
  * re-established at once and the BEGIN tried again: after a server restart the idle pooled
  * connections do not each cost a failed request. */
@@ -438,6 +454,11 @@ begin_with(struct pg_conn *c, const char *sql, struct sp_error *err)
         *err = first;
     }
     c->in_tx = rc == SP_OK;
+    if (rc == SP_OK) {
+        rc = set_lock_budget(c, err);
+        if (rc != SP_OK)
+            pg_rollback(&c->base); /* a failed begin leaves no transaction open */
+    }
     return rc;
 }
 
@@ -548,12 +569,6 @@ db_pg_new(const char *url, struct db_pg **out, struct sp_error *err)
     p->url = xstrdup(url);
     *out = p;
     return SP_OK;
-}
-
-void
-db_pg_set_lock_timeout(struct db_pg *p, int ms)
-{
-    p->lock_timeout_ms = ms > 0 ? ms : 0;
 }
 
 void

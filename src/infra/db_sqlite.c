@@ -256,19 +256,27 @@ file_pin(struct db_sqlite *o)
     o->pinned = 1;
 }
 
-/* After a failure on the writer (write_mu held): anything but a lock or a constraint may have
- * left the handle unusable (read-only, I/O error): it is reopened at the next transaction. */
+/* After a failure on the writer (write_mu held): a failure of the file underneath (read-only,
+ * I/O error, the file gone...) may have left the handle unusable for good: it is reopened at the
+ * next transaction. A lock, a constraint or a bad statement leaves it as it is. */
 static void
 writer_failed(struct db_sqlite *o)
 {
-    int prim;
-
     if (o->writer == NULL)
         return;
-    prim = sqlite3_errcode(o->writer->db) & 0xff;
-    if (prim != SQLITE_BUSY && prim != SQLITE_LOCKED && prim != SQLITE_CONSTRAINT &&
-        prim != SQLITE_OK)
+    switch (sqlite3_errcode(o->writer->db) & 0xff) {
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_PERM:
+    case SQLITE_FULL:
         o->writer_stale = 1;
+        break;
+    default:
+        break;
+    }
 }
 
 static int
@@ -411,7 +419,7 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
         db__stmt_skipped(rows, counts);
         return SP_OK;
     }
-    if (!conn->in_tx) {
+    if (!conn->in_tx && sqlite3_get_autocommit(c->db)) { /* a read snapshot checked at its start */
         rc = file_check(conn->owner, 0, err);
         if (rc != SP_OK)
             return rc;
