@@ -202,17 +202,20 @@ TEST(unit_sqlite_immutable_database_is_not_ready_and_the_writer_recovers)
     struct db_sqlite *s = NULL;
     struct db_conn *c = NULL;
     struct sp_error err = {0};
+    int insert_rc, ping_rc;
 
     open_db(&s, &c);
     make_table(c);
     if (!set_immutable(DB, 1))
         t_skip("cannot set the immutable flag here (needs root on ext4/xfs/btrfs)");
-    ASSERT_EQ(SP_EUNAVAIL, insert_one(c, &err)); /* the writer is opened now: refused */
+    insert_rc = insert_one(c, &err); /* the writer is opened now: refused */
     sp_error_clear(&err);
-    ASSERT_EQ(SP_EUNAVAIL, db_ping(c, &err)); /* readiness reflects writability */
+    ping_rc = db_ping(c, &err);   /* readiness reflects writability */
+    ASSERT(set_immutable(DB, 0)); /* first: a failed test must not leave an undeletable file */
+    ASSERT_EQ(SP_EUNAVAIL, insert_rc);
+    ASSERT_EQ(SP_EUNAVAIL, ping_rc);
     ASSERT(strstr(err.msg, "not writable") != NULL);
     sp_error_clear(&err);
-    ASSERT(set_immutable(DB, 0));
 
     ASSERT_OK(insert_one(c, &err)); /* no restart */
     ASSERT_OK(db_ping(c, &err));
@@ -225,6 +228,7 @@ TEST(unit_sqlite_immutable_shm_is_refused_before_sqlite_maps_a_write)
     struct db_sqlite *s = NULL;
     struct db_conn *c = NULL;
     struct sp_error err = {0};
+    int insert_rc;
 
     open_db(&s, &c);
     make_table(c);
@@ -232,9 +236,10 @@ TEST(unit_sqlite_immutable_shm_is_refused_before_sqlite_maps_a_write)
     if (!set_immutable(DB "-shm", 1))
         t_skip("cannot set the immutable flag here (needs root on ext4/xfs/btrfs)");
     sync(); /* the mapped pages written back: a write to them would now be a SIGBUS */
-    ASSERT_EQ(SP_EUNAVAIL, insert_one(c, &err));
+    insert_rc = insert_one(c, &err);
     sp_error_clear(&err);
     ASSERT(set_immutable(DB "-shm", 0));
+    ASSERT_EQ(SP_EUNAVAIL, insert_rc);
     ASSERT_OK(insert_one(c, &err));
     db_close(c);
     db_sqlite_free(s);
