@@ -168,6 +168,9 @@ open_sqlite(struct app *app, const char *path, int pool_size, struct sp_error *e
     if (rc == SP_OK)
         rc = db_migrate(c, sp_migrations_sqlite, sp_migrations_sqlite_count, NULL, err);
     db_close(c);
+    /* After the migration, which may wait longer for another process migrating. */
+    if (rc == SP_OK)
+        db_sqlite_set_busy_timeout(app->sqlite, app->cfg->db_busy_timeout_ms);
     if (rc == SP_OK && pool_size > 0)
         rc = db_pool_new(db_sqlite_connect, app->sqlite, pool_size, &app->pool, err);
     return rc;

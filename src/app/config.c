@@ -34,6 +34,10 @@ static const struct config_key keys[] = {
      "HTTP listen address (containers set 0.0.0.0)"},
     {"DATABASE_URL", "database-url", K_STR, OFF(database_url), "sqlite:salespad.db", 0, 0, 2,
      "sqlite:<path> (embedded) or postgres://user:pass@host:port/db"},
+    {"DB_BUSY_TIMEOUT_MS", "db-busy-timeout-ms", K_INT, OFF(db_busy_timeout_ms), "2000", 1, 600000,
+     0,
+     "longest a request waits in total for database locks held elsewhere before 503 (ms; "
+     "PostgreSQL: its transactions' lock_timeout)"},
     {"REDIS_URL", "redis-url", K_STR, OFF(redis_url), NULL, 0, 0, 2,
      "unset: the queue lives in the database; redis://[:pass@]host:port[/db]: BullMQ-layout queue"},
     {"QUEUE_NAME", "queue-name", K_STR, OFF(queue_name), "commands", 0, 0, 0,

@@ -14,6 +14,7 @@ struct config {
     int port;
     char *host;
     char *database_url;
+    int db_busy_timeout_ms;
     char *redis_url;
     char *queue_name;
     char *queue_prefix;

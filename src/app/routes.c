@@ -1,12 +1,17 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes, each on a session
  * of its own, the liveness (/health) and readiness (/ready) probes, and the API-key check that
- * guards every route but /health (and CORS preflights) when API_KEYS is set. */
+ * guards every route but /health (and CORS preflights) when API_KEYS is set.
+ *
+ * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
+ * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
+ * touches the database. */
 #include "app/wiring.h"
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
 #include "features/leads/presentation/leads_http.h"
+#include "infra/db.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,17 @@ leads_deps_for(struct app *app, struct session *s)
 typedef void (*leads_route_fn)(const struct leads_deps *d, struct http_request *req,
                                struct http_response *resp);
 
+/* A session for one request: its database waits share one budget. */
+static int
+request_session_open(struct app *app, struct session *s, struct sp_error *err)
+{
+    int rc = session_open(app, s, NULL, err);
+
+    if (rc == SP_OK)
+        db_conn_deadline_set(s->conn, app->cfg->db_busy_timeout_ms);
+    return rc;
+}
+
 static void
 with_session(struct app *app, leads_route_fn fn, struct http_request *req,
              struct http_response *resp)
@@ -29,7 +45,7 @@ with_session(struct app *app, leads_route_fn fn, struct http_request *req,
     struct session s;
     struct leads_deps d;
     struct sp_error err = {0};
-    int rc = session_open(app, &s, NULL, &err);
+    int rc = request_session_open(app, &s, &err);
 
     if (rc != SP_OK) {
         leads_http_error(resp, req->arena, rc, &err);
@@ -94,7 +110,7 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
     struct session s;
     int rc;
 
-    rc = session_open(app, &s, NULL, &err);
+    rc = request_session_open(app, &s, &err);
     if (rc == SP_OK) {
         rc = lead_repo_ping(&s.repo.base, &err);
         session_close(app, &s);

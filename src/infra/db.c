@@ -2,6 +2,7 @@
  * the pool. */
 #include "infra/db.h"
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 
@@ -35,6 +36,12 @@ db_stmt_slot(const struct db_stmt *st)
         pthread_mutex_unlock(&slot_mu);
     }
     return v > 0 ? v - 1 : -1;
+}
+
+void
+db_conn_deadline_set(struct db_conn *c, int64_t budget_ms)
+{
+    c->deadline_ms = sp_mono_ms() + (budget_ms > 0 ? budget_ms : 1);
 }
 
 int64_t
@@ -114,6 +121,7 @@ db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err)
         }
         adopt(p, c);
     }
+    c->deadline_ms = 0;
     *out = c;
     return SP_OK;
 }

@@ -166,7 +166,7 @@ struct db_conn_ops {
      * nested in a write transaction. */
     int (*begin_read)(struct db_conn *c, struct sp_error *err);
     void (*end_read)(struct db_conn *c);
-    /* A cheap round trip proving the database answers. */
+    /* A cheap round trip proving the database answers and takes writes (readiness). */
     int (*ping)(struct db_conn *c, struct sp_error *err);
     void (*close)(struct db_conn *c);
 };
@@ -174,7 +174,17 @@ struct db_conn_ops {
 /* Drivers embed this first. */
 struct db_conn {
     const struct db_conn_ops *ops;
+    /* Public, set by the connection's user (db_conn_deadline_set): the sp_mono_ms() time after
+     * which no statement of this connection waits any longer for a lock held by someone else
+     * (another writer, another process, another session): it fails with SP_EUNAVAIL instead.
+     * One budget for all the statements and retries of a unit of work (a request, a worker
+     * round), so their waits add up to at most the budget. 0: no deadline, each wait is bounded
+     * by the driver's busy timeout alone. db_pool_acquire resets it to 0. */
+    int64_t deadline_ms;
 };
+
+/* Gives the connection's lock waits, from now on, `budget_ms` in total (see deadline_ms). */
+void db_conn_deadline_set(struct db_conn *c, int64_t budget_ms);
 
 /* Runs `st` and copies the rows it returns into arena `a` (rows->nrows: how many). */
 static inline int SP_MUST_CHECK
@@ -241,6 +251,12 @@ db_end_read(struct db_conn *c)
     c->ops->end_read(c);
 }
 
+static inline int SP_MUST_CHECK
+db_ping(struct db_conn *c, struct sp_error *err)
+{
+    return c->ops->ping(c, err);
+}
+
 static inline void
 db_close(struct db_conn *c)
 {
@@ -260,7 +276,7 @@ struct db_pool;
 int db_pool_new(db_connect_fn connect, void *ctx, int size, struct db_pool **out,
                 struct sp_error *err) SP_MUST_CHECK;
 /* Takes a free connection, waiting for one if all are busy, opening it if it was never opened.
- * Fails (SP_EUNAVAIL) only when that opening fails. */
+ * Fails (SP_EUNAVAIL) only when that opening fails. The connection's deadline_ms is 0. */
 int db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
 /* Gives a connection back. */
 void db_pool_release(struct db_pool *p, struct db_conn *c);

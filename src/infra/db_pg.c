@@ -73,7 +73,8 @@ map_error(struct pg_conn *c, const PGresult *res, struct sp_error *err)
         text[--n] = '\0';
     if (conn_lost(c) || state == NULL || strncmp(state, "08", 2) == 0 ||
         strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0 ||
-        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+        strcmp(state, "55P03") == 0) /* lock_timeout: the lock is held elsewhere */
         return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: %s", text);
     if (strcmp(state, "57014") == 0)
         return sp_error_set(err, SP_ETIMEDOUT, "database", "postgres: %s", text);
@@ -115,11 +116,12 @@ user_options(const char *url, char *out, size_t cap)
 }
 
 static PGconn *
-open_pg(const char *url)
+open_pg(const struct db_pg *owner)
 {
+    const char *url = owner->url;
     static const char *const keys[] = {"dbname", "connect_timeout", "application_name", "options",
                                        NULL};
-    char mine[512], options[768];
+    char mine[512], options[800];
     const char *values[5];
     PGconn *pg;
 
@@ -158,7 +160,7 @@ ensure_connected(struct pg_conn *c, int force, struct sp_error *err)
     forget_prepared(c);
     c->in_tx = 0;
     c->pipelined = 0;
-    c->pg = open_pg(c->owner->url);
+    c->pg = open_pg(c->owner);
     if (conn_lost(c))
         return map_error(c, NULL, err);
     log_info("postgres: reconnected");
@@ -410,6 +412,28 @@ pg_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
     return rc == SP_OK ? exec_simple(c, sql, err) : rc;
 }
 
+static void pg_rollback(struct db_conn *base);
+
+/* A transaction's lock_timeout (ms, as text): the time left of its connection's deadline. */
+DB_STMT(SQL_LOCK_BUDGET, NULL, "SELECT set_config('lock_timeout', $1, true)");
+
+/* Gives the transaction just begun the connection's remaining budget as its lock_timeout, so a
+ * lock held by another session is answered (55P03: SP_EUNAVAIL) within the request's budget.
+ * Sent without waiting (pipelined) once prepared: no extra round trip. Only connections with a
+ * deadline (requests): workers keep waiting up to the statement timeout, as their transactions
+ * wait for one another's row locks by design. */
+static int
+set_lock_budget(struct pg_conn *c, struct sp_error *err)
+{
+    int64_t left = c->base.deadline_ms - sp_mono_ms();
+    char ms[24];
+
+    if (c->base.deadline_ms == 0)
+        return SP_OK;
+    snprintf(ms, sizeof(ms), "%lld", (long long)(left > 0 ? left : 1));
+    return pg_query(&c->base, &SQL_LOCK_BUDGET, DB_ARGS(db_text(ms)), NULL, NULL, NULL, err);
+}
+
 /* Starts a transaction with `sql`. A connection found dead here held no work yet, so it is
  * re-established at once and the BEGIN tried again: after a server restart the idle pooled
  * connections do not each cost a failed request. */
@@ -430,6 +454,11 @@ begin_with(struct pg_conn *c, const char *sql, struct sp_error *err)
         *err = first;
     }
     c->in_tx = rc == SP_OK;
+    if (rc == SP_OK) {
+        rc = set_lock_budget(c, err);
+        if (rc != SP_OK)
+            pg_rollback(&c->base); /* a failed begin leaves no transaction open */
+    }
     return rc;
 }
 
@@ -560,7 +589,7 @@ db_pg_connect(void *ctx, struct db_conn **out, struct sp_error *err)
 
     c->base.ops = &pg_ops;
     c->owner = p;
-    c->pg = open_pg(p->url);
+    c->pg = open_pg(p);
     if (conn_lost(c)) {
         rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot connect to postgres: %s",
                           c->pg ? PQerrorMessage(c->pg) : "out of memory");

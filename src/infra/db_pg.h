@@ -2,9 +2,11 @@
  *
  * One PGconn per struct db_conn (a pool slot: one per HTTP or worker thread). Statements are
  * prepared once per connection, under their descriptor's slot (db.h); every value is
- * a parameter. Sessions run in UTC with a statement timeout. A lost connection makes the calls
- * fail with SP_EUNAVAIL and is re-established on a later call (at most every RECONNECT_MS), so
- * the service recovers from a database outage without a restart. */
+ * a parameter. Sessions run in UTC with a statement timeout. A transaction begun on a
+ * connection with a deadline (db_conn deadline_ms) gets the time left as its lock_timeout: a lock
+ * held by another session past it fails the statement with SP_EUNAVAIL. A lost
+ * connection makes the calls fail with SP_EUNAVAIL and is re-established on a later call (at most
+ * every RECONNECT_MS), so the service recovers from a database outage without a restart. */
 #pragma once
 
 #include "core/err.h"
@@ -16,5 +18,6 @@ struct db_pg;
  * db_pg_free() after every connection is closed. */
 int db_pg_new(const char *url, struct db_pg **out, struct sp_error *err) SP_MUST_CHECK;
 void db_pg_free(struct db_pg *p);
+
 /* db_connect_fn for struct db_pg. Fails with SP_EUNAVAIL when the server cannot be reached. */
 int db_pg_connect(void *pg, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;

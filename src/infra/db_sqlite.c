@@ -19,22 +19,54 @@
  *
  * Checkpoints: the writer does not checkpoint inside COMMIT (wal_autocheckpoint=0), where the
  * fsyncs would stall every queued writer; a checkpointer thread with its own handle runs PASSIVE
- * checkpoints when the WAL passes CHECKPOINT_PAGES (signalled by the WAL hook) or every second. */
+ * checkpoints when the WAL passes CHECKPOINT_PAGES (signalled by the WAL hook) or every second.
+ *
+ * Waiting: a lock held elsewhere (another process's write transaction) is waited for through a
+ * busy handler of our own, and the writer mutex with a timed lock, both until the connection's
+ * deadline (db_conn deadline_ms: one budget for a whole request), or for the busy timeout when
+ * it has none. So a request never queues behind N others each waiting their full timeout.
+ *
+ * The files underneath: the first connection pins the database file (its device and inode).
+ * Before each transaction and each read outside one, the file at the path must still be that
+ * file (not removed, not replaced by another, e.g. by an empty directory put back), and the
+ * files SQLite writes must be writable: the -shm file always, the database and -wal files for
+ * writes and the readiness probe. A failed check is SP_EUNAVAIL, logged once when the fault
+ * starts and once when it ends. Connections opened after the pin never create the file, so an
+ * unmigrated database is never made and used. Why check instead of letting SQLite fail: the
+ * -shm file is mapped in memory, and writing to a mapped page of a file made immutable under
+ * us (chattr +i) is a SIGBUS, not an error code; there is no setting that stops SQLite mapping
+ * it short of exclusive locking, which would shut out the worker processes. The check and the
+ * write are not atomic: a flag set in the microseconds between them still faults (documented
+ * in docs). A file moved away and back is the pinned file again and works again.
+ *
+ * Recovery: the writer handle is closed and opened again at the next write transaction after
+ * it failed for a reason other than a lock or a constraint (read-only, I/O error...), and a
+ * writer that SQLite opened read-only (the file was not writable at that moment) is refused and
+ * closed: so the writer recovers by itself once the file is writable again. */
 #include "infra/db_sqlite.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "infra/db.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-#define BUSY_TIMEOUT_MS 5000
+#define BUSY_TIMEOUT_MS 5000 /* until db_sqlite_set_busy_timeout */
+#define BUSY_SLEEP_MAX_MS 10
+#define GROUP_POLL_MS 50
 #define ROWS_MAX 100000
 #define GROUP_MAX 64 /* logical transactions per commit */
 #define CHECKPOINT_PAGES 1000
@@ -44,6 +76,11 @@
 struct handle {
     sqlite3 *db;
     sqlite3_stmt *stmts[DB_STMT_SLOTS];
+    /* For the busy handler: the deadline (sp_mono_ms) of the statement running, 0 for none:
+     * then busy_ms from the first retry. Set by whoever runs a statement (arm). */
+    int64_t wait_until;
+    int64_t wait_start;
+    int busy_ms;
 };
 
 /* A logical transaction waiting for its group's commit (lives on the waiter's stack). */
@@ -56,17 +93,25 @@ struct group_waiter {
 
 struct db_sqlite {
     char *path;
+    int busy_timeout_ms;
+    /* The database file, pinned by the first connection (see the top of the file). */
+    int pinned;
+    dev_t dev;
+    ino_t ino;
+    atomic_int file_fault;    /* a file check is failing: logged when it starts and ends */
     pthread_mutex_t write_mu; /* held for the whole of a logical write transaction */
     pthread_cond_t group_cv;  /* signalled when a group commits */
     atomic_int queued;        /* threads waiting to take write_mu */
     /* Guarded by write_mu: */
     struct handle *writer; /* opened at the first write transaction */
+    int writer_stale;      /* failed for a reason other than a lock: reopen it */
     int outer_open;        /* BEGIN IMMEDIATE issued, COMMIT pending */
     int group_n;           /* logical transactions in the open group */
     struct group_waiter *waiters;
     /* The checkpointer thread, started with the writer. */
     pthread_t ckpt_thread;
-    int ckpt_running;
+    int ckpt_running;          /* started with the first writer; lives until db_sqlite_free */
+    struct handle ckpt_handle; /* the checkpointer's, opened before it starts, closed by it */
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_wanted; /* guarded by ckpt_mu */
@@ -82,8 +127,157 @@ struct sqlite_conn {
 };
 
 /* Opens a handle; the writer gets a larger page cache (it is the hot one). */
-static int handle_open(const char *path, int writer, struct handle *h, struct sp_error *err);
+static int handle_open(struct db_sqlite *o, int writer, struct handle *h, struct sp_error *err);
 static void handle_close(struct handle *h);
+
+/* ---- waiting for locks ------------------------------------------------------------------- */
+
+/* SQLite's busy handler: retries until the handle's deadline (see struct handle). */
+static int
+busy_wait(void *arg, int count)
+{
+    struct handle *h = arg;
+    int64_t now = sp_mono_ms(), until, step;
+    struct timespec ts;
+
+    if (count == 0)
+        h->wait_start = now;
+    until = h->wait_until ? h->wait_until : h->wait_start + h->busy_ms;
+    if (now >= until)
+        return 0;
+    step = count < 4 ? (int64_t)1 << count : BUSY_SLEEP_MAX_MS;
+    if (step > until - now)
+        step = until - now;
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)step * 1000000L;
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* Gives the statements about to run on `h` the connection's deadline. */
+static void
+arm(struct handle *h, const struct db_conn *c)
+{
+    h->wait_until = c->deadline_ms;
+}
+
+/* Takes the writer mutex, waiting until `deadline` (0: the busy timeout from now). */
+static int
+writer_lock(struct db_sqlite *o, int64_t deadline, struct sp_error *err)
+{
+    int64_t start = sp_mono_ms(), left;
+    struct timespec ts;
+    int rc;
+
+    if (pthread_mutex_trylock(&o->write_mu) == 0)
+        return SP_OK;
+    left = (deadline ? deadline : start + o->busy_timeout_ms) - start;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (left > 0) {
+        ts.tv_sec += (time_t)(left / 1000);
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+    }
+    rc = pthread_mutex_timedlock(&o->write_mu, &ts);
+    if (rc == 0)
+        return SP_OK;
+    return sp_error_set(err, SP_EUNAVAIL, "database",
+                        "sqlite: database busy (waited %lld ms for the write lock)",
+                        (long long)(sp_mono_ms() - start));
+}
+
+/* ---- the files underneath ---------------------------------------------------------------- */
+
+static int
+file_fault(struct db_sqlite *o, struct sp_error *err, const char *what, int e)
+{
+    char msg[sizeof(err->msg)];
+
+    snprintf(msg, sizeof(msg), "sqlite: database file %s %s%s%s", o->path, what, e ? ": " : "",
+             e ? strerror(e) : "");
+    /* Logged here, once per fault, rather than where it is handled: every request and worker
+     * round meets it, and the log should say when the database went bad and when it came back. */
+    if (atomic_exchange(&o->file_fault, 1) == 0)
+        log_error("%s; answering 503 until it is fixed", msg);
+    return sp_error_set(err, SP_EUNAVAIL, "database", "%s", msg);
+}
+
+/* One of the database's files must be writable if it exists (access(2) sees the immutable flag,
+ * a read-only mount and, for anyone but root, the mode). */
+static int
+side_writable(const struct db_sqlite *o, const char *suffix, int *e)
+{
+    char p[PATH_MAX + 8];
+
+    if (snprintf(p, sizeof(p), "%s%s", o->path, suffix) >= (int)sizeof(p))
+        return 1; /* cannot be a real path */
+    if (faccessat(AT_FDCWD, p, W_OK, AT_EACCESS) == 0 || errno == ENOENT)
+        return 1;
+    *e = errno;
+    return 0;
+}
+
+/* See the top of the file. `for_write`: the database and -wal files must be writable too. */
+static int
+file_check(struct db_sqlite *o, int for_write, struct sp_error *err)
+{
+    struct stat st;
+    int e = 0;
+
+    if (!o->pinned)
+        return SP_OK;
+    if (stat(o->path, &st) != 0)
+        return file_fault(o, err, "was removed (or its directory moved)", errno);
+    if (st.st_dev != o->dev || st.st_ino != o->ino)
+        return file_fault(o, err, "was replaced by another file since start", 0);
+    if (!side_writable(o, "-shm", &e))
+        return file_fault(o, err, "is not writable (its -shm file)", e);
+    if (for_write && (!side_writable(o, "", &e) || !side_writable(o, "-wal", &e)))
+        return file_fault(o, err, "is not writable", e);
+    if (atomic_load_explicit(&o->file_fault, memory_order_relaxed) &&
+        atomic_exchange(&o->file_fault, 0) == 1)
+        log_info("sqlite: database file %s is usable again", o->path);
+    return SP_OK;
+}
+
+/* Records the file the first connection opened. */
+static void
+file_pin(struct db_sqlite *o)
+{
+    struct stat st;
+
+    if (o->pinned || strcmp(o->path, ":memory:") == 0 || stat(o->path, &st) != 0)
+        return;
+    o->dev = st.st_dev;
+    o->ino = st.st_ino;
+    o->pinned = 1;
+}
+
+/* After a failure on the writer (write_mu held): a failure of the file underneath (read-only,
+ * I/O error, the file gone...) may have left the handle unusable for good: it is reopened at the
+ * next transaction. A lock, a constraint or a bad statement leaves it as it is. */
+static void
+writer_failed(struct db_sqlite *o)
+{
+    if (o->writer == NULL)
+        return;
+    switch (sqlite3_errcode(o->writer->db) & 0xff) {
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_PERM:
+    case SQLITE_FULL:
+        o->writer_stale = 1;
+        break;
+    default:
+        break;
+    }
+}
 
 static int
 map_rc(sqlite3 *db, int rc, struct sp_error *err)
@@ -214,7 +408,8 @@ static int
 sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args, int nargs,
          struct arena *a, struct db_rows *rows, struct db_counts *counts, struct sp_error *err)
 {
-    struct handle *c = ((struct sqlite_conn *)base)->cur;
+    struct sqlite_conn *conn = (struct sqlite_conn *)base;
+    struct handle *c = conn->cur;
     sqlite3_stmt *stmt = NULL;
     int64_t returned = 0, total;
     int cached = 0;
@@ -224,6 +419,12 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
         db__stmt_skipped(rows, counts);
         return SP_OK;
     }
+    if (!conn->in_tx && sqlite3_get_autocommit(c->db)) { /* a read snapshot checked at its start */
+        rc = file_check(conn->owner, 0, err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    arm(c, base);
     rc = prepare(c, st, &stmt, &cached, err);
     if (rc != SP_OK)
         return rc;
@@ -241,6 +442,8 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
     sqlite3_clear_bindings(stmt);
     if (!cached)
         sqlite3_finalize(stmt);
+    if (rc != SP_OK && conn->in_tx)
+        writer_failed(conn->owner);
     return rc;
 }
 
@@ -248,7 +451,10 @@ static int
 sq_exec_script(struct db_conn *base, const char *sql, struct sp_error *err)
 {
     struct handle *h = ((struct sqlite_conn *)base)->cur;
-    int rc = sqlite3_exec(h->db, sql, NULL, NULL, NULL);
+    int rc;
+
+    arm(h, base);
+    rc = sqlite3_exec(h->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? SP_OK : map_rc(h->db, rc, err);
 }
 
@@ -290,8 +496,11 @@ group_flush(struct db_sqlite *o, struct sp_error *err)
         if (sqlite3_get_autocommit(o->writer->db)) {
             /* SQLite rolled the outer transaction back by itself (I/O error, disk full). */
             rc = sp_error_set(&cerr, SP_EUNAVAIL, "database", "sqlite: transaction was lost");
+            o->writer_stale = 1;
         } else {
             rc = exec_fixed(o->writer, o->group_n > 0 ? &SQL_COMMIT : &SQL_ROLLBACK, &cerr);
+            if (rc != SP_OK)
+                writer_failed(o);
             if (rc != SP_OK && !sqlite3_get_autocommit(o->writer->db))
                 (void)exec_fixed(o->writer, &SQL_ROLLBACK, NULL); /* best effort: already failing */
         }
@@ -327,9 +536,21 @@ leave(struct sqlite_conn *c, int joined, struct sp_error *err)
         o->group_n++;
     }
     if (o->group_n > 0 && o->group_n < GROUP_MAX && atomic_load(&o->queued) > 0) {
-        /* Someone queued behind us will commit for us (or hand on to the next). */
-        while (joined && !self.done)
-            pthread_cond_wait(&o->group_cv, &o->write_mu);
+        /* Someone queued behind us will commit for us (or hand on to the next). A queued
+         * thread may give up instead (its deadline passed): whoever finds nobody queued any
+         * more commits the group itself. */
+        while (joined && !self.done) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += GROUP_POLL_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&o->group_cv, &o->write_mu, &ts);
+            if (!self.done && atomic_load(&o->queued) == 0)
+                (void)group_flush(o, NULL); /* sets self.rc and self.err */
+        }
         if (joined) {
             rc = self.rc;
             if (rc != SP_OK && err)
@@ -373,13 +594,8 @@ static void *
 checkpointer_main(void *arg)
 {
     struct db_sqlite *o = arg;
-    struct handle h;
-    struct sp_error err = {0};
+    struct handle *h = &o->ckpt_handle;
 
-    if (handle_open(o->path, 0, &h, &err) != SP_OK) {
-        log_error("checkpointer: %s", err.msg);
-        return NULL;
-    }
     pthread_mutex_lock(&o->ckpt_mu);
     while (!o->ckpt_stop) {
         if (!o->ckpt_wanted) {
@@ -390,12 +606,14 @@ checkpointer_main(void *arg)
         }
         o->ckpt_wanted = 0;
         pthread_mutex_unlock(&o->ckpt_mu);
-        checkpoint(&h);
+        if (file_check(o, 1, NULL) == SP_OK)
+            checkpoint(h);
         pthread_mutex_lock(&o->ckpt_mu);
     }
     pthread_mutex_unlock(&o->ckpt_mu);
-    checkpoint(&h);
-    handle_close(&h);
+    if (file_check(o, 1, NULL) == SP_OK)
+        checkpoint(h);
+    handle_close(h);
     return NULL;
 }
 
@@ -405,20 +623,42 @@ open_writer(struct db_sqlite *o, struct sp_error *err)
     struct handle *w;
     int rc;
 
+    if (o->writer && o->writer_stale && !o->outer_open) {
+        log_info("sqlite: reopening the writer connection after: %s",
+                 sqlite3_errmsg(o->writer->db));
+        handle_close(o->writer);
+        free(o->writer);
+        o->writer = NULL;
+    }
     if (o->writer)
         return SP_OK;
+    o->writer_stale = 0;
     w = xcalloc(1, sizeof(*w));
-    rc = handle_open(o->path, 1, w, err);
+    rc = handle_open(o, 1, w, err);
     if (rc == SP_OK &&
         sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK)
         rc = map_rc(w->db, SQLITE_ERROR, err);
+    /* Opened read-only (the file was not writable a moment ago): it would stay so for good. */
+    if (rc == SP_OK && sqlite3_db_readonly(w->db, "main") == 1)
+        rc =
+            sp_error_set(err, SP_EUNAVAIL, "database", "sqlite: database %s is read-only", o->path);
     if (rc != SP_OK) {
         handle_close(w);
         free(w);
         return rc;
     }
-    if (pthread_create(&o->ckpt_thread, NULL, checkpointer_main, o) == 0) {
-        o->ckpt_running = 1;
+    /* The checkpointer's handle is opened here, right after the file check of this
+     * transaction, not by the thread at some later moment (see the top of the file). */
+    if (!o->ckpt_running) {
+        struct sp_error cerr = {0};
+        if (handle_open(o, 0, &o->ckpt_handle, &cerr) != SP_OK)
+            log_warn("sqlite checkpointer: %s", cerr.msg); /* the writer does it (below) */
+        else if (pthread_create(&o->ckpt_thread, NULL, checkpointer_main, o) == 0)
+            o->ckpt_running = 1;
+        else
+            handle_close(&o->ckpt_handle);
+    }
+    if (o->ckpt_running) {
         sqlite3_wal_hook(w->db, wal_hook, o);
     } else {
         log_warn("sqlite: no checkpointer thread; the writer checkpoints by itself");
@@ -435,10 +675,20 @@ sq_begin(struct db_conn *base, struct sp_error *err)
     struct db_sqlite *o = c->owner;
     int rc;
 
+    rc = file_check(o, 1, err);
+    if (rc != SP_OK)
+        return rc;
     atomic_fetch_add(&o->queued, 1);
-    pthread_mutex_lock(&o->write_mu);
+    rc = writer_lock(o, base->deadline_ms, err);
     atomic_fetch_sub(&o->queued, 1);
+    if (rc != SP_OK) {
+        /* A group may be waiting for us to commit it: its last member will notice. */
+        pthread_cond_broadcast(&o->group_cv);
+        return rc;
+    }
     rc = open_writer(o, err);
+    if (rc == SP_OK)
+        arm(o->writer, base);
     if (rc == SP_OK && !o->outer_open) {
         rc = exec_fixed(o->writer, &SQL_BEGIN, err);
         o->outer_open = rc == SP_OK;
@@ -446,6 +696,7 @@ sq_begin(struct db_conn *base, struct sp_error *err)
     if (rc == SP_OK)
         rc = exec_fixed(o->writer, &SQL_SAVEPOINT, err);
     if (rc != SP_OK) {
+        writer_failed(o);
         (void)leave(c, 0, NULL); /* flushes a pending group if we were its last hope */
         return rc;
     }
@@ -462,8 +713,10 @@ sq_commit(struct db_conn *base, struct sp_error *err)
 
     if (!c->in_tx)
         return sp_error_set(err, SP_EINTERNAL, "database", "commit outside a transaction");
+    arm(c->owner->writer, base);
     rc = exec_fixed(c->owner->writer, &SQL_RELEASE, err);
     if (rc != SP_OK) {
+        writer_failed(c->owner);
         if (!sqlite3_get_autocommit(c->owner->writer->db)) {
             (void)exec_fixed(c->owner->writer, &SQL_ROLLBACK_TO, NULL); /* already failing */
             (void)exec_fixed(c->owner->writer, &SQL_RELEASE, NULL);
@@ -495,8 +748,14 @@ sq_begin_read(struct db_conn *base, struct sp_error *err)
 {
     struct sqlite_conn *c = (struct sqlite_conn *)base;
 
+    int rc;
+
     if (c->in_tx)
         return sp_error_set(err, SP_EINTERNAL, "database", "read snapshot inside a transaction");
+    rc = file_check(c->owner, 0, err);
+    if (rc != SP_OK)
+        return rc;
+    arm(&c->own, base);
     return exec_fixed(&c->own, &SQL_BEGIN_READ, err);
 }
 
@@ -509,10 +768,12 @@ sq_end_read(struct db_conn *base)
         log_error("sqlite: ending a read snapshot failed: %s", sqlite3_errmsg(c->own.db));
 }
 
+/* Readiness: the pinned file is there and writable, and answers. */
 static int
 sq_ping(struct db_conn *base, struct sp_error *err)
 {
-    return sq_query(base, &SQL_PING, NULL, 0, NULL, NULL, NULL, err);
+    int rc = file_check(((struct sqlite_conn *)base)->owner, 1, err);
+    return rc == SP_OK ? sq_query(base, &SQL_PING, NULL, 0, NULL, NULL, NULL, err) : rc;
 }
 
 static void
@@ -561,12 +822,19 @@ db_sqlite_new(const char *path, struct db_sqlite **out, struct sp_error *err)
         return sp_error_set(err, SP_EINVAL, "DATABASE_URL", "sqlite path is empty");
     s = xcalloc(1, sizeof(*s));
     s->path = xstrdup(path);
+    s->busy_timeout_ms = BUSY_TIMEOUT_MS;
     pthread_mutex_init(&s->write_mu, NULL);
     pthread_cond_init(&s->group_cv, NULL);
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->ckpt_cv, NULL);
     *out = s;
     return SP_OK;
+}
+
+void
+db_sqlite_set_busy_timeout(struct db_sqlite *s, int ms)
+{
+    s->busy_timeout_ms = ms > 0 ? ms : 1;
 }
 
 void
@@ -594,19 +862,25 @@ db_sqlite_free(struct db_sqlite *s)
 }
 
 static int
-handle_open(const char *path, int writer, struct handle *h, struct sp_error *err)
+handle_open(struct db_sqlite *o, int writer, struct handle *h, struct sp_error *err)
 {
+    const char *path = o->path;
     static const char setup[] = "PRAGMA journal_mode=WAL;"
                                 "PRAGMA synchronous=NORMAL;"
                                 "PRAGMA foreign_keys=ON;"
                                 "PRAGMA temp_store=MEMORY;";
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    /* Only the first connection may create the file (see the top of the file). */
+    int flags = SQLITE_OPEN_READWRITE | (o->pinned ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
     int rc;
 
     memset(h, 0, sizeof(*h));
+    h->busy_ms = o->busy_timeout_ms;
+    rc = file_check(o, 0, err);
+    if (rc != SP_OK)
+        return rc;
     rc = sqlite3_open_v2(path, &h->db, flags, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_busy_timeout(h->db, BUSY_TIMEOUT_MS);
+        rc = sqlite3_busy_handler(h->db, busy_wait, h);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(h->db, setup, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
@@ -632,11 +906,12 @@ db_sqlite_connect(void *ctx, struct db_conn **out, struct sp_error *err)
     c->base.ops = &sqlite_ops;
     c->owner = s;
     c->cur = &c->own;
-    rc = handle_open(s->path, 0, &c->own, err);
+    rc = handle_open(s, 0, &c->own, err);
     if (rc != SP_OK) {
         free(c);
         return rc;
     }
+    file_pin(s);
     *out = &c->base;
     return SP_OK;
 }

@@ -15,5 +15,9 @@ struct db_sqlite;
  * with db_sqlite_free() after every connection is closed. */
 int db_sqlite_new(const char *path, struct db_sqlite **out, struct sp_error *err) SP_MUST_CHECK;
 void db_sqlite_free(struct db_sqlite *s);
+/* The longest a statement waits for a lock held elsewhere when its connection has no deadline
+ * (db_conn deadline_ms), and the longest any wait lasts then. Default 5000 ms. Call before
+ * connections are opened (it applies to those opened after). */
+void db_sqlite_set_busy_timeout(struct db_sqlite *s, int ms);
 /* db_connect_fn for struct db_sqlite. */
 int db_sqlite_connect(void *sqlite, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;

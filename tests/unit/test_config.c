@@ -16,7 +16,7 @@ clear_env(void)
         "JOB_LEASE_MS",   "LOG_LEVEL",
         "LOG_FORMAT",     "API_KEYS",
         "MOCK_SINK",      "MOCK_FAIL_FIRST",
-        "MOCK_FAIL_RATE",
+        "MOCK_FAIL_RATE", "DB_BUSY_TIMEOUT_MS",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -34,7 +34,8 @@ TEST(unit_config_defaults)
     ASSERT_STREQ("127.0.0.1", cfg.host);
     ASSERT_STREQ("sqlite:salespad.db", cfg.database_url);
     ASSERT(cfg.redis_url == NULL);
-    ASSERT(cfg.http_threads >= 1); /* tuning, not contract: only sane */
+    ASSERT_EQ(2000, cfg.db_busy_timeout_ms); /* a request waits at most 2 s for a lock */
+    ASSERT(cfg.http_threads >= 1);           /* tuning, not contract: only sane */
     ASSERT_EQ(4, cfg.worker_concurrency);
     ASSERT_EQ(3, cfg.job_attempts); /* the design's 3 attempts (seed defect #1) */
     ASSERT_EQ(1000, cfg.job_backoff_ms);
@@ -119,6 +120,8 @@ TEST(unit_config_rejects_bad_values)
     expect_bad_env("JOB_BACKOFF_MS", "-5");
     expect_bad_env("JOB_LEASE_MS", "99");
     expect_bad_env("HTTP_THREADS", "0");
+    expect_bad_env("DB_BUSY_TIMEOUT_MS", "0");
+    expect_bad_env("DB_BUSY_TIMEOUT_MS", "600001");
     expect_bad_env("LOG_LEVEL", "loud");
     expect_bad_env("LOG_FORMAT", "yaml");
     expect_bad_env("MOCK_FAIL_RATE", "1.5");

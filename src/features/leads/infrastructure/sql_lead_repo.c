@@ -68,7 +68,6 @@ DB_STMT(SQL_EVENT_SIZES,
 DB_STMT_SAME(SQL_EVENT_RANGE, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
                               " FROM lead_events WHERE lead_id = $1 AND seq >= $2"
                               " AND seq <= $3 ORDER BY seq");
-DB_STMT_SAME(SQL_PING, "SELECT 1");
 
 static struct db_conn *
 conn_of(struct lead_repo *r)
@@ -115,7 +114,7 @@ r_read_end(struct lead_repo *r)
 static int
 r_ping(struct lead_repo *r, struct sp_error *err)
 {
-    return db_exec(conn_of(r), &SQL_PING, DB_NOARGS, NULL, err);
+    return db_ping(conn_of(r), err); /* the driver's: it knows what "writable" takes */
 }
 
 static int
