@@ -206,6 +206,10 @@ body_reserve(struct http_server *s, struct req_state *st, size_t need)
 {
     size_t cap = st->cap ? st->cap : BODY_INITIAL_CAP;
 
+    /* A first buffer is sized exactly (a declared length charges no more than it needs);
+     * a body of unknown length grows by doubling. */
+    if (cap < need && st->cap == 0)
+        cap = need;
     while (cap < need)
         cap *= 2;
     if (cap > (size_t)HTTP_BODY_MAX + 1)
