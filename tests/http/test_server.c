@@ -9,6 +9,7 @@
 #include "core/http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -41,16 +42,23 @@ echo(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static struct http_server *
-start_server(void)
+start_server_with(struct http_server_config *cfg)
 {
-    struct http_server_config cfg = {.host = "127.0.0.1", .port = 0, .handler = echo, .ctx = NULL};
     struct sp_error err = {0};
     struct http_server *s = NULL;
 
-    ASSERT_OK(http_server_start(&cfg, &s, &err));
+    ASSERT_OK(http_server_start(cfg, &s, &err));
     ASSERT(s != NULL);
     ASSERT(http_server_port(s) > 0);
     return s;
+}
+
+static struct http_server *
+start_server(void)
+{
+    struct http_server_config cfg = {.host = "127.0.0.1", .port = 0, .handler = echo, .ctx = NULL};
+
+    return start_server_with(&cfg);
 }
 
 static int
@@ -244,6 +252,76 @@ TEST(http_server_refuses_large_body_before_100_continue)
     close(fd);
     http_server_stop(s);
     free(r);
+}
+
+/* Whether the server closes fd (end of file or reset) before the socket's receive timeout. */
+static int
+client_sees_close(int fd)
+{
+    char buf[256];
+
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return errno == ECONNRESET;
+    }
+}
+
+TEST(http_server_refuses_ambiguous_framing_and_closes)
+{
+    struct http_server *s = start_server();
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "POST /leads HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(400, r->status);
+    ASSERT_CONTAINS(r->body, "Content-Length and Transfer-Encoding together");
+    ASSERT(client_sees_close(fd));
+    close(fd);
+    ASSERT_EQ(0, atomic_load(&handler_calls));
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_body_budget_is_503_on_the_headers)
+{
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .handler = echo, .body_budget = 8192};
+    struct http_server *s = start_server_with(&cfg);
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "POST /leads HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(503, r->status);
+    ASSERT_CONTAINS(r->head, "Retry-After: 1");
+    close(fd);
+    /* A body that fits is served on a fresh connection: the refused one gave nothing back. */
+    fd = client_connect(http_server_port(s));
+    client_send_str(fd, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_closes_a_request_slower_than_the_header_deadline)
+{
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .handler = echo, .header_timeout_ms = 200};
+    struct http_server *s = start_server_with(&cfg);
+    int fd = client_connect(http_server_port(s)); /* 10 s receive timeout: a hang fails */
+
+    client_send_str(fd, "GET / HTTP/1.1\r\nHo");
+    ASSERT(client_sees_close(fd));
+    close(fd);
+    ASSERT_EQ(0, atomic_load(&handler_calls));
+    http_server_stop(s);
 }
 
 TEST(http_server_rejects_bad_host)
