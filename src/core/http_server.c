@@ -83,12 +83,15 @@ enum conn_phase {
  * before libmicrohttpd closes the socket: while an entry is in the list (under the lock) its fd
  * is still this connection's, so the reaper can never shut down a reused descriptor. */
 struct conn_track {
-    struct conn_track *prev, *next;
+    struct conn_track *prev, *next; /* under conn_lock */
     int fd;
-    enum conn_phase phase;
-    int64_t since_ms;  /* monotonic start of the phase */
-    uint64_t body_len; /* bytes received in CONN_BODY */
-    int is_reaped;
+    int is_reaped; /* under conn_lock */
+    /* Written by the connection's thread without the lock (no contention per request), read by
+     * the reaper: a phase change stores body_len and since_ms before the phase, so a reaper that
+     * sees the new phase also sees its clock; any mix it can see is never late by mistake. */
+    atomic_int phase;       /* enum conn_phase */
+    atomic_llong since_ms;  /* monotonic start of the phase */
+    atomic_ullong body_len; /* bytes received in CONN_BODY */
 };
 
 struct http_server {
@@ -106,7 +109,7 @@ struct http_server {
     pthread_mutex_t lock;    /* guards the freelist below; taken by connection threads */
     struct req_state *idle;
     int nidle;
-    pthread_mutex_t conn_lock; /* guards the connection list and every conn_track field */
+    pthread_mutex_t conn_lock; /* guards the connection list (see struct conn_track) */
     pthread_cond_t reaper_wake;
     struct conn_track *conns;
     int is_stopping; /* under conn_lock: the reaper exits */
@@ -451,29 +454,25 @@ track_of(struct MHD_Connection *conn)
 
 /* Moves the connection to `phase`, restarting its clock. */
 static void
-track_phase(struct http_server *s, struct MHD_Connection *conn, enum conn_phase phase)
+track_phase(struct MHD_Connection *conn, enum conn_phase phase)
 {
     struct conn_track *t = track_of(conn);
 
     if (t == NULL)
         return;
-    pthread_mutex_lock(&s->conn_lock);
-    t->phase = phase;
-    t->since_ms = sp_mono_ms();
-    t->body_len = 0;
-    pthread_mutex_unlock(&s->conn_lock);
+    atomic_store(&t->body_len, 0);
+    atomic_store(&t->since_ms, (long long)sp_mono_ms());
+    atomic_store(&t->phase, (int)phase);
 }
 
 static void
-track_body(struct http_server *s, struct MHD_Connection *conn, size_t len)
+track_body(struct MHD_Connection *conn, size_t len)
 {
     struct conn_track *t = track_of(conn);
 
     if (t == NULL)
         return;
-    pthread_mutex_lock(&s->conn_lock);
-    t->body_len += len;
-    pthread_mutex_unlock(&s->conn_lock);
+    atomic_fetch_add(&t->body_len, (unsigned long long)len);
 }
 
 static void
@@ -489,8 +488,9 @@ track_start(struct http_server *s, struct MHD_Connection *conn, void **socket_co
     }
     t = xcalloc(1, sizeof(*t));
     t->fd = info->connect_fd;
-    t->phase = CONN_HEADERS;
-    t->since_ms = sp_mono_ms();
+    atomic_init(&t->phase, (int)CONN_HEADERS);
+    atomic_init(&t->since_ms, (long long)sp_mono_ms());
+    atomic_init(&t->body_len, 0);
     pthread_mutex_lock(&s->conn_lock);
     t->next = s->conns;
     if (s->conns)
@@ -536,14 +536,16 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 static int
 is_late(const struct http_server *s, const struct conn_track *t, int64_t now)
 {
-    int64_t elapsed = now - t->since_ms;
+    int phase = atomic_load(&t->phase);
+    int64_t elapsed = now - (int64_t)atomic_load(&t->since_ms);
+    uint64_t body_len = atomic_load(&t->body_len);
 
-    if (t->is_reaped || t->phase == CONN_HANDLER)
+    if (t->is_reaped || phase == CONN_HANDLER)
         return 0;
-    if (t->phase == CONN_HEADERS)
+    if (phase == CONN_HEADERS)
         return elapsed > s->header_timeout_ms;
     elapsed -= s->header_timeout_ms;
-    return elapsed > 0 && t->body_len * 1000 < (uint64_t)s->body_min_rate * (uint64_t)elapsed;
+    return elapsed > 0 && body_len * 1000 < (uint64_t)s->body_min_rate * (uint64_t)elapsed;
 }
 
 /* Under conn_lock: shuts down every late connection. Its thread then sees end of file and
@@ -609,7 +611,7 @@ on_headers(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     }
     if (declared > 0 && body_reserve(s, st, declared + 1) != 0)
         return send_early(conn, st, 503, "server busy: too many request bodies in flight");
-    track_phase(s, conn, CONN_BODY);
+    track_phase(conn, CONN_BODY);
     return MHD_YES;
 }
 
@@ -621,7 +623,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     struct http_request req = {0};
     struct http_response resp = {0};
 
-    track_phase(s, conn, CONN_HANDLER);
+    track_phase(conn, CONN_HANDLER);
     if (st->too_large || st->over_budget) {
         http_error1(&resp, st->arena, st->too_large ? 413 : 503,
                     st->too_large ? "request entity too large"
@@ -674,7 +676,7 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
         return on_headers(s, conn, st, url, method, version);
     }
     if (*upload_data_size > 0) {
-        track_body(s, conn, *upload_data_size);
+        track_body(conn, *upload_data_size);
         body_append(s, st, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
@@ -695,7 +697,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_debug("http: request ended early (code %d)", (int)toe);
     /* The next request on a kept-alive connection gets the header deadline from now: an idle
      * keep-alive connection is closed after HTTP_HEADER_TIMEOUT_MS too. */
-    track_phase(s, conn, CONN_HEADERS);
+    track_phase(conn, CONN_HEADERS);
     if (st == NULL)
         return;
     *con_cls = NULL;
