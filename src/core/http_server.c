@@ -58,6 +58,7 @@
 #define DRAIN_MAX_MS 10000   /* how long stop waits for requests in flight */
 #define REAPER_TICK_MS 250   /* how late the reaper may notice a late connection, at most */
 #define RETRY_AFTER_BUSY_S 1 /* Retry-After on a 503 for the body budget */
+#define MHD_LOG_PER_S 10     /* libmicrohttpd messages logged per second, at most */
 
 /* One request's private state, hung on libmicrohttpd's per-request pointer. */
 struct req_state {
@@ -112,7 +113,11 @@ struct http_server {
     pthread_mutex_t conn_lock; /* guards the connection list (see struct conn_track) */
     pthread_cond_t reaper_wake;
     struct conn_track *conns;
-    int is_stopping; /* under conn_lock: the reaper exits */
+    int is_stopping;          /* under conn_lock: the reaper exits */
+    pthread_mutex_t log_lock; /* guards the three log_ fields: rate limit of MHD's messages */
+    long long log_second;
+    int log_count;
+    int log_dropped;
     int has_reaper;
     pthread_t reaper;
 };
@@ -364,7 +369,8 @@ framing_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *va
     if (!is_token(key))
         f->has_bad_name = 1;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        if (f->n_length++ == 0)
+        f->n_length++;
+        if (f->n_length == 1)
             f->length = value;
         else if (value == NULL || f->length == NULL || strcmp(value, f->length) != 0)
             f->lengths_differ = 1;
@@ -708,20 +714,54 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
-/* libmicrohttpd's own diagnostics, one line each. */
+/* Whether one more libmicrohttpd message may be logged in this second. Under attack the
+ * library reports every refused or cut connection (thousands a second); the log keeps the first
+ * MHD_LOG_PER_S of each second and counts the rest, reported with the next message let through.
+ * Sets *dropped to the count suppressed since then. */
+static int
+mhd_log_allowed(struct http_server *s, int *dropped)
+{
+    long long now_s = (long long)(sp_mono_ms() / 1000);
+    int is_allowed;
+
+    pthread_mutex_lock(&s->log_lock);
+    if (now_s != s->log_second) {
+        s->log_second = now_s;
+        s->log_count = 0;
+    }
+    is_allowed = s->log_count < MHD_LOG_PER_S;
+    s->log_count++;
+    *dropped = 0;
+    if (is_allowed) {
+        *dropped = s->log_dropped;
+        s->log_dropped = 0;
+    } else {
+        s->log_dropped++;
+    }
+    pthread_mutex_unlock(&s->log_lock);
+    return is_allowed;
+}
+
+/* libmicrohttpd's own diagnostics, one line each, rate-limited. */
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct http_server *s = cls;
     char buf[256];
     size_t len;
+    int dropped;
 
-    (void)cls;
+    if (!mhd_log_allowed(s, &dropped))
+        return;
     if (vsnprintf(buf, sizeof(buf), fmt, ap) < 0)
         return;
     len = strlen(buf);
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         buf[--len] = '\0';
-    log_warn("mhd: %s", buf);
+    if (dropped > 0)
+        log_warn("mhd: %s (%d similar messages suppressed before this one)", buf, dropped);
+    else
+        log_warn("mhd: %s", buf);
 }
 
 /* Parses a numeric IPv4/IPv6 address (or "localhost") into *addr with the port set. */
@@ -806,8 +846,51 @@ server_free(struct http_server *s)
     }
     pthread_cond_destroy(&s->reaper_wake);
     pthread_mutex_destroy(&s->conn_lock);
+    pthread_mutex_destroy(&s->log_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+/* A condition variable on the monotonic clock, as the reaper's deadlines are. */
+static int
+cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+
+    if (rc != 0)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+}
+
+/* Initialises the server's locks and the reaper's condition variable. Returns 0 or the pthread
+ * error, with nothing left to destroy. */
+static int
+locks_init(struct http_server *s)
+{
+    int rc = pthread_mutex_init(&s->lock, NULL);
+
+    if (rc != 0)
+        return rc;
+    rc = pthread_mutex_init(&s->log_lock, NULL);
+    if (rc != 0)
+        goto undo_lock;
+    rc = pthread_mutex_init(&s->conn_lock, NULL);
+    if (rc != 0)
+        goto undo_log_lock;
+    rc = cond_init_monotonic(&s->reaper_wake);
+    if (rc == 0)
+        return 0;
+    pthread_mutex_destroy(&s->conn_lock);
+undo_log_lock:
+    pthread_mutex_destroy(&s->log_lock);
+undo_lock:
+    pthread_mutex_destroy(&s->lock);
+    return rc;
 }
 
 /* Allocates the server with its locks and limits (0 in cfg picks the default). */
@@ -815,21 +898,8 @@ static int
 server_new(const struct http_server_config *cfg, struct http_server **out, struct sp_error *err)
 {
     struct http_server *s = xcalloc(1, sizeof(*s));
-    pthread_condattr_t attr;
-    int rc = pthread_mutex_init(&s->lock, NULL);
+    int rc = locks_init(s);
 
-    if (rc == 0 && (rc = pthread_mutex_init(&s->conn_lock, NULL)) != 0)
-        pthread_mutex_destroy(&s->lock);
-    if (rc == 0 && (rc = pthread_condattr_init(&attr)) == 0) {
-        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        if (rc == 0)
-            rc = pthread_cond_init(&s->reaper_wake, &attr);
-        pthread_condattr_destroy(&attr);
-        if (rc != 0) {
-            pthread_mutex_destroy(&s->conn_lock);
-            pthread_mutex_destroy(&s->lock);
-        }
-    }
     if (rc != 0) {
         free(s);
         return sp_error_set(err, SP_EINTERNAL, NULL, "http server locks: %s", strerror(rc));
