@@ -143,19 +143,25 @@ def test_issue_3_body_budget_answers_503_at_once(env):
     srv = env.serve(HTTP_BODY_BUDGET_MB="1")
     hog = connect(srv.port)
     try:
-        # Holds almost the whole 1 MiB budget with a body it never finishes.
+        # Holds almost the whole 1 MiB budget with a body it never finishes. The server sends
+        # "100 Continue" once the headers are accepted, so the budget is held from then on.
         hog.sendall(b"POST /leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 1000000\r\n\r\n" + b" " * 1000)
+                    b"Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            b = hog.recv(4096)
+            assert b, "the hog's connection was closed: %r" % got
+            got += b
+        assert got.startswith(b"HTTP/1.1 100"), "expected 100 Continue, got %r" % got
+        hog.sendall(b" " * 1000)
         raw = (b"POST /leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                b"Content-Length: 200000\r\n\r\n")
 
         def refused():
-            # Until the hog's headers are processed, a probe may get the budget itself and
-            # wait for its body: it is dropped after 0.5 s (giving the budget back) and retried.
             s = connect(srv.port)
             try:
                 s.sendall(raw)
-                out, closed = read_until_close(s, 0.5)
+                out, closed = read_until_close(s, 2.0)
             finally:
                 s.close()
             status, headers, body, _ = parse_response(out)
