@@ -6,7 +6,10 @@
  * never queued behind busy handlers. The epoll pool it replaced ran handlers inline on 16
  * threads, each owning hundreds of connections; measured with wrk on SQLite the two are within
  * run-to-run noise (see the commit message). Concurrency against the database is bounded by its
- * connection pool, not here.
+ * connection pool, not here. Long-lived responses (server-sent events) fit the same model: a
+ * stream is a response whose content callback waits on its connection's own thread; 1,000
+ * streams are 1,000 mostly idle threads (256 KiB of address space each, a few pages resident),
+ * counted in CONN_LIMIT and the per-address cap, and never reaped (CONN_HANDLER phase).
  *
  * libmicrohttpd calls the access handler several times per request: once with the headers only,
  * once per body chunk, and a last time with no data. We answer on that last call: answering on
@@ -812,8 +815,12 @@ daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_
      * line and headers sent twice, and it still accepts whitespace before a field's colon.
      * framing_check() makes both checks (and the others) with our JSON error body instead.
      * Errors the library answers itself before the access handler runs (414, 431, 505, a
-     * malformed request line or chunk) keep its fixed HTML bodies: 0.9.75 has no hook to
-     * replace them. */
+     * malformed header line or chunk) keep its fixed HTML bodies: 0.9.75 has no hook to
+     * replace them. One of them cannot be fixed from here: a Content-Length that is not a
+     * number gets the library's 400 with its header block written twice (the same fault as
+     * the strict missing-Host answer). The connection is closed after it, so nothing is
+     * smuggled, but the client sees a garbled body. TODO(hardening #6): gone with a newer
+     * libmicrohttpd; until then a proxy in front should reject such requests. */
     struct MHD_OptionItem limits[] = {
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)per_ip, NULL},
         {MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL},
