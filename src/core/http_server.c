@@ -125,6 +125,8 @@ struct http_server {
     pthread_t reaper;
 };
 
+static void track_phase(struct MHD_Connection *conn, enum conn_phase phase);
+
 /* ---- body budget ------------------------------------------------------------------------------
  */
 
@@ -318,6 +320,7 @@ send_early(struct MHD_Connection *conn, struct req_state *st, int status, const 
 {
     struct http_response resp = {0};
 
+    track_phase(conn, CONN_HANDLER); /* answered: never reaped while the answer goes out */
     http_error1(&resp, st->arena, status, message);
     if (status == 503)
         resp.retry_after = RETRY_AFTER_BUSY_S;
