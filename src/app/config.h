@@ -22,6 +22,10 @@ struct config {
     long long queue_stalled_interval_ms;
     int queue_max_stalled;
     int http_threads;
+    int http_header_timeout_ms;
+    int http_body_min_rate;
+    int http_max_conns_per_ip;
+    int http_body_budget_mb;
     int worker_concurrency;
     int worker_batch;
     int job_attempts;

@@ -1,22 +1,36 @@
-/* http_server.h: the libmicrohttpd wrapper (epoll internal thread + thread pool).
+/* http_server.h: the libmicrohttpd wrapper (one thread per connection, see http_server.c).
  *
- * Reads each request fully (enforcing HTTP_BODY_MAX with 413), builds a struct http_request
- * with a per-request arena, calls `handler` once per request on a pool thread, and sends the
- * response. Requests carrying a body with no Content-Length or chunked bodies are supported up
- * to the limit. Stopping drains in-flight requests before returning. */
+ * Reads each request fully (enforcing HTTP_BODY_MAX with 413 and a process-wide budget for
+ * buffered bodies with 503), rejects ambiguous framing (400/501), closes connections that are
+ * too slow to send their request, builds a struct http_request with a per-request arena, calls
+ * `handler` once per request on the connection's own thread, and sends the response. Requests
+ * carrying a body with no Content-Length or chunked bodies are supported up to the limit.
+ * Stopping drains in-flight requests before returning. */
 #pragma once
 
 #include "core/err.h"
 #include "core/http.h"
+
+#include <stddef.h>
+
+/* Defaults of the transport limits (the settings table in app/config.c names the same values). */
+#define HTTP_HEADER_TIMEOUT_MS_DEFAULT 10000
+#define HTTP_BODY_MIN_RATE_DEFAULT 4096 /* bytes per second */
+#define HTTP_MAX_CONNS_PER_IP_DEFAULT 256
+#define HTTP_BODY_BUDGET_DEFAULT ((size_t)64 * 1024 * 1024)
 
 struct http_server;
 
 struct http_server_config {
     const char *host; /* numeric IPv4/IPv6 address or "localhost" */
     int port;         /* 0 picks a free port; see http_server_port() */
-    int threads;      /* pool size, >= 1 */
     http_handler_fn handler;
     void *ctx;
+    /* Transport limits; 0 means the default above. */
+    int header_timeout_ms; /* a request's headers must be complete this long after its start */
+    int body_min_rate;     /* bytes/s a body must average once header_timeout_ms has passed */
+    int max_conns_per_ip;  /* open connections per client address */
+    size_t body_budget;    /* bytes all buffered request bodies may hold together */
 };
 
 /* Binds and starts serving. On failure returns SP_EINVAL (bad host) or SP_EUNAVAIL (bind/listen

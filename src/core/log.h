@@ -38,11 +38,3 @@ struct log_limit {
 
 /* Returns 1 when a line may be written now, and then *dropped = lines dropped since the last. */
 int log_limit_pass(struct log_limit *l, int per_s, int *dropped);
-
-#define SP_LOG_LIMITED(lim, per_s, lvl, fmt, ...)                                                  \
-    do {                                                                                           \
-        int sp_dropped_;                                                                           \
-        if ((lvl) <= sp_log_level && log_limit_pass((lim), (per_s), &sp_dropped_))                 \
-            log_write((lvl), __FILE__, __LINE__, fmt " (%d similar lines dropped)", __VA_ARGS__,   \
-                      sp_dropped_);                                                                \
-    } while (0)

@@ -9,6 +9,7 @@
 #include "core/http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -66,23 +67,30 @@ echo_raw(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static struct http_server *
-start_server_with(http_handler_fn handler)
+start_server_with(struct http_server_config *cfg)
 {
-    struct http_server_config cfg = {
-        .host = "127.0.0.1", .port = 0, .threads = 2, .handler = handler, .ctx = NULL};
     struct sp_error err = {0};
     struct http_server *s = NULL;
 
-    ASSERT_OK(http_server_start(&cfg, &s, &err));
+    ASSERT_OK(http_server_start(cfg, &s, &err));
     ASSERT(s != NULL);
     ASSERT(http_server_port(s) > 0);
     return s;
 }
 
 static struct http_server *
+start_server_handler(http_handler_fn handler)
+{
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .handler = handler, .ctx = NULL};
+
+    return start_server_with(&cfg);
+}
+
+static struct http_server *
 start_server(void)
 {
-    return start_server_with(echo);
+    return start_server_handler(echo);
 }
 
 static int
@@ -269,15 +277,19 @@ TEST(http_server_rejects_too_large_body)
     char head[128];
     int fd = client_connect(http_server_port(s));
 
-    memset(big, 'x', len);
+    /* A declared length over the limit is refused on the headers, before any body is sent,
+     * and the connection is closed (its unread body must not become a next request). */
     snprintf(head, sizeof(head), "POST /leads HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
              len);
     client_send_str(fd, head);
-    client_send(fd, big, len);
     client_read_resp(fd, r);
     ASSERT_EQ(413, r->status);
     ASSERT_STREQ(want, r->body);
-    /* Same thing with a chunked body (no declared length), on the same connection. */
+    ASSERT(strstr(r->head, "Connection: close") != NULL);
+    close(fd);
+    /* A chunked body (no declared length) is read to its end, dropped, and answered 413. */
+    memset(big, 'x', len);
+    fd = client_connect(http_server_port(s));
     client_send_str(fd, "POST /leads HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 2; i++) {
         snprintf(head, sizeof(head), "%zx\r\n", len / 2);
@@ -313,10 +325,79 @@ TEST(http_server_refuses_large_body_before_100_continue)
     free(r);
 }
 
-TEST(http_server_rejects_bad_host)
+/* Whether the server closes fd (end of file or reset) before the socket's receive timeout. */
+static int
+client_sees_close(int fd)
+{
+    char buf[256];
+
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return errno == ECONNRESET;
+    }
+}
+
+TEST(http_server_refuses_ambiguous_framing_and_closes)
+{
+    struct http_server *s = start_server();
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "POST /leads HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(400, r->status);
+    ASSERT_CONTAINS(r->body, "Content-Length and Transfer-Encoding together");
+    ASSERT(client_sees_close(fd));
+    close(fd);
+    ASSERT_EQ(0, atomic_load(&handler_calls));
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_body_budget_is_503_on_the_headers)
 {
     struct http_server_config cfg = {
-        .host = "example.com", .port = 0, .threads = 1, .handler = echo};
+        .host = "127.0.0.1", .port = 0, .handler = echo, .body_budget = 8192};
+    struct http_server *s = start_server_with(&cfg);
+    struct client_resp *r = calloc(1, sizeof(*r));
+    int fd = client_connect(http_server_port(s));
+
+    client_send_str(fd, "POST /leads HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n");
+    client_read_resp(fd, r);
+    ASSERT_EQ(503, r->status);
+    ASSERT_CONTAINS(r->head, "Retry-After: 1");
+    close(fd);
+    /* A body that fits is served on a fresh connection: the refused one gave nothing back. */
+    fd = client_connect(http_server_port(s));
+    client_send_str(fd, "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
+    client_read_resp(fd, r);
+    ASSERT_EQ(200, r->status);
+    close(fd);
+    http_server_stop(s);
+    free(r);
+}
+
+TEST(http_server_closes_a_request_slower_than_the_header_deadline)
+{
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .handler = echo, .header_timeout_ms = 200};
+    struct http_server *s = start_server_with(&cfg);
+    int fd = client_connect(http_server_port(s)); /* 10 s receive timeout: a hang fails */
+
+    client_send_str(fd, "GET / HTTP/1.1\r\nHo");
+    ASSERT(client_sees_close(fd));
+    close(fd);
+    ASSERT_EQ(0, atomic_load(&handler_calls));
+    http_server_stop(s);
+}
+
+TEST(http_server_rejects_bad_host)
+{
+    struct http_server_config cfg = {.host = "example.com", .port = 0, .handler = echo};
     struct sp_error err = {0};
     struct http_server *s = NULL;
 
@@ -329,7 +410,7 @@ TEST(http_server_rejects_bad_host)
 
 TEST(http_server_quiesce_then_stop)
 {
-    struct http_server_config cfg = {.host = "localhost", .port = 0, .threads = 1, .handler = echo};
+    struct http_server_config cfg = {.host = "localhost", .port = 0, .handler = echo};
     struct sp_error err = {0};
     struct http_server *s = NULL;
     struct client_resp *r = calloc(1, sizeof(*r));
@@ -376,7 +457,7 @@ TEST(http_server_frees_aborted_request)
 
 TEST(http_issue_7_server_keeps_path_encoded)
 {
-    struct http_server *s = start_server_with(echo_raw);
+    struct http_server *s = start_server_handler(echo_raw);
     struct client_resp *r = calloc(1, sizeof(*r));
     int fd = client_connect(http_server_port(s));
 
@@ -391,7 +472,7 @@ TEST(http_issue_7_server_keeps_path_encoded)
 
 TEST(http_server_passes_cors_and_coding_headers)
 {
-    struct http_server *s = start_server_with(echo_raw);
+    struct http_server *s = start_server_handler(echo_raw);
     struct client_resp *r = calloc(1, sizeof(*r));
     int fd = client_connect(http_server_port(s));
 
@@ -411,7 +492,7 @@ TEST(http_server_passes_cors_and_coding_headers)
 
 TEST(http_server_sends_extra_headers_and_bare_204)
 {
-    struct http_server *s = start_server_with(echo_raw);
+    struct http_server *s = start_server_handler(echo_raw);
     struct client_resp *r = calloc(1, sizeof(*r));
     int fd = client_connect(http_server_port(s));
 

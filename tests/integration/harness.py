@@ -601,7 +601,8 @@ class Env:
                      "JOB_LEASE_MS", "LOG_LEVEL", "LOG_FORMAT", "WORKER_CONCURRENCY",
                      "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX", "QUEUE_KEEP_COMPLETED",
                      "QUEUE_STALLED_INTERVAL_MS", "QUEUE_MAX_STALLED", "MOCK_SEND_DELAY_MS",
-                     "WORKER_BATCH", "CORS_ORIGINS"):
+                     "WORKER_BATCH", "CORS_ORIGINS", "HTTP_HEADER_TIMEOUT_MS", "HTTP_BODY_MIN_RATE",
+                     "HTTP_MAX_CONNS_PER_IP", "HTTP_BODY_BUDGET_MB", "DB_BUSY_TIMEOUT_MS"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,

@@ -9,14 +9,27 @@ static void
 clear_env(void)
 {
     static const char *const names[] = {
-        "PORT",           "HOST",
-        "DATABASE_URL",   "REDIS_URL",
-        "HTTP_THREADS",   "WORKER_CONCURRENCY",
-        "JOB_ATTEMPTS",   "JOB_BACKOFF_MS",
-        "JOB_LEASE_MS",   "LOG_LEVEL",
-        "LOG_FORMAT",     "API_KEYS",
-        "MOCK_SINK",      "MOCK_FAIL_FIRST",
-        "MOCK_FAIL_RATE", "DB_BUSY_TIMEOUT_MS",
+        "PORT",
+        "HOST",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "HTTP_THREADS",
+        "WORKER_CONCURRENCY",
+        "JOB_ATTEMPTS",
+        "JOB_BACKOFF_MS",
+        "JOB_LEASE_MS",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "API_KEYS",
+        "MOCK_SINK",
+        "MOCK_FAIL_FIRST",
+        "MOCK_FAIL_RATE",
+        "HTTP_HEADER_TIMEOUT_MS",
+        "HTTP_BODY_MIN_RATE",
+        "HTTP_MAX_CONNS_PER_IP",
+        "HTTP_BODY_BUDGET_MB",
+        "DB_BUSY_TIMEOUT_MS",
+        "CORS_ORIGINS",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -40,6 +53,10 @@ TEST(unit_config_defaults)
     ASSERT_EQ(3, cfg.job_attempts); /* the design's 3 attempts (seed defect #1) */
     ASSERT_EQ(1000, cfg.job_backoff_ms);
     ASSERT(cfg.job_lease_ms >= 100);
+    ASSERT_EQ(10000, cfg.http_header_timeout_ms); /* the hardening issue's required defaults */
+    ASSERT_EQ(256, cfg.http_max_conns_per_ip);
+    ASSERT_EQ(64, cfg.http_body_budget_mb);
+    ASSERT(cfg.http_body_min_rate >= 1);
     ASSERT_EQ(SP_LOG_INFO, cfg.log_level);
     ASSERT_EQ(LOG_TEXT, cfg.log_format);
     ASSERT(cfg.api_keys == NULL);
@@ -122,6 +139,10 @@ TEST(unit_config_rejects_bad_values)
     expect_bad_env("HTTP_THREADS", "0");
     expect_bad_env("DB_BUSY_TIMEOUT_MS", "0");
     expect_bad_env("DB_BUSY_TIMEOUT_MS", "600001");
+    expect_bad_env("HTTP_HEADER_TIMEOUT_MS", "99");
+    expect_bad_env("HTTP_BODY_MIN_RATE", "0");
+    expect_bad_env("HTTP_MAX_CONNS_PER_IP", "0");
+    expect_bad_env("HTTP_BODY_BUDGET_MB", "0");
     expect_bad_env("LOG_LEVEL", "loud");
     expect_bad_env("LOG_FORMAT", "yaml");
     expect_bad_env("MOCK_FAIL_RATE", "1.5");
