@@ -21,7 +21,7 @@
  *
  * Hostile clients: libmicrohttpd caps connections (in all and per client address) and its idle
  * timeout, but that timeout restarts on every byte. So each connection is tracked from the
- * connection notifications (start/close) and a reaper thread shuts down those whose headers are
+ * connection notifications (start/close) and core/conn_reaper shuts down those whose headers are
  * not complete HTTP_HEADER_TIMEOUT_MS after the request began, or whose body falls below a
  * minimum average rate. The bodies being buffered share one budget, charged as buffers grow.
  * This file does no routing and knows no JSON beyond http_error1(). */
@@ -29,6 +29,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/conn_reaper.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
 
@@ -59,7 +60,6 @@
 #define STATE_BODY_KEEP (64 * 1024)
 #define BODY_INITIAL_CAP 4096
 #define DRAIN_MAX_MS 10000   /* how long stop waits for requests in flight */
-#define REAPER_TICK_MS 250   /* how late the reaper may notice a late connection, at most */
 #define RETRY_AFTER_BUSY_S 1 /* Retry-After on a 503 for the body budget */
 #define MHD_LOG_PER_S 10     /* libmicrohttpd messages logged per second, at most */
 
@@ -76,36 +76,12 @@ struct req_state {
     int is_answered; /* a response was queued early; ignore any further call */
 };
 
-/* Where a connection is in its current request; the reaper judges it by this. */
-enum conn_phase {
-    CONN_HEADERS, /* waiting for a complete header block (also idle keep-alive) */
-    CONN_BODY,    /* reading the body */
-    CONN_HANDLER, /* the request is complete: handler and response, never reaped */
-};
-
-/* One open connection, from libmicrohttpd's "started" to its "closed" notification, which runs
- * before libmicrohttpd closes the socket: while an entry is in the list (under the lock) its fd
- * is still this connection's, so the reaper can never shut down a reused descriptor. */
-struct conn_track {
-    struct conn_track *prev, *next; /* under conn_lock */
-    int fd;
-    int is_reaped; /* under conn_lock */
-    /* Written by the connection's thread without the lock (no contention per request), read by
-     * the reaper: a phase change stores body_len and since_ms before the phase, so a reaper that
-     * sees the new phase also sees its clock; any mix it can see is never late by mistake. */
-    atomic_int phase;       /* enum conn_phase */
-    atomic_llong since_ms;  /* monotonic start of the phase */
-    atomic_ullong body_len; /* bytes received in CONN_BODY */
-};
-
 struct http_server {
     struct MHD_Daemon *daemon;
     http_handler_fn handler;
     void *ctx;
     char host[INET6_ADDRSTRLEN];
     int port;
-    int header_timeout_ms;
-    int body_min_rate;
     size_t body_budget;
     atomic_size_t body_used; /* bytes charged by requests in flight, <= body_budget */
     atomic_int is_quiesced;  /* set: new connections are closed as soon as they are accepted */
@@ -113,13 +89,8 @@ struct http_server {
     pthread_mutex_t lock;    /* guards the freelist below; taken by connection threads */
     struct req_state *idle;
     int nidle;
-    pthread_mutex_t conn_lock; /* guards the connection list (see struct conn_track) */
-    pthread_cond_t reaper_wake;
-    struct conn_track *conns;
-    int is_stopping;          /* under conn_lock: the reaper exits */
-    struct log_limit mhd_log; /* rate limit of libmicrohttpd's own messages */
-    int has_reaper;
-    pthread_t reaper;
+    struct conn_reaper *reaper; /* closes connections too slow to send their request */
+    struct log_limit mhd_log;   /* rate limit of libmicrohttpd's own messages */
 };
 
 static void track_phase(struct MHD_Connection *conn, enum conn_phase phase);
@@ -454,7 +425,7 @@ declared_too_large(struct MHD_Connection *conn, size_t *declared)
     return 0;
 }
 
-/* ---- connection tracking and the reaper -------------------------------------------------------
+/* ---- connection tracking (core/conn_reaper) ---------------------------------------------------
  */
 
 static struct conn_track *
@@ -472,11 +443,8 @@ track_phase(struct MHD_Connection *conn, enum conn_phase phase)
 {
     struct conn_track *t = track_of(conn);
 
-    if (t == NULL)
-        return;
-    atomic_store(&t->body_len, 0);
-    atomic_store(&t->since_ms, (long long)sp_mono_ms());
-    atomic_store(&t->phase, (int)phase);
+    if (t != NULL)
+        conn_track_phase(t, phase);
 }
 
 static void
@@ -484,123 +452,32 @@ track_body(struct MHD_Connection *conn, size_t len)
 {
     struct conn_track *t = track_of(conn);
 
-    if (t == NULL)
-        return;
-    atomic_fetch_add(&t->body_len, (unsigned long long)len);
+    if (t != NULL)
+        conn_track_body(t, len);
 }
 
-static void
-track_start(struct http_server *s, struct MHD_Connection *conn, void **socket_context)
-{
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    struct conn_track *t;
-
-    if (info == NULL) {
-        log_warn("http: connection without a socket; it is not tracked");
-        return;
-    }
-    t = xcalloc(1, sizeof(*t));
-    t->fd = info->connect_fd;
-    atomic_init(&t->phase, (int)CONN_HEADERS);
-    atomic_init(&t->since_ms, (long long)sp_mono_ms());
-    atomic_init(&t->body_len, 0);
-    pthread_mutex_lock(&s->conn_lock);
-    t->next = s->conns;
-    if (s->conns)
-        s->conns->prev = t;
-    s->conns = t;
-    pthread_mutex_unlock(&s->conn_lock);
-    *socket_context = t;
-}
-
-static void
-track_end(struct http_server *s, void **socket_context)
-{
-    struct conn_track *t = *socket_context;
-
-    if (t == NULL)
-        return;
-    pthread_mutex_lock(&s->conn_lock);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        s->conns = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    pthread_mutex_unlock(&s->conn_lock);
-    free(t);
-    *socket_context = NULL;
-}
-
+/* libmicrohttpd's "closed" notification runs before it closes the socket, which is what
+ * conn_reaper_remove() needs. */
 static void
 on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
               enum MHD_ConnectionNotificationCode toe)
 {
     struct http_server *s = cls;
+    const union MHD_ConnectionInfo *info;
 
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
-        track_start(s, conn, socket_context);
-    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        track_end(s, socket_context);
-}
-
-/* Whether the connection is too slow: headers not complete within the timeout, or a body
- * averaging less than the minimum rate once that same time has passed as a grace period. */
-static int
-is_late(const struct http_server *s, const struct conn_track *t, int64_t now)
-{
-    int phase = atomic_load(&t->phase);
-    int64_t elapsed = now - (int64_t)atomic_load(&t->since_ms);
-    uint64_t body_len = atomic_load(&t->body_len);
-
-    if (t->is_reaped || phase == CONN_HANDLER)
-        return 0;
-    if (phase == CONN_HEADERS)
-        return elapsed > s->header_timeout_ms;
-    elapsed -= s->header_timeout_ms;
-    return elapsed > 0 && body_len * 1000 < (uint64_t)s->body_min_rate * (uint64_t)elapsed;
-}
-
-/* Under conn_lock: shuts down every late connection. Its thread then sees end of file and
- * libmicrohttpd closes it the usual way (request-completed and closed notifications). */
-static int
-reap_late(struct http_server *s, int64_t now)
-{
-    int n = 0;
-
-    for (struct conn_track *t = s->conns; t; t = t->next) {
-        if (!is_late(s, t, now))
-            continue;
-        t->is_reaped = 1;
-        if (shutdown(t->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
-            log_warn("http: shutdown of a late connection: %s", strerror(errno));
-        n++;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_reaper_remove(s->reaper, *socket_context);
+        *socket_context = NULL;
+        return;
     }
-    return n;
-}
-
-static void *
-reaper_main(void *arg)
-{
-    struct http_server *s = arg;
-    struct timespec until;
-    int n;
-
-    pthread_mutex_lock(&s->conn_lock);
-    while (!s->is_stopping) {
-        n = reap_late(s, sp_mono_ms());
-        if (n > 0)
-            log_info("http: closed %d connections too slow to send their request", n);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += REAPER_TICK_MS * 1000L * 1000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        /* ETIMEDOUT is the usual wake-up; a signal from stop sets is_stopping first. */
-        (void)pthread_cond_timedwait(&s->reaper_wake, &s->conn_lock, &until);
+    if (toe != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info == NULL) {
+        log_warn("http: connection without a socket; it is not tracked");
+        return;
     }
-    pthread_mutex_unlock(&s->conn_lock);
-    return NULL;
+    *socket_context = conn_reaper_add(s->reaper, info->connect_fd);
 }
 
 /* ---- the access handler -----------------------------------------------------------------------
@@ -917,8 +794,7 @@ daemon_start(struct http_server *s, const struct sockaddr_storage *addr, int is_
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)LISTEN_BACKLOG, MHD_OPTION_END);
 }
 
-/* Frees the server struct and its idle states; the daemon and the reaper must be stopped, so
- * no connection is tracked any more. */
+/* Frees the server struct and its idle states; the daemon and the reaper must be stopped. */
 static void
 server_free(struct http_server *s)
 {
@@ -928,47 +804,8 @@ server_free(struct http_server *s)
         next = st->next;
         state_free(st);
     }
-    pthread_cond_destroy(&s->reaper_wake);
-    pthread_mutex_destroy(&s->conn_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
-}
-
-/* A condition variable on the monotonic clock, as the reaper's deadlines are. */
-static int
-cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    int rc = pthread_condattr_init(&attr);
-
-    if (rc != 0)
-        return rc;
-    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cv, &attr);
-    pthread_condattr_destroy(&attr);
-    return rc;
-}
-
-/* Initialises the server's locks and the reaper's condition variable. Returns 0 or the pthread
- * error, with nothing left to destroy. */
-static int
-locks_init(struct http_server *s)
-{
-    int rc = pthread_mutex_init(&s->lock, NULL);
-
-    if (rc != 0)
-        return rc;
-    rc = pthread_mutex_init(&s->conn_lock, NULL);
-    if (rc != 0)
-        goto undo_lock;
-    rc = cond_init_monotonic(&s->reaper_wake);
-    if (rc == 0)
-        return 0;
-    pthread_mutex_destroy(&s->conn_lock);
-undo_lock:
-    pthread_mutex_destroy(&s->lock);
-    return rc;
 }
 
 /* Allocates the server with its locks and limits (0 in cfg picks the default). */
@@ -976,35 +813,19 @@ static int
 server_new(const struct http_server_config *cfg, struct http_server **out, struct sp_error *err)
 {
     struct http_server *s = xcalloc(1, sizeof(*s));
-    int rc = locks_init(s);
+    int rc = pthread_mutex_init(&s->lock, NULL);
 
     if (rc != 0) {
         free(s);
-        return sp_error_set(err, SP_EINTERNAL, NULL, "http server locks: %s", strerror(rc));
+        return sp_error_set(err, SP_EINTERNAL, NULL, "http server lock: %s", strerror(rc));
     }
     s->handler = cfg->handler;
     s->ctx = cfg->ctx;
-    s->header_timeout_ms =
-        cfg->header_timeout_ms ? cfg->header_timeout_ms : HTTP_HEADER_TIMEOUT_MS_DEFAULT;
-    s->body_min_rate = cfg->body_min_rate ? cfg->body_min_rate : HTTP_BODY_MIN_RATE_DEFAULT;
     s->body_budget = cfg->body_budget ? cfg->body_budget : HTTP_BODY_BUDGET_DEFAULT;
     snprintf(s->host, sizeof(s->host), "%s",
              strcmp(cfg->host, "localhost") ? cfg->host : "127.0.0.1");
     *out = s;
     return SP_OK;
-}
-
-static void
-reaper_stop(struct http_server *s)
-{
-    if (!s->has_reaper)
-        return;
-    pthread_mutex_lock(&s->conn_lock);
-    s->is_stopping = 1;
-    pthread_cond_signal(&s->reaper_wake);
-    pthread_mutex_unlock(&s->conn_lock);
-    pthread_join(s->reaper, NULL);
-    s->has_reaper = 0;
 }
 
 int
@@ -1025,19 +846,20 @@ http_server_start(const struct http_server_config *cfg, struct http_server **out
         rc = server_new(cfg, &s, err);
     if (rc != SP_OK)
         return rc;
-    rc = pthread_create(&s->reaper, NULL, reaper_main, s);
-    if (rc != 0) {
+    rc = conn_reaper_start(
+        cfg->header_timeout_ms ? cfg->header_timeout_ms : HTTP_HEADER_TIMEOUT_MS_DEFAULT,
+        cfg->body_min_rate ? cfg->body_min_rate : HTTP_BODY_MIN_RATE_DEFAULT, &s->reaper, err);
+    if (rc != SP_OK) {
         server_free(s);
-        return sp_error_set(err, SP_EINTERNAL, NULL, "reaper thread: %s", strerror(rc));
+        return rc;
     }
-    s->has_reaper = 1;
     per_ip = (unsigned int)(cfg->max_conns_per_ip ? cfg->max_conns_per_ip
                                                   : HTTP_MAX_CONNS_PER_IP_DEFAULT);
     s->daemon = daemon_start(s, &addr, is_v6, per_ip);
     if (s->daemon == NULL) {
         rc = sp_error_set(err, SP_EUNAVAIL, "port", "cannot listen on %s port %d", s->host,
                           cfg->port);
-        reaper_stop(s);
+        conn_reaper_stop(s->reaper);
         server_free(s);
         return rc;
     }
@@ -1091,6 +913,6 @@ http_server_stop(struct http_server *s)
     if (atomic_load(&s->is_quiesced))
         drain(s);
     MHD_stop_daemon(s->daemon); /* joins the connection threads; running handlers finish first */
-    reaper_stop(s);
+    conn_reaper_stop(s->reaper);
     server_free(s);
 }
