@@ -322,10 +322,30 @@ def test_slow_answer_times_out_then_retry_sends(env, request):
     srv.stop()
 
 
+def age_inbound(env, lead_id, hours):
+    """Moves the lead's inbound messages `hours` into the past; returns how many."""
+    if env.backend == "postgres":
+        con = env.pg.connect(env.pg_db)
+        try:
+            with con.cursor() as cur:
+                cur.execute("UPDATE messages SET created_at = created_at - %s * interval '1 hour'"
+                            " WHERE lead_id = %s AND direction = 'inbound'", (hours, lead_id))
+                return cur.rowcount
+        finally:
+            con.close()
+    con = sqlite3.connect(env.db_path, timeout=10)
+    try:
+        with con:
+            return con.execute("UPDATE messages SET created_at = created_at - ? WHERE lead_id = ?"
+                               " AND direction = 'inbound'",
+                               (hours * 3600 * 1000, lead_id)).rowcount
+    finally:
+        con.close()
+
+
 def test_answer_outside_the_window_needs_a_template(env, request):
-    """The answer's inbound message is made 25 hours old (in the SQLite file) before any worker
+    """The answer's inbound message is made 25 hours old (in the database) before any worker
     runs: the answer fails at once, Meta is not called for it."""
-    env.require_backend("sqlite", "the test ages a stored reply in the SQLite file")
     stub = Stub()
     url = start_stub(request, stub)
     api = env.serve("--no-worker", **cloud(url))
@@ -333,13 +353,7 @@ def test_answer_outside_the_window_needs_a_template(env, request):
     r = api.post("/leads/%s/reply" % lid, {"channel": "whatsapp", "messageContent": {
         "text": "Still there?"}})
     assert_eq(r.status, 201, "reply (%r)" % (r,))
-    con = sqlite3.connect(env.db_path, timeout=10)
-    try:
-        with con:
-            n = con.execute("UPDATE messages SET created_at = created_at - ? WHERE lead_id = ?"
-                            " AND direction = 'inbound'", (25 * 3600 * 1000, lid)).rowcount
-    finally:
-        con.close()
+    n = age_inbound(env, lid, 25)
     assert_eq(n, 1, "inbound messages aged")
     env.worker(**cloud(url))
     det = wait_until(lambda: settled(api, lid, "ai_reply"), 15, "answer settled")

@@ -66,6 +66,13 @@ TEST(unit_whatsapp_template_request_shape)
     ASSERT_STREQ("text", str_at(j, "template.components.0.parameters.0.type"));
     ASSERT_STREQ("Ana \"Ñ\"", str_at(j, "template.components.0.parameters.0.text"));
     json_decref(j);
+
+    /* Meta refuses a parameter with more than four spaces in a row: runs become one */
+    m.template_param = "  Ana      Maria  ";
+    ASSERT_OK(whatsapp_request_build(&m, a, &body, &len, &err));
+    j = parse(body, len);
+    ASSERT_STREQ("Ana Maria", str_at(j, "template.components.0.parameters.0.text"));
+    json_decref(j);
     arena_free(a);
 }
 

@@ -34,6 +34,25 @@ struct whatsapp_sender {
 
 /* ---- the request ---------------------------------------------------------------------------- */
 
+/* A template parameter as Meta takes it: no run of spaces (it refuses more than four in a row;
+ * names never hold tabs or line breaks, lead_text_check), no space at either end. */
+static const char *
+param_text(struct arena *a, const char *s)
+{
+    char *out = arena_alloc(a, strlen(s) + 1);
+    size_t n = 0;
+
+    for (; *s; s++) {
+        if (*s == ' ' && (n == 0 || out[n - 1] == ' '))
+            continue;
+        out[n++] = *s;
+    }
+    while (n > 0 && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+    return out;
+}
+
 int
 whatsapp_request_build(const struct whatsapp_message *m, struct arena *a, const char **out,
                        size_t *len, struct sp_error *err)
@@ -79,7 +98,7 @@ whatsapp_request_build(const struct whatsapp_message *m, struct arena *a, const 
         jsonw_arr_begin(&w);
         jsonw_obj_begin(&w);
         jsonw_kstr(&w, "type", "text");
-        jsonw_kstr(&w, "text", m->template_param ? m->template_param : "");
+        jsonw_kstr(&w, "text", param_text(a, m->template_param ? m->template_param : ""));
         jsonw_obj_end(&w);
         jsonw_arr_end(&w);
         jsonw_obj_end(&w);
