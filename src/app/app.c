@@ -11,6 +11,7 @@
 #include "features/leads/infrastructure/mock_content.h"
 #include "features/messaging/infrastructure/mock_sender.h"
 #include "features/messaging/infrastructure/smtp_sender.h"
+#include "features/messaging/infrastructure/whatsapp_sender.h"
 #include "infra/curl_client.h"
 #include "infra/db.h"
 #include "infra/db_pg.h"
@@ -240,6 +241,17 @@ senders_init(struct app *app, struct sp_error *err)
             return rc;
         app->senders.by_channel[CHANNEL_EMAIL] = smtp_sender_base(app->smtp);
     }
+    if (strcmp(app->cfg->whatsapp_provider, "cloud") == 0) {
+        const struct config *c = app->cfg;
+        struct whatsapp_sender_config wc = {
+            c->whatsapp_api_url,       c->whatsapp_phone_number_id,
+            c->whatsapp_token,         c->whatsapp_welcome_template,
+            c->whatsapp_template_lang, (long)c->whatsapp_timeout_ms};
+        rc = whatsapp_sender_new(&wc, &app->whatsapp, err);
+        if (rc != SP_OK)
+            return rc;
+        app->senders.by_channel[CHANNEL_WHATSAPP] = whatsapp_sender_base(app->whatsapp);
+    }
     return SP_OK;
 }
 
@@ -277,6 +289,7 @@ app_cleanup(struct app *app)
     db_pg_free(app->pg);
     mock_sender_free(app->mock);
     smtp_sender_free(app->smtp);
+    whatsapp_sender_free(app->whatsapp);
     if (app->curl_ready)
         curl_client_global_cleanup(); /* the worker threads, its users, have exited */
     if (app->queue == &redis_backend)

@@ -109,6 +109,22 @@ static const struct config_key keys[] = {
      "set: Reply-To is reply+<token>@<this domain>, the token naming the lead"},
     {"EMAIL_REPLY_SECRET", "email-reply-secret", K_STR, OFF(email_reply_secret), NULL, 0, 0, 1,
      "HMAC key of the Reply-To token (16+ characters; needed with EMAIL_REPLY_DOMAIN)"},
+    {"WHATSAPP_PROVIDER", "whatsapp-provider", K_STR, OFF(whatsapp_provider), "mock", 0, 0, 0,
+     "mock or cloud: who sends the whatsapp channel (cloud: Meta's WhatsApp Cloud API)"},
+    {"WHATSAPP_API_URL", "whatsapp-api-url", K_STR, OFF(whatsapp_api_url),
+     "https://graph.facebook.com/v21.0", 0, 0, 0,
+     "Cloud API base URL (https; http only to a loopback host, for tests)"},
+    {"WHATSAPP_PHONE_NUMBER_ID", "whatsapp-phone-number-id", K_STR, OFF(whatsapp_phone_number_id),
+     NULL, 0, 0, 0, "the sending number's id (WHATSAPP_PROVIDER=cloud)"},
+    {"WHATSAPP_TOKEN", "whatsapp-token", K_STR, OFF(whatsapp_token), NULL, 0, 0, 1,
+     "the Cloud API access token (WHATSAPP_PROVIDER=cloud)"},
+    {"WHATSAPP_WELCOME_TEMPLATE", "whatsapp-welcome-template", K_STR,
+     OFF(whatsapp_welcome_template), NULL, 0, 0, 0,
+     "approved template sent as the welcome, the lead's name as its body's {{1}} (cloud)"},
+    {"WHATSAPP_TEMPLATE_LANG", "whatsapp-template-lang", K_STR, OFF(whatsapp_template_lang),
+     "en_US", 0, 0, 0, "the welcome template's language code"},
+    {"WHATSAPP_TIMEOUT_MS", "whatsapp-timeout-ms", K_LONG, OFF(whatsapp_timeout_ms), "30000", 100,
+     600000, 0, "the whole Cloud API call of one message (ms); connecting takes at most 10 s"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -271,6 +287,38 @@ validate_email(const struct config *cfg, struct sp_error *err)
     return SP_OK;
 }
 
+/* WHATSAPP_PROVIDER and what cloud needs; the WhatsApp sender checks the values' shape at
+ * start-up. */
+static int
+validate_whatsapp(const struct config *cfg, struct sp_error *err)
+{
+    const char *p = cfg->whatsapp_provider;
+    static const struct {
+        const char *env;
+        size_t offset;
+    } needed[] = {
+        {"WHATSAPP_PHONE_NUMBER_ID", OFF(whatsapp_phone_number_id)},
+        {"WHATSAPP_TOKEN", OFF(whatsapp_token)},
+        {"WHATSAPP_WELCOME_TEMPLATE", OFF(whatsapp_welcome_template)},
+        {"WHATSAPP_API_URL", OFF(whatsapp_api_url)},
+        {"WHATSAPP_TEMPLATE_LANG", OFF(whatsapp_template_lang)},
+    };
+
+    if (p == NULL || (strcmp(p, "mock") != 0 && strcmp(p, "cloud") != 0))
+        return sp_error_set(err, SP_EINVAL, "WHATSAPP_PROVIDER",
+                            "config: WHATSAPP_PROVIDER: must be mock or cloud (got \"%.20s\")",
+                            p ? p : "");
+    if (strcmp(p, "cloud") != 0)
+        return SP_OK;
+    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+        const char *v = *(char *const *)((const char *)cfg + needed[i].offset);
+        if (v == NULL || v[0] == '\0')
+            return sp_error_set(err, SP_EINVAL, needed[i].env,
+                                "config: %s: needed with WHATSAPP_PROVIDER=cloud", needed[i].env);
+    }
+    return SP_OK;
+}
+
 /* One CORS_ORIGINS entry: "*" alone, or scheme://host[:port] as a browser sends it in Origin
  * (no path, no trailing slash, nothing a header value cannot hold). */
 static int
@@ -319,6 +367,8 @@ cors_origins_ok(const char *s)
 static int
 validate(const struct config *cfg, struct sp_error *err)
 {
+    int rc;
+
     if (cfg->host == NULL || cfg->host[0] == '\0')
         return sp_error_set(err, SP_EINVAL, "HOST", "config: HOST: must not be empty");
     if (cfg->database_url == NULL || cfg->database_url[0] == '\0')
@@ -338,7 +388,10 @@ validate(const struct config *cfg, struct sp_error *err)
     if (!name_ok(cfg->queue_prefix))
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
-    return validate_email(cfg, err);
+    rc = validate_email(cfg, err);
+    if (rc != SP_OK)
+        return rc;
+    return validate_whatsapp(cfg, err);
 }
 
 int

@@ -48,6 +48,13 @@ struct config {
     char *email_from;
     char *email_reply_domain;
     char *email_reply_secret;
+    char *whatsapp_provider;
+    char *whatsapp_api_url;
+    char *whatsapp_phone_number_id;
+    char *whatsapp_token;
+    char *whatsapp_welcome_template;
+    char *whatsapp_template_lang;
+    long long whatsapp_timeout_ms;
 };
 
 /* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags

@@ -27,6 +27,7 @@ struct db_pg;
 struct http_server;
 struct mock_sender;
 struct smtp_sender;
+struct whatsapp_sender;
 struct redis;
 struct app;
 
@@ -69,8 +70,9 @@ struct app {
     struct db_pool *pool;
     struct queue_signal signal; /* wakes this process's idle workers and stops threads */
     struct mock_sender *mock;
-    struct smtp_sender *smtp; /* EMAIL_PROVIDER=smtp, else NULL */
-    int curl_ready;           /* curl_client_global_init done */
+    struct smtp_sender *smtp;         /* EMAIL_PROVIDER=smtp, else NULL */
+    struct whatsapp_sender *whatsapp; /* WHATSAPP_PROVIDER=cloud, else NULL */
+    int curl_ready;                   /* curl_client_global_init done */
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;

@@ -36,6 +36,9 @@ struct sp_error {
     int code;                       /* SP_OK until the first error is set */
     char field[SP_ERROR_FIELD_MAX]; /* the input field or setting concerned, or "" */
     char msg[SP_ERROR_MSG_MAX];     /* one line, no PII */
+    /* A provider's own word on when to try again (an HTTP Retry-After), in ms; 0: none. The
+     * worker waits at least this long before the next attempt of a retryable failure. */
+    long long retry_after_ms;
 };
 
 /* Short name of a code, e.g. "EINVAL"; "OK" for 0 and "EUNKNOWN" for anything else. */

@@ -253,6 +253,7 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, stru
     out->line = "";
     out->body = "";
     out->body_len = 0;
+    out->retry_after_s = 0;
     if (h == NULL)
         return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: no curl handle");
     rcpt = curl_slist_append(NULL, arena_printf(a, "<%s>", req->rcpt_to));
@@ -312,6 +313,7 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a, stru
     out->line = "";
     out->body = "";
     out->body_len = 0;
+    out->retry_after_s = 0;
     if (h == NULL)
         return sp_error_set(err, SP_EPROVIDER, "provider", "http: no curl handle");
     if (req->content_type)
@@ -347,6 +349,11 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a, stru
     out->code = code;
     out->body = down.p ? down.p : "";
     out->body_len = down.len;
+    if (cc == CURLE_OK) {
+        curl_off_t ra = 0;
+        if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+            out->retry_after_s = ra < 86400 ? (long)ra : 86400L;
+    }
     if (down.over)
         rc = sp_error_set(err, SP_ETOOLARGE, "provider", "http: response larger than %zu bytes",
                           req->max_body);

@@ -30,6 +30,7 @@ struct curl_reply {
     const char *line; /* SMTP: the last reply line (controls replaced, capped); HTTP: "" */
     const char *body; /* HTTP: the response body (capped at max_body); SMTP: "" */
     size_t body_len;
+    long retry_after_s; /* HTTP: the answer's Retry-After in seconds (either form), 0 when none */
 };
 
 struct curl_smtp_request {

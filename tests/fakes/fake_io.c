@@ -41,10 +41,16 @@ fake_send(struct sender *base, const struct send_request *req, struct arena *a,
         snprintf(c->channel_message, sizeof(c->channel_message), "%s",
                  req->channel_message ? req->channel_message : "(null)");
         c->attempt = req->attempt;
+        c->kind = req->kind;
+        c->last_inbound_at = req->last_inbound_at;
     }
-    if (n < s->fail_first)
-        return sp_error_set(err, s->fail_code ? s->fail_code : SP_EPROVIDER, "provider",
-                            "fake: scripted failure %d", n + 1);
+    if (n < s->fail_first) {
+        int rc = sp_error_set(err, s->fail_code ? s->fail_code : SP_EPROVIDER, "provider",
+                              "fake: scripted failure %d", n + 1);
+        if (err)
+            err->retry_after_ms = s->retry_after_ms;
+        return rc;
+    }
     *provider_id = arena_printf(a, "fake-%d", n + 1);
     return SP_OK;
 }

@@ -30,13 +30,16 @@ struct fake_send_call {
     char idempotency_key[40];
     char channel_message[512]; /* truncated copy, enough for assertions */
     int attempt;
+    enum message_kind kind;
+    int64_t last_inbound_at;
 };
 
 struct fake_sender {
-    struct sender base; /* first */
-    int fail_first;     /* calls that fail before the sender starts succeeding */
-    int fail_code;      /* SP_EPROVIDER unless set */
-    int ncalls;         /* every call, failed or not */
+    struct sender base;       /* first */
+    int fail_first;           /* calls that fail before the sender starts succeeding */
+    int fail_code;            /* SP_EPROVIDER unless set */
+    long long retry_after_ms; /* put in err with each scripted failure (a Retry-After) */
+    int ncalls;               /* every call, failed or not */
     struct fake_send_call calls[FAKE_SENDER_CALLS_MAX]; /* the first FAKE_SENDER_CALLS_MAX */
 };
 

@@ -175,6 +175,14 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
 }
 
 static int
+r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c, int64_t *at,
+                       struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_last_inbound", err);
+    return rc != SP_OK ? rc : lead_repo_message_last_inbound(REPO(r), lead_id, c, at, err);
+}
+
+static int
 r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
                    int *n, struct sp_error *err)
 {
@@ -218,6 +226,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_last_inbound = r_message_last_inbound,
     .message_channels = r_message_channels,
     .message_page = r_message_page,
     .event_append = r_event_append,

@@ -400,6 +400,22 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
 }
 
 static int
+r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c, int64_t *at,
+                       struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    (void)err;
+    *at = 0;
+    for (int i = 0; i < st->cur.nmsgs; i++) {
+        const struct message *m = &st->cur.msgs[i];
+        if (strcmp(m->lead_id, lead_id) == 0 && m->channel == c && m->direction == MESSAGE_INBOUND)
+            *at = m->created_at;
+    }
+    return SP_OK;
+}
+
+static int
 r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
                    int *n, struct sp_error *err)
 {
@@ -573,6 +589,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_last_inbound = r_message_last_inbound,
     .message_channels = r_message_channels,
     .message_page = r_message_page,
     .event_append = r_event_append,

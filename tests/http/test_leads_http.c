@@ -656,6 +656,7 @@ TEST(http_leads_details_shape)
     ASSERT_STREQ("outbound", json_string_value(json_object_get(msg, "direction")));
     ASSERT_STREQ("queued", json_string_value(json_object_get(msg, "status")));
     ASSERT(json_is_null(json_object_get(msg, "sentAt")));
+    ASSERT(json_is_null(json_object_get(msg, "providerId")));
 
     msg = json_array_get(wa, 0);
     ASSERT_STREQ("to,text", keys(json_object_get(msg, "channelMessage"), kb, sizeof(kb)));
@@ -758,6 +759,7 @@ TEST(http_leads_details_after_delivery)
     ASSERT_STREQ("sent", json_string_value(json_object_get(msg, "status")));
     ASSERT_STREQ("2026-11-27T14:37:47.686Z", json_string_value(json_object_get(msg, "sentAt")));
     ASSERT_EQ(1, json_integer_value(json_object_get(msg, "attempts")));
+    ASSERT_STREQ("fake-1", json_string_value(json_object_get(msg, "providerId")));
     job = json_array_get(json_object_get(root, "jobs"), 0);
     ASSERT_STREQ("completed", json_string_value(json_object_get(job, "state")));
     ASSERT_STREQ("2026-11-27T14:37:47.686Z", json_string_value(json_object_get(job, "finishedAt")));

@@ -633,3 +633,56 @@ TEST(unit_hostile_h1_delivery_refuses_an_address_with_a_line_break)
     ASSERT_STREQ("the lead's email address holds control characters", m[0].last_error);
     t_env_free(env);
 }
+
+/* WhatsApp's 24-hour window: the sender learns when the lead last wrote on the channel (the
+ * newest stored inbound message), for answers; a welcome carries 0 (no look-up). */
+TEST_ALL(unit_delivery_answer_carries_the_last_inbound_time)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct reply_input in = {NULL, CHANNEL_WHATSAPP, "{\"text\":\"pricing?\"}"};
+    char mid[SP_UUID_LEN + 1];
+    struct lead l;
+
+    t_env_create(env, "Ana", NULL, "+351912345678", &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(MESSAGE_KIND_WELCOME, env->sender.calls[0].kind);
+    ASSERT_EQ(0, env->sender.calls[0].last_inbound_at);
+
+    env->clock.now = T_NOW + 5000;
+    in.lead_id = l.id;
+    ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
+    env->clock.now = T_NOW + 9000; /* sent a little later: the reply's time, not the send's */
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(2, env->sender.ncalls);
+    ASSERT_EQ(MESSAGE_KIND_AI_REPLY, env->sender.calls[1].kind);
+    ASSERT_EQ(T_NOW + 5000, env->sender.calls[1].last_inbound_at);
+    t_env_free(env);
+}
+
+/* A provider's Retry-After longer than the job's backoff decides the next attempt; a shorter
+ * one leaves the backoff; a huge one is capped at an hour. */
+TEST(unit_delivery_retry_after_is_honoured)
+{
+    static const struct {
+        long long retry_after_ms, want_delay;
+    } cases[] = {{30000, 30000}, {200, 1000}, {7LL * 24 * 3600 * 1000, 3600LL * 1000}};
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct lead l;
+        struct job j;
+        struct lead_event e;
+
+        env->sender.fail_first = 1;
+        env->sender.retry_after_ms = cases[i].retry_after_ms;
+        t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+        ASSERT_EQ(1, t_env_tick(env, NULL));
+        j = job_at(env, l.id, 0);
+        ASSERT_EQ(JOB_DELAYED, j.state);
+        ASSERT_EQ(T_NOW + cases[i].want_delay, j.run_at);
+        e = last_event(env, l.id, 0);
+        ASSERT_STREQ(iso(T_NOW + cases[i].want_delay), t_json_str(e.payload, "nextAttemptAt"));
+        t_env_free(env);
+    }
+}

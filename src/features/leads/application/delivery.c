@@ -16,6 +16,9 @@
 #include <string.h>
 
 #define IN_REPLY_TO_MAX 998 /* one header line */
+/* The longest wait a provider's Retry-After may impose on one retry: past it the job's own
+ * backoff (and max_attempts) keep the say, so a bogus header cannot park a message for days. */
+#define RETRY_AFTER_MAX_MS (60LL * 60 * 1000)
 
 static const char *
 correlation(struct arena *a, const struct message *m, const struct job *j)
@@ -95,10 +98,11 @@ unrunnable(const struct job *j, char *message_id)
 }
 
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
- * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails). */
+ * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails).
+ * *last_inbound receives when the lead last wrote on the message's channel (answers only). */
 static int
 claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a, struct message *m,
-            struct lead *l, enum claim_result *res, struct sp_error *err)
+            struct lead *l, int64_t *last_inbound, enum claim_result *res, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
     struct sp_error lookup = {0};
@@ -107,6 +111,7 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
     int rc;
 
     *res = CLAIM_SEND;
+    *last_inbound = 0;
     if ((why = unrunnable(j, message_id)) != NULL) {
         *res = CLAIM_GONE;
         return end_unsent(d, j, now, 0, why, err);
@@ -134,6 +139,15 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
         return rc;
+    /* WhatsApp's 24-hour window is measured from the lead's newest inbound message on the
+     * channel, read here from the stored replies (the answer's own inbound, or a later one),
+     * in the claim's transaction; the sender compares it with the time of the send. A welcome
+     * needs no look-up: it is always a template. */
+    if (m->kind != MESSAGE_KIND_WELCOME) {
+        rc = lead_repo_message_last_inbound(d->repo, m->lead_id, m->channel, last_inbound, err);
+        if (rc != SP_OK)
+            return rc;
+    }
     m->status = MESSAGE_SENDING;
     m->attempts++;
     m->updated_at = now;
@@ -187,10 +201,12 @@ record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struc
     return rc;
 }
 
+/* retry_after_ms: the provider's own wait before the next attempt (0: none); the retry waits
+ * the longer of it (capped at RETRY_AFTER_MAX_MS) and the job's backoff. */
 static int
 record_failure(const struct delivery_deps *d, const struct job *j, struct arena *a,
-               struct message *m, int send_rc, const char *error, int *will_retry,
-               struct sp_error *err)
+               struct message *m, int send_rc, const char *error, int64_t retry_after_ms,
+               int *will_retry, struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
     int attempts_made = j->attempts_made + 1;
@@ -202,8 +218,11 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     if (*will_retry) {
         uint32_t rnd = d->random ? d->random() : 0;
         int jitter = j->jitter_pct == JOB_JITTER_WORKER ? d->jitter_pct : j->jitter_pct;
-        run_at =
-            now + job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made, jitter, rnd);
+        int64_t delay =
+            job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made, jitter, rnd);
+        if (retry_after_ms > RETRY_AFTER_MAX_MS)
+            retry_after_ms = RETRY_AFTER_MAX_MS;
+        run_at = now + (retry_after_ms > delay ? retry_after_ms : delay);
     }
     m->status = *will_retry ? MESSAGE_QUEUED : MESSAGE_FAILED;
     m->last_error = error;
@@ -245,7 +264,8 @@ in_reply_to(struct arena *a, const char *channel_message)
 
 static int
 deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
-        const struct lead *l, const char **provider_id, struct sp_error *send_err)
+        const struct lead *l, int64_t last_inbound, const char **provider_id,
+        struct sp_error *send_err)
 {
     struct sender *s = sender_registry_get(d->senders, m->channel);
     struct send_request req;
@@ -276,6 +296,8 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
     req.attempt = m->attempts;
     req.channel_message = m->channel_message;
     req.in_reply_to = in_reply_to(a, m->channel_message);
+    req.kind = m->kind;
+    req.last_inbound_at = last_inbound;
     return sender_send(s, &req, a, provider_id, send_err);
 }
 
@@ -284,6 +306,7 @@ struct work {
     struct job job;
     struct message msg;
     struct lead lead;
+    int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
     enum claim_result res;
     int send_rc;
     const char *provider_id;
@@ -305,8 +328,8 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     }
     rc = record_failure(
         d, &w->job, a, &w->msg, w->send_rc,
-        arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc)), &will_retry,
-        err);
+        arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc)),
+        w->send_err.retry_after_ms, &will_retry, err);
     w->outcome = will_retry ? DELIVERY_RETRY : DELIVERY_DEAD;
     return rc;
 }
@@ -451,7 +474,8 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
         }
         if (w->res != CLAIM_SEND)
             continue;
-        w->send_rc = deliver(d, a, &w->msg, &w->lead, &w->provider_id, &w->send_err);
+        w->send_rc =
+            deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
         any = 1;
     }
     if (!any)
@@ -485,7 +509,7 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->res, err);
+    rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->res, err);
     if (rc != SP_OK) {
         uow_rollback(d);
         return rc;
@@ -549,7 +573,8 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     rc = job_queue_reserve(d->queue, reserved_at, d->lease_ms, batch, a, js, &n, next_due, err);
     for (int i = 0; rc == SP_OK && i < n; i++) {
         ws[i].job = js[i];
-        rc = claim_in_tx(d, &ws[i].job, a, &ws[i].msg, &ws[i].lead, &ws[i].res, err);
+        rc = claim_in_tx(d, &ws[i].job, a, &ws[i].msg, &ws[i].lead, &ws[i].last_inbound, &ws[i].res,
+                         err);
     }
     if (rc != SP_OK) {
         uow_rollback(d);

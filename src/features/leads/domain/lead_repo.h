@@ -79,6 +79,11 @@ struct lead_repo_ops {
     int (*message_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
                         struct message **out, int *n, struct sp_error *err);
 
+    /* When the lead last wrote on channel c: the created time (ms) of its newest inbound
+     * message there, 0 when it never did. */
+    int (*message_last_inbound)(struct lead_repo *r, const char *lead_id, enum channel c,
+                                int64_t *at, struct sp_error *err);
+
     /* The channels the lead has messages on, in order of each channel's first message:
      * out[0..*n), *n <= CHANNEL_COUNT. */
     int (*message_channels)(struct lead_repo *r, const char *lead_id,
@@ -189,6 +194,12 @@ lead_repo_message_list(struct lead_repo *r, const char *lead_id, struct arena *a
                        struct message **out, int *n, struct sp_error *err)
 {
     return r->ops->message_list(r, lead_id, a, out, n, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c,
+                               int64_t *at, struct sp_error *err)
+{
+    return r->ops->message_last_inbound(r, lead_id, c, at, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)

@@ -52,6 +52,10 @@ DB_STMT_SAME(SQL_EVENT_LIST, "SELECT id, lead_id, type, correlation_ids, payload
  * the ones that fit, by position range. Sizes are the bytes the text reads back as. */
 DB_STMT_SAME(SQL_MESSAGE_CHANNELS, "SELECT channel FROM messages WHERE lead_id = $1"
                                    " GROUP BY channel ORDER BY MIN(seq)");
+/* Newest first along messages_by_lead_channel; a lead's replies are few next to its sends. */
+DB_STMT_SAME(SQL_MESSAGE_LAST_INBOUND, "SELECT created_at FROM messages"
+                                       " WHERE lead_id = $1 AND channel = $2"
+                                       " AND direction = 'inbound' ORDER BY seq DESC LIMIT 1");
 DB_STMT(SQL_MESSAGE_SIZES,
         "SELECT seq, length(CAST(channel_message AS BLOB)) FROM messages"
         " WHERE lead_id = $1 AND channel = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
@@ -310,6 +314,20 @@ r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CH
     return rc;
 }
 
+static int
+r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c, int64_t *at,
+                       struct sp_error *err)
+{
+    struct db_rows rows;
+    struct arena *a = arena_new();
+    int rc = db_query(conn_of(r), &SQL_MESSAGE_LAST_INBOUND,
+                      DB_ARGS(db_text(lead_id), db_text(channel_name(c))), a, &rows, err);
+
+    *at = rc == SP_OK && rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
+    arena_free(a);
+    return rc;
+}
+
 /* The range of positions [*lo, *hi] a page takes from `sizes` (rows of position and size,
  * newest first, at most spec->max + 1 of them); page->next set. *hi == 0: nothing to read. */
 static void
@@ -468,6 +486,7 @@ static const struct lead_repo_ops sql_ops = {
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
+    .message_last_inbound = r_message_last_inbound,
     .message_channels = r_message_channels,
     .message_page = r_message_page,
     .event_append = r_event_append,

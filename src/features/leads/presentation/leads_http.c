@@ -483,6 +483,8 @@ render_message(struct jsonw *w, const struct message *msg)
     jsonw_kint(w, "attempts", msg->attempts);
     jsonw_ktime(w, "sentAt", msg->sent_at, 1);
     jsonw_kstr(w, "lastError", msg->last_error);
+    /* the provider's id of a sent message (a WhatsApp wamid, an SMTP queue id), else null */
+    jsonw_kstr(w, "providerId", msg->provider_id && msg->provider_id[0] ? msg->provider_id : NULL);
     jsonw_obj_end(w);
 }
 

@@ -3,13 +3,16 @@
  * A sender delivers one outbound message through a provider (mock, SMTP, WhatsApp Cloud...).
  * It receives the message id as idempotency key; a provider that already accepted that key
  * must acknowledge without delivering again. Errors: SP_EPROVIDER (retryable),
- * SP_EPERMANENT (will never succeed: bad address...), SP_ETIMEDOUT (retryable).
+ * SP_EPERMANENT (will never succeed: bad address...), SP_ETIMEDOUT (retryable). A provider
+ * that says when to try again sets err->retry_after_ms with a retryable error.
  * Senders are shared by worker threads and must be thread-safe. This header is the messaging
  * slice's public face. */
 #pragma once
 
 #include "core/err.h"
 #include "features/leads/domain/lead.h"
+
+#include <stdint.h>
 
 struct arena;
 struct sender;
@@ -27,6 +30,10 @@ struct send_request {
      * In-Reply-To and References), or NULL. Filled from channel_message's "inReplyTo" once
      * inbound messages record it. */
     const char *in_reply_to;
+    enum message_kind kind; /* welcome or ai_reply */
+    /* When the lead last wrote on this channel (ms; its newest inbound message's created time),
+     * 0 when never. Filled for answers only (a welcome is 0): WhatsApp's 24-hour window. */
+    int64_t last_inbound_at;
 };
 
 struct sender_ops {

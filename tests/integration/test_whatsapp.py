@@ -1,0 +1,385 @@
+"""WhatsApp over the Cloud API (WHATSAPP_PROVIDER=cloud) against a stub Graph API on loopback.
+
+Each test starts a stub (Python's http.server, in threads of the test process, on a free
+loopback port) that plays Meta's POST /v21.0/{phone-number-id}/messages. It checks every
+request strictly against the Cloud API's documented shape (path, bearer token, content type,
+exactly the documented members of a template or a text message) and records each violation;
+the tests assert there were none. What it answers is scripted per recipient: the documented
+success body with a wamid, a Graph API error ({"error":{"message","type","code",
+"error_subcode","fbtrace_id"}}) with any HTTP status and Retry-After, a body that is not JSON,
+or an answer held past the service's WHATSAPP_TIMEOUT_MS. The real salespad binary calls it
+over plain http (allowed for loopback hosts only).
+"""
+import json
+import re
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness import HOST, assert_eq, create_lead, details, free_port, outbound, wait_until
+
+PHONE_ID = "106540352242922"
+TOKEN = "EAAGtest-secret-token-0123456789"
+TEMPLATE = "salespad_welcome"
+
+
+class Stub:
+    """The Graph API stub. script: {digits: [answer, ...]} consumed in order per recipient,
+    then "ok". An answer: "ok" | ("error", status, code, message, headers) |
+    ("raw", status, body) | ("slow", seconds)."""
+
+    def __init__(self, script=None):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.lock = threading.Lock()
+        self.requests = []    # (time, path, headers dict, parsed json or None)
+        self.violations = []  # what was wrong with a request
+        self.n = 0
+
+    def next_answer(self, to):
+        with self.lock:
+            self.n += 1
+            queue = self.script.get(to)
+            return self.n, (queue.pop(0) if queue else "ok")
+
+    def check(self, path, headers, raw):
+        bad = []
+        if path != "/v21.0/%s/messages" % PHONE_ID:
+            bad.append("path %r" % path)
+        if headers.get("authorization") != "Bearer " + TOKEN:
+            bad.append("authorization header")
+        if not (headers.get("content-type") or "").startswith("application/json"):
+            bad.append("content-type %r" % headers.get("content-type"))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None, bad + ["body is not JSON"]
+        kind = body.get("type")
+        want = {"messaging_product", "recipient_type", "to", "type", kind}
+        if set(body) != want:
+            bad.append("members %r" % sorted(body))
+        if body.get("messaging_product") != "whatsapp":
+            bad.append("messaging_product")
+        if body.get("recipient_type") != "individual":
+            bad.append("recipient_type")
+        if not re.fullmatch(r"[0-9]{3,15}", str(body.get("to"))):
+            bad.append("to %r is not digits" % body.get("to"))
+        if kind == "template":
+            t = body.get("template") or {}
+            comps = t.get("components")
+            if set(t) != {"name", "language", "components"} or t.get("name") != TEMPLATE:
+                bad.append("template %r" % t)
+            if t.get("language") != {"code": "en_US"}:
+                bad.append("language %r" % t.get("language"))
+            ok = (isinstance(comps, list) and len(comps) == 1 and
+                  set(comps[0]) == {"type", "parameters"} and comps[0]["type"] == "body" and
+                  isinstance(comps[0]["parameters"], list) and
+                  len(comps[0]["parameters"]) == 1 and
+                  set(comps[0]["parameters"][0]) == {"type", "text"} and
+                  comps[0]["parameters"][0]["type"] == "text" and
+                  isinstance(comps[0]["parameters"][0]["text"], str))
+            if not ok:
+                bad.append("components %r" % comps)
+        elif kind == "text":
+            t = body.get("text") or {}
+            if set(t) != {"body", "preview_url"} or t.get("preview_url") is not False or \
+                    not isinstance(t.get("body"), str) or not t["body"]:
+                bad.append("text %r" % t)
+        else:
+            bad.append("type %r" % kind)
+        return body, bad
+
+    def of_kind(self, kind):
+        return [r for r in self.requests if r[3] and r[3].get("type") == kind]
+
+
+def make_handler(stub):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body, headers=()):
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body, bad = stub.check(self.path, headers, raw)
+            with stub.lock:
+                stub.requests.append((time.monotonic(), self.path, headers, body))
+                stub.violations.extend(bad)
+            if bad:
+                return self.answer(400, json.dumps({"error": {
+                    "message": "(#100) Invalid parameter", "type": "OAuthException",
+                    "code": 100, "fbtrace_id": "stub"}}))
+            n, ans = stub.next_answer(body["to"])
+            if ans == "ok":
+                return self.answer(200, json.dumps({
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                    "messages": [{"id": "wamid.STUB%d" % n}]}))
+            if ans[0] == "error":
+                _, status, code, message, hdrs = ans
+                return self.answer(status, json.dumps({"error": {
+                    "message": message, "type": "OAuthException", "code": code,
+                    "error_subcode": 2494010, "fbtrace_id": "AbCdEfStub"}}), hdrs)
+            if ans[0] == "raw":
+                return self.answer(ans[1], ans[2])
+            if ans[0] == "slow":
+                time.sleep(ans[1])  # the service gave up after WHATSAPP_TIMEOUT_MS
+                try:
+                    self.answer(200, json.dumps({"messages": [{"id": "wamid.TOOLATE"}]}))
+                except OSError:
+                    pass
+    return Handler
+
+
+def start_stub(request, stub):
+    port = free_port()
+    srv = ThreadingHTTPServer((HOST, port), make_handler(stub))
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+
+    def stop():
+        srv.shutdown()
+        srv.server_close()
+    request.addfinalizer(stop)
+    return "http://%s:%d/v21.0" % (HOST, port)
+
+
+def cloud(url, **kw):
+    settings = dict(WHATSAPP_PROVIDER="cloud", WHATSAPP_API_URL=url,
+                    WHATSAPP_PHONE_NUMBER_ID=PHONE_ID, WHATSAPP_TOKEN=TOKEN,
+                    WHATSAPP_WELCOME_TEMPLATE=TEMPLATE, WHATSAPP_TIMEOUT_MS=2000,
+                    JOB_BACKOFF_MS=20, JOB_ATTEMPTS=3)
+    settings.update(kw)
+    return settings
+
+
+def wa_messages(det, kind=None):
+    return [m for m in outbound(det)
+            if m["channel"] == "whatsapp" and (kind is None or m["kind"] == kind)]
+
+
+def settled(srv, lid, kind="welcome"):
+    """The lead's details once its WhatsApp message of `kind` is sent or failed for good."""
+    d = details(srv, lid)
+    out = wa_messages(d, kind)
+    return d if out and out[0]["status"] in ("sent", "failed") else None
+
+
+def failures(det):
+    return [e["payload"] for e in det["events"] if e["type"] == "message_failed"]
+
+
+def test_welcome_template_then_answer_as_text(env, request):
+    stub = Stub()
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url))
+    name = "Ana Ñandú"
+    lid = create_lead(srv, name, phone="+351 912-345 678")["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "welcome settled")
+    m = wa_messages(det, "welcome")[0]
+    assert_eq((m["status"], m["attempts"], m["lastError"]), ("sent", 1, None), "welcome")
+    assert_eq(stub.violations, [], "requests as the Cloud API documents them")
+    tpl = stub.of_kind("template")
+    assert_eq(len(tpl), 1, "template requests")
+    body = tpl[0][3]
+    assert_eq(body["to"], "351912345678", "to: the phone's digits")
+    assert_eq(body["template"]["components"][0]["parameters"][0]["text"], name, "{{1}}")
+    assert m["providerId"].startswith("wamid.STUB"), m
+    assert_eq(det["lead"]["status"], "contacted", "status after the welcome")
+    sent = [e["payload"] for e in det["events"] if e["type"] == "message_sent"]
+    assert_eq([p["providerId"] for p in sent], [m["providerId"]], "message_sent providerId")
+
+    # The prospect writes on WhatsApp: the 24-hour window opens, the answer is a text.
+    r = srv.post("/leads/%s/reply" % lid, {"channel": "whatsapp", "messageContent": {
+        "from": "+351 912-345 678", "text": "How much does it cost?"}})
+    assert_eq(r.status, 201, "reply (%r)" % (r,))
+    det = wait_until(lambda: settled(srv, lid, "ai_reply"), 15, "answer settled")
+    a = wa_messages(det, "ai_reply")[0]
+    assert_eq((a["status"], a["attempts"], a["lastError"]), ("sent", 1, None), "answer")
+    assert_eq(stub.violations, [], "requests as the Cloud API documents them")
+    txt = stub.of_kind("text")
+    assert_eq(len(txt), 1, "text requests")
+    assert_eq(txt[0][3]["text"]["body"], a["channelMessage"]["text"], "the answer's text")
+    assert_eq(txt[0][3]["to"], "351912345678", "to")
+    assert a["providerId"].startswith("wamid.STUB") and a["providerId"] != m["providerId"], a
+    assert_eq(det["lead"]["status"], "replied", "status after the reply")
+
+    # The token stays out of the configuration dump, the details and the log.
+    out = env.run_cli("--print-config", **cloud(url))
+    assert_eq(out.returncode, 0, "--print-config: %s" % out.stderr)
+    assert TOKEN not in out.stdout + out.stderr, out.stdout
+    assert "WHATSAPP_TOKEN=(set, redacted)" in out.stdout, out.stdout
+    assert TOKEN not in json.dumps(det)
+    srv.stop()  # exit status 0: a clean shutdown (and no leak under ASan)
+    assert TOKEN not in srv.log(), "token in the log"
+
+
+def test_throttling_honours_retry_after(env, request):
+    stub = Stub({"351911111111": [("error", 429, 130429, "Rate limit hit", [("Retry-After", "2")])],
+                 "351922222222": [("error", 400, 131056, "(#131056) Pair rate limit hit", [])]})
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url))
+    lid = create_lead(srv, "Slow Down", phone="+351911111111")["id"]
+    lid2 = create_lead(srv, "Pair Limit", phone="+351922222222")["id"]
+    det = wait_until(lambda: settled(srv, lid), 20, "welcome settled")
+    det2 = wait_until(lambda: settled(srv, lid2), 20, "second welcome settled")
+    m = wa_messages(det)[0]
+    assert_eq((m["status"], m["attempts"]), ("sent", 2), "after a 429")
+    f = failures(det)
+    assert_eq([(p["code"], p["willRetry"]) for p in f], [("EPROVIDER", True)], "throttled once")
+    assert "130429 Rate limit hit (HTTP 429)" in f[0]["error"], f
+    times = [r[0] for r in stub.requests if r[3] and r[3]["to"] == "351911111111"]
+    assert_eq(len(times), 2, "attempts at the stub")
+    assert times[1] - times[0] >= 1.9, "Retry-After: 2 honoured (gap %.3f s)" % (
+        times[1] - times[0])
+    # Without Retry-After the job's own backoff (20 ms here) decides.
+    m2 = wa_messages(det2)[0]
+    assert_eq((m2["status"], m2["attempts"]), ("sent", 2), "after a 131056")
+    assert "131056" in failures(det2)[0]["error"], failures(det2)
+    assert_eq(stub.violations, [], "request shape")
+    srv.stop()
+
+
+def test_5xx_and_malformed_answers_are_retried(env, request):
+    stub = Stub({"351933333333": [("raw", 503, "<html>upstream down</html>"),
+                                  ("raw", 200, "{\"messages\": [")]})
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url, JOB_ATTEMPTS=4))
+    lid = create_lead(srv, "Flaky Meta", phone="+351933333333")["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "welcome settled")
+    m = wa_messages(det)[0]
+    assert_eq((m["status"], m["attempts"]), ("sent", 3), "after a 503 and a malformed 200")
+    errs = [(p["code"], p["willRetry"], p["error"]) for p in failures(det)]
+    assert_eq(errs, [("EPROVIDER", True, "whatsapp: HTTP 503 without a Cloud API error"),
+                     ("EPROVIDER", True, "whatsapp: HTTP 200 without messages[0].id")],
+              "the two failures")
+    srv.stop()
+
+
+def test_permanent_codes_fail_at_once(env, request):
+    stub = Stub({
+        "351944444444": [("error", 400, 131047, "Re-engagement message", [])],
+        "351955555555": [("error", 400, 131026, "Message undeliverable", [])],
+    })
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url))
+    lids = [create_lead(srv, "Gone %d" % i, phone=p)["id"]
+            for i, p in enumerate(["+351944444444", "+351955555555"])]
+    for lid, code, text in zip(lids, (131047, 131026),
+                               ("Re-engagement message", "Message undeliverable")):
+        det = wait_until(lambda: settled(srv, lid), 15, "welcome settled")
+        m = wa_messages(det)[0]
+        assert_eq((m["status"], m["attempts"]), ("failed", 1), "code %d" % code)
+        assert_eq(m["lastError"], "whatsapp: %d %s (HTTP 400)" % (code, text), "lastError")
+        assert_eq([(p["code"], p["willRetry"]) for p in failures(det)],
+                  [("EPERMANENT", False)], "one permanent failure")
+        assert_eq((det["jobs"][0]["state"], det["jobs"][0]["attemptsMade"]), ("failed", 1), "job")
+    srv.stop()
+
+
+def test_refused_token_is_permanent_and_logged_once(env, request):
+    refuse = ("error", 401, 190, "Error validating access token: Session has expired", [])
+    stub = Stub({"351966666666": [refuse], "351977777777": [refuse]})
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url))
+    lids = [create_lead(srv, "Tok %d" % i, phone=p)["id"]
+            for i, p in enumerate(["+351966666666", "+351977777777"])]
+    for lid in lids:
+        det = wait_until(lambda: settled(srv, lid), 15, "welcome settled")
+        m = wa_messages(det)[0]
+        assert_eq((m["status"], m["attempts"]), ("failed", 1), "refused token")
+        assert m["lastError"].startswith("whatsapp: 190 Error validating access token"), m
+        assert TOKEN not in m["lastError"]
+    log = srv.log()
+    assert_eq(log.count("config: WHATSAPP_TOKEN"), 1, "configuration error logged once")
+    srv.stop()
+    assert TOKEN not in srv.log(), "token in the log"
+
+
+def test_slow_answer_times_out_then_retry_sends(env, request):
+    stub = Stub({"351988888888": [("slow", 3)]})
+    url = start_stub(request, stub)
+    srv = env.serve(**cloud(url, WHATSAPP_TIMEOUT_MS=700))
+    lid = create_lead(srv, "Slow Meta", phone="+351988888888")["id"]
+    det = wait_until(lambda: settled(srv, lid), 15, "welcome settled")
+    m = wa_messages(det)[0]
+    assert_eq((m["status"], m["attempts"]), ("sent", 2), "after a timeout: %r" % (failures(det),))
+    assert_eq([(p["code"], p["willRetry"]) for p in failures(det)], [("ETIMEDOUT", True)],
+              "the timed-out attempt")
+    srv.stop()
+
+
+def age_inbound(env, lead_id, hours):
+    """Moves the lead's inbound messages `hours` into the past; returns how many."""
+    if env.backend == "postgres":
+        con = env.pg.connect(env.pg_db)
+        try:
+            with con.cursor() as cur:
+                cur.execute("UPDATE messages SET created_at = created_at - %s * interval '1 hour'"
+                            " WHERE lead_id = %s AND direction = 'inbound'", (hours, lead_id))
+                return cur.rowcount
+        finally:
+            con.close()
+    con = sqlite3.connect(env.db_path, timeout=10)
+    try:
+        with con:
+            return con.execute("UPDATE messages SET created_at = created_at - ? WHERE lead_id = ?"
+                               " AND direction = 'inbound'",
+                               (hours * 3600 * 1000, lead_id)).rowcount
+    finally:
+        con.close()
+
+
+def test_answer_outside_the_window_needs_a_template(env, request):
+    """The answer's inbound message is made 25 hours old (in the database) before any worker
+    runs: the answer fails at once, Meta is not called for it."""
+    stub = Stub()
+    url = start_stub(request, stub)
+    api = env.serve("--no-worker", **cloud(url))
+    lid = create_lead(api, "Late Reply", phone="+351999999999")["id"]
+    r = api.post("/leads/%s/reply" % lid, {"channel": "whatsapp", "messageContent": {
+        "text": "Still there?"}})
+    assert_eq(r.status, 201, "reply (%r)" % (r,))
+    n = age_inbound(env, lid, 25)
+    assert_eq(n, 1, "inbound messages aged")
+    env.worker(**cloud(url))
+    det = wait_until(lambda: settled(api, lid, "ai_reply"), 15, "answer settled")
+    a = wa_messages(det, "ai_reply")[0]
+    assert_eq((a["status"], a["attempts"]), ("failed", 1), "answer outside the window")
+    assert_eq(a["lastError"], "whatsapp: outside the 24-hour window: a template is required",
+              "lastError")
+    det = wait_until(lambda: settled(api, lid), 15, "welcome settled")
+    assert_eq(wa_messages(det, "welcome")[0]["status"], "sent", "the welcome is a template")
+    assert_eq([r[3]["type"] for r in stub.requests], ["template"], "Meta saw the welcome only")
+    api.stop()
+
+
+def test_cloud_settings_are_checked_at_start(env):
+    base = cloud("https://graph.facebook.com/v21.0")
+    for missing in ("WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_TOKEN", "WHATSAPP_WELCOME_TEMPLATE"):
+        out = env.run_cli("serve", timeout=10, **dict(base, **{missing: None}))
+        assert out.returncode != 0, "%s missing: started" % missing
+        assert "config: %s: needed with WHATSAPP_PROVIDER=cloud" % missing in out.stderr, \
+            out.stderr
+    out = env.run_cli("serve", timeout=10, **dict(base, WHATSAPP_PROVIDER="twilio"))
+    assert out.returncode != 0 and "WHATSAPP_PROVIDER" in out.stderr, out.stderr
+    # plain http to a host that is not loopback would carry the token in clear text
+    out = env.run_cli("serve", timeout=10,
+                      **dict(base, WHATSAPP_API_URL="http://graph.example.com/v21.0"))
+    assert out.returncode != 0 and "config: WHATSAPP_API_URL" in out.stderr, out.stderr
+    out = env.run_cli("serve", timeout=10, **dict(base, WHATSAPP_TOKEN="bad token\nX: y"))
+    assert out.returncode != 0 and "config: WHATSAPP_TOKEN" in out.stderr, out.stderr
+    assert "bad token" not in out.stderr, out.stderr
