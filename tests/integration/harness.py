@@ -79,6 +79,13 @@ class TimeoutFailure(AssertionError):
     pass
 
 
+def sanitized_binary():
+    """Whether the binary under test is an ASan build (its allocator keeps freed memory in a
+    quarantine and adds its own shadow memory, so absolute RSS figures mean nothing there)."""
+    with open(BIN, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def wait_until(predicate, timeout=10.0, what="condition", interval=POLL_S):
     """Polls predicate() until it returns a truthy value (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout

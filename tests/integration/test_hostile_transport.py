@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import BIN, HOST, assert_eq, http_request, wait_until
+from harness import HOST, assert_eq, http_request, sanitized_binary, wait_until
 
 OTHER_HOST = "127.0.0.2"  # another loopback client address; the server listens on 127.0.0.1
 
@@ -280,11 +280,6 @@ def rss_mb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) // 1024
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def sanitized_binary():
-    with open(BIN, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def test_issue_3_memory_returns_after_partial_bodies(env):
