@@ -372,6 +372,8 @@ app_run(const struct config *cfg, enum app_mode mode)
         app.policy.job_attempts = cfg->job_attempts;
         app.policy.job_backoff_ms = cfg->job_backoff_ms;
         app.policy.sendable = sender_registry_mask(&app.senders);
+        app.gen = mock_content_gen();
+        app.fallback_gen = mock_content_gen();
         outbox_relay_init(&app.relay, app.pool, &app.rq, &app.relay_signal);
         rc = runtime_start(&app, nworkers);
     }
