@@ -81,7 +81,7 @@ struct app {
     struct content_gen *gen;          /* answers: AI_PROVIDER's generator */
     struct content_gen *fallback_gen; /* AI_FALLBACK=template: the mock's; else NULL */
     struct openai_content *openai;    /* AI_PROVIDER=openai, else NULL */
-    struct api_keys keys; /* API_KEYS as digests */
+    struct api_keys keys;             /* API_KEYS as digests */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

@@ -653,7 +653,7 @@ TEST_ALL(unit_delivery_answer_carries_the_last_inbound_time)
     env->clock.now = T_NOW + 5000;
     in.lead_id = l.id;
     ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
-    env->clock.now = T_NOW + 9000; /* sent a little later: the reply's time, not the send's */
+    env->clock.now = T_NOW + 9000;       /* sent a little later: the reply's time, not the send's */
     ASSERT_EQ(1, t_env_tick(env, NULL)); /* generate-reply */
     ASSERT_EQ(1, t_env_tick(env, NULL));
     ASSERT_EQ(2, env->sender.ncalls);

@@ -63,7 +63,7 @@ enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
 /* One job of a batch, from reservation to outcome. */
 struct work {
     struct job job;
-    int is_gen;      /* a generate-reply job: msg is the inbound message it answers */
+    int is_gen; /* a generate-reply job: msg is the inbound message it answers */
     struct message msg;
     struct lead lead;
     int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
@@ -77,7 +77,6 @@ struct work {
     struct conversation conv;
     struct generated answer;
 };
-
 
 /* Ends a job that needs no send. A lost lease (another worker owns the job now) is fine here:
  * there is nothing of ours to record. */
@@ -185,8 +184,7 @@ is_generate(const struct job *j)
  * CLAIM_SKIP when the answer exists already (the job completes), CLAIM_GONE when there is
  * nothing to answer (the job fails). Nothing is written. */
 static int
-claim_generate(const struct delivery_deps *d, struct work *w, struct arena *a,
-               struct sp_error *err)
+claim_generate(const struct delivery_deps *d, struct work *w, struct arena *a, struct sp_error *err)
 {
     const struct lead_page_spec spec = {0, CONTENT_HISTORY_MAX, LEADS_LIST_BUDGET};
     struct lead_page_info page = {0, 0};
@@ -441,15 +439,15 @@ generate_result(struct arena *a, const char *answer_id, int fallback)
 /* The model failed for good: the ai_reply_failed event, then the template answer (when there is
  * a fallback and it can answer) or the job's failure. */
 static int
-record_gen_failed(const struct delivery_deps *d, struct arena *a, struct work *w,
-                  const char *error, int attempts_made, int64_t now, struct sp_error *err)
+record_gen_failed(const struct delivery_deps *d, struct arena *a, struct work *w, const char *error,
+                  int attempts_made, int64_t now, struct sp_error *err)
 {
     struct leads_deps ld = answer_deps(d);
     struct generated fb = {0};
     struct sp_error fberr = {0};
-    int has_fb = d->fallback != NULL &&
-                 content_gen_answer(d->fallback, &w->lead, w->msg.channel, w->msg.channel_message,
-                                    a, &fb, &fberr) == SP_OK;
+    int has_fb =
+        d->fallback != NULL && content_gen_answer(d->fallback, &w->lead, w->msg.channel,
+                                                  w->msg.channel_message, a, &fb, &fberr) == SP_OK;
     struct jsonw jw;
     int rc;
 
@@ -520,9 +518,9 @@ record_generated(const struct delivery_deps *d, struct arena *a, struct work *w,
     error = arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc));
     if (sp_err_retryable(w->send_rc) && attempts_made < w->job.max_attempts) {
         w->outcome = DELIVERY_RETRY;
-        return job_queue_retry(
-            d->queue, &w->job, now,
-            retry_at(d, &w->job, attempts_made, w->send_err.retry_after_ms, now), error, err);
+        return job_queue_retry(d->queue, &w->job, now,
+                               retry_at(d, &w->job, attempts_made, w->send_err.retry_after_ms, now),
+                               error, err);
     }
     return record_gen_failed(d, a, w, error, attempts_made, now, err);
 }
@@ -690,12 +688,12 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
         if (w->res != CLAIM_SEND)
             continue;
         if (w->is_gen)
-            w->send_rc = content_gen_answer_in(d->gen, &w->lead, w->msg.channel,
-                                               w->msg.channel_message, &w->conv, a, &w->answer,
-                                               &w->send_err);
+            w->send_rc =
+                content_gen_answer_in(d->gen, &w->lead, w->msg.channel, w->msg.channel_message,
+                                      &w->conv, a, &w->answer, &w->send_err);
         else
-            w->send_rc = deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id,
-                                 &w->send_err);
+            w->send_rc =
+                deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
         any = 1;
     }
     if (!any)

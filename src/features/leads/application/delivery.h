@@ -1,17 +1,6 @@
 /* delivery.h: the delivery use case: the send-message and generate-reply job processors and the
  * worker tick.
  *
- * generate-reply (leads.h, GENERATE_REPLY_JOB): in the claim's unit of work the worker reads the
- * inbound message, the lead and the conversation on the channel (the newest CONTENT_HISTORY_MAX
- * messages), and completes the job at once when the answer already exists (its id is fixed by
- * the inbound message: leads_answer_id); then it calls the content generator, outside any
- * transaction; then, in the record's unit of work, it writes the answer (an ai_reply message),
- * its send-message job and its message_queued event, and completes the job. A retryable
- * generator error (SP_EPROVIDER, SP_ETIMEDOUT, SP_EUNAVAIL) retries the job with its backoff, or
- * later when the provider's Retry-After says so; a permanent one, or the last attempt, writes the
- * fallback generator's answer instead (AI_FALLBACK=template) with an ai_reply_failed event, or
- * only that event and the job's failure (AI_FALLBACK=none: `fallback` NULL).
- *
  * Delivery belongs to the leads slice: a message is part of a lead's conversation, its outcome
  * lands on the lead's timeline and moves the lead's status, all in one unit of work with the
  * job's transition. The channel senders it calls stay in the messaging slice, behind its sender
@@ -30,6 +19,17 @@
  * retry delay is the worker's policy (job_backoff_delay), whatever the backend. */
 #pragma once
 
+/* generate-reply (leads.h, GENERATE_REPLY_JOB): in the claim's unit of work the worker reads the
+ * inbound message, the lead and the conversation on the channel (the newest CONTENT_HISTORY_MAX
+ * messages), and completes the job at once when the answer already exists (its id is fixed by
+ * the inbound message: leads_answer_id); then it calls the content generator, outside any
+ * transaction; then, in the record's unit of work, it writes the answer (an ai_reply message),
+ * its send-message job and its message_queued event, and completes the job. A retryable
+ * generator error (SP_EPROVIDER, SP_ETIMEDOUT, SP_EUNAVAIL) retries the job with its backoff, or
+ * later when the provider's Retry-After says so; a permanent one, or the last attempt, writes the
+ * fallback generator's answer instead (AI_FALLBACK=template) with an ai_reply_failed event, or
+ * only that event and the job's failure (AI_FALLBACK=none: `fallback` NULL). */
+
 #include "core/err.h"
 #include "core/queue.h"
 
@@ -47,13 +47,13 @@ struct delivery_deps {
     struct job_queue *queue;
     const struct sp_clock *clock;
     const struct sender_registry *senders;
-    int64_t lease_ms;         /* how long a reserved job stays ours without renewal */
-    int batch;                /* jobs reserved per tick (>= 1) */
-    int jitter_pct;           /* backoff jitter, 0..100 */
-    uint32_t (*random)(void); /* for jitter; NULL means no jitter */
-    struct content_gen *gen;            /* answers (generate-reply jobs) */
-    struct content_gen *fallback;       /* answers when gen failed for good; NULL: none */
-    const struct leads_policy *policy;  /* attempts and backoff of the answers' send jobs */
+    int64_t lease_ms;                  /* how long a reserved job stays ours without renewal */
+    int batch;                         /* jobs reserved per tick (>= 1) */
+    int jitter_pct;                    /* backoff jitter, 0..100 */
+    uint32_t (*random)(void);          /* for jitter; NULL means no jitter */
+    struct content_gen *gen;           /* answers (generate-reply jobs) */
+    struct content_gen *fallback;      /* answers when gen failed for good; NULL: none */
+    const struct leads_policy *policy; /* attempts and backoff of the answers' send jobs */
 };
 
 /* Outcome of one processed job, for logs and tests. */

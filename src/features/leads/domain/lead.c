@@ -13,10 +13,9 @@ static const char *const channel_names[] = {"email", "whatsapp", "linkedin", "vo
 static const char *const direction_names[] = {"outbound", "inbound"};
 static const char *const kind_names[] = {"welcome", "ai_reply", "reply"};
 static const char *const mstatus_names[] = {"queued", "sending", "sent", "failed", "received"};
-static const char *const event_names[] = {"lead_added",     "message_queued", "message_sent",
-                                          "message_failed", "reply_received", "ai_reply_sent",
-                                          "status_changed", "address_added",  "ai_reply_failed",
-                                          "ai_reply_skipped"};
+static const char *const event_names[] = {
+    "lead_added",    "message_queued", "message_sent",  "message_failed",  "reply_received",
+    "ai_reply_sent", "status_changed", "address_added", "ai_reply_failed", "ai_reply_skipped"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -390,7 +389,7 @@ reply_intent_detect(const char *text)
 /* Phrases that, opening a message, ask us to stop writing; and the carriers' opt-out words that
  * count only as the whole message ("End of the month works" is not one). See lead.h. */
 static const char *const stop_openers[] = {
-    "stop",   "unsubscribe",    "remove me",     "opt out",        "opt-out", "optout",
+    "stop",           "unsubscribe",   "remove me",    "opt out",        "opt-out", "optout",
     "do not contact", "don't contact", "dont contact", "leave me alone", NULL};
 static const char *const stop_alone[] = {"end", "cancel", "quit", "stopall", NULL};
 

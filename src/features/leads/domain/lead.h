@@ -51,7 +51,7 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
-    EVENT_ADDRESS_ADDED, /* a reply's sender became the lead's address on its channel */
+    EVENT_ADDRESS_ADDED,    /* a reply's sender became the lead's address on its channel */
     EVENT_AI_REPLY_FAILED,  /* the model failed for good: template answer or none */
     EVENT_AI_REPLY_SKIPPED, /* no answer generated (the prospect asked us to stop) */
 };
