@@ -234,6 +234,14 @@ transport_error(CURLcode cc, const char *what, const char *errbuf, struct sp_err
     return sp_error_set(err, code, "provider", "%s: %s", what, detail);
 }
 
+static size_t
+on_discard(char *src, size_t size, size_t nmemb, void *userp)
+{
+    (void)src;
+    (void)userp;
+    return size * nmemb;
+}
+
 /* check: connect, EHLO, STARTTLS, AUTH, then NOOP instead of a message. */
 static int
 smtp_call(const struct curl_smtp_request *req, int check, struct arena *a, struct curl_reply *out,
@@ -277,8 +285,10 @@ smtp_call(const struct curl_smtp_request *req, int check, struct arena *a, struc
         curl_easy_setopt(h, CURLOPT_PASSWORD, req->password ? req->password : "");
     }
     if (check) {
-        /* no envelope, no upload: libcurl sends the custom command after the log-in */
+        /* no envelope, no upload: libcurl sends the custom command after the log-in, and
+         * hands its answer to the write callback (stdout by default): dropped */
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "NOOP");
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_discard);
     } else {
         curl_easy_setopt(h, CURLOPT_MAIL_FROM, arena_printf(a, "<%s>", req->mail_from));
         curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
