@@ -183,7 +183,7 @@ TEST_ALL(unit_generate_reply_answer_comes_from_the_job)
 TEST_ALL(unit_generate_reply_twice_writes_one_answer)
 {
     struct t_env *env = t_env_new(backend);
-    char mid[SP_UUID_LEN + 1], job_id[JOB_ID_MAX];
+    char mid[SP_UUID_LEN + 1], job_id[JOB_ID_MAX], key[SP_UUID_LEN + 1];
     struct sp_error err = {0};
     struct script_gen g;
     struct job_spec spec;
@@ -201,7 +201,8 @@ TEST_ALL(unit_generate_reply_twice_writes_one_answer)
     memset(&spec, 0, sizeof(spec));
     spec.name = GENERATE_REPLY_JOB;
     spec.group = l.id;
-    spec.key = "again";
+    sp_uuid_v4(key); /* another job id (a UUID: the key column's type on PostgreSQL) */
+    spec.key = key;
     spec.data = arena_printf(env->arena, "{\"messageId\":\"%s\"}", mid);
     spec.max_attempts = 3;
     spec.backoff_ms = 1000;
