@@ -1,4 +1,5 @@
-/* main.c: the salespad command line: serve | worker | migrate, --help, --version. */
+/* main.c: the salespad command line: serve | worker | migrate | check-providers, --help,
+ * --version. */
 #include "app/app.h"
 #include "app/config.h"
 
@@ -18,6 +19,9 @@ usage(FILE *f)
            "  serve [--no-worker]  HTTP API, with the queue workers in-process unless --no-worker\n"
            "  worker               queue workers only (run several against one database)\n"
            "  migrate              apply database migrations and exit\n"
+           "  check-providers      connect and authenticate to the configured email, WhatsApp\n"
+           "                       and AI providers, sending nothing; one line each; exit 1\n"
+           "                       if one fails\n"
            "\n"
            "Options:\n"
            "  --print-config       print the effective settings (secrets redacted) and exit\n"
@@ -34,7 +38,7 @@ main(int argc, char **argv)
     struct config cfg;
     struct sp_error err = {0};
     enum app_mode mode;
-    int print_config = 0, no_worker = 0, rc;
+    int print_config = 0, no_worker = 0, check = 0, rc;
     const char *cmd = NULL;
 
     for (int i = 1; i < argc; i++) {
@@ -71,6 +75,9 @@ main(int argc, char **argv)
         mode = APP_WORKER;
     } else if (strcmp(cmd, "migrate") == 0) {
         mode = APP_MIGRATE;
+    } else if (strcmp(cmd, "check-providers") == 0) {
+        mode = APP_MIGRATE; /* unused */
+        check = 1;
     } else {
         fprintf(stderr, "salespad: unknown command '%s' (see salespad --help)\n", cmd);
         return 2;
@@ -90,7 +97,7 @@ main(int argc, char **argv)
         return 0;
     }
     log_setup(cfg.log_level, cfg.log_format);
-    rc = app_run(&cfg, mode);
+    rc = check ? app_check_providers(&cfg, stdout) : app_run(&cfg, mode);
     config_cleanup(&cfg);
     return rc;
 }

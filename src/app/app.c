@@ -5,10 +5,12 @@
 #include "app/app.h"
 
 #include "app/wiring.h"
+#include "core/arena.h"
 #include "core/clock.h"
 #include "core/http_server.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
+#include "features/leads/infrastructure/openai_content.h"
 #include "features/messaging/infrastructure/mock_sender.h"
 #include "features/messaging/infrastructure/smtp_sender.h"
 #include "features/messaging/infrastructure/whatsapp_sender.h"
@@ -255,6 +257,28 @@ senders_init(struct app *app, struct sp_error *err)
     return SP_OK;
 }
 
+/* The answers' generator (AI_PROVIDER) and its fallback (AI_FALLBACK). */
+static int
+ai_init(struct app *app, struct sp_error *err)
+{
+    const struct config *c = app->cfg;
+    int rc;
+
+    app->gen = mock_content_gen();
+    app->fallback_gen = strcmp(c->ai_fallback, "template") == 0 ? mock_content_gen() : NULL;
+    if (strcmp(c->ai_provider, "openai") == 0) {
+        struct openai_content_config oc = {c->ai_base_url, c->ai_api_key, c->ai_model,
+                                           c->ai_system_prompt ? c->ai_system_prompt
+                                                               : OPENAI_PROMPT_DEFAULT,
+                                           (long)c->ai_timeout_ms};
+        rc = openai_content_new(&oc, &app->openai, err);
+        if (rc != SP_OK)
+            return rc;
+        app->gen = openai_content_base(app->openai);
+    }
+    return SP_OK;
+}
+
 static int
 bus_init(struct app *app)
 {
@@ -290,6 +314,7 @@ app_cleanup(struct app *app)
     mock_sender_free(app->mock);
     smtp_sender_free(app->smtp);
     whatsapp_sender_free(app->whatsapp);
+    openai_content_free(app->openai);
     if (app->curl_ready)
         curl_client_global_cleanup(); /* the worker threads, its users, have exited */
     if (app->queue == &redis_backend)
@@ -367,6 +392,8 @@ app_run(const struct config *cfg, enum app_mode mode)
     if (rc == SP_OK)
         rc = senders_init(&app, &err);
     if (rc == SP_OK)
+        rc = ai_init(&app, &err);
+    if (rc == SP_OK)
         rc = bus_init(&app);
     if (rc == SP_OK) {
         app.policy.job_attempts = cfg->job_attempts;
@@ -398,4 +425,89 @@ app_run(const struct config *cfg, enum app_mode mode)
     app_cleanup(&app);
     log_info("shutdown complete");
     return 0;
+}
+
+/* ---- check-providers ------------------------------------------------------------------------ */
+
+/* Prints "<what>: <label>: ok (<detail>)" or "...: FAILED: <error>"; returns 1 on failure. */
+static int
+check_line(FILE *f, const char *what, const char *label, int rc, const char *detail,
+           const struct sp_error *err)
+{
+    if (rc == SP_OK) {
+        fprintf(f, "%-9s %s: ok (%s)\n", what, label, detail);
+        return 0;
+    }
+    fprintf(f, "%-9s %s: FAILED: %s: %s\n", what, label, sp_err_name(rc),
+            err->msg[0] ? err->msg : sp_err_str(rc));
+    return 1;
+}
+
+int
+app_check_providers(const struct config *c, FILE *f)
+{
+    struct arena *a = arena_new();
+    struct sp_error err = {0};
+    const char *detail = "";
+    char label[200];
+    int failed = 0, bad_setting = 0, rc;
+
+    if (curl_client_global_init(&err) != SP_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        arena_free(a);
+        return 1;
+    }
+    if (strcmp(c->email_provider, "smtp") == 0) {
+        struct smtp_sender_config sc = {
+            c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
+        struct smtp_sender *s = NULL;
+        config_url_redact(c->smtp_url, label, sizeof(label));
+        rc = smtp_sender_new(&sc, &s, &err);
+        bad_setting |= rc == SP_EINVAL;
+        if (rc == SP_OK)
+            rc = smtp_sender_check(s, a, &detail, &err);
+        failed |= check_line(f, "email:", arena_printf(a, "smtp %s", label), rc, detail, &err);
+        smtp_sender_free(s);
+    } else {
+        fprintf(f, "%-9s mock (nothing to check)\n", "email:");
+    }
+    sp_error_clear(&err);
+    if (strcmp(c->whatsapp_provider, "cloud") == 0) {
+        struct whatsapp_sender_config wc = {
+            c->whatsapp_api_url,       c->whatsapp_phone_number_id,
+            c->whatsapp_token,         c->whatsapp_welcome_template,
+            c->whatsapp_template_lang, (long)c->whatsapp_timeout_ms};
+        struct whatsapp_sender *s = NULL;
+        rc = whatsapp_sender_new(&wc, &s, &err);
+        bad_setting |= rc == SP_EINVAL;
+        if (rc == SP_OK)
+            rc = whatsapp_sender_check(s, a, &detail, &err);
+        failed |= check_line(f, "whatsapp:", arena_printf(a, "cloud %s", c->whatsapp_api_url), rc,
+                             detail, &err);
+        whatsapp_sender_free(s);
+    } else {
+        fprintf(f, "%-9s mock (nothing to check)\n", "whatsapp:");
+    }
+    sp_error_clear(&err);
+    if (strcmp(c->ai_provider, "openai") == 0) {
+        struct openai_content_config oc = {c->ai_base_url, c->ai_api_key, c->ai_model,
+                                           c->ai_system_prompt ? c->ai_system_prompt
+                                                               : OPENAI_PROMPT_DEFAULT,
+                                           (long)c->ai_timeout_ms};
+        struct openai_content *g = NULL;
+        rc = openai_content_new(&oc, &g, &err);
+        bad_setting |= rc == SP_EINVAL;
+        if (rc == SP_OK)
+            rc = openai_content_check(g, a, &detail, &err);
+        failed |=
+            check_line(f, "ai:", arena_printf(a, "openai %s", c->ai_base_url), rc, detail, &err);
+        openai_content_free(g);
+    } else {
+        fprintf(f, "%-9s mock (nothing to check)\n", "ai:");
+    }
+    fflush(f);
+    curl_client_global_cleanup();
+    arena_free(a);
+    return bad_setting ? 2 : failed ? 1 : 0;
 }

@@ -5,6 +5,8 @@
 
 #include "app/config.h"
 
+#include <stdio.h>
+
 enum app_mode {
     APP_SERVE = 0, /* HTTP API + in-process workers */
     APP_SERVE_API, /* HTTP API only (--no-worker) */
@@ -14,3 +16,9 @@ enum app_mode {
 
 /* Runs the process; returns the exit status (0 after a clean shutdown). */
 int app_run(const struct config *cfg, enum app_mode mode);
+
+/* `salespad check-providers`: for each channel and the AI, connects and authenticates to the
+ * configured real provider without sending or generating anything, and prints one line per
+ * provider to f ("mock (nothing to check)" for mocks). Returns the exit status: 0 when every
+ * configured real provider answered, 1 when one failed, 2 for a setting its adapter refuses. */
+int app_check_providers(const struct config *cfg, FILE *f);

@@ -125,6 +125,20 @@ static const struct config_key keys[] = {
      "en_US", 0, 0, 0, "the welcome template's language code"},
     {"WHATSAPP_TIMEOUT_MS", "whatsapp-timeout-ms", K_LONG, OFF(whatsapp_timeout_ms), "30000", 100,
      600000, 0, "the whole Cloud API call of one message (ms); connecting takes at most 10 s"},
+    {"AI_PROVIDER", "ai-provider", K_STR, OFF(ai_provider), "mock", 0, 0, 0,
+     "mock or openai: who writes the answers to replies (openai: any OpenAI-compatible API)"},
+    {"AI_BASE_URL", "ai-base-url", K_STR, OFF(ai_base_url), "https://api.openai.com/v1", 0, 0, 0,
+     "chat-completions API base URL (https; http only to a loopback host, for tests)"},
+    {"AI_API_KEY", "ai-api-key", K_STR, OFF(ai_api_key), NULL, 0, 0, 1,
+     "the API key, sent as a bearer token (AI_PROVIDER=openai)"},
+    {"AI_MODEL", "ai-model", K_STR, OFF(ai_model), NULL, 0, 0, 0,
+     "the model that answers (AI_PROVIDER=openai), e.g. gpt-4o-mini"},
+    {"AI_TIMEOUT_MS", "ai-timeout-ms", K_LONG, OFF(ai_timeout_ms), "30000", 100, 600000, 0,
+     "the whole API call of one answer (ms); connecting takes at most 10 s"},
+    {"AI_SYSTEM_PROMPT", "ai-system-prompt", K_STR, OFF(ai_system_prompt), NULL, 0, 0, 0,
+     "the model's instructions (unset: a built-in polite sales assistant); name and channel added"},
+    {"AI_FALLBACK", "ai-fallback", K_STR, OFF(ai_fallback), "template", 0, 0, 0,
+     "template or none: the answer when the model failed for good (none: no answer)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -287,6 +301,32 @@ validate_email(const struct config *cfg, struct sp_error *err)
     return SP_OK;
 }
 
+/* AI_PROVIDER, AI_FALLBACK and what openai needs; the generator checks the values' shape at
+ * start-up. */
+static int
+validate_ai(const struct config *cfg, struct sp_error *err)
+{
+    const char *p = cfg->ai_provider, *f = cfg->ai_fallback;
+
+    if (p == NULL || (strcmp(p, "mock") != 0 && strcmp(p, "openai") != 0))
+        return sp_error_set(err, SP_EINVAL, "AI_PROVIDER",
+                            "config: AI_PROVIDER: must be mock or openai (got \"%.20s\")",
+                            p ? p : "");
+    if (f == NULL || (strcmp(f, "template") != 0 && strcmp(f, "none") != 0))
+        return sp_error_set(err, SP_EINVAL, "AI_FALLBACK",
+                            "config: AI_FALLBACK: must be template or none (got \"%.20s\")",
+                            f ? f : "");
+    if (strcmp(p, "openai") != 0)
+        return SP_OK;
+    if (cfg->ai_api_key == NULL || cfg->ai_api_key[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "AI_API_KEY",
+                            "config: AI_API_KEY: needed with AI_PROVIDER=openai");
+    if (cfg->ai_model == NULL || cfg->ai_model[0] == '\0')
+        return sp_error_set(err, SP_EINVAL, "AI_MODEL",
+                            "config: AI_MODEL: needed with AI_PROVIDER=openai");
+    return SP_OK;
+}
+
 /* WHATSAPP_PROVIDER and what cloud needs; the WhatsApp sender checks the values' shape at
  * start-up. */
 static int
@@ -389,6 +429,8 @@ validate(const struct config *cfg, struct sp_error *err)
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
     rc = validate_email(cfg, err);
+    if (rc == SP_OK)
+        rc = validate_ai(cfg, err);
     if (rc != SP_OK)
         return rc;
     return validate_whatsapp(cfg, err);

@@ -55,6 +55,13 @@ struct config {
     char *whatsapp_welcome_template;
     char *whatsapp_template_lang;
     long long whatsapp_timeout_ms;
+    char *ai_provider;
+    char *ai_base_url;
+    char *ai_api_key;
+    char *ai_model;
+    long long ai_timeout_ms;
+    char *ai_system_prompt;
+    char *ai_fallback;
 };
 
 /* Fills cfg from defaults, then `envp`-style lookups via getenv, then `--name=value` flags

@@ -126,6 +126,9 @@ worker_run(struct bg_thread *t)
     d.batch = app->cfg->worker_batch;
     d.jitter_pct = WORKER_JITTER_PCT;
     d.random = sp_random;
+    d.gen = app->gen;
+    d.fallback = app->fallback_gen;
+    d.policy = &app->policy;
 
     while (!atomic_load(&t->stopping)) {
         struct sp_error err = {0};

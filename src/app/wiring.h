@@ -26,6 +26,8 @@ struct db_sqlite;
 struct db_pg;
 struct http_server;
 struct mock_sender;
+struct content_gen;
+struct openai_content;
 struct smtp_sender;
 struct whatsapp_sender;
 struct redis;
@@ -76,7 +78,10 @@ struct app {
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;
-    struct api_keys keys; /* API_KEYS as digests */
+    struct content_gen *gen;          /* answers: AI_PROVIDER's generator */
+    struct content_gen *fallback_gen; /* AI_FALLBACK=template: the mock's; else NULL */
+    struct openai_content *openai;    /* AI_PROVIDER=openai, else NULL */
+    struct api_keys keys;             /* API_KEYS as digests */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

@@ -234,9 +234,18 @@ transport_error(CURLcode cc, const char *what, const char *errbuf, struct sp_err
     return sp_error_set(err, code, "provider", "%s: %s", what, detail);
 }
 
-int
-curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, struct curl_reply *out,
-                      struct sp_error *err)
+static size_t
+on_discard(char *src, size_t size, size_t nmemb, void *userp)
+{
+    (void)src;
+    (void)userp;
+    return size * nmemb;
+}
+
+/* check: connect, EHLO, STARTTLS, AUTH, then NOOP instead of a message. */
+static int
+smtp_call(const struct curl_smtp_request *req, int check, struct arena *a, struct curl_reply *out,
+          struct sp_error *err)
 {
     struct capture cap;
     struct upload up = {req->data, req->data_len, 0};
@@ -256,9 +265,11 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, stru
     out->retry_after_s = 0;
     if (h == NULL)
         return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: no curl handle");
-    rcpt = curl_slist_append(NULL, arena_printf(a, "<%s>", req->rcpt_to));
-    if (rcpt == NULL)
-        return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: out of memory");
+    if (!check) {
+        rcpt = curl_slist_append(NULL, arena_printf(a, "<%s>", req->rcpt_to));
+        if (rcpt == NULL)
+            return sp_error_set(err, SP_EPROVIDER, "provider", "smtp: out of memory");
+    }
     if (common_options(h, &cap, req->ca_file, req->connect_timeout_ms, req->timeout_ms, errbuf,
                        err) != SP_OK) {
         curl_easy_reset(h);
@@ -273,12 +284,19 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, stru
         curl_easy_setopt(h, CURLOPT_USERNAME, req->username);
         curl_easy_setopt(h, CURLOPT_PASSWORD, req->password ? req->password : "");
     }
-    curl_easy_setopt(h, CURLOPT_MAIL_FROM, arena_printf(a, "<%s>", req->mail_from));
-    curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
-    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(h, CURLOPT_READDATA, &up);
-    curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->data_len);
+    if (check) {
+        /* no envelope, no upload: libcurl sends the custom command after the log-in, and
+         * hands its answer to the write callback (stdout by default): dropped */
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "NOOP");
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_discard);
+    } else {
+        curl_easy_setopt(h, CURLOPT_MAIL_FROM, arena_printf(a, "<%s>", req->mail_from));
+        curl_easy_setopt(h, CURLOPT_MAIL_RCPT, rcpt);
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, &up);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->data_len);
+    }
 
     cc = curl_easy_perform(h);
     capture_line(&cap); /* a last line without its LF (the connection dropped) */
@@ -295,8 +313,22 @@ curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, stru
 }
 
 int
-curl_client_http_post(const struct curl_http_request *req, struct arena *a, struct curl_reply *out,
+curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a, struct curl_reply *out,
                       struct sp_error *err)
+{
+    return smtp_call(req, 0, a, out, err);
+}
+
+int
+curl_client_smtp_check(const struct curl_smtp_request *req, struct arena *a, struct curl_reply *out,
+                       struct sp_error *err)
+{
+    return smtp_call(req, 1, a, out, err);
+}
+
+static int
+http_call(const struct curl_http_request *req, int is_get, struct arena *a, struct curl_reply *out,
+          struct sp_error *err)
 {
     struct capture cap;
     struct download down = {a, NULL, 0, 0, req->max_body, 0};
@@ -337,9 +369,13 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a, stru
     }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_URL, req->url);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    if (is_get) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &down);
@@ -365,4 +401,18 @@ curl_client_http_post(const struct curl_http_request *req, struct arena *a, stru
         drop_thread_handle(h);
     curl_slist_free_all(hdrs);
     return rc;
+}
+
+int
+curl_client_http_post(const struct curl_http_request *req, struct arena *a, struct curl_reply *out,
+                      struct sp_error *err)
+{
+    return http_call(req, 0, a, out, err);
+}
+
+int
+curl_client_http_get(const struct curl_http_request *req, struct arena *a, struct curl_reply *out,
+                     struct sp_error *err)
+{
+    return http_call(req, 1, a, out, err);
 }

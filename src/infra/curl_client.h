@@ -54,6 +54,12 @@ struct curl_smtp_request {
 int curl_client_smtp_send(const struct curl_smtp_request *req, struct arena *a,
                           struct curl_reply *out, struct sp_error *err) SP_MUST_CHECK;
 
+/* Logs in and sends nothing: connect, EHLO, STARTTLS (when offered or required), AUTH (with a
+ * username), then NOOP, then QUIT. mail_from, rcpt_to and data are unused. As
+ * curl_client_smtp_send otherwise. */
+int curl_client_smtp_check(const struct curl_smtp_request *req, struct arena *a,
+                           struct curl_reply *out, struct sp_error *err) SP_MUST_CHECK;
+
 struct curl_http_request {
     const char *url;            /* https://... (http:// allowed for tests on loopback) */
     const char *const *headers; /* "Name: value" lines, NULL-terminated array, or NULL */
@@ -71,3 +77,6 @@ struct curl_http_request {
  * response passed max_body. Header values (tokens) never appear in err. */
 int curl_client_http_post(const struct curl_http_request *req, struct arena *a,
                           struct curl_reply *out, struct sp_error *err) SP_MUST_CHECK;
+/* GETs req->url (body and content_type unused), otherwise as curl_client_http_post. */
+int curl_client_http_get(const struct curl_http_request *req, struct arena *a,
+                         struct curl_reply *out, struct sp_error *err) SP_MUST_CHECK;

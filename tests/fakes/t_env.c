@@ -212,6 +212,9 @@ t_env_new(enum t_backend backend)
     env->mdeps.lease_ms = T_LEASE_MS;
     env->mdeps.jitter_pct = 0;
     env->mdeps.random = NULL;
+    env->mdeps.gen = mock_content_gen();
+    env->mdeps.fallback = mock_content_gen();
+    env->mdeps.policy = &env->policy;
     return env;
 }
 
@@ -280,6 +283,53 @@ t_env_create(struct t_env *env, const char *name, const char *email, const char 
 
     if (rc != SP_OK)
         t_fail(__FILE__, __LINE__, "leads_create: %s: %s", sp_err_name(rc), err.msg);
+}
+
+#define T_HOLD_MS (100LL * 365 * 24 * 3600 * 1000) /* ms: 100 years, past any test's clock */
+
+/* hold: moves the run time of every job that is not a generate-reply job T_HOLD_MS ahead; else
+ * moves back those held (a job added meanwhile stays as it is). */
+static void
+hold_other_jobs(struct t_env *env, int hold)
+{
+    DB_STMT(held, "UPDATE jobs SET run_at = run_at + $1 WHERE name <> 'generate-reply'",
+            "UPDATE jobs SET run_at = run_at + $1::bigint * interval '1 millisecond' "
+            "WHERE name <> 'generate-reply'");
+    DB_STMT(unheld, "UPDATE jobs SET run_at = run_at - $1 WHERE run_at >= $1",
+            "UPDATE jobs SET run_at = run_at - $1::bigint * interval '1 millisecond' "
+            "WHERE run_at >= to_timestamp($1::bigint / 1000.0)");
+    struct sp_error err = {0};
+
+    if (env->backend == T_MEM) {
+        for (int i = 0; i < env->store->cur.njobs; i++) {
+            struct job *j = &env->store->cur.jobs[i].j;
+            if (hold && strcmp(j->name, GENERATE_REPLY_JOB) != 0)
+                j->run_at += T_HOLD_MS;
+            else if (!hold && j->run_at >= T_HOLD_MS)
+                j->run_at -= T_HOLD_MS;
+        }
+        return;
+    }
+    if (env->backend == T_REDIS)
+        t_fail(__FILE__, __LINE__, "t_env_answer: not on T_REDIS");
+    if (db_exec(env->conn, hold ? &held : &unheld, DB_ARGS(db_int(T_HOLD_MS)), NULL, &err) != SP_OK)
+        t_fail(__FILE__, __LINE__, "hold_other_jobs: %s", err.msg);
+}
+
+int
+t_env_answer(struct t_env *env)
+{
+    int n = 0;
+
+    for (;;) {
+        int did;
+        hold_other_jobs(env, 1);
+        did = t_env_tick(env, NULL);
+        hold_other_jobs(env, 0);
+        if (!did)
+            return n;
+        n++;
+    }
 }
 
 int

@@ -157,6 +157,12 @@ void t_env_create(struct t_env *env, const char *name, const char *email, const 
  * did_work and fails the test if the tick fails. *next_due (may be NULL) receives the tick's. */
 int t_env_tick(struct t_env *env, int64_t *next_due);
 
+/* Runs the generate-reply jobs that are due, and only them, until none is left (the other jobs
+ * are held back meanwhile by moving their run time far ahead, and back after each tick): what a
+ * worker does a moment after a reply, with the welcomes left unsent. Returns the ticks that did
+ * work. Not on T_REDIS. */
+int t_env_answer(struct t_env *env);
+
 /* Reads through env->repo / env->queue into env->arena; fail the test on error. */
 void t_env_messages(struct t_env *env, const char *lead_id, struct message **out, int *n);
 void t_env_events(struct t_env *env, const char *lead_id, struct lead_event **out, int *n);

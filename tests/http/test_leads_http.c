@@ -412,6 +412,9 @@ TEST(http_leads_reply_201)
     snprintf(want, sizeof(want), "{\"messageId\":\"%s\"}", mid);
     ASSERT_STREQ(want, resp.body);
     t_env_messages(env, id, &m, &nm);
+    ASSERT_EQ(3, nm); /* the reply; its answer is the worker's */
+    ASSERT_EQ(1, t_env_answer(env));
+    t_env_messages(env, id, &m, &nm);
     ASSERT_EQ(4, nm);
     ASSERT_STREQ(t_json_str(resp.body, "messageId"), m[2].id);
     ASSERT_STREQ("{\"from\":\"+1234567890\",\"text\":\"Can we schedule a demo?\"}",
@@ -615,6 +618,7 @@ TEST(http_leads_details_shape)
                "\"text\":\"price?\"}}",
                &resp);
     ASSERT_EQ(201, resp.status);
+    ASSERT_EQ(1, t_env_answer(env)); /* the worker's answer */
     get_details(env, id, &resp);
     ASSERT_EQ(200, resp.status);
 
@@ -698,7 +702,17 @@ TEST(http_leads_details_shape)
 
     /* the jobs of the lead */
     jobs = json_object_get(root, "jobs");
-    ASSERT_EQ(3, json_array_size(jobs));
+    ASSERT_EQ(4, json_array_size(jobs));
+    {
+        /* the reply's generate-reply job, done: it names the reply */
+        json_t *g = json_array_get(jobs, 2);
+        ASSERT_STREQ("generate-reply", json_string_value(json_object_get(g, "name")));
+        ASSERT_STREQ("completed", json_string_value(json_object_get(g, "state")));
+        ASSERT_EQ(1, json_integer_value(json_object_get(g, "attemptsMade")));
+        ASSERT_STREQ(json_string_value(json_object_get(json_array_get(wa, 1), "id")),
+                     json_string_value(json_object_get(g, "messageId")));
+        json_array_remove(jobs, 2);
+    }
     for (size_t i = 0; i < 3; i++) {
         json_t *j = json_array_get(jobs, i);
         ASSERT_STREQ("send-message", json_string_value(json_object_get(j, "name")));
@@ -810,6 +824,7 @@ big_history(struct t_env *env, char *id)
         env->clock.now += 1;
         post_reply(env, id, body, &resp);
         ASSERT_EQ(201, resp.status);
+        ASSERT_EQ(1, t_env_answer(env));
         arena_reset(env->arena);
     }
     free(body);

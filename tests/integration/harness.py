@@ -609,7 +609,9 @@ class Env:
                      "HTTP_THREADS", "QUEUE_NAME", "QUEUE_PREFIX", "QUEUE_KEEP_COMPLETED",
                      "QUEUE_STALLED_INTERVAL_MS", "QUEUE_MAX_STALLED", "MOCK_SEND_DELAY_MS",
                      "WORKER_BATCH", "CORS_ORIGINS", "HTTP_HEADER_TIMEOUT_MS", "HTTP_BODY_MIN_RATE",
-                     "HTTP_MAX_CONNS_PER_IP", "HTTP_BODY_BUDGET_MB", "DB_BUSY_TIMEOUT_MS"):
+                     "HTTP_MAX_CONNS_PER_IP", "HTTP_BODY_BUDGET_MB", "DB_BUSY_TIMEOUT_MS",
+                     "AI_PROVIDER", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT_MS",
+                     "AI_SYSTEM_PROMPT", "AI_FALLBACK"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,

@@ -115,14 +115,18 @@ def test_full_flow(env):
     created = [e["createdAt"] for e in ev]
     assert_eq(created, sorted(created), "event timestamps non-decreasing")
 
-    # Jobs: one per outbound message, all completed on the first attempt.
+    # Jobs: a send-message per outbound message and a generate-reply per reply (naming the
+    # reply), all completed on the first attempt.
     jobs = det["jobs"]
-    assert_eq(len(jobs), 4, "job count")
-    assert_eq(sorted(j["messageId"] for j in jobs),
+    assert_eq(len(jobs), 6, "job count")
+    sends = [j for j in jobs if j["name"] == "send-message"]
+    gens = [j for j in jobs if j["name"] == "generate-reply"]
+    assert_eq(sorted(j["messageId"] for j in sends),
               sorted(m["id"] for m in msgs if m["direction"] == "outbound"), "job messages")
+    assert_eq(sorted(j["messageId"] for j in gens), sorted([inbound_email_id, inbound_wa_id]),
+              "generate-reply jobs name the replies")
     for j in jobs:
-        assert_eq((j["name"], j["state"], j["attemptsMade"]), ("send-message", "completed", 1),
-                  "job %s" % j["id"])
+        assert_eq((j["state"], j["attemptsMade"]), ("completed", 1), "job %s" % j["id"])
 
     # The sink: each outbound message exactly once, to the right address, nothing else.
     sink = env.sink()

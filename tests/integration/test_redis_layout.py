@@ -287,3 +287,41 @@ def test_keep_completed_trims_old_jobs(env):
     assert_eq(dict(env.db("SELECT state, COUNT(*) FROM outbox GROUP BY state")),
               {"completed": 10}, "outbox states")
 
+
+
+def test_generate_reply_job_layout(env):
+    """A reply's generate-reply job: relayed like a send (job id = the reply's id), named
+    generate-reply, data {messageId, leadId, channel, correlationIds}; a worker completes it with
+    {"messageId": <the answer>} as its returnvalue and adds the answer's send-message job."""
+    env.require_queue("redis", "checks Redis keys")
+    api = env.serve("--no-worker")
+    lid = create_lead(api, "Reply Layout", phone="+15550004001")["id"]
+    r = api.post("/leads/%s/reply" % lid, {"channel": "whatsapp",
+                                            "messageContent": {"text": "price?"}})
+    assert_eq(r.status, 201, "reply")
+    rid = r.json()["messageId"]
+    wait_until(lambda: rid in outbox_rows(env, lid) and outbox_rows(env, lid)[rid]["relayed_at"],
+               10, "generate-reply row relayed")
+    row = outbox_rows(env, lid)[rid]
+    assert_eq((row["name"], row["message_id"], row["state"]), ("generate-reply", rid, "waiting"),
+              "outbox row")
+    h = env.redis.hgetall(env.rkey(rid))
+    assert_eq(h.get("name"), "generate-reply", "job name")
+    data = json.loads(h["data"])
+    assert_eq(sorted(data), ["channel", "correlationIds", "leadId", "messageId"], "data members")
+    assert_eq((data["messageId"], data["leadId"], data["channel"]), (rid, lid, "whatsapp"), "data")
+    opts = json.loads(h["opts"])
+    assert_eq((opts.get("jobId"), opts.get("attempts")), (rid, 3), "opts")
+    assert_eq([e.get("name") for e in env.redis_events(rid) if e["event"] == "added"],
+              ["generate-reply"], "added event")
+
+    wrk = env.worker()
+    wait_until(lambda: in_zset(env, "completed", rid), 10, "generate-reply completed")
+    h = env.redis.hgetall(env.rkey(rid))
+    answer = json.loads(h["returnvalue"])["messageId"]
+    assert_eq(answer[:14] + "7" + answer[15:], rid, "the answer's id is the reply's, version 8")
+    wait_until(lambda: in_zset(env, "completed", answer), 10, "the answer's send completed")
+    assert_eq(env.redis.hget(env.rkey(answer), "name"), "send-message", "the answer's job")
+    assert_eq(outbox_rows(env, lid)[rid]["state"], "completed", "outbox row completed")
+    wrk.stop()
+    api.stop()

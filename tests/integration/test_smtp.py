@@ -344,3 +344,35 @@ def test_credentials_never_go_in_clear_text(env, request):
     assert_eq(relay.attempts, [], "nothing sent")
     srv.stop()
     assert "hunter2-pw" not in srv.log(), "password in the log"
+
+
+def test_check_providers_logs_in_and_sends_nothing(env, request):
+    """salespad check-providers: EHLO, STARTTLS, AUTH, NOOP; nothing delivered; a refused
+    password fails with exit status 1 and without the password in the output."""
+    cert, ctx = self_signed(env)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"relay-user"
+              and auth_data.password == b"hunter2-pw")
+        logins.append(ok)
+        return AuthResult(success=ok)
+
+    relay = Relay()
+    url = start_relay(request, relay, ctx, authenticator)
+    settings = dict(EMAIL_PROVIDER="smtp", SMTP_URL=url, EMAIL_FROM=FROM, SMTP_CA_FILE=cert,
+                    SMTP_USERNAME="relay-user", SMTP_PASSWORD="hunter2-pw", SMTP_TIMEOUT_MS=2000)
+    out = env.run_cli("check-providers", **settings)
+    assert_eq(out.returncode, 0, "check-providers: %s %s" % (out.stdout, out.stderr))
+    line = out.stdout.splitlines()[0]
+    assert line.startswith("email:") and "ok (connected, EHLO, TLS, AUTH accepted" in line, line
+    assert_eq(logins, [True], "one log-in")
+    assert_eq((relay.attempts, relay.envelopes), ([], []), "nothing sent")
+    assert "mock (nothing to check)" in out.stdout.splitlines()[1], out.stdout
+
+    settings["SMTP_PASSWORD"] = "wrong-pw"
+    out = env.run_cli("check-providers", **settings)
+    assert_eq(out.returncode, 1, "a refused password: %s" % out.stdout)
+    assert "email:" in out.stdout and "FAILED" in out.stdout, out.stdout
+    assert "wrong-pw" not in out.stdout + out.stderr
+    assert_eq(relay.attempts, [], "nothing sent")

@@ -34,6 +34,7 @@ class Stub:
         self.lock = threading.Lock()
         self.requests = []    # (time, path, headers dict, parsed json or None)
         self.violations = []  # what was wrong with a request
+        self.gets = []        # paths of GET requests (check-providers)
         self.n = 0
 
     def next_answer(self, to):
@@ -109,6 +110,22 @@ def make_handler(stub):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self):
+            # check-providers: the phone number's node, read with the token
+            with stub.lock:
+                stub.gets.append(self.path)
+            if self.path != "/v21.0/%s" % PHONE_ID:
+                return self.answer(400, json.dumps({"error": {
+                    "message": "Unsupported get request", "type": "GraphMethodException",
+                    "code": 100, "fbtrace_id": "stub"}}))
+            if self.headers.get("Authorization") != "Bearer " + TOKEN:
+                return self.answer(401, json.dumps({"error": {
+                    "message": "Invalid OAuth access token", "type": "OAuthException",
+                    "code": 190, "fbtrace_id": "stub"}}))
+            return self.answer(200, json.dumps({"verified_name": "SalesPad",
+                                                "display_phone_number": "+1 555-010-0000",
+                                                "id": PHONE_ID}))
 
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -383,3 +400,19 @@ def test_cloud_settings_are_checked_at_start(env):
     out = env.run_cli("serve", timeout=10, **dict(base, WHATSAPP_TOKEN="bad token\nX: y"))
     assert out.returncode != 0 and "config: WHATSAPP_TOKEN" in out.stderr, out.stderr
     assert "bad token" not in out.stderr, out.stderr
+
+
+def test_check_providers_reads_the_number_and_sends_nothing(env, request):
+    stub = Stub()
+    url = start_stub(request, stub)
+    out = env.run_cli("check-providers", **cloud(url))
+    assert_eq(out.returncode, 0, "check-providers: %s %s" % (out.stdout, out.stderr))
+    line = [l for l in out.stdout.splitlines() if l.startswith("whatsapp:")][0]
+    assert "ok (token accepted, phone number id found (+1 555-010-0000))" in line, line
+    assert_eq((stub.gets, stub.requests), (["/v21.0/%s" % PHONE_ID], []), "one GET, no send")
+
+    out = env.run_cli("check-providers", **cloud(url, WHATSAPP_TOKEN="EAAG-wrong"))
+    assert_eq(out.returncode, 1, "a refused token: %s" % out.stdout)
+    assert "FAILED: EPERMANENT: whatsapp: 190 Invalid OAuth access token (HTTP 401)" in \
+        out.stdout, out.stdout
+    assert "EAAG-wrong" not in out.stdout + out.stderr

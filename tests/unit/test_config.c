@@ -396,3 +396,64 @@ TEST(unit_config_cors_origins)
     expect_bad_env("CORS_ORIGINS", ",,");
     expect_bad_env("CORS_ORIGINS", "https://a b.example");
 }
+
+static void
+clear_ai_env(void)
+{
+    static const char *const names[] = {"AI_PROVIDER", "AI_BASE_URL",   "AI_API_KEY",
+                                        "AI_MODEL",    "AI_TIMEOUT_MS", "AI_SYSTEM_PROMPT",
+                                        "AI_FALLBACK"};
+    clear_email_env();
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+}
+
+TEST(unit_config_ai_provider)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+    char text[8192];
+    FILE *f;
+    size_t n;
+
+    clear_ai_env();
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("mock", cfg.ai_provider);
+    ASSERT_STREQ("https://api.openai.com/v1", cfg.ai_base_url);
+    ASSERT_EQ(30000, cfg.ai_timeout_ms);
+    ASSERT_STREQ("template", cfg.ai_fallback);
+    ASSERT(cfg.ai_system_prompt == NULL); /* the built-in prompt */
+    config_cleanup(&cfg);
+
+    setenv("AI_PROVIDER", "claude", 1);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("AI_PROVIDER", err.field);
+    setenv("AI_PROVIDER", "openai", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("AI_API_KEY", err.field);
+    setenv("AI_API_KEY", "sk-very-secret", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("AI_MODEL", err.field);
+    setenv("AI_MODEL", "gpt-4o-mini", 1);
+    setenv("AI_FALLBACK", "silence", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("AI_FALLBACK", err.field);
+    setenv("AI_FALLBACK", "none", 1);
+    sp_error_clear(&err);
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    f = tmpfile();
+    ASSERT(f != NULL);
+    config_print(&cfg, f);
+    rewind(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    ASSERT(strstr(text, "sk-very-secret") == NULL);
+    ASSERT_CONTAINS(text, "AI_API_KEY=(set, redacted)\n");
+    config_cleanup(&cfg);
+    clear_ai_env();
+}

@@ -154,7 +154,8 @@ TEST(unit_delivery_ai_reply_sent_event)
     ASSERT_EQ(1, t_env_tick(env, NULL)); /* welcome: contacted */
     in.lead_id = l.id;
     ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
-    ASSERT_EQ(1, t_env_tick(env, NULL)); /* the AI answer */
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* generate-reply: the AI answer written */
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* the AI answer sent */
 
     m = message_at(env, l.id, 2);
     ASSERT_EQ(MESSAGE_KIND_AI_REPLY, m.kind);
@@ -652,7 +653,8 @@ TEST_ALL(unit_delivery_answer_carries_the_last_inbound_time)
     env->clock.now = T_NOW + 5000;
     in.lead_id = l.id;
     ASSERT_OK(leads_reply(&env->deps, &in, env->arena, mid, &err));
-    env->clock.now = T_NOW + 9000; /* sent a little later: the reply's time, not the send's */
+    env->clock.now = T_NOW + 9000;       /* sent a little later: the reply's time, not the send's */
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* generate-reply */
     ASSERT_EQ(1, t_env_tick(env, NULL));
     ASSERT_EQ(2, env->sender.ncalls);
     ASSERT_EQ(MESSAGE_KIND_AI_REPLY, env->sender.calls[1].kind);

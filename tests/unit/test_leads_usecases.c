@@ -290,12 +290,27 @@ TEST(unit_leads_create_error_code_passes_through)
 
 /* ---- reply ----------------------------------------------------------------------------- */
 
+/* The use case alone: the reply and its generate-reply job, no answer yet. */
+static int
+reply_only(struct t_env *env, const char *lead_id, enum channel c, const char *content,
+           char *id_out, struct sp_error *err)
+{
+    struct reply_input in = {lead_id, c, content};
+    return leads_reply(&env->deps, &in, env->arena, id_out, err);
+}
+
+/* The reply, then its answer as the worker writes it a moment later. */
 static int
 reply(struct t_env *env, const char *lead_id, enum channel c, const char *content, char *id_out,
       struct sp_error *err)
 {
     struct reply_input in = {lead_id, c, content};
-    return leads_reply(&env->deps, &in, env->arena, id_out, err);
+    int rc = leads_reply(&env->deps, &in, env->arena, id_out, err);
+
+    /* the worker's generate-reply job, a moment later (the welcomes stay unsent) */
+    if (rc == SP_OK)
+        t_env_answer(env);
+    return rc;
 }
 
 TEST_ALL(unit_leads_reply_on_whatsapp)
@@ -315,7 +330,7 @@ TEST_ALL(unit_leads_reply_on_whatsapp)
     ASSERT_OK(reply(env, l.id, CHANNEL_WHATSAPP, content, mid, &err));
     ASSERT(sp_uuid_valid(mid, strlen(mid)));
     ASSERT_EQ(0, env->faults.open_tx);
-    assert_counts(env, 1, 4, 6, 3);
+    assert_counts(env, 1, 4, 6, 4);
 
     t_env_lead(env, l.id, &got);
     ASSERT_EQ(LEAD_STATUS_REPLIED, got.status);
@@ -356,10 +371,21 @@ TEST_ALL(unit_leads_reply_on_whatsapp)
     ASSERT_STREQ(m[3].id, t_json_str(e[5].payload, "messageId"));
 
     t_env_jobs(env, l.id, &j, &nj);
-    ASSERT_EQ(3, nj);
-    ASSERT_STREQ(m[3].id, j[2].key);
-    ASSERT_STREQ("ai_reply", t_json_str(j[2].data, "kind"));
-    ASSERT_EQ(T_NOW + 5000, j[2].run_at);
+    ASSERT_EQ(4, nj);
+    /* the reply's generate-reply job, done; then the answer's send job */
+    ASSERT_STREQ(GENERATE_REPLY_JOB, j[2].name);
+    ASSERT_STREQ(mid, j[2].key);
+    ASSERT_STREQ(mid, t_json_str(j[2].data, "messageId"));
+    ASSERT_EQ(JOB_COMPLETED, j[2].state);
+    ASSERT_STREQ(SEND_MESSAGE_JOB, j[3].name);
+    ASSERT_STREQ(m[3].id, j[3].key);
+    ASSERT_STREQ("ai_reply", t_json_str(j[3].data, "kind"));
+    ASSERT_EQ(T_NOW + 5000, j[3].run_at);
+    {
+        char want[SP_UUID_LEN + 1];
+        leads_answer_id(mid, want);
+        ASSERT_STREQ(want, m[3].id); /* keyed by the inbound message */
+    }
     t_env_free(env);
 }
 
@@ -402,7 +428,7 @@ TEST(unit_leads_second_reply_changes_no_status)
     for (int i = 0; i < ne; i++)
         changes += e[i].type == EVENT_STATUS_CHANGED;
     ASSERT_EQ(1, changes);
-    assert_counts(env, 1, 5, 2 + 3 + 2, 3);
+    assert_counts(env, 1, 5, 2 + 3 + 2, 5);
     t_env_free(env);
 }
 
@@ -497,8 +523,10 @@ TEST_ALL(unit_leads_reply_fault_at_every_call)
         struct lead got;
         int rc;
 
+        struct reply_input in = {l.id, CHANNEL_WHATSAPP, "{\"text\":\"price?\"}"};
+
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
-        rc = reply(env, l.id, CHANNEL_WHATSAPP, "{\"text\":\"price?\"}", mid, &err);
+        rc = leads_reply(&env->deps, &in, env->arena, mid, &err);
         if (env->faults.injected == 0) {
             ASSERT_OK(rc);
             break;
@@ -520,7 +548,8 @@ TEST_ALL(unit_leads_reply_fault_at_every_call)
     ASSERT_CONTAINS(ops, "message_insert");
     ASSERT_CONTAINS(ops, "enqueue");
     ASSERT_CONTAINS(ops, "commit");
-    assert_counts(env, 1, 4, 6, 3);
+    /* the reply and its generate-reply job; the answer comes from the worker */
+    assert_counts(env, 1, 3, 5, 3);
     t_env_free(env);
 }
 
@@ -568,10 +597,11 @@ TEST_ALL(unit_leads_details_oldest_first_and_per_lead)
     ASSERT_EQ(EVENT_MESSAGE_QUEUED, d.events[5].type);
     for (int i = 0; i < d.nevents; i++)
         ASSERT_STREQ(a.id, d.events[i].lead_id);
-    ASSERT_EQ(3, d.njobs);
+    ASSERT_EQ(4, d.njobs);
     ASSERT_STREQ(d.channels[0].messages[0].id, d.jobs[0].key);
     ASSERT_STREQ(d.channels[1].messages[0].id, d.jobs[1].key);
-    ASSERT_STREQ(d.channels[1].messages[2].id, d.jobs[2].key);
+    ASSERT_STREQ(d.channels[1].messages[1].id, d.jobs[2].key); /* generate-reply */
+    ASSERT_STREQ(d.channels[1].messages[2].id, d.jobs[3].key);
 
     ASSERT_OK(leads_get_details(&env->deps, b.id, env->arena, &d, &err));
     ASSERT_EQ(1, d.nchannels);
@@ -758,8 +788,8 @@ TEST_ALL(unit_hostile_h1_reply_adoption_fault_at_every_call)
         int rc;
 
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
-        rc = reply(env, l.id, CHANNEL_EMAIL, "{\"from\":\"ana@work.example\",\"body\":\"hi\"}", mid,
-                   &err);
+        rc = reply_only(env, l.id, CHANNEL_EMAIL, "{\"from\":\"ana@work.example\",\"body\":\"hi\"}",
+                        mid, &err);
         if (env->faults.injected == 0) {
             ASSERT_OK(rc);
             break;
@@ -916,12 +946,13 @@ TEST_ALL(unit_issue_4_details_bounded_and_paged)
     seen = d.channels[0].nmessages;
     for (int i = 0; i < seen; i++)
         ASSERT_STREQ(all[nall - seen + i].id, d.channels[0].messages[i].id);
-    /* 71 jobs (welcome + 70 answers): the newest 50, oldest first, and "older ones exist" */
+    /* 141 jobs (welcome + 70 generate-reply + 70 answers): the newest 50, oldest first, and
+     * "older ones exist" */
     {
         struct job *jobs;
         int njobs;
         t_env_jobs(env, l.id, &jobs, &njobs);
-        ASSERT_EQ(71, njobs);
+        ASSERT_EQ(141, njobs);
         ASSERT_EQ(LEADS_DETAILS_ITEMS, d.njobs);
         ASSERT_EQ(1, d.jobs_more);
         for (int i = 0; i < d.njobs; i++)

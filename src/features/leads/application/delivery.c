@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/uuid.h"
 #include "features/leads/application/leads.h"
+#include "features/leads/domain/content_gen.h"
 #include "features/leads/domain/lead_repo.h"
 #include "features/messaging/domain/sender.h"
 
@@ -59,6 +60,24 @@ uow_commit(const struct delivery_deps *d, int *committed, struct sp_error *err)
 /* What the claim step decided about a reserved job. */
 enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
 
+/* One job of a batch, from reservation to outcome. */
+struct work {
+    struct job job;
+    int is_gen; /* a generate-reply job: msg is the inbound message it answers */
+    struct message msg;
+    struct lead lead;
+    int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
+    enum claim_result res;
+    int send_rc;
+    const char *provider_id;
+    struct sp_error send_err;
+    enum delivery_outcome outcome;
+    /* generate-reply */
+    char answer_id[SP_UUID_LEN + 1];
+    struct conversation conv;
+    struct generated answer;
+};
+
 /* Ends a job that needs no send. A lost lease (another worker owns the job now) is fine here:
  * there is nothing of ours to record. */
 static int
@@ -91,7 +110,8 @@ static const char *
 unrunnable(const struct job *j, char *message_id)
 {
     if (j->name == NULL || strcmp(j->name, SEND_MESSAGE_JOB) != 0)
-        return "salespad worker: no handler for this job name (it runs send-message jobs)";
+        return "salespad worker: no handler for this job name (it runs send-message and "
+               "generate-reply jobs)";
     if (leads_delivery_message_id(j, message_id) != SP_OK)
         return "salespad worker: data.messageId is missing or not a message id";
     return NULL;
@@ -155,6 +175,98 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
 }
 
 static int
+is_generate(const struct job *j)
+{
+    return j->name != NULL && strcmp(j->name, GENERATE_REPLY_JOB) == 0;
+}
+
+/* Inside the caller's unit of work, for a generate-reply job: reads what the generator needs.
+ * CLAIM_SKIP when the answer exists already (the job completes), CLAIM_GONE when there is
+ * nothing to answer (the job fails). Nothing is written. */
+static int
+claim_generate(const struct delivery_deps *d, struct work *w, struct arena *a, struct sp_error *err)
+{
+    const struct lead_page_spec spec = {0, CONTENT_HISTORY_MAX, LEADS_LIST_BUDGET};
+    struct lead_page_info page = {0, 0};
+    int64_t now = sp_clock_now_ms(d->clock);
+    struct sp_error lookup = {0};
+    char inbound_id[SP_UUID_LEN + 1];
+    struct message answer, *hist = NULL;
+    const char *why = NULL;
+    int rc;
+
+    w->is_gen = 1;
+    w->res = CLAIM_SEND;
+    if (leads_delivery_message_id(&w->job, inbound_id) != SP_OK)
+        why = "salespad worker: data.messageId is missing or not a message id";
+    if (why == NULL) {
+        rc = lead_repo_message_get(d->repo, inbound_id, a, &w->msg, &lookup);
+        if (rc == SP_ENOTFOUND)
+            why = "salespad worker: message not found";
+        else if (rc != SP_OK)
+            goto lookup_failed;
+        else if (w->msg.direction != MESSAGE_INBOUND)
+            why = "salespad worker: generate-reply names a message that is not a reply";
+    }
+    if (why == NULL && d->gen == NULL)
+        why = "salespad worker: no content generator configured";
+    if (why != NULL) {
+        w->res = CLAIM_GONE;
+        return end_unsent(d, &w->job, now, 0, why, err);
+    }
+    leads_answer_id(inbound_id, w->answer_id);
+    rc = lead_repo_message_get(d->repo, w->answer_id, a, &answer, &lookup);
+    if (rc == SP_OK) {
+        w->res = CLAIM_SKIP; /* answered already: a run that died after its commit */
+        return end_unsent(d, &w->job, now, 1, NULL, err);
+    }
+    if (rc != SP_ENOTFOUND)
+        goto lookup_failed;
+    rc = lead_repo_lead_get(d->repo, w->msg.lead_id, a, &w->lead, err);
+    if (rc != SP_OK)
+        return rc;
+    if (lead_address_for(&w->lead, w->msg.channel) == NULL) {
+        w->res = CLAIM_GONE;
+        return end_unsent(d, &w->job, now, 0, "salespad worker: the lead has no address there",
+                          err);
+    }
+    rc = lead_repo_message_page(d->repo, w->msg.lead_id, w->msg.channel, &spec, a, &hist, &page,
+                                err);
+    w->conv.messages = hist;
+    w->conv.n = page.n;
+    return rc;
+lookup_failed:
+    if (err && err->code == SP_OK)
+        *err = lookup;
+    return rc;
+}
+
+/* The claim of any reserved job, by its name. */
+static int
+claim_work(const struct delivery_deps *d, struct work *w, struct arena *a, struct sp_error *err)
+{
+    if (is_generate(&w->job))
+        return claim_generate(d, w, a, err);
+    w->is_gen = 0;
+    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->res, err);
+}
+
+/* When a job that failed its attempts_made-th attempt runs again: the longer of its backoff and
+ * the provider's Retry-After (capped at RETRY_AFTER_MAX_MS). */
+static int64_t
+retry_at(const struct delivery_deps *d, const struct job *j, int attempts_made,
+         int64_t retry_after_ms, int64_t now)
+{
+    uint32_t rnd = d->random ? d->random() : 0;
+    int jitter = j->jitter_pct == JOB_JITTER_WORKER ? d->jitter_pct : j->jitter_pct;
+    int64_t delay = job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made, jitter, rnd);
+
+    if (retry_after_ms > RETRY_AFTER_MAX_MS)
+        retry_after_ms = RETRY_AFTER_MAX_MS;
+    return now + (retry_after_ms > delay ? retry_after_ms : delay);
+}
+
+static int
 record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struct message *m,
             const struct lead *l, const char *provider_id, struct sp_error *err)
 {
@@ -215,15 +327,8 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     int rc;
 
     *will_retry = sp_err_retryable(send_rc) && attempts_made < j->max_attempts;
-    if (*will_retry) {
-        uint32_t rnd = d->random ? d->random() : 0;
-        int jitter = j->jitter_pct == JOB_JITTER_WORKER ? d->jitter_pct : j->jitter_pct;
-        int64_t delay =
-            job_backoff_delay(j->backoff_type, j->backoff_ms, attempts_made, jitter, rnd);
-        if (retry_after_ms > RETRY_AFTER_MAX_MS)
-            retry_after_ms = RETRY_AFTER_MAX_MS;
-        run_at = now + (retry_after_ms > delay ? retry_after_ms : delay);
-    }
+    if (*will_retry)
+        run_at = retry_at(d, j, attempts_made, retry_after_ms, now);
     m->status = *will_retry ? MESSAGE_QUEUED : MESSAGE_FAILED;
     m->last_error = error;
     m->updated_at = now;
@@ -301,18 +406,124 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
     return sender_send(s, &req, a, provider_id, send_err);
 }
 
-/* One job of a batch, from reservation to outcome. */
-struct work {
-    struct job job;
-    struct message msg;
-    struct lead lead;
-    int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
-    enum claim_result res;
-    int send_rc;
-    const char *provider_id;
-    struct sp_error send_err;
-    enum delivery_outcome outcome;
-};
+/* The leads deps the answer's writes need (no bus: no event handler runs from a job). */
+static struct leads_deps
+answer_deps(const struct delivery_deps *d)
+{
+    struct leads_deps ld;
+
+    memset(&ld, 0, sizeof(ld));
+    ld.repo = d->repo;
+    ld.queue = d->queue;
+    ld.clock = d->clock;
+    ld.gen = d->gen;
+    ld.policy = d->policy;
+    return ld;
+}
+
+/* {"messageId":answer[,"fallback":"template"]}: a generate-reply job's return value. */
+static const char *
+generate_result(struct arena *a, const char *answer_id, int fallback)
+{
+    struct jsonw w;
+
+    jsonw_init(&w, a, 256);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", answer_id);
+    if (fallback)
+        jsonw_kstr(&w, "fallback", "template");
+    jsonw_obj_end(&w);
+    return jsonw_finish_or(&w, "{}");
+}
+
+/* The model failed for good: the ai_reply_failed event, then the template answer (when there is
+ * a fallback and it can answer) or the job's failure. */
+static int
+record_gen_failed(const struct delivery_deps *d, struct arena *a, struct work *w, const char *error,
+                  int attempts_made, int64_t now, struct sp_error *err)
+{
+    struct leads_deps ld = answer_deps(d);
+    struct generated fb = {0};
+    struct sp_error fberr = {0};
+    int has_fb =
+        d->fallback != NULL && content_gen_answer(d->fallback, &w->lead, w->msg.channel,
+                                                  w->msg.channel_message, a, &fb, &fberr) == SP_OK;
+    struct jsonw jw;
+    int rc;
+
+    jsonw_init(&jw, a, 1024);
+    jsonw_obj_begin(&jw);
+    jsonw_kstr(&jw, "messageId", w->msg.id);
+    jsonw_kstr(&jw, "channel", channel_name(w->msg.channel));
+    jsonw_kint(&jw, "attempt", attempts_made);
+    jsonw_kstr(&jw, "error", error);
+    jsonw_kstr(&jw, "code", sp_err_name(w->send_rc));
+    jsonw_kstr(&jw, "fallback", has_fb ? "template" : "none");
+    if (has_fb)
+        jsonw_kstr(&jw, "answerId", w->answer_id);
+    jsonw_obj_end(&jw);
+
+    if (has_fb) {
+        w->job.result = generate_result(a, w->answer_id, 1);
+        rc = job_queue_complete(d->queue, &w->job, now, err);
+    } else {
+        rc = job_queue_fail(d->queue, &w->job, now, error, err);
+    }
+    if (rc == SP_OK)
+        rc = leads_event_append(d->repo, w->msg.lead_id, EVENT_AI_REPLY_FAILED,
+                                leads_correlation_json(a, w->msg.lead_id, w->msg.id, w->job.id),
+                                jsonw_finish_or(&jw, "{}"), now, err);
+    if (rc == SP_OK && has_fb)
+        rc = leads__queue_outbound(&ld, a, &w->lead, w->msg.channel, MESSAGE_KIND_AI_REPLY,
+                                   w->answer_id, &fb, now, err);
+    w->outcome = has_fb ? DELIVERY_FALLBACK : DELIVERY_DEAD;
+    return rc;
+}
+
+/* Records a generate-reply job's outcome inside the caller's unit of work: the answer and its
+ * send job, a retry, or the fallback. The job's transition comes first (it fails with
+ * SP_ELEASELOST, changing nothing, when our lease was lost). */
+static int
+record_generated(const struct delivery_deps *d, struct arena *a, struct work *w,
+                 struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(d->clock);
+    int attempts_made = w->job.attempts_made + 1;
+    struct leads_deps ld = answer_deps(d);
+    struct sp_error lookup = {0};
+    struct message existing;
+    const char *error;
+    int rc;
+
+    /* Idempotency: the answer's id is fixed by the inbound message. */
+    rc = lead_repo_message_get(d->repo, w->answer_id, a, &existing, &lookup);
+    if (rc == SP_OK) {
+        w->outcome = DELIVERY_DUPLICATE;
+        return job_queue_complete(d->queue, &w->job, now, err);
+    }
+    if (rc != SP_ENOTFOUND) {
+        if (err && err->code == SP_OK)
+            *err = lookup;
+        return rc;
+    }
+    if (w->send_rc == SP_OK) {
+        w->outcome = DELIVERY_SENT;
+        w->job.result = generate_result(a, w->answer_id, 0);
+        rc = job_queue_complete(d->queue, &w->job, now, err);
+        if (rc == SP_OK)
+            rc = leads__queue_outbound(&ld, a, &w->lead, w->msg.channel, MESSAGE_KIND_AI_REPLY,
+                                       w->answer_id, &w->answer, now, err);
+        return rc;
+    }
+    error = arena_strdup(a, w->send_err.msg[0] ? w->send_err.msg : sp_err_str(w->send_rc));
+    if (sp_err_retryable(w->send_rc) && attempts_made < w->job.max_attempts) {
+        w->outcome = DELIVERY_RETRY;
+        return job_queue_retry(d->queue, &w->job, now,
+                               retry_at(d, &w->job, attempts_made, w->send_err.retry_after_ms, now),
+                               error, err);
+    }
+    return record_gen_failed(d, a, w, error, attempts_made, now, err);
+}
 
 /* Records one send's outcome inside the caller's unit of work. */
 static int
@@ -321,6 +532,8 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     int will_retry = 0;
     int rc;
 
+    if (w->is_gen)
+        return record_generated(d, a, w, err);
     if (w->send_rc == SP_OK) {
         w->outcome = DELIVERY_SENT;
         return record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
@@ -474,8 +687,13 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
         }
         if (w->res != CLAIM_SEND)
             continue;
-        w->send_rc =
-            deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
+        if (w->is_gen)
+            w->send_rc =
+                content_gen_answer_in(d->gen, &w->lead, w->msg.channel, w->msg.channel_message,
+                                      &w->conv, a, &w->answer, &w->send_err);
+        else
+            w->send_rc =
+                deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
         any = 1;
     }
     if (!any)
@@ -487,6 +705,8 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
         struct sp_error terr = {0};
         int committed = 0;
         rc = record_batch(d, a, ws, n, checked, &committed, &terr);
+        if (committed)
+            job_queue_wake(d->queue); /* answers queued their send jobs */
         if (rc == SP_OK || committed || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
             if (rc != SP_OK && err && err->code == SP_OK)
                 *err = terr;
@@ -509,7 +729,7 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    rc = claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->res, err);
+    rc = claim_work(d, w, a, err);
     if (rc != SP_OK) {
         uow_rollback(d);
         return rc;
@@ -534,6 +754,8 @@ outcome_name(enum delivery_outcome o)
         return "failed, will retry";
     case DELIVERY_LEASE_LOST:
         return "lease lost, outcome dropped";
+    case DELIVERY_FALLBACK:
+        return "model failed for good, template answer written";
     default:
         return "failed for good";
     }
@@ -545,7 +767,8 @@ log_outcome(const struct work *w)
     const struct job *j = &w->job;
     const char *mid = w->msg.id[0] ? w->msg.id : "-";
 
-    if (w->outcome == DELIVERY_RETRY || w->outcome == DELIVERY_DEAD)
+    if (w->outcome == DELIVERY_RETRY || w->outcome == DELIVERY_DEAD ||
+        w->outcome == DELIVERY_FALLBACK)
         log_info("job %s message %s attempt %d of %d: %s", j->id, mid, j->attempts_made + 1,
                  j->max_attempts, outcome_name(w->outcome));
     else
@@ -573,8 +796,7 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     rc = job_queue_reserve(d->queue, reserved_at, d->lease_ms, batch, a, js, &n, next_due, err);
     for (int i = 0; rc == SP_OK && i < n; i++) {
         ws[i].job = js[i];
-        rc = claim_in_tx(d, &ws[i].job, a, &ws[i].msg, &ws[i].lead, &ws[i].last_inbound, &ws[i].res,
-                         err);
+        rc = claim_work(d, &ws[i], a, err);
     }
     if (rc != SP_OK) {
         uow_rollback(d);

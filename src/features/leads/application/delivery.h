@@ -1,4 +1,5 @@
-/* delivery.h: the delivery use case: the send-message job processor and the worker tick.
+/* delivery.h: the delivery use case: the send-message and generate-reply job processors and the
+ * worker tick.
  *
  * Delivery belongs to the leads slice: a message is part of a lead's conversation, its outcome
  * lands on the lead's timeline and moves the lead's status, all in one unit of work with the
@@ -18,12 +19,25 @@
  * retry delay is the worker's policy (job_backoff_delay), whatever the backend. */
 #pragma once
 
+/* generate-reply (leads.h, GENERATE_REPLY_JOB): in the claim's unit of work the worker reads the
+ * inbound message, the lead and the conversation on the channel (the newest CONTENT_HISTORY_MAX
+ * messages), and completes the job at once when the answer already exists (its id is fixed by
+ * the inbound message: leads_answer_id); then it calls the content generator, outside any
+ * transaction; then, in the record's unit of work, it writes the answer (an ai_reply message),
+ * its send-message job and its message_queued event, and completes the job. A retryable
+ * generator error (SP_EPROVIDER, SP_ETIMEDOUT, SP_EUNAVAIL) retries the job with its backoff, or
+ * later when the provider's Retry-After says so; a permanent one, or the last attempt, writes the
+ * fallback generator's answer instead (AI_FALLBACK=template) with an ai_reply_failed event, or
+ * only that event and the job's failure (AI_FALLBACK=none: `fallback` NULL). */
+
 #include "core/err.h"
 #include "core/queue.h"
 
 #include <stdint.h>
 
 struct arena;
+struct content_gen;
+struct leads_policy;
 struct lead_repo;
 struct sender_registry;
 struct sp_clock;
@@ -33,19 +47,23 @@ struct delivery_deps {
     struct job_queue *queue;
     const struct sp_clock *clock;
     const struct sender_registry *senders;
-    int64_t lease_ms;         /* how long a reserved job stays ours without renewal */
-    int batch;                /* jobs reserved per tick (>= 1) */
-    int jitter_pct;           /* backoff jitter, 0..100 */
-    uint32_t (*random)(void); /* for jitter; NULL means no jitter */
+    int64_t lease_ms;                  /* how long a reserved job stays ours without renewal */
+    int batch;                         /* jobs reserved per tick (>= 1) */
+    int jitter_pct;                    /* backoff jitter, 0..100 */
+    uint32_t (*random)(void);          /* for jitter; NULL means no jitter */
+    struct content_gen *gen;           /* answers (generate-reply jobs) */
+    struct content_gen *fallback;      /* answers when gen failed for good; NULL: none */
+    const struct leads_policy *policy; /* attempts and backoff of the answers' send jobs */
 };
 
 /* Outcome of one processed job, for logs and tests. */
 enum delivery_outcome {
-    DELIVERY_SENT = 0,
+    DELIVERY_SENT = 0,   /* sent; for generate-reply: the answer was written */
     DELIVERY_DUPLICATE,  /* message was already sent: job completed without sending */
     DELIVERY_RETRY,      /* failed, will retry */
     DELIVERY_DEAD,       /* failed for good */
     DELIVERY_LEASE_LOST, /* our lease was lost mid-send: another worker's outcome stands */
+    DELIVERY_FALLBACK,   /* generate-reply: the model failed for good, the template answered */
 };
 
 /* The message a send-message job is about: data.messageId copied into out (SP_UUID_LEN + 1

@@ -157,11 +157,17 @@ job_data(struct arena *a, const struct message *m, const char *correlation)
     return jsonw_finish_or(&w, "{}");
 }
 
-/* Inserts an outbound message, its send-message job and the message_queued event. */
-static int
-queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l, enum channel c,
-               enum message_kind kind, const struct generated *content, int64_t now,
-               struct sp_error *err)
+void
+leads_answer_id(const char *inbound_id, char *out)
+{
+    memcpy(out, inbound_id, SP_UUID_LEN + 1);
+    out[14] = '8';
+}
+
+int
+leads__queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l,
+                      enum channel c, enum message_kind kind, const char *id,
+                      const struct generated *content, int64_t now, struct sp_error *err)
 {
     struct message m;
     struct job_spec spec;
@@ -179,7 +185,10 @@ queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l
         return sp_error_set(err, SP_EINTERNAL, "to",
                             "generated %s message is not addressed to the lead", channel_name(c));
     memset(&m, 0, sizeof(m));
-    sp_uuid_v7(m.id);
+    if (id != NULL)
+        memcpy(m.id, id, SP_UUID_LEN + 1);
+    else
+        sp_uuid_v7(m.id);
     memcpy(m.lead_id, l->id, SP_UUID_LEN + 1);
     m.channel = c;
     m.direction = MESSAGE_OUTBOUND;
@@ -232,10 +241,40 @@ leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err)
             continue; /* no sender configured for this channel: nothing to queue */
         rc = content_gen_welcome(d->gen, ev->lead, channels[i], ev->arena, &content, err);
         if (rc == SP_OK)
-            rc = queue_outbound(d, ev->arena, ev->lead, channels[i], MESSAGE_KIND_WELCOME, &content,
-                                ev->now, err);
+            rc = leads__queue_outbound(d, ev->arena, ev->lead, channels[i], MESSAGE_KIND_WELCOME,
+                                       NULL, &content, ev->now, err);
     }
     return rc;
+}
+
+/* The prospect's text in a channel message: an email's body, a WhatsApp text (arena), or NULL. */
+static const char *
+inbound_text(struct arena *a, enum channel c, const char *channel_message)
+{
+    char *buf = arena_alloc(a, MESSAGE_CONTENT_MAX + 1);
+
+    if (jsonr_str(channel_message, c == CHANNEL_EMAIL ? "body" : "text", buf,
+                  MESSAGE_CONTENT_MAX + 1) != SP_OK)
+        return NULL;
+    return buf;
+}
+
+/* A stop request gets no answer: the timeline says why. */
+static int
+skip_answer(const struct leads_deps *d, const struct leads_event_ctx *ev, struct sp_error *err)
+{
+    const struct message *in = ev->inbound;
+    struct jsonw w;
+
+    jsonw_init(&w, ev->arena, 512);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", in->id);
+    jsonw_kstr(&w, "channel", channel_name(in->channel));
+    jsonw_kstr(&w, "reason", "stop_requested");
+    jsonw_obj_end(&w);
+    return leads_event_append(d->repo, ev->lead->id, EVENT_AI_REPLY_SKIPPED,
+                              leads_correlation_json(ev->arena, ev->lead->id, in->id, NULL),
+                              jsonw_finish_or(&w, "{}"), ev->now, err);
 }
 
 int
@@ -243,16 +282,35 @@ leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
 {
     const struct leads_event_ctx *ev = payload;
     const struct leads_deps *d = ev->deps;
-    struct generated content = {0};
-    int rc;
+    const struct message *in = ev->inbound;
+    struct job_spec spec;
+    char job_id[JOB_ID_MAX];
+    struct jsonw w;
 
     (void)ctx;
-    rc = content_gen_answer(d->gen, ev->lead, ev->inbound->channel, ev->inbound->channel_message,
-                            ev->arena, &content, err);
-    if (rc == SP_OK)
-        rc = queue_outbound(d, ev->arena, ev->lead, ev->inbound->channel, MESSAGE_KIND_AI_REPLY,
-                            &content, ev->now, err);
-    return rc;
+    if (reply_stop_requested(inbound_text(ev->arena, in->channel, in->channel_message)))
+        return skip_answer(d, ev, err);
+    /* The answer needs an address: a lead without one on the channel (and no "from" to adopt)
+     * was refused before anything was stored. */
+    if (lead_address_for(ev->lead, in->channel) == NULL)
+        return sp_error_set(err, SP_EINVAL, "messageContent",
+                            "lead has no %s address and messageContent.from is missing",
+                            channel_name(in->channel));
+    jsonw_init(&w, ev->arena, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", in->id);
+    jsonw_kstr(&w, "leadId", ev->lead->id);
+    jsonw_kstr(&w, "channel", channel_name(in->channel));
+    jsonw_kraw(&w, "correlationIds", leads_correlation_json(ev->arena, ev->lead->id, in->id, NULL));
+    jsonw_obj_end(&w);
+    memset(&spec, 0, sizeof(spec));
+    spec.name = GENERATE_REPLY_JOB;
+    spec.group = ev->lead->id;
+    spec.key = in->id;
+    spec.data = jsonw_finish_or(&w, "{}");
+    spec.max_attempts = d->policy->job_attempts;
+    spec.backoff_ms = d->policy->job_backoff_ms;
+    return job_queue_enqueue(d->queue, &spec, ev->now, job_id, err);
 }
 
 const char *

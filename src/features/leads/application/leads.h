@@ -16,10 +16,14 @@
 struct arena;
 struct content_gen;
 struct event_bus;
+struct generated;
 struct lead_repo;
 struct sp_clock;
 
 #define SEND_MESSAGE_JOB "send-message"
+/* Generates the answer to an inbound message (data.messageId), then writes it and its
+ * send-message job in one unit of work (delivery.h). Its job key is the inbound message's id. */
+#define GENERATE_REPLY_JOB "generate-reply"
 
 /* Domain events published on the bus. */
 enum leads_domain_event { LEADS_EV_LEAD_ADDED = 1, LEADS_EV_LEAD_REPLIED };
@@ -66,8 +70,10 @@ struct reply_input {
     const char *content; /* messageContent as JSON object text */
 };
 
-/* Stores the prospect's reply, moves the lead to replied and queues the AI answer, in one unit
- * of work. message_id receives the inbound message's id. The answer goes only to the lead's own
+/* Stores the prospect's reply, moves the lead to replied and queues a generate-reply job for
+ * its answer, in one unit of work; the answer itself is written later by that job. A reply that
+ * asks us to stop (reply_stop_requested) gets no job but an ai_reply_skipped event. message_id
+ * receives the inbound message's id. The answer goes only to the lead's own
  * address on the channel. A "from" in the content must be an address of the channel
  * (lead_address_valid); when the lead has none there, it becomes the lead's address (with an
  * address_added event) in the same unit of work; otherwise it is only kept in the reply.
@@ -135,6 +141,19 @@ const char *leads_correlation_json(struct arena *a, const char *lead_id, const c
 /* {"from","to","reason"}: the payload of status_changed. */
 const char *leads_status_change_payload(struct arena *a, enum lead_status from, enum lead_status to,
                                         const char *reason);
+
+/* The id of the answer to inbound message `inbound_id`: the same UUID with version 8 in place of
+ * 7, so it is fixed by the inbound message (a generate-reply job run twice finds its answer
+ * written) and never equals a generated (version 7) id. out: SP_UUID_LEN + 1 bytes. */
+void leads_answer_id(const char *inbound_id, char *out);
+
+/* Slice-private (delivery.c): inserts outbound message `id` (NULL: a new one) of kind `kind`
+ * on channel c to the lead's address, its send-message job and its message_queued event, in
+ * the caller's unit of work. SP_EINVAL when the lead has no address on c. */
+int leads__queue_outbound(const struct leads_deps *d, struct arena *a, const struct lead *l,
+                          enum channel c, enum message_kind kind, const char *id,
+                          const struct generated *content, int64_t now,
+                          struct sp_error *err) SP_MUST_CHECK;
 
 /* Appends an event of `type` for lead_id with payload and correlation ids (JSON object texts). */
 int leads_event_append(struct lead_repo *repo, const char *lead_id, enum lead_event_type type,

@@ -13,9 +13,9 @@ static const char *const channel_names[] = {"email", "whatsapp", "linkedin", "vo
 static const char *const direction_names[] = {"outbound", "inbound"};
 static const char *const kind_names[] = {"welcome", "ai_reply", "reply"};
 static const char *const mstatus_names[] = {"queued", "sending", "sent", "failed", "received"};
-static const char *const event_names[] = {"lead_added",     "message_queued", "message_sent",
-                                          "message_failed", "reply_received", "ai_reply_sent",
-                                          "status_changed", "address_added"};
+static const char *const event_names[] = {
+    "lead_added",    "message_queued", "message_sent",  "message_failed",  "reply_received",
+    "ai_reply_sent", "status_changed", "address_added", "ai_reply_failed", "ai_reply_skipped"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -384,4 +384,42 @@ reply_intent_detect(const char *text)
     if (has_any(text, price))
         return INTENT_PRICING;
     return INTENT_OTHER;
+}
+
+/* Phrases that, opening a message, ask us to stop writing; and the carriers' opt-out words that
+ * count only as the whole message ("End of the month works" is not one). See lead.h. */
+static const char *const stop_openers[] = {
+    "stop",           "unsubscribe",   "remove me",    "opt out",        "opt-out", "optout",
+    "do not contact", "don't contact", "dont contact", "leave me alone", NULL};
+static const char *const stop_alone[] = {"end", "cancel", "quit", "stopall", NULL};
+
+static const char *
+skip_punct(const char *p)
+{
+    while (*p && !isalnum((unsigned char)*p))
+        p++;
+    return p;
+}
+
+int
+reply_stop_requested(const char *text)
+{
+    const char *p;
+
+    if (text == NULL)
+        return 0;
+    p = skip_punct(text);
+    if (strncasecmp(p, "please", 6) == 0 && !isalnum((unsigned char)p[6]))
+        p = skip_punct(p + 6);
+    for (const char *const *w = stop_openers; *w; w++) {
+        size_t wl = strlen(*w);
+        if (strncasecmp(p, *w, wl) == 0 && !isalnum((unsigned char)p[wl]) && p[wl] != '\'')
+            return 1;
+    }
+    for (const char *const *w = stop_alone; *w; w++) {
+        size_t wl = strlen(*w);
+        if (strncasecmp(p, *w, wl) == 0 && *skip_punct(p + wl) == '\0')
+            return 1;
+    }
+    return 0;
 }

@@ -51,7 +51,9 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
-    EVENT_ADDRESS_ADDED, /* a reply's sender became the lead's address on its channel */
+    EVENT_ADDRESS_ADDED,    /* a reply's sender became the lead's address on its channel */
+    EVENT_AI_REPLY_FAILED,  /* the model failed for good: template answer or none */
+    EVENT_AI_REPLY_SKIPPED, /* no answer generated (the prospect asked us to stop) */
 };
 
 struct lead {
@@ -161,3 +163,12 @@ enum reply_intent {
 /* Case-insensitive keyword match; STOP wins over everything, then not-interested, demo, pricing. */
 enum reply_intent reply_intent_detect(const char *text);
 const char *reply_intent_name(enum reply_intent i);
+
+/* 1 if the prospect's message asks us to stop contacting them, so that no answer is generated:
+ * the message opens (after blanks, punctuation and an optional "please") with one of "stop",
+ * "unsubscribe", "remove me", "opt out" / "opt-out" / "optout", "do not contact" / "don't
+ * contact", "leave me alone", case-insensitive, as whole words ("STOP", "Stop please",
+ * "unsubscribe me", "Please remove me from your list"), or is nothing but "end", "cancel",
+ * "quit" or "stopall" (the carriers' opt-out words). A stop word later in the message ("can we
+ * stop by on Friday?") does not count. NULL: 0. */
+int reply_stop_requested(const char *text);

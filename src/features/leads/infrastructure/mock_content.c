@@ -94,7 +94,8 @@ strip_re(const char *s)
 
 static int
 answer(struct content_gen *g, const struct lead *l, enum channel c, const char *inbound,
-       struct arena *a, struct generated *out, struct sp_error *err)
+       const struct conversation *conv, struct arena *a, struct generated *out,
+       struct sp_error *err)
 {
     json_t *in = inbound ? json_loads(inbound, 0, NULL) : NULL;
     const char *to = lead_address_for(l, c);
@@ -104,6 +105,7 @@ answer(struct content_gen *g, const struct lead *l, enum channel c, const char *
     int rc;
 
     (void)g;
+    (void)conv; /* the template answers the newest reply only */
     text = json_string_value(json_object_get(in, c == CHANNEL_EMAIL ? "body" : "text"));
     subject = json_string_value(json_object_get(in, "subject"));
     /* Only ever to the lead's own address: a reply's "from" is the use case's business (it

@@ -164,6 +164,32 @@ domain_ok(const char *d)
 static const struct sender_ops smtp_ops = {"smtp", smtp_send};
 
 int
+smtp_sender_check(struct smtp_sender *s, struct arena *a, const char **detail, struct sp_error *err)
+{
+    struct curl_smtp_request cr;
+    struct curl_reply reply;
+    struct sp_error terr = {0};
+    int rc;
+
+    memset(&cr, 0, sizeof(cr));
+    cr.url = s->url;
+    cr.username = s->username;
+    cr.password = s->password;
+    cr.ca_file = s->ca_file;
+    cr.require_tls = s->username != NULL;
+    cr.timeout_ms = s->timeout_ms;
+    cr.connect_timeout_ms =
+        s->timeout_ms < CONNECT_TIMEOUT_MAX_MS ? s->timeout_ms : CONNECT_TIMEOUT_MAX_MS;
+    rc = curl_client_smtp_check(&cr, a, &reply, &terr);
+    if (rc != SP_OK)
+        return sp_error_set(err, rc, "provider", "%s%s%s", terr.msg, reply.line[0] ? ": " : "",
+                            reply.line);
+    *detail = s->username ? "connected, EHLO, TLS, AUTH accepted, NOOP answered"
+                          : "connected, EHLO, NOOP answered (no AUTH configured)";
+    return SP_OK;
+}
+
+int
 smtp_sender_new(const struct smtp_sender_config *cfg, struct smtp_sender **out,
                 struct sp_error *err)
 {

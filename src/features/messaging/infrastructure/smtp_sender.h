@@ -16,6 +16,7 @@
 
 #include "core/err.h"
 
+struct arena;
 struct smtp_sender;
 struct sender;
 
@@ -38,3 +39,8 @@ int smtp_sender_new(const struct smtp_sender_config *cfg, struct smtp_sender **o
 struct sender *smtp_sender_base(struct smtp_sender *s);
 /* NULL-safe. */
 void smtp_sender_free(struct smtp_sender *s);
+/* For `salespad check-providers`: logs in to the relay (EHLO, STARTTLS, AUTH) and sends
+ * nothing (NOOP). *detail (static) says what was checked. Errors as for sends, the relay's
+ * last reply line in the message. */
+int smtp_sender_check(struct smtp_sender *s, struct arena *a, const char **detail,
+                      struct sp_error *err) SP_MUST_CHECK;

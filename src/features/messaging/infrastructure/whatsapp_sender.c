@@ -290,6 +290,46 @@ wa_send(struct sender *base, const struct send_request *req, struct arena *a,
 
 static const struct sender_ops wa_ops = {"whatsapp-cloud", wa_send};
 
+int
+whatsapp_sender_check(struct whatsapp_sender *s, struct arena *a, const char **detail,
+                      struct sp_error *err)
+{
+    const char *headers[] = {s->auth, "Accept: application/json", NULL};
+    size_t n = strlen(s->url) - strlen("/messages");
+    struct curl_http_request hr;
+    struct curl_reply reply;
+    struct sp_error terr = {0};
+    json_t *root;
+    const char *num;
+    int rc, token_refused = 0;
+
+    memset(&hr, 0, sizeof(hr));
+    hr.url = arena_printf(a, "%.*s", (int)n, s->url); /* {api_url}/{phone_number_id} */
+    hr.headers = headers;
+    hr.timeout_ms = s->timeout_ms;
+    hr.connect_timeout_ms =
+        s->timeout_ms < CONNECT_TIMEOUT_MAX_MS ? s->timeout_ms : CONNECT_TIMEOUT_MAX_MS;
+    hr.max_body = REPLY_MAX;
+    rc = curl_client_http_get(&hr, a, &reply, &terr);
+    if (rc != SP_OK)
+        return sp_error_set(err, rc == SP_ETOOLARGE ? SP_EPROVIDER : rc, "provider", "whatsapp: %s",
+                            terr.msg);
+    if (reply.code < 200 || reply.code > 299) {
+        rc = whatsapp_error_classify(reply.code, reply.body, reply.body_len, reply.retry_after_s,
+                                     &token_refused, err);
+        if (err && strstr(err->msg, s->token) != NULL)
+            snprintf(err->msg, sizeof(err->msg), "whatsapp: HTTP %ld (error text withheld)",
+                     reply.code);
+        return rc;
+    }
+    root = json_loadb(reply.body, reply.body_len, 0, NULL);
+    num = json_string_value(json_object_get(root, "display_phone_number"));
+    *detail = num ? arena_printf(a, "token accepted, phone number id found (%.40s)", num)
+                  : "token accepted, phone number id found";
+    json_decref(root);
+    return SP_OK;
+}
+
 /* http:// is for tests only: the host must be loopback (a token never crosses a network in
  * clear text). */
 static int

@@ -45,6 +45,10 @@ int whatsapp_sender_new(const struct whatsapp_sender_config *cfg, struct whatsap
 struct sender *whatsapp_sender_base(struct whatsapp_sender *s);
 /* NULL-safe; wipes the token. */
 void whatsapp_sender_free(struct whatsapp_sender *s);
+/* For `salespad check-providers`: GET {api_url}/{phone_number_id} with the token, nothing
+ * sent. *detail (arena) says what was found. Errors as for sends. */
+int whatsapp_sender_check(struct whatsapp_sender *s, struct arena *a, const char **detail,
+                          struct sp_error *err) SP_MUST_CHECK;
 
 /* ---- the pure parts, exposed for the unit tests ------------------------------------------- */
 
