@@ -46,3 +46,12 @@ xstrdup(const char *s)
     memcpy(p, s, len + 1);
     return p;
 }
+
+void
+xfree_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}

@@ -11,3 +11,6 @@ void *xmalloc(size_t len);
 void *xcalloc(size_t n, size_t len);
 void *xrealloc(void *p, size_t len);
 char *xstrdup(const char *s);
+/* Frees a secret (a token, a key, a header holding one) after zeroing it, in a way the compiler
+ * may not drop as a dead store. NULL-safe. */
+void xfree_secret(char *s);

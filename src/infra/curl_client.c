@@ -2,12 +2,14 @@
 #include "infra/curl_client.h"
 
 #include "core/arena.h"
+#include "core/xmalloc.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define PARTIAL_MAX 1024 /* one reply line being received; the rest of a longer one is dropped */
@@ -415,4 +417,32 @@ curl_client_http_get(const struct curl_http_request *req, struct arena *a, struc
                      struct sp_error *err)
 {
     return http_call(req, 1, a, out, err);
+}
+
+int
+curl_client_url_ok(const char *u)
+{
+    static const char *const loopback[] = {"http://127.0.0.1:", "http://127.0.0.1/",
+                                           "http://localhost:", "http://localhost/",
+                                           "http://[::1]:",     "http://[::1]/"};
+
+    if (strpbrk(u, " \t\r\n?#") != NULL)
+        return 0;
+    if (strncmp(u, "https://", 8) == 0 && u[8] != '\0')
+        return 1;
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
+        if (strncmp(u, loopback[i], strlen(loopback[i])) == 0)
+            return 1;
+    return 0;
+}
+
+char *
+curl_client_bearer(const char *token)
+{
+    static const char prefix[] = "Authorization: Bearer ";
+    size_t n = sizeof(prefix) + strlen(token);
+    char *h = xmalloc(n);
+
+    snprintf(h, n, "%s%s", prefix, token);
+    return h;
 }

@@ -21,6 +21,12 @@ struct arena;
 
 /* Once per process, before any thread calls this module. SP_EINTERNAL if libcurl cannot start. */
 int curl_client_global_init(struct sp_error *err) SP_MUST_CHECK;
+
+/* Whether `url` may carry a credential: https://, or http:// to a loopback host only (tests:
+ * a token never crosses a network in clear text); no whitespace, query or fragment. */
+int curl_client_url_ok(const char *url);
+/* "Authorization: Bearer <token>", allocated; free it with xfree_secret(). */
+char *curl_client_bearer(const char *token);
 /* After every thread that used this module has exited; frees the calling thread's handle. */
 void curl_client_global_cleanup(void);
 

@@ -332,23 +332,6 @@ openai_content_check(struct openai_content *g, struct arena *a, const char **det
 
 /* ---- set-up --------------------------------------------------------------------------------- */
 
-/* http:// is for tests only: the host must be loopback (a key never crosses a network in clear
- * text). */
-static int
-url_ok(const char *u)
-{
-    static const char *const loopback[] = {"http://127.0.0.1:", "http://127.0.0.1/",
-                                           "http://localhost:", "http://localhost/",
-                                           "http://[::1]:",     "http://[::1]/"};
-
-    if (strncmp(u, "https://", 8) == 0 && u[8] != '\0')
-        return 1;
-    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
-        if (strncmp(u, loopback[i], strlen(loopback[i])) == 0)
-            return 1;
-    return 0;
-}
-
 static int
 printable(const char *s, size_t max)
 {
@@ -378,9 +361,9 @@ openai_content_new(const struct openai_content_config *cfg, struct openai_conten
 {
     struct openai_content *g;
     const char *base = cfg->base_url;
-    size_t base_len, n;
+    size_t base_len;
 
-    if (base == NULL || !url_ok(base) || strpbrk(base, " \t\r\n?#") != NULL)
+    if (base == NULL || !curl_client_url_ok(base))
         return sp_error_set(err, SP_EINVAL, "AI_BASE_URL",
                             "config: AI_BASE_URL: must be https://... (http:// only to "
                             "127.0.0.1, localhost or [::1])");
@@ -403,9 +386,7 @@ openai_content_new(const struct openai_content_config *cfg, struct openai_conten
     g->completions_url = joined(base, base_len, "/chat/completions");
     g->models_url = joined(base, base_len, "/models");
     g->key = xstrdup(cfg->api_key);
-    n = strlen(cfg->api_key) + sizeof("Authorization: Bearer ");
-    g->auth = xmalloc(n);
-    snprintf(g->auth, n, "Authorization: Bearer %s", cfg->api_key);
+    g->auth = curl_client_bearer(cfg->api_key);
     g->model = xstrdup(cfg->model);
     g->system_prompt = xstrdup(cfg->system_prompt);
     g->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
@@ -420,14 +401,6 @@ openai_content_base(struct openai_content *g)
     return &g->base;
 }
 
-static void
-wipe_free(char *p)
-{
-    if (p)
-        memset(p, 0, strlen(p));
-    free(p);
-}
-
 void
 openai_content_free(struct openai_content *g)
 {
@@ -435,8 +408,8 @@ openai_content_free(struct openai_content *g)
         return;
     free(g->completions_url);
     free(g->models_url);
-    wipe_free(g->auth);
-    wipe_free(g->key);
+    xfree_secret(g->auth);
+    xfree_secret(g->key);
     free(g->model);
     free(g->system_prompt);
     free(g);

@@ -330,23 +330,6 @@ whatsapp_sender_check(struct whatsapp_sender *s, struct arena *a, const char **d
     return SP_OK;
 }
 
-/* http:// is for tests only: the host must be loopback (a token never crosses a network in
- * clear text). */
-static int
-url_ok(const char *u)
-{
-    static const char *const loopback[] = {"http://127.0.0.1:", "http://127.0.0.1/",
-                                           "http://localhost:", "http://localhost/",
-                                           "http://[::1]:",     "http://[::1]/"};
-
-    if (strncmp(u, "https://", 8) == 0 && u[8] != '\0')
-        return 1;
-    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
-        if (strncmp(u, loopback[i], strlen(loopback[i])) == 0)
-            return 1;
-    return 0;
-}
-
 static int
 all_of(const char *s, const char *set, size_t max)
 {
@@ -365,7 +348,7 @@ whatsapp_sender_new(const struct whatsapp_sender_config *cfg, struct whatsapp_se
     const char *api = cfg->api_url;
     size_t api_len, n;
 
-    if (api == NULL || !url_ok(api) || strpbrk(api, " \t\r\n?#") != NULL)
+    if (api == NULL || !curl_client_url_ok(api))
         return sp_error_set(err, SP_EINVAL, "WHATSAPP_API_URL",
                             "config: WHATSAPP_API_URL: must be https://... (http:// only to "
                             "127.0.0.1, localhost or [::1])");
@@ -395,9 +378,7 @@ whatsapp_sender_new(const struct whatsapp_sender_config *cfg, struct whatsapp_se
     s->url = xmalloc(n);
     snprintf(s->url, n, "%.*s/%s/messages", (int)api_len, api, cfg->phone_number_id);
     s->token = xstrdup(cfg->token);
-    n = strlen(cfg->token) + sizeof("Authorization: Bearer ");
-    s->auth = xmalloc(n);
-    snprintf(s->auth, n, "Authorization: Bearer %s", cfg->token);
+    s->auth = curl_client_bearer(cfg->token);
     s->welcome_template = xstrdup(cfg->welcome_template);
     s->template_lang = xstrdup(cfg->template_lang);
     s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
@@ -412,22 +393,14 @@ whatsapp_sender_base(struct whatsapp_sender *s)
     return &s->base;
 }
 
-static void
-wipe_free(char *p)
-{
-    if (p)
-        memset(p, 0, strlen(p));
-    free(p);
-}
-
 void
 whatsapp_sender_free(struct whatsapp_sender *s)
 {
     if (s == NULL)
         return;
     free(s->url);
-    wipe_free(s->auth);
-    wipe_free(s->token);
+    xfree_secret(s->auth);
+    xfree_secret(s->token);
     free(s->welcome_template);
     free(s->template_lang);
     free(s);
