@@ -40,6 +40,15 @@ struct http_request {
     const char *query_values[HTTP_QUERY_MAX]; /* "" for a key sent without a value */
 };
 
+/* One field of a form body (application/x-www-form-urlencoded or multipart/form-data), decoded
+ * by http_request_form(). */
+struct http_form_field {
+    const char *name;     /* NUL-terminated */
+    const char *value;    /* NUL-terminated copy; may hold NULs (value_len is its length) */
+    size_t value_len;
+    const char *filename; /* multipart file part: its filename ("" when none given), else NULL */
+};
+
 struct http_header {
     const char *name;  /* static */
     const char *value; /* in the request arena, or static */
