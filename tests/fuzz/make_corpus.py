@@ -135,6 +135,90 @@ JSONW = [
 ]
 
 
+# fuzz_whatsapp_webhook: deliveries modelled on Meta's webhook reference, valid and refused
+def wa_value(messages=None, statuses=None, contacts=None, pnid="106540352242922"):
+    v = {"messaging_product": "whatsapp",
+         "metadata": {"display_phone_number": "15550783881", "phone_number_id": pnid}}
+    if contacts is not None:
+        v["contacts"] = contacts
+    if messages is not None:
+        v["messages"] = messages
+    if statuses is not None:
+        v["statuses"] = statuses
+    return v
+
+
+def wa(*changes, entries=None):
+    if entries is None:
+        entries = [{"id": "102290129340398",
+                    "changes": [{"value": v, "field": f} for f, v in changes]}]
+    return j({"object": "whatsapp_business_account", "entry": entries})
+
+
+def wa_msg(type_, extra, wamid="wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdBNzA", from_="16505551234"):
+    m = {"from": from_, "id": wamid, "timestamp": "1504902988", "type": type_}
+    m.update(extra)
+    return m
+
+
+KERRY = [{"profile": {"name": "Kerry Fisher"}, "wa_id": "16505551234"}]
+WA_STATUS = {"id": "wamid.HBgNNTUxNjk5MjMxODIyMhUCABEYEjgxQkVFRDVBQTVDODFDOTg3MQA=",
+             "status": "sent", "timestamp": "1750857384", "recipient_id": "5516992318222",
+             "conversation": {"id": "a75d17ad06104c51166f948319b03c6a",
+                              "origin": {"type": "service"}},
+             "pricing": {"billable": True, "pricing_model": "CBP", "category": "service"}}
+WA = [
+    wa(("messages", wa_value([wa_msg("text", {"text": {"body": "Is this still available?"}})],
+                             contacts=KERRY))),
+    wa(entries=[
+        {"id": "1", "changes": [
+            {"field": "messages", "value": wa_value(
+                [wa_msg("text", {"text": {"body": "first"}}, "wamid.1"),
+                 wa_msg("text", {"text": {"body": "second"}}, "wamid.2", "351912345678")],
+                contacts=KERRY + [{"profile": {"name": "Ana"}, "wa_id": "351912345678"}])},
+            {"field": "messages", "value": wa_value(statuses=[dict(WA_STATUS, status="read")])}]},
+        {"id": "2", "changes": [{"field": "messages", "value": wa_value(
+            [wa_msg("text", {"text": {"body": "third"}}, "wamid.3")], pnid="222")}]}]),
+    wa(("messages", wa_value([wa_msg("image", {"image": {
+        "caption": "our order", "mime_type": "image/jpeg", "sha256": "b1b4c0b9e7a1",
+        "id": "1003383421387256"}})], contacts=KERRY))),
+    wa(("messages", wa_value([wa_msg("reaction", {"reaction": {
+        "message_id": "wamid.OUT", "emoji": "\U0001F44D"}})], contacts=KERRY))),
+    wa(("messages", wa_value([wa_msg("button", {
+        "context": {"from": "15550783881", "id": "wamid.TEMPLATE"},
+        "button": {"text": "Yes, call me", "payload": "YES_PAYLOAD"}})], contacts=KERRY))),
+    wa(("messages", wa_value([wa_msg("interactive", {
+        "context": {"from": "15550783881", "id": "wamid.LIST"},
+        "interactive": {"type": "list_reply", "list_reply": {
+            "id": "plan_pro", "title": "Pro plan", "description": "For teams"}}})],
+        contacts=KERRY))),
+    wa(("messages", wa_value([wa_msg("interactive", {
+        "interactive": {"type": "button_reply", "button_reply": {
+            "id": "demo", "title": "Book a demo"}}})], contacts=KERRY))),
+    wa(("messages", wa_value(statuses=[WA_STATUS, dict(WA_STATUS, status="delivered"),
+                                       dict(WA_STATUS, status="read")]))),
+    wa(("messages", wa_value(statuses=[dict(WA_STATUS, status="failed", errors=[{
+        "code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
+        "error_data": {"details": "Message Undeliverable."}}])]))),
+    wa(("message_template_status_update", {"event": "APPROVED", "message_template_id": 1,
+                                           "message_template_name": "welcome_lead",
+                                           "reason": "NONE"}),
+       ("messages", wa_value(statuses=[dict(WA_STATUS, status="deleted"), WA_STATUS]))),
+    wa(("messages", wa_value([wa_msg("unsupported", {"errors": [{
+        "code": 131051, "title": "Message type unknown"}]}),
+        wa_msg("location", {"location": {"latitude": 38.7, "longitude": -9.1}})]))),
+    # refused
+    b"not json",
+    b"[]",
+    j({"object": "page", "entry": []}),
+    j({"object": "whatsapp_business_account", "entry": {}}),
+    wa(("messages", wa_value([{"from": "16505551234", "type": "text"}]))),
+    b'{"object":"whatsapp_business_account","object":"page","entry":[]}',
+    wa(("messages", wa_value([wa_msg("text", {"timestamp": 1504902988})]))),
+    # a header-shaped body: the signature check reads the input's first bytes as a header
+    b"sha256=20e391a99a86fc5adf7e3a453236d20c906360291977896cf2f671e03bb95703",
+]
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -146,3 +230,4 @@ def write(target, seeds):
 write("fuzz_leads_http", HTTP)
 write("fuzz_leads_form", FORM_BODIES)
 write("fuzz_jsonw", JSONW)
+write("fuzz_whatsapp_webhook", WA)

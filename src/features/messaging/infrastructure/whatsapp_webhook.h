@@ -31,9 +31,11 @@ struct wa_inbound {
                                     (or of the only contact), NULL when none */
     const char *type;            /* messages[].type as sent: "text", "image", "reaction", ... */
     /* The words the prospect wrote: text.body; button.text (a quick-reply button);
-     * interactive.button_reply.title or interactive.list_reply.title. NULL for other types. */
+     * interactive.button_reply.title or interactive.list_reply.title. NULL for other types
+     * (a caption is not read) and when that member is absent, not a string or empty. */
     const char *text;
-    int answerable;       /* 1 for text, button and interactive replies (they get an AI answer) */
+    int answerable;       /* 1 for text, button and interactive replies (they get an AI answer): in
+                             effect, 1 exactly when text is not NULL */
     int64_t timestamp_ms; /* messages[].timestamp (unix seconds, as a string) * 1000; 0 absent */
     const char *context_id; /* context.id: the wamid of the message it answers, or NULL */
     const char *raw;        /* the message object, compact JSON text */
@@ -69,6 +71,17 @@ int wa_webhook_signature_ok(const char *secret, const char *header, const char *
  * "changes" not arrays, a messages change whose value, metadata.phone_number_id, or a
  * message's id / from / type, or a status's id / status is missing or of the wrong type, or
  * more than WA_WEBHOOK_ITEMS_MAX items. Unknown status values ("deleted", "warning", ...) and
- * other fields are skipped (counted in nskipped), not refused. */
+ * other fields are skipped (counted in nskipped), not refused.
+ *
+ * In detail: the body is parsed strictly (a key twice, a "\u0000" or invalid UTF-8 in a
+ * string is SP_EINVAL); an entry or change that is not an object, a change without a string
+ * "field", and a messages change whose "contacts", "messages" or "statuses" is present (not
+ * null) but not an array are refused too, as are more than WA_WEBHOOK_ITEMS_MAX contacts in one
+ * change. Skipped statuses count as items too. Ids, from, type and phone_number_id are never
+ * NULL or empty; other strings are NULL rather than empty. A timestamp, when present and not
+ * null, must be a string of 1..12 digits up to the end of year 9999, else SP_EINVAL. Failed
+ * statuses only carry error_code / error_title; a malformed "errors" is read as none. On
+ * SP_EINVAL *out is left empty (zero counts, NULL arrays); err's message names the place in
+ * the envelope (entry[0].changes[1].messages[2].id), never a value from the body. */
 int wa_webhook_parse(const char *body, size_t len, struct arena *a, struct wa_delivery *out,
                      struct sp_error *err) SP_MUST_CHECK;
