@@ -3,6 +3,8 @@
 
 Bodies follow the HTTP contract in docs/http-api.md (valid and invalid). Re-running rewrites the same
 files; libFuzzer's own findings go to a separate, untracked directory (see README.md)."""
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -219,6 +221,87 @@ WA = [
     b"sha256=20e391a99a86fc5adf7e3a453236d20c906360291977896cf2f671e03bb95703",
 ]
 
+# fuzz_mailgun_inbound: form fields separated by MG_SEP, "name=value", "@name=bytes" a file part.
+# Signatures use fuzz_mailgun_inbound.c's FZ_KEY; its clock stands at MG_TS (FZ_NOW_MS).
+MG_SEP = b"\n--\n"
+MG_KEY = b"key-fuzz-3ax6xnjp29jd6fds4gc373sg"
+MG_TS = b"1700000000"
+MG_TOKEN = b"a5b2e1c9d4f7a8b3c6e9f2d5a8b1c4e7f0a3d6b9c2e5f8a1d4"
+
+
+def mg_sig(ts=MG_TS, token=MG_TOKEN):
+    return hmac.new(MG_KEY, ts + token, hashlib.sha256).hexdigest().encode()
+
+
+def mg_headers(pairs):
+    return j([[k, v] for k, v in pairs])
+
+
+MG_HEADERS = mg_headers([
+    ("Received", "from mail-wr1-f41.google.com by mxa.mailgun.org with ESMTP"),
+    ("Mime-Version", "1.0"),
+    ("From", "Bob Lee <bob@example.com>"),
+    ("Message-Id", "<CAH+reply-1@mail.gmail.com>"),
+    ("In-Reply-To", "<welcome-2@salespad.example>"),
+    ("References", "<welcome-1@salespad.example>\r\n\t<CAH+q-1@mail.gmail.com> "
+                   "<welcome-2@salespad.example>"),
+    ("Subject", "Re: Your pricing"),
+    ("To", "SalesPad <reply+abc@replies.salespad.example>"),
+])
+
+
+def mg_post(over=None, drop=(), extra=(), ts=MG_TS, token=MG_TOKEN):
+    fields = [
+        (b"recipient", b"reply+abc@replies.salespad.example"),
+        (b"sender", b"bob@example.com"),
+        (b"from", b"Bob Lee <bob@example.com>"),
+        (b"subject", b"Re: Your pricing"),
+        (b"body-plain", b"How much for 10 seats?\r\n\r\nOn Tue SalesPad wrote:\r\n> Hi Bob\r\n"),
+        (b"stripped-text", b"How much for 10 seats?"),
+        (b"stripped-signature", b"Bob"),
+        (b"body-html", b"<p>How much for 10 seats?</p>"),
+        (b"attachment-count", b"1"),
+        (b"timestamp", ts),
+        (b"token", token),
+        (b"signature", mg_sig(ts, token)),
+        (b"message-headers", MG_HEADERS),
+        (b"@attachment-1", b"%PDF-1.4\n\xff\x00\x01"),
+    ]
+    over = over or {}
+    out = [(k, over.get(k, v)) for k, v in fields if k not in drop] + list(extra)
+    return MG_SEP.join(k + b"=" + v for k, v in out)
+
+
+MG_REFS40 = " ".join("<id-%d@x.com>" % i for i in range(1, 41))
+MAILGUN = [
+    mg_post(),
+    MG_SEP.join([b"recipient=r@x.com", b"sender=s@y.com", b"body-plain=hi", b"timestamp=" + MG_TS,
+                 b"token=" + MG_TOKEN, b"signature=" + mg_sig()]),
+    mg_post(over={b"signature": mg_sig().upper()}),
+    mg_post(ts=b"1699999640"),  # 6 minutes old, signed
+    mg_post(ts=b"1700000360"),  # 6 minutes ahead, signed
+    mg_post(drop=(b"recipient",)),
+    mg_post(over={b"message-headers": b'[["Message-Id", 1]]'}),
+    mg_post(over={b"message-headers": b"{not json"}),
+    mg_post(over={b"body-plain": b"a\x00b"}),
+    mg_post(over={b"subject": b"Re: \xff\xfe"}),
+    mg_post(over={b"from": b'"Doe, Jane \\"JD\\"" <j@x.com>'}),
+    mg_post(over={b"from": b"j@x.com (Jane Doe)"}),
+    mg_post(over={b"from": b"=?UTF-8?B?Sm9zw6k=?= <jose@x.com>"}),
+    mg_post(over={b"message-headers": mg_headers([("References", MG_REFS40)])}),
+    mg_post(over={b"message-headers": mg_headers([
+        ("message-id", "bare@x.com"), ("IN-REPLY-TO", "Your message of Tue <p1@y.com> (Bob)"),
+        ("references", "<r1@y.com>,<r2@y.com>(a (nested) comment)<>< r3@y.com ><bad id@y>")])}),
+    mg_post(extra=[(b"signature", mg_sig())]),
+    mg_post(over={b"timestamp": b"99999999999999999999999"}),
+    mg_post(over={b"timestamp": b"-1700000000"}),
+    mg_post(over={b"stripped-text": b" \r\n "}),
+    mg_post(drop=(b"body-plain", b"stripped-text")),
+    mg_post(extra=[(b"@attachment-2", b"\x89PNG\r\n"), (b"@subject", b"\xff")]),
+    mg_post(token=MG_TOKEN * 11),  # timestamp + token over 512 bytes: never a valid signature
+]
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -231,3 +314,4 @@ write("fuzz_leads_http", HTTP)
 write("fuzz_leads_form", FORM_BODIES)
 write("fuzz_jsonw", JSONW)
 write("fuzz_whatsapp_webhook", WA)
+write("fuzz_mailgun_inbound", MAILGUN)
