@@ -44,6 +44,9 @@ check_includes 'src/features/leads/application/' '^(core/|features/leads/(domain
 check_includes 'src/features/leads/presentation/' '^(core/|features/leads/(domain|application|presentation)/)'
 check_includes 'src/features/leads/infrastructure/' '^(core/|infra/|features/leads/(domain|infrastructure)/)'
 check_includes 'src/features/messaging/domain/' '^(core/|features/messaging/domain/|features/leads/domain/lead\.h)'
+# The webhooks (messaging/presentation) read the providers' formats and call the leads use
+# cases and their error mapping.
+check_includes 'src/features/messaging/presentation/' '^(core/|features/messaging/(infrastructure|presentation)/|features/leads/(domain/lead|application/leads|presentation/leads_http)\.h)'
 check_includes 'src/features/messaging/infrastructure/' '^(core/|infra/|features/messaging/(domain|infrastructure)/|features/leads/domain/lead\.h)'
 
 # 4. Every header compiles on its own and starts with #pragma once.

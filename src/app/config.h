@@ -52,6 +52,9 @@ struct config {
     char *whatsapp_api_url;
     char *whatsapp_phone_number_id;
     char *whatsapp_token;
+    char *whatsapp_app_secret;
+    char *whatsapp_verify_token;
+    char *email_webhook_signing_key;
     char *whatsapp_welcome_template;
     char *whatsapp_template_lang;
     long long whatsapp_timeout_ms;

@@ -1,6 +1,7 @@
-/* routes.c: the HTTP routes of the process: the leads controller's routes, each on a session
- * of its own, the liveness (/health) and readiness (/ready) probes, and the API-key check that
- * guards every route but /health (and CORS preflights) when API_KEYS is set.
+/* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
+ * webhooks, each on a session of its own, the liveness (/health) and readiness (/ready)
+ * probes, and the API-key check that guards every route but /health, the webhooks (signed by
+ * their providers) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -87,6 +88,47 @@ route_events(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_wa_verify(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    webhooks_http_whatsapp_verify(&app->webhooks, req, resp);
+}
+
+/* The webhooks' handlers take their settings besides the session's deps. */
+typedef void (*webhook_fn)(struct webhooks_config *c, const struct leads_deps *d,
+                           struct http_request *req, struct http_response *resp);
+
+static void
+with_webhook_session(struct app *app, webhook_fn fn, struct http_request *req,
+                     struct http_response *resp)
+{
+    struct session s;
+    struct leads_deps d;
+    struct sp_error err = {0};
+    int rc = request_session_open(app, &s, &err);
+
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    d = leads_deps_for(app, &s);
+    fn(&app->webhooks, &d, req, resp);
+    session_close(app, &s);
+}
+
+static void
+route_wa_post(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_webhook_session(ctx, webhooks_http_whatsapp, req, resp);
+}
+
+static void
+route_email_post(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_webhook_session(ctx, webhooks_http_email, req, resp);
+}
+
+static void
 route_health(void *ctx, struct http_request *req, struct http_response *resp)
 {
     static const char body[] = "{\"status\":\"ok\"}";
@@ -129,6 +171,14 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
+/* Routes open without an API key: the liveness probe, and the providers' webhooks, which
+ * cannot send our key and prove themselves with their own signatures instead. */
+static int
+route_is_open(const char *path)
+{
+    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0;
+}
+
 void
 routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
@@ -136,7 +186,7 @@ routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 
     /* A browser's preflight never carries the key (it asks whether it may send it), and it
      * runs no handler: the router answers it from the route table alone. */
-    if (app->keys.n > 0 && strcmp(req->path, "/health") != 0 && !http_is_preflight(req) &&
+    if (app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req) &&
         !api_keys_check(&app->keys, req->api_key)) {
         http_error(resp, req->arena, 401,
                    (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
@@ -157,6 +207,12 @@ routes_init(struct app *app)
     int rc = 0;
 
     api_keys_init(&app->keys, app->cfg->api_keys);
+    app->webhooks.whatsapp_app_secret = app->cfg->whatsapp_app_secret;
+    app->webhooks.whatsapp_verify_token = app->cfg->whatsapp_verify_token;
+    app->webhooks.whatsapp_phone_number_id = app->cfg->whatsapp_phone_number_id;
+    app->webhooks.email_signing_key = app->cfg->email_webhook_signing_key;
+    app->webhooks.email_reply_secret = app->cfg->email_reply_secret;
+    atomic_init(&app->webhooks.calls, 0);
     http_router_init(r);
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
@@ -166,6 +222,9 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
     rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
     rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
+    rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
+    rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
+    rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
     if (rc != 0) {
         log_error("route table full");
         abort();

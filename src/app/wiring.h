@@ -11,6 +11,7 @@
 #include "core/event_bus.h"
 #include "core/http.h"
 #include "core/queue_signal.h"
+#include "features/messaging/presentation/webhooks_http.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
 #include "features/messaging/domain/sender.h"
@@ -82,6 +83,7 @@ struct app {
     struct content_gen *fallback_gen; /* AI_FALLBACK=template: the mock's; else NULL */
     struct openai_content *openai;    /* AI_PROVIDER=openai, else NULL */
     struct api_keys keys;             /* API_KEYS as digests */
+    struct webhooks_config webhooks;  /* the providers' webhook settings */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

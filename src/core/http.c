@@ -166,6 +166,112 @@ hexval(unsigned char c)
 }
 
 int
+http_media_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+
+    if (ct == NULL || strncasecmp(ct, type, n) != 0)
+        return 0;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+/* Decodes one urlencoded name or value ('+' is a space); -1 on a bad escape or a NUL. */
+static int
+form_part_decode(struct arena *a, const char *s, size_t len, const char **out, size_t *out_len)
+{
+    char *buf = arena_alloc(a, len + 1);
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+
+        if (s[i] == '\0')
+            return -1;
+        if (s[i] != '%') {
+            buf[o++] = s[i] == '+' ? ' ' : s[i];
+            continue;
+        }
+        if (i + 2 >= len)
+            return -1;
+        hi = hexval((unsigned char)s[i + 1]);
+        lo = hexval((unsigned char)s[i + 2]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+            return -1;
+        buf[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    buf[o] = '\0';
+    *out = buf;
+    *out_len = o;
+    return 0;
+}
+
+static int
+form_urlencoded(struct http_request *req, struct http_form_field *f, int *n, const char **why)
+{
+    const char *p = req->body ? req->body : "";
+    const char *end = p + req->body_len;
+
+    *n = 0;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pair_end = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+        const char *name_end = eq ? eq : pair_end;
+        size_t name_len = 0;
+
+        if (pair_end > p) {
+            if (*n >= HTTP_FORM_FIELDS_MAX) {
+                *why = "too many form fields";
+                return -1;
+            }
+            f[*n].filename = NULL;
+            if (form_part_decode(req->arena, p, (size_t)(name_end - p), &f[*n].name, &name_len) !=
+                    0 ||
+                form_part_decode(req->arena, eq ? eq + 1 : pair_end,
+                                 eq ? (size_t)(pair_end - eq - 1) : 0, &f[*n].value,
+                                 &f[*n].value_len) != 0) {
+                *why = "Malformed form body: bad percent-encoding";
+                return -1;
+            }
+            (*n)++;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+int
+http_request_form(struct http_request *req, struct http_form_field **fields, int *n, int *is_type,
+                  const char **why)
+{
+    *fields = arena_alloc(req->arena, sizeof(**fields) * HTTP_FORM_FIELDS_MAX);
+    *n = 0;
+    *is_type = 0;
+    if (http_media_is(req->content_type, "application/x-www-form-urlencoded"))
+        return form_urlencoded(req, *fields, n, why);
+    if (http_media_is(req->content_type, "multipart/form-data")) {
+        if (req->multipart == NULL) {
+            *why = "multipart/form-data is not available here";
+            return -1;
+        }
+        return req->multipart(req, fields, n, why);
+    }
+    *is_type = 1;
+    *why = "Content-Type must be multipart/form-data or application/x-www-form-urlencoded";
+    return -1;
+}
+
+const struct http_form_field *
+http_form_get(const struct http_form_field *fields, int n, const char *name)
+{
+    for (int i = n - 1; i >= 0; i--)
+        if (strcmp(fields[i].name, name) == 0)
+            return &fields[i];
+    return NULL;
+}
+
+int
 http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mode mode,
                 const char **out)
 {

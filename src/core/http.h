@@ -22,6 +22,8 @@ struct arena;
  * same setting libmicrohttpd hands them out with '+' turned into a space but %XX left as is;
  * whoever starts reading them (MHD_GET_ARGUMENT_KIND) must decode them with
  * http_pct_decode(..., HTTP_DECODE_QUERY, ...). */
+struct http_form_field;
+
 struct http_request {
     const char *method;           /* "GET", "POST", ... */
     const char *path;             /* raw, percent-encoded, without the query string */
@@ -30,6 +32,7 @@ struct http_request {
     const char *origin;           /* Origin header or NULL (CORS) */
     const char *acr_method;       /* Access-Control-Request-Method or NULL (CORS preflight) */
     const char *api_key;          /* X-API-Key header value or NULL */
+    const char *hub_signature;    /* X-Hub-Signature-256 header value or NULL (webhooks) */
     const char *body;             /* NUL-terminated copy, may contain NULs; NULL when empty */
     size_t body_len;
     struct arena *arena; /* per-request arena, owns everything below */
@@ -38,13 +41,18 @@ struct http_request {
     int nquery; /* query-string arguments, percent-decoded, in the order sent */
     const char *query_keys[HTTP_QUERY_MAX];
     const char *query_values[HTTP_QUERY_MAX]; /* "" for a key sent without a value */
+    /* Set by the server: decodes a multipart/form-data body (http_request_form); NULL
+     * outside a server, where multipart bodies are refused. */
+    int (*multipart)(struct http_request *req, struct http_form_field **fields, int *n,
+                     const char **why);
+    void *server_conn; /* the server's, for multipart */
 };
 
 /* One field of a form body (application/x-www-form-urlencoded or multipart/form-data), decoded
  * by http_request_form(). */
 struct http_form_field {
-    const char *name;     /* NUL-terminated */
-    const char *value;    /* NUL-terminated copy; may hold NULs (value_len is its length) */
+    const char *name;  /* NUL-terminated */
+    const char *value; /* NUL-terminated copy; may hold NULs (value_len is its length) */
     size_t value_len;
     const char *filename; /* multipart file part: its filename ("" when none given), else NULL */
 };
@@ -125,6 +133,24 @@ enum http_decode_result {
  * is reset). Returns HTTP_DECODE_OK, or one of the negative codes with *out set to NULL. */
 int http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mode mode,
                     const char **out);
+
+/* At most this many fields in a form body; more is refused. */
+#define HTTP_FORM_FIELDS_MAX 128
+
+/* Decodes the request's form body into fields[0..*n) (request arena):
+ * application/x-www-form-urlencoded here ('+' is a space, %XY a byte; %00 refused; empty pairs
+ * skipped), multipart/form-data through the server (libmicrohttpd's post processor; a file
+ * part's bytes are not kept: its value is empty and its filename set). Returns 0, or -1 with
+ * *why (a message for a 400, or for a 415 when *is_type is set: the body is not a form). */
+int http_request_form(struct http_request *req, struct http_form_field **fields, int *n,
+                      int *is_type, const char **why);
+/* The value of field `name` (the last one sent), or NULL. */
+const struct http_form_field *http_form_get(const struct http_form_field *fields, int n,
+                                            const char *name);
+
+/* 1 when the Content-Type `ct` is the media type `type` (case-insensitive; parameters after
+ * ';' ignored). */
+int http_media_is(const char *ct, const char *type);
 
 /* The value of the query argument `key` (the first, if it was sent several times), or NULL when
  * it was not sent. Borrowed from the request. */

@@ -592,6 +592,90 @@ on_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *va
     return MHD_YES;
 }
 
+/* ---- multipart/form-data: libmicrohttpd's post processor over the buffered body ----------
+ *
+ * The post processor reads the boundary from the connection's Content-Type, so it is made on
+ * the connection while its handler runs. It hands a field's value in pieces (off > 0 for the
+ * continuation of the same field): pieces are joined. A file part's bytes are not kept (the
+ * webhooks count attachments and drop them). MHD_destroy_post_processor answers MHD_NO when
+ * the body ended inside a part: a truncated body is malformed. */
+struct form_walk {
+    struct http_request *req;
+    struct http_form_field *fields;
+    int n;
+    char *last;      /* fields[n - 1].value, writable, or NULL */
+    size_t cap_last; /* bytes allocated at last */
+    const char *bad;
+};
+
+static enum MHD_Result
+on_form_part(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+             const char *content_type, const char *transfer_encoding, const char *data,
+             uint64_t off, size_t size)
+{
+    struct form_walk *w = cls;
+    struct http_form_field *f;
+
+    (void)kind;
+    (void)content_type;
+    (void)transfer_encoding;
+    if (off > 0 && w->n > 0 && strcmp(w->fields[w->n - 1].name, key ? key : "") == 0) {
+        f = &w->fields[w->n - 1];
+    } else {
+        if (w->n >= HTTP_FORM_FIELDS_MAX) {
+            w->bad = "too many form fields";
+            return MHD_NO;
+        }
+        f = &w->fields[w->n++];
+        f->name = arena_strdup(w->req->arena, key ? key : "");
+        f->filename = filename ? arena_strdup(w->req->arena, filename) : NULL;
+        f->value = "";
+        f->value_len = 0;
+        w->last = NULL;
+        w->cap_last = 0;
+    }
+    if (f->filename != NULL || size == 0)
+        return MHD_YES;
+    if (f->value_len + size + 1 > w->cap_last) {
+        size_t cap = (f->value_len + size + 1) * 2;
+        char *buf = arena_alloc(w->req->arena, cap);
+
+        if (w->last != NULL)
+            memcpy(buf, w->last, f->value_len);
+        w->last = buf;
+        w->cap_last = cap;
+    }
+    memcpy(w->last + f->value_len, data, size);
+    f->value_len += size;
+    w->last[f->value_len] = '\0';
+    f->value = w->last;
+    return MHD_YES;
+}
+
+static int
+server_multipart(struct http_request *req, struct http_form_field **fields, int *n,
+                 const char **why)
+{
+    struct form_walk w = {req, *fields, 0, NULL, 0, NULL};
+    struct MHD_PostProcessor *pp;
+    enum MHD_Result ok, done;
+
+    *n = 0;
+    pp = MHD_create_post_processor(req->server_conn, 16 * 1024, on_form_part, &w);
+    if (pp == NULL) {
+        *why = "Malformed multipart/form-data: the boundary is missing";
+        return -1;
+    }
+    ok = req->body_len > 0 ? MHD_post_process(pp, req->body, req->body_len) : MHD_YES;
+    done = MHD_destroy_post_processor(pp);
+    if (ok != MHD_YES || done != MHD_YES || w.bad != NULL) {
+        *why = w.bad ? w.bad : "Malformed multipart/form-data body";
+        return -1;
+    }
+    *n = w.n;
+    return 0;
+}
+
 /* Last call: the whole body is in. Runs the handler and queues its response. */
 static enum MHD_Result
 on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state *st,
@@ -618,6 +702,9 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.acr_method =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
+    req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
+    req.multipart = server_multipart;
+    req.server_conn = conn;
     if (st->len > 0) {
         st->body[st->len] = '\0';
         req.body = st->body;

@@ -183,6 +183,40 @@ r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c,
 }
 
 static int
+r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, struct arena *a,
+                       struct lead *out, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_find_by_address", err);
+    return rc != SP_OK ? rc : lead_repo_lead_find_by_address(REPO(r), c, norm, a, out, err);
+}
+
+static int
+r_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_direction d,
+                           const char *provider_id, struct arena *a, struct message *out,
+                           struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "message_find_by_provider", err);
+    return rc != SP_OK
+               ? rc
+               : lead_repo_message_find_by_provider(REPO(r), c, d, provider_id, a, out, err);
+}
+
+static int
+r_receipt_claim(struct lead_repo *r, const char *source, const char *key, int64_t now, int *fresh,
+                struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "receipt_claim", err);
+    return rc != SP_OK ? rc : lead_repo_receipt_claim(REPO(r), source, key, now, fresh, err);
+}
+
+static int
+r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "receipt_prune", err);
+    return rc != SP_OK ? rc : lead_repo_receipt_prune(REPO(r), source, before, err);
+}
+
+static int
 r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
                    int *n, struct sp_error *err)
 {
@@ -227,6 +261,10 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
     .message_last_inbound = r_message_last_inbound,
+    .lead_find_by_address = r_lead_find_by_address,
+    .message_find_by_provider = r_message_find_by_provider,
+    .receipt_claim = r_receipt_claim,
+    .receipt_prune = r_receipt_prune,
     .message_channels = r_message_channels,
     .message_page = r_message_page,
     .event_append = r_event_append,

@@ -44,6 +44,8 @@ tables_copy(struct mem_tables *dst, const struct mem_tables *src)
     dst->nevents = dst->cap_events = src->nevents;
     dst->jobs = dup_array(src->jobs, src->njobs, sizeof(*src->jobs));
     dst->njobs = dst->cap_jobs = src->njobs;
+    dst->receipts = dup_array(src->receipts, src->nreceipts, sizeof(*src->receipts));
+    dst->nreceipts = dst->cap_receipts = src->nreceipts;
     dst->next_job_id = src->next_job_id;
 }
 
@@ -54,6 +56,7 @@ tables_free(struct mem_tables *t)
     free(t->msgs);
     free(t->events);
     free(t->jobs);
+    free(t->receipts);
     memset(t, 0, sizeof(*t));
 }
 
@@ -317,6 +320,30 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
 }
 
 static int
+r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, struct arena *a,
+                       struct lead *out, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "mem: no lead address on this channel");
+    for (int i = 0; i < st->cur.nleads; i++) {
+        const struct lead *l = &st->cur.leads[i];
+        char buf[LEAD_NORM_MAX];
+        const char *n = lead_address_norm(c, lead_address_for(l, c), buf, sizeof(buf));
+
+        if (n != NULL && strcmp(n, norm) == 0) {
+            *out = *l;
+            out->name = give(a, l->name);
+            out->email = give(a, l->email);
+            out->phone = give(a, l->phone);
+            return SP_OK;
+        }
+    }
+    return sp_error_set(err, SP_ENOTFOUND, "from", "mem: no lead with that address");
+}
+
+static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -356,6 +383,66 @@ r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct messa
         return sp_error_set(err, SP_ENOTFOUND, "messageId", "message %s not found", id);
     *out = st->cur.msgs[i];
     message_give(a, out);
+    return SP_OK;
+}
+
+static int
+r_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_direction d,
+                           const char *provider_id, struct arena *a, struct message *out,
+                           struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    for (int i = st->cur.nmsgs - 1; i >= 0; i--) {
+        const struct message *m = &st->cur.msgs[i];
+
+        if (m->channel == c && m->direction == d && m->provider_id != NULL &&
+            strcmp(m->provider_id, provider_id) == 0) {
+            *out = *m;
+            message_give(a, out);
+            return SP_OK;
+        }
+    }
+    return sp_error_set(err, SP_ENOTFOUND, "providerId", "mem: no message with that id");
+}
+
+static int
+r_receipt_claim(struct lead_repo *r, const char *source, const char *key, int64_t now, int *fresh,
+                struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_receipt *row;
+
+    (void)err;
+    *fresh = 0;
+    for (int i = 0; i < st->cur.nreceipts; i++)
+        if (strcmp(st->cur.receipts[i].source, source) == 0 &&
+            strcmp(st->cur.receipts[i].key, key) == 0)
+            return SP_OK;
+    st->cur.receipts =
+        grow(st->cur.receipts, st->cur.nreceipts, &st->cur.cap_receipts, sizeof(*row));
+    row = &st->cur.receipts[st->cur.nreceipts++];
+    row->source = keep(st, source);
+    row->key = keep(st, key);
+    row->created_at = now;
+    *fresh = 1;
+    return SP_OK;
+}
+
+static int
+r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int k = 0;
+
+    (void)err;
+    for (int i = 0; i < st->cur.nreceipts; i++) {
+        const struct mem_receipt *x = &st->cur.receipts[i];
+        if (strcmp(x->source, source) == 0 && x->created_at < before)
+            continue;
+        st->cur.receipts[k++] = *x;
+    }
+    st->cur.nreceipts = k;
     return SP_OK;
 }
 
@@ -585,7 +672,11 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
     .lead_set_address = r_lead_set_address,
+    .lead_find_by_address = r_lead_find_by_address,
     .message_insert = r_message_insert,
+    .message_find_by_provider = r_message_find_by_provider,
+    .receipt_claim = r_receipt_claim,
+    .receipt_prune = r_receipt_prune,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,

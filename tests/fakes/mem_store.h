@@ -26,6 +26,12 @@ struct mem_job {
     int64_t lease_until;
 };
 
+/* An inbound_receipts row. */
+struct mem_receipt {
+    const char *source, *key;
+    int64_t created_at;
+};
+
 struct mem_tables {
     struct lead *leads;
     int nleads, cap_leads;
@@ -35,6 +41,8 @@ struct mem_tables {
     int nevents, cap_events;
     struct mem_job *jobs;
     int njobs, cap_jobs;
+    struct mem_receipt *receipts;
+    int nreceipts, cap_receipts;
     int64_t next_job_id;
 };
 

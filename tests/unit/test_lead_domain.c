@@ -195,17 +195,17 @@ TEST(unit_domain_enum_names_round_trip)
         ASSERT_OK(message_direction_parse(message_direction_name((enum message_direction)i), &d));
         ASSERT_EQ(i, d);
     }
-    for (int i = 0; i <= MESSAGE_KIND_REPLY; i++) {
+    for (int i = 0; i <= MESSAGE_KIND_LAST; i++) {
         enum message_kind k;
         ASSERT_OK(message_kind_parse(message_kind_name((enum message_kind)i), &k));
         ASSERT_EQ(i, k);
     }
-    for (int i = 0; i <= MESSAGE_RECEIVED; i++) {
+    for (int i = 0; i <= MESSAGE_STATUS_LAST; i++) {
         enum message_status s;
         ASSERT_OK(message_status_parse(message_status_name((enum message_status)i), &s));
         ASSERT_EQ(i, s);
     }
-    for (int i = 0; i <= EVENT_STATUS_CHANGED; i++) {
+    for (int i = 0; i <= EVENT_TYPE_LAST; i++) {
         enum lead_event_type t;
         ASSERT_OK(lead_event_type_parse(lead_event_type_name((enum lead_event_type)i), &t));
         ASSERT_EQ(i, t);

@@ -421,6 +421,41 @@ answer_deps(const struct delivery_deps *d)
     return ld;
 }
 
+/* The answer's channel message with "inReplyTo": "<id>" added, where id is the inbound
+ * email's Message-Id ("messageId" of its channel message, as the email webhook stores it), so
+ * the answer threads on it (In-Reply-To, References). Other channels, an inbound message
+ * without one (the simulation route), or a generator's text that is not an object: as is. */
+static const char *
+threaded_answer(struct arena *a, const struct message *inbound, const char *answer)
+{
+    char id[IN_REPLY_TO_MAX + 1];
+    const char *end, *extra;
+    struct jsonw w;
+    size_t len;
+
+    if (inbound->channel != CHANNEL_EMAIL || answer == NULL ||
+        jsonr_str(inbound->channel_message, "messageId", id, sizeof(id) - 2) != SP_OK ||
+        id[0] == '\0')
+        return answer;
+    len = strlen(answer);
+    while (len > 0 && (answer[len - 1] == ' ' || answer[len - 1] == '\n'))
+        len--;
+    if (len < 2 || answer[0] != '{' || answer[len - 1] != '}')
+        return answer;
+    jsonw_init(&w, a, sizeof(id) + 64);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "inReplyTo", arena_printf(a, "<%s>", id));
+    jsonw_obj_end(&w);
+    extra = jsonw_finish_or(&w, NULL);
+    if (extra == NULL)
+        return answer;
+    end = answer + len - 1; /* the closing brace */
+    while (end > answer + 1 && (end[-1] == ' ' || end[-1] == '\n'))
+        end--;
+    return arena_printf(a, "%.*s%s%s", (int)(end - answer), answer, end[-1] == '{' ? "" : ",",
+                        extra + 1);
+}
+
 /* {"messageId":answer[,"fallback":"template"]}: a generate-reply job's return value. */
 static const char *
 generate_result(struct arena *a, const char *answer_id, int fallback)
@@ -473,9 +508,11 @@ record_gen_failed(const struct delivery_deps *d, struct arena *a, struct work *w
         rc = leads_event_append(d->repo, w->msg.lead_id, EVENT_AI_REPLY_FAILED,
                                 leads_correlation_json(a, w->msg.lead_id, w->msg.id, w->job.id),
                                 jsonw_finish_or(&jw, "{}"), now, err);
-    if (rc == SP_OK && has_fb)
+    if (rc == SP_OK && has_fb) {
+        fb.channel_message = threaded_answer(a, &w->msg, fb.channel_message);
         rc = leads__queue_outbound(&ld, a, &w->lead, w->msg.channel, MESSAGE_KIND_AI_REPLY,
                                    w->answer_id, &fb, now, err);
+    }
     w->outcome = has_fb ? DELIVERY_FALLBACK : DELIVERY_DEAD;
     return rc;
 }
@@ -509,6 +546,7 @@ record_generated(const struct delivery_deps *d, struct arena *a, struct work *w,
     if (w->send_rc == SP_OK) {
         w->outcome = DELIVERY_SENT;
         w->job.result = generate_result(a, w->answer_id, 0);
+        w->answer.channel_message = threaded_answer(a, &w->msg, w->answer.channel_message);
         rc = job_queue_complete(d->queue, &w->job, now, err);
         if (rc == SP_OK)
             rc = leads__queue_outbound(&ld, a, &w->lead, w->msg.channel, MESSAGE_KIND_AI_REPLY,

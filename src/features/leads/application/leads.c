@@ -99,7 +99,7 @@ static int
 create_in_tx(const struct leads_deps *d, struct arena *a, const struct lead *l,
              struct sp_error *err)
 {
-    struct leads_event_ctx ev = {d, a, l, NULL, l->created_at};
+    struct leads_event_ctx ev = {d, a, l, NULL, l->created_at, 0};
     int rc;
 
     rc = lead_repo_lead_insert(d->repo, l, err);
@@ -259,9 +259,11 @@ inbound_text(struct arena *a, enum channel c, const char *channel_message)
     return buf;
 }
 
-/* A stop request gets no answer: the timeline says why. */
+/* A stop request, or a message without words (an image, a reaction), gets no answer: the
+ * timeline says why. */
 static int
-skip_answer(const struct leads_deps *d, const struct leads_event_ctx *ev, struct sp_error *err)
+skip_answer(const struct leads_deps *d, const struct leads_event_ctx *ev, const char *reason,
+            struct sp_error *err)
 {
     const struct message *in = ev->inbound;
     struct jsonw w;
@@ -270,7 +272,7 @@ skip_answer(const struct leads_deps *d, const struct leads_event_ctx *ev, struct
     jsonw_obj_begin(&w);
     jsonw_kstr(&w, "messageId", in->id);
     jsonw_kstr(&w, "channel", channel_name(in->channel));
-    jsonw_kstr(&w, "reason", "stop_requested");
+    jsonw_kstr(&w, "reason", reason);
     jsonw_obj_end(&w);
     return leads_event_append(d->repo, ev->lead->id, EVENT_AI_REPLY_SKIPPED,
                               leads_correlation_json(ev->arena, ev->lead->id, in->id, NULL),
@@ -288,8 +290,10 @@ leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
     struct jsonw w;
 
     (void)ctx;
+    if (!ev->answerable)
+        return skip_answer(d, ev, "not_text", err);
     if (reply_stop_requested(inbound_text(ev->arena, in->channel, in->channel_message)))
-        return skip_answer(d, ev, err);
+        return skip_answer(d, ev, "stop_requested", err);
     /* The answer needs an address: a lead without one on the channel (and no "from" to adopt)
      * was refused before anything was stored. */
     if (lead_address_for(ev->lead, in->channel) == NULL)
@@ -325,175 +329,6 @@ leads_status_change_payload(struct arena *a, enum lead_status from, enum lead_st
     jsonw_kstr(&w, "reason", reason);
     jsonw_obj_end(&w);
     return jsonw_finish_or(&w, "{}");
-}
-
-/* Moves the lead to replied with a status_changed event. A compare-and-set, re-read when a
- * concurrent worker moved the lead meanwhile, so the event names the status really left. */
-static int
-reply_status_change(const struct leads_deps *d, struct arena *a, struct lead *l,
-                    const char *message_id, int64_t now, struct sp_error *err)
-{
-    for (int tries = 0; tries < 3; tries++) {
-        enum lead_status to = lead_status_after_reply(l->status);
-        int changed = 0;
-        int rc;
-
-        if (to == l->status)
-            return SP_OK;
-        rc = lead_repo_lead_transition(d->repo, l->id, l->status, to, now, &changed, err);
-        if (rc == SP_OK && changed) {
-            rc = leads_event_append(d->repo, l->id, EVENT_STATUS_CHANGED,
-                                    leads_correlation_json(a, l->id, message_id, NULL),
-                                    leads_status_change_payload(a, l->status, to, "reply_received"),
-                                    now, err);
-            l->status = to;
-            l->updated_at = now;
-            return rc;
-        }
-        if (rc == SP_OK)
-            rc = lead_repo_lead_get(d->repo, l->id, a, l, err);
-        if (rc != SP_OK)
-            return rc;
-    }
-    return sp_error_set(err, SP_EUNAVAIL, "status", "lead status kept changing; retry");
-}
-
-/* Gives a lead that has no address on the reply's channel the reply's (validated) sender as
- * its address, with an address_added event. A compare-and-set under the lead's lock: if the
- * lead got an address meanwhile, it keeps it and the lead is re-read. */
-static int
-adopt_address(const struct leads_deps *d, struct arena *a, struct lead *l, enum channel c,
-              const char *from, const char *message_id, int64_t now, struct sp_error *err)
-{
-    struct jsonw w;
-    int changed = 0;
-    int rc;
-
-    rc = lead_repo_lead_set_address(d->repo, l->id, c, from, now, &changed, err);
-    if (rc != SP_OK)
-        return rc;
-    if (!changed)
-        return lead_repo_lead_get(d->repo, l->id, a, l, err);
-    if (c == CHANNEL_EMAIL)
-        l->email = from;
-    else
-        l->phone = from;
-    l->updated_at = now;
-    jsonw_init(&w, a, 1024);
-    jsonw_obj_begin(&w);
-    jsonw_kstr(&w, "channel", channel_name(c));
-    jsonw_kstr(&w, "address", from);
-    jsonw_kstr(&w, "messageId", message_id);
-    jsonw_kstr(&w, "reason", "reply_from");
-    jsonw_obj_end(&w);
-    return leads_event_append(d->repo, l->id, EVENT_ADDRESS_ADDED,
-                              leads_correlation_json(a, l->id, message_id, NULL),
-                              jsonw_finish_or(&w, "{}"), now, err);
-}
-
-static int
-reply_in_tx(const struct leads_deps *d, const struct reply_input *in, const char *from,
-            struct arena *a, struct message *m, int64_t now, struct sp_error *err)
-{
-    struct lead l;
-    struct jsonw w;
-    int rc;
-
-    rc = lead_repo_lead_lock(d->repo, in->lead_id, err);
-    if (rc == SP_OK)
-        rc = lead_repo_lead_get(d->repo, in->lead_id, a, &l, err);
-    if (rc != SP_OK)
-        return rc;
-    memcpy(m->lead_id, l.id, SP_UUID_LEN + 1);
-    rc = lead_repo_message_insert(d->repo, m, err);
-    if (rc != SP_OK)
-        return rc;
-
-    jsonw_init(&w, a, PAYLOAD_MAX);
-    jsonw_obj_begin(&w);
-    jsonw_kstr(&w, "messageId", m->id);
-    jsonw_kstr(&w, "channel", channel_name(m->channel));
-    jsonw_kraw(&w, "messageContent", m->channel_message);
-    jsonw_obj_end(&w);
-    rc = leads_event_append(d->repo, l.id, EVENT_REPLY_RECEIVED,
-                            leads_correlation_json(a, l.id, m->id, NULL), jsonw_finish_or(&w, "{}"),
-                            now, err);
-    if (rc != SP_OK)
-        return rc;
-    if (from != NULL && lead_address_for(&l, m->channel) == NULL) {
-        rc = adopt_address(d, a, &l, m->channel, from, m->id, now, err);
-        if (rc != SP_OK)
-            return rc;
-    }
-
-    rc = reply_status_change(d, a, &l, m->id, now, err);
-    if (rc != SP_OK)
-        return rc;
-    {
-        struct leads_event_ctx ev = {d, a, &l, m, now};
-        rc = event_bus_publish(d->bus, LEADS_EV_LEAD_REPLIED, &ev, err);
-    }
-    return rc;
-}
-
-/* The reply's sender (messageContent.from) into *from (arena), NULL when absent or null; a
- * sender that is not an address of the channel is SP_EINVAL. */
-static int
-reply_from(const struct reply_input *in, struct arena *a, const char **from, struct sp_error *err)
-{
-    char buf[4 * LEAD_EMAIL_MAX + 1];
-    int rc = jsonr_str(in->content, "from", buf, sizeof(buf));
-
-    *from = NULL;
-    if (rc == SP_EINVAL)
-        return SP_OK; /* no string "from" (presentation refuses other types) */
-    if (rc != SP_OK || !lead_address_valid(in->channel, buf, strlen(buf)))
-        return sp_error_set(err, SP_EINVAL, "messageContent.from", "messageContent.from %s",
-                            in->channel == CHANNEL_EMAIL ? "must be an email"
-                                                         : "must be a phone number");
-    *from = arena_strdup(a, buf);
-    return SP_OK;
-}
-
-int
-leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
-            char *message_id, struct sp_error *err)
-{
-    int64_t now = sp_clock_now_ms(d->clock);
-    const char *from = NULL;
-    struct message m;
-    int rc;
-
-    if (!(d->policy->sendable & (1u << in->channel)))
-        return sp_error_set(err, SP_EINVAL, "channel",
-                            "channel %s has no sender: replies are accepted on email, whatsapp",
-                            channel_name(in->channel));
-    if (in->content == NULL)
-        return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent should not be empty");
-    if (strlen(in->content) > MESSAGE_CONTENT_MAX)
-        return sp_error_set(err, SP_EINVAL, "messageContent", "messageContent is too large");
-    rc = reply_from(in, a, &from, err);
-    if (rc != SP_OK)
-        return rc;
-    memset(&m, 0, sizeof(m));
-    sp_uuid_v7(m.id);
-    m.channel = in->channel;
-    m.direction = MESSAGE_INBOUND;
-    m.kind = MESSAGE_KIND_REPLY;
-    m.status = MESSAGE_RECEIVED;
-    m.channel_message = in->content;
-    m.created_at = now;
-    m.updated_at = now;
-
-    rc = lead_repo_begin(d->repo, err);
-    if (rc != SP_OK)
-        return rc;
-    rc = in_transaction(d, reply_in_tx(d, in, from, a, &m, now, err), err);
-    if (rc == SP_OK) {
-        memcpy(message_id, m.id, SP_UUID_LEN + 1);
-        job_queue_wake(d->queue);
-    }
-    return rc;
 }
 
 /* The newest page of each channel the lead has messages on, in order of first message. */

@@ -51,6 +51,7 @@ struct leads_event_ctx {
     const struct lead *lead;
     const struct message *inbound; /* LEAD_REPLIED only */
     int64_t now;
+    int answerable; /* LEAD_REPLIED: 0 when the message gets no answer (an image, a reaction) */
 };
 
 struct lead_input {
@@ -82,6 +83,68 @@ struct reply_input {
  * SP_ENOTFOUND for an unknown lead. */
 int leads_reply(const struct leads_deps *d, const struct reply_input *in, struct arena *a,
                 char *message_id, struct sp_error *err) SP_MUST_CHECK;
+
+/* A prospect's message, from any door: the simulation route (leads_reply), the WhatsApp and
+ * the email webhooks. All of them run leads_receive: the message stored with a reply_received
+ * event naming its source, the lead moved to replied, and a generate-reply job for its answer,
+ * in one unit of work. */
+struct inbound_reply {
+    enum reply_source source;
+    enum channel channel;
+    /* How the lead is found, in this order: lead_id (the route's :id, an email's reply
+     * token); else the first of thread_ids (ids of our outbound messages on the channel it
+     * answers: an email's In-Reply-To and References) that names one; else `from` matching a
+     * lead's address (normalised: lead_address_norm); else, with create_lead, a new lead. */
+    const char *lead_id;
+    const char *const *thread_ids;
+    int nthread_ids;
+    const char *from;        /* the sender's address on the channel, or NULL; the caller checked
+                                it with lead_address_valid */
+    const char *from_name;   /* a new lead's name (NULL or unusable: the address is the name) */
+    int create_lead;         /* 0: a lead not found is SP_ENOTFOUND */
+    const char *content;     /* the message as stored (JSON object text; "text" for WhatsApp and
+                                "body" for email are the words the answer reads) */
+    int answerable;          /* 0: stored and shown, never answered */
+    const char *provider_id; /* the provider's id of the message, or NULL: a message whose
+                                id was taken in before is a duplicate (nothing stored) */
+    const char *once_token;  /* a delivery's one-time token, or NULL: seen before, nothing is
+                                stored (token_replayed) */
+};
+
+struct inbound_result {
+    char lead_id[SP_UUID_LEN + 1];
+    char message_id[SP_UUID_LEN + 1];
+    int duplicate;      /* provider_id was taken in before: nothing stored, ids empty */
+    int token_replayed; /* once_token was seen before: nothing stored, ids empty */
+    int lead_created;
+};
+
+/* Takes in a prospect's message (above). SP_EINVAL for a channel without a sender, content
+ * missing or over MESSAGE_CONTENT_MAX, or a lead that ends up without an address on the
+ * channel (nothing stored); SP_ENOTFOUND when no lead matches and create_lead is 0; storage
+ * errors otherwise. A duplicate or a replayed token is SP_OK with the flag set. */
+int leads_receive(const struct leads_deps *d, const struct inbound_reply *in, struct arena *a,
+                  struct inbound_result *out, struct sp_error *err) SP_MUST_CHECK;
+
+/* Forgets the claims of `source` (a token kind: "email-token") made before `before` (ms). */
+int leads_forget_receipts(const struct leads_deps *d, const char *source, int64_t before,
+                          struct sp_error *err) SP_MUST_CHECK;
+
+/* A provider's delivery receipt for one of our outbound messages: it moves the message along
+ * sent -> delivered -> read, or to failed (message_receipt_applies), with an event
+ * (message_delivered, message_read, message_failed). */
+struct delivery_receipt {
+    enum channel channel;
+    const char *provider_id;    /* the provider's id of our message (a wamid) */
+    enum message_status status; /* MESSAGE_SENT, _DELIVERED, _READ or _FAILED */
+    const char *error;          /* failed: what the provider said, or NULL */
+};
+
+/* Applies a receipt in one unit of work; *applied says whether it changed the message (a
+ * receipt that would move it backwards, or repeats its status, changes nothing). SP_ENOTFOUND
+ * when no outbound message has that provider id. */
+int leads_apply_receipt(const struct leads_deps *d, const struct delivery_receipt *in,
+                        struct arena *a, int *applied, struct sp_error *err) SP_MUST_CHECK;
 
 /* Bounds of the details view and of one page of the paging queries: a long history is shown
  * as its newest items, a bounded slice at a time (lead_repo.h, struct lead_page_spec). Per list

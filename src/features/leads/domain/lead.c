@@ -11,11 +11,14 @@
 static const char *const status_names[] = {"new", "contacted", "replied", "converted", "dead"};
 static const char *const channel_names[] = {"email", "whatsapp", "linkedin", "voice", "ads"};
 static const char *const direction_names[] = {"outbound", "inbound"};
-static const char *const kind_names[] = {"welcome", "ai_reply", "reply"};
-static const char *const mstatus_names[] = {"queued", "sending", "sent", "failed", "received"};
+static const char *const kind_names[] = {"welcome", "ai_reply", "reply", "manual"};
+static const char *const mstatus_names[] = {"queued",   "sending",   "sent", "failed",
+                                            "received", "delivered", "read", "suppressed"};
 static const char *const event_names[] = {
-    "lead_added",    "message_queued", "message_sent",  "message_failed",  "reply_received",
-    "ai_reply_sent", "status_changed", "address_added", "ai_reply_failed", "ai_reply_skipped"};
+    "lead_added",      "message_queued",   "message_sent",      "message_failed",
+    "reply_received",  "ai_reply_sent",    "status_changed",    "address_added",
+    "ai_reply_failed", "ai_reply_skipped", "message_delivered", "message_read"};
+static const char *const source_names[] = {"api", "whatsapp", "email"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -60,6 +63,96 @@ ENUM_NAMES(message_direction_name, message_direction_parse, enum message_directi
 ENUM_NAMES(message_kind_name, message_kind_parse, enum message_kind, kind_names)
 ENUM_NAMES(message_status_name, message_status_parse, enum message_status, mstatus_names)
 ENUM_NAMES(lead_event_type_name, lead_event_type_parse, enum lead_event_type, event_names)
+
+const char *
+reply_source_name(enum reply_source s)
+{
+    return name_of(source_names, NAMES_COUNT(source_names), (int)s);
+}
+
+/* Progress of an outbound message that left us; 0 for statuses receipts do not move. */
+static int
+receipt_rank(enum message_status s)
+{
+    switch (s) {
+    case MESSAGE_SENT:
+        return 1;
+    case MESSAGE_DELIVERED:
+        return 2;
+    case MESSAGE_READ:
+        return 3;
+    default:
+        return 0;
+    }
+}
+
+int
+message_receipt_applies(enum message_status current, enum message_status receipt,
+                        enum message_status *to)
+{
+    int have = receipt_rank(current);
+
+    if (have == 0) /* queued, sending, failed, received, suppressed */
+        return 0;
+    if (receipt == MESSAGE_FAILED) {
+        if (have >= 2)
+            return 0;
+        *to = MESSAGE_FAILED;
+        return 1;
+    }
+    if (receipt_rank(receipt) <= have)
+        return 0;
+    *to = receipt;
+    return 1;
+}
+
+const char *
+lead_email_norm(const char *s, char *buf, size_t cap)
+{
+    size_t len;
+
+    if (s == NULL)
+        return NULL;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    len = strlen(s);
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= cap)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (char)tolower((unsigned char)s[i]);
+    buf[len] = '\0';
+    return buf;
+}
+
+const char *
+lead_phone_norm(const char *s, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    if (s == NULL)
+        return NULL;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            continue;
+        if (n + 1 >= cap)
+            return NULL;
+        buf[n++] = *s;
+    }
+    buf[n] = '\0';
+    return n > 0 ? buf : NULL;
+}
+
+const char *
+lead_address_norm(enum channel c, const char *s, char *buf, size_t cap)
+{
+    if (c == CHANNEL_EMAIL)
+        return lead_email_norm(s, buf, cap);
+    if (c == CHANNEL_WHATSAPP)
+        return lead_phone_norm(s, buf, cap);
+    return NULL;
+}
 
 const char *
 reply_intent_name(enum reply_intent i)

@@ -34,14 +34,27 @@ enum channel {
 #define CHANNEL_COUNT 5
 
 enum message_direction { MESSAGE_OUTBOUND = 0, MESSAGE_INBOUND };
-enum message_kind { MESSAGE_KIND_WELCOME = 0, MESSAGE_KIND_AI_REPLY, MESSAGE_KIND_REPLY };
+enum message_kind {
+    MESSAGE_KIND_WELCOME = 0,
+    MESSAGE_KIND_AI_REPLY,
+    MESSAGE_KIND_REPLY,
+    MESSAGE_KIND_MANUAL, /* an operator's message */
+};
+#define MESSAGE_KIND_LAST MESSAGE_KIND_MANUAL
 enum message_status {
     MESSAGE_QUEUED = 0,
     MESSAGE_SENDING,
     MESSAGE_SENT,
     MESSAGE_FAILED,
-    MESSAGE_RECEIVED, /* inbound messages */
+    MESSAGE_RECEIVED,   /* inbound messages */
+    MESSAGE_DELIVERED,  /* the provider reported it on the recipient's device */
+    MESSAGE_READ,       /* ... and read */
+    MESSAGE_SUPPRESSED, /* not sent: the lead asked not to be contacted on the channel */
 };
+#define MESSAGE_STATUS_LAST MESSAGE_SUPPRESSED
+
+/* Where an inbound message came in (the reply_received event's "source"). */
+enum reply_source { REPLY_SOURCE_API = 0, REPLY_SOURCE_WHATSAPP, REPLY_SOURCE_EMAIL };
 
 enum lead_event_type {
     EVENT_LEAD_ADDED = 0,
@@ -51,10 +64,13 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
-    EVENT_ADDRESS_ADDED,    /* a reply's sender became the lead's address on its channel */
-    EVENT_AI_REPLY_FAILED,  /* the model failed for good: template answer or none */
-    EVENT_AI_REPLY_SKIPPED, /* no answer generated (the prospect asked us to stop) */
+    EVENT_ADDRESS_ADDED,     /* a reply's sender became the lead's address on its channel */
+    EVENT_AI_REPLY_FAILED,   /* the model failed for good: template answer or none */
+    EVENT_AI_REPLY_SKIPPED,  /* no answer generated (the prospect asked us to stop) */
+    EVENT_MESSAGE_DELIVERED, /* a provider's receipt: on the recipient's device */
+    EVENT_MESSAGE_READ,      /* a provider's receipt: read */
 };
+#define EVENT_TYPE_LAST EVENT_MESSAGE_READ
 
 struct lead {
     char id[SP_UUID_LEN + 1];
@@ -104,6 +120,28 @@ const char *message_status_name(enum message_status s);
 int message_status_parse(const char *s, enum message_status *out);
 const char *lead_event_type_name(enum lead_event_type t);
 int lead_event_type_parse(const char *s, enum lead_event_type *out);
+
+const char *reply_source_name(enum reply_source s);
+
+/* A provider's delivery receipt for an outbound message: the status it moves the message to,
+ * never backwards. sent < delivered < read; failed applies to a message not yet delivered or
+ * read (a late "failed" for a message already read is history, not news). Returns 1 and sets
+ * *to when the receipt changes the message, 0 when it changes nothing (the same status again,
+ * an older one, or a message that is not outbound-and-sent-or-further: queued, sending,
+ * suppressed, an inbound message). */
+int message_receipt_applies(enum message_status current, enum message_status receipt,
+                            enum message_status *to);
+
+/* The forms of an address used to match an inbound sender to a lead (stored with the lead).
+ * Email: trimmed of blanks and lower-cased (ASCII); phone: its ASCII digits only (E.164
+ * without the '+'). Written into buf[cap]; returns buf, or NULL when s is NULL, when nothing
+ * is left (a phone without digits) or when it does not fit. LEAD_NORM_MAX always fits a
+ * valid address. */
+#define LEAD_NORM_MAX (4 * LEAD_EMAIL_MAX + 1)
+const char *lead_email_norm(const char *s, char *buf, size_t cap);
+const char *lead_phone_norm(const char *s, char *buf, size_t cap);
+/* The one of the two for channel c (email, whatsapp); NULL on other channels. */
+const char *lead_address_norm(enum channel c, const char *s, char *buf, size_t cap);
 
 /* Status after the lead's outbound message was sent: new becomes contacted, others stay. */
 enum lead_status lead_status_after_sent(enum lead_status s);

@@ -69,7 +69,16 @@ struct lead_repo_ops {
      * SP_EINVAL. Callers validate the address first (lead_address_valid). */
     int (*lead_set_address)(struct lead_repo *r, const char *id, enum channel c,
                             const char *address, int64_t now, int *changed, struct sp_error *err);
+    /* The oldest lead whose address on channel c (email or whatsapp), normalised
+     * (lead_email_norm, lead_phone_norm), equals `norm`. SP_ENOTFOUND when there is none. */
+    int (*lead_find_by_address)(struct lead_repo *r, enum channel c, const char *norm,
+                                struct arena *a, struct lead *out, struct sp_error *err);
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
+    /* The newest message on channel c in direction d whose provider id is `provider_id`.
+     * SP_ENOTFOUND when there is none. */
+    int (*message_find_by_provider)(struct lead_repo *r, enum channel c, enum message_direction d,
+                                    const char *provider_id, struct arena *a, struct message *out,
+                                    struct sp_error *err);
     int (*message_get)(struct lead_repo *r, const char *id, struct arena *a, struct message *out,
                        struct sp_error *err);
     /* Writes status, attempts, last_error, provider_id, sent_at and updated_at of m. */
@@ -101,6 +110,17 @@ struct lead_repo_ops {
     int (*event_page)(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
                       struct arena *a, struct lead_event **out, struct lead_page_info *page,
                       struct sp_error *err);
+
+    /* Inside a unit of work: records that event `key` from `source` (a wamid, an email's
+     * Message-Id, a webhook's one-time token) was taken in. *fresh = 1 when it is new; 0 when
+     * it was recorded before, by a committed unit of work or by one that commits while this
+     * one waits for it: the caller then rolls back. Of concurrent claims of one key exactly
+     * one gets *fresh = 1. */
+    int (*receipt_claim)(struct lead_repo *r, const char *source, const char *key, int64_t now,
+                         int *fresh, struct sp_error *err);
+    /* Forgets the receipts of `source` recorded before `before` (ms since the epoch). */
+    int (*receipt_prune)(struct lead_repo *r, const char *source, int64_t before,
+                         struct sp_error *err);
 };
 
 /* Implementations embed this first. */
@@ -231,4 +251,29 @@ lead_repo_event_page(struct lead_repo *r, const char *lead_id, const struct lead
                      struct sp_error *err)
 {
     return r->ops->event_page(r, lead_id, spec, a, out, page, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm,
+                               struct arena *a, struct lead *out, struct sp_error *err)
+{
+    return r->ops->lead_find_by_address(r, c, norm, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_direction d,
+                                   const char *provider_id, struct arena *a, struct message *out,
+                                   struct sp_error *err)
+{
+    return r->ops->message_find_by_provider(r, c, d, provider_id, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_receipt_claim(struct lead_repo *r, const char *source, const char *key, int64_t now,
+                        int *fresh, struct sp_error *err)
+{
+    return r->ops->receipt_claim(r, source, key, now, fresh, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_receipt_prune(struct lead_repo *r, const char *source, int64_t before,
+                        struct sp_error *err)
+{
+    return r->ops->receipt_prune(r, source, before, err);
 }

@@ -10,11 +10,16 @@
 #include <stdio.h>
 #include <string.h>
 
-DB_STMT_SAME(SQL_LEAD_INSERT,
-             "INSERT INTO leads (id, name, email, phone, status, created_at, updated_at)"
-             " VALUES ($1, $2, $3, $4, $5, $6, $7)");
-DB_STMT_SAME(SQL_LEAD_GET, "SELECT id, name, email, phone, status, created_at, updated_at"
-                           " FROM leads WHERE id = $1");
+DB_STMT_SAME(SQL_LEAD_INSERT, "INSERT INTO leads (id, name, email, phone, status, created_at,"
+                              " updated_at, email_norm, phone_norm)"
+                              " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+#define LEAD_COLUMNS "id, name, email, phone, status, created_at, updated_at"
+DB_STMT_SAME(SQL_LEAD_GET, "SELECT " LEAD_COLUMNS " FROM leads WHERE id = $1");
+/* Along leads_by_email_norm / leads_by_phone_norm (0006); the oldest lead wins a tie. */
+DB_STMT_SAME(SQL_LEAD_BY_EMAIL, "SELECT " LEAD_COLUMNS " FROM leads WHERE email_norm = $1"
+                                " ORDER BY seq LIMIT 1");
+DB_STMT_SAME(SQL_LEAD_BY_PHONE, "SELECT " LEAD_COLUMNS " FROM leads WHERE phone_norm = $1"
+                                " ORDER BY seq LIMIT 1");
 DB_STMT_SAME(SQL_LEAD_STATUS, "UPDATE leads SET status = $2, updated_at = $3 WHERE id = $1");
 /* The lead's row, locked until the transaction ends, if it exists. SQLite needs no lock (a
  * write transaction already excludes all others): there it is an existence check. */
@@ -24,9 +29,9 @@ DB_STMT_SAME(SQL_LEAD_TRANSITION,
              "UPDATE leads SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2");
 /* Only where the lead has no address on the channel yet: an address, once there, is never
  * replaced by one taken from a reply. */
-DB_STMT_SAME(SQL_LEAD_SET_EMAIL, "UPDATE leads SET email = $2, updated_at = $3"
+DB_STMT_SAME(SQL_LEAD_SET_EMAIL, "UPDATE leads SET email = $2, updated_at = $3, email_norm = $4"
                                  " WHERE id = $1 AND email IS NULL");
-DB_STMT_SAME(SQL_LEAD_SET_PHONE, "UPDATE leads SET phone = $2, updated_at = $3"
+DB_STMT_SAME(SQL_LEAD_SET_PHONE, "UPDATE leads SET phone = $2, updated_at = $3, phone_norm = $4"
                                  " WHERE id = $1 AND phone IS NULL");
 DB_STMT_SAME(SQL_MESSAGE_INSERT,
              "INSERT INTO messages (id, lead_id, channel, direction, kind, status, attempts,"
@@ -37,6 +42,16 @@ DB_STMT_SAME(SQL_MESSAGE_INSERT,
     "id, lead_id, channel, direction, kind, status, attempts, last_error, provider_id,"            \
     " recipient, channel_message, sent_at, created_at, updated_at"
 DB_STMT_SAME(SQL_MESSAGE_GET, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1");
+/* Along messages_by_provider_id (0006). */
+DB_STMT_SAME(SQL_MESSAGE_BY_PROVIDER, "SELECT " MESSAGE_COLUMNS " FROM messages"
+                                      " WHERE provider_id = $1 AND channel = $2"
+                                      " AND direction = $3 ORDER BY seq DESC LIMIT 1");
+/* On PostgreSQL an insert of a key another transaction holds uncommitted waits for it: DO
+ * NOTHING once it commits, an insert if it rolls back. SQLite runs one writer at a time. */
+DB_STMT_SAME(SQL_RECEIPT_CLAIM, "INSERT INTO inbound_receipts (source, key, created_at)"
+                                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
+DB_STMT_SAME(SQL_RECEIPT_PRUNE,
+             "DELETE FROM inbound_receipts WHERE source = $1 AND created_at < $2");
 DB_STMT_SAME(SQL_MESSAGE_LIST,
              "SELECT " MESSAGE_COLUMNS " FROM messages WHERE lead_id = $1 ORDER BY seq");
 DB_STMT_SAME(SQL_MESSAGE_DELIVERY,
@@ -124,10 +139,14 @@ r_ping(struct lead_repo *r, struct sp_error *err)
 static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
+    char email_norm[LEAD_NORM_MAX], phone_norm[LEAD_NORM_MAX];
+
     return db_exec(conn_of(r), &SQL_LEAD_INSERT,
                    DB_ARGS(db_text(l->id), db_text(l->name), db_text(l->email), db_text(l->phone),
                            db_text(lead_status_name(l->status)), db_time(l->created_at),
-                           db_time(l->updated_at)),
+                           db_time(l->updated_at),
+                           db_text(lead_email_norm(l->email, email_norm, sizeof(email_norm))),
+                           db_text(lead_phone_norm(l->phone, phone_norm, sizeof(phone_norm)))),
                    NULL, err);
 }
 
@@ -135,6 +154,21 @@ static void
 copy_id(char *dst, const char *src)
 {
     snprintf(dst, SP_UUID_LEN + 1, "%s", src ? src : "");
+}
+
+static int
+row_to_lead(const struct db_rows *rows, struct lead *out, struct sp_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    copy_id(out->id, db_cell(rows, 0, 0));
+    out->name = db_cell(rows, 0, 1);
+    out->email = db_cell(rows, 0, 2);
+    out->phone = db_cell(rows, 0, 3);
+    if (lead_status_parse(db_cell(rows, 0, 4), &out->status) != 0)
+        return corrupt(err, "leads.status");
+    out->created_at = db_cell_int(rows, 0, 5);
+    out->updated_at = db_cell_int(rows, 0, 6);
+    return SP_OK;
 }
 
 static int
@@ -148,16 +182,27 @@ r_lead_get(struct lead_repo *r, const char *id, struct arena *a, struct lead *ou
         return rc;
     if (rows.nrows == 0)
         return sp_error_set(err, SP_ENOTFOUND, "id", "Lead %s not found", id);
-    memset(out, 0, sizeof(*out));
-    copy_id(out->id, db_cell(&rows, 0, 0));
-    out->name = db_cell(&rows, 0, 1);
-    out->email = db_cell(&rows, 0, 2);
-    out->phone = db_cell(&rows, 0, 3);
-    if (lead_status_parse(db_cell(&rows, 0, 4), &out->status) != 0)
-        return corrupt(err, "leads.status");
-    out->created_at = db_cell_int(&rows, 0, 5);
-    out->updated_at = db_cell_int(&rows, 0, 6);
-    return SP_OK;
+    return row_to_lead(&rows, out, err);
+}
+
+static int
+r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, struct arena *a,
+                       struct lead *out, struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc;
+
+    if (c != CHANNEL_EMAIL && c != CHANNEL_WHATSAPP)
+        return sp_error_set(err, SP_EINVAL, "channel", "channel %s has no lead address",
+                            channel_name(c));
+    rc = db_query(conn_of(r), c == CHANNEL_EMAIL ? &SQL_LEAD_BY_EMAIL : &SQL_LEAD_BY_PHONE,
+                  DB_ARGS(db_text(norm)), a, &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    if (rows.nrows == 0)
+        return sp_error_set(err, SP_ENOTFOUND, "from", "no lead with that %s address",
+                            channel_name(c));
+    return row_to_lead(&rows, out, err);
 }
 
 static int
@@ -201,6 +246,7 @@ static int
 r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const char *address,
                    int64_t now, int *changed, struct sp_error *err)
 {
+    char norm[LEAD_NORM_MAX];
     int64_t changes = 0;
     int rc;
 
@@ -209,7 +255,9 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
         return sp_error_set(err, SP_EINVAL, "channel", "channel %s has no lead address",
                             channel_name(c));
     rc = db_exec(conn_of(r), c == CHANNEL_EMAIL ? &SQL_LEAD_SET_EMAIL : &SQL_LEAD_SET_PHONE,
-                 DB_ARGS(db_text(id), db_text(address), db_time(now)), &changes, err);
+                 DB_ARGS(db_text(id), db_text(address), db_time(now),
+                         db_text(lead_address_norm(c, address, norm, sizeof(norm)))),
+                 &changes, err);
     *changed = rc == SP_OK && changes > 0;
     return rc;
 }
@@ -262,6 +310,44 @@ r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct messa
     if (rows.nrows == 0)
         return sp_error_set(err, SP_ENOTFOUND, "messageId", "message %s not found", id);
     return row_to_message(&rows, 0, out, err);
+}
+
+static int
+r_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_direction d,
+                           const char *provider_id, struct arena *a, struct message *out,
+                           struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(
+        conn_of(r), &SQL_MESSAGE_BY_PROVIDER,
+        DB_ARGS(db_text(provider_id), db_text(channel_name(c)), db_text(message_direction_name(d))),
+        a, &rows, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (rows.nrows == 0)
+        return sp_error_set(err, SP_ENOTFOUND, "providerId", "no %s message with that id",
+                            channel_name(c));
+    return row_to_message(&rows, 0, out, err);
+}
+
+static int
+r_receipt_claim(struct lead_repo *r, const char *source, const char *key, int64_t now, int *fresh,
+                struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc = db_exec(conn_of(r), &SQL_RECEIPT_CLAIM,
+                     DB_ARGS(db_text(source), db_text(key), db_time(now)), &changes, err);
+
+    *fresh = rc == SP_OK && changes > 0;
+    return rc;
+}
+
+static int
+r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct sp_error *err)
+{
+    return db_exec(conn_of(r), &SQL_RECEIPT_PRUNE, DB_ARGS(db_text(source), db_time(before)), NULL,
+                   err);
 }
 
 static int
@@ -482,7 +568,9 @@ static const struct lead_repo_ops sql_ops = {
     .lead_lock = r_lead_lock,
     .lead_transition = r_lead_transition,
     .lead_set_address = r_lead_set_address,
+    .lead_find_by_address = r_lead_find_by_address,
     .message_insert = r_message_insert,
+    .message_find_by_provider = r_message_find_by_provider,
     .message_get = r_message_get,
     .message_update_delivery = r_message_update_delivery,
     .message_list = r_message_list,
@@ -492,6 +580,8 @@ static const struct lead_repo_ops sql_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .receipt_claim = r_receipt_claim,
+    .receipt_prune = r_receipt_prune,
 };
 
 void
