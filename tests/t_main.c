@@ -1,6 +1,8 @@
 /* t_main.c: the test runner: forks one child per registered test, each in a fresh temp dir. */
 #include "t.h"
 
+#include "app/error_body.h"
+
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <sys/wait.h>
@@ -112,6 +114,8 @@ main(int argc, char **argv)
     int passed = 0, failed = 0, skipped = 0;
     const char *include[T_MAX], *exclude[T_MAX];
     int ninclude = 0, nexclude = 0;
+
+    error_body_install(); /* the service's error body, as app/routes.c installs it */
 
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-x") == 0 && a + 1 < argc)

@@ -8,6 +8,7 @@
  * touches the database. */
 #include "app/wiring.h"
 
+#include "app/error_body.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
@@ -206,6 +207,7 @@ routes_init(struct app *app)
     struct http_router *r = &app->router;
     int rc = 0;
 
+    error_body_install(); /* the NestJS build's error body: its clients parse it */
     api_keys_init(&app->keys, app->cfg->api_keys);
     app->webhooks.whatsapp_app_secret = app->cfg->whatsapp_app_secret;
     app->webhooks.whatsapp_verify_token = app->cfg->whatsapp_verify_token;

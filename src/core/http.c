@@ -1,5 +1,5 @@
-/* http.c: the socket-free half of the HTTP layer: route matching, reason phrases and the
- * NestJS-style JSON error body.
+/* http.c: the socket-free half of the HTTP layer: route matching, reason phrases, form
+ * bodies, and error answers (their body's shape is installed by the application).
  *
  * Routing works on the raw, still percent-encoded path: literal segments compare encoded and
  * each ":name" parameter is decoded here, refusing what would change its meaning (an encoded
@@ -13,7 +13,9 @@
 #include "core/http.h"
 
 #include "core/arena.h"
+#include "core/jsonw.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -704,147 +706,54 @@ http_reason(int status)
     return "Error";
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not one. Rejects
- * overlong forms, surrogates and code points above U+10FFFF, like a strict decoder. */
-static size_t
-utf8_len(const unsigned char *s)
+/* The neutral body, until the application installs its own. */
+static const char *
+render_default(struct arena *a, int status, const char *const *messages, int n, int as_array,
+               size_t *len)
 {
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
+    struct jsonw w;
+    const char *body;
 
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    if (c == 0xE0)
-        lo = 0xA0;
-    else if (c == 0xED)
-        hi = 0x9F;
-    else if (c == 0xF0)
-        lo = 0x90;
-    else if (c == 0xF4)
-        hi = 0x8F;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
-/* Writes the JSON escape of one ASCII byte (or nothing for bytes that need none) to out, which
- * has room for 7 bytes; returns the escape's length, 0 meaning "copy the byte as is". */
-static size_t
-ascii_escape(unsigned char c, char out[7])
-{
-    static const char shorts[] = {'b', 't', 'n', 0, 'f', 'r'}; /* for 0x08 .. 0x0D */
-
-    if (c == '"' || c == '\\') {
-        out[0] = '\\';
-        out[1] = (char)c;
-        return 2;
+    (void)as_array;
+    jsonw_init(&w, a, HTTP_ERROR_BODY_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_kint(&w, "status", status);
+    jsonw_kstr(&w, "error", http_reason(status));
+    jsonw_key(&w, "messages");
+    jsonw_arr_begin(&w);
+    for (int i = 0; i < n; i++)
+        jsonw_str(&w, messages[i]);
+    jsonw_arr_end(&w);
+    jsonw_obj_end(&w);
+    if (jsonw_finish(&w, &body, len) != SP_OK) {
+        body = "{}";
+        *len = 2;
     }
-    if (c >= 0x20)
-        return 0;
-    if (c >= 0x08 && c <= 0x0D && shorts[c - 0x08] != 0) {
-        out[0] = '\\';
-        out[1] = shorts[c - 0x08];
-        return 2;
-    }
-    return (size_t)snprintf(out, 7, "\\u%04x", (unsigned)c);
+    return body;
 }
 
-/* Appends n bytes at dst + pos (or only measures when dst is NULL); returns the new position. */
-static size_t
-put_bytes(char *dst, size_t pos, const char *src, size_t n)
+static _Atomic(http_error_render_fn) error_render = render_default;
+
+void
+http_error_render_set(http_error_render_fn fn)
 {
-    if (dst)
-        memcpy(dst + pos, src, n);
-    return pos + n;
-}
-
-/* Appends the JSON string literal for `s` (quotes included) at dst + pos and returns the new
- * position. With dst == NULL only measures. Control characters are escaped the way
- * JSON.stringify does; valid UTF-8 is copied as is; each invalid byte becomes U+FFFD so the body
- * is always valid JSON whatever the client put in the path. */
-static size_t
-put_json_string(char *dst, size_t pos, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)(s ? s : "");
-    char esc[7];
-
-    pos = put_bytes(dst, pos, "\"", 1);
-    while (*p) {
-        size_t n;
-
-        if (*p < 0x80) {
-            n = ascii_escape(*p, esc);
-            pos = n > 0 ? put_bytes(dst, pos, esc, n) : put_bytes(dst, pos, (const char *)p, 1);
-            p++;
-        } else {
-            n = utf8_len(p);
-            if (n == 0) {
-                pos = put_bytes(dst, pos, "\xEF\xBF\xBD", 3);
-                p++;
-            } else {
-                pos = put_bytes(dst, pos, (const char *)p, n);
-                p += n;
-            }
-        }
-    }
-    return put_bytes(dst, pos, "\"", 1);
-}
-
-/* Appends a literal string at dst + pos (or only measures when dst is NULL). */
-static size_t
-put_raw(char *dst, size_t pos, const char *s)
-{
-    return put_bytes(dst, pos, s, strlen(s));
-}
-
-/* Renders the whole error body at dst (or measures it when dst is NULL); returns its length. */
-static size_t
-render_error(char *dst, int status, const char *const *messages, int n, int as_array)
-{
-    char code[32];
-    size_t pos = 0;
-
-    pos = put_raw(dst, pos, "{\"message\":");
-    if (as_array) {
-        pos = put_raw(dst, pos, "[");
-        for (int i = 0; i < n; i++) {
-            if (i > 0)
-                pos = put_raw(dst, pos, ",");
-            pos = put_json_string(dst, pos, messages[i]);
-        }
-        pos = put_raw(dst, pos, "]");
-    } else {
-        pos = put_json_string(dst, pos, n > 0 ? messages[0] : http_reason(status));
-    }
-    pos = put_raw(dst, pos, ",\"error\":");
-    pos = put_json_string(dst, pos, http_reason(status));
-    snprintf(code, sizeof(code), ",\"statusCode\":%d}", status);
-    return put_raw(dst, pos, code);
+    atomic_store(&error_render, fn ? fn : render_default);
 }
 
 void
 http_error(struct http_response *resp, struct arena *a, int status, const char *const *messages,
            int n, int as_array)
 {
-    size_t len;
-    char *body;
+    http_error_render_fn fn = atomic_load(&error_render);
+    const char *reason = http_reason(status);
+    size_t len = 0;
+    const char *body;
 
-    if (messages == NULL || n < 0)
-        n = 0;
-    len = render_error(NULL, status, messages, n, as_array);
-    body = arena_alloc(a, len + 1);
-    render_error(body, status, messages, n, as_array);
-    body[len] = '\0';
+    if (messages == NULL || n <= 0) { /* the reason phrase stands for a missing message */
+        messages = &reason;
+        n = 1;
+    }
+    body = fn(a, status, messages, n, as_array, &len);
     http_json(resp, status, body, len);
 }
 

@@ -160,9 +160,24 @@ int http_query_count(const struct http_request *req, const char *key);
 
 /* Reason phrase for a status ("Bad Request"); "Error" for unknown codes. */
 const char *http_reason(int status);
-/* Fills resp with status and the NestJS-style error body
- * {"message":["..."],"error":"<reason>","statusCode":N}. `messages` has n entries (n >= 1);
- * as_array=0 renders the single message as a plain string (the malformed-JSON form). */
+/* The body of an error answer: its shape is the application's, not the router's (the
+ * service's is the NestJS contract's: app/error_body.c). A renderer gets the status, the
+ * messages (n >= 1) and whether they were given as a list (as_array: 1) or as one sentence
+ * (0), and returns the body in the arena with its length in *len. It must accept any bytes in
+ * the messages (a path a client sent) and always return valid JSON. */
+typedef const char *(*http_error_render_fn)(struct arena *a, int status,
+                                            const char *const *messages, int n, int as_array,
+                                            size_t *len);
+/* Installs the renderer of every error body (NULL: the neutral one,
+ * {"status":N,"error":"<reason>","messages":[...]}). Call it once at start-up, before the
+ * server runs: requests read it without a lock. */
+void http_error_render_set(http_error_render_fn fn);
+/* An error bound for renderers: an error body never needs more (messages are one line each). */
+#define HTTP_ERROR_BODY_MAX (64 * 1024)
+
+/* Fills resp with status and the installed renderer's error body. `messages` has n entries
+ * (NULL or n = 0: the reason phrase); as_array=0 asks for the single message as a plain
+ * sentence (the malformed-JSON form). */
 void http_error(struct http_response *resp, struct arena *a, int status,
                 const char *const *messages, int n, int as_array);
 /* Shorthand for one message rendered as an array. */

@@ -3,6 +3,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/utf8.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -102,43 +103,55 @@ jsonw_arr_end(struct jsonw *w)
     close_(w, ']');
 }
 
+/* The JSON string literal of s[0..n). Control characters are escaped as JSON.stringify does;
+ * valid UTF-8 is copied as is; a byte that does not start a valid sequence becomes U+FFFD, so
+ * the text is valid JSON whatever bytes s holds (a path a client sent, a provider's answer). */
 static void
 put_escaped(struct jsonw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     size_t start = 0;
 
     putc_(w, '"');
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
         const char *esc = NULL;
-        char u[6];
+        char x[6];
 
-        if (c == '"')
+        if (c >= 0x80) {
+            size_t len = sp_utf8_decode(u + i, n - i, NULL);
+            if (len > 0) {
+                i += len - 1;
+                continue;
+            }
+            esc = SP_UTF8_REPLACEMENT;
+        } else if (c == '"') {
             esc = "\\\"";
-        else if (c == '\\')
+        } else if (c == '\\') {
             esc = "\\\\";
-        else if (c == '\n')
+        } else if (c == '\n') {
             esc = "\\n";
-        else if (c == '\r')
+        } else if (c == '\r') {
             esc = "\\r";
-        else if (c == '\t')
+        } else if (c == '\t') {
             esc = "\\t";
-        else if (c == '\b')
+        } else if (c == '\b') {
             esc = "\\b";
-        else if (c == '\f')
+        } else if (c == '\f') {
             esc = "\\f";
-        else if (c >= 0x20)
+        } else if (c >= 0x20) {
             continue;
+        }
         put(w, s + start, i - start);
         start = i + 1;
         if (esc) {
             put(w, esc, strlen(esc));
         } else {
-            memcpy(u, "\\u00", 4);
-            u[4] = hex[c >> 4];
-            u[5] = hex[c & 0xf];
-            put(w, u, 6);
+            memcpy(x, "\\u00", 4);
+            x[4] = hex[c >> 4];
+            x[5] = hex[c & 0xf];
+            put(w, x, 6);
         }
     }
     put(w, s + start, n - start);

@@ -2,6 +2,7 @@
 #include "core/log.h"
 
 #include "core/clock.h"
+#include "core/utf8.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -45,35 +46,6 @@ log_format_parse(const char *s, enum log_format *out)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one: a stray continuation
- * byte, a truncated sequence, an overlong form, a surrogate or a code point past U+10FFFF. */
-static size_t
-utf8_len(const unsigned char *s)
-{
-    unsigned cp;
-    size_t n;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2, cp = s[0] & 0x1fu;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        n = 3, cp = s[0] & 0x0fu;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        n = 4, cp = s[0] & 0x07u;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* Appends `s` to buf escaped for a JSON string (or a quoted logfmt value, same rules). Text
  * from outside (a request path, a database error) may hold any bytes: a byte that does not
  * start valid UTF-8 becomes U+FFFD, so every line stays valid JSON. */
@@ -83,7 +55,7 @@ put_escaped(char *buf, size_t pos, size_t cap, const char *s)
     const unsigned char *u = (const unsigned char *)s;
 
     while (*u && pos + 7 < cap) {
-        size_t n = utf8_len(u);
+        size_t n = sp_utf8_decode(u, 4, NULL); /* a NUL ends a cut sequence */
         if (n == 0) {
             pos += (size_t)snprintf(buf + pos, cap - pos, "\\ufffd");
             u++;

@@ -1,6 +1,8 @@
 /* fuzz_common.c: shared helpers of the libFuzzer targets (see fuzz_common.h). */
 #include "fuzz/fuzz_common.h"
 
+#include "app/error_body.h"
+
 #include "core/log.h"
 #include "t.h"
 
@@ -62,6 +64,7 @@ void
 fz_init(void)
 {
     sp_log_level = SP_LOG_ERROR;
+    error_body_install(); /* the service's error body, as app/routes.c installs it */
 }
 
 static int

@@ -12,8 +12,9 @@
  *     full text plus its NUL fits, and then gives the same text; never a write past the limit
  *     (ASan);
  *   - every time renders as 24 characters, equal to gmtime_r's rendering for years 0..9999.
- * Strings are made valid UTF-8 first (each invalid byte becomes '?'): jsonw copies bytes >= 0x80
- * as they are and documents no UTF-8 check, its callers pass strings jansson already validated.
+ * Strings hold any bytes: jsonw must write valid UTF-8 whatever it is given, each byte that
+ * starts no valid sequence becoming U+FFFD. The expected tree gets the same repair, decided
+ * by jansson's own strict check (an oracle independent of core/utf8.c).
  *
  * Input: byte 0 picks the limit (bit 7 set: a 2-byte limit follows), the rest feeds the
  * generator (each value starts with an opcode byte; see gen()). */
@@ -57,37 +58,47 @@ rd_u64(struct rd *r)
     return v;
 }
 
-/* Up to `len` bytes from the input, made valid UTF-8, copied into the arena. */
+/* Up to `len` bytes from the input, as they are, copied into the arena; *fixed receives them
+ * repaired as jsonw must write them (each byte that starts no valid UTF-8 sequence, by
+ * jansson's check, becomes U+FFFD), *fixed_len its length. */
 static char *
-rd_text(struct rd *r, struct arena *a, size_t len, size_t *out_len)
+rd_text(struct rd *r, struct arena *a, size_t len, size_t *out_len, char **fixed, size_t *fixed_len)
 {
-    char *s;
-    size_t i = 0;
+    char *s, *f;
+    size_t i = 0, o = 0;
 
     if (len > r->n)
         len = r->n;
     s = arena_alloc(a, len + 1);
+    f = arena_alloc(a, 3 * len + 1);
     memcpy(s, r->p, len);
     r->p += len;
     r->n -= len;
     while (i < len) {
-        size_t k;
+        size_t k = 1;
         json_t *one = NULL;
         /* the longest valid sequence starting at i, via jansson's own strict check */
-        for (k = 4; k >= 2; k--) {
-            if (i + k <= len && (unsigned char)s[i] >= 0x80 && (one = json_stringn(s + i, k)))
-                break;
-        }
-        if (one) {
+        if ((unsigned char)s[i] >= 0x80)
+            for (k = 4; k >= 2; k--)
+                if (i + k <= len && (one = json_stringn(s + i, k)))
+                    break;
+        if (one != NULL) {
             json_decref(one);
+            memcpy(f + o, s + i, k);
+            o += k;
             i += k;
-        } else {
-            if ((unsigned char)s[i] >= 0x80)
-                s[i] = '?';
+        } else if ((unsigned char)s[i] >= 0x80) {
+            memcpy(f + o, "\xef\xbf\xbd", 3);
+            o += 3;
             i++;
+        } else {
+            f[o++] = s[i++];
         }
     }
+    f[o] = '\0';
     *out_len = len;
+    *fixed = f;
+    *fixed_len = o;
     return s;
 }
 
@@ -152,10 +163,13 @@ gen(struct gen *g, struct rd *r, struct jsonw *w, int depth)
     if ((op == 4 || op == 5 || op == 7) && depth >= GEN_DEPTH_MAX)
         op = 3;
     switch (op) {
-    case 0:
-        s = rd_text(r, g->a, rd_len(r), &len);
+    case 0: {
+        char *fixed;
+        size_t fixed_len;
+        s = rd_text(r, g->a, rd_len(r), &len, &fixed, &fixed_len);
         jsonw_strn(w, s, len);
-        return json_stringn(s, len);
+        return json_stringn(fixed, fixed_len);
+    }
     case 1: {
         int64_t v = (int64_t)rd_u64(r);
         jsonw_int(w, v);
@@ -186,9 +200,12 @@ gen(struct gen *g, struct rd *r, struct jsonw *w, int depth)
             jsonw_arr_begin(w);
         for (int i = 0; i < n; i++) {
             if (op == 4) {
-                char *key = rd_text(r, g->a, rd_len(r), &len); /* a C string: stops at NUL */
+                char *fixed;
+                size_t fixed_len;
+                /* a C string: stops at NUL */
+                char *key = rd_text(r, g->a, rd_len(r), &len, &fixed, &fixed_len);
                 jsonw_key(w, key);
-                json_object_set_new(c, key, gen(g, r, w, depth + 1));
+                json_object_set_new(c, fixed, gen(g, r, w, depth + 1));
             } else {
                 json_array_append_new(c, gen(g, r, w, depth + 1));
             }

@@ -13,6 +13,9 @@
 #include "core/event_bus.h"
 #include "core/jsonr.h"
 #include "core/jsonw.h"
+#include "core/utf8.h"
+#include "core/http.h"
+#include "app/error_body.h"
 #include "core/log.h"
 #include "core/queue.h"
 #include "core/uuid.h"
@@ -83,6 +86,98 @@ TEST(unit_jsonw_escaping)
     jsonw_kstr(&w, "k\"ey", "v");
     jsonw_obj_end(&w);
     ASSERT_STREQ("{\"k\\\"ey\":\"v\"}", finish(&w));
+    arena_free(a);
+}
+
+/* Bytes that are not UTF-8 become U+FFFD, one per byte that starts no valid sequence; valid
+ * sequences (2, 3, 4 bytes) stay as they are, also next to bad ones. */
+TEST(unit_jsonw_repairs_bad_utf8)
+{
+    struct arena *a = arena_new();
+    struct jsonw w;
+
+    jsonw_init(&w, a, 4096);
+    jsonw_arr_begin(&w);
+    jsonw_str(&w, "a\xff"
+                  "b");
+    jsonw_str(&w, "\xc3");                             /* cut short at the end */
+    jsonw_str(&w, "\xc0\xaf");                         /* overlong '/' */
+    jsonw_str(&w, "\xed\xa0\x80");                     /* a surrogate */
+    jsonw_str(&w, "\xf0\x9f\x98\x80\x80\xe2\x82\xac"); /* 😀, stray continuation, € */
+    jsonw_strn(&w, "\xe2\x82", 2);                     /* length-bounded: cut short */
+    jsonw_arr_end(&w);
+    ASSERT_STREQ("[\"a\xef\xbf\xbd"
+                 "b\",\"\xef\xbf\xbd\",\"\xef\xbf\xbd\xef\xbf\xbd\","
+                 "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\",\"\xf0\x9f\x98\x80\xef\xbf\xbd"
+                 "\xe2\x82\xac\",\"\xef\xbf\xbd\xef\xbf\xbd\"]",
+                 finish(&w));
+    arena_free(a);
+}
+
+TEST(unit_utf8_decode_strict)
+{
+    static const struct {
+        const char *s;
+        size_t len;
+        size_t want;
+        uint32_t cp;
+    } cases[] = {
+        {"A", 1, 1, 0x41},
+        {"\xc2\x80", 2, 2, 0x80},
+        {"\xdf\xbf", 2, 2, 0x7ff},
+        {"\xe0\xa0\x80", 3, 3, 0x800},
+        {"\xef\xbf\xbf", 3, 3, 0xffff},
+        {"\xf0\x90\x80\x80", 4, 4, 0x10000},
+        {"\xf4\x8f\xbf\xbf", 4, 4, 0x10ffff},
+        {"\xc1\xbf", 2, 0, 0},         /* overlong */
+        {"\xe0\x9f\xbf", 3, 0, 0},     /* overlong */
+        {"\xf0\x8f\xbf\xbf", 4, 0, 0}, /* overlong */
+        {"\xf4\x90\x80\x80", 4, 0, 0}, /* past U+10FFFF */
+        {"\xed\xbf\xbf", 3, 0, 0},     /* surrogate */
+        {"\x80", 1, 0, 0},             /* continuation */
+        {"\xe2\x82", 2, 0, 0},         /* cut by len */
+        {"\xe2\x00\xac", 3, 0, 0},     /* cut by a NUL */
+        {"\xf5\x80\x80\x80", 4, 0, 0}, /* never a lead byte */
+        {"", 0, 0, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t cp = 0;
+        size_t n = sp_utf8_decode((const unsigned char *)cases[i].s, cases[i].len, &cp);
+        ASSERT_EQ(cases[i].want, n);
+        if (n > 0)
+            ASSERT_EQ(cases[i].cp, cp);
+    }
+    ASSERT(sp_utf8_valid("caf\xc3\xa9 \xf0\x9f\x98\x80", 10));
+    ASSERT(!sp_utf8_valid("caf\xc3", 4));
+    ASSERT(sp_utf8_valid("a\0b", 3));
+}
+
+/* The error body's shape is installed by the application: the neutral one without it, the
+ * NestJS one with error_body_install (what the process and this runner use). */
+TEST(unit_http_error_body_is_installed)
+{
+    struct arena *a = arena_new();
+    struct http_response r = {0};
+    const char *msgs[] = {"name should not be empty", "bad \xff byte"};
+
+    http_error_render_set(NULL);
+    http_error(&r, a, 400, msgs, 2, 1);
+    ASSERT_STREQ("{\"status\":400,\"error\":\"Bad Request\",\"messages\":[\"name should not be "
+                 "empty\",\"bad \xef\xbf\xbd byte\"]}",
+                 r.body);
+    ASSERT_EQ(strlen(r.body), r.body_len);
+    error_body_install();
+    http_error(&r, a, 400, msgs, 2, 1);
+    ASSERT_STREQ("{\"message\":[\"name should not be empty\",\"bad \xef\xbf\xbd byte\"],"
+                 "\"error\":\"Bad Request\",\"statusCode\":400}",
+                 r.body);
+    http_error(&r, a, 404, NULL, 0, 0);
+    ASSERT_STREQ("{\"message\":\"Not Found\",\"error\":\"Not Found\",\"statusCode\":404}", r.body);
+    http_error(&r, a, 400, msgs, 1, 0);
+    ASSERT_STREQ("{\"message\":\"name should not be empty\",\"error\":\"Bad "
+                 "Request\",\"statusCode\":400}",
+                 r.body);
     arena_free(a);
 }
 

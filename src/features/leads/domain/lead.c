@@ -2,6 +2,7 @@
 #include "features/leads/domain/lead.h"
 
 #include "core/arena.h"
+#include "core/utf8.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -197,44 +198,6 @@ lead_address_for(const struct lead *l, enum channel c)
     }
 }
 
-/* Decodes the UTF-8 sequence at s[0..len): *cp the code point, returns its length in bytes, or 0
- * when the sequence is not valid UTF-8 (overlong forms and surrogates included). */
-static size_t
-utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
-{
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t n;
-    uint32_t c;
-
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] >= 0xc0 && s[0] < 0xe0) {
-        n = 2;
-        c = s[0] & 0x1fu;
-    } else if (s[0] >= 0xe0 && s[0] < 0xf0) {
-        n = 3;
-        c = s[0] & 0x0fu;
-    } else if (s[0] >= 0xf0 && s[0] < 0xf8) {
-        n = 4;
-        c = s[0] & 0x07u;
-    } else {
-        return 0; /* a continuation byte, or 0xf8..0xff */
-    }
-    if (n > len)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0u) != 0x80u)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3fu);
-    }
-    if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return n;
-}
-
 /* Code points no name, email or phone may hold: they break header lines and log lines, or
  * reorder what a reader sees (Trojan Source). */
 static int
@@ -255,7 +218,7 @@ text_scan(const char *s, size_t len, size_t *units)
     *units = 0;
     while (i < len) {
         uint32_t cp;
-        size_t n = utf8_decode(p + i, len - i, &cp);
+        size_t n = sp_utf8_decode(p + i, len - i, &cp);
         if (n == 0)
             return LEAD_TEXT_BAD_UTF8;
         if (is_forbidden(cp))
@@ -311,7 +274,7 @@ lead_text_one_line(struct arena *a, const char *s)
 
     while (i < len) {
         uint32_t cp;
-        size_t n = utf8_decode((const unsigned char *)s + i, len - i, &cp);
+        size_t n = sp_utf8_decode((const unsigned char *)s + i, len - i, &cp);
         if (n == 0 || is_forbidden(cp)) {
             out[o++] = ' ';
             i += n ? n : 1;
