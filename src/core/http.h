@@ -82,7 +82,7 @@ struct http_route {
     void *ctx;
 };
 
-#define HTTP_ROUTES_MAX 16
+#define HTTP_ROUTES_MAX 32
 
 struct http_router {
     int n;
