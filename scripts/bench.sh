@@ -19,6 +19,20 @@
 #   6. worker throughput: `serve --no-worker` on another fresh database takes BENCH_WORKER_LEADS
 #      leads (wrk), is stopped, then `salespad worker` is timed from spawn until the mock sink
 #      holds every message (rate = messages / (last sink "at" - spawn)); SIGTERM, exit 0.
+#   7. email over SMTP (BENCH_SMTP=1, the default; 0 skips it): scripts/bench/smtp_sink.py, an
+#      aiosmtpd server on a loopback port the kernel picks, accepts every message and logs its
+#      arrival time, recipient, Message-ID and SMTP connection; `salespad serve` (one process,
+#      its in-process workers) on a fresh BENCH_SMTP_DATABASE (default sqlite) with
+#      EMAIL_PROVIDER=smtp SMTP_URL=smtp://127.0.0.1:PORT EMAIL_FROM=...; then
+#      a. burst: BENCH_SMTP_N (2000) email-only leads (no phone: no WhatsApp message) captured
+#         as fast as possible over BENCH_SMTP_CONNECTIONS (8) keep-alive connections; each
+#         capture's time is when the client read its 201; sends/s = messages accepted by the
+#         SMTP server / (last acceptance - first 201), for the one worker process; capture ->
+#         accepted p50/p99 matched per message by recipient (includes the backlog's wait);
+#      b. steady: BENCH_SMTP_STEADY_N (400) more at BENCH_SMTP_STEADY_RATE (200) captures/s,
+#         open loop: capture -> accepted p50/p99 below saturation.
+#      Every message must be accepted exactly once (else a failure). The sink runs on
+#      /usr/bin/python3 (Debian's python3-aiosmtpd) unless BENCH_SMTP_PYTHON names another.
 # HTTP_THREADS, WORKER_CONCURRENCY etc. are inherited from the environment (defaults otherwise).
 #
 # Exit status: 0 when every measurement ran (targets missed are shown as NO in the table),
@@ -44,13 +58,29 @@ BENCH_LATENCY_N=${BENCH_LATENCY_N:-200}
 BENCH_SEED_N=${BENCH_SEED_N:-1000}
 BENCH_WORKER_LEADS=${BENCH_WORKER_LEADS:-10000}
 BENCH_DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-180}
-BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres postgres+redis}
+BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres postgres+redis} # "none": only the SMTP part
+BENCH_SMTP=${BENCH_SMTP:-1}
+BENCH_SMTP_N=${BENCH_SMTP_N:-2000}
+BENCH_SMTP_CONNECTIONS=${BENCH_SMTP_CONNECTIONS:-8}
+BENCH_SMTP_STEADY_N=${BENCH_SMTP_STEADY_N:-400}
+BENCH_SMTP_STEADY_RATE=${BENCH_SMTP_STEADY_RATE:-200}
+BENCH_SMTP_DATABASE=${BENCH_SMTP_DATABASE:-sqlite}
 BENCH_KEEP=${BENCH_KEEP:-0}
 MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
 
 for tool in wrk python3; do
   command -v "$tool" >/dev/null || { echo "bench.sh: $tool not found (scripts/deps.sh bench)" >&2; exit 1; }
 done
+
+# The SMTP sink needs aiosmtpd: Debian's package is for /usr/bin/python3, which may not be the
+# python3 first on PATH (pyenv, a venv). Checked before anything runs.
+SMTP_PY=()
+if [[ "$BENCH_SMTP" == 1 ]]; then
+  for py in ${BENCH_SMTP_PYTHON:-/usr/bin/python3 python3}; do
+    if "$py" -c 'import aiosmtpd.smtp' 2>/dev/null; then SMTP_PY=("$py"); break; fi
+  done
+  [[ ${#SMTP_PY[@]} -gt 0 ]] || { echo "bench.sh: no python3 with aiosmtpd (scripts/deps.sh bench installs python3-aiosmtpd; BENCH_SMTP=0 skips the SMTP part)" >&2; exit 1; }
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/salespad-bench.XXXXXX")
 PIDS=()     # every process we started, for the trap
@@ -337,8 +367,85 @@ run_suite() {
 
 cfg() { HOST=127.0.0.1 "$BIN" --print-config | sed -n "s/^$1=//p"; }
 
+# Email over SMTP (step 7): a burst, then a steady rate, against scripts/bench/smtp_sink.py.
+run_smtp() {
+  local kind=$BENCH_SMTP_DATABASE url recv="$TMP/smtp-received.jsonl" portf="$TMP/smtp.port"
+  local sink_pid smtp_port i pid cap capb b st c0 s0 c1 s1 t0 t1 hz from sum neg=""
+  hz=$(getconf CLK_TCK)
+  from="SalesPad Bench <bench@salespad.test>"
+  SVC_ENV=()
+  if [[ "$kind" == *+redis ]]; then
+    redis_ensure
+    SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
+  fi
+  url=$(db_url "$kind" smtp)
+  log "== email over SMTP ($kind): $url"
+  "${SMTP_PY[@]}" "$BENCH_DIR/smtp_sink.py" "$recv" "$portf" >"$TMP/smtp-sink.out" 2>"$TMP/smtp-sink.log" &
+  sink_pid=$!
+  PIDS+=("$sink_pid")
+  for ((i = 0; i < 100; i++)); do [[ -s "$portf" ]] && break; sleep 0.05; done
+  [[ -s "$portf" ]] || { cat "$TMP/smtp-sink.log" >&2; die "smtp_sink.py did not start"; }
+  smtp_port=$(cat "$portf")
+  log "smtp sink: pid $sink_pid on 127.0.0.1:$smtp_port"
+  SVC_ENV+=(EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp_port" EMAIL_FROM="$from")
+  start_service smtp-serve "$url" "$TMP/smtp-mock.sink" serve
+  pid=$SVC_PID
+  SVC_ENV=()
+
+  log "smtp burst: $BENCH_SMTP_N email-only captures as fast as possible ($BENCH_SMTP_CONNECTIONS connections)"
+  c0=$(cpu_ticks "$pid") s0=$(cpu_ticks "$sink_pid") t0=$(now_us)
+  cap=$("${HELPER[@]}" capture-email "$SVC_PORT" "$BENCH_SMTP_N" "$BENCH_SMTP_CONNECTIONS" 0 \
+    "$TMP/smtp-burst.txt") || die "smtp burst: the captures failed"
+  log "smtp burst captures: $cap"
+  capb=$cap
+  if ! wait_sink "$recv" "$BENCH_SMTP_N" 60 0.3 >/dev/null; then
+    fail "smtp: the SMTP server did not accept $BENCH_SMTP_N messages within 60 s"
+  fi
+  c1=$(cpu_ticks "$pid") s1=$(cpu_ticks "$sink_pid") t1=$(now_us)
+  b=$("${HELPER[@]}" smtp-stats "$TMP/smtp-burst.txt" "$recv") || die "smtp-stats failed"
+  log "smtp burst: $b"
+  [[ $(kv "$b" missing) == 0 && $(kv "$b" duplicates) == 0 ]] ||
+    fail "smtp burst: $(kv "$b" missing) messages not accepted, $(kv "$b" duplicates) duplicates"
+  NOTES+=("smtp burst: salespad CPU $(calc "($c1 - $c0) / $hz / (($t1 - $t0) / 1e6) * 100" | xargs printf %.0f)%, aiosmtpd sink CPU $(calc "($s1 - $s0) / $hz / (($t1 - $t0) / 1e6) * 100" | xargs printf %.0f)% of one core (from the first POST until every message was accepted; the capture client, Python, shares the $(nproc) cores); createdAt → accepted p50/p99 $(kv "$b" srv_p50_ms) / $(kv "$b" srv_p99_ms) ms; capture → accepted min $(kv "$b" min_ms) ms")
+
+  log "smtp steady: $BENCH_SMTP_STEADY_N captures at $BENCH_SMTP_STEADY_RATE/s"
+  cap=$("${HELPER[@]}" capture-email "$SVC_PORT" "$BENCH_SMTP_STEADY_N" "$BENCH_SMTP_CONNECTIONS" \
+    "$BENCH_SMTP_STEADY_RATE" "$TMP/smtp-steady.txt") || die "smtp steady: the captures failed"
+  log "smtp steady captures: $cap"
+  wait_sink "$recv" "$((BENCH_SMTP_N + BENCH_SMTP_STEADY_N))" 30 0.3 >/dev/null ||
+    fail "smtp: the steady-rate messages were not all accepted within 30 s"
+  st=$("${HELPER[@]}" smtp-stats "$TMP/smtp-steady.txt" "$recv") || die "smtp-stats failed"
+  log "smtp steady: $st"
+  [[ $(kv "$st" missing) == 0 && $(kv "$st" duplicates) == 0 ]] ||
+    fail "smtp steady: $(kv "$st" missing) messages not accepted, $(kv "$st" duplicates) duplicates"
+  [[ "$(kv "$st" min_ms)" != -* ]] || neg=" (negative: the SMTP server accepted the message before the client's thread had read the 201)"
+  NOTES+=("smtp steady: createdAt → accepted p50/p99 $(kv "$st" srv_p50_ms) / $(kv "$st" srv_p99_ms) ms; capture → accepted min $(kv "$st" min_ms) ms$neg")
+
+  stop_service smtp-serve "$pid"
+  i=$(grep -c -E ' (warn|error) ' "$TMP/smtp-serve.log" || true)
+  [[ "$i" == 0 ]] || NOTES+=("smtp-serve logged $i warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/smtp-serve.log" | cut -c1-200 | tr '\n' ' ')")
+  kill -TERM "$sink_pid" 2>/dev/null || true
+  wait "$sink_pid" || fail "smtp_sink.py: exit status $? (log: $(tail -n 3 "$TMP/smtp-sink.log" | tr '\n' ' '))"
+  forget_pid "$sink_pid"
+  sum=$(sed -n 's/^smtp_sink: //p' "$TMP/smtp-sink.out")
+  log "smtp sink: $sum"
+  NOTES+=("smtp sink (aiosmtpd, one Python thread): $(kv "$sum" connections) TCP connections and $(kv "$sum" ehlo) EHLO for $(kv "$sum" messages) messages; its CPU $(calc "$(kv "$sum" cpu_s) * 1000 / $(kv "$sum" messages)" | xargs printf %.2f) ms per message")
+
+  ROWS=""
+  row "email over SMTP: sends/s per worker process (burst: $BENCH_SMTP_N captures as fast as possible, 1 process)" "$(printf %.0f "$(kv "$b" sends_per_s)")" "(none)" "n/a"
+  row "email over SMTP: capture → accepted p50 / p99 (ms), burst (backlog wait included)" "$(kv "$b" p50_ms) / $(kv "$b" p99_ms)" "(none)" "n/a"
+  row "email over SMTP: capture → accepted p50 / p99 (ms), steady $BENCH_SMTP_STEADY_RATE captures/s" "$(kv "$st" p50_ms) / $(kv "$st" p99_ms)" "(none)" "n/a"
+  row "email over SMTP: POST /leads req/s during the burst (email only, $BENCH_SMTP_CONNECTIONS connections)" "$(printf %.0f "$(kv "$capb" rps)")" "(none)" "n/a"
+  row "email over SMTP: messages accepted once" "$(($(kv "$b" accepted) + $(kv "$st" accepted))) of $((BENCH_SMTP_N + BENCH_SMTP_STEADY_N)), $(($(kv "$b" duplicates) + $(kv "$st" duplicates))) duplicates" "all, once" "$(met "$(($(kv "$b" missing) + $(kv "$st" missing) + $(kv "$b" duplicates) + $(kv "$st" duplicates)))" "<=" 0)"
+  row "email over SMTP: SMTP connections the sender opened" "$(kv "$b" connections) for $BENCH_SMTP_N messages (burst), $(kv "$st" connections) used (steady)" "(none)" "n/a"
+  REPORT+=$'\n'"### SalesPad bench: email over SMTP (EMAIL_PROVIDER=smtp, aiosmtpd on 127.0.0.1), database $kind, salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
+  REPORT+="\`salespad serve\` with its in-process workers (WORKER_CONCURRENCY=$(cfg WORKER_CONCURRENCY)); capture = the client read the 201; accepted = the SMTP server's 250 after DATA; $(nproc) CPUs"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+
 REPORT=""
 for kind in $BENCH_DATABASES; do
+  [[ "$kind" == none ]] && continue
   SVC_ENV=()
   if [[ "$kind" == *+redis ]]; then
     redis_ensure
@@ -346,6 +453,9 @@ for kind in $BENCH_DATABASES; do
   fi
   run_suite "$kind"
 done
+if [[ "$BENCH_SMTP" == 1 ]]; then
+  run_smtp
+fi
 
 printf '%s\n' "$REPORT"
 if [[ ${#NOTES[@]} -gt 0 ]]; then

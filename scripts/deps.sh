@@ -8,7 +8,9 @@
 #                           # tests), docker-compose (validates docker-compose.yml; no engine),
 #                           # aiosmtpd and openssl (tests/integration/test_smtp.py: a loopback
 #                           # SMTP server and its self-signed certificate)
-#   scripts/deps.sh bench   # build + wrk, curl and the PostgreSQL and Redis servers
+#   scripts/deps.sh bench   # build + wrk, curl, the PostgreSQL and Redis servers and aiosmtpd
+#                           # (scripts/bench/smtp_sink.py: the loopback SMTP server of the
+#                           # EMAIL_PROVIDER=smtp rows)
 set -euo pipefail
 
 profile=${1:-build}
@@ -19,7 +21,7 @@ case "$profile" in
   test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis valgrind curl postgresql postgresql-client redis-server
                redis-tools nodejs docker-compose python3-aiosmtpd openssl) ;;
   bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
-               redis-tools) ;;
+               redis-tools python3-aiosmtpd) ;;
   *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;
 esac
 

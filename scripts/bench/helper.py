@@ -13,12 +13,24 @@ Every subcommand talks only to 127.0.0.1, and every loop is bounded in count and
                                     poll FILE until it has EXPECTED lines and then no new one for
                                     QUIET_S s; print "LINES EPOCH_REACHED" (or fail on timeout)
   sink-stats FILE                   lines, distinct messageIds, duplicates, first/last "at" (ms)
+  capture-email PORT N CONNS RATE OUT
+                                    N email-only captures over CONNS keep-alive connections
+                                    (a thread each); RATE 0: as fast as possible, else an
+                                    open-loop schedule of RATE captures/s; writes "TO EPOCH_S
+                                    LEAD_ID CREATED_MS" per 201 to OUT (EPOCH_S: when the client
+                                    read the 201; CREATED_MS: the lead's createdAt)
+  smtp-stats CAPTURES RECEIVED      joins OUT of capture-email with smtp_sink.py's lines by
+                                    recipient: accepted, missing, duplicates, connections,
+                                    sends/s (first 201 -> last acceptance), capture (201 read)
+                                    -> accepted p50/p99/max (ms), and createdAt -> accepted
+                                    (srv_p50/srv_p99)
 """
 import http.client
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -184,10 +196,96 @@ def cmd_sink_stats(path):
     print(f"lines={lines} distinct={len(ids)} duplicates={dups} first_ms={first} last_ms={last}")
 
 
+def cmd_capture_email(port, n, conns, rate, out):
+    port, n, conns, rate = int(port), int(n), int(conns), float(rate)
+    run = f"{os.getpid()}-{int(time.time())}"
+    lock = threading.Lock()
+    state = {"next": 0, "errors": [], "t0": None}
+    results = [None] * n
+
+    def worker():
+        c = conn(port)
+        try:
+            while True:
+                with lock:
+                    i = state["next"]
+                    if i >= n or state["errors"]:
+                        return
+                    state["next"] = i + 1
+                if rate > 0:
+                    delay = state["t0"] + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                to = f"smtp-{run}-{i}@bench.test"
+                status, data = request(c, "POST", "/leads", {"name": f"Smtp {i}", "email": to})
+                t = time.time()
+                if status != 201:
+                    with lock:
+                        state["errors"].append(f"POST /leads answered {status}: {data[:200]!r}")
+                    return
+                lead = json.loads(data)
+                results[i] = (to, t, lead["id"], iso_ms(lead["createdAt"]))
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            with lock:
+                state["errors"].append(f"capture failed: {e!r}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, conns))]
+    t_start = time.time()
+    state["t0"] = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if state["errors"]:
+        die(state["errors"][0])
+    with open(out, "w") as f:
+        for to, t, lid, created_ms in results:
+            f.write(f"{to} {t:.6f} {lid} {created_ms}\n")
+    last = max(r[1] for r in results)
+    print(f"n={n} start={t_start:.6f} last={last:.6f} rps={n / (last - t_start):.1f}")
+
+
+def cmd_smtp_stats(captures, received):
+    """Only the received messages whose recipient is in CAPTURES count (others: "other")."""
+    cap = {}
+    with open(captures) as f:
+        for line in f:
+            to, t, _lid, created_ms = line.split()
+            cap[to] = (float(t), int(created_ms))
+    seen, dups, other, conns, lat, lat_srv, last = set(), 0, 0, set(), [], [], None
+    with open(received) as f:
+        for line in f:
+            d = json.loads(line)
+            if d["to"] not in cap:
+                other += 1
+                continue
+            conns.add(d["conn"])
+            if d["to"] in seen:
+                dups += 1
+                continue
+            seen.add(d["to"])
+            t201, created_ms = cap[d["to"]]
+            lat.append((d["at"] - t201) * 1000.0)
+            lat_srv.append(d["at"] * 1000.0 - created_ms)
+            last = d["at"] if last is None else max(last, d["at"])
+    if not lat:
+        die(f"{received}: no accepted message matches a capture of {captures}")
+    first = min(t for t, _ in cap.values())
+    print(f"accepted={len(lat)} captured={len(cap)} missing={len(cap) - len(lat)} "
+          f"duplicates={dups} other={other} connections={len(conns)} "
+          f"first_capture={first:.6f} last_accept={last:.6f} "
+          f"sends_per_s={len(lat) / max(last - first, 1e-6):.1f} p50_ms={pct(lat, 50):.1f} "
+          f"p99_ms={pct(lat, 99):.1f} max_ms={max(lat):.1f} min_ms={min(lat):.1f} "
+          f"srv_p50_ms={pct(lat_srv, 50):.0f} srv_p99_ms={pct(lat_srv, 99):.0f}")
+
+
 def main(argv):
     cmds = {"freeport": (cmd_freeport, 0), "wait-ready": (cmd_wait_ready, 3),
             "latency": (cmd_latency, 2), "seed": (cmd_seed, 3),
-            "wait-lines": (cmd_wait_lines, (3, 4)), "sink-stats": (cmd_sink_stats, 1)}
+            "wait-lines": (cmd_wait_lines, (3, 4)), "sink-stats": (cmd_sink_stats, 1),
+            "capture-email": (cmd_capture_email, 5), "smtp-stats": (cmd_smtp_stats, 2)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 not in (
             cmds[argv[1]][1] if isinstance(cmds[argv[1]][1], tuple) else (cmds[argv[1]][1],)):
         print(__doc__, file=sys.stderr)
