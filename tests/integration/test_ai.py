@@ -1,157 +1,21 @@
 """AI answers from an OpenAI-compatible API (AI_PROVIDER=openai) against a stub on loopback.
 
-Each test starts a stub chat-completions API (Python's http.server, in threads of the test
-process, on a free loopback port) serving POST /v1/chat/completions and GET /v1/models. It checks
-every request strictly (path, bearer key, content type, exactly the members "model" and
-"messages", the configured model, a system message first naming the lead, then the
-conversation's turns with roles "user"/"assistant" only, ending with the prospect's newest
-message) and records each violation; the tests assert there were none. What it answers is
+Each test starts a stub chat-completions API (stubs.ModelStub: Python's http.server, in threads
+of the test process, on a free loopback port) serving POST /v1/chat/completions and GET
+/v1/models. It checks every request strictly (path, bearer key, content type, exactly the
+members "model" and "messages", the configured model, a system message first naming the lead,
+then the conversation's turns with roles "user"/"assistant" only, ending with the prospect's
+newest message) and records each violation; the tests assert there were none. What it answers is
 scripted in order: a documented completion whose content names the request number, an error
 body with any status and Retry-After, a body that is not JSON, or an answer held past
 AI_TIMEOUT_MS. The real salespad binary calls it over plain http (allowed for loopback hosts
 only); the channels are the mock senders, so an answer is visible in GET /leads/:id and the sink.
 """
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import HOST, assert_eq, create_lead, details, free_port, outbound, wait_until
-
-KEY = "sk-test-secret-key-0123456789"
-MODEL = "gpt-stub-1"
-LEAD = "Ana Ñandú"
-
-
-class Stub:
-    """script: answers consumed in order, then "ok". An answer: "ok" | ("error", status, body,
-    headers) | ("raw", status, body) | ("slow", seconds)."""
-
-    def __init__(self, script=None):
-        self.script = list(script or [])
-        self.lock = threading.Lock()
-        self.requests = []    # (time, path, parsed json or None)
-        self.models = 0       # GET /v1/models calls
-        self.violations = []
-
-    def next_answer(self):
-        with self.lock:
-            return len(self.requests), (self.script.pop(0) if self.script else "ok")
-
-    def check(self, path, headers, raw):
-        bad = []
-        if path != "/v1/chat/completions":
-            bad.append("path %r" % path)
-        if headers.get("authorization") != "Bearer " + KEY:
-            bad.append("authorization header")
-        if not (headers.get("content-type") or "").startswith("application/json"):
-            bad.append("content-type %r" % headers.get("content-type"))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return None, bad + ["body is not JSON"]
-        if set(body) != {"model", "messages"}:
-            bad.append("members %r" % sorted(body))
-        if body.get("model") != MODEL:
-            bad.append("model %r" % body.get("model"))
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or len(msgs) < 2:
-            return body, bad + ["messages %r" % (msgs,)]
-        for m in msgs:
-            if not isinstance(m, dict) or set(m) != {"role", "content"} or \
-                    not isinstance(m.get("content"), str) or not m["content"]:
-                bad.append("message %r" % (m,))
-        if msgs[0].get("role") != "system" or LEAD not in msgs[0].get("content", ""):
-            bad.append("first message %r" % (msgs[0],))
-        if any(m.get("role") not in ("user", "assistant") for m in msgs[1:]):
-            bad.append("roles %r" % [m.get("role") for m in msgs])
-        if msgs[-1].get("role") != "user":
-            bad.append("last message is not the prospect's")
-        return body, bad
-
-    def turns(self, i):
-        """(role, content) of request i's conversation, system message left out."""
-        return [(m["role"], m["content"]) for m in self.requests[i][2]["messages"][1:]]
-
-
-def make_handler(stub):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def answer(self, status, body, headers=()):
-            data = body.encode() if isinstance(body, str) else body
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers:
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            if self.path != "/v1/models":
-                return self.answer(404, json.dumps({"error": {"message": "no such path"}}))
-            if self.headers.get("Authorization") != "Bearer " + KEY:
-                return self.answer(401, json.dumps({"error": {
-                    "message": "Incorrect API key provided", "type": "invalid_request_error",
-                    "code": "invalid_api_key"}}))
-            with stub.lock:
-                stub.models += 1
-            return self.answer(200, json.dumps({"object": "list", "data": [
-                {"id": "other-model", "object": "model", "owned_by": "stub"},
-                {"id": MODEL, "object": "model", "owned_by": "stub"}]}))
-
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            body, bad = stub.check(self.path, headers, raw)
-            with stub.lock:
-                stub.requests.append((time.monotonic(), self.path, body))
-                stub.violations.extend(bad)
-            if bad:
-                return self.answer(400, json.dumps({"error": {
-                    "message": "stub: bad request", "type": "invalid_request_error"}}))
-            n, ans = stub.next_answer()
-            if ans == "ok":
-                return self.answer(200, json.dumps({
-                    "id": "chatcmpl-stub%d" % n, "object": "chat.completion", "model": MODEL,
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                        "role": "assistant", "content": "Stub answer %d." % n}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}))
-            if ans[0] == "error":
-                return self.answer(ans[1], ans[2], ans[3])
-            if ans[0] == "raw":
-                return self.answer(ans[1], ans[2])
-            if ans[0] == "slow":
-                time.sleep(ans[1])  # the service gave up after AI_TIMEOUT_MS
-                try:
-                    self.answer(200, json.dumps({"choices": [{"message": {"content": "late"}}]}))
-                except OSError:
-                    pass
-    return Handler
-
-
-def start_stub(request, stub):
-    port = free_port()
-    srv = ThreadingHTTPServer((HOST, port), make_handler(stub))
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-
-    def stop():
-        srv.shutdown()
-        srv.server_close()
-    request.addfinalizer(stop)
-    return "http://%s:%d/v1" % (HOST, port)
-
-
-def openai(url, **kw):
-    settings = dict(AI_PROVIDER="openai", AI_BASE_URL=url, AI_API_KEY=KEY, AI_MODEL=MODEL,
-                    AI_TIMEOUT_MS=2000, JOB_BACKOFF_MS=20, JOB_ATTEMPTS=3)
-    settings.update(kw)
-    return settings
+from stubs import AI_KEY as KEY, AI_LEAD as LEAD, AI_MODEL as MODEL, openai
+from stubs import ModelStub as Stub, start_model as start_stub
 
 
 def answers(det, channel="whatsapp"):

@@ -2,70 +2,25 @@
 
 Each test starts an aiosmtpd server (Debian's python3-aiosmtpd) on a free port, in a thread of
 the test process, with a handler that can answer 451 once, 550, or stall past the service's
-SMTP_TIMEOUT_MS; the TLS tests give it a self-signed certificate made with the openssl CLI.
+SMTP_TIMEOUT_MS (stubs.Relay); the TLS tests give it a self-signed certificate made with the
+openssl CLI.
 What the server received is parsed with Python's email package. Nothing of ours is mocked:
 the real salespad binary talks SMTP to the real server.
 """
-import asyncio
 import email
 import email.header
 import email.policy
 import os
 import ssl
 import subprocess
-import threading
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from harness import HOST, assert_eq, create_lead, details, free_port, outbound, wait_until
+from harness import assert_eq, create_lead, details, outbound, wait_until
+from stubs import Relay, start_relay
 
 FROM = "Sales Pad <hello@salespad.test>"
 SECRET = "0123456789abcdef-test-secret"
-
-
-class Relay:
-    """aiosmtpd handler. mode: ok | 451-once | 550 | stall-once. Keeps every DATA it saw."""
-
-    def __init__(self, mode="ok"):
-        self.mode = mode
-        self.lock = threading.Lock()
-        self.attempts = []   # the bytes of every DATA, accepted or not
-        self.accepted = []   # the bytes of the accepted ones
-        self.envelopes = []  # (mail_from, rcpt_tos) of the accepted ones
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.mode == "550":
-            return "550 5.1.1 <%s>: Recipient address rejected: mailbox unavailable" % address
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            self.attempts.append(envelope.original_content)
-            n = len(self.attempts)
-        if self.mode == "451-once" and n == 1:
-            return "451 4.3.0 Temporary local problem, try again"
-        if self.mode == "stall-once" and n == 1:
-            await asyncio.sleep(4)  # the service gave up after SMTP_TIMEOUT_MS
-            return "250 too late"
-        with self.lock:
-            self.accepted.append(envelope.original_content)
-            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        return "250 2.0.0 Ok: queued as Q%dX" % n
-
-
-def start_relay(request, relay, tls_context=None, authenticator=None):
-    port = free_port()
-    kw = {}
-    if tls_context is not None:
-        kw = {"tls_context": tls_context, "require_starttls": True}
-    if authenticator is not None:
-        kw.update(authenticator=authenticator, auth_required=True)
-    ctl = Controller(relay, hostname=HOST, port=port, **kw)
-    ctl.start()
-    request.addfinalizer(ctl.stop)
-    return "smtp://%s:%d" % (HOST, port)
 
 
 def self_signed(env):

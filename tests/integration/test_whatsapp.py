@@ -1,7 +1,7 @@
 """WhatsApp over the Cloud API (WHATSAPP_PROVIDER=cloud) against a stub Graph API on loopback.
 
-Each test starts a stub (Python's http.server, in threads of the test process, on a free
-loopback port) that plays Meta's POST /v21.0/{phone-number-id}/messages. It checks every
+Each test starts a stub (stubs.GraphStub: Python's http.server, in threads of the test process,
+on a free loopback port) that plays Meta's POST /v21.0/{phone-number-id}/messages. It checks every
 request strictly against the Cloud API's documented shape (path, bearer token, content type,
 exactly the documented members of a template or a text message) and records each violation;
 the tests assert there were none. What it answers is scripted per recipient: the documented
@@ -11,176 +11,11 @@ or an answer held past the service's WHATSAPP_TIMEOUT_MS. The real salespad bina
 over plain http (allowed for loopback hosts only).
 """
 import json
-import re
 import sqlite3
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import HOST, assert_eq, create_lead, details, free_port, outbound, wait_until
-
-PHONE_ID = "106540352242922"
-TOKEN = "EAAGtest-secret-token-0123456789"
-TEMPLATE = "salespad_welcome"
-
-
-class Stub:
-    """The Graph API stub. script: {digits: [answer, ...]} consumed in order per recipient,
-    then "ok". An answer: "ok" | ("error", status, code, message, headers) |
-    ("raw", status, body) | ("slow", seconds)."""
-
-    def __init__(self, script=None):
-        self.script = {k: list(v) for k, v in (script or {}).items()}
-        self.lock = threading.Lock()
-        self.requests = []    # (time, path, headers dict, parsed json or None)
-        self.violations = []  # what was wrong with a request
-        self.gets = []        # paths of GET requests (check-providers)
-        self.n = 0
-
-    def next_answer(self, to):
-        with self.lock:
-            self.n += 1
-            queue = self.script.get(to)
-            return self.n, (queue.pop(0) if queue else "ok")
-
-    def check(self, path, headers, raw):
-        bad = []
-        if path != "/v21.0/%s/messages" % PHONE_ID:
-            bad.append("path %r" % path)
-        if headers.get("authorization") != "Bearer " + TOKEN:
-            bad.append("authorization header")
-        if not (headers.get("content-type") or "").startswith("application/json"):
-            bad.append("content-type %r" % headers.get("content-type"))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return None, bad + ["body is not JSON"]
-        kind = body.get("type")
-        want = {"messaging_product", "recipient_type", "to", "type", kind}
-        if set(body) != want:
-            bad.append("members %r" % sorted(body))
-        if body.get("messaging_product") != "whatsapp":
-            bad.append("messaging_product")
-        if body.get("recipient_type") != "individual":
-            bad.append("recipient_type")
-        if not re.fullmatch(r"[0-9]{3,15}", str(body.get("to"))):
-            bad.append("to %r is not digits" % body.get("to"))
-        if kind == "template":
-            t = body.get("template") or {}
-            comps = t.get("components")
-            if set(t) != {"name", "language", "components"} or t.get("name") != TEMPLATE:
-                bad.append("template %r" % t)
-            if t.get("language") != {"code": "en_US"}:
-                bad.append("language %r" % t.get("language"))
-            ok = (isinstance(comps, list) and len(comps) == 1 and
-                  set(comps[0]) == {"type", "parameters"} and comps[0]["type"] == "body" and
-                  isinstance(comps[0]["parameters"], list) and
-                  len(comps[0]["parameters"]) == 1 and
-                  set(comps[0]["parameters"][0]) == {"type", "text"} and
-                  comps[0]["parameters"][0]["type"] == "text" and
-                  isinstance(comps[0]["parameters"][0]["text"], str))
-            if not ok:
-                bad.append("components %r" % comps)
-        elif kind == "text":
-            t = body.get("text") or {}
-            if set(t) != {"body", "preview_url"} or t.get("preview_url") is not False or \
-                    not isinstance(t.get("body"), str) or not t["body"]:
-                bad.append("text %r" % t)
-        else:
-            bad.append("type %r" % kind)
-        return body, bad
-
-    def of_kind(self, kind):
-        return [r for r in self.requests if r[3] and r[3].get("type") == kind]
-
-
-def make_handler(stub):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def answer(self, status, body, headers=()):
-            data = body.encode() if isinstance(body, str) else body
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers:
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            # check-providers: the phone number's node, read with the token
-            with stub.lock:
-                stub.gets.append(self.path)
-            if self.path != "/v21.0/%s" % PHONE_ID:
-                return self.answer(400, json.dumps({"error": {
-                    "message": "Unsupported get request", "type": "GraphMethodException",
-                    "code": 100, "fbtrace_id": "stub"}}))
-            if self.headers.get("Authorization") != "Bearer " + TOKEN:
-                return self.answer(401, json.dumps({"error": {
-                    "message": "Invalid OAuth access token", "type": "OAuthException",
-                    "code": 190, "fbtrace_id": "stub"}}))
-            return self.answer(200, json.dumps({"verified_name": "SalesPad",
-                                                "display_phone_number": "+1 555-010-0000",
-                                                "id": PHONE_ID}))
-
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            body, bad = stub.check(self.path, headers, raw)
-            with stub.lock:
-                stub.requests.append((time.monotonic(), self.path, headers, body))
-                stub.violations.extend(bad)
-            if bad:
-                return self.answer(400, json.dumps({"error": {
-                    "message": "(#100) Invalid parameter", "type": "OAuthException",
-                    "code": 100, "fbtrace_id": "stub"}}))
-            n, ans = stub.next_answer(body["to"])
-            if ans == "ok":
-                return self.answer(200, json.dumps({
-                    "messaging_product": "whatsapp",
-                    "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-                    "messages": [{"id": "wamid.STUB%d" % n}]}))
-            if ans[0] == "error":
-                _, status, code, message, hdrs = ans
-                return self.answer(status, json.dumps({"error": {
-                    "message": message, "type": "OAuthException", "code": code,
-                    "error_subcode": 2494010, "fbtrace_id": "AbCdEfStub"}}), hdrs)
-            if ans[0] == "raw":
-                return self.answer(ans[1], ans[2])
-            if ans[0] == "slow":
-                time.sleep(ans[1])  # the service gave up after WHATSAPP_TIMEOUT_MS
-                try:
-                    self.answer(200, json.dumps({"messages": [{"id": "wamid.TOOLATE"}]}))
-                except OSError:
-                    pass
-    return Handler
-
-
-def start_stub(request, stub):
-    port = free_port()
-    srv = ThreadingHTTPServer((HOST, port), make_handler(stub))
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-
-    def stop():
-        srv.shutdown()
-        srv.server_close()
-    request.addfinalizer(stop)
-    return "http://%s:%d/v21.0" % (HOST, port)
-
-
-def cloud(url, **kw):
-    settings = dict(WHATSAPP_PROVIDER="cloud", WHATSAPP_API_URL=url,
-                    WHATSAPP_PHONE_NUMBER_ID=PHONE_ID, WHATSAPP_TOKEN=TOKEN,
-                    WHATSAPP_WELCOME_TEMPLATE=TEMPLATE, WHATSAPP_TIMEOUT_MS=2000,
-                    JOB_BACKOFF_MS=20, JOB_ATTEMPTS=3)
-    settings.update(kw)
-    return settings
+from harness import assert_eq, create_lead, details, outbound, wait_until
+from stubs import WA_PHONE_ID as PHONE_ID, WA_TOKEN as TOKEN, cloud
+from stubs import GraphStub as Stub, start_graph as start_stub
 
 
 def wa_messages(det, kind=None):
