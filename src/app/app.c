@@ -322,6 +322,7 @@ app_cleanup(struct app *app)
     queue_signal_cleanup(&app->signal);
     queue_signal_cleanup(&app->relay_signal);
     api_keys_free(&app->keys);
+    idempotency_cleanup(&app->idem);
 }
 
 static int

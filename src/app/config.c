@@ -81,6 +81,8 @@ static const struct config_key keys[] = {
      "text (logfmt) or json"},
     {"API_KEYS", "api-keys", K_KEYS, OFF(api_keys), NULL, 0, 0, 1,
      "comma-separated keys (spaces trimmed); when set every route but /health needs X-API-Key"},
+    {"IDEMPOTENCY_TTL_S", "idempotency-ttl-s", K_LONG, OFF(idempotency_ttl_s), "86400", 1,
+     30 * 86400, 0, "how long an Idempotency-Key of a POST is remembered (seconds)"},
     {"CORS_ORIGINS", "cors-origins", K_STR, OFF(cors_origins), NULL, 0, 0, 0,
      "unset: no CORS; * or comma-separated exact origins (https://app.example.com) allowed"},
     {"MOCK_SINK", "mock-sink", K_STR, OFF(mock_sink), NULL, 0, 0, 0,

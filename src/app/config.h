@@ -53,6 +53,7 @@ struct config {
     char *whatsapp_phone_number_id;
     char *whatsapp_token;
     char *whatsapp_app_secret;
+    long long idempotency_ttl_s;
     char *whatsapp_verify_token;
     char *email_webhook_signing_key;
     char *whatsapp_welcome_template;

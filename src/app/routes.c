@@ -40,13 +40,26 @@ request_session_open(struct app *app, struct session *s, struct sp_error *err)
     return rc;
 }
 
+/* The webhooks' handlers take their settings besides the session's deps. */
+typedef void (*webhook_fn)(struct webhooks_config *c, const struct leads_deps *d,
+                           struct http_request *req, struct http_response *resp);
+
+/* A route's handler: a leads one or a webhook one. */
+struct handler {
+    leads_route_fn leads;
+    webhook_fn webhook;
+};
+
+/* Runs a handler on a session of its own; a POST with an Idempotency-Key runs inside a
+ * transaction that also stores its answer (app/idempotency.c). */
 static void
-with_session(struct app *app, leads_route_fn fn, struct http_request *req,
-             struct http_response *resp)
+in_session(struct app *app, struct handler h, struct http_request *req, struct http_response *resp)
 {
     struct session s;
     struct leads_deps d;
     struct sp_error err = {0};
+    struct idempotency_call call;
+    enum idempotency_start st;
     int rc = request_session_open(app, &s, &err);
 
     if (rc != SP_OK) {
@@ -54,8 +67,28 @@ with_session(struct app *app, leads_route_fn fn, struct http_request *req,
         return;
     }
     d = leads_deps_for(app, &s);
-    fn(&d, req, resp);
+    st = idempotency_start(&app->idem, s.conn, req, resp, &call);
+    if (st != IDEMPOTENCY_DONE && h.leads)
+        h.leads(&d, req, resp);
+    else if (st != IDEMPOTENCY_DONE)
+        h.webhook(&app->webhooks, &d, req, resp);
+    if (st == IDEMPOTENCY_RUN && idempotency_finish(&app->idem, s.conn, req, resp, &call))
+        job_queue_wake(s.queue); /* the use case's wake came before this commit */
     session_close(app, &s);
+}
+
+static void
+with_session(struct app *app, leads_route_fn fn, struct http_request *req,
+             struct http_response *resp)
+{
+    in_session(app, (struct handler){fn, NULL}, req, resp);
+}
+
+static void
+with_webhook_session(struct app *app, webhook_fn fn, struct http_request *req,
+                     struct http_response *resp)
+{
+    in_session(app, (struct handler){NULL, fn}, req, resp);
 }
 
 static void
@@ -93,28 +126,6 @@ route_wa_verify(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
     webhooks_http_whatsapp_verify(&app->webhooks, req, resp);
-}
-
-/* The webhooks' handlers take their settings besides the session's deps. */
-typedef void (*webhook_fn)(struct webhooks_config *c, const struct leads_deps *d,
-                           struct http_request *req, struct http_response *resp);
-
-static void
-with_webhook_session(struct app *app, webhook_fn fn, struct http_request *req,
-                     struct http_response *resp)
-{
-    struct session s;
-    struct leads_deps d;
-    struct sp_error err = {0};
-    int rc = request_session_open(app, &s, &err);
-
-    if (rc != SP_OK) {
-        leads_http_error(resp, req->arena, rc, &err);
-        return;
-    }
-    d = leads_deps_for(app, &s);
-    fn(&app->webhooks, &d, req, resp);
-    session_close(app, &s);
 }
 
 static void
@@ -215,6 +226,7 @@ routes_init(struct app *app)
     app->webhooks.email_signing_key = app->cfg->email_webhook_signing_key;
     app->webhooks.email_reply_secret = app->cfg->email_reply_secret;
     atomic_init(&app->webhooks.calls, 0);
+    idempotency_init(&app->idem, app->cfg->idempotency_ttl_s, app->keys.n > 0);
     http_router_init(r);
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);

@@ -12,6 +12,7 @@
 #include "core/http.h"
 #include "core/queue_signal.h"
 #include "features/messaging/presentation/webhooks_http.h"
+#include "app/idempotency.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
 #include "features/messaging/domain/sender.h"
@@ -84,6 +85,7 @@ struct app {
     struct openai_content *openai;    /* AI_PROVIDER=openai, else NULL */
     struct api_keys keys;             /* API_KEYS as digests */
     struct webhooks_config webhooks;  /* the providers' webhook settings */
+    struct idempotency idem;          /* Idempotency-Key of POST requests */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

@@ -33,6 +33,7 @@ struct http_request {
     const char *acr_method;       /* Access-Control-Request-Method or NULL (CORS preflight) */
     const char *api_key;          /* X-API-Key header value or NULL */
     const char *hub_signature;    /* X-Hub-Signature-256 header value or NULL (webhooks) */
+    const char *idempotency_key;  /* Idempotency-Key header value or NULL */
     const char *body;             /* NUL-terminated copy, may contain NULs; NULL when empty */
     size_t body_len;
     struct arena *arena; /* per-request arena, owns everything below */

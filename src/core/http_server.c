@@ -703,6 +703,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
+    req.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
     req.multipart = server_multipart;
     req.server_conn = conn;
     if (st->len > 0) {

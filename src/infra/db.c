@@ -122,6 +122,7 @@ db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err)
         adopt(p, c);
     }
     c->deadline_ms = 0;
+    c->depth = 0;
     *out = c;
     return SP_OK;
 }
@@ -147,4 +148,72 @@ db_pool_free(struct db_pool *p)
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+/* ---- nested units of work ---------------------------------------------------------------
+ *
+ * Savepoints of one name: both engines roll back to / release the most recent savepoint of a
+ * name, so one name serves every depth. On PostgreSQL a failed statement aborts the whole
+ * transaction, and ROLLBACK TO SAVEPOINT is what makes it usable again: an inner unit that
+ * failed leaves the outer one as it was before the inner began. */
+DB_STMT_SAME(SQL_NEST_BEGIN, "SAVEPOINT sp_nest");
+DB_STMT_SAME(SQL_NEST_RELEASE, "RELEASE SAVEPOINT sp_nest");
+DB_STMT_SAME(SQL_NEST_UNDO, "ROLLBACK TO SAVEPOINT sp_nest");
+
+int
+db_begin(struct db_conn *c, struct sp_error *err)
+{
+    int64_t n = 0;
+    int rc;
+
+    if (c->depth > 0) {
+        rc = db_exec(c, &SQL_NEST_BEGIN, DB_NOARGS, &n, err);
+        if (rc == SP_OK)
+            c->depth++;
+        return rc;
+    }
+    rc = c->ops->begin(c, err);
+    if (rc == SP_OK)
+        c->depth = 1;
+    return rc;
+}
+
+int
+db_commit(struct db_conn *c, struct sp_error *err)
+{
+    int64_t n = 0;
+    int rc;
+
+    if (c->depth > 1) {
+        rc = db_exec(c, &SQL_NEST_RELEASE, DB_NOARGS, &n, err);
+        if (rc != SP_OK) {
+            db_rollback(c); /* the inner unit's writes go; the outer one stays open */
+            return rc;
+        }
+        c->depth--;
+        return SP_OK;
+    }
+    c->depth = 0;
+    return c->ops->commit(c, err);
+}
+
+void
+db_rollback(struct db_conn *c)
+{
+    int64_t n = 0;
+
+    if (c->depth > 1) {
+        if (db_exec(c, &SQL_NEST_UNDO, DB_NOARGS, &n, NULL) != SP_OK ||
+            db_exec(c, &SQL_NEST_RELEASE, DB_NOARGS, &n, NULL) != SP_OK) {
+            /* The inner unit cannot be undone alone: the whole transaction goes. */
+            log_warn("database: a nested unit of work could not be undone: rolling back all");
+            c->depth = 0;
+            c->ops->rollback(c);
+            return;
+        }
+        c->depth--;
+        return;
+    }
+    c->depth = 0;
+    c->ops->rollback(c);
 }

@@ -181,6 +181,8 @@ struct db_conn {
      * round), so their waits add up to at most the budget. 0: no deadline, each wait is bounded
      * by the driver's busy timeout alone. db_pool_acquire resets it to 0. */
     int64_t deadline_ms;
+    /* Private to db.c: how many db_begin are open (see db_begin). */
+    int depth;
 };
 
 /* Gives the connection's lock waits, from now on, `budget_ms` in total (see deadline_ms). */
@@ -221,22 +223,20 @@ db_query_count(struct db_conn *c, const struct db_stmt *st, const struct db_arg 
     return rc;
 }
 
-static inline int SP_MUST_CHECK
-db_begin(struct db_conn *c, struct sp_error *err)
+/* A write transaction (the driver's begin). Units of work nest: a db_begin inside an open one
+ * is a savepoint, its db_commit releases it and its db_rollback undoes what it wrote and
+ * leaves the outer transaction open; only the outermost commit commits. So a caller may wrap
+ * a use case's unit of work in a transaction of its own (an idempotent request stores its key
+ * with the effect: app/idempotency.c). */
+int db_begin(struct db_conn *c, struct sp_error *err) SP_MUST_CHECK;
+int db_commit(struct db_conn *c, struct sp_error *err) SP_MUST_CHECK;
+/* Ends the innermost unit of work without its writes. */
+void db_rollback(struct db_conn *c);
+/* 1 while a write transaction is open on c. */
+static inline int
+db_in_tx(const struct db_conn *c)
 {
-    return c->ops->begin(c, err);
-}
-
-static inline int SP_MUST_CHECK
-db_commit(struct db_conn *c, struct sp_error *err)
-{
-    return c->ops->commit(c, err);
-}
-
-static inline void
-db_rollback(struct db_conn *c)
-{
-    c->ops->rollback(c);
+    return c->depth > 0;
 }
 
 static inline int SP_MUST_CHECK

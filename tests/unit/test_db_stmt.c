@@ -240,6 +240,54 @@ TEST_SQL(unit_db_changes_count_only_rows_written)
     t_env_free(env);
 }
 
+/* Units of work nest (db_begin in an open transaction is a savepoint): an inner rollback undoes
+ * the inner writes only, an inner commit keeps them for the outer one, and only the outer commit
+ * makes anything visible; a failed statement inside (PostgreSQL aborts the whole transaction
+ * on one) is undone by the inner rollback and the outer one goes on. */
+TEST_SQL(unit_db_units_of_work_nest)
+{
+    DB_STMT_SAME(insert, "INSERT INTO leads (id, name, status, created_at, updated_at)"
+                         " VALUES ($1, 'x', 'new', $2, $2)");
+    DB_STMT_SAME(count, "SELECT id FROM leads");
+    static const char id1[] = "00000000-0000-4000-8000-000000000011";
+    static const char id2[] = "00000000-0000-4000-8000-000000000012";
+    static const char id3[] = "00000000-0000-4000-8000-000000000013";
+    struct t_env *env = t_env_new(backend);
+    struct db_conn *c = env->conn;
+    struct sp_error err = {0};
+    int64_t n = -1, changes = 0;
+
+    ASSERT_OK(db_begin(c, &err));
+    ASSERT(db_in_tx(c));
+    ASSERT_OK(db_exec(c, &insert, DB_ARGS(db_text(id1), db_time(T_NOW)), &changes, &err));
+    ASSERT_OK(db_begin(c, &err)); /* inner, rolled back */
+    ASSERT_OK(db_exec(c, &insert, DB_ARGS(db_text(id2), db_time(T_NOW)), &changes, &err));
+    db_rollback(c);
+    ASSERT(db_in_tx(c));
+    ASSERT_OK(db_begin(c, &err)); /* inner, failing on a duplicate id, rolled back */
+    ASSERT(db_exec(c, &insert, DB_ARGS(db_text(id1), db_time(T_NOW)), &changes, &err) != SP_OK);
+    db_rollback(c);
+    ASSERT_OK(db_begin(c, &err)); /* inner, committed */
+    ASSERT_OK(db_exec(c, &insert, DB_ARGS(db_text(id3), db_time(T_NOW)), &changes, &err));
+    ASSERT_OK(db_commit(c, &err));
+    ASSERT(db_in_tx(c));
+    ASSERT_OK(db_commit(c, &err));
+    ASSERT(!db_in_tx(c));
+    ASSERT_OK(db_query_count(c, &count, DB_NOARGS, &n, &err));
+    ASSERT_EQ(2, n); /* id1 and id3 */
+
+    /* An outer rollback undoes the inner commits too. */
+    ASSERT_OK(db_begin(c, &err));
+    ASSERT_OK(db_begin(c, &err));
+    ASSERT_OK(db_exec(c, &insert, DB_ARGS(db_text(id2), db_time(T_NOW)), &changes, &err));
+    ASSERT_OK(db_commit(c, &err));
+    db_rollback(c);
+    ASSERT(!db_in_tx(c));
+    ASSERT_OK(db_query_count(c, &count, DB_NOARGS, &n, &err));
+    ASSERT_EQ(2, n);
+    t_env_free(env);
+}
+
 /* "table.column not-null" for each column of `rows` (table, column, not-null flag), sorted
  * bytewise (PostgreSQL's ORDER BY would follow the database's collation). */
 static int
