@@ -4,6 +4,7 @@
 #include "core/arena.h"
 #include "core/clock.h"
 #include "core/crypto.h"
+#include "core/hex.h"
 #include "core/http.h"
 #include "core/log.h"
 #include "infra/db.h"
@@ -41,16 +42,6 @@ idempotency_cleanup(struct idempotency *im)
     pthread_mutex_destroy(&im->mu);
 }
 
-static void
-hex(const unsigned char *d, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = "0123456789abcdef"[d[i] >> 4];
-        out[2 * i + 1] = "0123456789abcdef"[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* 1..IDEMPOTENCY_KEY_MAX visible ASCII characters (what clients send: UUIDs, ULIDs, ...). */
 static int
 key_valid(const char *k)
@@ -85,7 +76,7 @@ request_hash(const struct http_request *req, char out[65])
     if (req->body_len > 0)
         memcpy(buf + pos, req->body, req->body_len);
     sp_sha256(buf, pos + req->body_len, d);
-    hex(d, sizeof(d), out);
+    sp_hex_encode(d, sizeof(d), out);
 }
 
 /* Adds the call's digest to the running keys; 0 when it is running already (or the table is
@@ -179,7 +170,7 @@ idempotency_start(struct idempotency *im, struct db_conn *conn, struct http_requ
     call->now = sp_clock_now_ms(&sp_clock_real);
     if (im->scoped && req->api_key != NULL) {
         sp_sha256(req->api_key, strlen(req->api_key), d);
-        hex(d, 16, call->scope);
+        sp_hex_encode(d, 16, call->scope);
     }
     request_hash(req, call->hash);
     sk = arena_printf(req->arena, "%s\n%s", call->scope, call->key);

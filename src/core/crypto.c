@@ -1,6 +1,7 @@
 /* crypto.c: see crypto.h. */
 #include "core/crypto.h"
 
+#include "core/hex.h"
 #include "core/log.h"
 
 #include <openssl/crypto.h>
@@ -32,6 +33,18 @@ sp_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
         log_error("crypto: HMAC-SHA-256 failed");
         abort();
     }
+}
+
+int
+sp_hmac_sha256_hex_ok(const void *key, size_t key_len, const void *data, size_t len,
+                      const char *hex)
+{
+    unsigned char got[SP_SHA256_LEN], want[SP_SHA256_LEN];
+
+    if (key == NULL || key_len == 0 || hex == NULL || sp_hex_decode(hex, got, sizeof(got)) != 0)
+        return 0;
+    sp_hmac_sha256(key, key_len, data, len, want);
+    return sp_equal_ct(got, want, sizeof(got));
 }
 
 int

@@ -13,6 +13,7 @@
 #include "core/http.h"
 
 #include "core/arena.h"
+#include "core/hex.h"
 #include "core/jsonw.h"
 
 #include <stdatomic.h>
@@ -155,18 +156,6 @@ path_match(const char *pattern, const char *path, struct match *m)
     return 1;
 }
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int
 http_media_is(const char *ct, const char *type)
 {
@@ -195,8 +184,8 @@ form_part_decode(struct arena *a, const char *s, size_t len, const char **out, s
         }
         if (i + 2 >= len)
             return -1;
-        hi = hexval((unsigned char)s[i + 1]);
-        lo = hexval((unsigned char)s[i + 2]);
+        hi = sp_hex_digit((unsigned char)s[i + 1]);
+        lo = sp_hex_digit((unsigned char)s[i + 2]);
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
             return -1;
         buf[o++] = (char)(hi * 16 + lo);
@@ -290,8 +279,8 @@ http_pct_decode(struct arena *a, const char *s, size_t len, enum http_decode_mod
         }
         if (len - i < 3)
             return HTTP_DECODE_MALFORMED;
-        hi = hexval((unsigned char)s[i + 1]);
-        lo = hexval((unsigned char)s[i + 2]);
+        hi = sp_hex_digit((unsigned char)s[i + 1]);
+        lo = sp_hex_digit((unsigned char)s[i + 2]);
         if (hi < 0 || lo < 0)
             return HTTP_DECODE_MALFORMED;
         c = hi * 16 + lo;

@@ -14,6 +14,7 @@
 #include "core/jsonr.h"
 #include "core/jsonw.h"
 #include "core/utf8.h"
+#include "core/hex.h"
 #include "core/http.h"
 #include "app/error_body.h"
 #include "core/log.h"
@@ -112,6 +113,35 @@ TEST(unit_jsonw_repairs_bad_utf8)
                  "\xe2\x82\xac\",\"\xef\xbf\xbd\xef\xbf\xbd\"]",
                  finish(&w));
     arena_free(a);
+}
+
+TEST(unit_hex_encode_decode)
+{
+    unsigned char d[3] = {0x00, 0xab, 0xff}, out[3];
+    char h[7];
+
+    sp_hex_encode(d, 3, h);
+    ASSERT_STREQ("00abff", h);
+    ASSERT_OK(sp_hex_decode("00ABff", out, 3));
+    ASSERT_EQ(0, memcmp(d, out, 3));
+    ASSERT_EQ(-1, sp_hex_decode("00abf", out, 3));   /* short */
+    ASSERT_EQ(-1, sp_hex_decode("00abff0", out, 3)); /* long */
+    ASSERT_EQ(-1, sp_hex_decode("00abfg", out, 3));  /* not a digit */
+    ASSERT_EQ(-1, sp_hex_decode("", out, 3));
+    ASSERT_EQ(0, sp_hex_decode("", out, 0));
+    ASSERT_EQ(-1, sp_hex_digit('\0'));
+    ASSERT_EQ(15, sp_hex_digit('F'));
+    /* The signature check on it: the right hex in either case, nothing else. */
+    { /* `printf data | openssl dgst -sha256 -hmac k` */
+        const char *mac = "98755ce7a0d431b5d7b8ec8e343ada3bcaa4f6c44ca468cffcbaa9c273634dd7";
+        ASSERT(sp_hmac_sha256_hex_ok("k", 1, "data", 4, mac));
+        ASSERT(sp_hmac_sha256_hex_ok(
+            "k", 1, "data", 4, "98755CE7A0D431B5D7B8EC8E343ADA3BCAA4F6C44CA468CFFCBAA9C273634DD7"));
+        ASSERT(!sp_hmac_sha256_hex_ok("k", 1, "datA", 4, mac));
+        ASSERT(!sp_hmac_sha256_hex_ok("K", 1, "data", 4, mac));
+        ASSERT(!sp_hmac_sha256_hex_ok("", 0, "data", 4, mac));
+        ASSERT(!sp_hmac_sha256_hex_ok("k", 1, "data", 4, NULL));
+    }
 }
 
 TEST(unit_utf8_decode_strict)

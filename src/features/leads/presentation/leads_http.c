@@ -2,6 +2,7 @@
 #include "features/leads/presentation/leads_http.h"
 
 #include "core/arena.h"
+#include "core/hex.h"
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/uuid.h"
@@ -84,15 +85,6 @@ media_is(const char *ct, const char *type)
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
 }
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Percent-decodes s[0..len) ('+' is a space); NULL on a bad escape or an embedded NUL. */
 static char *
 form_decode(struct arena *a, const char *s, size_t len)
@@ -109,8 +101,8 @@ form_decode(struct arena *a, const char *s, size_t len)
             int hi, lo;
             if (i + 2 >= len)
                 return NULL;
-            hi = hexval((unsigned char)s[i + 1]);
-            lo = hexval((unsigned char)s[i + 2]);
+            hi = sp_hex_digit((unsigned char)s[i + 1]);
+            lo = sp_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return NULL;
             out[o++] = (char)(hi * 16 + lo);

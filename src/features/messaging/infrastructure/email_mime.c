@@ -3,6 +3,7 @@
 
 #include "core/arena.h"
 #include "core/crypto.h"
+#include "core/hex.h"
 #include "core/uuid.h"
 
 #include <ctype.h>
@@ -421,11 +422,7 @@ token_mac(const char *secret, size_t secret_len, const char *hex, char out[TOKEN
 
     uuid_dashed(hex, canon);
     sp_hmac_sha256(secret, secret_len, canon, 36, mac);
-    for (size_t i = 0; i < TOKEN_MAC_HEX / 2; i++) {
-        out[2 * i] = "0123456789abcdef"[mac[i] >> 4];
-        out[2 * i + 1] = "0123456789abcdef"[mac[i] & 15];
-    }
-    out[TOKEN_MAC_HEX] = '\0';
+    sp_hex_encode(mac, TOKEN_MAC_HEX / 2, out);
 }
 
 int

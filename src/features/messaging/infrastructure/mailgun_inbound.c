@@ -15,9 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define ID_MAX 998     /* a msg-id longer than a whole header line is not one */
-#define SIGNED_MAX 512 /* timestamp + token; Mailgun's are 10 + 50 characters */
-#define SIGNATURE_HEX (2 * SP_SHA256_LEN)
+#define ID_MAX 998          /* a msg-id longer than a whole header line is not one */
+#define SIGNED_MAX 512      /* timestamp + token; Mailgun's are 10 + 50 characters */
 #define ADDR_MAX 254        /* RFC 5321's path limit, less the brackets */
 #define COMMENT_DEPTH_MAX 8 /* nested (comments) in a msg-id list */
 
@@ -482,38 +481,10 @@ mg_inbound_read(const struct http_form_field *fields, int n, struct arena *a,
 
 /* ---- signature and timestamp -------------------------------------------------------------- */
 
-static int
-hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* SIGNATURE_HEX hex digits (either case) into out; 0 when s is anything else. */
-static int
-signature_decode(const char *s, unsigned char out[SP_SHA256_LEN])
-{
-    if (strlen(s) != SIGNATURE_HEX)
-        return 0;
-    for (size_t i = 0; i < SP_SHA256_LEN; i++) {
-        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return 0;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return 1;
-}
-
 int
 mg_signature_ok(const char *key, size_t key_len, const char *timestamp, const char *token,
                 const char *signature)
 {
-    unsigned char want[SP_SHA256_LEN], got[SP_SHA256_LEN];
     char data[SIGNED_MAX];
     size_t ts_len, tok_len;
 
@@ -523,12 +494,9 @@ mg_signature_ok(const char *key, size_t key_len, const char *timestamp, const ch
     tok_len = strlen(token);
     if (ts_len > SIGNED_MAX || tok_len > SIGNED_MAX - ts_len)
         return 0;
-    if (!signature_decode(signature, got))
-        return 0;
     memcpy(data, timestamp, ts_len);
     memcpy(data + ts_len, token, tok_len);
-    sp_hmac_sha256(key, key_len, data, ts_len + tok_len, want);
-    return sp_equal_ct(want, got, SP_SHA256_LEN);
+    return sp_hmac_sha256_hex_ok(key, key_len, data, ts_len + tok_len, signature);
 }
 
 int

@@ -25,50 +25,15 @@
 
 /* ---- the signature ------------------------------------------------------------------------- */
 
-/* The value of one hex digit (either case), or -1 (also for the terminating NUL). */
-static int
-hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes exactly 2 * SP_SHA256_LEN hex digits ending the string into out; 0, or -1 when hex
- * is shorter, longer or holds another character. Reads stop at the first non-digit. */
-static int
-hex_decode_mac(const char *hex, unsigned char out[SP_SHA256_LEN])
-{
-    for (size_t i = 0; i < SP_SHA256_LEN; i++) {
-        int hi = hex_value(hex[2 * i]), lo;
-
-        if (hi < 0)
-            return -1;
-        lo = hex_value(hex[2 * i + 1]);
-        if (lo < 0)
-            return -1;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return hex[2 * SP_SHA256_LEN] == '\0' ? 0 : -1;
-}
-
 int
 wa_webhook_signature_ok(const char *secret, const char *header, const char *body, size_t len)
 {
-    unsigned char got[SP_SHA256_LEN], want[SP_SHA256_LEN];
-
-    if (secret == NULL || secret[0] == '\0' || header == NULL || (body == NULL && len > 0))
+    if (secret == NULL || header == NULL || (body == NULL && len > 0))
         return 0;
     if (strncmp(header, SIG_PREFIX, SIG_PREFIX_LEN) != 0)
         return 0;
-    if (hex_decode_mac(header + SIG_PREFIX_LEN, got) != 0)
-        return 0;
-    sp_hmac_sha256(secret, strlen(secret), body ? body : "", len, want);
-    return sp_equal_ct(got, want, SP_SHA256_LEN);
+    return sp_hmac_sha256_hex_ok(secret, strlen(secret), body ? body : "", len,
+                                 header + SIG_PREFIX_LEN);
 }
 
 /* ---- small readers --------------------------------------------------------------------------- */
