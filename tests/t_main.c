@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define T_MAX 512
+#define T_MAX 1024
 
 static struct {
     const char *name;

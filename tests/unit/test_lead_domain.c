@@ -425,3 +425,183 @@ TEST(unit_hostile_h1_domain_one_line)
                  lead_text_one_line(a, "Zo\xc3\xab \xf0\x9f\x98\x80"));
     arena_free(a);
 }
+
+/* ---- delivery receipts and address matching (inbound) ----------------------------------- */
+
+#define NSTATUS (MESSAGE_STATUS_LAST + 1)
+
+/* Every (current, receipt) pair: what the receipt moves the message to, or -1 for nothing. */
+TEST(unit_domain_receipt_applies_table)
+{
+    static const struct {
+        enum message_status current, receipt;
+        int to; /* -1: not applied */
+    } moves[] = {
+        /* forward only: sent < delivered < read */
+        {MESSAGE_SENT, MESSAGE_DELIVERED, MESSAGE_DELIVERED},
+        {MESSAGE_SENT, MESSAGE_READ, MESSAGE_READ}, /* a lost "delivered" is skipped over */
+        {MESSAGE_DELIVERED, MESSAGE_READ, MESSAGE_READ},
+        /* failed only before the recipient had it */
+        {MESSAGE_SENT, MESSAGE_FAILED, MESSAGE_FAILED},
+    };
+    int checked = 0;
+
+    for (int c = 0; c < NSTATUS; c++) {
+        for (int r = 0; r < NSTATUS; r++) {
+            enum message_status to = (enum message_status)99;
+            int want = -1, got;
+
+            for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++)
+                if ((int)moves[i].current == c && (int)moves[i].receipt == r)
+                    want = moves[i].to;
+            got = message_receipt_applies((enum message_status)c, (enum message_status)r, &to);
+            if (got != (want >= 0) || (want >= 0 && (int)to != want) || (want < 0 && (int)to != 99))
+                t_fail(__FILE__, __LINE__, "current %s, receipt %s: want %s, got %d (to %d)",
+                       message_status_name((enum message_status)c),
+                       message_status_name((enum message_status)r),
+                       want >= 0 ? message_status_name((enum message_status)want) : "nothing", got,
+                       (int)to);
+            checked++;
+        }
+    }
+    ASSERT_EQ(NSTATUS * NSTATUS, checked);
+}
+
+/* The rows of the table above that say "nothing", spelled out for the cases a webhook meets. */
+TEST(unit_domain_receipt_applies_never_backwards)
+{
+    enum message_status to = MESSAGE_QUEUED;
+
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_READ, MESSAGE_DELIVERED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_READ, MESSAGE_SENT, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_DELIVERED, MESSAGE_SENT, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_DELIVERED, MESSAGE_DELIVERED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_SENT, MESSAGE_SENT, &to));
+    /* a late failure is history, not news */
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_DELIVERED, MESSAGE_FAILED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_READ, MESSAGE_FAILED, &to));
+    /* a failed message stays failed; messages not out yet, or not ours, never move */
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_FAILED, MESSAGE_DELIVERED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_FAILED, MESSAGE_READ, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_QUEUED, MESSAGE_DELIVERED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_SENDING, MESSAGE_DELIVERED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_SENDING, MESSAGE_FAILED, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_SUPPRESSED, MESSAGE_READ, &to));
+    ASSERT_EQ(0, message_receipt_applies(MESSAGE_RECEIVED, MESSAGE_READ, &to));
+    ASSERT_EQ(MESSAGE_QUEUED, to);
+}
+
+struct norm_case {
+    const char *in;
+    size_t cap;
+    const char *want; /* NULL: the function returns NULL */
+};
+
+typedef const char *(*norm_fn)(const char *, char *, size_t);
+
+/* Runs each case with a buffer of exactly `cap` bytes inside a larger one, checking that nothing
+ * is written past cap and that the result, when there is one, is buf itself. */
+static void
+norm_cases(const char *what, norm_fn fn, const struct norm_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char area[LEAD_NORM_MAX + 8];
+        const char *got;
+
+        memset(area, '#', sizeof(area));
+        got = fn(cases[i].in, area, cases[i].cap);
+        if ((cases[i].want == NULL) != (got == NULL) ||
+            (got != NULL && (got != area || strcmp(cases[i].want, got) != 0)))
+            t_fail(__FILE__, __LINE__, "%s(\"%s\", cap %zu): want \"%s\", got \"%s\"", what,
+                   cases[i].in ? cases[i].in : "(null)", cases[i].cap,
+                   cases[i].want ? cases[i].want : "(null)", got ? got : "(null)");
+        for (size_t k = cases[i].cap; k < sizeof(area); k++)
+            if (area[k] != '#')
+                t_fail(__FILE__, __LINE__, "%s(\"%s\", cap %zu) wrote byte %zu", what,
+                       cases[i].in ? cases[i].in : "(null)", cases[i].cap, k);
+    }
+}
+
+#define NCASES(a) (sizeof(a) / sizeof((a)[0]))
+
+TEST(unit_domain_email_norm_table)
+{
+    static const struct norm_case cases[] = {
+        {"ana@example.com", LEAD_NORM_MAX, "ana@example.com"},
+        {"Ana.Silva@Example.COM", LEAD_NORM_MAX, "ana.silva@example.com"},
+        {"  ana@example.com", LEAD_NORM_MAX, "ana@example.com"},
+        {"ana@example.com \t ", LEAD_NORM_MAX, "ana@example.com"},
+        {"\t ANA@EXAMPLE.COM\t", LEAD_NORM_MAX, "ana@example.com"},
+        {"a b@x.io", LEAD_NORM_MAX, "a b@x.io"},                   /* only the ends trimmed */
+        {"\xc3\x89lise@X.fr", LEAD_NORM_MAX, "\xc3\x89lise@x.fr"}, /* ASCII only lowered */
+        {"", LEAD_NORM_MAX, NULL},
+        {"   ", LEAD_NORM_MAX, NULL},
+        {" \t", LEAD_NORM_MAX, NULL},
+        {NULL, LEAD_NORM_MAX, NULL},
+        /* the buffer: the text and its NUL must fit (blanks trimmed do not count) */
+        {"A@b.co", 7, "a@b.co"},
+        {"A@b.co", 6, NULL},
+        {"A@b.co", 1, NULL},
+        {"A@b.co", 0, NULL},
+        {"   A@b.co   ", 7, "a@b.co"},
+        {"", 0, NULL},
+    };
+    norm_cases("lead_email_norm", lead_email_norm, cases, NCASES(cases));
+}
+
+TEST(unit_domain_phone_norm_table)
+{
+    static const struct norm_case cases[] = {
+        {"+16315551181", LEAD_NORM_MAX, "16315551181"},
+        {"16315551181", LEAD_NORM_MAX, "16315551181"},
+        {"+1 (631) 555-1181", LEAD_NORM_MAX, "16315551181"},
+        {"+44 20.7946-0000", LEAD_NORM_MAX, "442079460000"},
+        {"00351 912 345 678", LEAD_NORM_MAX, "00351912345678"},
+        {"tel:+1-631", LEAD_NORM_MAX, "1631"},
+        {"+", LEAD_NORM_MAX, NULL},
+        {"() -", LEAD_NORM_MAX, NULL},
+        {"", LEAD_NORM_MAX, NULL},
+        {NULL, LEAD_NORM_MAX, NULL},
+        {"\xd9\xa1\xd9\xa2\xd9\xa3", LEAD_NORM_MAX, NULL}, /* Arabic-Indic digits are not ASCII */
+        /* the buffer: the digits and their NUL must fit (separators do not count) */
+        {"+1 (631)", 5, "1631"},
+        {"+1 (631)", 4, NULL},
+        {"123", 1, NULL},
+        {"123", 0, NULL},
+        {"+", 0, NULL}, /* nothing to write, and no room to write it */
+        {"", 0, NULL},
+    };
+    norm_cases("lead_phone_norm", lead_phone_norm, cases, NCASES(cases));
+}
+
+TEST(unit_domain_address_norm_by_channel)
+{
+    char buf[LEAD_NORM_MAX], longest[LEAD_EMAIL_MAX + 1];
+
+    ASSERT_STREQ("ana@example.com",
+                 lead_address_norm(CHANNEL_EMAIL, " Ana@Example.com ", buf, sizeof(buf)));
+    ASSERT_STREQ("16315551181",
+                 lead_address_norm(CHANNEL_WHATSAPP, "+1 (631) 555-1181", buf, sizeof(buf)));
+    /* a phone on the email channel is an email to normalise, not digits */
+    ASSERT_STREQ("+1 (631) 555-1181",
+                 lead_address_norm(CHANNEL_EMAIL, "+1 (631) 555-1181", buf, sizeof(buf)));
+    ASSERT(lead_address_norm(CHANNEL_WHATSAPP, "ana@example.com", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_address_norm(CHANNEL_LINKEDIN, "ana@example.com", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_address_norm(CHANNEL_VOICE, "+16315551181", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_address_norm(CHANNEL_ADS, "+16315551181", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_address_norm(CHANNEL_EMAIL, NULL, buf, sizeof(buf)) == NULL);
+
+    /* LEAD_NORM_MAX holds the longest valid email: 64 + 1 + 190 = 255 characters */
+    memset(longest, 'A', sizeof(longest));
+    longest[64] = '@';
+    longest[64 + 1 + 63] = '.';
+    longest[64 + 1 + 63 + 1 + 63] = '.';
+    longest[64 + 1 + 63 + 1 + 63 + 1 + 58] = '.';
+    memcpy(longest + LEAD_EMAIL_MAX - 3, "COM", 3);
+    longest[LEAD_EMAIL_MAX] = '\0';
+    ASSERT(lead_email_valid(longest, strlen(longest)));
+    ASSERT(lead_address_norm(CHANNEL_EMAIL, longest, buf, sizeof(buf)) == buf);
+    ASSERT_EQ(LEAD_EMAIL_MAX, strlen(buf));
+    ASSERT_EQ('a', buf[0]);
+    ASSERT_STREQ("com", buf + LEAD_EMAIL_MAX - 3);
+}

@@ -163,7 +163,7 @@ lead_from_sender(const struct leads_deps *d, const struct inbound_reply *in, str
 
     if (in->from == NULL)
         return sp_error_set(err, SP_ENOTFOUND, "from", "no lead and no sender to make one of");
-    if (name == NULL || name[0] == '\0' ||
+    if (name == NULL || name[strspn(name, " ")] == '\0' || /* none, or blank */
         lead_text_field_check("name", name, strlen(name), LEAD_NAME_MAX, &name_err) != SP_OK)
         name = in->from;
     memset(l, 0, sizeof(*l));
@@ -205,10 +205,16 @@ lead_resolve(const struct leads_deps *d, const struct inbound_reply *in, struct 
         if (rc != SP_ENOTFOUND || !in->create_lead)
             return rc; /* the route's :id names the lead or nothing */
     }
-    if (in->nthread_ids > 0)
+    /* Each lookup that finds nothing leaves its SP_ENOTFOUND in err, and sp_error_set keeps
+     * the first error: cleared before the next lookup, so a later failure reports itself. */
+    if (in->nthread_ids > 0) {
+        sp_error_clear(err);
         rc = lead_by_thread(d, in, a, l, err);
-    if (rc == SP_ENOTFOUND && in->from != NULL)
+    }
+    if (rc == SP_ENOTFOUND && in->from != NULL) {
+        sp_error_clear(err);
         rc = lead_by_address(d, in, a, l, err);
+    }
     if (rc != SP_ENOTFOUND || !in->create_lead)
         return rc;
     memset(err, 0, sizeof(*err));
@@ -366,7 +372,10 @@ leads_reply(const struct leads_deps *d, const struct reply_input *in, struct are
     r.lead_id = in->lead_id;
     r.content = in->content;
     r.answerable = 1;
-    if (in->content != NULL && strlen(in->content) <= MESSAGE_CONTENT_MAX) {
+    /* The "from" is judged only when leads_receive would take the message: a channel without
+     * a sender, or no or too large content, is what is wrong then (its error, from there). */
+    if ((d->policy->sendable & (1u << in->channel)) && in->content != NULL &&
+        strlen(in->content) <= MESSAGE_CONTENT_MAX) {
         rc = reply_from(in, a, &r.from, err);
         if (rc != SP_OK)
             return rc;

@@ -132,7 +132,7 @@ lead_phone_norm(const char *s, char *buf, size_t cap)
 {
     size_t n = 0;
 
-    if (s == NULL)
+    if (s == NULL || cap == 0) /* no room even for the NUL */
         return NULL;
     for (; *s; s++) {
         if (*s < '0' || *s > '9')
