@@ -33,6 +33,27 @@
 #         open loop: capture -> accepted p50/p99 below saturation.
 #      Every message must be accepted exactly once (else a failure). The sink runs on
 #      /usr/bin/python3 (Debian's python3-aiosmtpd) unless BENCH_SMTP_PYTHON names another.
+#   8. inbound replies (BENCH_WEBHOOK=1, the default; 0 skips it), on each deployment of
+#      BENCH_WEBHOOK_DATABASES (default "sqlite postgres postgres+redis", independent of
+#      BENCH_DATABASES): `salespad serve` on a fresh database with WHATSAPP_APP_SECRET set;
+#      BENCH_WEBHOOK_LEADS (500) leads with a phone are seeded (helper.py seed-leads) and their
+#      welcomes sent. wrk's Lua has no HMAC, so helper.py wa-bodies first writes signed
+#      deliveries (X-Hub-Signature-256) to files: one text message each, a wamid of its own,
+#      from the seeded leads' phones in turn; scripts/bench/webhook.lua gives thread T of
+#      BENCH_THREADS the lines T, T+BENCH_THREADS, ... (no two threads send the same one). Then
+#      a. duplicates: BENCH_WEBHOOK_DUPS (2 x BENCH_CONNECTIONS) deliveries are taken in once by
+#         helper.py wa-deliver (which checks the message landed on the seeded lead) and
+#         answered; wrk sends them again for BENCH_WEBHOOK_DUP_DURATION (2) s: each answer must
+#         be 200 with "duplicates":1, and the mock sink must not grow (no second answer);
+#      b. new deliveries: wrk POST /webhooks/whatsapp for BENCH_WEBHOOK_DURATION (4) s over
+#         BENCH_WEBHOOK_BODIES (5000/s x the duration) deliveries, each sent once: each answer
+#         must be 200 with "received":1 (a thread that runs out of them is a failure: raise
+#         BENCH_WEBHOOK_BODIES); then every message's AI answer is waited for (the time is in
+#         the notes), so that
+#      c. POST /leads/:id/reply (channel whatsapp, from the lead's phone; round-robin over the
+#         seeded leads) runs for the same time from an empty backlog too; anything but 201 is an
+#         error. Its answers are not waited for (on PostgreSQL that takes longer than the run).
+#      The in-process workers answer meanwhile, as in step 3. Any error fails the run.
 # HTTP_THREADS, WORKER_CONCURRENCY etc. are inherited from the environment (defaults otherwise).
 #
 # Exit status: 0 when every measurement ran (targets missed are shown as NO in the table),
@@ -65,6 +86,13 @@ BENCH_SMTP_CONNECTIONS=${BENCH_SMTP_CONNECTIONS:-8}
 BENCH_SMTP_STEADY_N=${BENCH_SMTP_STEADY_N:-400}
 BENCH_SMTP_STEADY_RATE=${BENCH_SMTP_STEADY_RATE:-200}
 BENCH_SMTP_DATABASE=${BENCH_SMTP_DATABASE:-sqlite}
+BENCH_WEBHOOK=${BENCH_WEBHOOK:-1}
+BENCH_WEBHOOK_DATABASES=${BENCH_WEBHOOK_DATABASES:-sqlite postgres postgres+redis}
+BENCH_WEBHOOK_DURATION=${BENCH_WEBHOOK_DURATION:-4}
+BENCH_WEBHOOK_DUP_DURATION=${BENCH_WEBHOOK_DUP_DURATION:-2}
+BENCH_WEBHOOK_LEADS=${BENCH_WEBHOOK_LEADS:-500}
+BENCH_WEBHOOK_BODIES=${BENCH_WEBHOOK_BODIES:-$((5000 * BENCH_WEBHOOK_DURATION))}
+BENCH_WEBHOOK_DUPS=${BENCH_WEBHOOK_DUPS:-$((BENCH_CONNECTIONS * 2))}
 BENCH_KEEP=${BENCH_KEEP:-0}
 MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
 
@@ -443,6 +471,111 @@ run_smtp() {
   REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
 }
 
+# ==== inbound replies (step 8): webhook deliveries next to POST /leads/:id/reply =============
+WH_SECRET="bench-whatsapp-app-secret-$$"
+
+# wh_drain KIND WHAT EXPECTED: waits for the sink to hold EXPECTED lines (the answers of what was
+# just taken in), notes how long that took; sets WH_SINK_LINES to the count reached.
+wh_drain() {
+  local kind=$1 what=$2 expected=$3 t0 r
+  t0=$(now_us)
+  if r=$(wait_sink "$WH_SINK" "$expected" "$BENCH_DRAIN_TIMEOUT" 0.3); then
+    WH_SINK_LINES=${r%% *}
+    NOTES+=("$kind inbound: after $what the in-process workers needed $(calc "(${r#* } * 1e6 - $t0) / 1e6" | xargs printf %.1f) s more to answer the backlog")
+  else
+    WH_SINK_LINES=$expected
+    fail "$kind inbound: the answers to $what did not reach the sink within ${BENCH_DRAIN_TIMEOUT}s ($expected lines expected)"
+  fi
+}
+
+# wh_errors BENCH_LINE -> bad statuses + socket errors
+wh_errors() { echo $(($(kv "$1" bad_status) + $(kv "$1" socket_errors))); }
+
+run_webhooks() {
+  local kind=$1 url pid port leads bodies dups n ex w r d s werr rerr derr
+  SVC_ENV=()
+  if [[ "$kind" == *+redis ]]; then
+    redis_ensure
+    SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
+  fi
+  url=$(db_url "$kind" inbound)
+  WH_SINK="$TMP/$kind-inbound.sink"
+  leads="$TMP/$kind-inbound-leads.txt" bodies="$TMP/$kind-inbound-new.txt" dups="$TMP/$kind-inbound-dup.txt"
+  log "== inbound replies ($kind): $url"
+  SVC_ENV+=(WHATSAPP_APP_SECRET="$WH_SECRET")
+  start_service "$kind-inbound" "$url" "$WH_SINK" serve
+  pid=$SVC_PID port=$SVC_PORT
+  SVC_ENV=()
+  WRK_SERVER_PID=$pid
+
+  log "seeding $BENCH_WEBHOOK_LEADS leads with a phone; signing $BENCH_WEBHOOK_BODIES + $BENCH_WEBHOOK_DUPS deliveries"
+  n=$("${HELPER[@]}" seed-leads "$port" "$BENCH_WEBHOOK_LEADS" "$leads") || die "$kind inbound: seeding failed"
+  "${HELPER[@]}" wa-bodies "$WH_SECRET" "$leads" "$BENCH_WEBHOOK_BODIES" new "$bodies" >/dev/null ||
+    die "$kind inbound: wa-bodies failed"
+  "${HELPER[@]}" wa-bodies "$WH_SECRET" "$leads" "$BENCH_WEBHOOK_DUPS" dup "$dups" >/dev/null ||
+    die "$kind inbound: wa-bodies failed"
+  wait_sink "$WH_SINK" "$((n * MSGS_PER_LEAD))" 60 0.2 >/dev/null || fail "$kind inbound: the seeded leads' welcomes were not all sent"
+  WH_SINK_LINES=$((n * MSGS_PER_LEAD))
+  # The duplicates' originals, taken in once (and checked to land on the seeded lead), answered.
+  d=$("${HELPER[@]}" wa-deliver "$port" "$dups") || die "$kind inbound: delivering the originals of the duplicates failed"
+  wh_drain "$kind" "$d first deliveries" "$((WH_SINK_LINES + d))"
+
+  # Duplicates first: they queue nothing, so the runs after them start from an empty backlog.
+  log "wrk POST /webhooks/whatsapp (duplicates of $d deliveries) for ${BENCH_WEBHOOK_DUP_DURATION}s"
+  run_wrk "$kind-webhook-dup" webhook.lua "$port" "$BENCH_WEBHOOK_DUP_DURATION" \
+    BENCH_BODIES_FILE="$dups" BENCH_WRK_THREADS="$BENCH_THREADS" BENCH_EXPECT=dup
+  local u=$WRK u_cpu=$WRK_CPU
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the duplicate load (log: $TMP/$kind-inbound.log)"
+  # A duplicate stores nothing, so queues no answer: the sink must not grow.
+  s=$(wait_sink "$WH_SINK" "$WH_SINK_LINES" 10 0.5) || s="? ?"
+  [[ "${s%% *}" == "$WH_SINK_LINES" ]] || fail "$kind inbound: the sink holds ${s%% *} lines after the duplicates, want $WH_SINK_LINES (a duplicate was answered)"
+
+  log "wrk POST /webhooks/whatsapp (new messages) for ${BENCH_WEBHOOK_DURATION}s"
+  run_wrk "$kind-webhook" webhook.lua "$port" "$BENCH_WEBHOOK_DURATION" \
+    BENCH_BODIES_FILE="$bodies" BENCH_WRK_THREADS="$BENCH_THREADS" BENCH_EXPECT=new
+  w=$WRK
+  local w_cpu=$WRK_CPU
+  ex=$(sed -n 's/^WHBENCH .*exhausted_threads=\([0-9]*\).*/\1/p' "$TMP/wrk-$kind-webhook.txt")
+  [[ "${ex:-1}" == 0 ]] || fail "$kind inbound: ${ex:-?} wrk thread(s) ran out of the $BENCH_WEBHOOK_BODIES signed deliveries (raise BENCH_WEBHOOK_BODIES); the resent ones count as errors"
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the webhook load (log: $TMP/$kind-inbound.log)"
+  # Every new message answered once (nothing for the duplicates), and the reply run starts from
+  # an empty backlog as the webhook run did.
+  wh_drain "$kind" "the webhook run ($(kv "$w" ok) messages)" "$((WH_SINK_LINES + $(kv "$w" ok)))"
+
+  log "wrk POST /leads/:id/reply for ${BENCH_WEBHOOK_DURATION}s over $n leads"
+  run_wrk "$kind-reply" reply.lua "$port" "$BENCH_WEBHOOK_DURATION" BENCH_LEADS_FILE="$leads"
+  r=$WRK
+  local r_cpu=$WRK_CPU
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the reply load (log: $TMP/$kind-inbound.log)"
+  # The replies' answers are not waited for (on PostgreSQL that takes longer than the run).
+  NOTES+=("$kind inbound: the reply run's $(kv "$r" ok) answers were not waited for: SIGTERM came with $(($(kv "$r" ok) - $(wc -l <"$WH_SINK") + WH_SINK_LINES)) of them still to send")
+
+  stop_service "$kind-inbound" "$pid"
+  s=$(grep -c -E ' (warn|error) ' "$TMP/$kind-inbound.log" || true)
+  [[ "$s" == 0 ]] || NOTES+=("$kind-inbound logged $s warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/$kind-inbound.log" | cut -c1-200 | tr '\n' ' ')")
+  s=$("${HELPER[@]}" sink-stats "$WH_SINK")
+  [[ $(kv "$s" duplicates) == 0 && $(kv "$s" distinct) == $(kv "$s" lines) ]] || fail "$kind inbound: the sink has duplicates: $s"
+
+  werr=$(wh_errors "$w") rerr=$(wh_errors "$r") derr=$(wh_errors "$u")
+  [[ "$werr" == 0 ]] || fail "$kind inbound: $werr webhook deliveries failed (codes $(kv "$w" codes); 1 = a 200 whose body was not \"received\":1)"
+  [[ "$rerr" == 0 ]] || fail "$kind inbound: $rerr replies failed (codes $(kv "$r" codes))"
+  [[ "$derr" == 0 ]] || fail "$kind inbound: $derr duplicate deliveries failed (codes $(kv "$u" codes); 1 = a 200 whose body was not \"duplicates\":1)"
+  NOTES+=("$kind inbound: server CPU during the webhook run $(printf %.0f "$w_cpu")%, reply run $(printf %.0f "$r_cpu")%, duplicate run $(printf %.0f "$u_cpu")% of one core ($(nproc) cores shared with wrk); $(kv "$w" ok) new deliveries of the $BENCH_WEBHOOK_BODIES signed")
+
+  ROWS=""
+  row "WhatsApp webhook: new text deliveries/s (signed, known lead, unique wamid)" "$(printf %.0f "$(kv "$w" ok_rps)")" "(none)" "n/a"
+  row "WhatsApp webhook: new deliveries p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$w" p50_ms)" "$(kv "$w" p99_ms)")" "(none)" "n/a"
+  row "POST /leads/:id/reply (whatsapp) req/s" "$(printf %.0f "$(kv "$r" ok_rps)")" "(none)" "n/a"
+  row "POST /leads/:id/reply p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$r" p50_ms)" "$(kv "$r" p99_ms)")" "(none)" "n/a"
+  row "WhatsApp webhook: duplicate deliveries/s ($d wamids already taken in)" "$(printf %.0f "$(kv "$u" ok_rps)")" "(none)" "n/a"
+  row "WhatsApp webhook: duplicate deliveries p99 (ms)" "$(printf '%.2f' "$(kv "$u" p99_ms)")" "(none)" "n/a"
+  row "inbound errors (not 200 / 201, or a wrong answer)" "webhook $werr of $(kv "$w" requests), reply $rerr of $(kv "$r" requests), duplicate $derr of $(kv "$u" requests)" "0" "$(met "$((werr + rerr + derr))" "<=" 0)"
+  REPORT+=$'\n'"### SalesPad bench: inbound replies (WhatsApp webhook and POST /leads/:id/reply), database $kind, salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
+  REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS on 127.0.0.1, ${BENCH_WEBHOOK_DURATION}s (duplicates ${BENCH_WEBHOOK_DUP_DURATION}s); $n seeded leads; each new message or reply queues an AI answer that the in-process workers send meanwhile; $(nproc) CPUs"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+# ==== end of inbound replies =================================================================
+
 REPORT=""
 for kind in $BENCH_DATABASES; do
   [[ "$kind" == none ]] && continue
@@ -455,6 +588,11 @@ for kind in $BENCH_DATABASES; do
 done
 if [[ "$BENCH_SMTP" == 1 ]]; then
   run_smtp
+fi
+if [[ "$BENCH_WEBHOOK" == 1 ]]; then # step 8: inbound replies
+  for kind in $BENCH_WEBHOOK_DATABASES; do
+    run_webhooks "$kind"
+  done
 fi
 
 printf '%s\n' "$REPORT"
