@@ -232,7 +232,7 @@ TEST_ALL(unit_generate_reply_retries_then_falls_back_to_the_template)
     struct t_env *env = t_env_new(backend);
     char mid[SP_UUID_LEN + 1], want[SP_UUID_LEN + 1];
     struct script_gen g;
-    struct lead_event e;
+    struct lead_event e = {0};
     struct message *m;
     struct job j;
     int64_t t0;
@@ -287,7 +287,7 @@ TEST_ALL(unit_generate_reply_permanent_error_and_no_fallback)
     struct t_env *env = t_env_new(backend);
     char mid[SP_UUID_LEN + 1];
     struct script_gen g;
-    struct lead_event e;
+    struct lead_event e = {0};
     struct message *m;
     struct lead l;
     int nm, nj;
@@ -312,7 +312,7 @@ TEST_ALL(unit_generate_reply_stop_request_gets_no_answer)
 {
     static const char *const stops[] = {"STOP", "Unsubscribe me please", "remove me from this"};
     struct t_env *env = t_env_new(backend);
-    struct lead_event e;
+    struct lead_event e = {0};
     struct script_gen g;
     int nj;
 
