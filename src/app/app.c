@@ -338,6 +338,9 @@ start_http(struct app *app, struct sp_error *err)
         .body_min_rate = cfg->http_body_min_rate,
         .max_conns_per_ip = cfg->http_max_conns_per_ip,
         .body_budget = (size_t)cfg->http_body_budget_mb * 1024 * 1024,
+        /* Inbound email comes with its attachments (dropped once counted). */
+        .large_body_prefix = "/webhooks/email",
+        .large_body_max = (size_t)cfg->email_webhook_max_mb * 1024 * 1024,
     };
 
     /* Request bodies (up to 1 MiB each) are malloc'd and freed per request. glibc raises its

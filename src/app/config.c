@@ -133,6 +133,10 @@ static const struct config_key keys[] = {
      OFF(email_webhook_signing_key), NULL, 0, 0, 1,
      "the inbound email provider's (Mailgun's) webhook signing key: POST /webhooks/email (unset: "
      "503)"},
+    {"EMAIL_WEBHOOK_MAX_MB", "email-webhook-max-mb", K_INT, OFF(email_webhook_max_mb), "25", 1,
+     1024, 0,
+     "largest POST /webhooks/email body (MiB): an email with its attachments (other routes: 1 "
+     "MiB)"},
     {"WHATSAPP_TIMEOUT_MS", "whatsapp-timeout-ms", K_LONG, OFF(whatsapp_timeout_ms), "30000", 100,
      600000, 0, "the whole Cloud API call of one message (ms); connecting takes at most 10 s"},
     {"AI_PROVIDER", "ai-provider", K_STR, OFF(ai_provider), "mock", 0, 0, 0,

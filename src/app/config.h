@@ -54,6 +54,7 @@ struct config {
     char *whatsapp_token;
     char *whatsapp_app_secret;
     long long idempotency_ttl_s;
+    int email_webhook_max_mb;
     char *whatsapp_verify_token;
     char *email_webhook_signing_key;
     char *whatsapp_welcome_template;
