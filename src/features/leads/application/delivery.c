@@ -355,14 +355,14 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     return rc;
 }
 
-/* The "inReplyTo" of a channel message (the inbound message it answers), or NULL. */
+/* The string `key` of a channel message (an answer's "inReplyTo", "references"), or NULL. */
 static const char *
-in_reply_to(struct arena *a, const char *channel_message)
+thread_field(struct arena *a, const char *channel_message, const char *key)
 {
     char buf[IN_REPLY_TO_MAX + 1];
 
-    if (channel_message == NULL ||
-        jsonr_str(channel_message, "inReplyTo", buf, sizeof(buf)) != SP_OK || buf[0] == '\0')
+    if (channel_message == NULL || jsonr_str(channel_message, key, buf, sizeof(buf)) != SP_OK ||
+        buf[0] == '\0')
         return NULL;
     return arena_strdup(a, buf);
 }
@@ -400,7 +400,8 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
     req.idempotency_key = m->id;
     req.attempt = m->attempts;
     req.channel_message = m->channel_message;
-    req.in_reply_to = in_reply_to(a, m->channel_message);
+    req.in_reply_to = thread_field(a, m->channel_message, "inReplyTo");
+    req.references = thread_field(a, m->channel_message, "references");
     req.kind = m->kind;
     req.last_inbound_at = last_inbound;
     return sender_send(s, &req, a, provider_id, send_err);
@@ -421,9 +422,31 @@ answer_deps(const struct delivery_deps *d)
     return ld;
 }
 
-/* The answer's channel message with "inReplyTo": "<id>" added, where id is the inbound
- * email's Message-Id ("messageId" of its channel message, as the email webhook stores it), so
- * the answer threads on it (In-Reply-To, References). Other channels, an inbound message
+/* The References of an answer to the inbound email: its own References ("references" of its
+ * channel message, "<a> <b>") and then its Message-ID, the oldest ids dropped when the line
+ * would pass REFERENCES_MAX (RFC 5322 3.6.4: the parent's References, then the parent). */
+#define REFERENCES_MAX 900
+static const char *
+thread_references(struct arena *a, const char *inbound_message, const char *id)
+{
+    char refs[IN_REPLY_TO_MAX + 1];
+    const char *all, *p;
+
+    if (jsonr_str(inbound_message, "references", refs, sizeof(refs)) != SP_OK || refs[0] == '\0')
+        return arena_printf(a, "<%s>", id);
+    all = arena_printf(a, "%s <%s>", refs, id);
+    for (p = all; strlen(p) > REFERENCES_MAX;) { /* drop the oldest id */
+        const char *next = strstr(p + 1, " <");
+        if (next == NULL)
+            return arena_printf(a, "<%s>", id);
+        p = next + 1;
+    }
+    return p;
+}
+
+/* The answer's channel message with "inReplyTo": "<id>" and "references" added, where id is
+ * the inbound email's Message-Id ("messageId" of its channel message, as the email webhook stores
+ * it), so the answer threads on it (In-Reply-To, References). Other channels, an inbound message
  * without one (the simulation route), or a generator's text that is not an object: as is. */
 static const char *
 threaded_answer(struct arena *a, const struct message *inbound, const char *answer)
@@ -442,9 +465,10 @@ threaded_answer(struct arena *a, const struct message *inbound, const char *answ
         len--;
     if (len < 2 || answer[0] != '{' || answer[len - 1] != '}')
         return answer;
-    jsonw_init(&w, a, sizeof(id) + 64);
+    jsonw_init(&w, a, 2 * IN_REPLY_TO_MAX + 64);
     jsonw_obj_begin(&w);
     jsonw_kstr(&w, "inReplyTo", arena_printf(a, "<%s>", id));
+    jsonw_kstr(&w, "references", thread_references(a, inbound->channel_message, id));
     jsonw_obj_end(&w);
     extra = jsonw_finish_or(&w, NULL);
     if (extra == NULL)

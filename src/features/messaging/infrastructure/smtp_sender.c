@@ -123,6 +123,7 @@ smtp_send(struct sender *base, const struct send_request *req, struct arena *a,
     m.reply_to = reply_to(s, req, a);
     m.message_id = arena_printf(a, "%s@%s", req->message_id, s->domain);
     m.in_reply_to = req->in_reply_to;
+    m.references = req->references;
     m.date_ms = sp_clock_now_ms(&sp_clock_real);
     rc = email_mime_build(&m, a, &data, &len, err);
     if (rc != SP_OK)
