@@ -237,7 +237,8 @@ senders_init(struct app *app, struct sp_error *err)
         const struct config *c = app->cfg;
         struct smtp_sender_config sc = {
             c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
-            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms,
+            c->public_url, c->unsubscribe_secret};
         rc = smtp_sender_new(&sc, &app->smtp, err);
         if (rc != SP_OK)
             return rc;
@@ -464,7 +465,8 @@ app_check_providers(const struct config *c, FILE *f)
     if (strcmp(c->email_provider, "smtp") == 0) {
         struct smtp_sender_config sc = {
             c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
-            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms,
+            c->public_url, c->unsubscribe_secret};
         struct smtp_sender *s = NULL;
         config_url_redact(c->smtp_url, label, sizeof(label));
         rc = smtp_sender_new(&sc, &s, &err);

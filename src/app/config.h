@@ -48,6 +48,8 @@ struct config {
     char *email_from;
     char *email_reply_domain;
     char *email_reply_secret;
+    char *public_url;
+    char *unsubscribe_secret;
     char *whatsapp_provider;
     char *whatsapp_api_url;
     char *whatsapp_phone_number_id;

@@ -57,8 +57,9 @@ uow_commit(const struct delivery_deps *d, int *committed, struct sp_error *err)
     return job_queue_after_commit(d->queue, err);
 }
 
-/* What the claim step decided about a reserved job. */
-enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
+/* What the claim step decided about a reserved job. CLAIM_SUPPRESS: the lead opted out of the
+ * message's channel; the record step marks it suppressed and completes the job, no send. */
+enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST, CLAIM_SUPPRESS };
 
 /* One job of a batch, from reservation to outcome. */
 struct work {
@@ -68,6 +69,7 @@ struct work {
     struct lead lead;
     int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
     enum claim_result res;
+    struct lead_opt_out opt_out; /* CLAIM_SUPPRESS: the opt-out that stops the send */
     int send_rc;
     const char *provider_id;
     struct sp_error send_err;
@@ -117,13 +119,27 @@ unrunnable(const struct job *j, char *message_id)
     return NULL;
 }
 
+/* Whether a message in status s has had its outcome: sent (and maybe delivered or read since)
+ * or suppressed. Its job only completes. */
+static int
+message_done(enum message_status s)
+{
+    return s == MESSAGE_SENT || s == MESSAGE_DELIVERED || s == MESSAGE_READ ||
+           s == MESSAGE_SUPPRESSED;
+}
+
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
- * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails).
- * *last_inbound receives when the lead last wrote on the message's channel (answers only). */
+ * sent or suppressed (the job completes), CLAIM_GONE when the message no longer exists (the job
+ * fails), CLAIM_SUPPRESS when the lead opted out of the message's channel (nothing is written
+ * here: the record step suppresses it, under the lead's lock). *last_inbound receives when the
+ * lead last wrote on the message's channel (answers only). */
 static int
 claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a, struct message *m,
-            struct lead *l, int64_t *last_inbound, enum claim_result *res, struct sp_error *err)
+            struct lead *l, int64_t *last_inbound, struct lead_opt_out *opt_out,
+            enum claim_result *res, struct sp_error *err)
 {
+    struct lead_opt_outs opt_outs;
+    const struct lead_opt_out *o;
     int64_t now = sp_clock_now_ms(d->clock);
     struct sp_error lookup = {0};
     char message_id[SP_UUID_LEN + 1];
@@ -146,7 +162,7 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
             *err = lookup;
         return rc;
     }
-    if (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND) {
+    if (message_done(m->status) || m->direction != MESSAGE_OUTBOUND) {
         *res = CLAIM_SKIP;
         return end_unsent(d, j, now, 1, NULL, err);
     }
@@ -159,6 +175,18 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
         return rc;
+    /* Do not contact, checked at send time, for every kind of message: read in the claim's
+     * transaction, the last one before the send. An opt-out committed after this read finds
+     * the message already on its way (at most the sends in flight at that moment). */
+    rc = lead_repo_opt_out_list(d->repo, m->lead_id, a, &opt_outs, err);
+    if (rc != SP_OK)
+        return rc;
+    o = lead_opt_out_find(&opt_outs, m->channel);
+    if (o != NULL) {
+        *opt_out = *o;
+        *res = CLAIM_SUPPRESS;
+        return SP_OK;
+    }
     /* WhatsApp's 24-hour window is measured from the lead's newest inbound message on the
      * channel, read here from the stored replies (the answer's own inbound, or a later one),
      * in the claim's transaction; the sender compares it with the time of the send. A welcome
@@ -248,7 +276,8 @@ claim_work(const struct delivery_deps *d, struct work *w, struct arena *a, struc
     if (is_generate(&w->job))
         return claim_generate(d, w, a, err);
     w->is_gen = 0;
-    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->res, err);
+    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->opt_out, &w->res,
+                       err);
 }
 
 /* When a job that failed its attempts_made-th attempt runs again: the longer of its backoff and
@@ -310,6 +339,37 @@ record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struc
                                     leads_status_change_payload(a, l->status, to, "message_sent"),
                                     now, err);
     }
+    return rc;
+}
+
+/* A message to a channel the lead opted out of: suppressed, no send, the job completed with
+ * the message_suppressed payload as its return value. The job first, as in record_sent. */
+static int
+record_suppressed(const struct delivery_deps *d, struct job *j, struct arena *a, struct message *m,
+                  const struct lead_opt_out *o, struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(d->clock);
+    struct jsonw w;
+    int rc;
+
+    m->status = MESSAGE_SUPPRESSED;
+    m->updated_at = now;
+    jsonw_init(&w, a, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", m->id);
+    jsonw_kstr(&w, "channel", channel_name(m->channel));
+    jsonw_kstr(&w, "kind", message_kind_name(m->kind));
+    jsonw_kstr(&w, "reason", "opted_out");
+    jsonw_kstr(&w, "optOutSource", opt_out_source_name(o->source));
+    jsonw_ktime(&w, "optedOutAt", o->at, 0);
+    jsonw_obj_end(&w);
+    j->result = jsonw_finish_or(&w, "{}");
+    rc = job_queue_complete(d->queue, j, now, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_update_delivery(d->repo, m, err);
+    if (rc == SP_OK)
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SUPPRESSED, correlation(a, m, j),
+                                j->result, now, err);
     return rc;
 }
 
@@ -594,6 +654,10 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     int will_retry = 0;
     int rc;
 
+    if (w->res == CLAIM_SUPPRESS) {
+        w->outcome = DELIVERY_SUPPRESSED;
+        return record_suppressed(d, &w->job, a, &w->msg, &w->opt_out, err);
+    }
     if (w->is_gen)
         return record_generated(d, a, w, err);
     if (w->send_rc == SP_OK) {
@@ -695,7 +759,7 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
 
     *committed = 0;
     for (int i = 0; i < n; i++)
-        if (ws[i].res == CLAIM_SEND)
+        if (ws[i].res == CLAIM_SEND || ws[i].res == CLAIM_SUPPRESS)
             order[m++] = &ws[i];
     qsort(order, (size_t)m, sizeof(*order), by_lead);
     if (leases_in_doubt(d, checked))
@@ -742,6 +806,8 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
             w->outcome = DELIVERY_DUPLICATE;
         if (w->res == CLAIM_GONE)
             w->outcome = DELIVERY_DEAD;
+        if (w->res == CLAIM_SUPPRESS)
+            any = 1; /* nothing to send, but its outcome is recorded below */
         if (w->res == CLAIM_SEND && leases_in_doubt(d, checked)) {
             /* A job lost now went to another worker: sending it too would be a second send. */
             fence_unsent(d, a, ws, i, n);
@@ -818,6 +884,8 @@ outcome_name(enum delivery_outcome o)
         return "lease lost, outcome dropped";
     case DELIVERY_FALLBACK:
         return "model failed for good, template answer written";
+    case DELIVERY_SUPPRESSED:
+        return "suppressed: the lead opted out of the channel";
     default:
         return "failed for good";
     }
@@ -830,7 +898,7 @@ log_outcome(const struct work *w)
     const char *mid = w->msg.id[0] ? w->msg.id : "-";
 
     if (w->outcome == DELIVERY_RETRY || w->outcome == DELIVERY_DEAD ||
-        w->outcome == DELIVERY_FALLBACK)
+        w->outcome == DELIVERY_FALLBACK || w->outcome == DELIVERY_SUPPRESSED)
         log_info("job %s message %s attempt %d of %d: %s", j->id, mid, j->attempts_made + 1,
                  j->max_attempts, outcome_name(w->outcome));
     else
