@@ -1,7 +1,7 @@
-/* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
- * webhooks, each on a session of its own, the liveness (/health) and readiness (/ready)
- * probes, and the API-key check that guards every route but /health, the webhooks (signed by
- * their providers) and CORS preflights when API_KEYS is set.
+/* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
+ * routes and the providers' webhooks, each on a session of its own, the liveness (/health) and
+ * readiness (/ready) probes, and the API-key check that guards every route but /health, the
+ * webhooks (signed by their providers) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
+#include "features/leads/presentation/jobs_http.h"
 #include "features/leads/presentation/leads_http.h"
 #include "infra/db.h"
 
@@ -119,6 +120,24 @@ static void
 route_events(void *ctx, struct http_request *req, struct http_response *resp)
 {
     with_session(ctx, leads_http_events, req, resp);
+}
+
+static void
+route_jobs(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_list, req, resp);
+}
+
+static void
+route_job(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_get, req, resp);
+}
+
+static void
+route_job_retry(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_retry, req, resp);
 }
 
 static void
@@ -236,6 +255,9 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
     rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
     rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
+    rc |= http_router_add(r, "GET", "/jobs", route_jobs, app);
+    rc |= http_router_add(r, "GET", "/jobs/:id", route_job, app);
+    rc |= http_router_add(r, "POST", "/jobs/:id/retry", route_job_retry, app);
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);

@@ -69,8 +69,9 @@ enum lead_event_type {
     EVENT_AI_REPLY_SKIPPED,  /* no answer generated (the prospect asked us to stop) */
     EVENT_MESSAGE_DELIVERED, /* a provider's receipt: on the recipient's device */
     EVENT_MESSAGE_READ,      /* a provider's receipt: read */
+    EVENT_MESSAGE_RETRIED,   /* its failed send-message job was put back in line (an operator) */
 };
-#define EVENT_TYPE_LAST EVENT_MESSAGE_READ
+#define EVENT_TYPE_LAST EVENT_MESSAGE_RETRIED
 
 struct lead {
     char id[SP_UUID_LEN + 1];
