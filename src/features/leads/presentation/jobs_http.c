@@ -65,7 +65,7 @@ send_json(struct http_response *resp, struct arena *a, int status, struct jsonw 
 /* A use case's error: 409 with its sentence as a string (NestJS's ConflictException), the rest
  * as every route answers them (400 with the sentence in an array, 404 with a string, 503). */
 static void
-error(struct http_response *resp, struct arena *a, int code, const struct sp_error *err)
+answer_error(struct http_response *resp, struct arena *a, int code, const struct sp_error *err)
 {
     const char *msg = err && err->msg[0] ? err->msg : sp_err_str(code);
 
@@ -181,7 +181,7 @@ jobs_http_list(const struct leads_deps *d, struct http_request *req, struct http
         return;
     }
     if (rc != SP_OK) {
-        error(resp, req->arena, rc, &err);
+        answer_error(resp, req->arena, rc, &err);
         return;
     }
     jsonw_init(&w, req->arena, RESPONSE_MAX);
@@ -241,7 +241,7 @@ jobs_http_get(const struct leads_deps *d, struct http_request *req, struct http_
         return;
     rc = leads_get_job(d, id, req->arena, &j, &err);
     if (rc != SP_OK) {
-        error(resp, req->arena, rc, &err);
+        answer_error(resp, req->arena, rc, &err);
         return;
     }
     send_job(resp, req->arena, 200, &j);
@@ -259,7 +259,7 @@ jobs_http_retry(const struct leads_deps *d, struct http_request *req, struct htt
         return;
     rc = leads_retry_job(d, id, req->arena, &j, &err);
     if (rc != SP_OK) {
-        error(resp, req->arena, rc, &err);
+        answer_error(resp, req->arena, rc, &err);
         return;
     }
     send_job(resp, req->arena, 200, &j);
