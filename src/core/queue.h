@@ -135,7 +135,8 @@ struct job_filter {
       (group, max, a, out, n, more, err))                                                          \
     /* The jobs f selects, newest first: at most f->limit of them in out[0..*n) (caller's          \
      * arena); next (JOB_CURSOR_MAX bytes) receives the position of the page after, or "" when     \
-     * this one is the last. Reads at most limit + 1 jobs, on an index: any page costs the same.   \
+     * this one is the last. Keyset pages on an index of (state,) position: any page of a state    \
+     * costs the same (a name is checked on the rows the index gives: job names are few).          \
      * SP_EINVAL (field "cursor") for a position this queue did not make. */                       \
     X(list,                                                                                        \
       (const struct job_filter *f, struct arena *a, struct job **out, int *n, char *next,          \
