@@ -5,9 +5,11 @@
 #                           # (tests/pg/pgserver.sh runs a throwaway server from
 #                           # /usr/lib/postgresql/<version>/bin), the Redis server
 #                           # (tests/redis/redisserver.sh), Node.js and npm (the BullMQ interop
-#                           # tests), docker-compose (validates docker-compose.yml; no engine),
-#                           # aiosmtpd and openssl (tests/integration/test_smtp.py: a loopback
-#                           # SMTP server and its self-signed certificate)
+#                           # tests, the OpenAPI validator), python3-jsonschema (responses
+#                           # checked against docs/openapi.json), docker-compose (validates
+#                           # docker-compose.yml; no engine), aiosmtpd and openssl
+#                           # (tests/integration/test_smtp.py: a loopback SMTP server and its
+#                           # self-signed certificate)
 #   scripts/deps.sh bench   # build + wrk, curl, the PostgreSQL and Redis servers and aiosmtpd
 #                           # (scripts/bench/smtp_sink.py: the loopback SMTP server of the
 #                           # EMAIL_PROVIDER=smtp rows)
@@ -18,7 +20,7 @@ build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite
             libcurl4-openssl-dev)
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
-  test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis valgrind curl postgresql postgresql-client redis-server
+  test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis python3-jsonschema valgrind curl postgresql postgresql-client redis-server
                redis-tools nodejs docker-compose python3-aiosmtpd openssl) ;;
   bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
                redis-tools python3-aiosmtpd) ;;

@@ -1,5 +1,5 @@
-/* main.c: the salespad command line: serve | worker | migrate | check-providers, --help,
- * --version. */
+/* main.c: the salespad command line: serve | worker | migrate | check-providers | routes,
+ * --help, --version. */
 #include "app/app.h"
 #include "app/config.h"
 
@@ -22,6 +22,8 @@ usage(FILE *f)
            "  check-providers      connect and authenticate to the configured email, WhatsApp\n"
            "                       and AI providers, sending nothing; one line each; exit 1\n"
            "                       if one fails\n"
+           "  routes               print the HTTP routes, one \"METHOD /pattern\" a line\n"
+           "                       (docs/openapi.json describes each; GET /openapi.json)\n"
            "\n"
            "Options:\n"
            "  --print-config       print the effective settings (secrets redacted) and exit\n"
@@ -38,7 +40,7 @@ main(int argc, char **argv)
     struct config cfg;
     struct sp_error err = {0};
     enum app_mode mode;
-    int print_config = 0, no_worker = 0, check = 0, rc;
+    int print_config = 0, no_worker = 0, check = 0, routes = 0, rc;
     const char *cmd = NULL;
 
     for (int i = 1; i < argc; i++) {
@@ -78,6 +80,9 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "check-providers") == 0) {
         mode = APP_MIGRATE; /* unused */
         check = 1;
+    } else if (strcmp(cmd, "routes") == 0) {
+        mode = APP_MIGRATE; /* unused */
+        routes = 1;
     } else {
         fprintf(stderr, "salespad: unknown command '%s' (see salespad --help)\n", cmd);
         return 2;
@@ -97,7 +102,10 @@ main(int argc, char **argv)
         return 0;
     }
     log_setup(cfg.log_level, cfg.log_format);
-    rc = check ? app_check_providers(&cfg, stdout) : app_run(&cfg, mode);
+    if (routes)
+        rc = app_print_routes(&cfg, stdout);
+    else
+        rc = check ? app_check_providers(&cfg, stdout) : app_run(&cfg, mode);
     config_cleanup(&cfg);
     return rc;
 }

@@ -432,6 +432,28 @@ app_run(const struct config *cfg, enum app_mode mode)
     return 0;
 }
 
+/* ---- routes --------------------------------------------------------------------------------- */
+
+int
+app_print_routes(const struct config *cfg, FILE *f)
+{
+    struct app app;
+
+    /* What app_run sets up before anything can fail, so that app_cleanup undoes routes_init
+     * (and whatever it may allocate) exactly as it does after serving. */
+    memset(&app, 0, sizeof(app));
+    app.cfg = cfg;
+    app.queue = &sql_backend;
+    queue_signal_init(&app.signal);
+    queue_signal_init(&app.relay_signal);
+    queue_sql_node_init(&app.node, &app.signal, cfg->queue_max_stalled);
+    routes_init(&app);
+    for (int i = 0; i < app.router.n; i++)
+        fprintf(f, "%s %s\n", app.router.routes[i].method, app.router.routes[i].pattern);
+    app_cleanup(&app);
+    return 0;
+}
+
 /* ---- check-providers ------------------------------------------------------------------------ */
 
 /* Prints "<what>: <label>: ok (<detail>)" or "...: FAILED: <error>"; returns 1 on failure. */

@@ -17,6 +17,11 @@ enum app_mode {
 /* Runs the process; returns the exit status (0 after a clean shutdown). */
 int app_run(const struct config *cfg, enum app_mode mode);
 
+/* `salespad routes`: builds the HTTP route table as `serve` does, without opening anything,
+ * and prints one "METHOD /pattern" line per route to f, in the table's order (`:name` segments
+ * as the router writes them). The tests compare it with the API description. Returns 0. */
+int app_print_routes(const struct config *cfg, FILE *f);
+
 /* `salespad check-providers`: for each channel and the AI, connects and authenticates to the
  * configured real provider without sending or generating anything, and prints one line per
  * provider to f ("mock (nothing to check)" for mocks). Returns the exit status: 0 when every

@@ -1,8 +1,9 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
  * routes, the providers' webhooks and the email unsubscribe links, each on a session of its
- * own, the liveness (/health) and readiness (/ready) probes, and the API-key check that guards
- * every route but /health, the webhooks (signed by their providers), the unsubscribe links
- * (their token is the credential) and CORS preflights when API_KEYS is set.
+ * own, the liveness (/health) and readiness (/ready) probes, the API description
+ * (/openapi.json), and the API-key check that guards every route but /health, /openapi.json,
+ * the webhooks (signed by their providers), the unsubscribe links (their token is the
+ * credential) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -255,15 +256,30 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
-/* Routes open without an API key: the liveness probe, the providers' webhooks, which cannot
- * send our key and prove themselves with their own signatures instead, and the unsubscribe
- * links of our emails, followed by their recipients (and their mail providers) with the token
- * of the link as the only credential. */
+/* docs/openapi.json, compiled in by cmake/embed_file.cmake. */
+extern const char sp_openapi_json[];
+extern const size_t sp_openapi_json_len;
+
+/* The API description: the same bytes for every deployment (nothing in it depends on the
+ * settings), so that what a client generator reads is what the tests validated. */
+static void
+route_openapi(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    (void)ctx;
+    (void)req;
+    http_json(resp, 200, sp_openapi_json, sp_openapi_json_len);
+}
+
+/* Routes open without an API key: the liveness probe, the API description (the shape of the
+ * API, which holds no data and no secret, for client generators and documentation viewers),
+ * the providers' webhooks, which cannot send our key and prove themselves with their own
+ * signatures instead, and the unsubscribe links of our emails, followed by their recipients
+ * (and their mail providers) with the token of the link as the only credential. */
 static int
 route_is_open(const char *path)
 {
-    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0 ||
-           strncmp(path, "/unsubscribe/", 13) == 0;
+    return strcmp(path, "/health") == 0 || strcmp(path, "/openapi.json") == 0 ||
+           strncmp(path, "/webhooks/", 10) == 0 || strncmp(path, "/unsubscribe/", 13) == 0;
 }
 
 void
@@ -307,6 +323,7 @@ routes_init(struct app *app)
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);
+    rc |= http_router_add(r, "GET", "/openapi.json", route_openapi, app);
     rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
