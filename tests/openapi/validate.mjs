@@ -11,7 +11,8 @@
 // 3. Every example (a media type's `example`, a schema's `examples`, a parameter's `example`)
 //    validates against its schema.
 // 4. What OpenAPI states in prose only: each path template's {names} are exactly its `in: path`
-//    parameters (declared required), operationIds are unique, and every component is used.
+//    parameters (declared required), operationIds are unique, security requirements name
+//    declared schemes, and every component is used.
 //
 // Prints one line per problem and exits 1 when there is any; "openapi: ok ..." and 0 otherwise.
 import { readFileSync } from "node:fs";
@@ -169,9 +170,17 @@ for (const section of ["schemas", "parameters", "headers", "responses", "request
     if (!used.has(`"#/components/${section}/${name}"`))
       fail(`components.${section}.${name}`, "never referenced");
 }
+// Security requirements name declared schemes, and every declared scheme is required somewhere.
+const requirements = [...(doc.security || [])];
+for (const item of Object.values(doc.paths || {}))
+  for (const m of METHODS) if (item[m]) requirements.push(...(item[m].security || []));
+for (const req of requirements)
+  for (const name of Object.keys(req))
+    if (!(name in (components.securitySchemes || {})))
+      fail("security", `requirement names ${name}, which is not a declared security scheme`);
 for (const name of Object.keys(components.securitySchemes || {}))
-  if (!(doc.security || []).some((req) => name in req))
-    fail(`components.securitySchemes.${name}`, "not in the top-level security");
+  if (!requirements.some((req) => name in req))
+    fail(`components.securitySchemes.${name}`, "never required");
 
 if (problems.length) {
   for (const p of problems) console.log(`FAIL ${p}`);
