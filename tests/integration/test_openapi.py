@@ -3,7 +3,9 @@ its paths are exactly the router's routes (`salespad routes`), and every route a
 document says: each operation is called for a success and for a typical error, and each answer's
 status must be one the operation lists (or its `default`), its Content-Type one of the listed
 media types, its JSON body valid under the listed schema and its documented headers valid under
-theirs.
+theirs. The requests are checked too: one the API took must be valid under the document (path
+and query parameters, headers, JSON or form body), one it refused as invalid input (400) must
+not be. Any other method on each path answers 405 with an `Allow` of the documented methods.
 
 Bodies are checked with python3-jsonschema (Draft 2020-12, the dialect of OpenAPI 3.1): the
 document's components/schemas become the `$defs` of each checked schema, so the `$ref`s resolve
@@ -87,6 +89,56 @@ class Spec:
             "%s at %s" % (e.message[:300], "/".join(map(str, e.absolute_path)) or "(root)")
             for e in errors[:5]))
 
+    def request_problems(self, op, params, query, body, headers):
+        """What of a request the document refuses: a path or query parameter outside its
+        schema, a query key it does not declare, a required one missing, a JSON or form body
+        outside the schema of its media type."""
+        problems = []
+        declared = {}
+        for p in op.get("parameters", []):
+            p = self.deref(p, "parameters")
+            declared[(p["in"], p["name"].lower() if p["in"] == "header" else p["name"])] = p
+        given = [("path", k, v) for k, v in (params or {}).items()]
+        given += [("query", k, v) for k, v in (query or {}).items()]
+        given += [("header", k.lower(), v) for k, v in (headers or {}).items()]
+        for where, name, value in given:
+            p = declared.get((where, name))
+            if p is None:
+                if where == "query":
+                    problems.append("query %s is not a parameter" % name)
+                continue
+            if p["schema"].get("type") == "integer" and value.isdigit():
+                value = int(value)
+            try:
+                self.validate(p["schema"], value, "%s %s" % (where, name))
+            except AssertionError as e:
+                problems.append(str(e))
+        for (where, name), p in declared.items():
+            if p.get("required") and where != "header" and not any(
+                    (w, n) == (where, name) for w, n, _ in given):
+                problems.append("%s %s is required" % (where, name))
+        ctype = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"),
+                     "application/json" if isinstance(body, (dict, list)) else None)
+        rb = op.get("requestBody")
+        if rb and ctype and body is not None:
+            media = rb["content"].get(ctype.split(";")[0].strip().lower())
+            if media is None:
+                problems.append("body type %s is not documented" % ctype)
+            else:
+                if isinstance(body, (bytes, str)) and ctype.startswith("application/x-www-form"):
+                    text = body.decode() if isinstance(body, bytes) else body
+                    body = dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+                elif isinstance(body, (bytes, str)):
+                    try:
+                        body = json.loads(body)
+                    except ValueError:
+                        return problems + ["body is not JSON"]
+                try:
+                    self.validate(media["schema"], body, "body")
+                except AssertionError as e:
+                    problems.append(str(e))
+        return problems
+
     def check(self, method, template, r, status):
         """Checks response r of `method template` against the document; returns r."""
         what = "%s %s -> %d" % (method, template, r.status)
@@ -131,7 +183,7 @@ class Api:
         self.spec = spec
 
     def call(self, method, template, status, params=None, query=None, body=None, headers=None,
-             auth=True):
+             auth=True, validation_error=True):
         path = template
         for k, v in (params or {}).items():
             path = path.replace("{%s}" % k, urllib.parse.quote(v, safe=""))
@@ -141,7 +193,19 @@ class Api:
         if auth:
             hdrs["X-API-Key"] = KEY
         r = self.srv.request(method, path, body=body, headers=hdrs)
-        return self.spec.check(method, template, r, status)
+        self.spec.check(method, template, r, status)
+        # The request against the document: what the API took is valid under it (the document
+        # is not stricter than the API); what it refused as invalid input is not (the document
+        # is not laxer, for the cases tried here).
+        op = self.spec.doc["paths"][template][method.lower()]
+        problems = self.spec.request_problems(op, params, query, body, headers)
+        if 200 <= status < 300:
+            assert not problems, "%s %s answered %d but the document refuses the request: %s" % (
+                method, template, status, problems)
+        elif status == 400 and validation_error:
+            assert problems, "%s %s answered 400 but the document takes the request" % (
+                method, template)
+        return r
 
 
 def unsubscribe_token(lead_id, secret=UNSUB_SECRET):
