@@ -327,10 +327,66 @@ def test_every_route_answers_as_documented(env):
     api.call("GET", "/leads/{id}/events", 400, {"id": lid}, {"limit": "0", "sort": "asc"})
     api.call("GET", "/leads/{id}/events", 404, {"id": unknown})
 
+    # ---- more bodies and queries, each taken or refused by the API as by the document
+    for body, status in [
+            ({"name": "Cy", "email": None, "phone": "+1 555 0100"}, 201),
+            ({"name": "Di", "email": "di@example.com", "phone": None}, 201),
+            ({"name": "Ed", "email": "not-an-email"}, 400),
+            ({"name": "Ed"}, 400),
+            ({"name": "x" * 256, "phone": "+1 555 0101"}, 400),
+            ({"name": "Ed", "phone": 15550102}, 400),
+            ({"name": "Ed", "phone": "  "}, 400),
+            ({"name": None, "phone": "+1 555 0103"}, 400),
+            ([{"name": "Ed", "phone": "+1 555 0104"}], 400)]:
+        api.call("POST", "/leads", status, body=body)
+    for body, status in [
+            ({"channel": "whatsapp", "messageContent": {"from": "+351 912-000-111",
+                                                        "text": "and WhatsApp?"}}, 201),
+            ({"channel": "email", "messageContent": {"subject": None, "body": "no from"}}, 201),
+            ({"channel": "whatsapp", "messageContent": {}}, 400),
+            ({"channel": "linkedin", "messageContent": {"text": "hi"}}, 400),
+            ({"channel": "email", "messageContent": {"from": "not an email"}}, 400),
+            ({"channel": "whatsapp", "messageContent": {"from": "12"}}, 400),
+            ({"channel": "email", "messageContent": {"body": 42}}, 400),
+            ({"channel": "email", "messageContent": "text"}, 400),
+            ({"channel": "email", "messageContent": {"body": "x"}, "extra": 1}, 400)]:
+        api.call("POST", "/leads/{id}/reply", status, {"id": lid}, body=body)
+    for body, status in [
+            ({"channel": "email", "channelMessage": {"subject": "Offer", "body": "Dear Ana"}}, 201),
+            ({"channel": "email", "channelMessage": {"subject": "Offer", "body": "x",
+                                                     "cc": "eve@example.com"}}, 400),
+            ({"channel": "whatsapp", "channelMessage": {"text": "x" * 4097}}, 400),
+            ({"channel": "ads", "channelMessage": {"text": "hi"}}, 400),
+            ({"channel": "whatsapp", "channelMessage": {"text": None}}, 400)]:
+        api.call("POST", "/leads/{id}/messages", status, {"id": lid}, body=body)
+    for query, status in [
+            ({"channel": "whatsapp", "limit": "100"}, 200),
+            ({"channel": "email", "limit": "101"}, 400),
+            ({"limit": "5"}, 400)]:
+        api.call("GET", "/leads/{id}/messages", status, {"id": lid}, query)
+    # Cursors are opaque: the document cannot tell a good one from a bad one.
+    api.call("GET", "/leads/{id}/messages", 400, {"id": lid},
+             {"channel": "email", "cursor": "events.1"}, validation_error=False)
+    api.call("GET", "/jobs", 400, query={"cursor": "nope"}, validation_error=False)
+    for query, status in [
+            ({"state": "completed", "name": "generate-reply", "limit": "100"}, 200),
+            ({"name": ""}, 400),
+            ({"name": "n" * 129}, 400)]:
+        api.call("GET", "/jobs", status, query=query)
+
     # ---- do not contact
     api.call("POST", "/leads/{id}/opt-out", 200, {"id": lid},
              body={"channel": "whatsapp", "reason": "asked by phone"})
     api.call("POST", "/leads/{id}/opt-out", 400, {"id": lid}, body={"channel": "fax"})
+    for body, status in [
+            ({"reason": " "}, 400),
+            ({"reason": "r" * 501}, 400),
+            ({"channel": "whatsapp", "by": "me"}, 400),
+            ("channel=whatsapp&reason=by+form", 200),
+            ("channel=", 400)]:
+        hdrs = {"Content-Type": "application/x-www-form-urlencoded"} if isinstance(body, str) \
+            else None
+        api.call("POST", "/leads/{id}/opt-out", status, {"id": lid}, body=body, headers=hdrs)
     api.call("POST", "/leads/{id}/messages", 409, {"id": lid},
              body={"channel": "whatsapp", "channelMessage": {"text": "Still there?"}})
     api.call("DELETE", "/leads/{id}/opt-out", 200, {"id": lid}, {"channel": "whatsapp"})
