@@ -273,6 +273,27 @@ def test_router_routes_are_the_document_operations(env):
     assert_eq(sorted(documented - routes), [], "documented operations the router does not have")
 
 
+def test_rate_limited_answers_as_documented(env):
+    """RATE_LIMIT_RPS: the RateLimit-* headers of a limited route's answers, its 429, and the
+    exempt routes (no 429 documented there) never refused."""
+    spec = Spec(json.loads(load_doc()))
+    srv = env.serve(RATE_LIMIT_RPS="0.01", RATE_LIMIT_BURST=3)  # its readiness probe takes one
+    api = Api(srv, spec)
+    r = api.call("GET", "/openapi.json", 200, auth=False)
+    assert_eq(r.header("RateLimit-Limit"), "3", "RateLimit-Limit")
+    api.call("GET", "/ready", 200)
+    r = api.call("GET", "/jobs", 429)
+    assert r.header("Retry-After") is not None, "429 without Retry-After"
+    for _ in range(3):
+        api.call("GET", "/health", 200)
+    for path, item in spec.doc["paths"].items():
+        for m, o in item.items():
+            exempt = path == "/health" or path.startswith(("/webhooks/", "/unsubscribe/"))
+            assert_eq("429" in o["responses"], not exempt, "429 documented on %s %s" % (
+                m.upper(), path))
+    srv.stop()
+
+
 def test_every_route_answers_as_documented(env):
     spec = Spec(json.loads(load_doc()))
     srv = env.serve(**SETTINGS)
@@ -283,6 +304,9 @@ def test_every_route_answers_as_documented(env):
     api.call("GET", "/health", 200, auth=False)
     api.call("GET", "/ready", 200)
     api.call("GET", "/ready", 401, auth=False)
+    api.call("GET", "/metrics", 200)
+    api.call("GET", "/metrics", 200, headers={"Authorization": "Bearer " + KEY}, auth=False)
+    api.call("GET", "/metrics", 401, auth=False)
     api.call("GET", "/openapi.json", 200, auth=False)
     api.call("GET", "/openapi.json", 415, headers={"Content-Type": "text/plain; charset=latin1"},
              auth=False)
