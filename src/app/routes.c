@@ -225,8 +225,8 @@ routes_init(struct app *app)
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);
-    rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "GET", "/leads", route_list, app);
+    rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
     rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);

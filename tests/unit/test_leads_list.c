@@ -155,8 +155,7 @@ TEST_ALL(unit_leads_list_filters)
     struct sp_error err = {0};
     struct lead *l;
 
-    put(env, "Ana Silva", "ana.silva@Example.com", "+351 912 000 001", LEAD_STATUS_NEW, T_NOW,
-        id);
+    put(env, "Ana Silva", "ana.silva@Example.com", "+351 912 000 001", LEAD_STATUS_NEW, T_NOW, id);
     put(env, "\xc3\x89mile Zola", "EZ@example.fr", NULL, LEAD_STATUS_CONTACTED, T_NOW + 10, NULL);
     put(env, "anabela", NULL, "+1 (555) 010-0001", LEAD_STATUS_REPLIED, T_NOW + 20, NULL);
     put(env, "Bruno", "bruno@ana.example", "+44 20 7946 0001", LEAD_STATUS_REPLIED, T_NOW + 30,
@@ -267,8 +266,7 @@ TEST_ALL(unit_leads_list_search_plans)
     want[0] = '\0';
     for (int i = 59; i >= 0; i--)
         if (i % 4 < 2 && i % 3 == 0)
-            len += (size_t)snprintf(want + len, sizeof(want) - len, "Ana %s %02d,", last[i % 4],
-                                    i);
+            len += (size_t)snprintf(want + len, sizeof(want) - len, "Ana %s %02d,", last[i % 4], i);
     ASSERT_STREQ(want, names(env, q, env->arena));
     /* ana silva: 15 matches: the ranges */
     q.has_status = 0;

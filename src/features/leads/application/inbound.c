@@ -84,8 +84,7 @@ adopt_address(const struct leads_deps *d, struct arena *a, struct lead *l, enum 
     int rc;
 
     *in_use = 0;
-    rc = norm ? lead_repo_lead_find_by_address(d->repo, c, norm, a, &owner, &lookup)
-              : SP_ENOTFOUND;
+    rc = norm ? lead_repo_lead_find_by_address(d->repo, c, norm, a, &owner, &lookup) : SP_ENOTFOUND;
     if (rc == SP_OK && strcmp(owner.id, l->id) != 0) {
         *in_use = 1;
         return SP_OK;

@@ -175,7 +175,6 @@ leads_create(const struct leads_deps *d, const struct lead_input *in, struct are
     return rc;
 }
 
-
 /* Job data: what a worker (ours or a Node BullMQ one) needs to send the message. */
 static const char *
 job_data(struct arena *a, const struct message *m, const char *correlation)
@@ -533,9 +532,8 @@ leads_list(const struct leads_deps *d, const struct leads_list_query *q, struct 
     if (q->limit < 1 || q->limit > LEAD_LIST_MAX)
         return sp_error_set(err, SP_EINVAL, "limit", "limit must be an integer from 1 to %d",
                             LEAD_LIST_MAX);
-    if (q->after.seq < 0 ||
-        (q->after.seq > 0 &&
-         (q->after.created_at < LEAD_TIME_MIN || q->after.created_at > LEAD_TIME_MAX)))
+    if (q->after.seq < 0 || (q->after.seq > 0 && (q->after.created_at < LEAD_TIME_MIN ||
+                                                  q->after.created_at > LEAD_TIME_MAX)))
         return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
     memset(&spec, 0, sizeof(spec));
     spec.has_status = q->has_status;

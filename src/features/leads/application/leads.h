@@ -82,8 +82,8 @@ struct leads_list_query {
      * or, when q reads as a phone number (lead_phone_query), phone digits start with q; blanks
      * around q are ignored. NULL: none. At most LEAD_NAME_MAX characters. */
     const char *q;
-    int64_t created_after;  /* only leads created after this (ms); LEAD_TIME_MIN - 1: any */
-    int64_t created_before; /* ... and before this; LEAD_TIME_MAX + 1: any */
+    int64_t created_after;      /* only leads created after this (ms); LEAD_TIME_MIN - 1: any */
+    int64_t created_before;     /* ... and before this; LEAD_TIME_MAX + 1: any */
     struct lead_list_pos after; /* from a previous page's next; seq 0: from the newest */
     int limit;                  /* 1..LEAD_LIST_MAX */
 };

@@ -49,8 +49,8 @@ DB_STMT_SAME(SQL_LEAD_SET_PHONE, "UPDATE leads SET phone = $2, updated_at = $3, 
 #define LIST_ORDER " ORDER BY created_at DESC, seq DESC LIMIT $4"
 /* No search: along leads_by_created, or leads_by_status_created ($5 the status). */
 DB_STMT(SQL_LEAD_LIST,
-        "SELECT " LIST_COLUMNS " FROM leads INDEXED BY leads_by_created WHERE " LIST_WINDOW
-            LIST_ORDER,
+        "SELECT " LIST_COLUMNS
+        " FROM leads INDEXED BY leads_by_created WHERE " LIST_WINDOW LIST_ORDER,
         "SELECT " LIST_COLUMNS " FROM leads WHERE " LIST_WINDOW LIST_ORDER);
 DB_STMT(SQL_LEAD_LIST_STATUS,
         "SELECT " LIST_COLUMNS " FROM leads INDEXED BY leads_by_status_created"
@@ -77,31 +77,43 @@ DB_STMT(SQL_LEAD_LIST_MATCH_STATUS,
  * status index with the unique one). */
 #define LIST_SQLITE_RANGE(index, col, from, to)                                                    \
     "SELECT seq FROM (SELECT seq FROM leads INDEXED BY " index " WHERE " col " >= " from           \
-    " AND " col " < " to " AND ($11 IS NULL OR +status = $11) AND " LIST_WINDOW_UNINDEXED          \
-        LIST_ORDER ")"
+    " AND " col " < " to                                                                           \
+    " AND ($11 IS NULL OR +status = $11) AND " LIST_WINDOW_UNINDEXED LIST_ORDER ")"
 #define LIST_PG_RANGE(col, from, to)                                                               \
     "SELECT seq FROM (SELECT seq FROM (SELECT seq, status, created_at FROM leads WHERE " col       \
     " >= " from " AND " col " < " to " OFFSET 0) AS r"                                             \
     " WHERE ($11::text IS NULL OR status = $11) AND " LIST_WINDOW LIST_ORDER ") AS " col
-DB_STMT(SQL_LEAD_LIST_RANGES,
-        "SELECT " LIST_COLUMNS " FROM leads NOT INDEXED WHERE seq IN ("
-        LIST_SQLITE_RANGE("leads_by_name_prefix", "name_lower", "$5", "$6")
-        " UNION ALL " LIST_SQLITE_RANGE("leads_by_email_prefix", "email_norm", "$7", "$8")
-        " UNION ALL " LIST_SQLITE_RANGE("leads_by_phone_prefix", "phone_norm", "$9", "$10")
-        ")" LIST_ORDER,
-        "SELECT " LIST_COLUMNS " FROM leads WHERE seq IN (" LIST_PG_RANGE("name_lower", "$5", "$6")
-        " UNION ALL " LIST_PG_RANGE("email_norm", "$7", "$8")
-        " UNION ALL " LIST_PG_RANGE("phone_norm", "$9", "$10") ")" LIST_ORDER);
+#define LIST_SQLITE_NAMES LIST_SQLITE_RANGE("leads_by_name_prefix", "name_lower", "$5", "$6")
+#define LIST_SQLITE_EMAILS LIST_SQLITE_RANGE("leads_by_email_prefix", "email_norm", "$7", "$8")
+#define LIST_SQLITE_PHONES LIST_SQLITE_RANGE("leads_by_phone_prefix", "phone_norm", "$9", "$10")
+#define LIST_PG_NAMES LIST_PG_RANGE("name_lower", "$5", "$6")
+#define LIST_PG_EMAILS LIST_PG_RANGE("email_norm", "$7", "$8")
+#define LIST_PG_PHONES LIST_PG_RANGE("phone_norm", "$9", "$10")
+#define LIST_RANGES_SQLITE                                                                         \
+    "SELECT " LIST_COLUMNS " FROM leads NOT INDEXED WHERE seq IN (" LIST_SQLITE_NAMES              \
+    " UNION ALL " LIST_SQLITE_EMAILS " UNION ALL " LIST_SQLITE_PHONES ")" LIST_ORDER
+#define LIST_RANGES_PG                                                                             \
+    "SELECT " LIST_COLUMNS " FROM leads WHERE seq IN (" LIST_PG_NAMES " UNION ALL " LIST_PG_EMAILS \
+    " UNION ALL " LIST_PG_PHONES ")" LIST_ORDER
+DB_STMT(SQL_LEAD_LIST_RANGES, LIST_RANGES_SQLITE, LIST_RANGES_PG);
 /* How many leads each prefix matches, counted in its index up to $7 (the plan's threshold). */
 #define LIST_PROBE(index, col, from, to)                                                           \
-    "(SELECT count(*) FROM (SELECT 1 FROM leads" index " WHERE " col " >= " from " AND " col     \
+    "(SELECT count(*) FROM (SELECT 1 FROM leads" index " WHERE " col " >= " from " AND " col       \
     " < " to " LIMIT $7) AS " col ")"
-DB_STMT(SQL_LEAD_LIST_PROBE,
-        "SELECT " LIST_PROBE(" INDEXED BY leads_by_name_prefix", "name_lower", "$1", "$2") ", "
-        LIST_PROBE(" INDEXED BY leads_by_email_prefix", "email_norm", "$3", "$4") ", "
-        LIST_PROBE(" INDEXED BY leads_by_phone_prefix", "phone_norm", "$5", "$6"),
-        "SELECT " LIST_PROBE("", "name_lower", "$1", "$2") ", "
-        LIST_PROBE("", "email_norm", "$3", "$4") ", " LIST_PROBE("", "phone_norm", "$5", "$6"));
+#define LIST_PROBE_SQLITE_NAMES                                                                    \
+    LIST_PROBE(" INDEXED BY leads_by_name_prefix", "name_lower", "$1", "$2")
+#define LIST_PROBE_SQLITE_EMAILS                                                                   \
+    LIST_PROBE(" INDEXED BY leads_by_email_prefix", "email_norm", "$3", "$4")
+#define LIST_PROBE_SQLITE_PHONES                                                                   \
+    LIST_PROBE(" INDEXED BY leads_by_phone_prefix", "phone_norm", "$5", "$6")
+#define LIST_PROBE_PG_NAMES LIST_PROBE("", "name_lower", "$1", "$2")
+#define LIST_PROBE_PG_EMAILS LIST_PROBE("", "email_norm", "$3", "$4")
+#define LIST_PROBE_PG_PHONES LIST_PROBE("", "phone_norm", "$5", "$6")
+#define LIST_PROBE_SQLITE                                                                          \
+    "SELECT " LIST_PROBE_SQLITE_NAMES ", " LIST_PROBE_SQLITE_EMAILS ", " LIST_PROBE_SQLITE_PHONES
+#define LIST_PROBE_PG                                                                              \
+    "SELECT " LIST_PROBE_PG_NAMES ", " LIST_PROBE_PG_EMAILS ", " LIST_PROBE_PG_PHONES
+DB_STMT(SQL_LEAD_LIST_PROBE, LIST_PROBE_SQLITE, LIST_PROBE_PG);
 /* The number of leads, near enough for the plan (leads are never deleted), at the cost of one
  * index probe. */
 DB_STMT_SAME(SQL_LEAD_LIST_SIZE, "SELECT max(seq) FROM leads");
@@ -323,8 +335,8 @@ list_plan(struct db_conn *c, const char *const b[6], int max, struct arena *a, i
     leads = rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
     cap = isqrt(2 * (int64_t)(max + 1) * (leads > 0 ? leads : 1)) + 1;
     rc = db_query(c, &SQL_LEAD_LIST_PROBE,
-                  DB_ARGS(db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]),
-                          db_text(b[4]), db_text(b[5]), db_int(cap)),
+                  DB_ARGS(db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
+                          db_text(b[5]), db_int(cap)),
                   a, &rows, err);
     if (rc != SP_OK)
         return rc;

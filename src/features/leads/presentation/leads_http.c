@@ -665,12 +665,17 @@ leads_http_details(const struct leads_deps *d, struct http_request *req, struct 
     send_json(resp, req->arena, 200, &w);
 }
 
-/* Messages for query keys that are not `allowed` or are given more than once. */
+/* Messages for query keys that are not `allowed` or are given more than once (one message
+ * per key). */
 static void
 query_keys_check(struct http_request *req, const char *const *allowed, struct msgs *m)
 {
     for (int i = 0; i < req->nquery; i++) {
-        int ok = 0;
+        int ok = 0, seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(req->query_keys[j], req->query_keys[i]) == 0;
+        if (seen)
+            continue;
         for (const char *const *p = allowed; *p; p++)
             ok |= strcmp(*p, req->query_keys[i]) == 0;
         if (!ok)
@@ -896,9 +901,8 @@ list_time(struct http_request *req, const char *key, int64_t *ms, struct msgs *m
 static void
 list_query(struct http_request *req, struct leads_list_query *q, struct msgs *m)
 {
-    static const char *const allowed[] = {"status",        "q",     "createdAfter",
-                                          "createdBefore", "limit", "cursor",
-                                          NULL};
+    static const char *const allowed[] = {"status", "q", "createdAfter", "createdBefore", "limit",
+                                          "cursor", NULL};
     const char *v;
 
     memset(q, 0, sizeof(*q));
