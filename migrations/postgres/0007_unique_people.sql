@@ -12,11 +12,13 @@
 --   * name_lower: the name lower-cased for `q` (a case-insensitive prefix match). The
 --     application writes it (lead_name_fold); rows from before get the database's lower().
 --   * The list reads newest first by (created_at, seq), a keyset: leads_by_created (no filter),
---     leads_by_status_created (status), and for `q` a range scan of each address column's
---     unique index and of leads_by_name_lower, which also holds status and created_at so that
---     filtering the range needs no table row. The three columns `q` compares are COLLATE "C":
---     byte order, as SQLite compares, so that a prefix is one range of a btree index (under a
---     language collation it is not).
+--     leads_by_status_created (status). A search `q` reads, for each of name_lower, email_norm
+--     and phone_norm, the range of the prefix under each status asked for (all five without a
+--     status filter) in leads_by_status_name / _email / _phone, which also hold created_at and
+--     seq so that the index alone answers; or, when the prefix is common, walks the list and
+--     tests each lead. The three columns `q` compares are COLLATE "C": byte order, as SQLite
+--     compares, so that a prefix is one range of a btree index (under a language collation it
+--     is not).
 UPDATE leads SET email_norm = NULL
     WHERE email_norm IS NOT NULL
       AND EXISTS (SELECT 1 FROM leads o WHERE o.email_norm = leads.email_norm AND o.seq < leads.seq);
@@ -35,8 +37,8 @@ UPDATE leads SET name_lower = lower(name);
 
 CREATE INDEX leads_by_created ON leads (created_at, seq);
 CREATE INDEX leads_by_status_created ON leads (status, created_at, seq);
-CREATE INDEX leads_by_name_prefix ON leads (name_lower, status, created_at, seq);
-CREATE INDEX leads_by_email_prefix ON leads (email_norm, status, created_at, seq)
+CREATE INDEX leads_by_status_name ON leads (status, name_lower, created_at, seq);
+CREATE INDEX leads_by_status_email ON leads (status, email_norm, created_at, seq)
     WHERE email_norm IS NOT NULL;
-CREATE INDEX leads_by_phone_prefix ON leads (phone_norm, status, created_at, seq)
+CREATE INDEX leads_by_status_phone ON leads (status, phone_norm, created_at, seq)
     WHERE phone_norm IS NOT NULL;
