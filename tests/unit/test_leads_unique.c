@@ -8,6 +8,9 @@
 #include "core/arena.h"
 #include "fakes/t_env.h"
 #include "fakes/t_json.h"
+#include "infra/db.h"
+#include "infra/db_sqlite.h"
+#include "infra/migrate.h"
 
 static void
 assert_counts(struct t_env *env, int leads, int messages, int events, int jobs)
@@ -216,6 +219,119 @@ TEST_ALL(unit_leads_unique_address_of_another_lead_is_not_adopted)
         ASSERT_EQ(0, count_jobs(env, ana.id, GENERATE_REPLY_JOB));
         t_env_lead(env, ana.id, &got);
         ASSERT_EQ(LEAD_STATUS_REPLIED, got.status);
+    }
+    t_env_free(env);
+}
+
+/* ---- migration 0007 on a database from before ------------------------------------------- */
+
+/* The migrations of `backend` before 0007_unique_people, and all of them. */
+static void
+migrations_of(enum t_backend backend, const struct migration **list, int *before, int *all)
+{
+    *list = backend == T_PG ? sp_migrations_postgres : sp_migrations_sqlite;
+    *all = backend == T_PG ? sp_migrations_postgres_count : sp_migrations_sqlite_count;
+    for (*before = 0; *before < *all; (*before)++)
+        if (strcmp((*list)[*before].name, "0007_unique_people") == 0)
+            return;
+    t_fail(__FILE__, __LINE__, "no migration 0007_unique_people");
+}
+
+/* An old database may hold several leads of one person (0006 had no unique index): 0007 keeps
+ * the normalised address on the oldest lead of each group, clears it on the newer ones (their
+ * email and phone stay as given), fills name_lower, and from then on the rule holds. SQLite: a
+ * file of its own; PostgreSQL: a schema of its own on the env's connection. */
+TEST_SQL(unit_leads_unique_migration_keeps_the_oldest_of_duplicates)
+{
+    DB_STMT_SAME(old_lead, "INSERT INTO leads (id, name, email, phone, status, created_at,"
+                           " updated_at, email_norm, phone_norm)"
+                           " VALUES ($1, $2, $3, $4, 'new', $5, $5, $6, $7)");
+    DB_STMT_SAME(norms, "SELECT name, email_norm, phone_norm, name_lower FROM leads ORDER BY seq");
+    DB_STMT(set_path, NULL, "SELECT set_config('search_path', $1, false)");
+    static const char *const rows[][5] = {
+        /* name, email, phone, email_norm, phone_norm (as 0006 filled them) */
+        {"Ana", "ana@example.com", "+351 912", "ana@example.com", "351912"},
+        {"ANA Again", "ANA@example.com", "351912", "ana@example.com", "351912"},
+        {"Bob", "bob@example.com", NULL, "bob@example.com", NULL},
+        {"Ana Three", "Ana@Example.com", "+351-912", "ana@example.com", "351912"},
+        {"Cid", NULL, "(351) 912", NULL, "351912"},
+        {"Dan", NULL, "+44 20", NULL, "4420"},
+    };
+    static const char *const want[][4] = {
+        {"Ana", "ana@example.com", "351912", "ana"},
+        {"ANA Again", NULL, NULL, "ana again"},
+        {"Bob", "bob@example.com", NULL, "bob"},
+        {"Ana Three", NULL, NULL, "ana three"},
+        {"Cid", NULL, NULL, "cid"},
+        {"Dan", NULL, "4420", "dan"},
+    };
+    struct t_env *env = t_env_new(backend);
+    const struct migration *list;
+    struct db_sqlite *file = NULL;
+    struct db_conn *c = env->conn;
+    struct sql_lead_repo repo;
+    struct sp_error err = {0};
+    struct db_rows got;
+    struct lead l, found;
+    int before, all;
+    char schema[64];
+
+    migrations_of(backend, &list, &before, &all);
+    if (backend == T_PG) {
+        char sql[128];
+        snprintf(schema, sizeof(schema), "%s_old", env->pg_schema);
+        snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
+        ASSERT_OK(c->ops->exec_script(c, sql, &err));
+        ASSERT_OK(db_exec(c, &set_path, DB_ARGS(db_text(schema)), NULL, &err));
+    } else {
+        ASSERT_OK(db_sqlite_new("old.db", &file, &err));
+        ASSERT_OK(db_sqlite_connect(file, &c, &err));
+    }
+    ASSERT_OK(db_migrate(c, list, before, NULL, &err));
+    for (int i = 0; i < 6; i++) {
+        char id[SP_UUID_LEN + 1];
+        snprintf(id, sizeof(id), "00000000-0000-4000-8000-%012d", i + 1);
+        ASSERT_OK(db_exec(c, &old_lead,
+                          DB_ARGS(db_text(id), db_text(rows[i][0]), db_text(rows[i][1]),
+                                  db_text(rows[i][2]), db_time(T_NOW + i), db_text(rows[i][3]),
+                                  db_text(rows[i][4])),
+                          NULL, &err));
+    }
+    ASSERT_OK(db_migrate(c, list, all, NULL, &err));
+    ASSERT_OK(db_query(c, &norms, DB_NOARGS, env->arena, &got, &err));
+    ASSERT_EQ(6, got.nrows);
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; k < 4; k++)
+            if (!(want[i][k] == NULL ? db_cell(&got, i, k) == NULL
+                                     : db_cell(&got, i, k) != NULL &&
+                                           strcmp(want[i][k], db_cell(&got, i, k)) == 0))
+                t_fail(__FILE__, __LINE__, "row %d column %d: want %s, got %s", i, k,
+                       want[i][k] ? want[i][k] : "NULL",
+                       db_cell(&got, i, k) ? db_cell(&got, i, k) : "NULL");
+
+    /* from now on: one lead per person, and the address finds the oldest */
+    sql_lead_repo_init(&repo, c);
+    memset(&l, 0, sizeof(l));
+    snprintf(l.id, sizeof(l.id), "00000000-0000-4000-8000-%012d", 7);
+    l.name = "Ana Four";
+    l.email = "ana@EXAMPLE.com";
+    l.status = LEAD_STATUS_NEW;
+    l.created_at = l.updated_at = T_NOW + 10;
+    ASSERT_EQ(SP_ECONFLICT, lead_repo_lead_insert(&repo.base, &l, &err));
+    sp_error_clear(&err);
+    ASSERT_OK(lead_repo_lead_find_by_address(&repo.base, CHANNEL_WHATSAPP, "351912", env->arena,
+                                             &found, &err));
+    ASSERT_STREQ("00000000-0000-4000-8000-000000000001", found.id);
+
+    if (backend == T_PG) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "SET client_min_messages TO warning; DROP SCHEMA %s CASCADE",
+                 schema);
+        ASSERT_OK(c->ops->exec_script(c, sql, &err));
+        ASSERT_OK(db_exec(c, &set_path, DB_ARGS(db_text(env->pg_schema)), NULL, &err));
+    } else {
+        db_close(c);
+        db_sqlite_free(file);
     }
     t_env_free(env);
 }
