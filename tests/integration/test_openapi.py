@@ -329,6 +329,19 @@ def test_every_route_answers_as_documented(env):
     api.call("POST", "/leads", 415, body="name=x", headers={"Content-Type": "text/plain"})
     api.call("POST", "/leads", 401, body={"name": "x", "phone": "+1"}, auth=False)
 
+    r = api.call("POST", "/leads", 409, body={"name": "Ana Again", "email": "ANA@Example.com"})
+    assert_eq(r.json()["leadId"], lid, "the 409 names the lead")
+    api.call("GET", "/leads", 200)
+    api.call("GET", "/leads", 200, query={"q": "AN", "status": "new"})
+    r = api.call("GET", "/leads", 200, query={"status": "new", "limit": "1",
+                                              "createdAfter": "2020-01-01",
+                                              "createdBefore": "2999-01-01T00:00:00.000Z"})
+    assert r.json()["nextCursor"] is not None, "a second page (%r)" % (r,)
+    api.call("GET", "/leads", 200, query={"cursor": r.json()["nextCursor"]})
+    api.call("GET", "/leads", 400, query={"status": "gone", "limit": "0"})
+    api.call("GET", "/leads", 400, query={"createdAfter": "yesterday"})
+    api.call("GET", "/leads", 400, query={"q": " "})
+
     api.call("GET", "/leads/{id}", 200, {"id": lid})
     api.call("GET", "/leads/{id}", 400, {"id": "nope"})
     api.call("GET", "/leads/{id}", 404, {"id": unknown})

@@ -140,7 +140,10 @@ for (const [name, schema] of Object.entries(components.schemas || {})) {
   const examples = (schema.examples || []).map((v, i) => [`schemas.${name} examples[${i}]`, v]);
   check(`components.schemas.${name}`, { $ref: `${SCHEMA_REF}${name}` }, examples);
 }
-for (const s of schemaSites) check(s.where, s.schema, s.examples);
+for (const s of schemaSites) {
+  const own = (s.schema.examples || []).map((v, i) => [`${s.where} schema examples[${i}]`, v]);
+  check(s.where, s.schema, [...s.examples, ...own]);
+}
 
 // ---- 4. path parameters, operationIds, unused components -------------------------------------
 const resolveParam = (p) =>
