@@ -1,7 +1,7 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
- * webhooks, each on a session of its own, the liveness (/health) and readiness (/ready)
- * probes, and the API-key check that guards every route but /health, the webhooks (signed by
- * their providers) and CORS preflights when API_KEYS is set.
+ * webhooks, each on a session of its own, the timeline's event stream (/events), the liveness
+ * (/health) and readiness (/ready) probes, and the API-key check that guards every route but
+ * /health, the webhooks (signed by their providers) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
+#include "features/leads/presentation/events_http.h"
 #include "features/leads/presentation/leads_http.h"
 #include "infra/db.h"
 
@@ -121,6 +122,21 @@ route_events(void *ctx, struct http_request *req, struct http_response *resp)
     with_session(ctx, leads_http_events, req, resp);
 }
 
+/* GET /events: a stream that outlives the handler; it takes no session of its own (it lends
+ * one for each read of the store: events_feed.c). */
+static void
+route_event_stream(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    const struct events_http *eh = events_feed_http(app->feed);
+
+    if (eh == NULL) { /* cannot happen: a process serving HTTP has a feed */
+        http_error1(resp, req->arena, 503, "event feed unavailable");
+        return;
+    }
+    events_http_stream(eh, req, resp);
+}
+
 static void
 route_wa_verify(void *ctx, struct http_request *req, struct http_response *resp)
 {
@@ -191,17 +207,35 @@ route_is_open(const char *path)
     return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0;
 }
 
+/* The API key a request presents: its X-API-Key header, or, on GET /events only, its `key`
+ * query parameter, because a browser's EventSource cannot send headers. Only there: a key in a
+ * URL can end up in proxies' logs and the browser's history, so no other route takes one.
+ * (Our own log lines name the path without its query.) */
+static const char *
+request_key(const struct http_request *req, int *is_stream)
+{
+    *is_stream = strcmp(req->path, "/events") == 0;
+    if (req->api_key != NULL || !*is_stream)
+        return req->api_key;
+    return http_query(req, "key");
+}
+
 void
 routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
+    int is_stream;
+    const char *key = request_key(req, &is_stream);
 
     /* A browser's preflight never carries the key (it asks whether it may send it), and it
      * runs no handler: the router answers it from the route table alone. */
     if (app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req) &&
-        !api_keys_check(&app->keys, req->api_key)) {
+        !api_keys_check(&app->keys, key)) {
         http_error(resp, req->arena, 401,
-                   (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
+                   (const char *const[]){
+                       is_stream ? "Missing or invalid API key (X-API-Key header or key parameter)"
+                                 : "Missing or invalid API key (X-API-Key header)"},
+                   1, 0);
         http_router_cors(&app->router, req, resp); /* so a browser app can read the 401 */
         return;
     }
@@ -239,6 +273,7 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
+    rc |= http_router_add(r, "GET", "/events", route_event_stream, app);
     if (rc != 0) {
         log_error("route table full");
         abort();

@@ -62,6 +62,9 @@
 #define DRAIN_MAX_MS 10000   /* how long stop waits for requests in flight */
 #define RETRY_AFTER_BUSY_S 1 /* Retry-After on a 503 for the body budget */
 #define MHD_LOG_PER_S 10     /* libmicrohttpd messages logged per second, at most */
+/* A streamed body's buffer (libmicrohttpd allocates it with the response): what one read() may
+ * fill, so one write to the socket. */
+#define STREAM_BLOCK (16 * 1024)
 
 /* One request's private state, hung on libmicrohttpd's per-request pointer. */
 struct req_state {
@@ -263,6 +266,56 @@ add_headers(struct MHD_Response *r, const struct http_response *resp, int is_las
     return 0;
 }
 
+/* ---- streamed bodies (struct http_stream_ops) -------------------------------------------------
+ *
+ * libmicrohttpd calls the content reader on the connection's own thread whenever the socket can
+ * take more; in this thread model the reader may block (returning 0 would make the thread spin),
+ * so a stream waits inside read() and the thread sleeps with it. The free callback runs once,
+ * when the response is destroyed: after the last read, or without any read (a HEAD, a client
+ * gone before the headers were sent, the daemon stopping). */
+struct stream_box {
+    const struct http_stream_ops *ops;
+    void *ctx;
+};
+
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_box *b = cls;
+    size_t len = 0;
+
+    (void)pos;
+    if (b->ops->read(b->ctx, buf, max, &len) != SP_OK)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return len > 0 ? (ssize_t)len : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void
+stream_free(void *cls)
+{
+    struct stream_box *b = cls;
+
+    b->ops->close(b->ctx);
+    free(b);
+}
+
+/* Hands the response's stream to a callback response (which owns it from then on, even when
+ * this fails). */
+static struct MHD_Response *
+stream_response(const struct http_response *resp)
+{
+    struct stream_box *b = xmalloc(sizeof(*b));
+    struct MHD_Response *r;
+
+    b->ops = resp->stream;
+    b->ctx = resp->stream_ctx;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, b,
+                                          stream_free);
+    if (r == NULL)
+        stream_free(b);
+    return r;
+}
+
 /* Copies `resp` into a libmicrohttpd response and queues it; is_last closes the connection. */
 static enum MHD_Result
 send_response(struct MHD_Connection *conn, const struct http_response *resp, int is_last)
@@ -271,7 +324,11 @@ send_response(struct MHD_Connection *conn, const struct http_response *resp, int
     struct MHD_Response *r;
     enum MHD_Result ret;
 
-    r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""), MHD_RESPMEM_MUST_COPY);
+    if (resp->stream != NULL)
+        r = stream_response(resp);
+    else
+        r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""),
+                                            MHD_RESPMEM_MUST_COPY);
     if (r == NULL) {
         log_error("http: cannot create response (%zu bytes)", len);
         return MHD_NO;
@@ -704,6 +761,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
     req.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+    req.last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     req.multipart = server_multipart;
     req.server_conn = conn;
     if (st->len > 0) {
@@ -720,6 +778,8 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http: handler for %s returned invalid status %d", method, resp.status);
+        if (resp.stream != NULL)
+            resp.stream->close(resp.stream_ctx);
         memset(&resp, 0, sizeof(resp));
         http_error1(&resp, st->arena, 500, "Internal server error");
     }

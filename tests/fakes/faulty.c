@@ -242,6 +242,30 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
     return rc != SP_OK ? rc : lead_repo_event_page(REPO(r), lead_id, spec, a, out, page, err);
 }
 
+static int
+r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_feed_settle", err);
+    return rc != SP_OK ? rc : lead_repo_event_feed_settle(REPO(r), f, err);
+}
+
+static int
+r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
+                  struct arena *a, struct lead_event **out, int *n, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_feed_page", err);
+    return rc != SP_OK
+               ? rc
+               : lead_repo_event_feed_page(REPO(r), after, upto, lead_id, max, a, out, n, err);
+}
+
+static int
+r_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_position", err);
+    return rc != SP_OK ? rc : lead_repo_event_position(REPO(r), id, pos, err);
+}
+
 static const struct lead_repo_ops faulty_repo_ops = {
     .name = "faulty",
     .begin = r_begin,
@@ -270,6 +294,9 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .event_feed_settle = r_event_feed_settle,
+    .event_feed_page = r_event_feed_page,
+    .event_position = r_event_position,
 };
 
 void

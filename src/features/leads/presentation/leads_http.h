@@ -5,6 +5,8 @@
 
 #include "core/http.h"
 
+struct jsonw;
+struct lead_event;
 struct leads_deps;
 struct sp_error;
 
@@ -24,6 +26,10 @@ void leads_http_messages(const struct leads_deps *d, struct http_request *req,
 /* GET /leads/:id/events?cursor=&limit= : a page of older events. */
 void leads_http_events(const struct leads_deps *d, struct http_request *req,
                        struct http_response *resp);
+
+/* Writes one timeline event as the JSON object GET /leads/:id shows in its "events" (the data
+ * of a GET /events frame too): {"id","type","leadId","correlationIds","payload","createdAt"}. */
+void leads_http_event_json(struct jsonw *w, const struct lead_event *e);
 
 /* Renders a use-case error: 400/404/409/413/503 (+Retry-After)/500 with the JSON error body. */
 void leads_http_error(struct http_response *resp, struct arena *a, int code,
