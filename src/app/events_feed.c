@@ -36,6 +36,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define FEED_ROUND_MIN_MS 50
+#define FEED_ROUND_MIN_MS 100
 #define FEED_POLL_SQLITE_MS 100
 #define FEED_POLL_PG_MS 250
 #define FEED_NOTIFY_GAP_MS 10
@@ -54,6 +55,9 @@
  * the store. */
 #define HUB_FRAMES (64 * 1024)
 #define HUB_BYTES ((size_t)32 * 1024 * 1024)
+/* Streams reading the store at once (a resume, a slow client): the others wait their turn, so
+ * that a thousand of them never hold the pool's connections the API needs. */
+#define STORE_READERS 4
 #define NEVER INT64_MAX
 
 struct events_feed {
@@ -62,8 +66,9 @@ struct events_feed {
     struct events_http http;
     struct lead_feed_fence fence;
     struct arena *arena;
-    int wake_fd;      /* eventfd: pokes and stop */
-    atomic_int poked; /* a poke is on its way to the thread */
+    sem_t store_slots; /* STORE_READERS */
+    int wake_fd;       /* eventfd: pokes and stop */
+    atomic_int poked;  /* a poke is on its way to the thread */
     atomic_int stopping;
     pthread_t tid;
     int running;
@@ -71,23 +76,34 @@ struct events_feed {
     struct db_conn *listen; /* PostgreSQL: LISTEN and NOTIFY; NULL until connected */
     int listen_session;     /* the session LISTEN was issued on (0: not yet) */
     int64_t round_due, notify_due, last_round, last_notify, last_connect;
-    int failing; /* rounds failed in a row (logged once per streak) */
+    int failing;        /* rounds failed in a row (logged once per streak) */
+    int listen_failing; /* LISTEN or its connection failed in a row (logged once) */
 };
 
 /* ---- the stores of the streams ----------------------------------------------------------- */
 
+static void
+slot_take(struct events_feed *f)
+{
+    while (sem_wait(&f->store_slots) != 0 && errno == EINTR)
+        ;
+}
+
 static int
 store_open(void *ctx, struct lead_repo **out, struct sp_error *err)
 {
-    struct app *app = ctx;
+    struct events_feed *f = ctx;
     struct session *s = xmalloc(sizeof(*s));
-    int rc = session_open(app, s, NULL, err);
+    int rc;
 
+    slot_take(f);
+    rc = session_open(f->app, s, NULL, err);
     if (rc != SP_OK) {
+        sem_post(&f->store_slots);
         free(s);
         return rc;
     }
-    db_conn_deadline_set(s->conn, app->cfg->db_busy_timeout_ms);
+    db_conn_deadline_set(s->conn, f->app->cfg->db_busy_timeout_ms);
     *out = &s->repo.base; /* first member of the session's repo, itself in the session */
     return SP_OK;
 }
@@ -95,11 +111,13 @@ store_open(void *ctx, struct lead_repo **out, struct sp_error *err)
 static void
 store_close(void *ctx, struct lead_repo *r)
 {
+    struct events_feed *f = ctx;
     /* r is &s->repo.base, the first member of s->repo (store_open). */
     struct session *s = (struct session *)(void *)((char *)r - offsetof(struct session, repo));
 
-    session_close(ctx, s);
+    session_close(f->app, s);
     free(s);
+    sem_post(&f->store_slots);
 }
 
 /* ---- pokes ------------------------------------------------------------------------------- */
@@ -130,37 +148,48 @@ min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* PostgreSQL: (re)connects the listening connection and issues LISTEN on a new session.
- * Returns 1 when it just started listening (notifications may have been missed meanwhile). */
+/* Logs the first failure of a streak of the listening connection; the end of it at info. */
+static void
+listen_failed(struct events_feed *f, const char *what, const struct sp_error *err)
+{
+    if (f->listen_failing++ == 0)
+        log_warn("events: %s (retrying every %d ms; other processes' events are found by "
+                 "polling meanwhile): %s",
+                 what, FEED_RECONNECT_MS, err->msg);
+}
+
+/* PostgreSQL: (re)connects the listening connection and issues LISTEN on a new session, at
+ * most every FEED_RECONNECT_MS while that fails. Returns 1 when it just started listening
+ * (notifications may have been missed meanwhile). */
 static int
 ensure_listening(struct events_feed *f, int64_t now)
 {
     struct sp_error err = {0};
     int session;
 
-    if (f->listen == NULL) {
-        if (f->last_connect && now - f->last_connect < FEED_RECONNECT_MS)
-            return 0;
-        f->last_connect = now;
-        if (db_pg_connect(f->app->pg, &f->listen, &err) != SP_OK) {
-            log_warn("events: cannot connect to listen for other processes' events: %s", err.msg);
-            return 0;
-        }
+    if (f->listen != NULL) {
+        session = db_pg_session_id(f->listen);
+        if (session != 0 && (session == f->listen_session || f->hub == NULL))
+            return 0; /* listening (or, in a worker, connected: it only notifies) */
     }
-    session = db_pg_session_id(f->listen);
-    if (session != 0 && session == f->listen_session)
+    if (f->last_connect && now - f->last_connect < FEED_RECONNECT_MS)
         return 0;
+    f->last_connect = now;
     f->listen_session = 0;
+    if (f->listen == NULL && db_pg_connect(f->app->pg, &f->listen, &err) != SP_OK) {
+        listen_failed(f, "cannot connect to hear other processes' events", &err);
+        return 0;
+    }
     if (f->hub == NULL)
-        return 0; /* a worker only notifies */
+        return 0;
     if (f->listen->ops->exec_script(f->listen, "LISTEN salespad_events", &err) != SP_OK) {
-        if (now - f->last_connect >= FEED_RECONNECT_MS) {
-            f->last_connect = now;
-            log_warn("events: LISTEN failed (retrying): %s", err.msg);
-        }
+        listen_failed(f, "LISTEN failed", &err);
         return 0;
     }
     f->listen_session = db_pg_session_id(f->listen);
+    if (f->listen_failing > 0)
+        log_info("events: listening to other processes' events again");
+    f->listen_failing = 0;
     return 1;
 }
 
@@ -241,8 +270,9 @@ wait_for_work(struct events_feed *f, int64_t now, int *local, int *remote)
     }
     if (nfds == 2 && fds[1].revents != 0) {
         if (db_pg_notifications(f->listen, &count, &err) != SP_OK) {
-            log_warn("events: %s (listening again)", err.msg);
+            listen_failed(f, "the listening connection was lost", &err);
             f->listen_session = 0;
+            f->last_connect = 0; /* listen again at once */
         }
         *remote = count > 0;
     }
@@ -292,6 +322,7 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
     f->app = app;
     f->is_pg = app->pg != NULL;
     f->arena = arena_new();
+    sem_init(&f->store_slots, 0, STORE_READERS);
     atomic_init(&f->poked, 0);
     atomic_init(&f->stopping, 0);
     f->round_due = with_streams ? 0 : NEVER;
@@ -300,6 +331,7 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
     if (f->wake_fd < 0) {
         int e = errno;
         arena_free(f->arena);
+        sem_destroy(&f->store_slots);
         free(f);
         return sp_error_set(err, SP_EINTERNAL, NULL, "events: eventfd: %s", strerror(e));
     }
@@ -308,7 +340,7 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
         f->http.hub = f->hub;
         f->http.store.open = store_open;
         f->http.store.close = store_close;
-        f->http.store.ctx = app;
+        f->http.store.ctx = f;
         f->http.heartbeat_ms = app->cfg->events_heartbeat_ms;
         f->http.retry_ms = FEED_RETRY_MS;
     }
@@ -350,6 +382,7 @@ events_feed_free(struct events_feed *f)
     db_close(f->listen);
     sse_hub_free(f->hub);
     arena_free(f->arena);
+    sem_destroy(&f->store_slots);
     close(f->wake_fd);
     free(f);
 }

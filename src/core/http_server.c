@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,7 +261,8 @@ add_headers(struct MHD_Response *r, const struct http_response *resp, int is_las
         if (MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value) != MHD_YES)
             return -1;
     /* libmicrohttpd closes after an early answer anyway; saying so tells the client (and a
-     * proxy in front) not to send another request on this connection. */
+     * proxy in front) not to send another request on this connection. A stream's connection
+     * closes after it too (stream_read). */
     if (is_last && MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
         return -1;
     return 0;
@@ -276,6 +278,7 @@ add_headers(struct MHD_Response *r, const struct http_response *resp, int is_las
 struct stream_box {
     const struct http_stream_ops *ops;
     void *ctx;
+    int is_idle_class;
 };
 
 static ssize_t
@@ -285,6 +288,19 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     size_t len = 0;
 
     (void)pos;
+    /* A stream is background work: its thread runs under SCHED_IDLE, so it gets the CPU that
+     * the threads answering requests leave. A nice value would not do: a publication wakes
+     * every stream at once, and a thousand runnable threads at nice 10 still outweigh a few
+     * request threads at nice 0; SCHED_IDLE's weight is the smallest there is. A thread may
+     * take SCHED_IDLE but not give it up without privileges, which is why a stream's connection
+     * closes after it (send_response): this thread never serves another request. */
+    if (!b->is_idle_class) {
+        struct sched_param none = {0};
+        int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+        b->is_idle_class = 1;
+        if (rc != 0)
+            log_debug("http: a stream thread keeps its scheduling class: %s", strerror(rc));
+    }
     if (b->ops->read(b->ctx, buf, max, &len) != SP_OK)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     return len > 0 ? (ssize_t)len : MHD_CONTENT_READER_END_OF_STREAM;
@@ -304,7 +320,7 @@ stream_free(void *cls)
 static struct MHD_Response *
 stream_response(const struct http_response *resp)
 {
-    struct stream_box *b = xmalloc(sizeof(*b));
+    struct stream_box *b = xcalloc(1, sizeof(*b));
     struct MHD_Response *r;
 
     b->ops = resp->stream;
@@ -333,7 +349,7 @@ send_response(struct MHD_Connection *conn, const struct http_response *resp, int
         log_error("http: cannot create response (%zu bytes)", len);
         return MHD_NO;
     }
-    if (add_headers(r, resp, is_last) != 0) {
+    if (add_headers(r, resp, is_last || resp->stream != NULL) != 0) {
         log_error("http: cannot add response headers");
         MHD_destroy_response(r);
         return MHD_NO;

@@ -3,19 +3,26 @@
  * The ring is an array of frame pointers used as a circle (head: the oldest), each frame one
  * allocation holding its position, key and text. Readers copy under a read lock, so the copies
  * of many streams woken by one publication run in parallel; the publisher takes the write lock
- * only to append and drop. Waiting is a queue_signal (mutex, condition variable, counter):
- * publication and close bump the counter and broadcast. */
+ * only to append and drop. Waiting is a futex on a version word that publication and close
+ * bump: a condition variable would make every woken reader take its mutex again in turn (a
+ * convoy of a thousand threads per publication); a futex wakes them all independently. */
 #include "core/sse_hub.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/log.h"
-#include "core/queue_signal.h"
 #include "core/xmalloc.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 struct hub_frame {
     int64_t pos;
@@ -27,14 +34,14 @@ struct hub_frame {
 struct sse_hub {
     pthread_rwlock_t lock; /* guards everything below but the atomics */
     struct hub_frame **ring;
-    size_t cap;       /* slots in ring (max_frames) */
-    size_t head;      /* index of the oldest frame */
-    size_t n;         /* frames held */
-    size_t bytes;     /* text held */
-    size_t max_bytes; /* text held at most (one bigger frame is still kept alone) */
-    int64_t base;     /* every event in (base, high] is in the ring */
-    int64_t high;     /* the high-water mark */
-    struct queue_signal signal;
+    size_t cap;          /* slots in ring (max_frames) */
+    size_t head;         /* index of the oldest frame */
+    size_t n;            /* frames held */
+    size_t bytes;        /* text held */
+    size_t max_bytes;    /* text held at most (one bigger frame is still kept alone) */
+    int64_t base;        /* every event in (base, high] is in the ring */
+    int64_t high;        /* the high-water mark */
+    atomic_uint version; /* bumped by publication and close: the futex word */
     atomic_int closed;
     atomic_int readers;
 };
@@ -43,13 +50,19 @@ struct sse_hub *
 sse_hub_new(size_t max_frames, size_t max_bytes, int64_t start)
 {
     struct sse_hub *h = xcalloc(1, sizeof(*h));
+    pthread_rwlockattr_t attr;
 
-    pthread_rwlock_init(&h->lock, NULL);
+    /* Writer first: with a thousand readers taking turns, glibc's default (readers first) could
+     * hold the publisher off for as long as any reader is copying. */
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&h->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     h->cap = max_frames > 0 ? max_frames : 1;
     h->ring = xcalloc(h->cap, sizeof(*h->ring));
     h->max_bytes = max_bytes;
     h->base = h->high = start;
-    queue_signal_init(&h->signal);
+    atomic_init(&h->version, 0);
     atomic_init(&h->closed, 0);
     atomic_init(&h->readers, 0);
     return h;
@@ -73,9 +86,16 @@ sse_hub_free(struct sse_hub *h)
         return;
     drop_all(h);
     free(h->ring);
-    queue_signal_cleanup(&h->signal);
     pthread_rwlock_destroy(&h->lock);
     free(h);
+}
+
+/* Wakes every reader sleeping in sse_hub_wait. */
+static void
+bump(struct sse_hub *h)
+{
+    atomic_fetch_add(&h->version, 1);
+    syscall(SYS_futex, &h->version, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* Drops the oldest frame; the caller holds the write lock and n > 0. */
@@ -130,7 +150,7 @@ sse_hub_publish(struct sse_hub *h, const struct sse_frame_in *frames, int n, int
     if (high > h->high)
         h->high = high;
     pthread_rwlock_unlock(&h->lock);
-    queue_signal_wake(&h->signal);
+    bump(h);
 }
 
 void
@@ -142,7 +162,7 @@ sse_hub_skip(struct sse_hub *h, int64_t high)
         h->high = high;
     h->base = h->high;
     pthread_rwlock_unlock(&h->lock);
-    queue_signal_wake(&h->signal);
+    bump(h);
 }
 
 int64_t
@@ -216,17 +236,29 @@ out:
 uint64_t
 sse_hub_version(struct sse_hub *h)
 {
-    return queue_signal_seq(&h->signal);
+    return atomic_load(&h->version);
 }
 
 int
 sse_hub_wait(struct sse_hub *h, uint64_t seen, int64_t timeout_ms)
 {
-    if (atomic_load(&h->closed))
-        return 1;
-    if (timeout_ms > 0)
-        queue_signal_wait(&h->signal, seen, timeout_ms);
-    return atomic_load(&h->closed) || queue_signal_seq(&h->signal) != seen;
+    int64_t deadline = sp_mono_ms() + timeout_ms;
+
+    /* The kernel sleeps only while the word still holds `seen`: a bump between the caller's
+     * read and this call is never missed. Spurious wake-ups and signals loop. */
+    while (!atomic_load(&h->closed) && atomic_load(&h->version) == (unsigned int)seen) {
+        int64_t left = deadline - sp_mono_ms();
+        struct timespec ts;
+        if (left <= 0)
+            return 0;
+        ts.tv_sec = (time_t)(left / 1000);
+        ts.tv_nsec = (long)(left % 1000) * 1000000L;
+        if (syscall(SYS_futex, &h->version, FUTEX_WAIT_PRIVATE, (unsigned)seen, &ts, NULL, 0) !=
+                0 &&
+            errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT)
+            return 0;
+    }
+    return 1;
 }
 
 void
@@ -251,7 +283,7 @@ void
 sse_hub_close(struct sse_hub *h)
 {
     atomic_store(&h->closed, 1);
-    queue_signal_wake(&h->signal);
+    bump(h);
 }
 
 /* ---- the wire format ------------------------------------------------------------------------ */
