@@ -103,7 +103,8 @@ store_open(void *ctx, struct lead_repo **out, struct sp_error *err)
         free(s);
         return rc;
     }
-    db_conn_deadline_set(s->conn, f->app->cfg->db_busy_timeout_ms);
+    /* No request deadline: a stream's read is background work that may wait its turn (each
+     * lock wait is still bounded by the driver's busy timeout), and a failure is retried. */
     *out = &s->repo.base; /* first member of the session's repo, itself in the session */
     return SP_OK;
 }

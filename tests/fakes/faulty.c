@@ -251,12 +251,13 @@ r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_er
 
 static int
 r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
-                  struct arena *a, struct lead_event **out, int *n, struct sp_error *err)
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
 {
     int rc = hit(PLAN(r), "event_feed_page", err);
-    return rc != SP_OK
-               ? rc
-               : lead_repo_event_feed_page(REPO(r), after, upto, lead_id, max, a, out, n, err);
+    return rc != SP_OK ? rc
+                       : lead_repo_event_feed_page(REPO(r), after, upto, lead_id, max, a, out, n,
+                                                   scanned, last, err);
 }
 
 static int

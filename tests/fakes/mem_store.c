@@ -651,12 +651,14 @@ r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_er
 
 static int
 r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
-                  struct arena *a, struct lead_event **out, int *n, struct sp_error *err)
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
     int k = 0;
 
     (void)err;
+    *last = 0;
     *out = arena_alloc(a, sizeof(**out) * (size_t)(max > 0 ? max : 1));
     for (int i = 0; i < st->cur.nevents && k < max; i++) {
         const struct lead_event *row = &st->cur.events[i];
@@ -667,9 +669,11 @@ r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *
         *e = *row;
         e->correlation_ids = give(a, e->correlation_ids);
         e->payload = give(a, e->payload);
+        *last = row->seq;
         k++;
     }
     *n = k;
+    *scanned = k;
     return SP_OK;
 }
 

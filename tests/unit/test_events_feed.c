@@ -441,11 +441,15 @@ TEST(unit_event_feed_fence_rolled_back_writer_pg)
 
 /* ---- streams -------------------------------------------------------------------------------- */
 
+/* The streams' store: the backend itself, or through the fault injector when a test armed
+ * env->faults (the env's own reads, env->repo, never fail). */
 static int
 env_store_open(void *ctx, struct lead_repo **out, struct sp_error *err)
 {
+    struct t_env *env = ctx;
+
     (void)err;
-    *out = ((struct t_env *)ctx)->repo;
+    *out = env->faults.fail_at > 0 ? &env->frepo.base : env->repo;
     return SP_OK;
 }
 
@@ -751,4 +755,78 @@ TEST(unit_events_stream_heartbeat_and_close)
     ASSERT_EQ(1, ended);
     stream_close(&s);
     feed_free(tf);
+}
+
+/* The store fails while a stream is behind the ring: the stream stays open (pings), keeps its
+ * place, and once the store answers again it continues exactly where it was. */
+TEST(unit_events_stream_survives_a_store_failure)
+{
+    struct t_feed *tf = feed_new(T_MEM, 4);
+    struct http_response s;
+    struct lead l[6];
+    char got[64][SP_UUID_LEN + 1], want[64][SP_UUID_LEN + 1];
+    int pings, ended, n = 0, nw = 0;
+    int64_t deadline;
+
+    for (int i = 0; i < 6; i++) {
+        char name[8], phone[16];
+        snprintf(name, sizeof(name), "L%d", i);
+        snprintf(phone, sizeof(phone), "+155500001%02d", i);
+        t_env_create(tf->env, name, NULL, phone, &l[i]);
+        nw += timeline(tf->env, l[i].id, want + nw, 64 - nw);
+    }
+    open_stream(tf, NULL, NULL, &s); /* a reader, so the round renders */
+    stream_close(&s);
+    feed_round(tf);
+    open_stream(tf, NULL, want[0], &s); /* behind a ring of 4: it must read the store */
+    ASSERT_EQ(200, s.status);
+    fault_plan_arm(&tf->env->faults, 1, SP_EUNAVAIL);
+    tf->env->faults.sticky = 1;
+    ASSERT_EQ(0, read_events(&s, 64, got, &pings, &ended));
+    ASSERT_EQ(1, pings);
+    ASSERT_EQ(0, ended);
+    ASSERT(tf->env->faults.injected >= 1);
+    tf->env->faults.fail_at = 0; /* the store is back */
+    deadline = sp_mono_ms() + 5000;
+    while (n < nw - 1 && sp_mono_ms() < deadline)
+        n += read_events(&s, 64 - n, got + n, &pings, &ended);
+    ASSERT_EQ(nw - 1, n);
+    for (int i = 0; i < n; i++)
+        ASSERT_STREQ(want[1 + i], got[i]);
+    stream_close(&s);
+    feed_free(tf);
+}
+
+/* A row the feed cannot read (an event type this build does not know: a newer process wrote
+ * it) is left out; it never stops the feed, whatever the page size. */
+TEST_SQL(unit_event_feed_skips_an_unknown_type)
+{
+    DB_STMT_SAME(insert, "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload,"
+                         " created_at) VALUES ($1, $2, 'from_the_future', '{}', '{}', $3)");
+    struct t_env *env = t_env_new(backend);
+    static struct lead_feed_fence f;
+    struct sp_error err = {0};
+    struct lead a, b;
+    char all[32][SP_UUID_LEN + 1], want[32][SP_UUID_LEN + 1];
+    int64_t cursor = 0;
+    int nw;
+
+    memset(&f, 0, sizeof(f));
+    t_env_create(env, "A", "a@example.com", NULL, &a);
+    ASSERT_OK(db_exec(
+        env->conn, &insert,
+        DB_ARGS(db_text("01930000-0000-7000-8000-0000000000ff"), db_text(a.id), db_time(T_NOW)),
+        NULL, &err));
+    t_env_create(env, "B", "b@example.com", NULL, &b);
+    settle(env, &f);
+    nw = timeline(env, b.id, want, 32);
+    for (int max = 1; max <= 3; max++) {
+        int n;
+        cursor = 0;
+        n = read_all(env, &cursor, f.settled, NULL, max, all, 32);
+        ASSERT_EQ(4, n); /* A's two, B's two: the unknown one left out */
+        ASSERT_STREQ(want[0], all[2]);
+        ASSERT_STREQ(want[nw - 1], all[3]);
+    }
+    t_env_free(env);
 }

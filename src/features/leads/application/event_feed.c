@@ -16,19 +16,20 @@ int
 event_feed_read(struct lead_repo *r, int64_t *cursor, int64_t upto, const char *lead_id, int max,
                 struct arena *a, struct lead_event **out, int *n, struct sp_error *err)
 {
-    int rc;
+    int64_t last = 0;
+    int scanned = 0, rc;
 
     *out = NULL;
     *n = 0;
     if (max < 1 || upto <= *cursor)
         return SP_OK;
-    rc = lead_repo_event_feed_page(r, *cursor, upto, lead_id, max, a, out, n, err);
+    rc = lead_repo_event_feed_page(r, *cursor, upto, lead_id, max, a, out, n, &scanned, &last, err);
     if (rc != SP_OK)
         return rc;
-    /* A full page may stop short of upto: the next read starts after its last event. A short
-     * one read everything up to upto, including the positions no event of `lead_id` has (or
-     * none at all: rolled back). */
-    *cursor = *n == max ? (*out)[*n - 1].seq : upto;
+    /* A full page may stop short of upto: the next read starts after its last row. A short one
+     * read everything up to upto, including the positions no event of `lead_id` has (or none at
+     * all: rolled back). */
+    *cursor = scanned == max ? last : upto;
     return SP_OK;
 }
 

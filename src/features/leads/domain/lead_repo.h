@@ -131,11 +131,14 @@ struct lead_repo_ops {
     /* The feed (see struct lead_feed_fence): moves f->settled forward as far as it can now
      * (it may stay where it was: call again later). Never inside a unit of work. */
     int (*event_feed_settle)(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err);
-    /* Up to `max` events at positions in (after, upto], of lead `lead_id` only unless NULL,
-     * oldest first, with their positions (seq); *out is an arena array of *n entries. */
+    /* Reads up to `max` rows at positions in (after, upto], of lead `lead_id` only unless NULL,
+     * oldest first: *scanned rows, the last at position *last (0 when none). *out is an arena
+     * array of the *n events among them, with their positions (seq): a row that is not a valid
+     * event (a type this build does not know) is left out, never an error, so that one such
+     * row cannot stop the feed. */
     int (*event_feed_page)(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id,
-                           int max, struct arena *a, struct lead_event **out, int *n,
-                           struct sp_error *err);
+                           int max, struct arena *a, struct lead_event **out, int *n, int *scanned,
+                           int64_t *last, struct sp_error *err);
     /* The position of event `id` (a UUID). SP_ENOTFOUND when there is no such event. */
     int (*event_position)(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err);
 
@@ -312,10 +315,10 @@ lead_repo_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, stru
 }
 static inline int SP_MUST_CHECK
 lead_repo_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id,
-                          int max, struct arena *a, struct lead_event **out, int *n,
-                          struct sp_error *err)
+                          int max, struct arena *a, struct lead_event **out, int *n, int *scanned,
+                          int64_t *last, struct sp_error *err)
 {
-    return r->ops->event_feed_page(r, after, upto, lead_id, max, a, out, n, err);
+    return r->ops->event_feed_page(r, after, upto, lead_id, max, a, out, n, scanned, last, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)

@@ -4,6 +4,7 @@
 #include "features/leads/infrastructure/sql_lead_repo.h"
 
 #include "core/arena.h"
+#include "core/log.h"
 #include "infra/db.h"
 
 #include <stdint.h>
@@ -636,13 +637,16 @@ out:
 
 static int
 r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
-                  struct arena *a, struct lead_event **out, int *n, struct sp_error *err)
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
 {
     struct db_rows rows;
-    int rc;
+    int rc, k = 0;
 
     *out = NULL;
     *n = 0;
+    *scanned = 0;
+    *last = 0;
     if (lead_id != NULL)
         rc = db_query(conn_of(r), &SQL_FEED_PAGE_LEAD,
                       DB_ARGS(db_text(lead_id), db_int(after), db_int(upto), db_int(max)), a, &rows,
@@ -654,12 +658,16 @@ r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *
         return rc;
     *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
     for (int i = 0; i < rows.nrows; i++) {
-        rc = row_to_event(&rows, i, &(*out)[i], err);
-        if (rc != SP_OK)
-            return rc;
-        (*out)[i].seq = db_cell_int(&rows, i, 6);
+        struct sp_error bad = {0};
+        *last = db_cell_int(&rows, i, 6);
+        if (row_to_event(&rows, i, &(*out)[k], &bad) != SP_OK) {
+            log_warn("events: event %s left out of the feed: %s", db_cell(&rows, i, 0), bad.msg);
+            continue;
+        }
+        (*out)[k++].seq = *last;
     }
-    *n = rows.nrows;
+    *n = k;
+    *scanned = rows.nrows;
     return SP_OK;
 }
 

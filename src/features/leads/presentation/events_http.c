@@ -5,7 +5,8 @@
  * "retry:" line, a catch-up page, a frame too big for the server's buffer, a ping), frames
  * copied straight from the hub into the server's buffer, or, when the stream's cursor is older
  * than the hub's ring, the next page read from the store. With nothing to send it sleeps on
- * the hub until the next publication or until the heartbeat is due. */
+ * the hub until the next publication or until the heartbeat is due. A stream ends only when
+ * the hub closes (the process stops) or its client goes away; read() never fails. */
 #include "features/leads/presentation/events_http.h"
 
 #include "core/arena.h"
@@ -28,6 +29,7 @@
 #define PUBLISH_PAGE 256                 /* events the publisher reads and publishes at once */
 #define PEND_KEEP (64 * 1024)            /* a stream's own buffer kept between uses, at most */
 #define PING ": ping\n\n"
+#define STORE_RETRY_MS 1000 /* a stream whose read of the store failed tries again this late */
 
 struct events_stream {
     const struct events_http *eh;
@@ -37,6 +39,7 @@ struct events_stream {
     char *pend;                    /* bytes to send before anything else: pend[off..len) */
     size_t pend_len, pend_off, pend_cap;
     int64_t last_sent; /* sp_mono_ms() when bytes were last handed out */
+    int64_t retry_at;  /* 0, or when to read the store again after a failure */
     struct log_limit log;
 };
 
@@ -156,7 +159,9 @@ catch_up(struct events_stream *st)
     }
     if (rc != SP_OK) {
         if (log_limit_pass(&st->log, 1, &dropped))
-            log_warn("events: a stream cannot read the store, ending it: %s", err.msg);
+            log_warn("events: a stream cannot read the store (it stays open and tries again "
+                     "in %d ms): %s",
+                     STORE_RETRY_MS, err.msg);
         arena_reset(st->arena);
         return rc;
     }
@@ -223,11 +228,15 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
             st->last_sent = sp_mono_ms();
             return SP_OK;
         }
-        if (res == SSE_READ_BEHIND) {
-            int rc = catch_up(st);
-            if (rc != SP_OK)
-                return rc;
-            continue;
+        /* Behind the hub: the next page from the store. A failure (the database away, or
+         * busy past this thread's patience under load) does not end the stream: it keeps its
+         * place, pings, and tries again, so a hiccup never sends every client reconnecting. */
+        if (res == SSE_READ_BEHIND && sp_mono_ms() >= st->retry_at) {
+            if (catch_up(st) == SP_OK) {
+                st->retry_at = 0;
+                continue;
+            }
+            st->retry_at = sp_mono_ms() + STORE_RETRY_MS;
         }
         if (st->pend_len > 0)
             continue;
@@ -236,6 +245,8 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
             pend_put(st, PING, sizeof(PING) - 1);
             continue;
         }
+        if (res == SSE_READ_BEHIND && st->retry_at - sp_mono_ms() < wait)
+            wait = st->retry_at > sp_mono_ms() ? st->retry_at - sp_mono_ms() : 1;
         sse_hub_wait(hub, seen, wait);
     }
 }
