@@ -535,9 +535,13 @@ run_sse() {
   wait_sink "$sink" "$((($(kv "$p0" ok) + $(kv "$q0" ok) + $(kv "$p1" ok) + $(kv "$q1" ok)) * MSGS_PER_LEAD))" "$BENCH_DRAIN_TIMEOUT" 1 >/dev/null ||
     fail "sse: the backlog of the runs with streams did not drain"
   expected=$(db_count "$url" "SELECT count(*) FROM lead_events WHERE seq > $s0")
-  for ((i = 0; i < 1200; i++)); do
-    grep -q "min=$expected max=$expected " "$st" 2>/dev/null && break
+  # The streams may still be catching up: wait while they make progress (30 s without any is a
+  # failure below), however long the whole takes.
+  local prev=-1 still=0 total
+  while ! grep -q "min=$expected max=$expected " "$st" 2>/dev/null && ((still < 300)); do
     sleep 0.1
+    total=$(kv "$(cat "$st")" events)
+    if [[ "$total" == "$prev" ]]; then still=$((still + 1)); else still=0 prev=$total; fi
   done
   t1=$(now_us)
   local line; line=$(cat "$st")

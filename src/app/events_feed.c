@@ -36,7 +36,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,10 +50,13 @@
 #define FEED_NOTIFY_GAP_MS 10
 #define FEED_RECONNECT_MS 1000
 #define FEED_RETRY_MS 2000 /* the clients' reconnection delay (SSE retry:) */
-/* The ring: about 64k recent events, at most 32 MiB of frames; a stream further behind reads
- * the store. */
-#define HUB_FRAMES (64 * 1024)
-#define HUB_BYTES ((size_t)32 * 1024 * 1024)
+/* The ring: the recent events (128k at most, 64 MiB of frames at most, 2 minutes old at
+ * most): enough for a thousand streams to fall behind through a burst of overload and catch up
+ * from memory (each event rendered once); a stream further behind reads the store, rendering
+ * for itself. The age bound gives a quiet process its memory back. */
+#define HUB_FRAMES (128 * 1024)
+#define HUB_BYTES ((size_t)64 * 1024 * 1024)
+#define HUB_MAX_AGE_MS (120 * 1000)
 /* Streams reading the store at once (a resume, a slow client): the others wait their turn, so
  * that a thousand of them never hold the pool's connections the API needs. */
 #define STORE_READERS 4
@@ -66,9 +68,12 @@ struct events_feed {
     struct events_http http;
     struct lead_feed_fence fence;
     struct arena *arena;
-    sem_t store_slots; /* STORE_READERS */
-    int wake_fd;       /* eventfd: pokes and stop */
-    atomic_int poked;  /* a poke is on its way to the thread */
+    pthread_mutex_t slots_mu; /* guards the two below */
+    pthread_cond_t slots_cv;
+    int slots_free;   /* of STORE_READERS */
+    int closing;      /* events_feed_close: no more store reads for streams */
+    int wake_fd;      /* eventfd: pokes and stop */
+    atomic_int poked; /* a poke is on its way to the thread */
     atomic_int stopping;
     pthread_t tid;
     int running;
@@ -82,24 +87,44 @@ struct events_feed {
 
 /* ---- the stores of the streams ----------------------------------------------------------- */
 
-static void
+/* Waits for a store slot; 0 when the feed is closing (the stream is about to end). */
+static int
 slot_take(struct events_feed *f)
 {
-    while (sem_wait(&f->store_slots) != 0 && errno == EINTR)
-        ;
+    int ok;
+
+    pthread_mutex_lock(&f->slots_mu);
+    while (f->slots_free == 0 && !f->closing)
+        pthread_cond_wait(&f->slots_cv, &f->slots_mu);
+    ok = !f->closing;
+    if (ok)
+        f->slots_free--;
+    pthread_mutex_unlock(&f->slots_mu);
+    return ok;
+}
+
+static void
+slot_give(struct events_feed *f)
+{
+    pthread_mutex_lock(&f->slots_mu);
+    f->slots_free++;
+    pthread_cond_signal(&f->slots_cv);
+    pthread_mutex_unlock(&f->slots_mu);
 }
 
 static int
 store_open(void *ctx, struct lead_repo **out, struct sp_error *err)
 {
     struct events_feed *f = ctx;
-    struct session *s = xmalloc(sizeof(*s));
+    struct session *s;
     int rc;
 
-    slot_take(f);
+    if (!slot_take(f))
+        return sp_error_set(err, SP_EUNAVAIL, NULL, "events: the process is stopping");
+    s = xmalloc(sizeof(*s));
     rc = session_open(f->app, s, NULL, err);
     if (rc != SP_OK) {
-        sem_post(&f->store_slots);
+        slot_give(f);
         free(s);
         return rc;
     }
@@ -118,7 +143,7 @@ store_close(void *ctx, struct lead_repo *r)
 
     session_close(f->app, s);
     free(s);
-    sem_post(&f->store_slots);
+    slot_give(f);
 }
 
 /* ---- pokes ------------------------------------------------------------------------------- */
@@ -220,6 +245,7 @@ round_run(struct events_feed *f, int64_t now)
         rc = events_http_publish(f->hub, &s.repo.base, &f->fence, f->arena, &err);
         session_close(f->app, &s);
     }
+    sse_hub_expire(f->hub, HUB_MAX_AGE_MS);
     arena_reset(f->arena);
     if (rc != SP_OK && f->failing++ == 0)
         log_warn("events: the feed cannot read new events (retrying): %s", err.msg);
@@ -323,7 +349,9 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
     f->app = app;
     f->is_pg = app->pg != NULL;
     f->arena = arena_new();
-    sem_init(&f->store_slots, 0, STORE_READERS);
+    pthread_mutex_init(&f->slots_mu, NULL);
+    pthread_cond_init(&f->slots_cv, NULL);
+    f->slots_free = STORE_READERS;
     atomic_init(&f->poked, 0);
     atomic_init(&f->stopping, 0);
     f->round_due = with_streams ? 0 : NEVER;
@@ -332,7 +360,8 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
     if (f->wake_fd < 0) {
         int e = errno;
         arena_free(f->arena);
-        sem_destroy(&f->store_slots);
+        pthread_cond_destroy(&f->slots_cv);
+        pthread_mutex_destroy(&f->slots_mu);
         free(f);
         return sp_error_set(err, SP_EINTERNAL, NULL, "events: eventfd: %s", strerror(e));
     }
@@ -366,8 +395,15 @@ events_feed_http(const struct events_feed *f)
 void
 events_feed_close(struct events_feed *f)
 {
-    if (f != NULL && f->hub != NULL)
-        sse_hub_close(f->hub);
+    if (f == NULL || f->hub == NULL)
+        return;
+    /* Streams waiting for a store slot give up (they would otherwise read page after page,
+     * their turn after turn, while the server waits for them to end). */
+    pthread_mutex_lock(&f->slots_mu);
+    f->closing = 1;
+    pthread_cond_broadcast(&f->slots_cv);
+    pthread_mutex_unlock(&f->slots_mu);
+    sse_hub_close(f->hub);
 }
 
 void
@@ -383,7 +419,8 @@ events_feed_free(struct events_feed *f)
     db_close(f->listen);
     sse_hub_free(f->hub);
     arena_free(f->arena);
-    sem_destroy(&f->store_slots);
+    pthread_cond_destroy(&f->slots_cv);
+    pthread_mutex_destroy(&f->slots_mu);
     close(f->wake_fd);
     free(f);
 }

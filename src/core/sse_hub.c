@@ -26,6 +26,7 @@
 
 struct hub_frame {
     int64_t pos;
+    int64_t at; /* sp_mono_ms() when published */
     size_t len;
     char key[SSE_KEY_MAX];
     char text[]; /* len bytes */
@@ -113,7 +114,7 @@ drop_oldest(struct sse_hub *h)
 }
 
 static void
-append(struct sse_hub *h, const struct sse_frame_in *in)
+append(struct sse_hub *h, const struct sse_frame_in *in, int64_t now)
 {
     struct hub_frame *f;
     size_t klen = in->key ? strlen(in->key) : 0;
@@ -126,6 +127,7 @@ append(struct sse_hub *h, const struct sse_frame_in *in)
         drop_oldest(h);
     f = xmalloc(sizeof(*f) + in->len);
     f->pos = in->pos;
+    f->at = now;
     f->len = in->len;
     memcpy(f->key, in->key ? in->key : "", klen + 1);
     memcpy(f->text, in->text, in->len);
@@ -137,6 +139,8 @@ append(struct sse_hub *h, const struct sse_frame_in *in)
 void
 sse_hub_publish(struct sse_hub *h, const struct sse_frame_in *frames, int n, int64_t high)
 {
+    int64_t now = sp_mono_ms();
+
     pthread_rwlock_wrlock(&h->lock);
     for (int i = 0; i < n; i++) {
         if (frames[i].pos <= h->high) {
@@ -144,7 +148,7 @@ sse_hub_publish(struct sse_hub *h, const struct sse_frame_in *frames, int n, int
                       (long long)h->high);
             continue;
         }
-        append(h, &frames[i]);
+        append(h, &frames[i], now);
         h->high = frames[i].pos;
     }
     if (high > h->high)
@@ -163,6 +167,17 @@ sse_hub_skip(struct sse_hub *h, int64_t high)
     h->base = h->high;
     pthread_rwlock_unlock(&h->lock);
     bump(h);
+}
+
+void
+sse_hub_expire(struct sse_hub *h, int64_t max_age_ms)
+{
+    int64_t before = sp_mono_ms() - max_age_ms;
+
+    pthread_rwlock_wrlock(&h->lock);
+    while (h->n > 0 && h->ring[h->head]->at <= before)
+        drop_oldest(h);
+    pthread_rwlock_unlock(&h->lock);
 }
 
 int64_t

@@ -49,6 +49,9 @@ void sse_hub_publish(struct sse_hub *h, const struct sse_frame_in *frames, int n
 /* Moves the high-water mark to `high` without frames, forgetting those held: for a feed with
  * no reader, which need not render anything (a reader arriving later starts at the mark). */
 void sse_hub_skip(struct sse_hub *h, int64_t high);
+/* Drops the frames published more than max_age_ms ago (sp_mono_ms), so that a quiet feed does
+ * not keep its ring full for ever; readers older than what is left read the store. */
+void sse_hub_expire(struct sse_hub *h, int64_t max_age_ms);
 int64_t sse_hub_high(struct sse_hub *h);
 
 enum sse_read {

@@ -179,6 +179,17 @@ TEST(unit_sse_hub_skip_wait_close)
     hub_read(h, &c, NULL, SSE_READ_BEHIND);
     c = 9;
     hub_read(h, &c, NULL, SSE_READ_OK);
+    /* Frames older than the age bound go; a reader before them reads the store. */
+    pub(h, 10, "k", 0);
+    pub(h, 11, "k", 0);
+    c = 9;
+    sse_hub_expire(h, 60000);
+    ASSERT_STREQ("10k;11k;", hub_read(h, &c, NULL, SSE_READ_OK));
+    sse_hub_expire(h, -1);
+    c = 9;
+    hub_read(h, &c, NULL, SSE_READ_BEHIND);
+    c = 11;
+    hub_read(h, &c, NULL, SSE_READ_OK);
     sse_hub_join(h);
     sse_hub_join(h);
     sse_hub_leave(h);

@@ -42,7 +42,8 @@ void events_http_stream(const struct events_http *eh, struct http_request *req,
 
 /* One round of the publisher: settles what the store allows (f), then, when some stream
  * listens, renders the events between the hub's mark and the settled position and publishes
- * them; with none, only moves the mark. `a` is reset as it goes. Errors from storage. */
+ * them; with none, only moves the mark. `a` is reset as it goes. Errors from storage. (The
+ * caller expires old frames: sse_hub_expire.) */
 int events_http_publish(struct sse_hub *hub, struct lead_repo *r, struct lead_feed_fence *f,
                         struct arena *a, struct sp_error *err) SP_MUST_CHECK;
 
