@@ -8,8 +8,10 @@
  * run-to-run noise (see the commit message). Concurrency against the database is bounded by its
  * connection pool, not here. Long-lived responses (server-sent events) fit the same model: a
  * stream is a response whose content callback waits on its connection's own thread; 1,000
- * streams are 1,000 mostly idle threads (256 KiB of address space each, a few pages resident),
- * counted in CONN_LIMIT and the per-address cap, and never reaped (CONN_HANDLER phase).
+ * streams are 1,000 mostly idle threads (256 KiB of address space each, about 12 KiB of it
+ * resident, plus about 22 KiB of libmicrohttpd's connection pool: docs/performance.md),
+ * counted in CONN_LIMIT and the per-address cap, never reaped (CONN_HANDLER phase), and run
+ * in SCHED_IDLE, so that they take only the CPU the requests leave (stream_read).
  *
  * libmicrohttpd calls the access handler several times per request: once with the headers only,
  * once per body chunk, and a last time with no data. We answer on that last call: answering on
