@@ -33,7 +33,30 @@
 #         open loop: capture -> accepted p50/p99 below saturation.
 #      Every message must be accepted exactly once (else a failure). The sink runs on
 #      /usr/bin/python3 (Debian's python3-aiosmtpd) unless BENCH_SMTP_PYTHON names another.
-#   8. server-sent events (BENCH_SSE=1, the default; 0 skips it): GET /events with
+#   8. inbound replies (BENCH_WEBHOOK=1, the default; 0 skips it), on each deployment of
+#      BENCH_WEBHOOK_DATABASES (default "sqlite postgres postgres+redis", independent of
+#      BENCH_DATABASES): `salespad serve` on a fresh database with WHATSAPP_APP_SECRET set;
+#      BENCH_WEBHOOK_LEADS (500) leads with a phone are seeded (helper.py seed-leads) and their
+#      welcomes sent. wrk's Lua has no HMAC, so helper.py wa-bodies first writes signed
+#      deliveries (X-Hub-Signature-256) to files: one text message each, a wamid of its own,
+#      from the seeded leads' phones in turn; scripts/bench/webhook.lua gives thread T of
+#      BENCH_THREADS the lines T, T+BENCH_THREADS, ... (no two threads send the same one). Then
+#      a. duplicates: BENCH_WEBHOOK_DUPS (2 x BENCH_CONNECTIONS) deliveries are taken in once by
+#         helper.py wa-deliver (which checks the message landed on the seeded lead) and
+#         answered; wrk sends them again for BENCH_WEBHOOK_DUP_DURATION (2) s: each answer must
+#         be 200 with "duplicates":1, and the mock sink must not grow (no second answer);
+#      b. new deliveries: wrk POST /webhooks/whatsapp for BENCH_WEBHOOK_DURATION (4) s over
+#         BENCH_WEBHOOK_BODIES (5000/s x the duration) deliveries, each sent once: each answer
+#         must be 200 with "received":1 (a thread that runs out of them is a failure: raise
+#         BENCH_WEBHOOK_BODIES); then every message's AI answer is waited for (the time is in
+#         the notes), so that
+#      c. POST /leads/:id/reply (channel whatsapp, from the lead's phone; round-robin over the
+#         seeded leads) runs for the same time from an empty backlog too; anything but 201 is an
+#         error. Its answers are not waited for (on PostgreSQL that takes longer than the run).
+#      The in-process workers answer meanwhile, as in step 3. Any error fails the run.
+#   9. the lead list at BENCH_LIST_LEADS leads and the 409 of a known person (the "#11" section
+#      below, its own table).
+#  10. server-sent events (BENCH_SSE=1, the default; 0 skips it): GET /events with
 #      BENCH_SSE_STREAMS (1000) streams open, on BENCH_SSE_DATABASE (sqlite): the capture rate
 #      without and with the streams, every stream's count of events, RSS, threads, GET /health
 #      latency, SIGTERM with the streams open. See the section "server-sent events" below.
@@ -69,6 +92,13 @@ BENCH_SMTP_CONNECTIONS=${BENCH_SMTP_CONNECTIONS:-8}
 BENCH_SMTP_STEADY_N=${BENCH_SMTP_STEADY_N:-400}
 BENCH_SMTP_STEADY_RATE=${BENCH_SMTP_STEADY_RATE:-200}
 BENCH_SMTP_DATABASE=${BENCH_SMTP_DATABASE:-sqlite}
+BENCH_WEBHOOK=${BENCH_WEBHOOK:-1}
+BENCH_WEBHOOK_DATABASES=${BENCH_WEBHOOK_DATABASES:-sqlite postgres postgres+redis}
+BENCH_WEBHOOK_DURATION=${BENCH_WEBHOOK_DURATION:-4}
+BENCH_WEBHOOK_DUP_DURATION=${BENCH_WEBHOOK_DUP_DURATION:-2}
+BENCH_WEBHOOK_LEADS=${BENCH_WEBHOOK_LEADS:-500}
+BENCH_WEBHOOK_BODIES=${BENCH_WEBHOOK_BODIES:-$((5000 * BENCH_WEBHOOK_DURATION))}
+BENCH_WEBHOOK_DUPS=${BENCH_WEBHOOK_DUPS:-$((BENCH_CONNECTIONS * 2))}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_SSE=${BENCH_SSE:-1}
 BENCH_SSE_STREAMS=${BENCH_SSE_STREAMS:-1000}
@@ -451,6 +481,216 @@ run_smtp() {
   REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
 }
 
+# ==== inbound replies (step 8): webhook deliveries next to POST /leads/:id/reply ======
+WH_SECRET="bench-whatsapp-app-secret-$$"
+
+# wh_drain KIND WHAT EXPECTED: waits for the sink to hold EXPECTED lines (the answers of what was
+# just taken in), notes how long that took; sets WH_SINK_LINES to the count reached.
+wh_drain() {
+  local kind=$1 what=$2 expected=$3 t0 r
+  t0=$(now_us)
+  if r=$(wait_sink "$WH_SINK" "$expected" "$BENCH_DRAIN_TIMEOUT" 0.3); then
+    WH_SINK_LINES=${r%% *}
+    NOTES+=("$kind inbound: after $what the in-process workers needed $(calc "(${r#* } * 1e6 - $t0) / 1e6" | xargs printf %.1f) s more to answer the backlog")
+  else
+    WH_SINK_LINES=$expected
+    fail "$kind inbound: the answers to $what did not reach the sink within ${BENCH_DRAIN_TIMEOUT}s ($expected lines expected)"
+  fi
+}
+
+# wh_errors BENCH_LINE -> bad statuses + socket errors
+wh_errors() { echo $(($(kv "$1" bad_status) + $(kv "$1" socket_errors))); }
+
+run_webhooks() {
+  local kind=$1 url pid port leads bodies dups n ex w r d s werr rerr derr
+  SVC_ENV=()
+  if [[ "$kind" == *+redis ]]; then
+    redis_ensure
+    SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
+  fi
+  url=$(db_url "$kind" inbound)
+  WH_SINK="$TMP/$kind-inbound.sink"
+  leads="$TMP/$kind-inbound-leads.txt" bodies="$TMP/$kind-inbound-new.txt" dups="$TMP/$kind-inbound-dup.txt"
+  log "== inbound replies ($kind): $url"
+  SVC_ENV+=(WHATSAPP_APP_SECRET="$WH_SECRET")
+  start_service "$kind-inbound" "$url" "$WH_SINK" serve
+  pid=$SVC_PID port=$SVC_PORT
+  SVC_ENV=()
+  WRK_SERVER_PID=$pid
+
+  log "seeding $BENCH_WEBHOOK_LEADS leads with a phone; signing $BENCH_WEBHOOK_BODIES + $BENCH_WEBHOOK_DUPS deliveries"
+  n=$("${HELPER[@]}" seed-leads "$port" "$BENCH_WEBHOOK_LEADS" "$leads") || die "$kind inbound: seeding failed"
+  "${HELPER[@]}" wa-bodies "$WH_SECRET" "$leads" "$BENCH_WEBHOOK_BODIES" new "$bodies" >/dev/null ||
+    die "$kind inbound: wa-bodies failed"
+  "${HELPER[@]}" wa-bodies "$WH_SECRET" "$leads" "$BENCH_WEBHOOK_DUPS" dup "$dups" >/dev/null ||
+    die "$kind inbound: wa-bodies failed"
+  wait_sink "$WH_SINK" "$((n * MSGS_PER_LEAD))" 60 0.2 >/dev/null || fail "$kind inbound: the seeded leads' welcomes were not all sent"
+  WH_SINK_LINES=$((n * MSGS_PER_LEAD))
+  # The duplicates' originals, taken in once (and checked to land on the seeded lead), answered.
+  d=$("${HELPER[@]}" wa-deliver "$port" "$dups") || die "$kind inbound: delivering the originals of the duplicates failed"
+  wh_drain "$kind" "$d first deliveries" "$((WH_SINK_LINES + d))"
+
+  # Duplicates first: they queue nothing, so the runs after them start from an empty backlog.
+  log "wrk POST /webhooks/whatsapp (duplicates of $d deliveries) for ${BENCH_WEBHOOK_DUP_DURATION}s"
+  run_wrk "$kind-webhook-dup" webhook.lua "$port" "$BENCH_WEBHOOK_DUP_DURATION" \
+    BENCH_BODIES_FILE="$dups" BENCH_WRK_THREADS="$BENCH_THREADS" BENCH_EXPECT=dup
+  local u=$WRK u_cpu=$WRK_CPU
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the duplicate load (log: $TMP/$kind-inbound.log)"
+  # A duplicate stores nothing, so queues no answer: the sink must not grow.
+  s=$(wait_sink "$WH_SINK" "$WH_SINK_LINES" 10 0.5) || s="? ?"
+  [[ "${s%% *}" == "$WH_SINK_LINES" ]] || fail "$kind inbound: the sink holds ${s%% *} lines after the duplicates, want $WH_SINK_LINES (a duplicate was answered)"
+
+  log "wrk POST /webhooks/whatsapp (new messages) for ${BENCH_WEBHOOK_DURATION}s"
+  run_wrk "$kind-webhook" webhook.lua "$port" "$BENCH_WEBHOOK_DURATION" \
+    BENCH_BODIES_FILE="$bodies" BENCH_WRK_THREADS="$BENCH_THREADS" BENCH_EXPECT=new
+  w=$WRK
+  local w_cpu=$WRK_CPU
+  ex=$(sed -n 's/^WHBENCH .*exhausted_threads=\([0-9]*\).*/\1/p' "$TMP/wrk-$kind-webhook.txt")
+  [[ "${ex:-1}" == 0 ]] || fail "$kind inbound: ${ex:-?} wrk thread(s) ran out of the $BENCH_WEBHOOK_BODIES signed deliveries (raise BENCH_WEBHOOK_BODIES); the resent ones count as errors"
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the webhook load (log: $TMP/$kind-inbound.log)"
+  # Every new message answered once (nothing for the duplicates), and the reply run starts from
+  # an empty backlog as the webhook run did.
+  wh_drain "$kind" "the webhook run ($(kv "$w" ok) messages)" "$((WH_SINK_LINES + $(kv "$w" ok)))"
+
+  log "wrk POST /leads/:id/reply for ${BENCH_WEBHOOK_DURATION}s over $n leads"
+  run_wrk "$kind-reply" reply.lua "$port" "$BENCH_WEBHOOK_DURATION" BENCH_LEADS_FILE="$leads"
+  r=$WRK
+  local r_cpu=$WRK_CPU
+  kill -0 "$pid" 2>/dev/null || die "$kind-inbound died during the reply load (log: $TMP/$kind-inbound.log)"
+  # The replies' answers are not waited for (on PostgreSQL that takes longer than the run).
+  NOTES+=("$kind inbound: the reply run's $(kv "$r" ok) answers were not waited for: SIGTERM came with $(($(kv "$r" ok) - $(wc -l <"$WH_SINK") + WH_SINK_LINES)) of them still to send")
+
+  stop_service "$kind-inbound" "$pid"
+  s=$(grep -c -E ' (warn|error) ' "$TMP/$kind-inbound.log" || true)
+  [[ "$s" == 0 ]] || NOTES+=("$kind-inbound logged $s warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/$kind-inbound.log" | cut -c1-200 | tr '\n' ' ')")
+  s=$("${HELPER[@]}" sink-stats "$WH_SINK")
+  [[ $(kv "$s" duplicates) == 0 && $(kv "$s" distinct) == $(kv "$s" lines) ]] || fail "$kind inbound: the sink has duplicates: $s"
+
+  werr=$(wh_errors "$w") rerr=$(wh_errors "$r") derr=$(wh_errors "$u")
+  [[ "$werr" == 0 ]] || fail "$kind inbound: $werr webhook deliveries failed (codes $(kv "$w" codes); 1 = a 200 whose body was not \"received\":1)"
+  [[ "$rerr" == 0 ]] || fail "$kind inbound: $rerr replies failed (codes $(kv "$r" codes))"
+  [[ "$derr" == 0 ]] || fail "$kind inbound: $derr duplicate deliveries failed (codes $(kv "$u" codes); 1 = a 200 whose body was not \"duplicates\":1)"
+  NOTES+=("$kind inbound: server CPU during the webhook run $(printf %.0f "$w_cpu")%, reply run $(printf %.0f "$r_cpu")%, duplicate run $(printf %.0f "$u_cpu")% of one core ($(nproc) cores shared with wrk); $(kv "$w" ok) new deliveries of the $BENCH_WEBHOOK_BODIES signed")
+
+  ROWS=""
+  row "WhatsApp webhook: new text deliveries/s (signed, known lead, unique wamid)" "$(printf %.0f "$(kv "$w" ok_rps)")" "(none)" "n/a"
+  row "WhatsApp webhook: new deliveries p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$w" p50_ms)" "$(kv "$w" p99_ms)")" "(none)" "n/a"
+  row "POST /leads/:id/reply (whatsapp) req/s" "$(printf %.0f "$(kv "$r" ok_rps)")" "(none)" "n/a"
+  row "POST /leads/:id/reply p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$r" p50_ms)" "$(kv "$r" p99_ms)")" "(none)" "n/a"
+  row "WhatsApp webhook: duplicate deliveries/s ($d wamids already taken in)" "$(printf %.0f "$(kv "$u" ok_rps)")" "(none)" "n/a"
+  row "WhatsApp webhook: duplicate deliveries p99 (ms)" "$(printf '%.2f' "$(kv "$u" p99_ms)")" "(none)" "n/a"
+  row "inbound errors (not 200 / 201, or a wrong answer)" "webhook $werr of $(kv "$w" requests), reply $rerr of $(kv "$r" requests), duplicate $derr of $(kv "$u" requests)" "0" "$(met "$((werr + rerr + derr))" "<=" 0)"
+  REPORT+=$'\n'"### SalesPad bench: inbound replies (WhatsApp webhook and POST /leads/:id/reply), database $kind, salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
+  REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS on 127.0.0.1, ${BENCH_WEBHOOK_DURATION}s (duplicates ${BENCH_WEBHOOK_DUP_DURATION}s); $n seeded leads; each new message or reply queues an AI answer that the in-process workers send meanwhile; $(nproc) CPUs"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+# ==== end of inbound replies =================================================================
+# ==== #11 begin: the lead list at 1,000,000 leads and the 409 of a known person ===============
+# Kept apart from run_suite (its own table per deployment). Per deployment: a fresh database,
+# migrated (`salespad migrate`), then BENCH_LIST_LEADS leads (default 1,000,000) inserted
+# straight with SQL (scripts/bench/seed_leads.py: the same rows on SQLite and PostgreSQL); the
+# postgres+redis deployment clones the postgres one's seeded database (CREATE DATABASE ...
+# TEMPLATE: the same rows, without seeding twice). Then `serve --no-worker` on it and wrk runs of
+# BENCH_LIST_DURATION s (default 3) each: GET /leads first page, a deep page (a cursor half way
+# down the list), status filters, q searches (rare and common prefixes of names, emails and
+# phones, so both of the search's plans run), and POST /leads of a lead already stored (409),
+# with BENCH_LIST_CONNECTIONS connections (default 8: the time a page takes to answer, which is
+# what the p99 target is about; at -c 64 on a small machine a search, ~1-2 ms of CPU, measures
+# the queue in front of the CPU instead). BENCH_LIST=0 skips the phase.
+BENCH_LIST=${BENCH_LIST:-1}
+BENCH_LIST_CONNECTIONS=${BENCH_LIST_CONNECTIONS:-8}
+BENCH_LIST_LEADS=${BENCH_LIST_LEADS:-1000000}
+BENCH_LIST_DURATION=${BENCH_LIST_DURATION:-3}
+LIST_PG_SEEDED= # the postgres deployment's seeded database, cloned by the next postgres kind
+
+# list_db KIND -> URL of a migrated database holding BENCH_LIST_LEADS seeded leads.
+list_db() {
+  local kind=$1 url base name out
+  if [[ "$kind" == postgres* && -n "$LIST_PG_SEEDED" ]]; then
+    base=$(cat "$TMP/pg/url")
+    name="bench_${kind//[^a-z]/_}_list"
+    pg_psql "$base" -c "CREATE DATABASE $name TEMPLATE $LIST_PG_SEEDED" >/dev/null ||
+      die "cloning the seeded list database failed"
+    log "list: $name cloned from $LIST_PG_SEEDED"
+    echo "${base%/*}/$name"
+    return 0
+  fi
+  url=$(db_url "$kind" list)
+  env DATABASE_URL="$url" LOG_LEVEL=warn "$BIN" migrate >"$TMP/$kind-list-migrate.log" 2>&1 ||
+    die "$kind: salespad migrate failed: $(tail -n 3 "$TMP/$kind-list-migrate.log")"
+  case "$kind" in
+    sqlite) out=$(python3 "$BENCH_DIR/seed_leads.py" sqlite "${url#sqlite:}" "$BENCH_LIST_LEADS") ;;
+    *) out=$(python3 "$BENCH_DIR/seed_leads.py" postgres "$(cat "$TMP/pg/bindir")/psql" "$url" \
+      "$BENCH_LIST_LEADS") ;;
+  esac || die "$kind: seeding $BENCH_LIST_LEADS leads failed"
+  log "list: $out"
+  echo "$url"
+}
+
+# list_cursor PORT QUERY -> the nextCursor of GET /leads?QUERY (empty when there is none).
+list_cursor() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:%s/leads?%s" % (sys.argv[1], sys.argv[2])) as r:
+    print(json.load(r)["nextCursor"] or "")
+PY
+}
+
+list_bench() {
+  local kind=$1 url t0 port pid deep half first_s="" deep_s="" status_s="" q_s="" known_s k
+  local BENCH_CONNECTIONS=$BENCH_LIST_CONNECTIONS # run_wrk's, for this phase
+  t0=$(now_us)
+  url=$(list_db "$kind")
+  start_service "$kind-list" "$url" "$TMP/$kind-list.sink" serve --no-worker
+  pid=$SVC_PID port=$SVC_PORT
+  WRK_SERVER_PID=$pid
+  # Half way down: the seeded lead number BENCH_LIST_LEADS / 2 (created 15 s apart in pairs
+  # from 2025-01-01, seed_leads.sqlite.sql); its page's cursor.
+  half=$(calc "(1735689600000 + int($BENCH_LIST_LEADS / 4) * 15000) / 1000")
+  deep=$(list_cursor "$port" "limit=1&createdBefore=$(date -u -d "@$half" +%Y-%m-%dT%H:%M:%SZ)")
+  [[ -n "$deep" ]] || die "$kind-list: no cursor half way down the list"
+  printf '%s\n' "/leads?limit=20" >"$TMP/list-first.txt"
+  printf '%s\n' "/leads?limit=20&cursor=$deep" "/leads?limit=100&cursor=$deep" >"$TMP/list-deep.txt"
+  printf '%s\n' "/leads?status=converted&limit=20" "/leads?status=dead&limit=20&cursor=$deep" \
+    "/leads?status=replied&limit=100&createdAfter=2025-02-01T00:00:00Z" >"$TMP/list-status.txt"
+  # Rare and common prefixes: a name, a name's start, an email, phones' digits, with a status.
+  printf '%s\n' "/leads?q=ana%20s&limit=20" "/leads?q=Zoe&limit=20" \
+    "/leads?q=karin.pinto1&limit=20" "/leads?q=%2B35%200001&limit=20" \
+    "/leads?q=35&limit=20&cursor=$deep" "/leads?q=uma&status=dead&limit=20" \
+    "/leads?q=Xavier%20Alves&limit=100" >"$TMP/list-q.txt"
+  for k in first deep status q; do
+    run_wrk "$kind-list-$k" get_paths.lua "$port" "$BENCH_LIST_DURATION" \
+      BENCH_PATHS_FILE="$TMP/list-$k.txt"
+    printf -v "${k}_s" '%s' "$WRK"
+  done
+  run_wrk "$kind-list-known" post_known.lua "$port" "$BENCH_LIST_DURATION" \
+    BENCH_KNOWN_EMAIL="bruno.silva1@example.com"
+  known_s=$WRK
+  kill -0 "$pid" 2>/dev/null || die "$kind-list died during the list runs (log: $TMP/$kind-list.log)"
+  stop_service "$kind-list" "$pid"
+  if [[ "$kind" == postgres* && -z "$LIST_PG_SEEDED" ]]; then LIST_PG_SEEDED=$(basename "$url"); fi
+
+  ROWS=""
+  list_rows "GET /leads, first page" "$first_s" 10
+  list_rows "GET /leads, deep page (cursor half way)" "$deep_s" 10
+  list_rows "GET /leads?status=" "$status_s" 10
+  list_rows "GET /leads?q= (names, emails, phones)" "$q_s" 10
+  list_rows "POST /leads of a known person (409)" "$known_s" 20
+  REPORT+=$'\n'"### SalesPad bench: lead list at $BENCH_LIST_LEADS leads, database $kind"$'\n\n'
+  REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS -d ${BENCH_LIST_DURATION}s per row, serve --no-worker; phase wall time $(printf %.0f "$(calc "($(now_us) - $t0) / 1e6")") s (seeding included)"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+
+# list_rows LABEL WRK_LINE P99_TARGET_MS: the p50/p99, req/s and error rows of one run.
+list_rows() {
+  local err
+  err=$(($(kv "$2" bad_status) + $(kv "$2" socket_errors)))
+  row "$1 p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$2" p50_ms)" "$(kv "$2" p99_ms)")" "p99 < $3" "$(met "$(kv "$2" p99_ms)" "<" "$3")"
+  row "$1 req/s" "$(printf %.0f "$(kv "$2" ok_rps)")" "" ""
+  row "$1 errors" "$err of $(kv "$2" requests) (codes $(kv "$2" codes))" "0" "$(met "$err" "<=" 0)"
+}
+# ==== #11 end ==================================================================================
+
 # ==== server-sent events (issue 12, point 4) ====================================================
 # One `salespad serve` (its in-process workers on) on a fresh BENCH_SSE_DATABASE:
 #   a. no stream open: wrk POST /leads for BENCH_SSE_DURATION s at saturation
@@ -591,11 +831,17 @@ for kind in $BENCH_DATABASES; do
     SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
   fi
   run_suite "$kind"
+  if [[ "$BENCH_LIST" == 1 ]]; then list_bench "$kind"; fi # #11
 done
 if [[ "$BENCH_SMTP" == 1 ]]; then
   run_smtp
 fi
-if [[ "$BENCH_SSE" == 1 ]]; then
+if [[ "$BENCH_WEBHOOK" == 1 ]]; then # step 8: inbound replies
+  for kind in $BENCH_WEBHOOK_DATABASES; do
+    run_webhooks "$kind"
+  done
+fi
+if [[ "$BENCH_SSE" == 1 ]]; then # step 10: server-sent events
   run_sse
 fi
 

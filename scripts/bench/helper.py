@@ -24,7 +24,20 @@ Every subcommand talks only to 127.0.0.1, and every loop is bounded in count and
                                     sends/s (first 201 -> last acceptance), capture (201 read)
                                     -> accepted p50/p99/max (ms), and createdAt -> accepted
                                     (srv_p50/srv_p99)
+  --- inbound replies (webhook section of bench.sh) ---
+  seed-leads PORT N OUT             create N leads with a phone (+1666NNNNNNN) and an email over 4
+                                    keep-alive connections; write "ID PHONE" per lead to OUT
+  wa-bodies SECRET LEADS N TAG OUT  N signed WhatsApp Cloud API deliveries, one text message each
+                                    (unique wamid "wamid.TAG.I"), from the leads of LEADS ("ID
+                                    PHONE" lines) in turn; writes "SIGNATURE LEAD_ID BODY" per
+                                    line (SIGNATURE = "sha256=" + hex HMAC-SHA256(BODY, SECRET))
+  wa-deliver PORT FILE              POSTs each delivery of FILE once, in order, on one connection;
+                                    each must answer 200 {"received":1,"duplicates":0,...}; then
+                                    the first line's lead must show that wamid as an inbound
+                                    WhatsApp message (a known lead, not a new one)
 """
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -281,11 +294,122 @@ def cmd_smtp_stats(captures, received):
           f"srv_p50_ms={pct(lat_srv, 50):.0f} srv_p99_ms={pct(lat_srv, 99):.0f}")
 
 
+# ---- inbound replies (webhook section of bench.sh) ------------------------------------------
+
+def cmd_seed_leads(port, n, out):
+    port, n = int(port), int(n)
+    run = f"{os.getpid()}-{int(time.time())}"
+    lock = threading.Lock()
+    state = {"next": 0, "errors": []}
+    leads = [None] * n
+
+    def worker():
+        c = conn(port)
+        try:
+            while True:
+                with lock:
+                    i = state["next"]
+                    if i >= n or state["errors"]:
+                        return
+                    state["next"] = i + 1
+                phone = f"+1666{i:07d}"
+                status, data = request(c, "POST", "/leads",
+                                       {"name": f"Inbound {i}", "phone": phone,
+                                        "email": f"in-{run}-{i}@bench.test"})
+                if status != 201:
+                    with lock:
+                        state["errors"].append(f"POST /leads answered {status}: {data[:200]!r}")
+                    return
+                leads[i] = (json.loads(data)["id"], phone)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            with lock:
+                state["errors"].append(f"seeding failed: {e!r}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if state["errors"]:
+        die(state["errors"][0])
+    with open(out, "w") as f:
+        for lid, phone in leads:
+            f.write(f"{lid} {phone}\n")
+    print(n)
+
+
+def cmd_wa_bodies(secret, leads_file, n, tag, out):
+    """Meta's envelope as tests/integration/test_webhooks.py builds it: one entry, one change,
+    one text message with its contact. Compact JSON: one body per line."""
+    n, key = int(n), secret.encode()
+    with open(leads_file) as f:
+        leads = [line.split() for line in f if line.strip()]
+    if not leads:
+        die(f"{leads_file}: no leads")
+    ts = str(int(time.time()))
+    with open(out, "w") as f:
+        for i in range(n):
+            lid, phone = leads[i % len(leads)]
+            frm = "".join(ch for ch in phone if ch.isdigit())
+            value = {"messaging_product": "whatsapp",
+                     "metadata": {"display_phone_number": "15550001111",
+                                  "phone_number_id": "106540352242922"},
+                     "contacts": [{"profile": {"name": f"Bench Prospect {i % len(leads)}"},
+                                   "wa_id": frm}],
+                     "messages": [{"from": frm, "timestamp": ts, "type": "text",
+                                   "id": f"wamid.HBgLMTY2NjAwMDAwMDAVAgASGBQ{tag}{i:010d}",
+                                   "text": {"body": f"How much does it cost? ({tag} {i})"}}]}
+            body = json.dumps({"object": "whatsapp_business_account",
+                               "entry": [{"id": "102290129340398",
+                                          "changes": [{"value": value, "field": "messages"}]}]},
+                              separators=(",", ":"))
+            sig = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+            f.write(f"sha256={sig} {lid} {body}\n")
+    print(n)
+
+
+def cmd_wa_deliver(port, path):
+    port = int(port)
+    c = conn(port)
+    first = None
+    n = 0
+    with open(path) as f:
+        for line in f:
+            sig, lid, body = line.rstrip("\n").split(" ", 2)
+            c.request("POST", "/webhooks/whatsapp", body=body.encode(),
+                      headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig})
+            r = c.getresponse()
+            data = r.read()
+            if r.status != 200:
+                die(f"POST /webhooks/whatsapp answered {r.status}: {data[:200]!r}")
+            d = json.loads(data)
+            if d.get("received") != 1 or d.get("duplicates") != 0:
+                die(f"POST /webhooks/whatsapp: want received 1, duplicates 0; got {data[:200]!r}")
+            if first is None:
+                msg = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]
+                first = (lid, msg["id"])
+            n += 1
+    if first is None:
+        die(f"{path}: no delivery")
+    status, data = request(c, "GET", f"/leads/{first[0]}/messages?channel=whatsapp&limit=100")
+    c.close()
+    if status != 200:
+        die(f"GET /leads/:id/messages answered {status}: {data[:200]!r}")
+    if not any(m.get("direction") == "inbound" and m.get("providerId") == first[1]
+               for m in json.loads(data).get("items", [])):
+        die(f"lead {first[0]}: no inbound WhatsApp message {first[1]} (stored on another lead?)")
+    print(n)
+
+
 def main(argv):
     cmds = {"freeport": (cmd_freeport, 0), "wait-ready": (cmd_wait_ready, 3),
             "latency": (cmd_latency, 2), "seed": (cmd_seed, 3),
             "wait-lines": (cmd_wait_lines, (3, 4)), "sink-stats": (cmd_sink_stats, 1),
-            "capture-email": (cmd_capture_email, 5), "smtp-stats": (cmd_smtp_stats, 2)}
+            "capture-email": (cmd_capture_email, 5), "smtp-stats": (cmd_smtp_stats, 2),
+            "seed-leads": (cmd_seed_leads, 3), "wa-bodies": (cmd_wa_bodies, 5),
+            "wa-deliver": (cmd_wa_deliver, 2)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 not in (
             cmds[argv[1]][1] if isinstance(cmds[argv[1]][1], tuple) else (cmds[argv[1]][1],)):
         print(__doc__, file=sys.stderr)

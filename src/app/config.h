@@ -35,6 +35,8 @@ struct config {
     enum log_level log_level;
     enum log_format log_format;
     char *api_keys;
+    double rate_limit_rps;
+    int rate_limit_burst;
     char *cors_origins;
     char *mock_sink;
     int mock_fail_first;
@@ -49,12 +51,15 @@ struct config {
     char *email_from;
     char *email_reply_domain;
     char *email_reply_secret;
+    char *public_url;
+    char *unsubscribe_secret;
     char *whatsapp_provider;
     char *whatsapp_api_url;
     char *whatsapp_phone_number_id;
     char *whatsapp_token;
     char *whatsapp_app_secret;
     long long idempotency_ttl_s;
+    int email_webhook_max_mb;
     char *whatsapp_verify_token;
     char *email_webhook_signing_key;
     char *whatsapp_welcome_template;

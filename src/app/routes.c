@@ -1,7 +1,11 @@
-/* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
- * webhooks, each on a session of its own, the timeline's event stream (/events), the liveness
- * (/health) and readiness (/ready) probes, and the API-key check that guards every route but
- * /health, the webhooks (signed by their providers) and CORS preflights when API_KEYS is set.
+/* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
+ * routes, the providers' webhooks and the email unsubscribe links, each on a session of its
+ * own, the timeline's event stream (/events), the liveness (/health) and readiness
+ * (/ready) probes, the metrics (/metrics,
+ * app/metrics.c), and before any of them the rate limit (app/throttle.c) and the API-key check
+ * that guards every route but /health, the webhooks (signed by their providers), the
+ * unsubscribe links (their token is the credential) and CORS preflights when API_KEYS is set.
+ * Every answered request is counted in the HTTP metrics, under its route pattern.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -13,11 +17,13 @@
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
 #include "features/leads/presentation/events_http.h"
+#include "features/leads/presentation/jobs_http.h"
 #include "features/leads/presentation/leads_http.h"
 #include "infra/db.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static struct leads_deps
 leads_deps_for(struct app *app, struct session *s)
@@ -99,6 +105,12 @@ route_create(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_list(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_list, req, resp);
+}
+
+static void
 route_reply(void *ctx, struct http_request *req, struct http_response *resp)
 {
     with_session(ctx, leads_http_reply, req, resp);
@@ -135,6 +147,76 @@ route_event_stream(void *ctx, struct http_request *req, struct http_response *re
         return;
     }
     events_http_stream(eh, req, resp);
+}
+
+static void
+route_opt_out(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_opt_out, req, resp);
+}
+
+static void
+route_opt_in(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_opt_in, req, resp);
+}
+
+static void
+route_send_message(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_send_message, req, resp);
+}
+
+/* The unsubscribe links' handlers take their key besides the session's deps. */
+typedef void (*unsubscribe_fn)(const struct unsubscribe_config *c, const struct leads_deps *d,
+                               struct http_request *req, struct http_response *resp);
+
+static void
+with_unsubscribe_session(struct app *app, unsubscribe_fn fn, struct http_request *req,
+                         struct http_response *resp)
+{
+    struct session s;
+    struct leads_deps d;
+    struct sp_error err = {0};
+    int rc = request_session_open(app, &s, &err);
+
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    d = leads_deps_for(app, &s);
+    fn(&app->unsubscribe, &d, req, resp);
+    session_close(app, &s);
+}
+
+static void
+route_unsubscribe_page(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_unsubscribe_session(ctx, unsubscribe_http_page, req, resp);
+}
+
+static void
+route_unsubscribe_post(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_unsubscribe_session(ctx, unsubscribe_http_confirm, req, resp);
+}
+
+static void
+route_jobs(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_list, req, resp);
+}
+
+static void
+route_job(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_get, req, resp);
+}
+
+static void
+route_job_retry(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_retry, req, resp);
 }
 
 static void
@@ -199,47 +281,72 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
-/* Routes open without an API key: the liveness probe, and the providers' webhooks, which
- * cannot send our key and prove themselves with their own signatures instead. */
+/* Routes open without an API key: the liveness probe, the providers' webhooks, which cannot
+ * send our key and prove themselves with their own signatures instead, and the unsubscribe
+ * links of our emails, followed by their recipients (and their mail providers) with the token
+ * of the link as the only credential. */
 static int
 route_is_open(const char *path)
 {
-    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0;
+    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0 ||
+           strncmp(path, "/unsubscribe/", 13) == 0;
 }
 
-/* The API key a request presents: its X-API-Key header, or, on GET /events only, its `key`
- * query parameter, because a browser's EventSource cannot send headers. Only there: a key in a
- * URL can end up in proxies' logs and the browser's history, so no other route takes one.
- * (Our own log lines name the path without its query.) */
-static const char *
-request_key(const struct http_request *req, int *is_stream)
+/* Whether the request is for GET /events (the event stream). */
+static int
+route_is_stream(const struct http_route *route)
 {
-    *is_stream = strcmp(req->path, "/events") == 0;
-    if (req->api_key != NULL || !*is_stream)
+    return route != NULL && strcmp(route->pattern, "/events") == 0;
+}
+
+/* The key a request presents: X-API-Key; on GET /metrics also `Authorization: Bearer <key>`,
+ * what a Prometheus scrape config sends without custom headers; on GET /events also its `key`
+ * query parameter, because a browser's EventSource cannot send headers. Only there: a key in a
+ * URL can end up in proxies' logs and the browser's history. (Our own log lines name the path
+ * without its query.) */
+static const char *
+presented_key(const struct http_request *req, const struct http_route *route)
+{
+    static const char bearer[] = "Bearer ";
+
+    if (req->api_key == NULL && route_is_stream(route))
+        return http_query(req, "key");
+    if (req->api_key != NULL || route == NULL || strcmp(route->pattern, "/metrics") != 0 ||
+        req->authorization == NULL ||
+        strncasecmp(req->authorization, bearer, sizeof(bearer) - 1) != 0)
         return req->api_key;
-    return http_query(req, "key");
+    return req->authorization + sizeof(bearer) - 1;
 }
 
 void
 routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
-    int is_stream;
-    const char *key = request_key(req, &is_stream);
-
+    int64_t started_us = sp_mono_us();
+    const struct http_route *route = http_router_find(&app->router, req->path);
     /* A browser's preflight never carries the key (it asks whether it may send it), and it
      * runs no handler: the router answers it from the route table alone. */
-    if (app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req) &&
-        !api_keys_check(&app->keys, key)) {
+    int needs_key = app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req);
+    int key_index = needs_key ? api_keys_find(&app->keys, presented_key(req, route)) : -1;
+    struct throttle_verdict tv;
+
+    throttle_check(&app->throttle, req, key_index, &tv);
+    if (tv.applies && !tv.v.allowed) {
+        throttle_refuse(&tv, req, resp);
+        http_router_cors(&app->router, req, resp); /* so a browser app can read the 429 */
+    } else if (needs_key && key_index < 0) {
         http_error(resp, req->arena, 401,
                    (const char *const[]){
-                       is_stream ? "Missing or invalid API key (X-API-Key header or key parameter)"
-                                 : "Missing or invalid API key (X-API-Key header)"},
+                       route_is_stream(route)
+                           ? "Missing or invalid API key (X-API-Key header or key parameter)"
+                           : "Missing or invalid API key (X-API-Key header)"},
                    1, 0);
         http_router_cors(&app->router, req, resp); /* so a browser app can read the 401 */
-        return;
+    } else {
+        http_router_dispatch(&app->router, req, resp);
     }
-    http_router_dispatch(&app->router, req, resp);
+    throttle_headers(&tv, req, resp);
+    metrics_http_observe(app->metrics, route, req->method, resp->status, sp_mono_us() - started_us);
     if (resp->status >= 500)
         log_warn("%s %s -> %d", req->method, req->path, resp->status);
     else
@@ -261,21 +368,40 @@ routes_init(struct app *app)
     app->webhooks.email_reply_secret = app->cfg->email_reply_secret;
     atomic_init(&app->webhooks.calls, 0);
     idempotency_init(&app->idem, app->cfg->idempotency_ttl_s, app->keys.n > 0);
+    app->unsubscribe.secret = app->cfg->unsubscribe_secret;
     http_router_init(r);
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);
+    rc |= http_router_add(r, "GET", "/leads", route_list, app);
     rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
     rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
     rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
+    rc |= http_router_add(r, "POST", "/leads/:id/messages", route_send_message, app);
+    rc |= http_router_add(r, "POST", "/leads/:id/opt-out", route_opt_out, app);
+    rc |= http_router_add(r, "DELETE", "/leads/:id/opt-out", route_opt_in, app);
+    rc |= http_router_add(r, "GET", "/unsubscribe/:token", route_unsubscribe_page, app);
+    rc |= http_router_add(r, "POST", "/unsubscribe/:token", route_unsubscribe_post, app);
+    rc |= http_router_add(r, "GET", "/jobs", route_jobs, app);
+    rc |= http_router_add(r, "GET", "/jobs/:id", route_job, app);
+    rc |= http_router_add(r, "POST", "/jobs/:id/retry", route_job_retry, app);
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
     rc |= http_router_add(r, "GET", "/events", route_event_stream, app);
+    rc |= http_router_add(r, "GET", "/metrics", metrics_route, app);
     if (rc != 0) {
         log_error("route table full");
+        abort();
+    }
+    /* After the last route: the metrics label requests by the table's patterns. */
+    app->metrics = metrics_new(r);
+    /* The settings were validated at start: only a programming error fails here. */
+    if (throttle_init(&app->throttle, app->cfg->rate_limit_rps, app->cfg->rate_limit_burst) !=
+        SP_OK) {
+        log_error("rate limit: bad settings");
         abort();
     }
 }

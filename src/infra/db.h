@@ -296,3 +296,14 @@ void db_pool_release(struct db_pool *p, struct db_conn *c);
 void db_pool_on_commit(struct db_pool *p, void (*fn)(void *ctx), void *ctx);
 /* Closes every connection; all must have been released. NULL-safe. */
 void db_pool_free(struct db_pool *p);
+
+/* A pool's occupation at one moment (metrics). */
+struct db_pool_stats {
+    int size;    /* connections it may hold */
+    int open;    /* connections opened so far */
+    int in_use;  /* taken and not given back */
+    int waiting; /* threads waiting in db_pool_acquire for one */
+};
+
+/* Thread-safe. */
+void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);

@@ -187,7 +187,26 @@ r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, st
                        struct lead *out, struct sp_error *err)
 {
     int rc = hit(PLAN(r), "lead_find_by_address", err);
+
+    if (rc == SP_OK && PLAN(r)->hide_addresses > 0) {
+        PLAN(r)->hide_addresses--; /* the lead is stored a moment after this lookup */
+        return sp_error_set(err, SP_ENOTFOUND, "from", "no lead with that address (hidden)");
+    }
     return rc != SP_OK ? rc : lead_repo_lead_find_by_address(REPO(r), c, norm, a, out, err);
+}
+
+static int
+r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+            struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_list", err);
+
+    if (rc != SP_OK) {
+        *out = NULL;
+        memset(page, 0, sizeof(*page));
+        return rc;
+    }
+    return lead_repo_lead_list(REPO(r), spec, a, out, page, err);
 }
 
 static int
@@ -243,6 +262,34 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
 }
 
 static int
+r_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_opt_outs *out,
+               struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_list", err);
+    if (rc != SP_OK)
+        memset(out, 0, sizeof(*out));
+    return rc != SP_OK ? rc : lead_repo_opt_out_list(REPO(r), lead_id, a, out, err);
+}
+
+static int
+r_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                 int *inserted, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_insert", err);
+    *inserted = 0;
+    return rc != SP_OK ? rc : lead_repo_opt_out_insert(REPO(r), lead_id, o, inserted, err);
+}
+
+static int
+r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                 struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_delete", err);
+    *deleted = 0;
+    return rc != SP_OK ? rc : lead_repo_opt_out_delete(REPO(r), lead_id, c, deleted, err);
+}
+
+static int
 r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
 {
     int rc = hit(PLAN(r), "event_feed_settle", err);
@@ -287,6 +334,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .message_list = r_message_list,
     .message_last_inbound = r_message_last_inbound,
     .lead_find_by_address = r_lead_find_by_address,
+    .lead_list = r_lead_list,
     .message_find_by_provider = r_message_find_by_provider,
     .receipt_claim = r_receipt_claim,
     .receipt_prune = r_receipt_prune,
@@ -298,6 +346,9 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .event_feed_settle = r_event_feed_settle,
     .event_feed_page = r_event_feed_page,
     .event_position = r_event_position,
+    .opt_out_list = r_opt_out_list,
+    .opt_out_insert = r_opt_out_insert,
+    .opt_out_delete = r_opt_out_delete,
 };
 
 void

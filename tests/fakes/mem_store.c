@@ -5,6 +5,7 @@
 #include "core/xmalloc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MEM_MAX_STALLED 2
@@ -46,6 +47,8 @@ tables_copy(struct mem_tables *dst, const struct mem_tables *src)
     dst->njobs = dst->cap_jobs = src->njobs;
     dst->receipts = dup_array(src->receipts, src->nreceipts, sizeof(*src->receipts));
     dst->nreceipts = dst->cap_receipts = src->nreceipts;
+    dst->opt_outs = dup_array(src->opt_outs, src->nopt_outs, sizeof(*src->opt_outs));
+    dst->nopt_outs = dst->cap_opt_outs = src->nopt_outs;
     dst->next_job_id = src->next_job_id;
 }
 
@@ -57,6 +60,7 @@ tables_free(struct mem_tables *t)
     free(t->events);
     free(t->jobs);
     free(t->receipts);
+    free(t->opt_outs);
     memset(t, 0, sizeof(*t));
 }
 
@@ -225,6 +229,24 @@ r_read_end(struct lead_repo *r)
     (void)r;
 }
 
+/* The index of a lead other than `self` whose address on channel c is `address` once both
+ * are normalised (the unique indexes of 0007), or -1. */
+static int
+find_address_owner(const struct mem_store *st, enum channel c, const char *address,
+                   const char *self)
+{
+    char want[LEAD_NORM_MAX], have[LEAD_NORM_MAX];
+    const char *norm = lead_address_norm(c, address, want, sizeof(want));
+
+    for (int i = 0; norm && i < st->cur.nleads; i++) {
+        const struct lead *l = &st->cur.leads[i];
+        const char *n = lead_address_norm(c, lead_address_for(l, c), have, sizeof(have));
+        if (n != NULL && strcmp(n, norm) == 0 && (self == NULL || strcmp(l->id, self) != 0))
+            return i;
+    }
+    return -1;
+}
+
 static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
@@ -233,6 +255,10 @@ r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 
     if (find_lead(st, l->id) >= 0)
         return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead id");
+    if (find_address_owner(st, CHANNEL_EMAIL, l->email, NULL) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead email");
+    if (find_address_owner(st, CHANNEL_WHATSAPP, l->phone, NULL) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead phone");
     st->cur.leads = grow(st->cur.leads, st->cur.nleads, &st->cur.cap_leads, sizeof(*row));
     row = &st->cur.leads[st->cur.nleads++];
     *row = *l;
@@ -313,6 +339,8 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
     field = c == CHANNEL_EMAIL ? &st->cur.leads[i].email : &st->cur.leads[i].phone;
     if (*field != NULL)
         return SP_OK;
+    if (find_address_owner(st, c, address, id) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: address of another lead");
     *field = keep(st, address);
     st->cur.leads[i].updated_at = now;
     *changed = 1;
@@ -341,6 +369,82 @@ r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, st
         }
     }
     return sp_error_set(err, SP_ENOTFOUND, "from", "mem: no lead with that address");
+}
+
+/* A lead of the list with its position: seq is the insertion index + 1. */
+struct mem_listed {
+    const struct lead *l;
+    int64_t seq;
+};
+
+/* Newest first: created_at descending, then seq descending. */
+static int
+listed_cmp(const void *pa, const void *pb)
+{
+    const struct mem_listed *x = pa, *y = pb;
+
+    if (x->l->created_at != y->l->created_at)
+        return x->l->created_at > y->l->created_at ? -1 : 1;
+    return x->seq > y->seq ? -1 : x->seq < y->seq;
+}
+
+static int
+starts_with(const char *s, const char *prefix)
+{
+    return s != NULL && prefix != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Whether l passes the filters of spec and comes after spec->after. */
+static int
+list_match(const struct lead *l, int64_t seq, const struct lead_list_spec *spec)
+{
+    char name[LEAD_NORM_MAX], email[LEAD_NORM_MAX], phone[LEAD_NORM_MAX];
+
+    if (spec->has_status && l->status != spec->status)
+        return 0;
+    if (l->created_at < spec->created_min || l->created_at > spec->created_max)
+        return 0;
+    if (spec->after.seq > 0 &&
+        (l->created_at > spec->after.created_at ||
+         (l->created_at == spec->after.created_at && seq >= spec->after.seq)))
+        return 0;
+    if (spec->name_prefix == NULL && spec->email_prefix == NULL && spec->phone_prefix == NULL)
+        return 1;
+    return starts_with(lead_name_fold(l->name, name, sizeof(name)), spec->name_prefix) ||
+           starts_with(lead_email_norm(l->email, email, sizeof(email)), spec->email_prefix) ||
+           starts_with(lead_phone_norm(l->phone, phone, sizeof(phone)), spec->phone_prefix);
+}
+
+static int
+r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+            struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_listed *hits = xmalloc(sizeof(*hits) * (size_t)(st->cur.nleads + 1));
+    int n = 0;
+
+    (void)err;
+    memset(page, 0, sizeof(*page));
+    for (int i = 0; i < st->cur.nleads; i++)
+        if (list_match(&st->cur.leads[i], i + 1, spec))
+            hits[n++] = (struct mem_listed){&st->cur.leads[i], i + 1};
+    qsort(hits, (size_t)n, sizeof(*hits), listed_cmp);
+    page->n = n < spec->max ? n : spec->max;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(page->n ? page->n : 1));
+    for (int i = 0; i < page->n; i++) {
+        struct lead *l = &(*out)[i];
+        *l = *hits[i].l;
+        l->name = give(a, l->name);
+        l->email = give(a, l->email);
+        l->phone = give(a, l->phone);
+    }
+    if (n > spec->max) {
+        page->has_next = 1;
+        page->next.created_at = hits[page->n - 1].l->created_at;
+        page->next.seq = hits[page->n - 1].seq;
+    }
+    free(hits);
+    return SP_OK;
 }
 
 static int
@@ -443,6 +547,77 @@ r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct 
         st->cur.receipts[k++] = *x;
     }
     st->cur.nreceipts = k;
+    return SP_OK;
+}
+
+static int
+find_opt_out(const struct mem_store *st, const char *lead_id, enum channel c)
+{
+    for (int i = 0; i < st->cur.nopt_outs; i++)
+        if (st->cur.opt_outs[i].o.channel == c && strcmp(st->cur.opt_outs[i].lead_id, lead_id) == 0)
+            return i;
+    return -1;
+}
+
+/* In channel order, as the SQL repo's ORDER BY channel gives them. */
+static int
+r_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_opt_outs *out,
+               struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    (void)err;
+    memset(out, 0, sizeof(*out));
+    for (int c = 0; c < CHANNEL_COUNT; c++) {
+        int i = find_opt_out(st, lead_id, (enum channel)c);
+        if (i < 0)
+            continue;
+        out->v[out->n] = st->cur.opt_outs[i].o;
+        out->v[out->n].reason = give(a, out->v[out->n].reason);
+        out->n++;
+    }
+    return SP_OK;
+}
+
+static int
+r_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                 int *inserted, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_opt_out *row;
+
+    *inserted = 0;
+    if (find_lead(st, lead_id) < 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: opt-out of an unknown lead");
+    if (!lead_opt_out_channel_valid(o->channel))
+        return sp_error_set(err, SP_EINTERNAL, "database", "mem: opt-out channel check failed");
+    if (find_opt_out(st, lead_id, o->channel) >= 0)
+        return SP_OK;
+    st->cur.opt_outs =
+        grow(st->cur.opt_outs, st->cur.nopt_outs, &st->cur.cap_opt_outs, sizeof(*row));
+    row = &st->cur.opt_outs[st->cur.nopt_outs++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->lead_id, sizeof(row->lead_id), "%s", lead_id);
+    row->o = *o;
+    row->o.reason = keep(st, o->reason);
+    *inserted = 1;
+    return SP_OK;
+}
+
+static int
+r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                 struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_opt_out(st, lead_id, c);
+
+    (void)err;
+    *deleted = i >= 0;
+    if (i < 0)
+        return SP_OK;
+    memmove(&st->cur.opt_outs[i], &st->cur.opt_outs[i + 1],
+            sizeof(*st->cur.opt_outs) * (size_t)(st->cur.nopt_outs - i - 1));
+    st->cur.nopt_outs--;
     return SP_OK;
 }
 
@@ -724,6 +899,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_transition = r_lead_transition,
     .lead_set_address = r_lead_set_address,
     .lead_find_by_address = r_lead_find_by_address,
+    .lead_list = r_lead_list,
     .message_insert = r_message_insert,
     .message_find_by_provider = r_message_find_by_provider,
     .receipt_claim = r_receipt_claim,
@@ -740,6 +916,9 @@ static const struct lead_repo_ops mem_repo_ops = {
     .event_feed_settle = r_event_feed_settle,
     .event_feed_page = r_event_feed_page,
     .event_position = r_event_position,
+    .opt_out_list = r_opt_out_list,
+    .opt_out_insert = r_opt_out_insert,
+    .opt_out_delete = r_opt_out_delete,
 };
 
 void
@@ -965,6 +1144,137 @@ q_list_group(struct job_queue *q, const char *lead_id, int max, struct arena *a,
         if (row->j.group == NULL || strcmp(row->j.group, lead_id) != 0)
             continue;
         job_give(a, row, &(*out)[(*n)++]);
+    }
+    return SP_OK;
+}
+
+/* A job id or list position of the fake: "1", "2", ... as the SQL queue's (a positive decimal
+ * integer). -1 otherwise. */
+static int
+parse_serial(const char *s, long long *out)
+{
+    size_t len = s ? strlen(s) : 0;
+    long long v = 0;
+
+    if (len == 0 || len > 18 || s[0] == '0')
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+q_list(struct job_queue *q, const struct job_filter *f, struct arena *a, struct job **out, int *n,
+       char *next, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    long long below = 0;
+    int k = 0;
+
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (f->after && parse_serial(f->after, &below) != 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(f->limit > 0 ? f->limit : 1));
+    /* rows are in id order: walk back from the newest */
+    for (int i = st->cur.njobs - 1; i >= 0; i--) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if ((f->after && strtoll(row->j.id, NULL, 10) >= below) ||
+            (f->has_state && row->j.state != f->state) ||
+            (f->name && strcmp(row->j.name, f->name) != 0))
+            continue;
+        if (k == f->limit) {
+            snprintf(next, JOB_CURSOR_MAX, "%s", (*out)[k - 1].id);
+            break;
+        }
+        job_give(a, row, &(*out)[k++]);
+    }
+    *n = k;
+    return SP_OK;
+}
+
+static int
+find_checked(const struct mem_store *st, const char *id, struct sp_error *err)
+{
+    long long serial;
+    int i;
+
+    if (parse_serial(id, &serial) != 0)
+        return sp_error_set(err, SP_EINVAL, "id", "Validation failed (job id is expected)");
+    i = find_job(st, id);
+    if (i < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Job %s not found", id);
+    return i;
+}
+
+static int
+q_get(struct job_queue *q, const char *id, struct arena *a, struct job *out, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    int i = find_checked(st, id, err);
+
+    if (i < 0)
+        return i;
+    job_give(a, &st->cur.jobs[i], out);
+    return SP_OK;
+}
+
+static int
+q_reprocess(struct job_queue *q, const char *id, int64_t now, struct arena *a, struct job *before,
+            struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    struct mem_job *row;
+    int i = find_checked(st, id, err);
+
+    if (i < 0)
+        return i;
+    row = &st->cur.jobs[i];
+    job_give(a, row, before);
+    if (row->j.state != JOB_FAILED)
+        return sp_error_set(err, SP_ECONFLICT, "state",
+                            "Job %s is %s: only a failed job can be retried", row->j.id,
+                            job_state_name(row->j.state));
+    row->j.state = JOB_WAITING;
+    row->j.attempts_made = 0;
+    row->j.run_at = now;
+    row->j.last_error = NULL;
+    row->j.finished_at = 0;
+    row->j.updated_at = now;
+    row->j.lease[0] = '\0';
+    row->lease_until = 0;
+    return SP_OK;
+}
+
+/* Groups the jobs by name and state, as the SQL queue's GROUP BY; no backlog (jobs are rows). */
+static int
+q_count(struct job_queue *q, struct arena *a, struct job_counts *out, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+
+    (void)err;
+    memset(out, 0, sizeof(*out));
+    out->by_state = arena_alloc(a, sizeof(*out->by_state) * JOB_COUNTS_MAX);
+    for (int i = 0; i < st->cur.njobs; i++) {
+        const struct job *j = &st->cur.jobs[i].j;
+        int k = 0;
+
+        while (k < out->n &&
+               (out->by_state[k].state != j->state || strcmp(out->by_state[k].name, j->name) != 0))
+            k++;
+        if (k == out->n) {
+            if (out->n == JOB_COUNTS_MAX)
+                continue;
+            out->by_state[k].name = arena_strdup(a, j->name);
+            out->by_state[k].state = j->state;
+            out->n++;
+        }
+        out->by_state[k].n++;
     }
     return SP_OK;
 }

@@ -59,6 +59,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zlib
 
 import psycopg2
 import pytest
@@ -611,7 +612,8 @@ class Env:
                      "WORKER_BATCH", "CORS_ORIGINS", "HTTP_HEADER_TIMEOUT_MS", "HTTP_BODY_MIN_RATE",
                      "HTTP_MAX_CONNS_PER_IP", "HTTP_BODY_BUDGET_MB", "DB_BUSY_TIMEOUT_MS",
                      "AI_PROVIDER", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT_MS",
-                     "AI_SYSTEM_PROMPT", "AI_FALLBACK", "EVENTS_HEARTBEAT_MS"):
+                     "AI_SYSTEM_PROMPT", "AI_FALLBACK", "RATE_LIMIT_RPS", "RATE_LIMIT_BURST",
+                     "EVENTS_HEARTBEAT_MS"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,
@@ -936,8 +938,10 @@ BURST_THREADS = 24
 
 
 def lead_body(i, tag):
+    """Lead i of a load tagged `tag`: one person per (tag, i), as leads are (the phone's digits
+    carry the tag too, so that two loads on one database never capture the same person)."""
     return {"name": "%s lead %d" % (tag, i), "email": "%s-%d@example.com" % (tag, i),
-            "phone": "+1555%07d" % i}
+            "phone": "+1%05d%07d" % (zlib.crc32(tag.encode()) % 100000, i)}
 
 
 class Burst:

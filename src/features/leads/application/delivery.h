@@ -19,6 +19,10 @@
  * retry delay is the worker's policy (job_backoff_delay), whatever the backend. */
 #pragma once
 
+/* Do not contact: the claim also reads the lead's opt-outs; a message to a channel the lead
+ * opted out of (any kind: welcome, ai_reply, manual) is not sent: the record's unit of work
+ * marks it suppressed, appends message_suppressed and completes the job. */
+
 /* generate-reply (leads.h, GENERATE_REPLY_JOB): in the claim's unit of work the worker reads the
  * inbound message, the lead and the conversation on the channel (the newest CONTENT_HISTORY_MAX
  * messages), and completes the job at once when the answer already exists (its id is fixed by
@@ -32,11 +36,14 @@
 
 #include "core/err.h"
 #include "core/queue.h"
+#include "features/leads/domain/lead.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct arena;
 struct content_gen;
+struct delivery_counters;
 struct leads_policy;
 struct lead_repo;
 struct sender_registry;
@@ -54,9 +61,11 @@ struct delivery_deps {
     struct content_gen *gen;           /* answers (generate-reply jobs) */
     struct content_gen *fallback;      /* answers when gen failed for good; NULL: none */
     const struct leads_policy *policy; /* attempts and backoff of the answers' send jobs */
+    /* The send outcomes are counted here (metrics); NULL: not counted. */
+    struct delivery_counters *counters;
 };
 
-/* Outcome of one processed job, for logs and tests. */
+/* Outcome of one processed job, for logs, metrics and tests. */
 enum delivery_outcome {
     DELIVERY_SENT = 0,   /* sent; for generate-reply: the answer was written */
     DELIVERY_DUPLICATE,  /* message was already sent: job completed without sending */
@@ -64,6 +73,22 @@ enum delivery_outcome {
     DELIVERY_DEAD,       /* failed for good */
     DELIVERY_LEASE_LOST, /* our lease was lost mid-send: another worker's outcome stands */
     DELIVERY_FALLBACK,   /* generate-reply: the model failed for good, the template answered */
+    DELIVERY_SUPPRESSED, /* the lead opted out of the channel: not sent, job completed */
+    DELIVERY_OUTCOME_COUNT
+};
+
+/* An outcome's name in metrics: "sent", "duplicate", "retried", "failed", "lease_lost",
+ * "fallback", "suppressed". Static. */
+const char *delivery_outcome_label(enum delivery_outcome o);
+
+/* The send-message jobs' outcomes by channel, for the process's metrics (rendered by app/).
+ * A job counts once its outcome is recorded (a record that failed counts nothing: the job runs
+ * again); a job whose message could not be read (gone, another producer's job) has no channel
+ * and does not count; generate-reply jobs do not count (they send nothing themselves: their
+ * answer's send-message job does). Shared by every worker thread: relaxed atomics, only
+ * incremented here. Zero it (memset or static storage) before use. */
+struct delivery_counters {
+    atomic_uint_fast64_t sends[CHANNEL_COUNT][DELIVERY_OUTCOME_COUNT];
 };
 
 /* The message a send-message job is about: data.messageId copied into out (SP_UUID_LEN + 1

@@ -16,10 +16,12 @@ static const char *const kind_names[] = {"welcome", "ai_reply", "reply", "manual
 static const char *const mstatus_names[] = {"queued",   "sending",   "sent", "failed",
                                             "received", "delivered", "read", "suppressed"};
 static const char *const event_names[] = {
-    "lead_added",      "message_queued",   "message_sent",      "message_failed",
-    "reply_received",  "ai_reply_sent",    "status_changed",    "address_added",
-    "ai_reply_failed", "ai_reply_skipped", "message_delivered", "message_read"};
+    "lead_added",      "message_queued",   "message_sent",       "message_failed",
+    "reply_received",  "ai_reply_sent",    "status_changed",     "address_added",
+    "ai_reply_failed", "ai_reply_skipped", "message_delivered",  "message_read",
+    "opted_out",       "opted_in",         "message_suppressed", "message_retried"};
 static const char *const source_names[] = {"api", "whatsapp", "email"};
+static const char *const opt_out_source_names[] = {"api", "reply", "unsubscribe"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -64,11 +66,27 @@ ENUM_NAMES(message_direction_name, message_direction_parse, enum message_directi
 ENUM_NAMES(message_kind_name, message_kind_parse, enum message_kind, kind_names)
 ENUM_NAMES(message_status_name, message_status_parse, enum message_status, mstatus_names)
 ENUM_NAMES(lead_event_type_name, lead_event_type_parse, enum lead_event_type, event_names)
+ENUM_NAMES(opt_out_source_name, opt_out_source_parse, enum opt_out_source, opt_out_source_names)
 
 const char *
 reply_source_name(enum reply_source s)
 {
     return name_of(source_names, NAMES_COUNT(source_names), (int)s);
+}
+
+int
+lead_opt_out_channel_valid(enum channel c)
+{
+    return (int)c >= 0 && (int)c < CHANNEL_COUNT && (LEAD_OPT_OUT_CHANNELS & (1u << c)) != 0;
+}
+
+const struct lead_opt_out *
+lead_opt_out_find(const struct lead_opt_outs *list, enum channel c)
+{
+    for (int i = 0; list != NULL && i < list->n; i++)
+        if (list->v[i].channel == c)
+            return &list->v[i];
+    return NULL;
 }
 
 /* Progress of an outbound message that left us; 0 for statuses receipts do not move. */
@@ -153,6 +171,82 @@ lead_address_norm(enum channel c, const char *s, char *buf, size_t cap)
     if (c == CHANNEL_WHATSAPP)
         return lead_phone_norm(s, buf, cap);
     return NULL;
+}
+
+/* The lower-case counterpart of a two-byte code point (U+0080..U+07FF), or cp itself. Only
+ * mappings between two-byte code points, so a fold never changes the length in UTF-8. */
+static unsigned
+fold2(unsigned cp)
+{
+    if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) || (cp >= 0x391 && cp <= 0x3ab && cp != 0x3a2) ||
+        (cp >= 0x410 && cp <= 0x42f))
+        return cp + 0x20; /* Latin-1 À..Þ, Greek Α..Ϋ, Cyrillic А..Я */
+    if (cp >= 0x400 && cp <= 0x40f)
+        return cp + 0x50; /* Cyrillic Ѐ..Џ */
+    if ((cp >= 0x100 && cp <= 0x12f) || (cp >= 0x132 && cp <= 0x137) ||
+        (cp >= 0x14a && cp <= 0x177))
+        return cp | 1u; /* Latin Extended-A: capital even, small odd */
+    if ((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17e))
+        return (cp & 1u) ? cp + 1 : cp; /* ... capital odd, small even */
+    switch (cp) {
+    case 0x178:
+        return 0xff; /* Ÿ */
+    case 0x386:
+        return 0x3ac; /* Ά */
+    case 0x388:
+    case 0x389:
+    case 0x38a:
+        return cp + 0x25; /* Έ Ή Ί */
+    case 0x38c:
+        return 0x3cc; /* Ό */
+    case 0x38e:
+    case 0x38f:
+        return cp + 0x3f; /* Ύ Ώ */
+    default:
+        return cp;
+    }
+}
+
+const char *
+lead_name_fold(const char *s, char *buf, size_t cap)
+{
+    size_t len;
+
+    if (s == NULL || (len = strlen(s)) >= cap)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf && i + 1 < len && ((unsigned char)s[i + 1] & 0xc0) == 0x80) {
+            unsigned cp = fold2(((c & 0x1fu) << 6) | ((unsigned char)s[i + 1] & 0x3fu));
+            buf[i] = (char)(0xc0 | (cp >> 6));
+            buf[i + 1] = (char)(0x80 | (cp & 0x3f));
+            i++;
+        } else {
+            buf[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+const char *
+lead_phone_query(const char *s, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    if (s == NULL)
+        return NULL;
+    for (; *s; s++) {
+        if (*s >= '0' && *s <= '9') {
+            if (n + 1 >= cap)
+                return NULL;
+            buf[n++] = *s;
+        } else if (strchr("+ -.()/", *s) == NULL) {
+            return NULL;
+        }
+    }
+    buf[n] = '\0';
+    return n > 0 ? buf : NULL;
 }
 
 const char *
@@ -263,6 +357,61 @@ lead_text_field_check(const char *field, const char *s, size_t len, size_t max,
     default:
         return sp_error_set(err, SP_EINVAL, field,
                             "%s must be shorter than or equal to %zu characters", field, max);
+    }
+}
+
+/* A manual message's part: present, not only blanks, UTF-8 without forbidden code points (line
+ * breaks and tabs allowed when multiline), at most max UTF-16 code units. */
+static int
+manual_part_check(const char *field, const char *s, size_t max, int multiline, struct sp_error *err)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len = s ? strlen(s) : 0, i = 0, units = 0;
+    int blank = 1;
+
+    if (s == NULL)
+        return sp_error_set(err, SP_EINVAL, field, "%s must be a string", field);
+    while (i < len) {
+        uint32_t cp;
+        size_t n = sp_utf8_decode(p + i, len - i, &cp);
+        if (n == 0)
+            return sp_error_set(err, SP_EINVAL, field, "%s must be valid UTF-8", field);
+        if (is_forbidden(cp) && !(multiline && (cp == '\n' || cp == '\r' || cp == '\t')))
+            return sp_error_set(err, SP_EINVAL, field,
+                                "%s must not contain control or bidirectional formatting "
+                                "characters",
+                                field);
+        if (cp != ' ' && cp != '\n' && cp != '\r' && cp != '\t')
+            blank = 0;
+        units += cp >= 0x10000 ? 2 : 1;
+        i += n;
+    }
+    if (blank)
+        return sp_error_set(err, SP_EINVAL, field, "%s should not be empty", field);
+    if (units > max)
+        return sp_error_set(err, SP_EINVAL, field,
+                            "%s must be shorter than or equal to %zu characters", field, max);
+    return SP_OK;
+}
+
+int
+lead_manual_message_check(enum channel c, const char *subject, const char *body, const char *text,
+                          struct sp_error *err)
+{
+    int rc;
+
+    switch (c) {
+    case CHANNEL_EMAIL:
+        rc = manual_part_check("channelMessage.subject", subject, MANUAL_SUBJECT_MAX, 0, err);
+        if (rc == SP_OK)
+            rc = manual_part_check("channelMessage.body", body, MANUAL_BODY_MAX, 1, err);
+        return rc;
+    case CHANNEL_WHATSAPP:
+        return manual_part_check("channelMessage.text", text, MANUAL_TEXT_MAX, 1, err);
+    default:
+        return sp_error_set(err, SP_EINVAL, "channel",
+                            "channel %s has no sender: messages go out on email, whatsapp",
+                            channel_name(c));
     }
 }
 

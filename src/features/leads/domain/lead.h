@@ -64,13 +64,17 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
-    EVENT_ADDRESS_ADDED,     /* a reply's sender became the lead's address on its channel */
-    EVENT_AI_REPLY_FAILED,   /* the model failed for good: template answer or none */
-    EVENT_AI_REPLY_SKIPPED,  /* no answer generated (the prospect asked us to stop) */
-    EVENT_MESSAGE_DELIVERED, /* a provider's receipt: on the recipient's device */
-    EVENT_MESSAGE_READ,      /* a provider's receipt: read */
+    EVENT_ADDRESS_ADDED,      /* a reply's sender became the lead's address on its channel */
+    EVENT_AI_REPLY_FAILED,    /* the model failed for good: template answer or none */
+    EVENT_AI_REPLY_SKIPPED,   /* no answer generated (the prospect asked us to stop) */
+    EVENT_MESSAGE_DELIVERED,  /* a provider's receipt: on the recipient's device */
+    EVENT_MESSAGE_READ,       /* a provider's receipt: read */
+    EVENT_OPTED_OUT,          /* the lead asked not to be contacted on a channel */
+    EVENT_OPTED_IN,           /* ... and may be contacted there again */
+    EVENT_MESSAGE_SUPPRESSED, /* a queued message was not sent: its channel is opted out */
+    EVENT_MESSAGE_RETRIED,    /* its failed send-message job was put back in line */
 };
-#define EVENT_TYPE_LAST EVENT_MESSAGE_READ
+#define EVENT_TYPE_LAST EVENT_MESSAGE_RETRIED
 
 struct lead {
     char id[SP_UUID_LEN + 1];
@@ -124,6 +128,39 @@ int lead_event_type_parse(const char *s, enum lead_event_type *out);
 
 const char *reply_source_name(enum reply_source s);
 
+/* Do not contact: a lead may opt out of each channel that reaches it (email, whatsapp). While
+ * it is opted out of a channel nothing is sent to it there: the worker suppresses every message
+ * on the channel at send time, whatever its kind. */
+enum opt_out_source {
+    OPT_OUT_SOURCE_API = 0,     /* an operator: POST /leads/:id/opt-out */
+    OPT_OUT_SOURCE_REPLY,       /* the lead's own reply asked us to stop (reply_stop_requested) */
+    OPT_OUT_SOURCE_UNSUBSCRIBE, /* the one-click unsubscribe link of an email (RFC 8058) */
+};
+#define LEAD_OPT_OUT_REASON_MAX 500 /* characters (UTF-16 code units, as text fields count) */
+
+struct lead_opt_out {
+    enum channel channel;
+    const char *reason; /* NULL when none was given */
+    enum opt_out_source source;
+    int64_t at; /* ms since epoch */
+};
+
+/* Every opt-out of one lead: at most one per channel, in channel order. */
+struct lead_opt_outs {
+    int n;
+    struct lead_opt_out v[CHANNEL_COUNT];
+};
+
+const char *opt_out_source_name(enum opt_out_source s);
+int opt_out_source_parse(const char *s, enum opt_out_source *out);
+/* The channels a lead can opt out of (those with addresses: email, whatsapp), as a mask of
+ * (1u << channel) bits. */
+#define LEAD_OPT_OUT_CHANNELS ((1u << CHANNEL_EMAIL) | (1u << CHANNEL_WHATSAPP))
+/* 1 when c is one of LEAD_OPT_OUT_CHANNELS. */
+int lead_opt_out_channel_valid(enum channel c);
+/* The opt-out of channel c in `list`, or NULL when the lead may be contacted there. */
+const struct lead_opt_out *lead_opt_out_find(const struct lead_opt_outs *list, enum channel c);
+
 /* A provider's delivery receipt for an outbound message: the status it moves the message to,
  * never backwards. sent < delivered < read; failed applies to a message not yet delivered or
  * read (a late "failed" for a message already read is history, not news). Returns 1 and sets
@@ -143,6 +180,19 @@ const char *lead_email_norm(const char *s, char *buf, size_t cap);
 const char *lead_phone_norm(const char *s, char *buf, size_t cap);
 /* The one of the two for channel c (email, whatsapp); NULL on other channels. */
 const char *lead_address_norm(enum channel c, const char *s, char *buf, size_t cap);
+
+/* The form of a name the lead list's `q` compares with (stored as leads.name_lower): s with
+ * its letters lower-cased: ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic capitals (the
+ * simple one-to-one mappings; each keeps its UTF-8 length, so the result is as long as s: a
+ * name of LEAD_NAME_MAX characters fits in LEAD_NORM_MAX). Bytes that are not such a letter,
+ * valid UTF-8 or not, are copied. Written into buf[cap]; returns buf, or NULL when s is NULL or
+ * does not fit. */
+const char *lead_name_fold(const char *s, char *buf, size_t cap);
+/* The digits of a search text that reads as (the start of) a phone number: ASCII digits with
+ * optional '+', spaces, '-', '.', '(', ')' and '/' around them, at least one digit; the list's
+ * `q` then also matches phones by their digits (lead_phone_norm). NULL when s is anything else
+ * (a name, an email) or does not fit in buf[cap]. */
+const char *lead_phone_query(const char *s, char *buf, size_t cap);
 
 /* Status after the lead's outbound message was sent: new becomes contacted, others stay. */
 enum lead_status lead_status_after_sent(enum lead_status s);
@@ -190,6 +240,21 @@ int lead_phone_number_valid(const char *s, size_t len);
 /* 1 if `s` is a valid address on channel c (email: lead_email_valid, whatsapp:
  * lead_phone_number_valid); 0 otherwise and on channels without addresses. */
 int lead_address_valid(enum channel c, const char *s, size_t len);
+
+/* An operator's manual message (POST /leads/:id/messages), bounded per channel: an email's
+ * subject (one line) and body, a WhatsApp text (Meta's limit). Characters are UTF-16 code units,
+ * as for the lead's fields. */
+#define MANUAL_SUBJECT_MAX 255
+#define MANUAL_BODY_MAX 20000
+#define MANUAL_TEXT_MAX 4096
+
+/* Checks a manual message's parts on channel c: email needs subject and body (text is NULL),
+ * whatsapp needs text (subject and body are NULL); each non-empty (not only blanks), within its
+ * bound, and valid UTF-8 without control characters (a body or text may hold line breaks and
+ * tabs; a subject may not). SP_EINVAL naming the field ("channelMessage.subject", ...) with a
+ * NestJS-style message; channels other than email and whatsapp are SP_EINVAL too. */
+int lead_manual_message_check(enum channel c, const char *subject, const char *body,
+                              const char *text, struct sp_error *err) SP_MUST_CHECK;
 
 /* The intent the mock AI reads in a prospect's reply. */
 enum reply_intent {

@@ -2,13 +2,17 @@
 #include "features/leads/presentation/leads_http.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/uuid.h"
 #include "features/leads/application/leads.h"
+#include "features/leads/presentation/jobs_http.h"
 
 #include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <jansson.h>
 #include <string.h>
@@ -321,6 +325,24 @@ send_json(struct http_response *resp, struct arena *a, int status, struct jsonw 
     http_json(resp, status, body, len);
 }
 
+/* 409 for a capture of a person already stored: the NestJS error body plus the lead's id, so a
+ * client (a landing page submitted twice) can carry on with the existing lead. */
+static void
+send_conflict(struct http_response *resp, struct arena *a, const struct sp_error *err,
+              const char *lead_id)
+{
+    struct jsonw w;
+
+    jsonw_init(&w, a, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "message", err->msg[0] ? err->msg : "Lead already exists");
+    jsonw_kstr(&w, "error", http_reason(409));
+    jsonw_kint(&w, "statusCode", 409);
+    jsonw_kstr(&w, "leadId", lead_id);
+    jsonw_obj_end(&w);
+    send_json(resp, a, 409, &w);
+}
+
 void
 leads_http_create(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
 {
@@ -341,6 +363,10 @@ leads_http_create(const struct leads_deps *d, struct http_request *req, struct h
     }
     json_decref(body);
     rc = leads_create(d, &in, req->arena, &lead, &err);
+    if (rc == SP_ECONFLICT && lead.id[0] != '\0') {
+        send_conflict(resp, req->arena, &err, lead.id);
+        return;
+    }
     if (rc != SP_OK) {
         leads_http_error(resp, req->arena, rc, &err);
         return;
@@ -586,22 +612,8 @@ static void
 render_jobs(struct jsonw *w, const struct lead_details *det)
 {
     jsonw_arr_begin(w);
-    for (int i = 0; i < det->njobs; i++) {
-        const struct job *j = &det->jobs[i];
-        jsonw_obj_begin(w);
-        jsonw_kstr(w, "id", j->id);
-        jsonw_kstr(w, "name", j->name);
-        jsonw_kstr(w, "messageId", j->key);
-        jsonw_kstr(w, "state", job_state_name(j->state));
-        jsonw_kint(w, "attemptsMade", j->attempts_made);
-        jsonw_kint(w, "maxAttempts", j->max_attempts);
-        jsonw_kstr(w, "lastError", j->last_error);
-        jsonw_ktime(w, "createdAt", j->created_at, 0);
-        jsonw_ktime(w, "updatedAt", j->updated_at, 0);
-        jsonw_ktime(w, "runAt", j->run_at, 1);
-        jsonw_ktime(w, "finishedAt", j->finished_at, 1);
-        jsonw_obj_end(w);
-    }
+    for (int i = 0; i < det->njobs; i++)
+        jobs_http_render(w, &det->jobs[i], 0); /* the record GET /jobs/:id shows, less leadId */
     jsonw_arr_end(w);
 }
 
@@ -631,9 +643,54 @@ leads_http_details(const struct leads_deps *d, struct http_request *req, struct 
     render_event_array(&w, det.events, det.nevents);
     jsonw_key(&w, "jobs");
     render_jobs(&w, &det);
+    /* Like "more": only when there is something to say, so an ordinary lead keeps the NestJS
+     * shape exactly. */
+    if (det.opt_outs.n > 0) {
+        jsonw_key(&w, "optOut");
+        leads_http_render_opt_outs(&w, &det.opt_outs);
+    }
     render_more(&w, req->arena, &det);
     jsonw_obj_end(&w);
     send_json(resp, req->arena, 200, &w);
+}
+
+/* Messages for query keys that are not `allowed` or are given more than once (one message
+ * per key). */
+static void
+query_keys_check(struct http_request *req, const char *const *allowed, struct msgs *m)
+{
+    for (int i = 0; i < req->nquery; i++) {
+        int ok = 0, seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(req->query_keys[j], req->query_keys[i]) == 0;
+        if (seen)
+            continue;
+        for (const char *const *p = allowed; *p; p++)
+            ok |= strcmp(*p, req->query_keys[i]) == 0;
+        if (!ok)
+            msg_add(m,
+                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
+        else if (http_query_count(req, req->query_keys[i]) > 1)
+            msg_add(m, arena_printf(req->arena, "%s must be given once", req->query_keys[i]));
+    }
+}
+
+/* The limit query argument, 1..max; `def` when absent; a message otherwise. */
+static int
+query_limit(struct http_request *req, int def, int max, struct msgs *m)
+{
+    const char *v = http_query(req, "limit");
+    char *end = NULL;
+    long n;
+
+    if (v == NULL)
+        return def;
+    n = (*v >= '0' && *v <= '9') ? strtol(v, &end, 10) : 0;
+    if (end == NULL || *end != '\0' || n < 1 || n > max) {
+        msg_add(m, arena_printf(req->arena, "limit must be an integer from 1 to %d", max));
+        return def;
+    }
+    return (int)n;
 }
 
 /* The paging query: only `allowed` keys, each at most once; limit 1..LEADS_PAGE_MAX (default
@@ -646,27 +703,8 @@ page_query(struct http_request *req, struct http_response *resp, const char *con
     struct msgs m = {0};
     const char *v;
 
-    for (int i = 0; i < req->nquery; i++) {
-        int ok = 0;
-        for (const char *const *p = allowed; *p; p++)
-            ok |= strcmp(*p, req->query_keys[i]) == 0;
-        if (!ok)
-            msg_add(&m,
-                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
-        else if (http_query_count(req, req->query_keys[i]) > 1)
-            msg_add(&m, arena_printf(req->arena, "%s must be given once", req->query_keys[i]));
-    }
-    *limit = LEADS_PAGE_DEFAULT;
-    v = http_query(req, "limit");
-    if (v) {
-        char *end = NULL;
-        long n = (*v >= '0' && *v <= '9') ? strtol(v, &end, 10) : 0;
-        if (end == NULL || *end != '\0' || n < 1 || n > LEADS_PAGE_MAX)
-            msg_add(&m, arena_printf(req->arena, "limit must be an integer from 1 to %d",
-                                     LEADS_PAGE_MAX));
-        else
-            *limit = (int)n;
-    }
+    query_keys_check(req, allowed, &m);
+    *limit = query_limit(req, LEADS_PAGE_DEFAULT, LEADS_PAGE_MAX, &m);
     *before = 0;
     v = http_query(req, "cursor");
     if (v && list && cursor_parse(v, list, before) != 0)
@@ -755,4 +793,416 @@ leads_http_events(const struct leads_deps *d, struct http_request *req, struct h
     jsonw_key(&w, "items");
     render_event_array(&w, events, page.n);
     send_page_end(resp, req->arena, &w, CURSOR_EVENTS, &page);
+}
+
+/* ---- do not contact ----------------------------------------------------------------------- */
+
+void
+leads_http_render_opt_outs(struct jsonw *w, const struct lead_opt_outs *o)
+{
+    jsonw_obj_begin(w);
+    for (int i = 0; i < o->n; i++) {
+        jsonw_key(w, channel_name(o->v[i].channel));
+        jsonw_obj_begin(w);
+        jsonw_kstr(w, "reason", o->v[i].reason);
+        jsonw_ktime(w, "at", o->v[i].at, 0);
+        jsonw_kstr(w, "source", opt_out_source_name(o->v[i].source));
+        jsonw_obj_end(w);
+    }
+    jsonw_obj_end(w);
+}
+
+#define OPT_OUT_CHANNEL_MSG "channel must be one of the following values: email, whatsapp"
+
+/* A channel that can be opted out of, as its mask bit; 0 when it is not one. */
+static unsigned
+opt_out_channel_bit(const char *s)
+{
+    enum channel c;
+
+    if (s == NULL || channel_parse(s, &c) != 0 || !lead_opt_out_channel_valid(c))
+        return 0;
+    return 1u << c;
+}
+
+static void
+send_opt_outs(struct http_response *resp, struct arena *a, const char *lead_id,
+              const struct lead_opt_outs *o)
+{
+    struct jsonw w;
+
+    jsonw_init(&w, a, 16 * 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "leadId", lead_id);
+    jsonw_key(&w, "optOut");
+    leads_http_render_opt_outs(&w, o);
+    jsonw_obj_end(&w);
+    send_json(resp, a, 200, &w);
+}
+
+static int
+validate_opt_out(json_t *body, struct arena *a, struct opt_out_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"channel", "reason", NULL};
+    json_t *channel = json_object_get(body, "channel");
+    json_t *reason = json_object_get(body, "reason");
+
+    check_unknown(body, allowed, a, m);
+    in->channels = LEAD_OPT_OUT_CHANNELS;
+    if (channel != NULL && !json_is_null(channel)) {
+        in->channels =
+            json_is_string(channel) ? opt_out_channel_bit(json_string_value(channel)) : 0;
+        if (in->channels == 0)
+            msg_add(m, OPT_OUT_CHANNEL_MSG);
+    }
+    in->reason = opt_string(body, "reason", LEAD_OPT_OUT_REASON_MAX, a, m);
+    if (in->reason && blank(in->reason)) {
+        msg_add(m, "reason should not be empty");
+        in->reason = NULL;
+    } else if (json_is_string(reason)) {
+        in->reason = clean_text("reason", in->reason, LEAD_OPT_OUT_REASON_MAX, a, m);
+    }
+    return m->n == 0;
+}
+
+void
+leads_http_opt_out(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct opt_out_input in = {0};
+    struct lead_opt_outs out;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    json_t *body;
+    int rc;
+
+    in.lead_id = lead_id_param(req, resp);
+    if (in.lead_id == NULL)
+        return;
+    body = parse_body(req, resp);
+    if (body == NULL)
+        return;
+    if (!validate_opt_out(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    in.source = OPT_OUT_SOURCE_API;
+    rc = leads_opt_out(d, &in, req->arena, &out, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    send_opt_outs(resp, req->arena, in.lead_id, &out);
+}
+
+void
+leads_http_opt_in(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct lead_opt_outs out;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    const char *id = lead_id_param(req, resp);
+    const char *channel;
+    unsigned channels = LEAD_OPT_OUT_CHANNELS;
+    int rc;
+
+    if (id == NULL)
+        return;
+    for (int i = 0; i < req->nquery; i++)
+        if (strcmp(req->query_keys[i], "channel") != 0)
+            msg_add(&m,
+                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
+    channel = http_query(req, "channel");
+    if (http_query_count(req, "channel") > 1) {
+        msg_add(&m, "channel must be given once");
+    } else if (channel != NULL) {
+        channels = opt_out_channel_bit(channel);
+        if (channels == 0)
+            msg_add(&m, OPT_OUT_CHANNEL_MSG);
+    }
+    if (m.n > 0) {
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    rc = leads_opt_in(d, id, channels, req->arena, &out, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    send_opt_outs(resp, req->arena, id, &out);
+}
+
+/* ---- manual messages ---------------------------------------------------------------------- */
+
+/* A string member of channelMessage, or NULL (with a message) when it is not one. Presence and
+ * content are the use case's checks (lead_manual_message_check). */
+static const char *
+manual_part(json_t *content, const char *key, struct arena *a, struct msgs *m)
+{
+    json_t *v = json_object_get(content, key);
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        msg_add(m, arena_printf(a, "channelMessage.%s must be a string", key));
+        return NULL;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        msg_add(m, arena_printf(a, "channelMessage.%s must not contain NUL characters", key));
+        return NULL;
+    }
+    return arena_strndup(a, json_string_value(v), json_string_length(v));
+}
+
+static int
+validate_manual(json_t *body, struct arena *a, struct manual_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"channel", "channelMessage", NULL};
+    static const char *const email_keys[] = {"subject", "body", NULL};
+    static const char *const wa_keys[] = {"text", NULL};
+    json_t *channel = json_object_get(body, "channel");
+    json_t *content = json_object_get(body, "channelMessage");
+    int channel_ok = 0;
+
+    check_unknown(body, allowed, a, m);
+    if (!json_is_string(channel) || channel_parse(json_string_value(channel), &in->channel) != 0)
+        msg_add(m, "channel must be one of the following values: email, whatsapp, linkedin, "
+                   "voice, ads");
+    else
+        channel_ok = 1;
+    if (content == NULL || json_is_null(content)) {
+        msg_add(m, "channelMessage should not be empty");
+        msg_add(m, "channelMessage must be an object");
+    } else if (!json_is_object(content)) {
+        msg_add(m, "channelMessage must be an object");
+    } else if (channel_ok && (in->channel == CHANNEL_EMAIL || in->channel == CHANNEL_WHATSAPP)) {
+        const char *const *keys = in->channel == CHANNEL_EMAIL ? email_keys : wa_keys;
+        const char *key;
+        json_t *v;
+
+        json_object_foreach(content, key, v)
+        {
+            int ok = 0;
+            for (const char *const *k = keys; *k; k++)
+                ok |= strcmp(*k, key) == 0;
+            if (!ok)
+                msg_add(m, arena_printf(a, "property channelMessage.%s should not exist", key));
+        }
+        if (in->channel == CHANNEL_EMAIL) {
+            in->subject = manual_part(content, "subject", a, m);
+            in->body = manual_part(content, "body", a, m);
+            if (in->subject == NULL && json_object_get(content, "subject") == NULL)
+                msg_add(m, "channelMessage.subject should not be empty");
+            if (in->body == NULL && json_object_get(content, "body") == NULL)
+                msg_add(m, "channelMessage.body should not be empty");
+        } else {
+            in->text = manual_part(content, "text", a, m);
+            if (in->text == NULL && json_object_get(content, "text") == NULL)
+                msg_add(m, "channelMessage.text should not be empty");
+        }
+    }
+    return m->n == 0;
+}
+
+void
+leads_http_send_message(const struct leads_deps *d, struct http_request *req,
+                        struct http_response *resp)
+{
+    struct manual_input in = {0};
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    struct message msg;
+    struct jsonw w;
+    json_t *body;
+    int rc;
+
+    in.lead_id = lead_id_param(req, resp);
+    if (in.lead_id == NULL)
+        return;
+    body = parse_body(req, resp);
+    if (body == NULL)
+        return;
+    if (!validate_manual(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    rc = leads_send_manual(d, &in, req->arena, &msg, &err);
+    if (rc == SP_ECONFLICT) {
+        /* A NestJS ConflictException: the message as one sentence. */
+        const char *text = err.msg[0] ? err.msg : "Lead opted out of the channel";
+        http_error(resp, req->arena, 409, &text, 1, 0);
+        return;
+    }
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    render_message(&w, &msg);
+    send_json(resp, req->arena, 201, &w);
+}
+
+/* ---- GET /leads ------------------------------------------------------------------------ */
+
+/* The list's cursor: the position of a page's last lead (struct lead_list_pos), created_at
+ * then seq as two big-endian 64-bit integers, in unpadded base64url: 22 characters, opaque to
+ * clients. */
+#define LIST_CURSOR_LEN 22
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static const char *
+list_cursor_render(struct arena *a, const struct lead_list_pos *pos)
+{
+    unsigned char raw[16];
+    char *out = arena_alloc(a, LIST_CURSOR_LEN + 1);
+    int o = 0;
+
+    for (int i = 0; i < 8; i++) {
+        raw[i] = (unsigned char)((uint64_t)pos->created_at >> (56 - 8 * i));
+        raw[8 + i] = (unsigned char)((uint64_t)pos->seq >> (56 - 8 * i));
+    }
+    for (int i = 0; i < 15; i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (unsigned)raw[i + 1] << 8 | raw[i + 2];
+        out[o++] = B64URL[v >> 18 & 63];
+        out[o++] = B64URL[v >> 12 & 63];
+        out[o++] = B64URL[v >> 6 & 63];
+        out[o++] = B64URL[v & 63];
+    }
+    out[o++] = B64URL[raw[15] >> 2];
+    out[o++] = B64URL[(raw[15] & 3) << 4];
+    out[o] = '\0';
+    return out;
+}
+
+/* Parses a cursor of list_cursor_render; -1 when it is not one (or names a position no lead
+ * can have). */
+static int
+list_cursor_parse(const char *s, struct lead_list_pos *pos)
+{
+    unsigned char raw[16];
+    unsigned d[LIST_CURSOR_LEN];
+    uint64_t at = 0, seq = 0;
+
+    if (strlen(s) != LIST_CURSOR_LEN)
+        return -1;
+    for (int i = 0; i < LIST_CURSOR_LEN; i++) {
+        const char *p = strchr(B64URL, s[i]);
+        if (p == NULL)
+            return -1;
+        d[i] = (unsigned)(p - B64URL);
+    }
+    if (d[21] & 15)
+        return -1; /* bits past the last byte: not a cursor we made */
+    for (int i = 0, o = 0; i < 20; i += 4) {
+        unsigned v = d[i] << 18 | d[i + 1] << 12 | d[i + 2] << 6 | d[i + 3];
+        raw[o++] = (unsigned char)(v >> 16);
+        raw[o++] = (unsigned char)(v >> 8);
+        raw[o++] = (unsigned char)v;
+    }
+    raw[15] = (unsigned char)(d[20] << 2 | d[21] >> 4);
+    for (int i = 0; i < 8; i++) {
+        at = at << 8 | raw[i];
+        seq = seq << 8 | raw[8 + i];
+    }
+    pos->created_at = (int64_t)at;
+    pos->seq = (int64_t)seq;
+    if (pos->seq <= 0 || pos->created_at < LEAD_TIME_MIN || pos->created_at > LEAD_TIME_MAX)
+        return -1;
+    return 0;
+}
+
+/* An ISO 8601 time in UTC (sp_time_parse), or a date alone (its midnight, UTC). */
+static int
+query_time(const char *v, int64_t *ms)
+{
+    char buf[32];
+
+    if (strlen(v) == 10) {
+        snprintf(buf, sizeof(buf), "%sT00:00:00Z", v);
+        v = buf;
+    }
+    return sp_time_parse(v, ms);
+}
+
+static void
+list_time(struct http_request *req, const char *key, int64_t *ms, struct msgs *m)
+{
+    const char *v = http_query(req, key);
+
+    if (v != NULL && query_time(v, ms) != 0)
+        msg_add(m, arena_printf(req->arena, "%s must be a valid ISO 8601 date string", key));
+}
+
+/* The query of GET /leads into *q; messages for what is wrong. */
+static void
+list_query(struct http_request *req, struct leads_list_query *q, struct msgs *m)
+{
+    static const char *const allowed[] = {"status", "q", "createdAfter", "createdBefore", "limit",
+                                          "cursor", NULL};
+    const char *v;
+
+    memset(q, 0, sizeof(*q));
+    query_keys_check(req, allowed, m);
+    v = http_query(req, "status");
+    if (v != NULL && lead_status_parse(v, &q->status) != 0)
+        msg_add(m, "status must be one of the following values: new, contacted, replied, "
+                   "converted, dead");
+    q->has_status = v != NULL;
+    v = http_query(req, "q");
+    if (v != NULL) {
+        struct sp_error err = {0};
+        if (blank(v))
+            msg_add(m, "q should not be empty");
+        else if (lead_text_field_check("q", v, strlen(v), LEAD_NAME_MAX, &err) != SP_OK)
+            msg_add(m, arena_strdup(req->arena, err.msg));
+        q->q = v;
+    }
+    q->created_after = LEAD_TIME_MIN - 1;
+    q->created_before = LEAD_TIME_MAX + 1;
+    list_time(req, "createdAfter", &q->created_after, m);
+    list_time(req, "createdBefore", &q->created_before, m);
+    q->limit = query_limit(req, LEADS_LIST_DEFAULT, LEAD_LIST_MAX, m);
+    v = http_query(req, "cursor");
+    if (v != NULL && list_cursor_parse(v, &q->after) != 0)
+        msg_add(m, "cursor is not valid");
+}
+
+void
+leads_http_list(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct leads_list_query q;
+    struct lead_list_page page;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    struct lead *leads;
+    struct jsonw w;
+    int rc;
+
+    list_query(req, &q, &m);
+    if (m.n > 0) {
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    rc = leads_list(d, &q, req->arena, &leads, &page, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_key(&w, "items");
+    jsonw_arr_begin(&w);
+    for (int i = 0; i < page.n; i++)
+        render_lead(&w, &leads[i]);
+    jsonw_arr_end(&w);
+    jsonw_key(&w, "nextCursor");
+    if (page.has_next)
+        jsonw_str(&w, list_cursor_render(req->arena, &page.next));
+    else
+        jsonw_null(&w);
+    jsonw_obj_end(&w);
+    send_json(resp, req->arena, 200, &w);
 }
