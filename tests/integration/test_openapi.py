@@ -18,6 +18,7 @@ openapi_document).
 """
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import time
@@ -26,7 +27,7 @@ import uuid
 
 import jsonschema
 
-from harness import assert_eq, wait_until
+from harness import HOST, Response, assert_eq, wait_until
 
 DOC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
                         "openapi.json")
@@ -95,6 +96,10 @@ class Spec:
         outside the schema of its media type."""
         problems = []
         declared = {}
+        for scheme in self.doc["components"]["securitySchemes"].values():
+            if scheme.get("in") == "query":  # a key in the query: `security` declares it
+                declared[("query", scheme["name"])] = {"in": "query", "name": scheme["name"],
+                                                       "schema": {"type": "string"}}
         for p in op.get("parameters", []):
             p = self.deref(p, "parameters")
             declared[(p["in"], p["name"].lower() if p["in"] == "header" else p["name"])] = p
@@ -183,7 +188,7 @@ class Api:
         self.spec = spec
 
     def call(self, method, template, status, params=None, query=None, body=None, headers=None,
-             auth=True, validation_error=True):
+             auth=True, validation_error=True, stream=False):
         path = template
         for k, v in (params or {}).items():
             path = path.replace("{%s}" % k, urllib.parse.quote(v, safe=""))
@@ -192,7 +197,10 @@ class Api:
         hdrs = dict(headers or {})
         if auth:
             hdrs["X-API-Key"] = KEY
-        r = self.srv.request(method, path, body=body, headers=hdrs)
+        if stream:
+            r = self.stream_head(path, hdrs)
+        else:
+            r = self.srv.request(method, path, body=body, headers=hdrs)
         self.spec.check(method, template, r, status)
         # The request against the document: what the API took is valid under it (the document
         # is not stricter than the API); what it refused as invalid input is not (the document
@@ -206,6 +214,18 @@ class Api:
             assert problems, "%s %s answered 400 but the document takes the request" % (
                 method, template)
         return r
+
+
+    def stream_head(self, path, headers):
+        """GET of a stream that does not end: its status, headers and first bytes (its first
+        chunk), then the connection closed."""
+        conn = http.client.HTTPConnection(HOST, self.srv.port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            return Response(r.status, r.getheaders(), r.read1(65536))
+        finally:
+            conn.close()
 
 
 def unsubscribe_token(lead_id, secret=UNSUB_SECRET):
@@ -410,6 +430,18 @@ def test_every_route_answers_as_documented(env):
             ({"name": ""}, 400),
             ({"name": "n" * 129}, 400)]:
         api.call("GET", "/jobs", status, query=query)
+
+    # ---- the live timeline: each stream's head (status, headers, first bytes), then closed
+    first_event = api.call("GET", "/leads/{id}/events", 200, {"id": lid}).json()["items"][0]
+    r = api.call("GET", "/events", 200, query={"leadId": lid}, stream=True)
+    assert r.body.startswith(b"retry: "), "the stream's first bytes: %r" % (r.body,)
+    api.call("GET", "/events", 200, query={"key": KEY}, auth=False, stream=True)
+    api.call("GET", "/events", 200, headers={"Last-Event-ID": first_event["id"]}, stream=True)
+    api.call("GET", "/events", 400, query={"leadId": "nope"})
+    api.call("GET", "/events", 400, query={"since": "now"})
+    api.call("GET", "/events", 404, query={"leadId": unknown})
+    api.call("GET", "/events", 404, headers={"Last-Event-ID": unknown}, validation_error=False)
+    api.call("GET", "/events", 401, auth=False)
 
     # ---- do not contact
     api.call("POST", "/leads/{id}/opt-out", 200, {"id": lid},
