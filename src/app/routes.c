@@ -1,7 +1,8 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
  * webhooks, each on a session of its own, the liveness (/health) and readiness (/ready)
- * probes, and the API-key check that guards every route but /health, the webhooks (signed by
- * their providers) and CORS preflights when API_KEYS is set.
+ * probes, the dashboard's static files (/ and the files under /ui/, app/ui.h), and the API-key
+ * check that guards every route but /health, the webhooks (signed by their providers), the
+ * dashboard's files (the page asks for the key itself) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -9,6 +10,7 @@
 #include "app/wiring.h"
 
 #include "app/error_body.h"
+#include "app/ui.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
@@ -183,12 +185,28 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
-/* Routes open without an API key: the liveness probe, and the providers' webhooks, which
- * cannot send our key and prove themselves with their own signatures instead. */
+static void
+route_ui_index(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    (void)ctx;
+    ui_http_index(req, resp);
+}
+
+static void
+route_ui_asset(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    ui_http_asset(req, resp, app->keys.n > 0);
+}
+
+/* Routes open without an API key: the liveness probe; the providers' webhooks, which cannot
+ * send our key and prove themselves with their own signatures instead; and the dashboard's
+ * files, which hold no data (the page asks for the key and sends it on every API call). */
 static int
 route_is_open(const char *path)
 {
-    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0;
+    return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0 ||
+           strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0;
 }
 
 void
@@ -239,6 +257,8 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
+    rc |= http_router_add(r, "GET", "/", route_ui_index, app);
+    rc |= http_router_add(r, "GET", "/ui/:file", route_ui_asset, app);
     if (rc != 0) {
         log_error("route table full");
         abort();
