@@ -237,7 +237,8 @@ senders_init(struct app *app, struct sp_error *err)
         const struct config *c = app->cfg;
         struct smtp_sender_config sc = {
             c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
-            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms,
+            c->public_url, c->unsubscribe_secret};
         rc = smtp_sender_new(&sc, &app->smtp, err);
         if (rc != SP_OK)
             return rc;
@@ -338,6 +339,9 @@ start_http(struct app *app, struct sp_error *err)
         .body_min_rate = cfg->http_body_min_rate,
         .max_conns_per_ip = cfg->http_max_conns_per_ip,
         .body_budget = (size_t)cfg->http_body_budget_mb * 1024 * 1024,
+        /* Inbound email comes with its attachments (dropped once counted). */
+        .large_body_prefix = "/webhooks/email",
+        .large_body_max = (size_t)cfg->email_webhook_max_mb * 1024 * 1024,
     };
 
     /* Request bodies (up to 1 MiB each) are malloc'd and freed per request. glibc raises its
@@ -461,7 +465,8 @@ app_check_providers(const struct config *c, FILE *f)
     if (strcmp(c->email_provider, "smtp") == 0) {
         struct smtp_sender_config sc = {
             c->smtp_url,   c->smtp_username,      c->smtp_password,      c->smtp_ca_file,
-            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms};
+            c->email_from, c->email_reply_domain, c->email_reply_secret, (long)c->smtp_timeout_ms,
+            c->public_url, c->unsubscribe_secret};
         struct smtp_sender *s = NULL;
         config_url_redact(c->smtp_url, label, sizeof(label));
         rc = smtp_sender_new(&sc, &s, &err);

@@ -111,6 +111,11 @@ static const struct config_key keys[] = {
      "set: Reply-To is reply+<token>@<this domain>, the token naming the lead"},
     {"EMAIL_REPLY_SECRET", "email-reply-secret", K_STR, OFF(email_reply_secret), NULL, 0, 0, 1,
      "HMAC key of the Reply-To token (16+ characters; needed with EMAIL_REPLY_DOMAIN)"},
+    {"PUBLIC_URL", "public-url", K_STR, OFF(public_url), NULL, 0, 0, 0,
+     "the service's base URL as recipients reach it (http(s)://host[:port][/path]); set: emails "
+     "carry one-click List-Unsubscribe links to {PUBLIC_URL}/unsubscribe/{token}"},
+    {"UNSUBSCRIBE_SECRET", "unsubscribe-secret", K_STR, OFF(unsubscribe_secret), NULL, 0, 0, 1,
+     "HMAC key of the unsubscribe links' tokens (16+ characters; needed with PUBLIC_URL)"},
     {"WHATSAPP_PROVIDER", "whatsapp-provider", K_STR, OFF(whatsapp_provider), "mock", 0, 0, 0,
      "mock or cloud: who sends the whatsapp channel (cloud: Meta's WhatsApp Cloud API)"},
     {"WHATSAPP_API_URL", "whatsapp-api-url", K_STR, OFF(whatsapp_api_url),
@@ -133,6 +138,10 @@ static const struct config_key keys[] = {
      OFF(email_webhook_signing_key), NULL, 0, 0, 1,
      "the inbound email provider's (Mailgun's) webhook signing key: POST /webhooks/email (unset: "
      "503)"},
+    {"EMAIL_WEBHOOK_MAX_MB", "email-webhook-max-mb", K_INT, OFF(email_webhook_max_mb), "25", 1,
+     1024, 0,
+     "largest POST /webhooks/email body (MiB): an email with its attachments (other routes: 1 "
+     "MiB)"},
     {"WHATSAPP_TIMEOUT_MS", "whatsapp-timeout-ms", K_LONG, OFF(whatsapp_timeout_ms), "30000", 100,
      600000, 0, "the whole Cloud API call of one message (ms); connecting takes at most 10 s"},
     {"AI_PROVIDER", "ai-provider", K_STR, OFF(ai_provider), "mock", 0, 0, 0,
@@ -414,6 +423,47 @@ cors_origins_ok(const char *s)
     return n > 0;
 }
 
+/* PUBLIC_URL: http(s)://host[:port][/path], printable ASCII with nothing that would need
+ * escaping inside <...> of a header or in an href (no spaces, quotes, brackets, commas), no
+ * query or fragment (the links append a path). */
+static int
+public_url_ok(const char *s)
+{
+    const char *host;
+
+    if (strncmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else
+        return 0;
+    if (strlen(s) > 200 || *host == '\0' || *host == '/')
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || strchr("<>\"',\\?#`{}|^", *p))
+            return 0;
+    return 1;
+}
+
+/* PUBLIC_URL and UNSUBSCRIBE_SECRET: the one-click unsubscribe links. */
+static int
+validate_unsubscribe(const struct config *cfg, struct sp_error *err)
+{
+    if (cfg->public_url && !public_url_ok(cfg->public_url))
+        return sp_error_set(err, SP_EINVAL, "PUBLIC_URL",
+                            "config: PUBLIC_URL: must be http(s)://host[:port][/path] without "
+                            "query, fragment, spaces or quotes (got \"%.60s\")",
+                            cfg->public_url);
+    if (cfg->unsubscribe_secret && strlen(cfg->unsubscribe_secret) < 16)
+        return sp_error_set(err, SP_EINVAL, "UNSUBSCRIBE_SECRET",
+                            "config: UNSUBSCRIBE_SECRET: must be 16 characters or more");
+    if (cfg->public_url && cfg->unsubscribe_secret == NULL)
+        return sp_error_set(err, SP_EINVAL, "UNSUBSCRIBE_SECRET",
+                            "config: UNSUBSCRIBE_SECRET: needed with PUBLIC_URL (16 characters or "
+                            "more)");
+    return SP_OK;
+}
+
 static int
 validate(const struct config *cfg, struct sp_error *err)
 {
@@ -439,6 +489,8 @@ validate(const struct config *cfg, struct sp_error *err)
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
     rc = validate_email(cfg, err);
+    if (rc == SP_OK)
+        rc = validate_unsubscribe(cfg, err);
     if (rc == SP_OK)
         rc = validate_ai(cfg, err);
     if (rc != SP_OK)

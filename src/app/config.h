@@ -48,12 +48,15 @@ struct config {
     char *email_from;
     char *email_reply_domain;
     char *email_reply_secret;
+    char *public_url;
+    char *unsubscribe_secret;
     char *whatsapp_provider;
     char *whatsapp_api_url;
     char *whatsapp_phone_number_id;
     char *whatsapp_token;
     char *whatsapp_app_secret;
     long long idempotency_ttl_s;
+    int email_webhook_max_mb;
     char *whatsapp_verify_token;
     char *email_webhook_signing_key;
     char *whatsapp_welcome_template;

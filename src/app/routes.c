@@ -1,7 +1,8 @@
-/* routes.c: the HTTP routes of the process: the leads controller's routes and the providers'
- * webhooks, each on a session of its own, the liveness (/health) and readiness (/ready)
- * probes, the dashboard's static files (/ and the files under /ui/, app/ui.h), and the API-key
- * check that guards every route but /health, the webhooks (signed by their providers), the
+/* routes.c: the HTTP routes of the process: the leads controller's routes, the providers'
+ * webhooks and the email unsubscribe links, each on a session of its own, the liveness
+ * (/health) and readiness (/ready) probes, the dashboard's static files (/ and the files under
+ * /ui/, app/ui.h), and the API-key check that guards every route but /health, the webhooks
+ * (signed by their providers), the unsubscribe links (their token is the credential), the
  * dashboard's files (the page asks for the key itself) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
@@ -124,6 +125,58 @@ route_events(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_opt_out(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_opt_out, req, resp);
+}
+
+static void
+route_opt_in(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_opt_in, req, resp);
+}
+
+static void
+route_send_message(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_send_message, req, resp);
+}
+
+/* The unsubscribe links' handlers take their key besides the session's deps. */
+typedef void (*unsubscribe_fn)(const struct unsubscribe_config *c, const struct leads_deps *d,
+                               struct http_request *req, struct http_response *resp);
+
+static void
+with_unsubscribe_session(struct app *app, unsubscribe_fn fn, struct http_request *req,
+                         struct http_response *resp)
+{
+    struct session s;
+    struct leads_deps d;
+    struct sp_error err = {0};
+    int rc = request_session_open(app, &s, &err);
+
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    d = leads_deps_for(app, &s);
+    fn(&app->unsubscribe, &d, req, resp);
+    session_close(app, &s);
+}
+
+static void
+route_unsubscribe_page(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_unsubscribe_session(ctx, unsubscribe_http_page, req, resp);
+}
+
+static void
+route_unsubscribe_post(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_unsubscribe_session(ctx, unsubscribe_http_confirm, req, resp);
+}
+
+static void
 route_wa_verify(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
@@ -199,14 +252,17 @@ route_ui_asset(void *ctx, struct http_request *req, struct http_response *resp)
     ui_http_asset(req, resp, app->keys.n > 0);
 }
 
-/* Routes open without an API key: the liveness probe; the providers' webhooks, which cannot
- * send our key and prove themselves with their own signatures instead; and the dashboard's
- * files, which hold no data (the page asks for the key and sends it on every API call). */
+/* Routes open without an API key: the liveness probe, the providers' webhooks, which cannot
+ * send our key and prove themselves with their own signatures instead, the unsubscribe
+ * links of our emails, followed by their recipients (and their mail providers) with the token
+ * of the link as the only credential, and the dashboard's files, which hold no data (the page
+ * asks for the key and sends it on every API call). */
 static int
 route_is_open(const char *path)
 {
     return strcmp(path, "/health") == 0 || strncmp(path, "/webhooks/", 10) == 0 ||
-           strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0;
+           strncmp(path, "/unsubscribe/", 13) == 0 || strcmp(path, "/") == 0 ||
+           strncmp(path, "/ui/", 4) == 0;
 }
 
 void
@@ -245,6 +301,7 @@ routes_init(struct app *app)
     app->webhooks.email_reply_secret = app->cfg->email_reply_secret;
     atomic_init(&app->webhooks.calls, 0);
     idempotency_init(&app->idem, app->cfg->idempotency_ttl_s, app->keys.n > 0);
+    app->unsubscribe.secret = app->cfg->unsubscribe_secret;
     http_router_init(r);
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
@@ -254,6 +311,11 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);
     rc |= http_router_add(r, "GET", "/leads/:id/messages", route_messages, app);
     rc |= http_router_add(r, "GET", "/leads/:id/events", route_events, app);
+    rc |= http_router_add(r, "POST", "/leads/:id/messages", route_send_message, app);
+    rc |= http_router_add(r, "POST", "/leads/:id/opt-out", route_opt_out, app);
+    rc |= http_router_add(r, "DELETE", "/leads/:id/opt-out", route_opt_in, app);
+    rc |= http_router_add(r, "GET", "/unsubscribe/:token", route_unsubscribe_page, app);
+    rc |= http_router_add(r, "POST", "/unsubscribe/:token", route_unsubscribe_post, app);
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);

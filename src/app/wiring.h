@@ -11,6 +11,7 @@
 #include "core/event_bus.h"
 #include "core/http.h"
 #include "core/queue_signal.h"
+#include "features/messaging/presentation/unsubscribe_http.h"
 #include "features/messaging/presentation/webhooks_http.h"
 #include "app/idempotency.h"
 #include "features/leads/application/leads.h"
@@ -80,12 +81,13 @@ struct app {
     struct sender_registry senders;
     struct event_bus bus;
     struct leads_policy policy;
-    struct content_gen *gen;          /* answers: AI_PROVIDER's generator */
-    struct content_gen *fallback_gen; /* AI_FALLBACK=template: the mock's; else NULL */
-    struct openai_content *openai;    /* AI_PROVIDER=openai, else NULL */
-    struct api_keys keys;             /* API_KEYS as digests */
-    struct webhooks_config webhooks;  /* the providers' webhook settings */
-    struct idempotency idem;          /* Idempotency-Key of POST requests */
+    struct content_gen *gen;               /* answers: AI_PROVIDER's generator */
+    struct content_gen *fallback_gen;      /* AI_FALLBACK=template: the mock's; else NULL */
+    struct openai_content *openai;         /* AI_PROVIDER=openai, else NULL */
+    struct api_keys keys;                  /* API_KEYS as digests */
+    struct webhooks_config webhooks;       /* the providers' webhook settings */
+    struct idempotency idem;               /* Idempotency-Key of POST requests */
+    struct unsubscribe_config unsubscribe; /* the one-click unsubscribe links' key */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;

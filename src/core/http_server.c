@@ -67,11 +67,12 @@
 struct req_state {
     struct req_state *next; /* freelist link while idle */
     struct arena *arena;    /* owned */
-    char *body;             /* owned, xrealloc'd, at most HTTP_BODY_MAX + 1 bytes */
+    char *body;             /* owned, xrealloc'd, at most body_max + 1 bytes */
     size_t len;
     size_t cap;
+    size_t body_max; /* HTTP_BODY_MAX, or the large body limit of its path (on_headers) */
     size_t charged;  /* bytes of the body budget this request holds (>= cap while in flight) */
-    int too_large;   /* the body (declared or received) exceeds HTTP_BODY_MAX */
+    int too_large;   /* the body (declared or received) exceeds body_max */
     int over_budget; /* the body budget could not hold this body */
     int is_answered; /* a response was queued early; ignore any further call */
 };
@@ -83,10 +84,12 @@ struct http_server {
     char host[INET6_ADDRSTRLEN];
     int port;
     size_t body_budget;
-    atomic_size_t body_used; /* bytes charged by requests in flight, <= body_budget */
-    atomic_int is_quiesced;  /* set: new connections are closed as soon as they are accepted */
-    atomic_int in_flight;    /* requests between their first call and their completion */
-    pthread_mutex_t lock;    /* guards the freelist below; taken by connection threads */
+    atomic_size_t body_used;
+    const char *large_body_prefix; /* borrowed from the configuration */
+    size_t large_body_max;         /* bytes charged by requests in flight, <= body_budget */
+    atomic_int is_quiesced; /* set: new connections are closed as soon as they are accepted */
+    atomic_int in_flight;   /* requests between their first call and their completion */
+    pthread_mutex_t lock;   /* guards the freelist below; taken by connection threads */
     struct req_state *idle;
     int nidle;
     struct conn_reaper *reaper; /* closes connections too slow to send their request */
@@ -179,7 +182,7 @@ state_put(struct http_server *s, struct req_state *st)
     state_free(st);
 }
 
-/* Grows the body buffer to hold at least `need` bytes (need <= HTTP_BODY_MAX + 1), charging the
+/* Grows the body buffer to hold at least `need` bytes (need <= body_max + 1), charging the
  * growth to the body budget first. Returns 0, or -1 when the budget cannot hold it (the buffer
  * is left as it was). */
 static int
@@ -193,8 +196,8 @@ body_reserve(struct http_server *s, struct req_state *st, size_t need)
         cap = need;
     while (cap < need)
         cap *= 2;
-    if (cap > (size_t)HTTP_BODY_MAX + 1)
-        cap = (size_t)HTTP_BODY_MAX + 1;
+    if (cap > st->body_max + 1)
+        cap = st->body_max + 1;
     if (cap < st->cap)
         cap = st->cap;
     if (cap > st->charged) {
@@ -209,14 +212,14 @@ body_reserve(struct http_server *s, struct req_state *st, size_t need)
     return 0;
 }
 
-/* Appends one upload chunk. Past HTTP_BODY_MAX or the budget it only marks the request and
+/* Appends one upload chunk. Past body_max or the budget it only marks the request and
  * drops the data, so the connection can still be read to the end and answered. */
 static void
 body_append(struct http_server *s, struct req_state *st, const char *data, size_t len)
 {
     if (st->too_large || st->over_budget)
         return;
-    if (len > (size_t)HTTP_BODY_MAX - st->len) {
+    if (len > st->body_max - st->len) {
         st->too_large = 1;
         return;
     }
@@ -405,7 +408,7 @@ framing_check(struct MHD_Connection *conn, const char *method, const char *url, 
 /* Whether the declared Content-Length, if any, is over the limit. MHD has already rejected a
  * malformed one, so an unparsable value is simply ignored here. */
 static int
-declared_too_large(struct MHD_Connection *conn, size_t *declared)
+declared_too_large(struct MHD_Connection *conn, size_t max, size_t *declared)
 {
     const char *v =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -419,7 +422,7 @@ declared_too_large(struct MHD_Connection *conn, size_t *declared)
     n = strtoull(v, &end, 10);
     if (errno != 0 || end == v || *end != '\0')
         return errno == ERANGE;
-    if (n > HTTP_BODY_MAX)
+    if (n > max)
         return 1;
     *declared = (size_t)n;
     return 0;
@@ -496,7 +499,11 @@ on_headers(struct http_server *s, struct MHD_Connection *conn, struct req_state 
 
     if (status != 0)
         return send_early(conn, st, status, message);
-    if (declared_too_large(conn, &declared)) {
+    st->body_max = HTTP_BODY_MAX;
+    if (s->large_body_prefix != NULL &&
+        strncmp(url, s->large_body_prefix, strlen(s->large_body_prefix)) == 0)
+        st->body_max = s->large_body_max;
+    if (declared_too_large(conn, st->body_max, &declared)) {
         st->too_large = 1;
         return send_early(conn, st, 413, "request entity too large");
     }
@@ -912,6 +919,8 @@ server_new(const struct http_server_config *cfg, struct http_server **out, struc
     s->handler = cfg->handler;
     s->ctx = cfg->ctx;
     s->body_budget = cfg->body_budget ? cfg->body_budget : HTTP_BODY_BUDGET_DEFAULT;
+    s->large_body_prefix = cfg->large_body_max > HTTP_BODY_MAX ? cfg->large_body_prefix : NULL;
+    s->large_body_max = cfg->large_body_max;
     snprintf(s->host, sizeof(s->host), "%s",
              strcmp(cfg->host, "localhost") ? cfg->host : "127.0.0.1");
     *out = s;

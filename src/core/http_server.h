@@ -31,6 +31,11 @@ struct http_server_config {
     int body_min_rate;     /* bytes/s a body must average once header_timeout_ms has passed */
     int max_conns_per_ip;  /* open connections per client address */
     size_t body_budget;    /* bytes all buffered request bodies may hold together */
+    /* Requests whose path starts with large_body_prefix may carry up to large_body_max bytes
+     * instead of HTTP_BODY_MAX (inbound email with attachments); NULL: none. Still charged to
+     * the body budget. */
+    const char *large_body_prefix;
+    size_t large_body_max;
 };
 
 /* Binds and starts serving. On failure returns SP_EINVAL (bad host) or SP_EUNAVAIL (bind/listen

@@ -242,6 +242,34 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
     return rc != SP_OK ? rc : lead_repo_event_page(REPO(r), lead_id, spec, a, out, page, err);
 }
 
+static int
+r_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_opt_outs *out,
+               struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_list", err);
+    if (rc != SP_OK)
+        memset(out, 0, sizeof(*out));
+    return rc != SP_OK ? rc : lead_repo_opt_out_list(REPO(r), lead_id, a, out, err);
+}
+
+static int
+r_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                 int *inserted, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_insert", err);
+    *inserted = 0;
+    return rc != SP_OK ? rc : lead_repo_opt_out_insert(REPO(r), lead_id, o, inserted, err);
+}
+
+static int
+r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                 struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "opt_out_delete", err);
+    *deleted = 0;
+    return rc != SP_OK ? rc : lead_repo_opt_out_delete(REPO(r), lead_id, c, deleted, err);
+}
+
 static const struct lead_repo_ops faulty_repo_ops = {
     .name = "faulty",
     .begin = r_begin,
@@ -270,6 +298,9 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .opt_out_list = r_opt_out_list,
+    .opt_out_insert = r_opt_out_insert,
+    .opt_out_delete = r_opt_out_delete,
 };
 
 void

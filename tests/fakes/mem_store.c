@@ -46,6 +46,8 @@ tables_copy(struct mem_tables *dst, const struct mem_tables *src)
     dst->njobs = dst->cap_jobs = src->njobs;
     dst->receipts = dup_array(src->receipts, src->nreceipts, sizeof(*src->receipts));
     dst->nreceipts = dst->cap_receipts = src->nreceipts;
+    dst->opt_outs = dup_array(src->opt_outs, src->nopt_outs, sizeof(*src->opt_outs));
+    dst->nopt_outs = dst->cap_opt_outs = src->nopt_outs;
     dst->next_job_id = src->next_job_id;
 }
 
@@ -57,6 +59,7 @@ tables_free(struct mem_tables *t)
     free(t->events);
     free(t->jobs);
     free(t->receipts);
+    free(t->opt_outs);
     memset(t, 0, sizeof(*t));
 }
 
@@ -447,6 +450,77 @@ r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct 
 }
 
 static int
+find_opt_out(const struct mem_store *st, const char *lead_id, enum channel c)
+{
+    for (int i = 0; i < st->cur.nopt_outs; i++)
+        if (st->cur.opt_outs[i].o.channel == c && strcmp(st->cur.opt_outs[i].lead_id, lead_id) == 0)
+            return i;
+    return -1;
+}
+
+/* In channel order, as the SQL repo's ORDER BY channel gives them. */
+static int
+r_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_opt_outs *out,
+               struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    (void)err;
+    memset(out, 0, sizeof(*out));
+    for (int c = 0; c < CHANNEL_COUNT; c++) {
+        int i = find_opt_out(st, lead_id, (enum channel)c);
+        if (i < 0)
+            continue;
+        out->v[out->n] = st->cur.opt_outs[i].o;
+        out->v[out->n].reason = give(a, out->v[out->n].reason);
+        out->n++;
+    }
+    return SP_OK;
+}
+
+static int
+r_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                 int *inserted, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_opt_out *row;
+
+    *inserted = 0;
+    if (find_lead(st, lead_id) < 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: opt-out of an unknown lead");
+    if (!lead_opt_out_channel_valid(o->channel))
+        return sp_error_set(err, SP_EINTERNAL, "database", "mem: opt-out channel check failed");
+    if (find_opt_out(st, lead_id, o->channel) >= 0)
+        return SP_OK;
+    st->cur.opt_outs =
+        grow(st->cur.opt_outs, st->cur.nopt_outs, &st->cur.cap_opt_outs, sizeof(*row));
+    row = &st->cur.opt_outs[st->cur.nopt_outs++];
+    memset(row, 0, sizeof(*row));
+    snprintf(row->lead_id, sizeof(row->lead_id), "%s", lead_id);
+    row->o = *o;
+    row->o.reason = keep(st, o->reason);
+    *inserted = 1;
+    return SP_OK;
+}
+
+static int
+r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                 struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_opt_out(st, lead_id, c);
+
+    (void)err;
+    *deleted = i >= 0;
+    if (i < 0)
+        return SP_OK;
+    memmove(&st->cur.opt_outs[i], &st->cur.opt_outs[i + 1],
+            sizeof(*st->cur.opt_outs) * (size_t)(st->cur.nopt_outs - i - 1));
+    st->cur.nopt_outs--;
+    return SP_OK;
+}
+
+static int
 r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
     struct mem_store *st = repo_store(r);
@@ -686,6 +760,9 @@ static const struct lead_repo_ops mem_repo_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .opt_out_list = r_opt_out_list,
+    .opt_out_insert = r_opt_out_insert,
+    .opt_out_delete = r_opt_out_delete,
 };
 
 void

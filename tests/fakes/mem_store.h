@@ -32,6 +32,12 @@ struct mem_receipt {
     int64_t created_at;
 };
 
+/* A lead_opt_outs row. */
+struct mem_opt_out {
+    char lead_id[SP_UUID_LEN + 1];
+    struct lead_opt_out o; /* reason kept in the store's arena */
+};
+
 struct mem_tables {
     struct lead *leads;
     int nleads, cap_leads;
@@ -43,6 +49,8 @@ struct mem_tables {
     int njobs, cap_jobs;
     struct mem_receipt *receipts;
     int nreceipts, cap_receipts;
+    struct mem_opt_out *opt_outs;
+    int nopt_outs, cap_opt_outs;
     int64_t next_job_id;
 };
 

@@ -183,7 +183,17 @@ def test_stop_request_gets_no_answer(env, request):
               [{"messageId": stop_id, "channel": "whatsapp", "reason": "stop_requested"}],
               "skipped, in the reply's transaction")
     assert_eq(gen_jobs(det), [], "no generate-reply job")
-    # A later reply is answered, and the model never saw a request for the stop message alone.
+    assert_eq(sorted(det.get("optOut", {})), ["whatsapp"], "opted out of the channel")
+    # While opted out, a later reply there gets no answer either (do not contact) ...
+    reply(srv, lid, "Hello again")
+    det = details(srv, lid)
+    assert_eq([e["reason"] for e in events(det, "ai_reply_skipped")],
+              ["stop_requested", "opted_out"], "no answer while opted out")
+    assert_eq(gen_jobs(det), [], "still no generate-reply job")
+    # ... until the operator opts the lead back in: then a reply is answered, and the model
+    # never saw a request for the stop message alone.
+    assert_eq(srv.request("DELETE", "/leads/%s/opt-out?channel=whatsapp" % lid).status, 200,
+              "opt back in")
     reply(srv, lid, "Sorry, I changed my mind: what does it cost?")
     det = wait_until(lambda: sent_answers(srv, lid), 15, "answer sent")
     assert_eq(len(stub.requests), 1, "one model call")

@@ -122,7 +122,9 @@ def test_capture_replies_and_threaded_answers_over_every_provider(env, request):
     in_mid = email_reply(srv, EMAIL, reply_to, "How much does it cost?", welcome["Message-ID"])
     (_, answer) = wait_until(lambda: received(relay, 2), 15, "the AI answer at the relay")
     assert_eq(answer["In-Reply-To"], "<%s>" % in_mid, "the answer's In-Reply-To")
-    assert_eq(answer["References"], "<%s>" % in_mid, "the answer's References")
+    # RFC 5322: the parent's References, then the parent's Message-ID.
+    assert_eq(answer["References"], "%s <%s>" % (welcome["Message-ID"], in_mid),
+              "the answer's References")
     assert_eq(text_of(answer).rstrip("\n"), "Stub answer 1.", "the answer's body: the model's")
     assert_eq(answer["To"].addresses[0].addr_spec, EMAIL, "the answer's To")
     assert_eq(answer["Reply-To"].addresses[0].addr_spec, reply_to, "the answer's Reply-To")
@@ -231,7 +233,9 @@ def test_model_down_the_template_answers_threaded_by_email(env, request):
                      "the template answer recorded as sent")
     a = one(det, "email", "ai_reply")
     assert_eq(answer["In-Reply-To"], "<%s>" % in_mid, "the answer's In-Reply-To")
-    assert_eq(answer["References"], "<%s>" % in_mid, "the answer's References")
+    assert_eq(answer["References"],
+              "<older@mail.example> %s <%s>" % (welcome["Message-ID"], in_mid),
+              "the answer's References: the thread, then the reply")
     assert_eq(answer["To"].addresses[0].addr_spec, EMAIL, "to the lead's own address")
     assert_eq(text_of(answer).rstrip("\n"), a["channelMessage"]["body"].rstrip("\n"),
               "the template answer's body")

@@ -9,6 +9,7 @@ refusal is checked to store nothing (the database's row counts before and after)
 import hashlib
 import hmac
 import json
+import socket
 import time
 import uuid
 
@@ -427,3 +428,28 @@ def test_email_refusals_and_dedup(env):
     assert after[0] == before[0], "no new lead"
     out = env.serve(name="nokey")
     assert_eq(mg_post(out, f).status, 503, "unconfigured email webhook")
+
+
+def test_email_with_big_attachments(env):
+    """An inbound email may carry attachments far over the 1 MiB of the other routes (up to
+    EMAIL_WEBHOOK_MAX_MB): taken in, the attachments counted and dropped."""
+    srv = env.serve(EMAIL_WEBHOOK_MAX_MB=8, **SETTINGS)
+    lid = create_lead(srv, "Big Bo", email="bo@example.com")["id"]
+    f = mg_fields("bo@example.com", "sales@example.com", "see the deck",
+                  "big.%s@mail.example" % uuid.uuid4().hex)
+    blob = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    r = mg_post(srv, f, encode=multipart, files=[("attachment-1", "deck.pdf", blob),
+                                                  ("attachment-2", "sheet.xlsx", blob[:1000])])
+    assert_eq(r.status, 200, "3 MiB email (%r)" % (r,))
+    det = details(srv, lid)
+    got = inbound(det, "email")
+    assert_eq((got[0]["channelMessage"]["body"], got[0]["channelMessage"]["attachments"]),
+              ("see the deck", 2), "stored without its attachments")
+    # Past the limit, the declared length is answered at once (the body is never read).
+    for path, length, what in (("/webhooks/email", 9 * 1024 * 1024, "over EMAIL_WEBHOOK_MAX_MB"),
+                               ("/leads", 2 * 1024 * 1024, "other routes keep 1 MiB")):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                          "boundary=b\r\nContent-Length: %d\r\n\r\n" % (path, length)).encode())
+            status = sock.recv(64).split(b" ")[1]
+        assert_eq(status, b"413", what)

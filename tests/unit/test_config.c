@@ -457,3 +457,62 @@ TEST(unit_config_ai_provider)
     config_cleanup(&cfg);
     clear_ai_env();
 }
+
+/* PUBLIC_URL (the unsubscribe links' base) needs UNSUBSCRIBE_SECRET, 16 characters or more,
+ * which is never printed; a URL that could not sit inside <...> or an href is refused. */
+TEST(unit_config_public_url_and_unsubscribe_secret)
+{
+    static const char *const bad_urls[] = {
+        "salespad.example.com", "ftp://x.example.com", "https://",          "https:///path",
+        "https://x.test/a b",   "https://x.test/?a=1", "https://x.test/#f", "https://x.test/\"",
+        "https://x.test/<a>",   "https://x.test/a,b",
+    };
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", NULL};
+    char text[8192];
+    FILE *f;
+    size_t n;
+
+    clear_email_env();
+    unsetenv("PUBLIC_URL");
+    unsetenv("UNSUBSCRIBE_SECRET");
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT(cfg.public_url == NULL && cfg.unsubscribe_secret == NULL);
+    config_cleanup(&cfg);
+
+    setenv("PUBLIC_URL", "https://salespad.example.com/", 1);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("UNSUBSCRIBE_SECRET", err.field);
+    ASSERT_CONTAINS(err.msg, "needed with PUBLIC_URL");
+    setenv("UNSUBSCRIBE_SECRET", "too-short", 1);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("UNSUBSCRIBE_SECRET", err.field);
+    setenv("UNSUBSCRIBE_SECRET", "unsubscribe-secret-0123456789", 1);
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        setenv("PUBLIC_URL", bad_urls[i], 1);
+        sp_error_clear(&err);
+        ASSERT_EQ(SP_EINVAL, config_load(&cfg, 1, argv, 1, &err));
+        ASSERT_STREQ("PUBLIC_URL", err.field);
+    }
+    setenv("PUBLIC_URL", "http://127.0.0.1:3000/salespad", 1);
+    sp_error_clear(&err);
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    ASSERT_STREQ("http://127.0.0.1:3000/salespad", cfg.public_url);
+    f = tmpfile();
+    ASSERT(f != NULL);
+    config_print(&cfg, f);
+    rewind(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    ASSERT(strstr(text, "unsubscribe-secret-0123456789") == NULL);
+    ASSERT_CONTAINS(text, "UNSUBSCRIBE_SECRET=(set, redacted)\n");
+    ASSERT_CONTAINS(text, "PUBLIC_URL=http://127.0.0.1:3000/salespad\n");
+    config_cleanup(&cfg);
+    /* the secret alone is fine: links already sent keep working without PUBLIC_URL */
+    unsetenv("PUBLIC_URL");
+    ASSERT_OK(config_load(&cfg, 1, argv, 1, &err));
+    config_cleanup(&cfg);
+}

@@ -1,7 +1,8 @@
 /* test_email_mime.c: the outbound email builder: quoted-printable lines and round trips,
  * RFC 2047 encoded-words (UTF-8 never split, CR/LF never copied), display names, the full
  * message's headers, refused addresses and msg-ids, dates, EMAIL_FROM parsing and the
- * Reply-To token. Decoders here are the test's own, written from the RFCs. */
+ * Reply-To and one-click unsubscribe tokens and headers. Decoders here are the test's own,
+ * written from the RFCs. */
 #include "t.h"
 
 #include "core/arena.h"
@@ -406,4 +407,86 @@ TEST(unit_email_reply_token)
     ASSERT_EQ(SP_EINVAL, email_reply_token_check(secret, strlen(secret), t2, id));
     ASSERT_EQ(SP_EINVAL, email_reply_token_check(secret, strlen(secret), "short", id));
     ASSERT_EQ(SP_EINVAL, email_reply_token(secret, strlen(secret), "not-a-uuid", t1));
+}
+
+/* The one-click unsubscribe headers (RFC 2369, RFC 8058): after the threading headers, the
+ * URL between angle brackets, folded once after the colon when the line would be long. */
+TEST(unit_email_build_list_unsubscribe)
+{
+    struct arena *a = arena_new();
+    struct email_message m = sample();
+    struct sp_error err = {0};
+    const char *out = NULL;
+    size_t len = 0;
+
+    m.list_unsubscribe = "https://x.test/u/1";
+    ASSERT_OK(email_mime_build(&m, a, &out, &len, &err));
+    ASSERT_CONTAINS(out, "\r\nMessage-ID: <01a2-b3@salespad.test>\r\n"
+                         "List-Unsubscribe: <https://x.test/u/1>\r\n"
+                         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+                         "MIME-Version: 1.0\r\n");
+    m.list_unsubscribe = "https://salespad.example.com/unsubscribe/"
+                         "2728542f1069401ca54f4ab8a3a46a06-0123456789abcdef0123456789abcdef";
+    ASSERT_OK(email_mime_build(&m, a, &out, &len, &err));
+    ASSERT_CONTAINS(out, "\r\nList-Unsubscribe:\r\n <https://salespad.example.com/unsubscribe/"
+                         "2728542f1069401ca54f4ab8a3a46a06-0123456789abcdef0123456789abcdef>\r\n"
+                         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+    /* none without a URL */
+    m.list_unsubscribe = NULL;
+    ASSERT_OK(email_mime_build(&m, a, &out, &len, &err));
+    ASSERT(strstr(out, "List-Unsubscribe") == NULL);
+    /* a URL that could break out of the brackets or the line never goes out */
+    {
+        static const char *const bad[] = {"https://x.test/a>b",
+                                          "https://x.test/a b",
+                                          "https://x.test/\r\nBcc: e@evil.test",
+                                          "https://x.test/a,<mailto:e@evil.test>",
+                                          "mailto:unsubscribe@x.test",
+                                          "https://x.test/\"q\""};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            sp_error_clear(&err);
+            m.list_unsubscribe = bad[i];
+            ASSERT_EQ(SP_EPERMANENT, email_mime_build(&m, a, &out, &len, &err));
+            ASSERT_STREQ("listUnsubscribe", err.field);
+        }
+    }
+    arena_free(a);
+}
+
+TEST(unit_email_unsubscribe_token)
+{
+    const char *lead = "2728542f-1069-401c-a54f-4ab8a3a46a06";
+    const char *secret = "0123456789abcdef";
+    char t1[EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1], t2[EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1], id[37];
+    char reply[EMAIL_REPLY_TOKEN_LEN + 1];
+
+    ASSERT_OK(email_unsubscribe_token(secret, strlen(secret), lead, t1));
+    ASSERT_EQ(EMAIL_UNSUBSCRIBE_TOKEN_LEN, strlen(t1));
+    ASSERT(strncmp(t1, "2728542f1069401ca54f4ab8a3a46a06-", 33) == 0);
+    ASSERT_OK(email_unsubscribe_token(secret, strlen(secret), lead, t2));
+    ASSERT_STREQ(t1, t2); /* stable: every email of the lead carries the same link */
+    ASSERT_OK(email_unsubscribe_token_check(secret, strlen(secret), t1, id));
+    ASSERT_STREQ(lead, id);
+    for (size_t i = 0; t2[i]; i++) /* hex digits in either case */
+        t2[i] = (char)toupper((unsigned char)t2[i]);
+    ASSERT_OK(email_unsubscribe_token_check(secret, strlen(secret), t2, id));
+    /* another secret, a tampered MAC or lead id, a truncated token, no secret: refused */
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check("another-secret-16", 17, t1, id));
+    memcpy(t2, t1, sizeof(t2));
+    t2[EMAIL_UNSUBSCRIBE_TOKEN_LEN - 1] = t2[EMAIL_UNSUBSCRIBE_TOKEN_LEN - 1] == '0' ? '1' : '0';
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check(secret, strlen(secret), t2, id));
+    memcpy(t2, t1, sizeof(t2));
+    t2[0] = t2[0] == '3' ? '4' : '3';
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check(secret, strlen(secret), t2, id));
+    t1[EMAIL_UNSUBSCRIBE_TOKEN_LEN - 1] = '\0';
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check(secret, strlen(secret), t1, id));
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check(NULL, 0, t2, id));
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token(NULL, 0, lead, t1));
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token(secret, strlen(secret), "not-a-uuid", t1));
+    /* under one secret, a reply token is no unsubscribe token (and its MAC no prefix of one) */
+    ASSERT_OK(email_reply_token(secret, strlen(secret), lead, reply));
+    ASSERT_OK(email_unsubscribe_token(secret, strlen(secret), lead, t1));
+    ASSERT(strncmp(reply + 33, t1 + 33, EMAIL_REPLY_TOKEN_LEN - 33) != 0);
+    ASSERT_EQ(SP_EINVAL, email_unsubscribe_token_check(secret, strlen(secret), reply, id));
+    ASSERT_EQ(SP_EINVAL, email_reply_token_check(secret, strlen(secret), t1, id));
 }

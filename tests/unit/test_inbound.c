@@ -1054,11 +1054,21 @@ TEST(unit_inbound_receive_stop_request_skips_the_answer)
                  t_json_str(last_of(env, ana.id, EVENT_AI_REPLY_SKIPPED).payload, "channel"));
     ASSERT_EQ(0, count_jobs(env, ana.id, GENERATE_REPLY_JOB));
 
-    /* a stop word later in the message is not a request */
+    /* each stop request opted the lead out of its channel (do not contact) */
+    ASSERT_EQ(2, count_events(env, ana.id, EVENT_OPTED_OUT));
+
+    /* a stop word later in the message is not a request (once the lead may be contacted on
+     * WhatsApp again: while opted out, no message there is answered) */
+    {
+        struct lead_opt_outs oo;
+        struct sp_error err = {0};
+        ASSERT_OK(leads_opt_in(&env->deps, ana.id, 1u << CHANNEL_WHATSAPP, env->arena, &oo, &err));
+    }
     in = wa_in("+351912345678", TEXT("Can we stop by on Friday?"), "wamid.S2");
     receive_ok(env, &in, &out);
     ASSERT_EQ(1, count_jobs(env, ana.id, GENERATE_REPLY_JOB));
     ASSERT_EQ(2, count_events(env, ana.id, EVENT_AI_REPLY_SKIPPED));
+    ASSERT_EQ(2, count_events(env, ana.id, EVENT_OPTED_OUT));
     t_env_free(env);
 }
 

@@ -2,10 +2,12 @@
  * text shapes, the phone's digits, refusals), the 24-hour window, the answer's wamid and the
  * error classifier (throttling, Retry-After, transient, permanent, refused token, bodies that
  * are not Meta's JSON); plus the settings checks of whatsapp_sender_new, whose messages never
- * hold the token. Bodies are parsed back with jansson, so key order does not matter. */
+ * hold the token, and a manual message held to the window. Bodies are parsed back with jansson,
+ * so key order does not matter. */
 #include "t.h"
 
 #include "core/arena.h"
+#include "features/messaging/domain/sender.h"
 #include "features/messaging/infrastructure/whatsapp_sender.h"
 
 #include <jansson.h>
@@ -293,4 +295,48 @@ TEST(unit_whatsapp_sender_new_checks_settings)
         ASSERT_STREQ(bad[i].field, err.field);
         ASSERT(strstr(err.msg, "secret") == NULL); /* the token is never in the message */
     }
+}
+
+/* An operator's manual message is free text: only inside the 24-hour window; past it (or when
+ * the lead never wrote) it fails at once, permanently and clearly, without calling Meta (the
+ * API URL here is unreachable: a call would fail with EPROVIDER instead). */
+TEST(unit_whatsapp_manual_message_needs_the_window)
+{
+    struct whatsapp_sender *s = NULL;
+    struct whatsapp_sender_config c = good_config();
+    struct arena *a = arena_new();
+    struct send_request req;
+    const char *id = NULL;
+
+    c.api_url = "http://127.0.0.1:1/v21.0";
+    ASSERT_OK(whatsapp_sender_new(&c, &s, NULL));
+    memset(&req, 0, sizeof(req));
+    req.channel = CHANNEL_WHATSAPP;
+    req.to = "+351912345678";
+    req.lead_id = "2728542f-1069-401c-a54f-4ab8a3a46a06";
+    req.message_id = req.idempotency_key = "0193a9c4-0000-7000-8000-000000000001";
+    req.attempt = 1;
+    req.kind = MESSAGE_KIND_MANUAL;
+    req.channel_message = "{\"to\":\"+351912345678\",\"text\":\"See you Friday\"}";
+    {
+        struct sp_error err = {0};
+        req.last_inbound_at = 0; /* never wrote */
+        ASSERT_EQ(SP_EPERMANENT, sender_send(whatsapp_sender_base(s), &req, a, &id, &err));
+        ASSERT_STREQ("whatsapp: outside the 24-hour window: a template is required", err.msg);
+    }
+    {
+        struct sp_error err = {0};
+        req.last_inbound_at = 1000; /* 1970: long past */
+        ASSERT_EQ(SP_EPERMANENT, sender_send(whatsapp_sender_base(s), &req, a, &id, &err));
+        ASSERT_CONTAINS(err.msg, "24-hour window");
+    }
+    {
+        struct sp_error err = {0};
+        req.last_inbound_at = INT64_MAX / 2; /* after now, so inside it: the text is read */
+        req.channel_message = "{\"to\":\"+351912345678\"}";
+        ASSERT_EQ(SP_EPERMANENT, sender_send(whatsapp_sender_base(s), &req, a, &id, &err));
+        ASSERT_STREQ("whatsapp: the message has no text", err.msg);
+    }
+    whatsapp_sender_free(s);
+    arena_free(a);
 }

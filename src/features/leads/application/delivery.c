@@ -57,8 +57,9 @@ uow_commit(const struct delivery_deps *d, int *committed, struct sp_error *err)
     return job_queue_after_commit(d->queue, err);
 }
 
-/* What the claim step decided about a reserved job. */
-enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST };
+/* What the claim step decided about a reserved job. CLAIM_SUPPRESS: the lead opted out of the
+ * message's channel; the record step marks it suppressed and completes the job, no send. */
+enum claim_result { CLAIM_SEND = 0, CLAIM_SKIP, CLAIM_GONE, CLAIM_LOST, CLAIM_SUPPRESS };
 
 /* One job of a batch, from reservation to outcome. */
 struct work {
@@ -68,6 +69,7 @@ struct work {
     struct lead lead;
     int64_t last_inbound; /* answers: when the lead last wrote on the channel, 0 never */
     enum claim_result res;
+    struct lead_opt_out opt_out; /* CLAIM_SUPPRESS: the opt-out that stops the send */
     int send_rc;
     const char *provider_id;
     struct sp_error send_err;
@@ -117,13 +119,27 @@ unrunnable(const struct job *j, char *message_id)
     return NULL;
 }
 
+/* Whether a message in status s has had its outcome: sent (and maybe delivered or read since)
+ * or suppressed. Its job only completes. */
+static int
+message_done(enum message_status s)
+{
+    return s == MESSAGE_SENT || s == MESSAGE_DELIVERED || s == MESSAGE_READ ||
+           s == MESSAGE_SUPPRESSED;
+}
+
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
- * sent (the job completes), CLAIM_GONE when the message no longer exists (the job fails).
- * *last_inbound receives when the lead last wrote on the message's channel (answers only). */
+ * sent or suppressed (the job completes), CLAIM_GONE when the message no longer exists (the job
+ * fails), CLAIM_SUPPRESS when the lead opted out of the message's channel (nothing is written
+ * here: the record step suppresses it, under the lead's lock). *last_inbound receives when the
+ * lead last wrote on the message's channel (answers only). */
 static int
 claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a, struct message *m,
-            struct lead *l, int64_t *last_inbound, enum claim_result *res, struct sp_error *err)
+            struct lead *l, int64_t *last_inbound, struct lead_opt_out *opt_out,
+            enum claim_result *res, struct sp_error *err)
 {
+    struct lead_opt_outs opt_outs;
+    const struct lead_opt_out *o;
     int64_t now = sp_clock_now_ms(d->clock);
     struct sp_error lookup = {0};
     char message_id[SP_UUID_LEN + 1];
@@ -146,7 +162,7 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
             *err = lookup;
         return rc;
     }
-    if (m->status == MESSAGE_SENT || m->direction != MESSAGE_OUTBOUND) {
+    if (message_done(m->status) || m->direction != MESSAGE_OUTBOUND) {
         *res = CLAIM_SKIP;
         return end_unsent(d, j, now, 1, NULL, err);
     }
@@ -159,6 +175,18 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
         return rc;
+    /* Do not contact, checked at send time, for every kind of message: read in the claim's
+     * transaction, the last one before the send. An opt-out committed after this read finds
+     * the message already on its way (at most the sends in flight at that moment). */
+    rc = lead_repo_opt_out_list(d->repo, m->lead_id, a, &opt_outs, err);
+    if (rc != SP_OK)
+        return rc;
+    o = lead_opt_out_find(&opt_outs, m->channel);
+    if (o != NULL) {
+        *opt_out = *o;
+        *res = CLAIM_SUPPRESS;
+        return SP_OK;
+    }
     /* WhatsApp's 24-hour window is measured from the lead's newest inbound message on the
      * channel, read here from the stored replies (the answer's own inbound, or a later one),
      * in the claim's transaction; the sender compares it with the time of the send. A welcome
@@ -248,7 +276,8 @@ claim_work(const struct delivery_deps *d, struct work *w, struct arena *a, struc
     if (is_generate(&w->job))
         return claim_generate(d, w, a, err);
     w->is_gen = 0;
-    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->res, err);
+    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->opt_out, &w->res,
+                       err);
 }
 
 /* When a job that failed its attempts_made-th attempt runs again: the longer of its backoff and
@@ -313,6 +342,37 @@ record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struc
     return rc;
 }
 
+/* A message to a channel the lead opted out of: suppressed, no send, the job completed with
+ * the message_suppressed payload as its return value. The job first, as in record_sent. */
+static int
+record_suppressed(const struct delivery_deps *d, struct job *j, struct arena *a, struct message *m,
+                  const struct lead_opt_out *o, struct sp_error *err)
+{
+    int64_t now = sp_clock_now_ms(d->clock);
+    struct jsonw w;
+    int rc;
+
+    m->status = MESSAGE_SUPPRESSED;
+    m->updated_at = now;
+    jsonw_init(&w, a, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "messageId", m->id);
+    jsonw_kstr(&w, "channel", channel_name(m->channel));
+    jsonw_kstr(&w, "kind", message_kind_name(m->kind));
+    jsonw_kstr(&w, "reason", "opted_out");
+    jsonw_kstr(&w, "optOutSource", opt_out_source_name(o->source));
+    jsonw_ktime(&w, "optedOutAt", o->at, 0);
+    jsonw_obj_end(&w);
+    j->result = jsonw_finish_or(&w, "{}");
+    rc = job_queue_complete(d->queue, j, now, err);
+    if (rc == SP_OK)
+        rc = lead_repo_message_update_delivery(d->repo, m, err);
+    if (rc == SP_OK)
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_SUPPRESSED, correlation(a, m, j),
+                                j->result, now, err);
+    return rc;
+}
+
 /* retry_after_ms: the provider's own wait before the next attempt (0: none); the retry waits
  * the longer of it (capped at RETRY_AFTER_MAX_MS) and the job's backoff. */
 static int
@@ -355,14 +415,14 @@ record_failure(const struct delivery_deps *d, const struct job *j, struct arena 
     return rc;
 }
 
-/* The "inReplyTo" of a channel message (the inbound message it answers), or NULL. */
+/* The string `key` of a channel message (an answer's "inReplyTo", "references"), or NULL. */
 static const char *
-in_reply_to(struct arena *a, const char *channel_message)
+thread_field(struct arena *a, const char *channel_message, const char *key)
 {
     char buf[IN_REPLY_TO_MAX + 1];
 
-    if (channel_message == NULL ||
-        jsonr_str(channel_message, "inReplyTo", buf, sizeof(buf)) != SP_OK || buf[0] == '\0')
+    if (channel_message == NULL || jsonr_str(channel_message, key, buf, sizeof(buf)) != SP_OK ||
+        buf[0] == '\0')
         return NULL;
     return arena_strdup(a, buf);
 }
@@ -400,7 +460,8 @@ deliver(const struct delivery_deps *d, struct arena *a, const struct message *m,
     req.idempotency_key = m->id;
     req.attempt = m->attempts;
     req.channel_message = m->channel_message;
-    req.in_reply_to = in_reply_to(a, m->channel_message);
+    req.in_reply_to = thread_field(a, m->channel_message, "inReplyTo");
+    req.references = thread_field(a, m->channel_message, "references");
     req.kind = m->kind;
     req.last_inbound_at = last_inbound;
     return sender_send(s, &req, a, provider_id, send_err);
@@ -421,9 +482,31 @@ answer_deps(const struct delivery_deps *d)
     return ld;
 }
 
-/* The answer's channel message with "inReplyTo": "<id>" added, where id is the inbound
- * email's Message-Id ("messageId" of its channel message, as the email webhook stores it), so
- * the answer threads on it (In-Reply-To, References). Other channels, an inbound message
+/* The References of an answer to the inbound email: its own References ("references" of its
+ * channel message, "<a> <b>") and then its Message-ID, the oldest ids dropped when the line
+ * would pass REFERENCES_MAX (RFC 5322 3.6.4: the parent's References, then the parent). */
+#define REFERENCES_MAX 900
+static const char *
+thread_references(struct arena *a, const char *inbound_message, const char *id)
+{
+    char refs[IN_REPLY_TO_MAX + 1];
+    const char *all, *p;
+
+    if (jsonr_str(inbound_message, "references", refs, sizeof(refs)) != SP_OK || refs[0] == '\0')
+        return arena_printf(a, "<%s>", id);
+    all = arena_printf(a, "%s <%s>", refs, id);
+    for (p = all; strlen(p) > REFERENCES_MAX;) { /* drop the oldest id */
+        const char *next = strstr(p + 1, " <");
+        if (next == NULL)
+            return arena_printf(a, "<%s>", id);
+        p = next + 1;
+    }
+    return p;
+}
+
+/* The answer's channel message with "inReplyTo": "<id>" and "references" added, where id is
+ * the inbound email's Message-Id ("messageId" of its channel message, as the email webhook stores
+ * it), so the answer threads on it (In-Reply-To, References). Other channels, an inbound message
  * without one (the simulation route), or a generator's text that is not an object: as is. */
 static const char *
 threaded_answer(struct arena *a, const struct message *inbound, const char *answer)
@@ -442,9 +525,10 @@ threaded_answer(struct arena *a, const struct message *inbound, const char *answ
         len--;
     if (len < 2 || answer[0] != '{' || answer[len - 1] != '}')
         return answer;
-    jsonw_init(&w, a, sizeof(id) + 64);
+    jsonw_init(&w, a, 2 * IN_REPLY_TO_MAX + 64);
     jsonw_obj_begin(&w);
     jsonw_kstr(&w, "inReplyTo", arena_printf(a, "<%s>", id));
+    jsonw_kstr(&w, "references", thread_references(a, inbound->channel_message, id));
     jsonw_obj_end(&w);
     extra = jsonw_finish_or(&w, NULL);
     if (extra == NULL)
@@ -570,6 +654,10 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     int will_retry = 0;
     int rc;
 
+    if (w->res == CLAIM_SUPPRESS) {
+        w->outcome = DELIVERY_SUPPRESSED;
+        return record_suppressed(d, &w->job, a, &w->msg, &w->opt_out, err);
+    }
     if (w->is_gen)
         return record_generated(d, a, w, err);
     if (w->send_rc == SP_OK) {
@@ -671,7 +759,7 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
 
     *committed = 0;
     for (int i = 0; i < n; i++)
-        if (ws[i].res == CLAIM_SEND)
+        if (ws[i].res == CLAIM_SEND || ws[i].res == CLAIM_SUPPRESS)
             order[m++] = &ws[i];
     qsort(order, (size_t)m, sizeof(*order), by_lead);
     if (leases_in_doubt(d, checked))
@@ -718,6 +806,8 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
             w->outcome = DELIVERY_DUPLICATE;
         if (w->res == CLAIM_GONE)
             w->outcome = DELIVERY_DEAD;
+        if (w->res == CLAIM_SUPPRESS)
+            any = 1; /* nothing to send, but its outcome is recorded below */
         if (w->res == CLAIM_SEND && leases_in_doubt(d, checked)) {
             /* A job lost now went to another worker: sending it too would be a second send. */
             fence_unsent(d, a, ws, i, n);
@@ -794,6 +884,8 @@ outcome_name(enum delivery_outcome o)
         return "lease lost, outcome dropped";
     case DELIVERY_FALLBACK:
         return "model failed for good, template answer written";
+    case DELIVERY_SUPPRESSED:
+        return "suppressed: the lead opted out of the channel";
     default:
         return "failed for good";
     }
@@ -806,7 +898,7 @@ log_outcome(const struct work *w)
     const char *mid = w->msg.id[0] ? w->msg.id : "-";
 
     if (w->outcome == DELIVERY_RETRY || w->outcome == DELIVERY_DEAD ||
-        w->outcome == DELIVERY_FALLBACK)
+        w->outcome == DELIVERY_FALLBACK || w->outcome == DELIVERY_SUPPRESSED)
         log_info("job %s message %s attempt %d of %d: %s", j->id, mid, j->attempts_made + 1,
                  j->max_attempts, outcome_name(w->outcome));
     else

@@ -19,6 +19,10 @@
  * retry delay is the worker's policy (job_backoff_delay), whatever the backend. */
 #pragma once
 
+/* Do not contact: the claim also reads the lead's opt-outs; a message to a channel the lead
+ * opted out of (any kind: welcome, ai_reply, manual) is not sent: the record's unit of work
+ * marks it suppressed, appends message_suppressed and completes the job. */
+
 /* generate-reply (leads.h, GENERATE_REPLY_JOB): in the claim's unit of work the worker reads the
  * inbound message, the lead and the conversation on the channel (the newest CONTENT_HISTORY_MAX
  * messages), and completes the job at once when the answer already exists (its id is fixed by
@@ -64,6 +68,7 @@ enum delivery_outcome {
     DELIVERY_DEAD,       /* failed for good */
     DELIVERY_LEASE_LOST, /* our lease was lost mid-send: another worker's outcome stands */
     DELIVERY_FALLBACK,   /* generate-reply: the model failed for good, the template answered */
+    DELIVERY_SUPPRESSED, /* the lead opted out of the channel: not sent, job completed */
 };
 
 /* The message a send-message job is about: data.messageId copied into out (SP_UUID_LEN + 1

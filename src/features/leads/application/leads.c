@@ -287,13 +287,26 @@ leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
     const struct message *in = ev->inbound;
     struct job_spec spec;
     char job_id[JOB_ID_MAX];
+    struct lead_opt_outs opt_outs;
     struct jsonw w;
+    int rc;
 
     (void)ctx;
     if (!ev->answerable)
         return skip_answer(d, ev, "not_text", err);
-    if (reply_stop_requested(inbound_text(ev->arena, in->channel, in->channel_message)))
-        return skip_answer(d, ev, "stop_requested", err);
+    /* "Stop": no answer, and the lead is opted out of the channel (source "reply"), in the
+     * reply's unit of work; a channel opted out before gets no answer either. */
+    if (reply_stop_requested(inbound_text(ev->arena, in->channel, in->channel_message))) {
+        rc = leads__opt_out_in_tx(d, ev->arena, ev->lead->id, 1u << in->channel,
+                                  LEADS_REASON_STOP_REQUESTED, OPT_OUT_SOURCE_REPLY, in->id,
+                                  ev->now, NULL, err);
+        return rc != SP_OK ? rc : skip_answer(d, ev, "stop_requested", err);
+    }
+    rc = lead_repo_opt_out_list(d->repo, ev->lead->id, ev->arena, &opt_outs, err);
+    if (rc != SP_OK)
+        return rc;
+    if (lead_opt_out_find(&opt_outs, in->channel) != NULL)
+        return skip_answer(d, ev, "opted_out", err);
     /* The answer needs an address: a lead without one on the channel (and no "from" to adopt)
      * was refused before anything was stored. */
     if (lead_address_for(ev->lead, in->channel) == NULL)
@@ -369,6 +382,8 @@ leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
     if (rc != SP_OK)
         return rc;
     rc = lead_repo_lead_get(d->repo, id, a, &out->lead, err);
+    if (rc == SP_OK)
+        rc = lead_repo_opt_out_list(d->repo, id, a, &out->opt_outs, err);
     if (rc == SP_OK)
         rc = details_messages(d, id, a, out, err);
     if (rc == SP_OK)

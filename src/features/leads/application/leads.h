@@ -73,7 +73,9 @@ struct reply_input {
 
 /* Stores the prospect's reply, moves the lead to replied and queues a generate-reply job for
  * its answer, in one unit of work; the answer itself is written later by that job. A reply that
- * asks us to stop (reply_stop_requested) gets no job but an ai_reply_skipped event. message_id
+ * asks us to stop (reply_stop_requested) gets no job but an ai_reply_skipped event, and opts the
+ * lead out of the channel (an opted_out event, source "reply"); a reply on a channel the lead
+ * is opted out of gets no job either (ai_reply_skipped, reason "opted_out"). message_id
  * receives the inbound message's id. The answer goes only to the lead's own
  * address on the channel. A "from" in the content must be an address of the channel
  * (lead_address_valid); when the lead has none there, it becomes the lead's address (with an
@@ -167,6 +169,7 @@ struct lead_channel_page {
 
 struct lead_details {
     struct lead lead;
+    struct lead_opt_outs opt_outs; /* the channels the lead must not be contacted on */
     struct lead_channel_page channels[CHANNEL_COUNT]; /* in order of each one's first message */
     int nchannels;
     struct lead_event *events; /* the newest, oldest first */
@@ -177,8 +180,8 @@ struct lead_details {
     int jobs_more; /* 1: older jobs exist (not listed: see docs/http-api.md) */
 };
 
-/* Reads a lead with its newest messages per channel, newest events and newest jobs, in one
- * snapshot; bounded as said above. SP_ENOTFOUND for an unknown lead. */
+/* Reads a lead with its opt-outs, its newest messages per channel, newest events and newest
+ * jobs, in one snapshot; bounded as said above. SP_ENOTFOUND for an unknown lead. */
 int leads_get_details(const struct leads_deps *d, const char *id, struct arena *a,
                       struct lead_details *out, struct sp_error *err) SP_MUST_CHECK;
 
@@ -193,6 +196,73 @@ int leads_list_messages(const struct leads_deps *d, const char *id, enum channel
 int leads_list_events(const struct leads_deps *d, const char *id, int64_t before, int limit,
                       struct arena *a, struct lead_event **out, struct lead_page_info *page,
                       struct sp_error *err) SP_MUST_CHECK;
+
+/* ---- Do not contact (opt_out.c) ---------------------------------------------------------
+ *
+ * A lead opted out of a channel gets nothing more there: the worker suppresses every queued
+ * message of the channel when it claims it (delivery.h), whatever its kind, and a reply on
+ * the channel gets no answer. An opt-out comes from an operator (the API), from the lead's own
+ * reply asking to stop (leads_on_lead_replied, in the reply's unit of work) or from an email's
+ * one-click unsubscribe link. */
+
+struct opt_out_input {
+    const char *lead_id;
+    unsigned channels;          /* (1u << channel) bits, within LEAD_OPT_OUT_CHANNELS */
+    const char *reason;         /* NULL: none; else lead_text_field_check'd, at most
+                                   LEAD_OPT_OUT_REASON_MAX characters */
+    enum opt_out_source source; /* who asked */
+};
+
+/* Opts the lead out of in->channels in one unit of work, under the lead's lock: each channel
+ * not opted out yet gets its opt-out and an opted_out event; one opted out already keeps its
+ * first opt-out (reason, source, time) and gets no event. *out receives all of the lead's
+ * opt-outs afterwards. SP_EINVAL for no channel, a channel that cannot be opted out of, or a bad
+ * reason (field "channel" or "reason"); SP_ENOTFOUND for an unknown lead; storage errors. */
+int leads_opt_out(const struct leads_deps *d, const struct opt_out_input *in, struct arena *a,
+                  struct lead_opt_outs *out, struct sp_error *err) SP_MUST_CHECK;
+/* The lead may be contacted on `channels` again: their opt-outs are removed, each with an
+ * opted_in event (source "api"); a channel not opted out changes nothing. Messages suppressed
+ * meanwhile stay suppressed. *out as above. Errors as leads_opt_out. */
+int leads_opt_in(const struct leads_deps *d, const char *lead_id, unsigned channels,
+                 struct arena *a, struct lead_opt_outs *out, struct sp_error *err) SP_MUST_CHECK;
+/* The lead (into *lead, when not NULL) and its opt-outs, read only, in one snapshot.
+ * SP_ENOTFOUND for an unknown lead. */
+int leads_get_opt_outs(const struct leads_deps *d, const char *lead_id, struct arena *a,
+                       struct lead *lead, struct lead_opt_outs *out,
+                       struct sp_error *err) SP_MUST_CHECK;
+
+/* Slice-private: the body of leads_opt_out inside the caller's unit of work (the caller holds
+ * the lead's lock). message_id (may be NULL) is the inbound message that asked, for the
+ * events' correlation ids. *added (may be NULL) receives how many channels were opted out now. */
+/* The reasons recorded for the opt-outs nobody typed. */
+#define LEADS_REASON_STOP_REQUESTED "stop_requested"     /* a reply asked to stop */
+#define LEADS_REASON_UNSUBSCRIBE "one_click_unsubscribe" /* an email's unsubscribe link */
+
+int leads__opt_out_in_tx(const struct leads_deps *d, struct arena *a, const char *lead_id,
+                         unsigned channels, const char *reason, enum opt_out_source source,
+                         const char *message_id, int64_t now, int *added,
+                         struct sp_error *err) SP_MUST_CHECK;
+
+/* ---- Manual messages (manual.c) ------------------------------------------------------- */
+
+/* An operator's message to the lead (kind manual). */
+struct manual_input {
+    const char *lead_id;
+    enum channel channel;
+    const char *subject; /* email */
+    const char *body;    /* email */
+    const char *text;    /* whatsapp */
+};
+
+/* Queues an operator's message to the lead's own address on in->channel, like any outbound
+ * message (the message, its send-message job and its message_queued event in one unit of work
+ * under the lead's lock); *out is the stored message. The message is refused, nothing stored,
+ * when the lead is opted out of the channel: SP_ECONFLICT (an opt-out that comes after it is
+ * accepted still suppresses it at send time). SP_EINVAL for a channel without a sender, bad
+ * parts (lead_manual_message_check) or a lead with no address on the channel; SP_ENOTFOUND
+ * for an unknown lead; storage errors. */
+int leads_send_manual(const struct leads_deps *d, const struct manual_input *in, struct arena *a,
+                      struct message *out, struct sp_error *err) SP_MUST_CHECK;
 
 /* Event handlers, subscribed by the composition root (ctx unused). */
 int leads_on_lead_added(void *ctx, const void *payload, struct sp_error *err);

@@ -18,8 +18,10 @@ static const char *const mstatus_names[] = {"queued",   "sending",   "sent", "fa
 static const char *const event_names[] = {
     "lead_added",      "message_queued",   "message_sent",      "message_failed",
     "reply_received",  "ai_reply_sent",    "status_changed",    "address_added",
-    "ai_reply_failed", "ai_reply_skipped", "message_delivered", "message_read"};
+    "ai_reply_failed", "ai_reply_skipped", "message_delivered", "message_read",
+    "opted_out",       "opted_in",         "message_suppressed"};
 static const char *const source_names[] = {"api", "whatsapp", "email"};
+static const char *const opt_out_source_names[] = {"api", "reply", "unsubscribe"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};
 
 #define NAMES_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -64,11 +66,27 @@ ENUM_NAMES(message_direction_name, message_direction_parse, enum message_directi
 ENUM_NAMES(message_kind_name, message_kind_parse, enum message_kind, kind_names)
 ENUM_NAMES(message_status_name, message_status_parse, enum message_status, mstatus_names)
 ENUM_NAMES(lead_event_type_name, lead_event_type_parse, enum lead_event_type, event_names)
+ENUM_NAMES(opt_out_source_name, opt_out_source_parse, enum opt_out_source, opt_out_source_names)
 
 const char *
 reply_source_name(enum reply_source s)
 {
     return name_of(source_names, NAMES_COUNT(source_names), (int)s);
+}
+
+int
+lead_opt_out_channel_valid(enum channel c)
+{
+    return (int)c >= 0 && (int)c < CHANNEL_COUNT && (LEAD_OPT_OUT_CHANNELS & (1u << c)) != 0;
+}
+
+const struct lead_opt_out *
+lead_opt_out_find(const struct lead_opt_outs *list, enum channel c)
+{
+    for (int i = 0; list != NULL && i < list->n; i++)
+        if (list->v[i].channel == c)
+            return &list->v[i];
+    return NULL;
 }
 
 /* Progress of an outbound message that left us; 0 for statuses receipts do not move. */
@@ -263,6 +281,61 @@ lead_text_field_check(const char *field, const char *s, size_t len, size_t max,
     default:
         return sp_error_set(err, SP_EINVAL, field,
                             "%s must be shorter than or equal to %zu characters", field, max);
+    }
+}
+
+/* A manual message's part: present, not only blanks, UTF-8 without forbidden code points (line
+ * breaks and tabs allowed when multiline), at most max UTF-16 code units. */
+static int
+manual_part_check(const char *field, const char *s, size_t max, int multiline, struct sp_error *err)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len = s ? strlen(s) : 0, i = 0, units = 0;
+    int blank = 1;
+
+    if (s == NULL)
+        return sp_error_set(err, SP_EINVAL, field, "%s must be a string", field);
+    while (i < len) {
+        uint32_t cp;
+        size_t n = sp_utf8_decode(p + i, len - i, &cp);
+        if (n == 0)
+            return sp_error_set(err, SP_EINVAL, field, "%s must be valid UTF-8", field);
+        if (is_forbidden(cp) && !(multiline && (cp == '\n' || cp == '\r' || cp == '\t')))
+            return sp_error_set(err, SP_EINVAL, field,
+                                "%s must not contain control or bidirectional formatting "
+                                "characters",
+                                field);
+        if (cp != ' ' && cp != '\n' && cp != '\r' && cp != '\t')
+            blank = 0;
+        units += cp >= 0x10000 ? 2 : 1;
+        i += n;
+    }
+    if (blank)
+        return sp_error_set(err, SP_EINVAL, field, "%s should not be empty", field);
+    if (units > max)
+        return sp_error_set(err, SP_EINVAL, field,
+                            "%s must be shorter than or equal to %zu characters", field, max);
+    return SP_OK;
+}
+
+int
+lead_manual_message_check(enum channel c, const char *subject, const char *body, const char *text,
+                          struct sp_error *err)
+{
+    int rc;
+
+    switch (c) {
+    case CHANNEL_EMAIL:
+        rc = manual_part_check("channelMessage.subject", subject, MANUAL_SUBJECT_MAX, 0, err);
+        if (rc == SP_OK)
+            rc = manual_part_check("channelMessage.body", body, MANUAL_BODY_MAX, 1, err);
+        return rc;
+    case CHANNEL_WHATSAPP:
+        return manual_part_check("channelMessage.text", text, MANUAL_TEXT_MAX, 1, err);
+    default:
+        return sp_error_set(err, SP_EINVAL, "channel",
+                            "channel %s has no sender: messages go out on email, whatsapp",
+                            channel_name(c));
     }
 }
 

@@ -64,13 +64,16 @@ enum lead_event_type {
     EVENT_REPLY_RECEIVED,
     EVENT_AI_REPLY_SENT,
     EVENT_STATUS_CHANGED,
-    EVENT_ADDRESS_ADDED,     /* a reply's sender became the lead's address on its channel */
-    EVENT_AI_REPLY_FAILED,   /* the model failed for good: template answer or none */
-    EVENT_AI_REPLY_SKIPPED,  /* no answer generated (the prospect asked us to stop) */
-    EVENT_MESSAGE_DELIVERED, /* a provider's receipt: on the recipient's device */
-    EVENT_MESSAGE_READ,      /* a provider's receipt: read */
+    EVENT_ADDRESS_ADDED,      /* a reply's sender became the lead's address on its channel */
+    EVENT_AI_REPLY_FAILED,    /* the model failed for good: template answer or none */
+    EVENT_AI_REPLY_SKIPPED,   /* no answer generated (the prospect asked us to stop) */
+    EVENT_MESSAGE_DELIVERED,  /* a provider's receipt: on the recipient's device */
+    EVENT_MESSAGE_READ,       /* a provider's receipt: read */
+    EVENT_OPTED_OUT,          /* the lead asked not to be contacted on a channel */
+    EVENT_OPTED_IN,           /* ... and may be contacted there again */
+    EVENT_MESSAGE_SUPPRESSED, /* a queued message was not sent: its channel is opted out */
 };
-#define EVENT_TYPE_LAST EVENT_MESSAGE_READ
+#define EVENT_TYPE_LAST EVENT_MESSAGE_SUPPRESSED
 
 struct lead {
     char id[SP_UUID_LEN + 1];
@@ -122,6 +125,39 @@ const char *lead_event_type_name(enum lead_event_type t);
 int lead_event_type_parse(const char *s, enum lead_event_type *out);
 
 const char *reply_source_name(enum reply_source s);
+
+/* Do not contact: a lead may opt out of each channel that reaches it (email, whatsapp). While
+ * it is opted out of a channel nothing is sent to it there: the worker suppresses every message
+ * on the channel at send time, whatever its kind. */
+enum opt_out_source {
+    OPT_OUT_SOURCE_API = 0,     /* an operator: POST /leads/:id/opt-out */
+    OPT_OUT_SOURCE_REPLY,       /* the lead's own reply asked us to stop (reply_stop_requested) */
+    OPT_OUT_SOURCE_UNSUBSCRIBE, /* the one-click unsubscribe link of an email (RFC 8058) */
+};
+#define LEAD_OPT_OUT_REASON_MAX 500 /* characters (UTF-16 code units, as text fields count) */
+
+struct lead_opt_out {
+    enum channel channel;
+    const char *reason; /* NULL when none was given */
+    enum opt_out_source source;
+    int64_t at; /* ms since epoch */
+};
+
+/* Every opt-out of one lead: at most one per channel, in channel order. */
+struct lead_opt_outs {
+    int n;
+    struct lead_opt_out v[CHANNEL_COUNT];
+};
+
+const char *opt_out_source_name(enum opt_out_source s);
+int opt_out_source_parse(const char *s, enum opt_out_source *out);
+/* The channels a lead can opt out of (those with addresses: email, whatsapp), as a mask of
+ * (1u << channel) bits. */
+#define LEAD_OPT_OUT_CHANNELS ((1u << CHANNEL_EMAIL) | (1u << CHANNEL_WHATSAPP))
+/* 1 when c is one of LEAD_OPT_OUT_CHANNELS. */
+int lead_opt_out_channel_valid(enum channel c);
+/* The opt-out of channel c in `list`, or NULL when the lead may be contacted there. */
+const struct lead_opt_out *lead_opt_out_find(const struct lead_opt_outs *list, enum channel c);
 
 /* A provider's delivery receipt for an outbound message: the status it moves the message to,
  * never backwards. sent < delivered < read; failed applies to a message not yet delivered or
@@ -189,6 +225,21 @@ int lead_phone_number_valid(const char *s, size_t len);
 /* 1 if `s` is a valid address on channel c (email: lead_email_valid, whatsapp:
  * lead_phone_number_valid); 0 otherwise and on channels without addresses. */
 int lead_address_valid(enum channel c, const char *s, size_t len);
+
+/* An operator's manual message (POST /leads/:id/messages), bounded per channel: an email's
+ * subject (one line) and body, a WhatsApp text (Meta's limit). Characters are UTF-16 code units,
+ * as for the lead's fields. */
+#define MANUAL_SUBJECT_MAX 255
+#define MANUAL_BODY_MAX 20000
+#define MANUAL_TEXT_MAX 4096
+
+/* Checks a manual message's parts on channel c: email needs subject and body (text is NULL),
+ * whatsapp needs text (subject and body are NULL); each non-empty (not only blanks), within its
+ * bound, and valid UTF-8 without control characters (a body or text may hold line breaks and
+ * tabs; a subject may not). SP_EINVAL naming the field ("channelMessage.subject", ...) with a
+ * NestJS-style message; channels other than email and whatsapp are SP_EINVAL too. */
+int lead_manual_message_check(enum channel c, const char *subject, const char *body,
+                              const char *text, struct sp_error *err) SP_MUST_CHECK;
 
 /* The intent the mock AI reads in a prospect's reply. */
 enum reply_intent {

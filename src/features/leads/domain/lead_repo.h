@@ -121,6 +121,19 @@ struct lead_repo_ops {
     /* Forgets the receipts of `source` recorded before `before` (ms since the epoch). */
     int (*receipt_prune)(struct lead_repo *r, const char *source, int64_t before,
                          struct sp_error *err);
+
+    /* Do not contact (lead.h, struct lead_opt_out). The lead's opt-outs, in channel order; an
+     * unknown lead has none. */
+    int (*opt_out_list)(struct lead_repo *r, const char *lead_id, struct arena *a,
+                        struct lead_opt_outs *out, struct sp_error *err);
+    /* Records the lead's opt-out of o->channel unless one is recorded already (the first one
+     * stands: its reason, source and time are kept); *inserted says whether it was recorded now.
+     * Callers hold the lead's lock (lead_lock). */
+    int (*opt_out_insert)(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                          int *inserted, struct sp_error *err);
+    /* Forgets the lead's opt-out of channel c; *deleted says whether there was one. */
+    int (*opt_out_delete)(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                          struct sp_error *err);
 };
 
 /* Implementations embed this first. */
@@ -276,4 +289,22 @@ lead_repo_receipt_prune(struct lead_repo *r, const char *source, int64_t before,
                         struct sp_error *err)
 {
     return r->ops->receipt_prune(r, source, before, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a,
+                       struct lead_opt_outs *out, struct sp_error *err)
+{
+    return r->ops->opt_out_list(r, lead_id, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                         int *inserted, struct sp_error *err)
+{
+    return r->ops->opt_out_insert(r, lead_id, o, inserted, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                         struct sp_error *err)
+{
+    return r->ops->opt_out_delete(r, lead_id, c, deleted, err);
 }

@@ -88,6 +88,14 @@ DB_STMT_SAME(SQL_EVENT_RANGE, "SELECT id, lead_id, type, correlation_ids, payloa
                               " FROM lead_events WHERE lead_id = $1 AND seq >= $2"
                               " AND seq <= $3 ORDER BY seq");
 
+/* Do not contact (0008): at most one row per lead and channel; the first opt-out stands. */
+DB_STMT_SAME(SQL_OPT_OUT_LIST, "SELECT channel, reason, source, created_at FROM lead_opt_outs"
+                               " WHERE lead_id = $1 ORDER BY channel");
+DB_STMT_SAME(SQL_OPT_OUT_INSERT,
+             "INSERT INTO lead_opt_outs (lead_id, channel, reason, source, created_at)"
+             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING");
+DB_STMT_SAME(SQL_OPT_OUT_DELETE, "DELETE FROM lead_opt_outs WHERE lead_id = $1 AND channel = $2");
+
 static struct db_conn *
 conn_of(struct lead_repo *r)
 {
@@ -554,6 +562,53 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
     return SP_OK;
 }
 
+static int
+r_opt_out_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct lead_opt_outs *out,
+               struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), &SQL_OPT_OUT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
+        struct lead_opt_out *o = &out->v[i];
+        if (i >= CHANNEL_COUNT || channel_parse(db_cell(&rows, i, 0), &o->channel) != 0 ||
+            opt_out_source_parse(db_cell(&rows, i, 2), &o->source) != 0)
+            return corrupt(err, "lead_opt_outs");
+        o->reason = db_cell(&rows, i, 1);
+        o->at = db_cell_int(&rows, i, 3);
+        out->n = i + 1;
+    }
+    return rc;
+}
+
+static int
+r_opt_out_insert(struct lead_repo *r, const char *lead_id, const struct lead_opt_out *o,
+                 int *inserted, struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc =
+        db_exec(conn_of(r), &SQL_OPT_OUT_INSERT,
+                DB_ARGS(db_text(lead_id), db_text(channel_name(o->channel)), db_text(o->reason),
+                        db_text(opt_out_source_name(o->source)), db_time(o->at)),
+                &changes, err);
+
+    *inserted = rc == SP_OK && changes > 0;
+    return rc;
+}
+
+static int
+r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *deleted,
+                 struct sp_error *err)
+{
+    int64_t changes = 0;
+    int rc = db_exec(conn_of(r), &SQL_OPT_OUT_DELETE,
+                     DB_ARGS(db_text(lead_id), db_text(channel_name(c))), &changes, err);
+
+    *deleted = rc == SP_OK && changes > 0;
+    return rc;
+}
+
 static const struct lead_repo_ops sql_ops = {
     .name = "sql",
     .begin = r_begin,
@@ -582,6 +637,9 @@ static const struct lead_repo_ops sql_ops = {
     .event_page = r_event_page,
     .receipt_claim = r_receipt_claim,
     .receipt_prune = r_receipt_prune,
+    .opt_out_list = r_opt_out_list,
+    .opt_out_insert = r_opt_out_insert,
+    .opt_out_delete = r_opt_out_delete,
 };
 
 void

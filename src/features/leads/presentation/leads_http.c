@@ -627,6 +627,12 @@ leads_http_details(const struct leads_deps *d, struct http_request *req, struct 
     render_event_array(&w, det.events, det.nevents);
     jsonw_key(&w, "jobs");
     render_jobs(&w, &det);
+    /* Like "more": only when there is something to say, so an ordinary lead keeps the NestJS
+     * shape exactly. */
+    if (det.opt_outs.n > 0) {
+        jsonw_key(&w, "optOut");
+        leads_http_render_opt_outs(&w, &det.opt_outs);
+    }
     render_more(&w, req->arena, &det);
     jsonw_obj_end(&w);
     send_json(resp, req->arena, 200, &w);
@@ -751,4 +757,254 @@ leads_http_events(const struct leads_deps *d, struct http_request *req, struct h
     jsonw_key(&w, "items");
     render_event_array(&w, events, page.n);
     send_page_end(resp, req->arena, &w, CURSOR_EVENTS, &page);
+}
+
+/* ---- do not contact ----------------------------------------------------------------------- */
+
+void
+leads_http_render_opt_outs(struct jsonw *w, const struct lead_opt_outs *o)
+{
+    jsonw_obj_begin(w);
+    for (int i = 0; i < o->n; i++) {
+        jsonw_key(w, channel_name(o->v[i].channel));
+        jsonw_obj_begin(w);
+        jsonw_kstr(w, "reason", o->v[i].reason);
+        jsonw_ktime(w, "at", o->v[i].at, 0);
+        jsonw_kstr(w, "source", opt_out_source_name(o->v[i].source));
+        jsonw_obj_end(w);
+    }
+    jsonw_obj_end(w);
+}
+
+#define OPT_OUT_CHANNEL_MSG "channel must be one of the following values: email, whatsapp"
+
+/* A channel that can be opted out of, as its mask bit; 0 when it is not one. */
+static unsigned
+opt_out_channel_bit(const char *s)
+{
+    enum channel c;
+
+    if (s == NULL || channel_parse(s, &c) != 0 || !lead_opt_out_channel_valid(c))
+        return 0;
+    return 1u << c;
+}
+
+static void
+send_opt_outs(struct http_response *resp, struct arena *a, const char *lead_id,
+              const struct lead_opt_outs *o)
+{
+    struct jsonw w;
+
+    jsonw_init(&w, a, 16 * 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "leadId", lead_id);
+    jsonw_key(&w, "optOut");
+    leads_http_render_opt_outs(&w, o);
+    jsonw_obj_end(&w);
+    send_json(resp, a, 200, &w);
+}
+
+static int
+validate_opt_out(json_t *body, struct arena *a, struct opt_out_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"channel", "reason", NULL};
+    json_t *channel = json_object_get(body, "channel");
+    json_t *reason = json_object_get(body, "reason");
+
+    check_unknown(body, allowed, a, m);
+    in->channels = LEAD_OPT_OUT_CHANNELS;
+    if (channel != NULL && !json_is_null(channel)) {
+        in->channels =
+            json_is_string(channel) ? opt_out_channel_bit(json_string_value(channel)) : 0;
+        if (in->channels == 0)
+            msg_add(m, OPT_OUT_CHANNEL_MSG);
+    }
+    in->reason = opt_string(body, "reason", LEAD_OPT_OUT_REASON_MAX, a, m);
+    if (in->reason && blank(in->reason)) {
+        msg_add(m, "reason should not be empty");
+        in->reason = NULL;
+    } else if (json_is_string(reason)) {
+        in->reason = clean_text("reason", in->reason, LEAD_OPT_OUT_REASON_MAX, a, m);
+    }
+    return m->n == 0;
+}
+
+void
+leads_http_opt_out(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct opt_out_input in = {0};
+    struct lead_opt_outs out;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    json_t *body;
+    int rc;
+
+    in.lead_id = lead_id_param(req, resp);
+    if (in.lead_id == NULL)
+        return;
+    body = parse_body(req, resp);
+    if (body == NULL)
+        return;
+    if (!validate_opt_out(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    in.source = OPT_OUT_SOURCE_API;
+    rc = leads_opt_out(d, &in, req->arena, &out, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    send_opt_outs(resp, req->arena, in.lead_id, &out);
+}
+
+void
+leads_http_opt_in(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct lead_opt_outs out;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    const char *id = lead_id_param(req, resp);
+    const char *channel;
+    unsigned channels = LEAD_OPT_OUT_CHANNELS;
+    int rc;
+
+    if (id == NULL)
+        return;
+    for (int i = 0; i < req->nquery; i++)
+        if (strcmp(req->query_keys[i], "channel") != 0)
+            msg_add(&m,
+                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
+    channel = http_query(req, "channel");
+    if (http_query_count(req, "channel") > 1) {
+        msg_add(&m, "channel must be given once");
+    } else if (channel != NULL) {
+        channels = opt_out_channel_bit(channel);
+        if (channels == 0)
+            msg_add(&m, OPT_OUT_CHANNEL_MSG);
+    }
+    if (m.n > 0) {
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    rc = leads_opt_in(d, id, channels, req->arena, &out, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    send_opt_outs(resp, req->arena, id, &out);
+}
+
+/* ---- manual messages ---------------------------------------------------------------------- */
+
+/* A string member of channelMessage, or NULL (with a message) when it is not one. Presence and
+ * content are the use case's checks (lead_manual_message_check). */
+static const char *
+manual_part(json_t *content, const char *key, struct arena *a, struct msgs *m)
+{
+    json_t *v = json_object_get(content, key);
+
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        msg_add(m, arena_printf(a, "channelMessage.%s must be a string", key));
+        return NULL;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        msg_add(m, arena_printf(a, "channelMessage.%s must not contain NUL characters", key));
+        return NULL;
+    }
+    return arena_strndup(a, json_string_value(v), json_string_length(v));
+}
+
+static int
+validate_manual(json_t *body, struct arena *a, struct manual_input *in, struct msgs *m)
+{
+    static const char *const allowed[] = {"channel", "channelMessage", NULL};
+    static const char *const email_keys[] = {"subject", "body", NULL};
+    static const char *const wa_keys[] = {"text", NULL};
+    json_t *channel = json_object_get(body, "channel");
+    json_t *content = json_object_get(body, "channelMessage");
+    int channel_ok = 0;
+
+    check_unknown(body, allowed, a, m);
+    if (!json_is_string(channel) || channel_parse(json_string_value(channel), &in->channel) != 0)
+        msg_add(m, "channel must be one of the following values: email, whatsapp, linkedin, "
+                   "voice, ads");
+    else
+        channel_ok = 1;
+    if (content == NULL || json_is_null(content)) {
+        msg_add(m, "channelMessage should not be empty");
+        msg_add(m, "channelMessage must be an object");
+    } else if (!json_is_object(content)) {
+        msg_add(m, "channelMessage must be an object");
+    } else if (channel_ok && (in->channel == CHANNEL_EMAIL || in->channel == CHANNEL_WHATSAPP)) {
+        const char *const *keys = in->channel == CHANNEL_EMAIL ? email_keys : wa_keys;
+        const char *key;
+        json_t *v;
+
+        json_object_foreach(content, key, v)
+        {
+            int ok = 0;
+            for (const char *const *k = keys; *k; k++)
+                ok |= strcmp(*k, key) == 0;
+            if (!ok)
+                msg_add(m, arena_printf(a, "property channelMessage.%s should not exist", key));
+        }
+        if (in->channel == CHANNEL_EMAIL) {
+            in->subject = manual_part(content, "subject", a, m);
+            in->body = manual_part(content, "body", a, m);
+            if (in->subject == NULL && json_object_get(content, "subject") == NULL)
+                msg_add(m, "channelMessage.subject should not be empty");
+            if (in->body == NULL && json_object_get(content, "body") == NULL)
+                msg_add(m, "channelMessage.body should not be empty");
+        } else {
+            in->text = manual_part(content, "text", a, m);
+            if (in->text == NULL && json_object_get(content, "text") == NULL)
+                msg_add(m, "channelMessage.text should not be empty");
+        }
+    }
+    return m->n == 0;
+}
+
+void
+leads_http_send_message(const struct leads_deps *d, struct http_request *req,
+                        struct http_response *resp)
+{
+    struct manual_input in = {0};
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    struct message msg;
+    struct jsonw w;
+    json_t *body;
+    int rc;
+
+    in.lead_id = lead_id_param(req, resp);
+    if (in.lead_id == NULL)
+        return;
+    body = parse_body(req, resp);
+    if (body == NULL)
+        return;
+    if (!validate_manual(body, req->arena, &in, &m)) {
+        json_decref(body);
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    json_decref(body);
+    rc = leads_send_manual(d, &in, req->arena, &msg, &err);
+    if (rc == SP_ECONFLICT) {
+        /* A NestJS ConflictException: the message as one sentence. */
+        const char *text = err.msg[0] ? err.msg : "Lead opted out of the channel";
+        http_error(resp, req->arena, 409, &text, 1, 0);
+        return;
+    }
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    render_message(&w, &msg);
+    send_json(resp, req->arena, 201, &w);
 }

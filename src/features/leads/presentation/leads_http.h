@@ -5,7 +5,9 @@
 
 #include "core/http.h"
 
+struct jsonw;
 struct leads_deps;
+struct lead_opt_outs;
 struct sp_error;
 
 /* POST /leads */
@@ -24,6 +26,21 @@ void leads_http_messages(const struct leads_deps *d, struct http_request *req,
 /* GET /leads/:id/events?cursor=&limit= : a page of older events. */
 void leads_http_events(const struct leads_deps *d, struct http_request *req,
                        struct http_response *resp);
+
+/* POST /leads/:id/opt-out {"channel"?, "reason"?}: 200 {"leadId","optOut"}; no channel: all. */
+void leads_http_opt_out(const struct leads_deps *d, struct http_request *req,
+                        struct http_response *resp);
+/* DELETE /leads/:id/opt-out?channel= : 200 {"leadId","optOut"}; no channel: all. */
+void leads_http_opt_in(const struct leads_deps *d, struct http_request *req,
+                       struct http_response *resp);
+/* POST /leads/:id/messages {"channel","channelMessage"}: an operator's message, 201 with the
+ * message; 409 when the lead opted out of the channel. */
+void leads_http_send_message(const struct leads_deps *d, struct http_request *req,
+                             struct http_response *resp);
+
+/* Writes the lead's opt-outs as a JSON object, one member per channel opted out of:
+ * {"email":{"reason","at","source"}} ({} when none). */
+void leads_http_render_opt_outs(struct jsonw *w, const struct lead_opt_outs *o);
 
 /* Renders a use-case error: 400/404/409/413/503 (+Retry-After)/500 with the JSON error body. */
 void leads_http_error(struct http_response *resp, struct arena *a, int code,

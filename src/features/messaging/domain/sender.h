@@ -30,9 +30,13 @@ struct send_request {
      * In-Reply-To and References), or NULL. Filled from channel_message's "inReplyTo" once
      * inbound messages record it. */
     const char *in_reply_to;
-    enum message_kind kind; /* welcome or ai_reply */
+    /* The thread for an email's References ("<a> <b> <c>": the answered message's References
+     * and then its Message-ID), or NULL: In-Reply-To alone is used. */
+    const char *references;
+    enum message_kind kind; /* welcome, ai_reply or manual */
     /* When the lead last wrote on this channel (ms; its newest inbound message's created time),
-     * 0 when never. Filled for answers only (a welcome is 0): WhatsApp's 24-hour window. */
+     * 0 when never. Filled for answers and manual messages (a welcome is 0): WhatsApp's 24-hour
+     * window, in which free text may be sent. */
     int64_t last_inbound_at;
 };
 

@@ -15,6 +15,10 @@
 #define WORD_PREFIX "=?UTF-8?B?"
 #define WORD_BYTES 45 /* raw bytes of an encoded-word: 60 base64 characters, 72 in all */
 #define TOKEN_MAC_HEX 20
+#define UNSUB_MAC_HEX 32
+/* The HMAC input's prefix of the unsubscribe token: a reply token never checks as one, even
+ * under the same secret. */
+#define UNSUB_LABEL "salespad-unsubscribe:"
 
 /* A growable buffer in an arena, bounded by `max`; `over` latches once it would pass it. */
 struct buf {
@@ -269,6 +273,20 @@ email_addr_valid(const char *s)
     return 1;
 }
 
+/* A List-Unsubscribe URL safe between angle brackets: http(s), printable ASCII without spaces,
+ * brackets, quotes or commas (the header's list separator), one header line at most. */
+static int
+unsubscribe_url_ok(const char *s)
+{
+    if (s == NULL || (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) ||
+        strlen(s) > 900)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || strchr("<>\",\\", *p))
+            return 0;
+    return 1;
+}
+
 /* A msg-id list ("<a@b> <c@d>") safe to copy into a header: printable ASCII, no CR/LF. */
 static int
 msg_ids_ok(const char *s)
@@ -353,6 +371,8 @@ email_mime_build(const struct email_message *m, struct arena *a, const char **ou
     if ((m->in_reply_to && !msg_ids_ok(m->in_reply_to)) ||
         (m->references && !msg_ids_ok(m->references)))
         return sp_error_set(err, SP_EPERMANENT, "inReplyTo", "bad In-Reply-To or References");
+    if (m->list_unsubscribe && !unsubscribe_url_ok(m->list_unsubscribe))
+        return sp_error_set(err, SP_EPERMANENT, "listUnsubscribe", "bad List-Unsubscribe URL");
 
     buf_init(&b, a, EMAIL_MIME_MAX);
     email_mime_date(m->date_ms, date);
@@ -370,6 +390,15 @@ email_mime_build(const struct email_message *m, struct arena *a, const char **ou
     if (m->in_reply_to) {
         header(&b, "In-Reply-To", m->in_reply_to);
         header(&b, "References", m->references ? m->references : m->in_reply_to);
+    }
+    if (m->list_unsubscribe) {
+        /* RFC 2369 and RFC 8058 (one-click): folded after the colon when the line would pass
+         * the recommended 78 characters. */
+        size_t line = strlen("List-Unsubscribe: <>") + strlen(m->list_unsubscribe);
+        buf_puts(&b, line > HEADER_LINE_MAX ? "List-Unsubscribe:\r\n <" : "List-Unsubscribe: <");
+        buf_puts(&b, m->list_unsubscribe);
+        buf_puts(&b, ">\r\n");
+        header(&b, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click");
     }
     header(&b, "MIME-Version", "1.0");
     header(&b, "Content-Type", "text/plain; charset=UTF-8");
@@ -414,15 +443,19 @@ uuid_dashed(const char *hex, char out[37])
     out[k] = '\0';
 }
 
+/* The first nhex hex digits of HMAC-SHA-256(secret, label + canonical id) into out[nhex + 1]. */
 static void
-token_mac(const char *secret, size_t secret_len, const char *hex, char out[TOKEN_MAC_HEX + 1])
+token_mac(const char *secret, size_t secret_len, const char *label, const char *hex, size_t nhex,
+          char *out)
 {
     unsigned char mac[SP_SHA256_LEN];
-    char canon[37];
+    char input[64];
+    size_t n = strlen(label);
 
-    uuid_dashed(hex, canon);
-    sp_hmac_sha256(secret, secret_len, canon, 36, mac);
-    sp_hex_encode(mac, TOKEN_MAC_HEX / 2, out);
+    memcpy(input, label, n);
+    uuid_dashed(hex, input + n);
+    sp_hmac_sha256(secret, secret_len, input, n + 36, mac);
+    sp_hex_encode(mac, nhex / 2, out);
 }
 
 int
@@ -433,30 +466,61 @@ email_reply_token(const char *secret, size_t secret_len, const char *lead_id,
 
     if (uuid_hex(lead_id, hex) != SP_OK)
         return SP_EINVAL;
-    token_mac(secret, secret_len, hex, mac);
+    token_mac(secret, secret_len, "", hex, TOKEN_MAC_HEX, mac);
     snprintf(out, EMAIL_REPLY_TOKEN_LEN + 1, "%s-%s", hex, mac);
+    return SP_OK;
+}
+
+/* The check of a token "{32 hex of the id}-{nhex hex of the MAC}" made with `label`. */
+static int
+token_check(const char *secret, size_t secret_len, const char *label, size_t nhex,
+            const char *token, char lead_id[37])
+{
+    char hex[33], want[UNSUB_MAC_HEX + 1], got[UNSUB_MAC_HEX + 1];
+    size_t len = 33 + nhex;
+
+    if (token == NULL || strlen(token) != len || token[32] != '-')
+        return SP_EINVAL;
+    for (size_t i = 0; i < len; i++)
+        if (i != 32 && !isxdigit((unsigned char)token[i]))
+            return SP_EINVAL;
+    for (size_t i = 0; i < 32; i++)
+        hex[i] = (char)tolower((unsigned char)token[i]);
+    hex[32] = '\0';
+    for (size_t i = 0; i < nhex; i++)
+        got[i] = (char)tolower((unsigned char)token[33 + i]);
+    got[nhex] = '\0';
+    token_mac(secret, secret_len, label, hex, nhex, want);
+    if (!sp_equal_ct(want, got, nhex))
+        return SP_EINVAL;
+    uuid_dashed(hex, lead_id);
     return SP_OK;
 }
 
 int
 email_reply_token_check(const char *secret, size_t secret_len, const char *token, char lead_id[37])
 {
-    char hex[33], want[TOKEN_MAC_HEX + 1], got[TOKEN_MAC_HEX + 1];
+    return token_check(secret, secret_len, "", TOKEN_MAC_HEX, token, lead_id);
+}
 
-    if (token == NULL || strlen(token) != EMAIL_REPLY_TOKEN_LEN || token[32] != '-')
+int
+email_unsubscribe_token(const char *secret, size_t secret_len, const char *lead_id,
+                        char out[EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1])
+{
+    char hex[33], mac[UNSUB_MAC_HEX + 1];
+
+    if (secret == NULL || secret_len == 0 || uuid_hex(lead_id, hex) != SP_OK)
         return SP_EINVAL;
-    for (size_t i = 0; i < EMAIL_REPLY_TOKEN_LEN; i++)
-        if (i != 32 && !isxdigit((unsigned char)token[i]))
-            return SP_EINVAL;
-    for (size_t i = 0; i < 32; i++)
-        hex[i] = (char)tolower((unsigned char)token[i]);
-    hex[32] = '\0';
-    for (size_t i = 0; i < TOKEN_MAC_HEX; i++)
-        got[i] = (char)tolower((unsigned char)token[33 + i]);
-    got[TOKEN_MAC_HEX] = '\0';
-    token_mac(secret, secret_len, hex, want);
-    if (!sp_equal_ct(want, got, TOKEN_MAC_HEX))
-        return SP_EINVAL;
-    uuid_dashed(hex, lead_id);
+    token_mac(secret, secret_len, UNSUB_LABEL, hex, UNSUB_MAC_HEX, mac);
+    snprintf(out, EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1, "%s-%s", hex, mac);
     return SP_OK;
+}
+
+int
+email_unsubscribe_token_check(const char *secret, size_t secret_len, const char *token,
+                              char lead_id[37])
+{
+    if (secret == NULL || secret_len == 0)
+        return SP_EINVAL;
+    return token_check(secret, secret_len, UNSUB_LABEL, UNSUB_MAC_HEX, token, lead_id);
 }

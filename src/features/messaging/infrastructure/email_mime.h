@@ -4,8 +4,9 @@
  * that are not plain printable ASCII become RFC 2047 encoded-words, addresses are checked.
  * Dot-stuffing is the SMTP transport's business (libcurl does it), not this module's.
  *
- * Also the Reply-To token: an HMAC of the lead id, so a reply address names its lead and
- * cannot be forged for another lead without the secret. */
+ * Also the lead's tokens, HMACs of the lead id, so an address or link names its lead and cannot
+ * be forged for another lead without the secret: the Reply-To token and the one-click
+ * unsubscribe token (RFC 8058; List-Unsubscribe). */
 #pragma once
 
 #include "core/err.h"
@@ -15,9 +16,10 @@
 
 struct arena;
 
-#define EMAIL_MIME_MAX (256 * 1024) /* a built message; the body is bounded well below this */
-#define EMAIL_QP_LINE_MAX 76        /* quoted-printable encoded line, soft break '=' included */
-#define EMAIL_REPLY_TOKEN_LEN 53    /* 32 hex of the lead id, '-', 20 hex of the HMAC */
+#define EMAIL_MIME_MAX (256 * 1024)    /* a built message; the body is bounded well below this */
+#define EMAIL_QP_LINE_MAX 76           /* quoted-printable encoded line, soft break '=' included */
+#define EMAIL_REPLY_TOKEN_LEN 53       /* 32 hex of the lead id, '-', 20 hex of the HMAC */
+#define EMAIL_UNSUBSCRIBE_TOKEN_LEN 65 /* 32 hex of the lead id, '-', 32 hex of the HMAC */
 
 /* An address as configured or stored: display name (may be NULL or "") and addr-spec. */
 struct email_addr {
@@ -33,13 +35,17 @@ struct email_message {
     const char *message_id;  /* id-left@id-right, without the angle brackets */
     const char *in_reply_to; /* "<...>" msg-id of the message answered, or NULL */
     const char *references;  /* "<a> <b>" thread, or NULL (then In-Reply-To alone is used) */
-    int64_t date_ms;         /* ms since the epoch, rendered in UTC */
-    const char *body;        /* UTF-8 text, LF or CRLF line ends */
+    /* The one-click unsubscribe URL (http(s), printable ASCII, no spaces, brackets, quotes or
+     * commas), or NULL: set, the message carries List-Unsubscribe: <url> and
+     * List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 2369, RFC 8058). */
+    const char *list_unsubscribe;
+    int64_t date_ms;  /* ms since the epoch, rendered in UTC */
+    const char *body; /* UTF-8 text, LF or CRLF line ends */
 };
 
 /* Builds the message into *out (arena, NUL-terminated) and *len. SP_EPERMANENT when an address
- * is not a plain ASCII addr-spec or a msg-id carries forbidden characters (the message can
- * never be sent as is); SP_ETOOLARGE past EMAIL_MIME_MAX. */
+ * is not a plain ASCII addr-spec, a msg-id or the unsubscribe URL carries forbidden characters
+ * (the message can never be sent as is); SP_ETOOLARGE past EMAIL_MIME_MAX. */
 int email_mime_build(const struct email_message *m, struct arena *a, const char **out, size_t *len,
                      struct sp_error *err) SP_MUST_CHECK;
 
@@ -81,3 +87,16 @@ int email_reply_token(const char *secret, size_t secret_len, const char *lead_id
  * For the inbound side (replies to reply+{token}@EMAIL_REPLY_DOMAIN). */
 int email_reply_token_check(const char *secret, size_t secret_len, const char *token,
                             char lead_id[37]) SP_MUST_CHECK;
+
+/* The one-click unsubscribe token of a lead: lowercase hex of the lead id's 32 digits, '-', and
+ * the first 32 hex digits (128 bits) of HMAC-SHA-256(secret, "salespad-unsubscribe:" + canonical
+ * lead id). The label keeps it apart from the Reply-To token even under one secret. out receives
+ * EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1 bytes. SP_EINVAL when lead_id is not a UUID or there is no
+ * secret. */
+int email_unsubscribe_token(const char *secret, size_t secret_len, const char *lead_id,
+                            char out[EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1]) SP_MUST_CHECK;
+
+/* The lead id an unsubscribe token names, when its HMAC checks out (constant-time): fills
+ * lead_id (36 characters + NUL), SP_OK; SP_EINVAL for a malformed or forged token or no secret. */
+int email_unsubscribe_token_check(const char *secret, size_t secret_len, const char *token,
+                                  char lead_id[37]) SP_MUST_CHECK;

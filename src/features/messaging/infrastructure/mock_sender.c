@@ -169,6 +169,7 @@ sink_line(struct arena *a, const struct send_request *req, int duplicate, size_t
     jsonw_kstr(&w, "channel", channel_name(req->channel));
     jsonw_kstr(&w, "to", req->to);
     jsonw_kstr(&w, "messageId", req->message_id);
+    jsonw_kstr(&w, "kind", message_kind_name(req->kind));
     jsonw_kstr(&w, "idempotencyKey", req->idempotency_key);
     jsonw_kint(&w, "attempt", req->attempt);
     jsonw_ktime(&w, "at", sp_clock_now_ms(&sp_clock_real), 0);

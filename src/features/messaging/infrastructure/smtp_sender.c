@@ -22,6 +22,7 @@ struct smtp_sender {
     char *url, *username, *password, *ca_file;
     char *from_name, *from_addr, *domain;
     char *reply_domain, *reply_secret;
+    char *public_url, *unsubscribe_secret; /* both or neither: List-Unsubscribe */
     long timeout_ms;
 };
 
@@ -81,6 +82,19 @@ reply_to(const struct smtp_sender *s, const struct send_request *req, struct are
     return arena_printf(a, "reply+%s@%s", token, s->reply_domain);
 }
 
+/* {PUBLIC_URL}/unsubscribe/{token}, or NULL without PUBLIC_URL. */
+static const char *
+list_unsubscribe(const struct smtp_sender *s, const struct send_request *req, struct arena *a)
+{
+    char token[EMAIL_UNSUBSCRIBE_TOKEN_LEN + 1];
+
+    if (s->public_url == NULL || req->lead_id == NULL ||
+        email_unsubscribe_token(s->unsubscribe_secret, strlen(s->unsubscribe_secret), req->lead_id,
+                                token) != SP_OK)
+        return NULL;
+    return arena_printf(a, "%s/unsubscribe/%s", s->public_url, token);
+}
+
 /* Maps a failed exchange to our error: the reply code decides when there is one. */
 static int
 classify(const struct curl_reply *r, int rc, const struct sp_error *transport, struct sp_error *err)
@@ -121,8 +135,10 @@ smtp_send(struct sender *base, const struct send_request *req, struct arena *a,
     m.to.name = req->to_name;
     m.to.addr = req->to;
     m.reply_to = reply_to(s, req, a);
+    m.list_unsubscribe = list_unsubscribe(s, req, a);
     m.message_id = arena_printf(a, "%s@%s", req->message_id, s->domain);
     m.in_reply_to = req->in_reply_to;
+    m.references = req->references;
     m.date_ms = sp_clock_now_ms(&sp_clock_real);
     rc = email_mime_build(&m, a, &data, &len, err);
     if (rc != SP_OK)
@@ -210,6 +226,11 @@ smtp_sender_new(const struct smtp_sender_config *cfg, struct smtp_sender **out,
     if (cfg->reply_domain && cfg->reply_domain[0] && !domain_ok(cfg->reply_domain))
         return sp_error_set(err, SP_EINVAL, "EMAIL_REPLY_DOMAIN",
                             "config: EMAIL_REPLY_DOMAIN: must be a plain ASCII domain");
+    if (cfg->public_url && cfg->public_url[0] &&
+        (cfg->unsubscribe_secret == NULL || strlen(cfg->unsubscribe_secret) < 16))
+        return sp_error_set(err, SP_EINVAL, "UNSUBSCRIBE_SECRET",
+                            "config: UNSUBSCRIBE_SECRET: at least 16 characters are needed "
+                            "with PUBLIC_URL");
     a = arena_new();
     if (email_addr_parse(a, cfg->from, &from, &perr) != SP_OK) {
         arena_free(a);
@@ -226,6 +247,13 @@ smtp_sender_new(const struct smtp_sender_config *cfg, struct smtp_sender **out,
     s->domain = xstrdup(strchr(from.addr, '@') + 1);
     s->reply_domain = dup_or_null(cfg->reply_domain);
     s->reply_secret = s->reply_domain ? xstrdup(cfg->reply_secret) : NULL;
+    s->public_url = dup_or_null(cfg->public_url);
+    if (s->public_url) {
+        size_t n = strlen(s->public_url);
+        while (n > 0 && s->public_url[n - 1] == '/')
+            s->public_url[--n] = '\0'; /* "https://x/" and "https://x" make the same links */
+        s->unsubscribe_secret = xstrdup(cfg->unsubscribe_secret);
+    }
     s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
     arena_free(a);
     *out = s;
@@ -256,5 +284,9 @@ smtp_sender_free(struct smtp_sender *s)
     if (s->reply_secret)
         memset(s->reply_secret, 0, strlen(s->reply_secret));
     free(s->reply_secret);
+    free(s->public_url);
+    if (s->unsubscribe_secret)
+        memset(s->unsubscribe_secret, 0, strlen(s->unsubscribe_secret));
+    free(s->unsubscribe_secret);
     free(s);
 }

@@ -29,10 +29,16 @@ struct smtp_sender_config {
     const char *reply_domain; /* NULL: no Reply-To */
     const char *reply_secret; /* the Reply-To token's HMAC key; required with reply_domain */
     long timeout_ms;          /* the whole SMTP exchange of one message */
+    /* PUBLIC_URL (NULL: no List-Unsubscribe) and the unsubscribe token's key (required with
+     * it): every email then carries List-Unsubscribe: <{public_url}/unsubscribe/{token}> and
+     * List-Unsubscribe-Post (RFC 8058). */
+    const char *public_url;
+    const char *unsubscribe_secret;
 };
 
-/* Copies what it needs of cfg. SP_EINVAL (field = the setting) for a bad EMAIL_FROM, URL or a
- * reply domain without its secret. Caller frees with smtp_sender_free(). */
+/* Copies what it needs of cfg. SP_EINVAL (field = the setting) for a bad EMAIL_FROM, URL, a
+ * reply domain without its secret or a public URL without the unsubscribe secret. Caller frees with
+ * smtp_sender_free(). */
 int smtp_sender_new(const struct smtp_sender_config *cfg, struct smtp_sender **out,
                     struct sp_error *err) SP_MUST_CHECK;
 /* The sender interface of s (serves the email channel). */

@@ -202,7 +202,7 @@ whatsapp_error_classify(long status, const char *body, size_t body_len, long ret
 
 /* ---- the sender ----------------------------------------------------------------------------- */
 
-/* The answer's text, from a whatsapp channel message ({"to","text"}). */
+/* The text of an answer or a manual message, from a whatsapp channel message ({"to","text"}). */
 static const char *
 read_text(const char *json, struct arena *a)
 {
@@ -238,10 +238,13 @@ wa_send(struct sender *base, const struct send_request *req, struct arena *a,
         m.template_lang = s->template_lang;
         m.template_param = req->to_name;
     } else if (whatsapp_window_open(req->last_inbound_at, sp_clock_now_ms(&sp_clock_real))) {
+        /* An AI answer or an operator's manual message: free text, allowed only inside the
+         * window the lead's last message opened; past it Meta wants an approved template,
+         * which only the welcome has. */
         m.text = read_text(req->channel_message, a);
         if (m.text == NULL)
             return sp_error_set(err, SP_EPERMANENT, "channelMessage",
-                                "whatsapp: the answer has no text");
+                                "whatsapp: the message has no text");
     } else {
         return sp_error_set(err, SP_EPERMANENT, "channel",
                             "whatsapp: outside the 24-hour window: a template is required");

@@ -342,6 +342,25 @@ text_cut(struct arena *a, const char *text, size_t max, int *cut)
     return arena_strndup(a, text, len);
 }
 
+/* "<a> <b> ...": the email's References, as its answer continues them; the newest ids that fit
+ * one header line (REFERENCES_KEEP bytes). */
+#define REFERENCES_KEEP 900
+static const char *
+references_line(struct arena *a, const struct mg_inbound *m)
+{
+    const char *line = "";
+    size_t len = 0;
+
+    for (int i = m->nreferences - 1; i >= 0; i--) {
+        size_t add = strlen(m->references[i]) + 2 + (len > 0);
+        if (len + add > REFERENCES_KEEP)
+            break;
+        line = arena_printf(a, "<%s>%s%s", m->references[i], len > 0 ? " " : "", line);
+        len += add;
+    }
+    return line;
+}
+
 static const char *
 email_content(struct arena *a, const struct mg_inbound *m, const char *from)
 {
@@ -361,6 +380,8 @@ email_content(struct arena *a, const struct mg_inbound *m, const char *from)
         jsonw_kstr(&w, "messageId", m->message_id);
     if (m->in_reply_to != NULL)
         jsonw_kstr(&w, "inReplyToId", m->in_reply_to);
+    if (m->nreferences > 0 && references_line(a, m)[0] != '\0')
+        jsonw_kstr(&w, "references", references_line(a, m));
     if (m->attachments > 0)
         jsonw_kint(&w, "attachments", m->attachments);
     jsonw_obj_end(&w);
