@@ -18,8 +18,9 @@ export async function retryJob(id, button) {
   }
 }
 
-// `jobs`: records as GET /jobs or GET /leads/:id render them. withLead adds a link to the lead.
-export function jobsTable(jobs, { withLead = false, caption, onRetried } = {}) {
+// `jobs`: records as GET /jobs or GET /leads/:id render them. withLead adds a link to the lead;
+// what(j): the message a job is for, when the caller knows it.
+export function jobsTable(jobs, { withLead = false, caption, onRetried, what } = {}) {
   if (!jobs.length) return h('p', { class: 'note' }, 'No jobs.');
   const rows = jobs.map((j) => {
     const retry = j.state === 'failed'
@@ -32,7 +33,8 @@ export function jobsTable(jobs, { withLead = false, caption, onRetried } = {}) {
       h('td', { 'data-label': 'Job' }, j.id),
       withLead ? h('td', { 'data-label': 'Lead' },
         j.leadId ? h('a', { href: `#/leads/${encodeURIComponent(j.leadId)}` }, 'Open lead') : '') : null,
-      h('td', { 'data-label': 'Name' }, j.name),
+      h('td', { 'data-label': 'Name' }, j.name,
+        what?.(j) ? h('span', { class: 'what' }, what(j)) : null),
       h('td', { 'data-label': 'State' }, badge(j.state)),
       h('td', { 'data-label': 'Attempts' }, `${j.attemptsMade} of ${j.maxAttempts}`),
       h('td', { 'data-label': 'Last error', class: j.lastError ? 'error' : '' }, j.lastError || ''),

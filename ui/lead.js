@@ -9,6 +9,7 @@ import { jobsTable } from './jobs.js';
 
 const CHANNELS = { email: 'Email', whatsapp: 'WhatsApp', linkedin: 'LinkedIn', voice: 'Voice', ads: 'Ads' };
 const KINDS = { welcome: 'Welcome', ai_reply: 'AI answer', reply: 'Reply', manual: 'Sent by hand' };
+const KIND_WORDS = { welcome: 'welcome', ai_reply: 'AI answer', reply: 'reply', manual: 'manual message' };
 
 const chName = (c) => CHANNELS[c] || c || '';
 
@@ -43,9 +44,9 @@ export function leadView(main, id) {
     h('div', { class: 'lead-grid' },
       h('section', { class: 'card area-profile', 'aria-label': 'Profile' }, profile,
         h('h2', {}, 'Contact'), optouts),
-      h('div', { class: 'area-actions' }, reply.el, send.el),
       h('section', { class: 'card area-conversation', 'aria-labelledby': 'conv-title' },
         h('h2', { id: 'conv-title' }, 'Conversation'), conversation, older),
+      h('div', { class: 'area-actions' }, reply.el, send.el),
       h('section', { class: 'card area-timeline', 'aria-labelledby': 'tl-title' },
         h('h2', { id: 'tl-title' }, 'Timeline'), timeline),
       h('section', { class: 'card area-jobs', 'aria-labelledby': 'jobs-title' },
@@ -101,7 +102,12 @@ export function leadView(main, id) {
     older.hidden = cut.length === 0;
     older.textContent = cut.length ? `Only the newest items of ${cut.join(', ')} are shown.` : '';
     fill(timeline, [...(d.events || [])].reverse().map(eventItem));
-    fill(jobs, jobsTable(d.jobs || [], { onRetried: load }));
+    const byId = new Map(byChannel.flatMap(([, list]) => list.map((m) => [m.id, m])));
+    const what = (j) => {
+      const m = byId.get(j.messageId);
+      return m ? `${chName(m.channel)} ${KIND_WORDS[m.kind] || 'message'}` : '';
+    };
+    fill(jobs, jobsTable(d.jobs || [], { onRetried: load, what }));
   }
 
   function renderOptOuts(optOut) {
@@ -171,7 +177,7 @@ function eventSummary(e) {
   const ch = chName(p.channel);
   switch (e.type) {
     case 'lead_added': return `Lead captured${p.source ? ` (${p.source})` : ''}`;
-    case 'message_queued': return `${ch} ${(KINDS[p.kind] || 'message').toLowerCase()} queued`;
+    case 'message_queued': return `${ch} ${KIND_WORDS[p.kind] || 'message'} queued`;
     case 'message_sent': return `${ch} message sent`;
     case 'message_failed':
       return `${ch} message failed${p.willRetry ? ' (will retry)' : ''}${p.error ? `: ${p.error}` : ''}`;

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# npm_install.sh <dir>...: installs the pinned bullmq of each version dir (tests/interop/bullmqN)
-# with `npm ci`, unless its node_modules already matches its package-lock.json.
+# npm_install.sh <dir>...: installs the pinned npm packages of each dir (tests/interop/bullmqN:
+# bullmq; tests/browser: puppeteer-core) with `npm ci`, unless its node_modules already matches
+# its package-lock.json, then checks that every dependency of its package.json loads.
 #
 # Up to date means: node_modules/.salespad-npm-ci holds the SHA-256 of package-lock.json and the
 # Node.js major it was installed with (npm ci deletes node_modules first, so an interrupted
 # install leaves no stamp and is redone). One install per dir at a time (flock on the lock file).
 # --ignore-scripts: no package needs an install script here (msgpackr's optional native
-# extract has a pure JavaScript fallback), and none runs on the test machine.
-# Used by CTest's fixture `npm_interop` (tests/interop/CMakeLists.txt) and by test_interop.py.
+# extract has a pure JavaScript fallback; puppeteer-core downloads no browser: the tests drive
+# Debian's chromium), and none runs on the test machine.
+# Used by CTest's fixtures `npm_interop` (tests/interop/CMakeLists.txt) and `npm_browser`
+# (tests/browser/CMakeLists.txt), and by test_interop.py.
 set -euo pipefail
 
 die() { echo "npm_install.sh: $*" >&2; exit 1; }
@@ -29,8 +32,11 @@ for dir in "$@"; do
     echo "npm_install.sh: $dir: npm ci"
     (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
       die "$dir: npm ci failed"
-    (cd "$dir" && node -e 'require("bullmq"); console.log("npm_install.sh: bullmq " + require("bullmq/package.json").version + " loads")') ||
-      die "$dir: bullmq does not load after npm ci"
+    (cd "$dir" && node -e '
+      for (const d of Object.keys(require("./package.json").dependencies || {})) {
+        require(d);
+        console.log("npm_install.sh: " + d + " " + require(d + "/package.json").version + " loads");
+      }') || die "$dir: a dependency does not load after npm ci"
     echo "$want" >"$stamp"
   fi
   exec 9<&-
