@@ -1,9 +1,8 @@
-/* routes.c: the HTTP routes of the process: the leads controller's routes, the providers'
- * webhooks and the email unsubscribe links, each on a session of its own, the liveness
- * (/health) and readiness (/ready) probes, the dashboard's static files (/ and the files under
- * /ui/, app/ui.h), and the API-key check that guards every route but /health, the webhooks
- * (signed by their providers), the unsubscribe links (their token is the credential), the
- * dashboard's files (the page asks for the key itself) and CORS preflights when API_KEYS is set.
+/* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
+ * routes, the providers' webhooks and the email unsubscribe links, each on a session of its
+ * own, the liveness (/health) and readiness (/ready) probes, and the API-key check that guards
+ * every route but /health, the webhooks (signed by their providers), the unsubscribe links
+ * (their token is the credential) and CORS preflights when API_KEYS is set.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -15,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
+#include "features/leads/presentation/jobs_http.h"
 #include "features/leads/presentation/leads_http.h"
 #include "infra/db.h"
 
@@ -177,6 +177,24 @@ route_unsubscribe_post(void *ctx, struct http_request *req, struct http_response
 }
 
 static void
+route_jobs(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_list, req, resp);
+}
+
+static void
+route_job(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_get, req, resp);
+}
+
+static void
+route_job_retry(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, jobs_http_retry, req, resp);
+}
+
+static void
 route_wa_verify(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
@@ -238,6 +256,7 @@ route_ready(void *ctx, struct http_request *req, struct http_response *resp)
         http_json(resp, 200, body_redis_down, sizeof(body_redis_down) - 1);
 }
 
+/* The dashboard (app/ui.h): its files are compiled in, need no database and no key. */
 static void
 route_ui_index(void *ctx, struct http_request *req, struct http_response *resp)
 {
@@ -316,6 +335,9 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "DELETE", "/leads/:id/opt-out", route_opt_in, app);
     rc |= http_router_add(r, "GET", "/unsubscribe/:token", route_unsubscribe_page, app);
     rc |= http_router_add(r, "POST", "/unsubscribe/:token", route_unsubscribe_post, app);
+    rc |= http_router_add(r, "GET", "/jobs", route_jobs, app);
+    rc |= http_router_add(r, "GET", "/jobs/:id", route_job, app);
+    rc |= http_router_add(r, "POST", "/jobs/:id/retry", route_job_retry, app);
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);

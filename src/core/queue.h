@@ -24,8 +24,16 @@
  *
  * What a job is about (a message id, a lead id) travels in its data (JSON) and in `group`, an
  * opaque key the producer chooses so that list_group can show a set of jobs together. Strings
- * read back live in the caller's arena. Errors: SP_EUNAVAIL (backend unreachable or busy),
- * SP_ELEASELOST (fencing), SP_EINTERNAL. Thread-safety: one queue value per thread. */
+ * read back live in the caller's arena.
+ *
+ * The operator's verbs: list (every job, newest first, a keyset page at a time), get (one job)
+ * and reprocess (a failed job back in line, BullMQ's job.retry()). Job ids and list positions
+ * are the backend's own text: an id or position it could not have made is SP_EINVAL, not
+ * SP_ENOTFOUND, so a client's typo is told apart from a job that is gone.
+ *
+ * Errors: SP_EUNAVAIL (backend unreachable or busy), SP_ELEASELOST (fencing), SP_EINVAL and
+ * SP_ENOTFOUND (the operator's verbs), SP_ECONFLICT (reprocess of a job that is not failed),
+ * SP_EINTERNAL. Thread-safety: one queue value per thread. */
 #include "core/err.h"
 
 #include <stdint.h>
@@ -51,9 +59,11 @@ struct job_spec {
     int64_t backoff_ms; /* exponential backoff base */
 };
 
-#define JOB_ID_MAX 64     /* bytes, with the NUL */
-#define JOB_LEASE_MAX 112 /* bytes, with the NUL */
+#define JOB_ID_MAX 64      /* bytes, with the NUL */
+#define JOB_LEASE_MAX 112  /* bytes, with the NUL */
+#define JOB_CURSOR_MAX 112 /* bytes, with the NUL: a position in the list of jobs */
 #define JOB_JITTER_WORKER (-1)
+#define JOB_LIST_MAX 100 /* jobs per page of list */
 
 struct job {
     char id[JOB_ID_MAX];
@@ -76,6 +86,20 @@ struct job {
     int64_t updated_at;
     int64_t finished_at; /* 0 while not finished */
     const char *result;  /* set by the worker before complete: JSON return value, may be NULL */
+    int requeued; /* set by reserve (Redis): the job comes back from `failed`, put back in line
+                     in Redis (reprocess, or a BullMQ client's job.retry()), so a failure the
+                     caller recorded for it is history; 0 on the other backends, whose retry
+                     goes through reprocess alone and whose callers update their records then */
+};
+
+/* Which jobs list returns: every job, or only those in one state and/or of one name, newest
+ * (last enqueued) first, from the position `after` on. */
+struct job_filter {
+    int has_state;        /* 0: any state */
+    enum job_state state; /* when has_state */
+    const char *name;     /* NULL: any name */
+    const char *after;    /* NULL: from the newest; else a `next` a previous list returned */
+    int limit;            /* 1..JOB_LIST_MAX */
 };
 
 /* X(name, parameters after the queue, arguments after the queue): the operations that can
@@ -109,6 +133,28 @@ struct job {
       (const char *group, int max, struct arena *a, struct job **out, int *n, int *more,           \
        struct sp_error *err),                                                                      \
       (group, max, a, out, n, more, err))                                                          \
+    /* The jobs f selects, newest first: at most f->limit of them in out[0..*n) (caller's          \
+     * arena); next (JOB_CURSOR_MAX bytes) receives the position of the page after, or "" when     \
+     * this one is the last. Keyset pages on an index of (state,) position: any page of a state    \
+     * costs the same (a name is checked on the rows the index gives: job names are few).          \
+     * SP_EINVAL (field "cursor") for a position this queue did not make. */                       \
+    X(list,                                                                                        \
+      (const struct job_filter *f, struct arena *a, struct job **out, int *n, char *next,          \
+       struct sp_error *err),                                                                      \
+      (f, a, out, n, next, err))                                                                   \
+    /* The job `id`, as list shows it. SP_ENOTFOUND when there is none, SP_EINVAL (field "id")     \
+     * for an id this queue could not have made. */                                                \
+    X(get, (const char *id, struct arena *a, struct job *out, struct sp_error *err),               \
+      (id, a, out, err))                                                                           \
+    /* Puts failed job `id` back in line (BullMQ's job.retry() with its attempts reset):           \
+     * waiting, due at `now`, no attempt made or started, no last error or finish time; its        \
+     * data, creation time, stalled count and history (BullMQ's stacktrace) stay. *before          \
+     * receives the job as it was. Joins the caller's unit of work (Redis: the record now, the     \
+     * move in Redis by the outbox relay once it commits). SP_ECONFLICT (field "state") when       \
+     * the job is not failed, with *before filled; SP_ENOTFOUND and SP_EINVAL as get. */           \
+    X(reprocess,                                                                                   \
+      (const char *id, int64_t now, struct arena *a, struct job *before, struct sp_error *err),    \
+      (id, now, a, before, err))                                                                   \
     /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */        \
     X(renew, (int64_t now, int64_t lease_ms, struct sp_error * err), (now, lease_ms, err))         \
     /* Recovery of jobs whose holder died or stalled; cheap when not due. */                       \

@@ -10,7 +10,7 @@
 #include <string.h>
 
 extern const char sp_lua_add[], sp_lua_fetch[], sp_lua_complete[], sp_lua_retry[], sp_lua_fail[],
-    sp_lua_extend[], sp_lua_giveback[], sp_lua_stalled[];
+    sp_lua_extend[], sp_lua_giveback[], sp_lua_stalled[], sp_lua_reprocess[];
 
 const struct redis_script bullmq_scripts[BULLMQ_NSCRIPTS] = {
     [BULLMQ_ADD] = {"add", sp_lua_add},
@@ -21,6 +21,7 @@ const struct redis_script bullmq_scripts[BULLMQ_NSCRIPTS] = {
     [BULLMQ_EXTEND] = {"extend", sp_lua_extend},
     [BULLMQ_GIVEBACK] = {"giveback", sp_lua_giveback},
     [BULLMQ_STALLED] = {"stalled", sp_lua_stalled},
+    [BULLMQ_REPROCESS] = {"reprocess", sp_lua_reprocess},
 };
 
 /* A script's code for "this lock is not ours": release() in common.lua. */
@@ -36,6 +37,10 @@ bullmq_release_text(long long code)
         return "another worker holds its lock";
     case -3:
         return "it is not active";
+    case -4:
+        return "it is active: its last attempt's outcome has not reached Redis yet";
+    case -5:
+        return "it is neither failed nor active (retried or removed by someone else)";
     default:
         return "unexpected script result";
     }
@@ -137,4 +142,19 @@ bullmq_hash_to_job(const struct redis_value *h, struct arena *a, struct job *j)
     j->created_at = field_int(h, "timestamp");
     j->last_error = field(h, "failedReason") ? arena_strdup(a, field(h, "failedReason")) : NULL;
     j->state = JOB_ACTIVE;
+    j->requeued = bullmq_hash_requeued(h);
+}
+
+/* A failed attempt leaves its reason in both failedReason and the stacktrace (fail, retry and
+ * BullMQ's own moveToFinished write the two); putting the job back in line from `failed`
+ * (BullMQ's reprocessJob, our reprocess) deletes failedReason and keeps the stacktrace. Nothing
+ * else removes failedReason: a job whose failure was recorded in the database but never reached
+ * Redis (a worker that died, Redis down after the commit) comes back through the stalled check
+ * with failedReason as it was (set, if an attempt failed before) or with no stacktrace at all. */
+int
+bullmq_hash_requeued(const struct redis_value *h)
+{
+    const char *st = field(h, "stacktrace");
+
+    return field(h, "failedReason") == NULL && st != NULL && strcmp(st, "[]") != 0 && st[0] != '\0';
 }

@@ -22,13 +22,15 @@ enum bullmq_script {
     BULLMQ_EXTEND,
     BULLMQ_GIVEBACK,
     BULLMQ_STALLED,
+    BULLMQ_REPROCESS,
     BULLMQ_NSCRIPTS
 };
 
 /* The script table every Redis connection of the queue loads (see redis_new). */
 extern const struct redis_script bullmq_scripts[BULLMQ_NSCRIPTS];
 
-/* A script's "this lock is not ours" code (release() in common.lua) as text. */
+/* A script's "this lock is not ours" code (release() in common.lua), or reprocess's -4/-5, as
+ * text. */
 const char *bullmq_release_text(long long code);
 
 /* The extend call of one lock: argv (4 entries) borrowed from the arguments. */
@@ -38,5 +40,10 @@ void bullmq_extend_call(const char *prefix, const char *id, const char *token, c
 int bullmq_extend_lost(const struct redis_value *rep);
 
 /* A fetched job's hash (HGETALL-style field/value array) into j: name, data, opts (attempts,
- * backoff), attemptsMade, stalled count, timestamp, failedReason. Strings go to arena a. */
+ * backoff), attemptsMade, stalled count, timestamp, failedReason, requeued. Strings go to
+ * arena a. */
 void bullmq_hash_to_job(const struct redis_value *h, struct arena *a, struct job *j);
+/* Whether a job's hash shows it was put back in line from `failed` (a stacktrace but no
+ * failedReason: BullMQ's reprocessJob and our reprocess delete the latter and keep the former),
+ * as opposed to a job whose recorded failure never reached Redis (see bullmq.c). */
+int bullmq_hash_requeued(const struct redis_value *h);

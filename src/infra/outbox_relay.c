@@ -25,38 +25,95 @@
 
 /* PostgreSQL: the relayed mark's commit does not wait for the WAL flush. */
 DB_STMT(SQL_ASYNC_COMMIT, NULL, "SET LOCAL synchronous_commit = off");
+/* Column 5, requeued_at: an operator's retry of the (failed) job to apply (queue_redis.c). */
 DB_STMT(SQL_UNRELAYED,
-        "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
+        "SELECT id, name, data, opts, created_at, requeued_at FROM outbox WHERE relayed_at IS NULL"
         " AND (queue = $2 OR queue IS NULL) ORDER BY created_at LIMIT $1",
-        "SELECT id, name, data, opts, created_at FROM outbox WHERE relayed_at IS NULL"
+        "SELECT id, name, data, opts, created_at, requeued_at FROM outbox WHERE relayed_at IS NULL"
         " AND (queue = $2 OR queue IS NULL) ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED");
 /* $2: a JSON array of the published ids. */
-DB_STMT(
-    SQL_RELAYED,
-    "UPDATE outbox SET relayed_at = $1"
-    " WHERE id IN (SELECT value FROM json_each($2))",
-    "UPDATE outbox SET relayed_at = $1 WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))");
+DB_STMT(SQL_RELAYED,
+        "UPDATE outbox SET relayed_at = $1, requeued_at = NULL"
+        " WHERE id IN (SELECT value FROM json_each($2))",
+        "UPDATE outbox SET relayed_at = $1, requeued_at = NULL"
+        " WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb))");
+
+/* Row i's `add` call: the job as the capture wrote it. */
+static void
+add_call(const struct queue_redis_shared *shared, const struct db_rows *rows, int i,
+         struct redis_call *c)
+{
+    c->script = BULLMQ_ADD;
+    c->argc = 8;
+    c->argv[0] = shared->prefix;
+    for (int col = 0; col < 5; col++) /* id, name, data, opts, timestamp */
+        c->argv[1 + col] = db_cell(rows, i, col);
+    c->argv[6] = "0"; /* delay */
+    c->argv[7] = "0"; /* priority */
+}
 
 static int
-publish(struct redis *redis, const struct queue_redis_shared *shared, const struct db_rows *rows,
-        struct sp_error *err)
+is_retry(const struct db_rows *rows, int i)
 {
-    int n = rows->nrows, rc;
+    return db_cell(rows, i, 5) != NULL;
+}
+
+/* What a reprocess reply leaves to do for its row: 0 done, 1 add the job afresh (its hash is
+ * gone: removed from `failed` by a BullMQ client), 2 keep it for a later pass (a worker still
+ * holds the job: its failure has not reached Redis yet). */
+static int
+retry_outcome(const struct db_rows *rows, int i, const struct redis_value *rep)
+{
+    long long code = rep && rep->type == RV_INT ? rep->integer : -99;
+
+    if (code == 0)
+        return 0;
+    if (code == -1)
+        return 1;
+    if (code == -4)
+        return 2;
+    log_warn("job %s: retry not applied in Redis: %s", db_cell(rows, i, 0),
+             bullmq_release_text(code));
+    return 0;
+}
+
+/* Publishes the rows: `add` for a new job, `reprocess` for a retried one (then `add` when its
+ * hash is gone). done[i] = 1 for each row whose work is over (to mark relayed). */
+static int
+publish(struct redis *redis, const struct queue_redis_shared *shared, const struct db_rows *rows,
+        int *done, struct sp_error *err)
+{
+    int n = rows->nrows, nadd = 0, rc;
     struct redis_call *calls = xcalloc((size_t)(n ? n : 1), sizeof(*calls));
     struct redis_value **replies = xcalloc((size_t)(n ? n : 1), sizeof(*replies));
+    int *again = xcalloc((size_t)(n ? n : 1), sizeof(*again));
 
     for (int i = 0; i < n; i++) {
         struct redis_call *c = &calls[i];
-        c->script = BULLMQ_ADD;
-        c->argc = 8;
+        if (!is_retry(rows, i)) {
+            add_call(shared, rows, i, c);
+            continue;
+        }
+        c->script = BULLMQ_REPROCESS;
+        c->argc = 2;
         c->argv[0] = shared->prefix;
-        for (int col = 0; col < 5; col++) /* id, name, data, opts, timestamp */
-            c->argv[1 + col] = db_cell(rows, i, col);
-        c->argv[6] = "0"; /* delay */
-        c->argv[7] = "0"; /* priority */
+        c->argv[1] = db_cell(rows, i, 0);
     }
     rc = redis_pipeline(redis, calls, n, replies, err);
+    for (int i = 0; rc == SP_OK && i < n; i++) {
+        int what = is_retry(rows, i) ? retry_outcome(rows, i, replies[i]) : 0;
+        done[i] = what != 2;
+        if (what == 1)
+            again[nadd++] = i;
+    }
     redis_values_free(replies, n);
+    if (rc == SP_OK && nadd > 0) {
+        for (int k = 0; k < nadd; k++)
+            add_call(shared, rows, again[k], &calls[k]);
+        rc = redis_pipeline(redis, calls, nadd, replies, err);
+        redis_values_free(replies, nadd);
+    }
+    free(again);
     free(replies);
     free(calls);
     return rc;
@@ -69,6 +126,7 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
     struct arena *a = arena_new();
     struct db_rows rows;
     struct jsonw w;
+    int *done = NULL, ndone = 0;
     int rc;
 
     *n = 0;
@@ -83,25 +141,31 @@ outbox_relay_batch(struct db_conn *conn, struct redis *redis,
     if (rc == SP_OK)
         rc = db_query(conn, &SQL_UNRELAYED, DB_ARGS(db_int(limit), db_text(shared->prefix)), a,
                       &rows, err);
-    if (rc == SP_OK && rows.nrows > 0)
-        rc = publish(redis, shared, &rows, err);
+    if (rc == SP_OK && rows.nrows > 0) {
+        done = arena_alloc(a, sizeof(*done) * (size_t)rows.nrows);
+        rc = publish(redis, shared, &rows, done, err);
+    }
     if (rc == SP_OK && rows.nrows > 0) {
         jsonw_init(&w, a, 64 * (size_t)rows.nrows);
         jsonw_arr_begin(&w);
-        for (int i = 0; i < rows.nrows; i++)
-            jsonw_str(&w, db_cell(&rows, i, 0));
+        for (int i = 0; i < rows.nrows; i++) {
+            if (done[i])
+                jsonw_str(&w, db_cell(&rows, i, 0));
+            ndone += done[i];
+        }
         jsonw_arr_end(&w);
-        rc = db_exec(
-            conn, &SQL_RELAYED,
-            DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)), db_text(jsonw_finish_or(&w, "[]"))),
-            NULL, err);
+        if (ndone > 0)
+            rc = db_exec(conn, &SQL_RELAYED,
+                         DB_ARGS(db_time(sp_clock_now_ms(&sp_clock_real)),
+                                 db_text(jsonw_finish_or(&w, "[]"))),
+                         NULL, err);
     }
     if (rc == SP_OK)
         rc = db_commit(conn, err);
     else
         db_rollback(conn);
     if (rc == SP_OK)
-        *n = rows.nrows;
+        *n = ndone;
     arena_free(a);
     return rc;
 }

@@ -2,7 +2,9 @@
  *
  * The transaction that queues a job writes it to the outbox (queue_redis enqueue); the relay
  * publishes committed, unrelayed rows to Redis with the `add` script (job id = the row id, so a
- * row published twice is one job) and marks them relayed, in one database transaction per
+ * row published twice is one job), and an operator's retry of a failed job (POST
+ * /jobs/:id/retry) with the `reprocess` script, and marks them relayed, in one database
+ * transaction per
  * batch (rows another relay holds are skipped on PostgreSQL). It runs as one thread per
  * process: woken after each commit that enqueued, and every second for rows other processes
  * left behind (a crash between their commit and their relay). Redis down: captures go on, rows
@@ -20,7 +22,10 @@ struct queue_signal;
 struct redis;
 
 /* Publishes up to `limit` unrelayed outbox rows to Redis and marks them relayed, in one
- * database transaction on `conn`. *n = rows published. Used by the relay loop and by tests. */
+ * database transaction on `conn`: a new job with the `add` script, an operator's retry of a
+ * failed job (requeued_at set) with `reprocess` (or `add` again when its hash is gone; a retry
+ * whose job is still active in Redis, its failure not applied there yet, is kept for a later
+ * pass). *n = rows marked relayed. Used by the relay loop and by tests. */
 int outbox_relay_batch(struct db_conn *conn, struct redis *redis,
                        const struct queue_redis_shared *shared, int limit, int *n,
                        struct sp_error *err) SP_MUST_CHECK;

@@ -30,11 +30,42 @@ DB_STMT_SAME(SQL_ENQUEUE,
 /* The record, without the payload (data): what GET /leads/:id shows. */
 DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_RECORD_COLUMNS " FROM outbox WHERE lead_id = $1"
                            " ORDER BY created_at DESC, id DESC LIMIT $2");
-/* $1: a JSON array of job ids. */
+/* The operator's list of this queue's records (rows from before the queue column included),
+ * newest first: keyset on (created_at, id) below ($1, $2), $3 a name or NULL, every state
+ * (outbox_by_created) or one ($6, outbox_by_state). */
+#define LIST_WHERE(below, name_is_null)                                                            \
+    " (created_at, id) < " below " AND (" name_is_null " OR name = $3)"                            \
+    " AND (queue = $5 OR queue IS NULL) ORDER BY created_at DESC, id DESC LIMIT $4"
+DB_STMT(SQL_LIST,
+        "SELECT " JOB_RECORD_COLUMNS " FROM outbox WHERE" LIST_WHERE("($1, $2)", "$3 IS NULL"),
+        "SELECT " JOB_RECORD_COLUMNS
+        " FROM outbox WHERE" LIST_WHERE("($1::timestamptz, $2::text)", "$3::text IS NULL"));
+DB_STMT(SQL_LIST_STATE,
+        "SELECT " JOB_RECORD_COLUMNS
+        " FROM outbox WHERE state = $6 AND" LIST_WHERE("($1, $2)", "$3 IS NULL"),
+        "SELECT " JOB_RECORD_COLUMNS
+        " FROM outbox WHERE state = $6 AND" LIST_WHERE("($1::timestamptz, $2::text)",
+                                                       "$3::text IS NULL"));
+DB_STMT_SAME(SQL_GET, "SELECT " JOB_RECORD_COLUMNS " FROM outbox"
+                      " WHERE id = $1 AND (queue = $2 OR queue IS NULL)");
+/* PostgreSQL: the row held until commit (two retries of one job, the relay, a worker's outcome
+ * run one after the other). */
+DB_STMT(SQL_GET_FOR_UPDATE,
+        "SELECT " JOB_RECORD_COLUMNS " FROM outbox WHERE id = $1 AND (queue = $2 OR queue IS NULL)",
+        "SELECT " JOB_RECORD_COLUMNS " FROM outbox WHERE id = $1 AND (queue = $2 OR queue IS NULL)"
+        " FOR UPDATE");
+/* The record of a retried job, and the retry for the relay to apply in Redis (requeued_at with
+ * relayed_at NULL: outbox_relay.c). */
+DB_STMT_SAME(SQL_REPROCESS,
+             "UPDATE outbox SET state = 'waiting', attempts_made = 0, last_error = NULL,"
+             " finished_at = NULL, run_at = $2, updated_at = $2, relayed_at = NULL,"
+             " requeued_at = $2 WHERE id = $1 AND state = 'failed'");
+/* $1: a JSON array of job ids. An active job has not finished (one put back in line by a BullMQ
+ * client still shows its failure until now). */
 DB_STMT(SQL_ACTIVE,
-        "UPDATE outbox SET state = 'active', updated_at = $2"
+        "UPDATE outbox SET state = 'active', updated_at = $2, finished_at = NULL"
         " WHERE id IN (SELECT value FROM json_each($1))",
-        "UPDATE outbox SET state = 'active', updated_at = $2"
+        "UPDATE outbox SET state = 'active', updated_at = $2, finished_at = NULL"
         " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))");
 DB_STMT_SAME(
     SQL_COMPLETED,
@@ -217,6 +248,126 @@ q_list_group(struct job_queue *base, const char *group, int max, struct arena *a
     *n = k;
     *more = rows.nrows > max;
     return SP_OK;
+}
+
+/* A list position: "<created_at ms>.<id>". -1 when s is not one. */
+static int
+parse_position(const char *s, int64_t *at, const char **id)
+{
+    const char *dot = s ? strchr(s, '.') : NULL;
+    int64_t v = 0;
+
+    if (dot == NULL || dot == s || dot - s > 15 || dot[1] == '\0' || strlen(dot + 1) >= JOB_ID_MAX)
+        return -1;
+    for (const char *p = s; p < dot; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    for (const char *p = dot + 1; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return -1;
+    *at = v;
+    *id = dot + 1;
+    return 0;
+}
+
+#define LIST_TOP_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z: above every record */
+
+static int
+q_list(struct job_queue *base, const struct job_filter *f, struct arena *a, struct job **out,
+       int *n, char *next, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int64_t at = LIST_TOP_MS;
+    const char *below = "";
+    struct db_rows rows;
+    int rc, k;
+
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (f->after && parse_position(f->after, &at, &below) != 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    if (f->has_state)
+        rc = db_query(q->conn, &SQL_LIST_STATE,
+                      DB_ARGS(db_time(at), db_text(below), db_text(f->name),
+                              db_int((int64_t)f->limit + 1), db_text(q->shared->prefix),
+                              db_text(job_state_name(f->state))),
+                      a, &rows, err);
+    else
+        rc = db_query(q->conn, &SQL_LIST,
+                      DB_ARGS(db_time(at), db_text(below), db_text(f->name),
+                              db_int((int64_t)f->limit + 1), db_text(q->shared->prefix)),
+                      a, &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    k = rows.nrows > f->limit ? f->limit : rows.nrows;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int i = 0; i < k; i++) {
+        rc = job_record_from_row(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    *n = k;
+    if (rows.nrows > k)
+        snprintf(next, JOB_CURSOR_MAX, "%lld.%s", (long long)(*out)[k - 1].created_at,
+                 (*out)[k - 1].id);
+    return SP_OK;
+}
+
+/* One record by id, with `stmt` (a plain read, or one that holds the row). The queue's job ids
+ * are message ids (UUIDs): anything else is not an id of ours. */
+static int
+get_record(struct queue_redis *q, const struct db_stmt *stmt, const char *id, struct arena *a,
+           struct job *out, struct sp_error *err)
+{
+    char lower[SP_UUID_LEN + 1];
+    struct db_rows rows;
+    int rc;
+
+    if (id == NULL || !sp_uuid_valid(id, strlen(id)))
+        return sp_error_set(err, SP_EINVAL, "id", "Validation failed (job id is expected)");
+    for (int i = 0; i <= SP_UUID_LEN; i++)
+        lower[i] = (char)(id[i] >= 'A' && id[i] <= 'Z' ? id[i] - 'A' + 'a' : id[i]);
+    rc =
+        db_query(q->conn, stmt, DB_ARGS(db_text(lower), db_text(q->shared->prefix)), a, &rows, err);
+    if (rc == SP_OK && rows.nrows == 0)
+        rc = sp_error_set(err, SP_ENOTFOUND, "id", "Job %s not found", lower);
+    if (rc == SP_OK)
+        rc = job_record_from_row(&rows, 0, out, err);
+    return rc;
+}
+
+static int
+q_get(struct job_queue *base, const char *id, struct arena *a, struct job *out,
+      struct sp_error *err)
+{
+    return get_record(self_of(base), &SQL_GET, id, a, out, err);
+}
+
+/* The record changes in the caller's transaction; the relay, woken after the commit (wake),
+ * moves the job in Redis with the `reprocess` script (outbox_relay.c). */
+static int
+q_reprocess(struct job_queue *base, const char *id, int64_t now, struct arena *a,
+            struct job *before, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    int64_t changes = 0;
+    int rc = get_record(q, &SQL_GET_FOR_UPDATE, id, a, before, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (before->state != JOB_FAILED)
+        return sp_error_set(err, SP_ECONFLICT, "state",
+                            "Job %s is %s: only a failed job can be retried", before->id,
+                            job_state_name(before->state));
+    rc =
+        db_exec(q->conn, &SQL_REPROCESS, DB_ARGS(db_text(before->id), db_time(now)), &changes, err);
+    if (rc == SP_OK && changes != 1)
+        rc = sp_error_set(err, SP_EINTERNAL, "queue", "job %s: retry changed %lld rows", before->id,
+                          (long long)changes);
+    return rc;
 }
 
 static void

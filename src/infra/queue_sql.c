@@ -70,6 +70,23 @@ DB_STMT_SAME(
     " WHERE id = $1");
 DB_STMT_SAME(SQL_BY_GROUP, "SELECT " JOB_COLUMNS " FROM jobs WHERE lead_id = $1"
                            " ORDER BY id DESC LIMIT $2");
+/* The operator's list, newest first: keyset on id ($1: below this id), every state (the primary
+ * key) or one ($4, on jobs_by_state), $2 a name or NULL. */
+#define LIST_WHERE(name_is_null)                                                                   \
+    " id < $1 AND (" name_is_null " OR name = $2) ORDER BY id DESC LIMIT $3"
+DB_STMT(SQL_LIST, "SELECT " JOB_COLUMNS " FROM jobs WHERE" LIST_WHERE("$2 IS NULL"),
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE" LIST_WHERE("$2::text IS NULL"));
+DB_STMT(SQL_LIST_STATE,
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE state = $4 AND" LIST_WHERE("$2 IS NULL"),
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE state = $4 AND" LIST_WHERE("$2::text IS NULL"));
+DB_STMT_SAME(SQL_GET, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1");
+/* PostgreSQL: the row held until commit, so two retries of one job run one after the other. */
+DB_STMT(SQL_GET_FOR_UPDATE, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1",
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1 FOR UPDATE");
+DB_STMT_SAME(SQL_REPROCESS,
+             "UPDATE jobs SET state = 'waiting', attempts_made = 0, run_at = $2, last_error = NULL,"
+             " finished_at = NULL, lease_until = NULL, lease_token = NULL, holder = NULL,"
+             " updated_at = $2 WHERE id = $1 AND state = 'failed'");
 DB_STMT_SAME(SQL_HELD,
              "SELECT 1 FROM jobs WHERE id = $1 AND state = 'active' AND lease_token = $2");
 /* PostgreSQL: rows a transaction holds (a worker recording an outcome, another taking an expired
@@ -542,6 +559,109 @@ q_list_group(struct job_queue *q, const char *group, int max, struct arena *a, s
     *n = k;
     *more = rows.nrows > max;
     return SP_OK;
+}
+
+/* A job id or list position of this queue: the decimal text of a positive integer (the jobs
+ * table's key). -1 otherwise. */
+static int
+parse_serial(const char *s, int64_t *out)
+{
+    size_t len = s ? strlen(s) : 0;
+    int64_t v = 0;
+
+    if (len == 0 || len > 18 || s[0] == '0')
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+q_list(struct job_queue *q, const struct job_filter *f, struct arena *a, struct job **out, int *n,
+       char *next, struct sp_error *err)
+{
+    int64_t below = INT64_MAX;
+    struct db_rows rows;
+    int rc, k;
+
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (f->after && parse_serial(f->after, &below) != 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    if (f->has_state)
+        rc = db_query(self_of(q)->conn, &SQL_LIST_STATE,
+                      DB_ARGS(db_int(below), db_text(f->name), db_int((int64_t)f->limit + 1),
+                              db_text(job_state_name(f->state))),
+                      a, &rows, err);
+    else
+        rc = db_query(self_of(q)->conn, &SQL_LIST,
+                      DB_ARGS(db_int(below), db_text(f->name), db_int((int64_t)f->limit + 1)), a,
+                      &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    k = rows.nrows > f->limit ? f->limit : rows.nrows;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(k ? k : 1));
+    for (int i = 0; i < k; i++) {
+        rc = row_to_job(&rows, i, &(*out)[i], err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    *n = k;
+    if (rows.nrows > k)
+        snprintf(next, JOB_CURSOR_MAX, "%s", (*out)[k - 1].id);
+    return SP_OK;
+}
+
+/* One job by id, with `stmt` (a plain read, or one that holds the row). */
+static int
+get_one(struct queue_sql *self, const struct db_stmt *stmt, const char *id, struct arena *a,
+        struct job *out, struct sp_error *err)
+{
+    struct db_rows rows;
+    int64_t serial;
+    int rc;
+
+    if (parse_serial(id, &serial) != 0)
+        return sp_error_set(err, SP_EINVAL, "id", "Validation failed (job id is expected)");
+    rc = db_query(self->conn, stmt, DB_ARGS(db_int(serial)), a, &rows, err);
+    if (rc == SP_OK && rows.nrows == 0)
+        rc = sp_error_set(err, SP_ENOTFOUND, "id", "Job %s not found", id);
+    if (rc == SP_OK)
+        rc = row_to_job(&rows, 0, out, err);
+    return rc;
+}
+
+static int
+q_get(struct job_queue *q, const char *id, struct arena *a, struct job *out, struct sp_error *err)
+{
+    return get_one(self_of(q), &SQL_GET, id, a, out, err);
+}
+
+static int
+q_reprocess(struct job_queue *q, const char *id, int64_t now, struct arena *a, struct job *before,
+            struct sp_error *err)
+{
+    struct queue_sql *self = self_of(q);
+    int64_t changes = 0;
+    int rc = get_one(self, &SQL_GET_FOR_UPDATE, id, a, before, err);
+
+    if (rc != SP_OK)
+        return rc;
+    if (before->state != JOB_FAILED)
+        return sp_error_set(err, SP_ECONFLICT, "state",
+                            "Job %s is %s: only a failed job can be retried", before->id,
+                            job_state_name(before->state));
+    rc = db_exec(self->conn, &SQL_REPROCESS, DB_ARGS(db_text(before->id), db_time(now)), &changes,
+                 err);
+    if (rc == SP_OK && changes != 1)
+        rc = sp_error_set(err, SP_EINTERNAL, "queue", "job %s: retry changed %lld rows", before->id,
+                          (long long)changes);
+    return rc;
 }
 
 static int

@@ -5,6 +5,7 @@
 #include "core/xmalloc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MEM_MAX_STALLED 2
@@ -989,6 +990,109 @@ q_list_group(struct job_queue *q, const char *lead_id, int max, struct arena *a,
             continue;
         job_give(a, row, &(*out)[(*n)++]);
     }
+    return SP_OK;
+}
+
+/* A job id or list position of the fake: "1", "2", ... as the SQL queue's (a positive decimal
+ * integer). -1 otherwise. */
+static int
+parse_serial(const char *s, long long *out)
+{
+    size_t len = s ? strlen(s) : 0;
+    long long v = 0;
+
+    if (len == 0 || len > 18 || s[0] == '0')
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+q_list(struct job_queue *q, const struct job_filter *f, struct arena *a, struct job **out, int *n,
+       char *next, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    long long below = 0;
+    int k = 0;
+
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (f->after && parse_serial(f->after, &below) != 0)
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(f->limit > 0 ? f->limit : 1));
+    /* rows are in id order: walk back from the newest */
+    for (int i = st->cur.njobs - 1; i >= 0; i--) {
+        const struct mem_job *row = &st->cur.jobs[i];
+        if ((f->after && strtoll(row->j.id, NULL, 10) >= below) ||
+            (f->has_state && row->j.state != f->state) ||
+            (f->name && strcmp(row->j.name, f->name) != 0))
+            continue;
+        if (k == f->limit) {
+            snprintf(next, JOB_CURSOR_MAX, "%s", (*out)[k - 1].id);
+            break;
+        }
+        job_give(a, row, &(*out)[k++]);
+    }
+    *n = k;
+    return SP_OK;
+}
+
+static int
+find_checked(const struct mem_store *st, const char *id, struct sp_error *err)
+{
+    long long serial;
+    int i;
+
+    if (parse_serial(id, &serial) != 0)
+        return sp_error_set(err, SP_EINVAL, "id", "Validation failed (job id is expected)");
+    i = find_job(st, id);
+    if (i < 0)
+        return sp_error_set(err, SP_ENOTFOUND, "id", "Job %s not found", id);
+    return i;
+}
+
+static int
+q_get(struct job_queue *q, const char *id, struct arena *a, struct job *out, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    int i = find_checked(st, id, err);
+
+    if (i < 0)
+        return i;
+    job_give(a, &st->cur.jobs[i], out);
+    return SP_OK;
+}
+
+static int
+q_reprocess(struct job_queue *q, const char *id, int64_t now, struct arena *a, struct job *before,
+            struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+    struct mem_job *row;
+    int i = find_checked(st, id, err);
+
+    if (i < 0)
+        return i;
+    row = &st->cur.jobs[i];
+    job_give(a, row, before);
+    if (row->j.state != JOB_FAILED)
+        return sp_error_set(err, SP_ECONFLICT, "state",
+                            "Job %s is %s: only a failed job can be retried", row->j.id,
+                            job_state_name(row->j.state));
+    row->j.state = JOB_WAITING;
+    row->j.attempts_made = 0;
+    row->j.run_at = now;
+    row->j.last_error = NULL;
+    row->j.finished_at = 0;
+    row->j.updated_at = now;
+    row->j.lease[0] = '\0';
+    row->lease_until = 0;
     return SP_OK;
 }
 

@@ -22,6 +22,8 @@
 //   jobs   {"types":[...]}  queue.getJobs(types, 0, -1, true), each job as by `job`
 //   job    {"jobId":"..."}  queue.getJob(jobId) with getState(), or null
 //   add    {"name","data","opts"}   queue.add(name, data, opts) -> {"id": ...}
+//   retry  {"jobId","state","opts"} (await queue.getJob(jobId)).retry(state, opts): BullMQ's
+//                                   retry of a finished job (state default "failed")
 //   pause / resume / isPaused       queue.pause(), queue.resume(), queue.isPaused()
 //
 // events json: {"lastEventId": "0"} (default "0": the whole stream of this queue, so nothing
@@ -136,6 +138,12 @@ async function session() {
     add: async (req) => {
       const job = await queue.add(req.name, req.data, req.opts || {});
       return { id: job.id, timestamp: job.timestamp };
+    },
+    retry: async (req) => {
+      const job = await queue.getJob(String(req.jobId));
+      if (!job) throw new Error(`no job ${req.jobId}`);
+      await job.retry(req.state || 'failed', req.opts || {});
+      return true;
     },
     pause: async () => (await queue.pause(), true),
     resume: async () => (await queue.resume(), true),

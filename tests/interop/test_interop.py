@@ -788,3 +788,112 @@ def test_salespad_recovers_job_of_dead_node_worker(env, ix):
     assert_eq([(s["messageId"], s["attempt"]) for s in env.sink()], [(mid, 1)], "deliveries")
     assert_no_node_errors(ev, sess)
 
+
+
+def test_retry_from_node_and_from_salespad_end_the_same(env, ix):
+    """Two sends failed for good; one retried from Node (job.retry('failed', {resetAttemptsMade,
+    resetAttemptsStarted})), the other through POST /jobs/:id/retry: the two jobs' hashes, lists
+    and events are then the same, field by field; a SalesPad worker sends both, and they end
+    the same again."""
+    q = ix.queue("retry")
+    ev = ix.events(q)
+    sess = ix.session(q)
+    api = ix.serve(q, "--no-worker", JOB_ATTEMPTS=1)
+    lead = create_lead(api, name="Retry Twice", email="retry2@example.com", phone="+15550700")
+    by_channel = {m["channel"]: m["id"] for m in outbound(details(api, lead["id"]))}
+    node_id, api_id = by_channel["email"], by_channel["whatsapp"]
+    w = ix.worker(q, MOCK_FAIL_FIRST=1)  # each message's first attempt fails: both fail for good
+    wait_counts(sess, {"failed": 2, "waiting": 0, "active": 0}, 15, "2 failed jobs")
+    w.stop()  # nothing runs the retried jobs until the comparison is made
+
+    def key(suffix):
+        return "%s:%s:%s" % (ix.prefix, q, suffix)
+
+    def where(job_id):
+        """Every list and set of the queue that holds the job."""
+        out = [name for name in ("wait", "paused", "active") if job_id in ix.redis.lrange(
+            key(name), 0, -1)]
+        out += [name for name in ("failed", "completed", "delayed", "prioritized")
+                if ix.redis.zscore(key(name), job_id) is not None]
+        return out
+
+    def normalized_hash(job_id, other_id):
+        """HGETALL of the job with what names the job (its id, its message, its channel and
+        address) replaced, so that the two jobs compare field by field."""
+        h = ix.redis.hgetall(key(job_id))
+        data = json.loads(h.pop("data"))
+        opts = json.loads(h.pop("opts"))
+        assert_eq((data["messageId"], opts["jobId"]), (job_id, job_id), "job %s ids" % job_id)
+        h["opts"] = json.dumps(dict(opts, jobId="<id>"), sort_keys=True)
+        h["data.keys"] = sorted(data)
+        if "returnvalue" in h:
+            rv = json.loads(h.pop("returnvalue"))
+            h["returnvalue"] = json.dumps(dict(rv, messageId="<id>", channel="<channel>",
+                                               providerId="<provider>"), sort_keys=True)
+        for t in ("finishedOn", "processedOn"):
+            if t in h:
+                h[t] = "<time>"
+        return h
+
+    def same_jobs(what):
+        a, b = normalized_hash(node_id, api_id), normalized_hash(api_id, node_id)
+        if a != b:
+            diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+            raise AssertionError("%s: the jobs differ (field: retried from Node, through "
+                                 "SalesPad):\n%s" % (what, json.dumps(diff, indent=1)))
+        assert_eq(where(node_id), where(api_id), what + ": lists holding the jobs")
+        return a
+
+    before = same_jobs("failed, before the retries")
+    assert_eq(where(api_id), ["failed"], "where the jobs are before the retries")
+    for f in ("atm", "ats", "failedReason", "finishedOn", "processedOn", "stacktrace"):
+        assert f in before, "failed job without %s: %r" % (f, before)
+
+    sess.call("retry", jobId=node_id, opts={"resetAttemptsMade": True,
+                                            "resetAttemptsStarted": True})
+    r = api.post("/jobs/%s/retry" % api_id)
+    assert_eq(r.status, 200, "POST /jobs/%s/retry: %r" % (api_id, r))
+    assert_eq((r.json()["state"], r.json()["attemptsMade"]), ("waiting", 0), "SalesPad's record")
+    wait_until(lambda: where(api_id) == ["wait"], 10,
+               "the relay to move job %s back to wait" % api_id)
+    after = same_jobs("retried")
+    assert_eq(where(api_id), ["wait"], "where the jobs are after the retries")
+    for f in ("atm", "ats", "failedReason", "finishedOn", "processedOn"):
+        assert f not in after, "retried job still has %s: %r" % (f, after)
+    assert_eq(after["stacktrace"], before["stacktrace"], "stacktrace (history) kept")
+    assert_eq(ix.redis.zscore(key("marker"), "0"), 0.0, "the marker wakes the workers")
+    views = {j: sess.call("job", jobId=j) for j in (node_id, api_id)}
+    for j, v in views.items():
+        assert_eq((v["state"], v["attemptsMade"], v["failedReason"], v["finishedOn"]),
+                  ("waiting", 0, None, None), "Node's view of job %s" % j)
+    for j in (node_id, api_id):
+        evs = wait_events(ev, j, "waiting", 10, "the waiting event of the retry of %s" % j)
+        assert_eq([(e["event"], e.get("prev")) for e in evs][-3:],
+                  [("failed", "active"), ("retries-exhausted", None), ("waiting", "failed")],
+                  "last events of %s" % j)
+    # SalesPad's record of the job retried from Node shows the failure until a worker takes it
+    assert_eq(api.get("/jobs/" + node_id).json()["state"], "failed",
+              "record of the job retried from Node (updated when a SalesPad worker takes it)")
+
+    ix.worker(q, MOCK_FAIL_FIRST=1)
+    wait_counts(sess, {"completed": 2, "waiting": 0, "active": 0, "failed": 0}, 15,
+                "both retried jobs completed")
+    done = same_jobs("completed after the retries")
+    assert_eq((done["atm"], done["ats"]), ("1", "1"), "attempts of the retried run")
+    for j in (node_id, api_id):
+        evs = wait_events(ev, j, "completed", 10, "job %s completed" % j)
+        assert_eq([e["event"] for e in evs],
+                  ["added", "waiting", "active", "failed", "retries-exhausted", "waiting",
+                   "active", "completed"],
+                  "QueueEvents of %s" % j)
+    assert_eq(sorted((s["messageId"], s["attempt"]) for s in env.sink()),
+              sorted([(node_id, 2), (api_id, 2)]), "deliveries (attempt 2 of each message)")
+    det = details(api, lead["id"])
+    for m in outbound(det):
+        assert_eq((m["status"], m["attempts"]), ("sent", 2), "message %s" % m["channel"])
+    for dj in det["jobs"]:
+        assert_eq((dj["state"], dj["attemptsMade"]), ("completed", 1), "record of %s" % dj["id"])
+    sources = {e["payload"]["messageId"]: e["payload"]["source"] for e in det["events"]
+               if e["type"] == "message_retried"}
+    assert_eq(sources, {node_id: "queue", api_id: "api"}, "message_retried events")
+    assert_no_node_errors(ev, sess)

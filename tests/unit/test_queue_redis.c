@@ -868,3 +868,174 @@ TEST(unit_queue_redis_outcome_of_a_job_whose_lock_was_lost_is_dropped_redis)
     ASSERT_STREQ("active/0", outbox_state(&w.e, w.ss.first));
     wenv_close(&w);
 }
+
+/* ---- the operator's retry (reprocess) -------------------------------------------------------- */
+
+/* reprocess through the port in a committed unit of work, as POST /jobs/:id/retry does. */
+static void
+retry_job(struct rq *e, const char *id, int64_t now)
+{
+    struct sp_error err = {0};
+    struct job before;
+
+    ASSERT_OK(db_begin(e->conn, &err));
+    ASSERT_OK(job_queue_reprocess(&e->q.base, id, now, e->a, &before, &err));
+    ASSERT_OK(db_commit(e->conn, &err));
+    job_queue_wake(&e->q.base);
+}
+
+/* The newest entry of the events stream: "event=<name> f=v ..." in the arena. */
+static const char *
+last_event_of(struct rq *e)
+{
+    struct redis_value *rep = rcmd(e, "XREVRANGE", "%Pevents", "+", "-", "COUNT", "1", NULL);
+    char buf[512] = "";
+    size_t len = 0;
+
+    ASSERT(rep->type == RV_ARR && rep->n == 1);
+    for (size_t i = 0; i + 1 < rep->items[0].items[1].n; i += 2) {
+        const struct redis_value *f = rep->items[0].items[1].items;
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s=%s", i ? " " : "", f[i].str,
+                                f[i + 1].str);
+    }
+    redis_value_free(rep);
+    return arena_strdup(e->a, buf);
+}
+
+static const char *
+outbox_relay_state(struct rq *e, const char *id)
+{
+    DB_STMT_SAME(sql, "SELECT relayed_at IS NULL, requeued_at IS NULL FROM outbox WHERE id = $1");
+    struct db_rows rows;
+    struct sp_error err = {0};
+
+    ASSERT_OK(db_query(e->conn, &sql, DB_ARGS(db_text(id)), e->a, &rows, &err));
+    ASSERT_EQ(1, rows.nrows);
+    return arena_printf(e->a, "%s%s",
+                        strcmp(db_cell(&rows, 0, 0), "1") == 0 ? "unrelayed" : "relayed",
+                        strcmp(db_cell(&rows, 0, 1), "1") == 0 ? "" : "+retry");
+}
+
+/* A job that failed for good (its one attempt), in Redis and in its record. */
+static void
+failed_job(struct rq *e, char *id, int64_t now)
+{
+    struct job j;
+
+    enqueue(e, NULL, id);
+    ASSERT_EQ(1, relay(e));
+    take(e, now, 30000, &j);
+    end_attempt(e, &j, END_FAIL, now + 1, 0);
+    ASSERT_EQ(now + 1, rint_(e, "ZSCORE", "%Pfailed", id));
+    ASSERT_STREQ("failed/1", outbox_state(e, id));
+}
+
+TEST(unit_queue_redis_retry_moves_the_job_as_bullmq_does_redis)
+{
+    /* BullMQ's Job.retry('failed', {resetAttemptsMade, resetAttemptsStarted}): the ended run's
+     * fields go, the history stays, the job is back on the wait list with a waiting event */
+    struct rq e;
+    char id[JOB_ID_MAX];
+    struct job j;
+    int64_t now = sp_clock_now_ms(&sp_clock_real);
+
+    rq_open(&e, -1, 1);
+    failed_job(&e, id, now);
+    redis_value_free(rcmd(&e, "DEL", "%Pmarker", NULL));
+    retry_job(&e, id, now + 10);
+    /* the record now; Redis once the relay runs (woken by the commit in the service) */
+    ASSERT_STREQ("waiting/0", outbox_state(&e, id));
+    ASSERT_STREQ("unrelayed+retry", outbox_relay_state(&e, id));
+    ASSERT_EQ(1, rint_(&e, "ZCARD", "%Pfailed", NULL));
+    ASSERT_EQ(1, relay(&e));
+    ASSERT_STREQ("relayed", outbox_relay_state(&e, id));
+    ASSERT_EQ(0, rint_(&e, "ZCARD", "%Pfailed", NULL));
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
+    ASSERT_EQ(0, rint_(&e, "ZSCORE", "%Pmarker", "0"));
+    for (const char *const *f =
+             (const char *const[]){"finishedOn", "processedOn", "failedReason", "atm", "ats", NULL};
+         *f; f++)
+        if (hget(&e, id, *f)[0] != '\0')
+            t_fail(__FILE__, __LINE__, "field %s left on the retried job: %s", *f,
+                   hget(&e, id, *f));
+    ASSERT_STREQ("[\"gone\"]", hget(&e, id, "stacktrace"));
+    ASSERT_STREQ("send-message", hget(&e, id, "name"));
+    ASSERT_STREQ(arena_printf(e.a, "event=waiting jobId=%s prev=failed", id), last_event_of(&e));
+    ASSERT_EQ(0, relay(&e)); /* applied once */
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
+
+    take(&e, now + 20, 30000, &j);
+    ASSERT_STREQ(id, j.id);
+    ASSERT_EQ(0, j.attempts_made);
+    ASSERT_EQ(1, j.requeued);
+    ASSERT_STREQ("1", hget(&e, id, "ats"));
+    end_attempt(&e, &j, END_COMPLETE, now + 30, 0);
+    ASSERT_STREQ("completed/1", outbox_state(&e, id));
+    ASSERT_STREQ("1", hget(&e, id, "atm"));
+    rq_close(&e);
+}
+
+TEST(unit_queue_redis_retry_waits_for_a_failure_still_on_its_way_redis)
+{
+    /* the record says failed but the worker's fail script has not run yet (the job is still
+     * active, locked, in Redis): the relay keeps the retry until it has */
+    struct rq e;
+    char id[JOB_ID_MAX];
+    struct job j;
+    struct sp_error err = {0};
+    int64_t now = sp_clock_now_ms(&sp_clock_real);
+
+    rq_open(&e, -1, 1);
+    enqueue(&e, NULL, id);
+    ASSERT_EQ(1, relay(&e));
+    take(&e, now, 30000, &j);
+    ASSERT_OK(db_begin(e.conn, &err));
+    ASSERT_OK(job_queue_fail(&e.q.base, &j, now + 1, "gone", &err));
+    ASSERT_OK(db_commit(e.conn, &err)); /* the outcome's Redis part not applied yet */
+    retry_job(&e, id, now + 2);
+    ASSERT_EQ(0, relay(&e));
+    ASSERT_STREQ("unrelayed+retry", outbox_relay_state(&e, id));
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pactive", NULL));
+    ASSERT_OK(job_queue_after_commit(&e.q.base, &err)); /* now it fails in Redis */
+    ASSERT_EQ(1, rint_(&e, "ZCARD", "%Pfailed", NULL));
+    ASSERT_EQ(1, relay(&e));
+    ASSERT_EQ(0, rint_(&e, "ZCARD", "%Pfailed", NULL));
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
+    ASSERT_STREQ("relayed", outbox_relay_state(&e, id));
+    rq_close(&e);
+}
+
+TEST(unit_queue_redis_retry_of_a_job_gone_from_redis_or_already_back_redis)
+{
+    struct rq e;
+    char gone[JOB_ID_MAX], back[JOB_ID_MAX];
+    int64_t now = sp_clock_now_ms(&sp_clock_real);
+    const char *argv[2];
+    struct redis_value *rep = NULL;
+    struct sp_error err = {0};
+
+    rq_open(&e, -1, 1);
+    failed_job(&e, gone, now);
+    failed_job(&e, back, now);
+    /* removed from `failed` by a BullMQ client (Queue.clean): added afresh from the record */
+    redis_value_free(rcmd(&e, "DEL", jkey(&e, gone, ""), NULL));
+    redis_value_free(rcmd(&e, "ZREM", "%Pfailed", gone, NULL));
+    retry_job(&e, gone, now + 10);
+    ASSERT_EQ(1, relay(&e));
+    ASSERT_EQ(1, rint_(&e, "LLEN", "%Pwait", NULL));
+    ASSERT_STREQ("send-message", hget(&e, gone, "name"));
+    ASSERT_STREQ("", hget(&e, gone, "atm"));
+    ASSERT_STREQ("relayed", outbox_relay_state(&e, gone));
+    /* retried meanwhile through BullMQ (here: our script, as job.retry() would): left alone,
+     * not pushed twice */
+    argv[0] = e.sh.prefix;
+    argv[1] = back;
+    ASSERT_OK(redis_script_call(e.r, BULLMQ_REPROCESS, 2, argv, NULL, &rep, &err));
+    ASSERT_EQ(0, rep->integer);
+    redis_value_free(rep);
+    retry_job(&e, back, now + 10);
+    ASSERT_EQ(1, relay(&e));
+    ASSERT_STREQ("relayed", outbox_relay_state(&e, back));
+    ASSERT_EQ(2, rint_(&e, "LLEN", "%Pwait", NULL)); /* gone, and back once */
+    rq_close(&e);
+}

@@ -841,3 +841,285 @@ TEST_ALL(unit_hostile_h1_contract_lead_set_address_only_fills_a_missing_address)
     ASSERT_EQ(0, changed);
     t_env_free(env);
 }
+
+/* ---- the operator's verbs: list, get, reprocess ------------------------------------------- */
+
+/* A job named `name` for lead_id (key: message_id) enqueued at `now`. */
+static void
+enqueue_named(struct t_env *env, const char *name, const char *lead_id, const char *message_id,
+              int64_t now, char *id)
+{
+    struct sp_error err = {0};
+    struct job_spec spec = {name, message_id, lead_id, "{\"k\":1}", 3, 1000};
+    ASSERT_OK(job_queue_enqueue(env->queue, &spec, now, id, &err));
+}
+
+/* list with a filter; the ids listed, space-separated, into the arena (next into `next`). */
+static const char *
+list_ids(struct t_env *env, const struct job_filter *f, char *next)
+{
+    struct sp_error err = {0};
+    struct job *jobs;
+    char *out = arena_strdup(env->arena, "");
+    int n = -1;
+
+    ASSERT_OK(job_queue_list(env->queue, f, env->arena, &jobs, &n, next, &err));
+    ASSERT(n >= 0 && n <= f->limit);
+    for (int i = 0; i < n; i++)
+        out = (char *)arena_printf(env->arena, "%s%s%s", out, i ? " " : "", jobs[i].id);
+    return out;
+}
+
+static const char *
+join_ids(struct t_env *env, const char *const *ids, int n)
+{
+    char *out = arena_strdup(env->arena, "");
+    for (int i = 0; i < n; i++)
+        out = (char *)arena_printf(env->arena, "%s%s%s", out, i ? " " : "", ids[i]);
+    return out;
+}
+
+/* An id no job has, and one this backend cannot have made. */
+static const char *
+unknown_id(enum t_backend backend)
+{
+    return backend == T_REDIS ? "00000000-0000-4000-9000-00000000ffff" : "999999";
+}
+
+static const char *
+malformed_id(enum t_backend backend)
+{
+    return backend == T_REDIS ? "999999" : "00000000-0000-4000-9000-00000000ffff";
+}
+
+TEST_QUEUE(unit_contract_queue_list_pages_newest_first)
+{
+    /* keyset pages, newest first: a job added while paging is not seen on the later pages,
+     * and no job is seen twice or skipped */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead b = mk_lead("Bea", "bea@example.com", NULL, 1000);
+    char id[6][JOB_ID_MAX], next[JOB_CURSOR_MAX], cursor[JOB_CURSOR_MAX];
+    const char *ids[6];
+    struct job_filter f = {0};
+    struct sp_error err = {0};
+    struct job *jobs;
+    int n;
+
+    insert_lead(env, &a);
+    insert_lead(env, &b);
+    enqueue_named(env, "send-message", a.id, M1, 1000, id[0]);
+    enqueue_named(env, "generate-reply", b.id, M2, 2000, id[1]);
+    enqueue_named(env, "send-message", a.id, M3, 3000, id[2]);
+    enqueue_named(env, "send-message", b.id, "00000000-0000-4000-9000-0000000000a4", 4000, id[3]);
+    enqueue_named(env, "generate-reply", a.id, "00000000-0000-4000-9000-0000000000a5", 5000, id[4]);
+    t_env_publish(env);
+    for (int i = 0; i < 5; i++)
+        ids[i] = id[4 - i];
+
+    f.limit = 2;
+    ASSERT_STREQ(join_ids(env, ids, 2), list_ids(env, &f, next));
+    ASSERT(next[0] != '\0');
+    memcpy(cursor, next, sizeof(cursor));
+    f.after = cursor;
+    ASSERT_STREQ(join_ids(env, ids + 2, 2), list_ids(env, &f, next));
+    ASSERT(next[0] != '\0');
+    /* a job added now is newer than every page still to come */
+    enqueue_named(env, "send-message", b.id, "00000000-0000-4000-9000-0000000000a6", 6000, id[5]);
+    t_env_publish(env);
+    memcpy(cursor, next, sizeof(cursor));
+    ASSERT_STREQ(join_ids(env, ids + 4, 1), list_ids(env, &f, next));
+    ASSERT_STREQ("", next); /* the last page */
+
+    /* from the top again: the new job first, every record as list_group shows it */
+    f.after = NULL;
+    f.limit = JOB_LIST_MAX;
+    ASSERT_OK(job_queue_list(env->queue, &f, env->arena, &jobs, &n, next, &err));
+    ASSERT_EQ(6, n);
+    ASSERT_STREQ("", next);
+    ASSERT_STREQ(id[5], jobs[0].id);
+    ASSERT_STREQ(id[0], jobs[5].id);
+    ASSERT_STREQ("send-message", jobs[5].name);
+    ASSERT_STREQ(a.id, jobs[5].group);
+    ASSERT_STREQ(M1, jobs[5].key);
+    ASSERT_EQ(JOB_WAITING, jobs[5].state);
+    ASSERT_EQ(0, jobs[5].attempts_made);
+    ASSERT_EQ(3, jobs[5].max_attempts);
+    ASSERT_EQ(1000, jobs[5].created_at);
+    ASSERT_EQ(1000, jobs[5].run_at);
+    ASSERT(jobs[5].last_error == NULL);
+
+    /* by name, paged too */
+    f.name = "generate-reply";
+    f.limit = 1;
+    ASSERT_STREQ(id[4], list_ids(env, &f, next));
+    memcpy(cursor, next, sizeof(cursor));
+    f.after = cursor;
+    ASSERT_STREQ(id[1], list_ids(env, &f, next));
+    ASSERT_STREQ("", next);
+    f.name = "no-such-job";
+    f.after = NULL;
+    ASSERT_STREQ("", list_ids(env, &f, next));
+    ASSERT_STREQ("", next);
+
+    /* a position this queue did not make */
+    f.name = NULL;
+    f.after = "not a position";
+    ASSERT_EQ(SP_EINVAL, job_queue_list(env->queue, &f, env->arena, &jobs, &n, next, &err));
+    ASSERT_STREQ("cursor", err.field);
+    t_env_free(env);
+}
+
+TEST_QUEUE(unit_contract_queue_list_by_state_and_get)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    char id[4][JOB_ID_MAX], next[JOB_CURSOR_MAX], cursor[JOB_CURSOR_MAX];
+    struct job_filter f = {0};
+    struct sp_error err = {0};
+    struct job j, got;
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id[0]);
+    enqueue(env, a.id, M2, 2000, id[1]);
+    enqueue(env, a.id, M3, 3000, id[2]);
+    enqueue(env, a.id, "00000000-0000-4000-9000-0000000000a4", 4000, id[3]);
+    t_env_publish(env);
+    ASSERT_EQ(1, reserve(env, 5000, &j, NULL)); /* the oldest */
+    ASSERT_STREQ(id[0], j.id);
+    ASSERT_OK(end_attempt(env, END_FAIL, &j, 5100, 0, "gave up"));
+    ASSERT_EQ(1, reserve(env, 5200, &j, NULL));
+    ASSERT_STREQ(id[1], j.id);
+    ASSERT_OK(end_attempt(env, END_COMPLETE, &j, 5300, 0, NULL));
+    ASSERT_EQ(1, reserve(env, 5400, &j, NULL)); /* left active */
+    ASSERT_STREQ(id[2], j.id);
+
+    f.limit = 10;
+    f.has_state = 1;
+    f.state = JOB_FAILED;
+    ASSERT_STREQ(id[0], list_ids(env, &f, next));
+    f.state = JOB_COMPLETED;
+    ASSERT_STREQ(id[1], list_ids(env, &f, next));
+    f.state = JOB_ACTIVE;
+    ASSERT_STREQ(id[2], list_ids(env, &f, next));
+    f.state = JOB_WAITING;
+    ASSERT_STREQ(id[3], list_ids(env, &f, next));
+    f.state = JOB_DELAYED;
+    ASSERT_STREQ("", list_ids(env, &f, next));
+    ASSERT_STREQ("", next);
+    /* a state's pages are keyset pages too */
+    ASSERT_OK(end_attempt(env, END_FAIL, &j, 5500, 0, "gave up too"));
+    f.state = JOB_FAILED;
+    f.limit = 1;
+    ASSERT_STREQ(id[2], list_ids(env, &f, next));
+    memcpy(cursor, next, sizeof(cursor));
+    f.after = cursor;
+    ASSERT_STREQ(id[0], list_ids(env, &f, next));
+    ASSERT_STREQ("", next);
+
+    ASSERT_OK(job_queue_get(env->queue, id[0], env->arena, &got, &err));
+    ASSERT_STREQ(id[0], got.id);
+    ASSERT_EQ(JOB_FAILED, got.state);
+    ASSERT_EQ(1, got.attempts_made);
+    ASSERT_STREQ("gave up", got.last_error);
+    ASSERT_EQ(5100, got.finished_at);
+    ASSERT_STREQ(M1, got.key);
+    ASSERT_STREQ(a.id, got.group);
+    ASSERT_EQ(SP_ENOTFOUND, job_queue_get(env->queue, unknown_id(backend), env->arena, &got, &err));
+    ASSERT_STREQ("id", err.field);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, job_queue_get(env->queue, malformed_id(backend), env->arena, &got, &err));
+    ASSERT_STREQ("id", err.field);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, job_queue_get(env->queue, "", env->arena, &got, &err));
+    t_env_free(env);
+}
+
+/* reprocess in a unit of work of its own, committed or rolled back. */
+static int
+reprocess_in_uow(struct t_env *env, const char *id, int64_t now, int commit, struct job *before,
+                 struct sp_error *err)
+{
+    int rc;
+
+    ASSERT_OK(lead_repo_begin(env->repo, err));
+    rc = job_queue_reprocess(env->queue, id, now, env->arena, before, err);
+    if (rc != SP_OK || !commit) {
+        lead_repo_rollback(env->repo);
+        job_queue_after_rollback(env->queue);
+        return rc;
+    }
+    ASSERT_OK(lead_repo_commit(env->repo, err));
+    job_queue_wake(env->queue);
+    return SP_OK;
+}
+
+TEST_QUEUE(unit_contract_queue_reprocess_puts_a_failed_job_back)
+{
+    /* BullMQ's job.retry() with its attempts reset: waiting, due now, no attempts, no error or
+     * finish time; the rest of the job stays; only a failed job */
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct sp_error err = {0};
+    struct job j, before, got;
+    char id[JOB_ID_MAX];
+
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id);
+    t_env_publish(env);
+    ASSERT_EQ(1, reserve(env, 1000, &j, NULL));
+    ASSERT_EQ(0, j.requeued);
+    ASSERT_OK(end_attempt(env, END_RETRY, &j, 1100, 1200, "provider down"));
+    ASSERT_EQ(1, reserve(env, 1200, &j, NULL));
+    ASSERT_OK(end_attempt(env, END_FAIL, &j, 1300, 0, "gave up"));
+
+    /* rolled back: nothing changed (and on Redis nothing reaches the relay) */
+    ASSERT_OK(reprocess_in_uow(env, id, 2000, 0, &before, &err));
+    t_env_publish(env);
+    ASSERT_EQ(JOB_FAILED, job_by_id(env, a.id, id).state);
+    ASSERT_EQ(0, reserve(env, 2000, &j, NULL));
+
+    ASSERT_OK(reprocess_in_uow(env, id, 2000, 1, &before, &err));
+    ASSERT_STREQ(id, before.id);
+    ASSERT_EQ(JOB_FAILED, before.state);
+    ASSERT_EQ(2, before.attempts_made);
+    ASSERT_STREQ("gave up", before.last_error);
+    ASSERT_EQ(1300, before.finished_at);
+    ASSERT_OK(job_queue_get(env->queue, id, env->arena, &got, &err));
+    ASSERT_EQ(JOB_WAITING, got.state);
+    ASSERT_EQ(0, got.attempts_made);
+    ASSERT(got.last_error == NULL);
+    ASSERT_EQ(0, got.finished_at);
+    ASSERT_EQ(2000, got.run_at);
+    ASSERT_EQ(2000, got.updated_at);
+    ASSERT_EQ(1000, got.created_at);
+    ASSERT_EQ(3, got.max_attempts);
+    ASSERT_STREQ(M1, got.key);
+    ASSERT_STREQ(a.id, got.group);
+    /* once is enough: it is not failed any more */
+    ASSERT_EQ(SP_ECONFLICT, reprocess_in_uow(env, id, 2001, 1, &before, &err));
+    ASSERT_STREQ("state", err.field);
+    ASSERT_EQ(JOB_WAITING, before.state);
+    sp_error_clear(&err);
+
+    t_env_publish(env); /* Redis: the relay moves the job from `failed` back to `wait` */
+    ASSERT_EQ(1, reserve(env, 2000, &j, NULL));
+    ASSERT_STREQ(id, j.id);
+    ASSERT_EQ(0, j.attempts_made);
+    ASSERT_EQ(3, j.max_attempts);
+    ASSERT_JSON_SAME("{\"k\":1}", j.data);
+    ASSERT_EQ(backend == T_REDIS, j.requeued); /* Redis: it came back from `failed` there */
+    ASSERT_OK(end_attempt(env, END_COMPLETE, &j, 2100, 0, NULL));
+    got = job_by_id(env, a.id, id);
+    ASSERT_EQ(JOB_COMPLETED, got.state);
+    ASSERT_EQ(1, got.attempts_made);
+    ASSERT_EQ(2100, got.finished_at);
+
+    ASSERT_EQ(SP_ECONFLICT, reprocess_in_uow(env, id, 3000, 1, &before, &err));
+    ASSERT_EQ(JOB_COMPLETED, before.state);
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_ENOTFOUND, reprocess_in_uow(env, unknown_id(backend), 3000, 1, &before, &err));
+    sp_error_clear(&err);
+    ASSERT_EQ(SP_EINVAL, reprocess_in_uow(env, malformed_id(backend), 3000, 1, &before, &err));
+    t_env_free(env);
+}

@@ -55,6 +55,15 @@ local function mark_ready(P)
   end
 end
 
+-- Whether a job made ready now must leave the marker alone: the queue is paused, or as many jobs
+-- are active as its global concurrency (meta.concurrency) allows (BullMQ's isQueuePausedOrMaxed).
+local function paused_or_maxed(P)
+  local m = redis.call('HMGET', P .. 'meta', 'paused', 'concurrency')
+  if m[1] then return true end
+  if m[2] then return redis.call('LLEN', P .. 'active') >= tonumber(m[2]) end
+  return false
+end
+
 local function mark_delayed(P)
   local due = next_due(P)
   if due > 0 then

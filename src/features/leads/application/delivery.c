@@ -7,6 +7,7 @@
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/uuid.h"
+#include "features/leads/application/jobs.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/domain/content_gen.h"
 #include "features/leads/domain/lead_repo.h"
@@ -166,7 +167,7 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
         *res = CLAIM_SKIP;
         return end_unsent(d, j, now, 1, NULL, err);
     }
-    if (m->status == MESSAGE_FAILED) {
+    if (m->status == MESSAGE_FAILED && !j->requeued) {
         /* Failed for good already (the job's own end was lost, e.g. Redis was down): no
          * second round of sends. */
         *res = CLAIM_GONE;
@@ -175,6 +176,14 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
     rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
     if (rc != SP_OK)
         return rc;
+    if (m->status == MESSAGE_FAILED) {
+        /* Put back in line from `failed` through BullMQ (a Node client's job.retry(), Bull
+         * Board): a retry like POST /jobs/:id/retry, which the timeline learns of now. */
+        rc = leads_event_append(d->repo, m->lead_id, EVENT_MESSAGE_RETRIED, correlation(a, m, j),
+                                leads__message_retried_payload(a, m, j->id, "queue"), now, err);
+        if (rc != SP_OK)
+            return rc;
+    }
     /* Do not contact, checked at send time, for every kind of message: read in the claim's
      * transaction, the last one before the send. An opt-out committed after this read finds
      * the message already on its way (at most the sends in flight at that moment). */

@@ -16,10 +16,10 @@ static const char *const kind_names[] = {"welcome", "ai_reply", "reply", "manual
 static const char *const mstatus_names[] = {"queued",   "sending",   "sent", "failed",
                                             "received", "delivered", "read", "suppressed"};
 static const char *const event_names[] = {
-    "lead_added",      "message_queued",   "message_sent",      "message_failed",
-    "reply_received",  "ai_reply_sent",    "status_changed",    "address_added",
-    "ai_reply_failed", "ai_reply_skipped", "message_delivered", "message_read",
-    "opted_out",       "opted_in",         "message_suppressed"};
+    "lead_added",      "message_queued",   "message_sent",       "message_failed",
+    "reply_received",  "ai_reply_sent",    "status_changed",     "address_added",
+    "ai_reply_failed", "ai_reply_skipped", "message_delivered",  "message_read",
+    "opted_out",       "opted_in",         "message_suppressed", "message_retried"};
 static const char *const source_names[] = {"api", "whatsapp", "email"};
 static const char *const opt_out_source_names[] = {"api", "reply", "unsubscribe"};
 static const char *const intent_names[] = {"other", "pricing", "demo", "not_interested", "stop"};

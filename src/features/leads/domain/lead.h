@@ -72,8 +72,9 @@ enum lead_event_type {
     EVENT_OPTED_OUT,          /* the lead asked not to be contacted on a channel */
     EVENT_OPTED_IN,           /* ... and may be contacted there again */
     EVENT_MESSAGE_SUPPRESSED, /* a queued message was not sent: its channel is opted out */
+    EVENT_MESSAGE_RETRIED,    /* its failed send-message job was put back in line */
 };
-#define EVENT_TYPE_LAST EVENT_MESSAGE_SUPPRESSED
+#define EVENT_TYPE_LAST EVENT_MESSAGE_RETRIED
 
 struct lead {
     char id[SP_UUID_LEN + 1];

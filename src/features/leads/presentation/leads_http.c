@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/uuid.h"
 #include "features/leads/application/leads.h"
+#include "features/leads/presentation/jobs_http.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -582,22 +583,8 @@ static void
 render_jobs(struct jsonw *w, const struct lead_details *det)
 {
     jsonw_arr_begin(w);
-    for (int i = 0; i < det->njobs; i++) {
-        const struct job *j = &det->jobs[i];
-        jsonw_obj_begin(w);
-        jsonw_kstr(w, "id", j->id);
-        jsonw_kstr(w, "name", j->name);
-        jsonw_kstr(w, "messageId", j->key);
-        jsonw_kstr(w, "state", job_state_name(j->state));
-        jsonw_kint(w, "attemptsMade", j->attempts_made);
-        jsonw_kint(w, "maxAttempts", j->max_attempts);
-        jsonw_kstr(w, "lastError", j->last_error);
-        jsonw_ktime(w, "createdAt", j->created_at, 0);
-        jsonw_ktime(w, "updatedAt", j->updated_at, 0);
-        jsonw_ktime(w, "runAt", j->run_at, 1);
-        jsonw_ktime(w, "finishedAt", j->finished_at, 1);
-        jsonw_obj_end(w);
-    }
+    for (int i = 0; i < det->njobs; i++)
+        jobs_http_render(w, &det->jobs[i], 0); /* the record GET /jobs/:id shows, less leadId */
     jsonw_arr_end(w);
 }
 
