@@ -71,7 +71,7 @@ export function queueView(main) {
       r = await countsFromJobs();
       source = 'jobs';
     }
-    fill(counts, STATES.map((s) => h('div', { class: `count s-${s}`, dataset: { state: s } },
+    fill(counts, STATES.map((s) => h('div', { class: `count${r.counts[s] ? ` s-${s}` : ''}`, dataset: { state: s } },
       h('dt', {}, s), h('dd', {}, `${r.counts[s]}${r.capped[s] ? '+' : ''}`))));
   }
 

@@ -15,7 +15,7 @@ struct ui_asset {
     const char *name;         /* "app.js": the file's name in ui/ */
     const char *content_type; /* "text/javascript; charset=utf-8" */
     const char *etag;         /* a strong validator, quoted: the first 16 hex digits of SHA-256 */
-    const unsigned char *data;
+    const unsigned char *data; /* len bytes, then a 0 (not counted) */
     size_t len;
 };
 
