@@ -12,9 +12,9 @@
 #include <stddef.h>
 
 struct ui_asset {
-    const char *name;         /* "app.js": the file's name in ui/ */
-    const char *content_type; /* "text/javascript; charset=utf-8" */
-    const char *etag;         /* a strong validator, quoted: the first 16 hex digits of SHA-256 */
+    const char *name;          /* "app.js": the file's name in ui/ */
+    const char *content_type;  /* "text/javascript; charset=utf-8" */
+    const char *etag;          /* a strong validator, quoted: the first 16 hex digits of SHA-256 */
     const unsigned char *data; /* len bytes, then a 0 (not counted) */
     size_t len;
 };
