@@ -184,6 +184,7 @@ function eventSummary(e) {
     case 'message_delivered': return `${ch} message delivered`;
     case 'message_read': return `${ch} message read`;
     case 'message_suppressed': return `${ch} message not sent: the lead opted out`;
+    case 'message_retried': return `${ch} message retried by hand`;
     case 'reply_received': return `Reply received on ${ch}${p.source && p.source !== 'api' ? ` (${p.source})` : ''}`;
     case 'ai_reply_sent': return `AI answer sent on ${ch}`;
     case 'ai_reply_failed': return `AI answer failed${p.error ? `: ${p.error}` : ''}`;

@@ -10,6 +10,7 @@ const TYPES = [
   'lead_added', 'message_queued', 'message_sent', 'message_failed', 'reply_received',
   'ai_reply_sent', 'status_changed', 'address_added', 'ai_reply_failed', 'ai_reply_skipped',
   'message_delivered', 'message_read', 'opted_out', 'opted_in', 'message_suppressed',
+  'message_retried',
 ];
 const POLL_MS = 3000;
 const RETRY_MS = 15000;
