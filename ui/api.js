@@ -14,6 +14,7 @@ export class ApiError extends Error {
     super(messages.join('; '));
     this.status = status;
     this.messages = messages;
+    this.body = body;
   }
 
   // The server has no such route (an older build): 405 on a known path, or the router's

@@ -159,6 +159,11 @@ function captureForm(onCaptured) {
       onCaptured(lead);
     } catch (err) {
       showErrors(errors, err);
+      // A person already captured (409 names the lead): offer the way to it.
+      const existing = err.status === 409 && err.body && err.body.leadId;
+      if (existing) {
+        errors.append(h('a', { href: `#/leads/${encodeURIComponent(existing)}` }, 'Open that lead'));
+      }
     } finally {
       submit.disabled = false;
     }

@@ -303,7 +303,13 @@ test('new leads appear at the top; search finds a lead by email prefix', async (
   noConsoleErrors();
 });
 
-test('at 375 px wide nothing overflows', async () => {
+// Form controls and buttons without a name a screen reader could say.
+const unlabelled = (page) => page.$$eval('input, select, textarea, button', (els) => els
+  .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') ||
+    (el.tagName === 'BUTTON' && el.textContent.trim())))
+  .map((el) => el.outerHTML.slice(0, 100)));
+
+test('at 375 px wide nothing overflows, and every control has a label', async () => {
   const narrow = await newPage(browser, 375);
   for (const [route, name] of [['#/leads', 'leads'], [`#/leads/${lead}`, 'lead'], ['#/queue', 'queue']]) {
     await narrow.goto(`${api.url}/${route}`);
@@ -311,6 +317,7 @@ test('at 375 px wide nothing overflows', async () => {
     await narrow.waitForNetworkIdle({ idleTime: 200 });
     const width = await narrow.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(width <= 375, `${route}: ${width} px wide`);
+    assert.deepEqual(await unlabelled(narrow), [], `${route}: controls without a label`);
     await shot(narrow, `${name}-375px`);
   }
   await narrow.close();
