@@ -69,9 +69,10 @@ export function leadsView(main, params) {
       h('span', { class: 'when' }, time(l.createdAt)));
   }
 
-  // A lead captured now (its lead_added event, or this tab's own capture): at the top.
-  function add(l, isOwn) {
-    if (shown.has(l.id) || !matches(l)) return;
+  // A lead captured now (its lead_added event, this tab's own capture, or found by a
+  // refresh: `listed`, already filtered by the server): at the top.
+  function add(l, isOwn, listed = false) {
+    if (shown.has(l.id) || (!listed && !matches(l))) return;
     const li = row(l);
     li.classList.add('fresh');
     shown.set(l.id, li);
@@ -127,8 +128,24 @@ export function leadsView(main, params) {
         shown.get(ev.leadId).querySelector('.badge').replaceWith(badge(ev.payload.to));
       }
     },
-    refresh() {
-      if (!missing) load(true);
+    // Events may have been missed: the first page again, merged into what is shown (new leads
+    // at the top, statuses updated), so that the pages loaded below stay where they are.
+    async refresh() {
+      if (missing) return;
+      const mine = generation;
+      const p = new URLSearchParams({ limit: String(PAGE) });
+      if (q) p.set('q', q);
+      if (status) p.set('status', status);
+      try {
+        const page = await api('GET', `/leads?${p}`);
+        if (mine !== generation) return;
+        for (const l of [...page.items].reverse()) {
+          if (shown.has(l.id)) shown.get(l.id).querySelector('.badge').replaceWith(badge(l.status));
+          else add(l, false, true);
+        }
+      } catch {
+        // the next refresh or event tries again
+      }
     },
   };
 }
