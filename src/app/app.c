@@ -324,6 +324,8 @@ app_cleanup(struct app *app)
     queue_signal_cleanup(&app->relay_signal);
     api_keys_free(&app->keys);
     idempotency_cleanup(&app->idem);
+    throttle_cleanup(&app->throttle);
+    metrics_free(app->metrics);
 }
 
 static int

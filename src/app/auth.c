@@ -36,13 +36,20 @@ api_keys_free(struct api_keys *k)
 int
 api_keys_check(const struct api_keys *k, const char *given)
 {
+    return api_keys_find(k, given) >= 0;
+}
+
+int
+api_keys_find(const struct api_keys *k, const char *given)
+{
     unsigned char d[SP_SHA256_LEN];
-    int ok = 0;
+    int found = -1;
 
     if (given == NULL || given[0] == '\0')
-        return 0;
+        return -1;
     sp_sha256(given, strlen(given), d);
     for (int i = 0; i < k->n; i++) /* no early exit: every key is compared */
-        ok |= sp_equal_ct(d, k->digest[i], SP_SHA256_LEN);
-    return ok;
+        if (sp_equal_ct(d, k->digest[i], SP_SHA256_LEN) && found < 0)
+            found = i;
+    return found;
 }

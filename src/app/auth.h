@@ -15,3 +15,6 @@ void api_keys_init(struct api_keys *k, const char *csv);
 void api_keys_free(struct api_keys *k);
 /* 1 when `given` (the X-API-Key header, NULL when absent) is one of the keys. */
 int api_keys_check(const struct api_keys *k, const char *given);
+/* The index (0..n-1) of the key `given` is, or -1: which client a request is (rate limits).
+ * Compares with every key, like api_keys_check. */
+int api_keys_find(const struct api_keys *k, const char *given);

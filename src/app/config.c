@@ -81,6 +81,11 @@ static const struct config_key keys[] = {
      "text (logfmt) or json"},
     {"API_KEYS", "api-keys", K_KEYS, OFF(api_keys), NULL, 0, 0, 1,
      "comma-separated keys (spaces trimmed); when set every route but /health needs X-API-Key"},
+    {"RATE_LIMIT_RPS", "rate-limit-rps", K_DOUBLE, OFF(rate_limit_rps), "0", 0, 1000000, 0,
+     "requests per second each API key (each client address without keys) may make on average; "
+     "0: no limit"},
+    {"RATE_LIMIT_BURST", "rate-limit-burst", K_INT, OFF(rate_limit_burst), "0", 0, 1000000, 0,
+     "requests a client may make at once before RATE_LIMIT_RPS paces it (0: one second's worth)"},
     {"IDEMPOTENCY_TTL_S", "idempotency-ttl-s", K_LONG, OFF(idempotency_ttl_s), "86400", 1,
      30 * 86400, 0, "how long an Idempotency-Key of a POST is remembered (seconds)"},
     {"CORS_ORIGINS", "cors-origins", K_STR, OFF(cors_origins), NULL, 0, 0, 0,
@@ -488,6 +493,10 @@ validate(const struct config *cfg, struct sp_error *err)
     if (!name_ok(cfg->queue_prefix))
         return sp_error_set(err, SP_EINVAL, "QUEUE_PREFIX",
                             "config: QUEUE_PREFIX: 1-64 characters, none of ':', space or control");
+    if (cfg->rate_limit_burst > 0 && cfg->rate_limit_rps == 0)
+        return sp_error_set(err, SP_EINVAL, "RATE_LIMIT_BURST",
+                            "config: RATE_LIMIT_BURST: needs RATE_LIMIT_RPS (got %d with no rate)",
+                            cfg->rate_limit_burst);
     rc = validate_email(cfg, err);
     if (rc == SP_OK)
         rc = validate_unsubscribe(cfg, err);

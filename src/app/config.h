@@ -34,6 +34,8 @@ struct config {
     enum log_level log_level;
     enum log_format log_format;
     char *api_keys;
+    double rate_limit_rps;
+    int rate_limit_burst;
     char *cors_origins;
     char *mock_sink;
     int mock_fail_first;

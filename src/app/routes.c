@@ -1,8 +1,10 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
  * routes, the providers' webhooks and the email unsubscribe links, each on a session of its
- * own, the liveness (/health) and readiness (/ready) probes, and the API-key check that guards
- * every route but /health, the webhooks (signed by their providers), the unsubscribe links
- * (their token is the credential) and CORS preflights when API_KEYS is set.
+ * own, the liveness (/health) and readiness (/ready) probes, the metrics (/metrics,
+ * app/metrics.c), and before any of them the rate limit (app/throttle.c) and the API-key check
+ * that guards every route but /health, the webhooks (signed by their providers), the
+ * unsubscribe links (their token is the credential) and CORS preflights when API_KEYS is set.
+ * Every answered request is counted in the HTTP metrics, under its route pattern.
  *
  * Every session of a request gets one budget for all its database waits, DB_BUSY_TIMEOUT_MS
  * (request_session_open): a database locked elsewhere is answered 503 within it. /health never
@@ -20,6 +22,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static struct leads_deps
 leads_deps_for(struct app *app, struct session *s)
@@ -284,21 +287,45 @@ route_is_open(const char *path)
            strncmp(path, "/ui/", 4) == 0;
 }
 
+/* The key a request presents: X-API-Key; on GET /metrics also `Authorization: Bearer <key>`,
+ * what a Prometheus scrape config sends without custom headers. */
+static const char *
+presented_key(const struct http_request *req, const struct http_route *route)
+{
+    static const char bearer[] = "Bearer ";
+
+    if (req->api_key != NULL || route == NULL || strcmp(route->pattern, "/metrics") != 0 ||
+        req->authorization == NULL ||
+        strncasecmp(req->authorization, bearer, sizeof(bearer) - 1) != 0)
+        return req->api_key;
+    return req->authorization + sizeof(bearer) - 1;
+}
+
 void
 routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
 {
     struct app *app = ctx;
-
+    int64_t started_us = sp_mono_us();
+    const struct http_route *route = http_router_find(&app->router, req->path);
     /* A browser's preflight never carries the key (it asks whether it may send it), and it
      * runs no handler: the router answers it from the route table alone. */
-    if (app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req) &&
-        !api_keys_check(&app->keys, req->api_key)) {
+    int needs_key = app->keys.n > 0 && !route_is_open(req->path) && !http_is_preflight(req);
+    int key_index = needs_key ? api_keys_find(&app->keys, presented_key(req, route)) : -1;
+    struct throttle_verdict tv;
+
+    throttle_check(&app->throttle, req, key_index, &tv);
+    if (tv.applies && !tv.v.allowed) {
+        throttle_refuse(&tv, req, resp);
+        http_router_cors(&app->router, req, resp); /* so a browser app can read the 429 */
+    } else if (needs_key && key_index < 0) {
         http_error(resp, req->arena, 401,
                    (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
         http_router_cors(&app->router, req, resp); /* so a browser app can read the 401 */
-        return;
+    } else {
+        http_router_dispatch(&app->router, req, resp);
     }
-    http_router_dispatch(&app->router, req, resp);
+    throttle_headers(&tv, req, resp);
+    metrics_http_observe(app->metrics, route, req->method, resp->status, sp_mono_us() - started_us);
     if (resp->status >= 500)
         log_warn("%s %s -> %d", req->method, req->path, resp->status);
     else
@@ -341,10 +368,19 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
+    rc |= http_router_add(r, "GET", "/metrics", metrics_route, app);
     rc |= http_router_add(r, "GET", "/", route_ui_index, app);
     rc |= http_router_add(r, "GET", "/ui/:file", route_ui_asset, app);
     if (rc != 0) {
         log_error("route table full");
+        abort();
+    }
+    /* After the last route: the metrics label requests by the table's patterns. */
+    app->metrics = metrics_new(r);
+    /* The settings were validated at start: only a programming error fails here. */
+    if (throttle_init(&app->throttle, app->cfg->rate_limit_rps, app->cfg->rate_limit_burst) !=
+        SP_OK) {
+        log_error("rate limit: bad settings");
         abort();
     }
 }

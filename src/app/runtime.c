@@ -129,6 +129,7 @@ worker_run(struct bg_thread *t)
     d.gen = app->gen;
     d.fallback = app->fallback_gen;
     d.policy = &app->policy;
+    d.counters = &app->sends;
 
     while (!atomic_load(&t->stopping)) {
         struct sp_error err = {0};

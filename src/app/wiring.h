@@ -8,12 +8,15 @@
 
 #include "app/auth.h"
 #include "app/config.h"
+#include "app/metrics.h"
+#include "app/throttle.h"
 #include "core/event_bus.h"
 #include "core/http.h"
 #include "core/queue_signal.h"
 #include "features/messaging/presentation/unsubscribe_http.h"
 #include "features/messaging/presentation/webhooks_http.h"
 #include "app/idempotency.h"
+#include "features/leads/application/delivery.h"
 #include "features/leads/application/leads.h"
 #include "features/leads/infrastructure/sql_lead_repo.h"
 #include "features/messaging/domain/sender.h"
@@ -88,6 +91,9 @@ struct app {
     struct webhooks_config webhooks;       /* the providers' webhook settings */
     struct idempotency idem;               /* Idempotency-Key of POST requests */
     struct unsubscribe_config unsubscribe; /* the one-click unsubscribe links' key */
+    struct throttle throttle;              /* RATE_LIMIT_RPS / RATE_LIMIT_BURST */
+    struct http_metrics *metrics;          /* HTTP counters (with the HTTP server), else NULL */
+    struct delivery_counters sends;        /* the workers' send outcomes (GET /metrics) */
     struct http_router router;
     struct http_server *server;
     const struct queue_backend *queue;
@@ -111,7 +117,8 @@ void session_close(struct app *app, struct session *s);
 /* The calling thread's Redis connection (NULL without REDIS_URL). Caller frees (redis_free). */
 struct redis *app_thread_redis(struct app *app);
 
-/* routes.c: the route table (leads, health, ready) and the API-key check. */
+/* routes.c: the route table (leads, health, ready, metrics), the API-key check and the rate
+ * limit; the HTTP metrics are counted there. */
 void routes_init(struct app *app);
 void routes_handle(void *app, struct http_request *req, struct http_response *resp);
 

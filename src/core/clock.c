@@ -23,6 +23,23 @@ sp_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t
+sp_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+mono_now_ms(const struct sp_clock *c)
+{
+    (void)c;
+    return sp_mono_ms();
+}
+
+const struct sp_clock sp_clock_mono = {mono_now_ms};
+
 /* Year, month, day of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's
  * civil_from_days). Avoids gmtime_r and its locking on the hot path of every JSON answer. */
 static void

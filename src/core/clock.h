@@ -20,6 +20,11 @@ extern const struct sp_clock sp_clock_real;
 
 /* Monotonic milliseconds, for timeouts and latency; unrelated to wall time. */
 int64_t sp_mono_ms(void);
+/* Monotonic microseconds (request latencies). */
+int64_t sp_mono_us(void);
+/* sp_mono_ms() as a clock: for intervals that must not jump with the wall clock (rate limits).
+ * Its values are not epoch times. */
+extern const struct sp_clock sp_clock_mono;
 
 /* "2026-11-27T14:37:45.686Z" is 24 characters. */
 #define SP_ISO_TIME_LEN 24

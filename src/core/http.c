@@ -525,7 +525,18 @@ http_router_cors(const struct http_router *r, const struct http_request *req,
     rc |= http_response_header(resp, "Access-Control-Allow-Origin",
                                is_any ? "*" : arena_strdup(req->arena, req->origin));
     rc |= http_response_header(resp, "Vary", "Origin");
-    (void)rc; /* cannot fail: at most 6 of HTTP_HEADERS_MAX headers are ever set */
+    (void)rc; /* cannot fail: CORS sets at most 5 of HTTP_HEADERS_MAX headers */
+}
+
+const struct http_route *
+http_router_find(const struct http_router *r, const char *path)
+{
+    struct match m;
+
+    for (int i = 0; path != NULL && i < r->n; i++)
+        if (path_match(r->routes[i].pattern, path, &m))
+            return &r->routes[i];
+    return NULL;
 }
 
 int

@@ -11,8 +11,9 @@ struct arena;
 
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HTTP_PARAMS_MAX 4
-#define HTTP_HEADERS_MAX 8 /* extra response headers (CORS, Vary) */
-#define HTTP_QUERY_MAX 8   /* query-string arguments kept; a request with more is refused (400) */
+#define HTTP_QUERY_MAX 8 /* query-string arguments kept; a request with more is refused (400) */
+/* Extra response headers (CORS, Vary, RateLimit-*, Idempotent-Replayed, ...). */
+#define HTTP_HEADERS_MAX 12
 
 /* Header names and values are borrowed from the server (valid for the request's lifetime).
  *
@@ -35,6 +36,9 @@ struct http_request {
     const char *api_key;          /* X-API-Key header value or NULL */
     const char *hub_signature;    /* X-Hub-Signature-256 header value or NULL (webhooks) */
     const char *idempotency_key;  /* Idempotency-Key header value or NULL */
+    const char *authorization;    /* Authorization header value or NULL */
+    const char *client_addr;      /* the peer's numeric address ("192.0.2.7", "2001:db8::1"; an
+                                     IPv4-mapped IPv6 address as IPv4), or NULL outside a server */
     const char *body;             /* NUL-terminated copy, may contain NULs; NULL when empty */
     size_t body_len;
     struct arena *arena; /* per-request arena, owns everything below */
@@ -109,6 +113,10 @@ int http_router_add(struct http_router *r, const char *method, const char *patte
  * - When CORS is on, a response to an allowed Origin carries Access-Control-Allow-Origin. */
 void http_router_dispatch(const struct http_router *r, struct http_request *req,
                           struct http_response *resp);
+/* The route whose pattern matches `path` (the first one, whatever its method), or NULL when no
+ * pattern does: what a request is about before it is dispatched (its metrics label, limits).
+ * Matches like dispatch does, on the raw path; decodes nothing. Borrowed from the router. */
+const struct http_route *http_router_find(const struct http_router *r, const char *path);
 /* Whether `req` is a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method):
  * browsers send it without credentials, so it must not need the API key. */
 int http_is_preflight(const struct http_request *req);

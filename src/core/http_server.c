@@ -683,6 +683,34 @@ server_multipart(struct http_request *req, struct http_form_field **fields, int 
     return 0;
 }
 
+/* The peer's numeric address in the arena, or NULL when libmicrohttpd cannot say. An
+ * IPv4-mapped IPv6 address (an IPv4 client of a dual-stack socket) is given as plain IPv4, so a
+ * client has one address whatever the socket it came through. */
+static const char *
+client_addr(struct MHD_Connection *conn, struct arena *a)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char buf[INET6_ADDRSTRLEN];
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+    const char *ok = NULL;
+
+    if (info == NULL || info->client_addr == NULL)
+        return NULL;
+    if (info->client_addr->sa_family == AF_INET) {
+        memcpy(&v4, info->client_addr, sizeof(v4));
+        ok = inet_ntop(AF_INET, &v4.sin_addr, buf, sizeof(buf));
+    } else if (info->client_addr->sa_family == AF_INET6) {
+        memcpy(&v6, info->client_addr, sizeof(v6));
+        if (IN6_IS_ADDR_V4MAPPED(&v6.sin6_addr))
+            ok = inet_ntop(AF_INET, &v6.sin6_addr.s6_addr[12], buf, sizeof(buf));
+        else
+            ok = inet_ntop(AF_INET6, &v6.sin6_addr, buf, sizeof(buf));
+    }
+    return ok ? arena_strdup(a, buf) : NULL;
+}
+
 /* Last call: the whole body is in. Runs the handler and queues its response. */
 static enum MHD_Result
 on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state *st,
@@ -713,6 +741,9 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
     req.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+    req.authorization =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    req.client_addr = client_addr(conn, st->arena);
     req.multipart = server_multipart;
     req.server_conn = conn;
     if (st->len > 0) {

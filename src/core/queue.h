@@ -102,6 +102,25 @@ struct job_filter {
     int limit;            /* 1..JOB_LIST_MAX */
 };
 
+/* How many jobs of one name are in one state (job_queue_count). */
+struct job_count {
+    const char *name; /* in the caller's arena */
+    enum job_state state;
+    int64_t n;
+};
+
+/* The queue's jobs counted (job_queue_count), for metrics. */
+struct job_counts {
+    struct job_count *by_state; /* [n], in the caller's arena; only the (name, state) pairs that
+                                   have jobs, at most JOB_COUNTS_MAX of them */
+    int n;
+    int64_t backlog;           /* jobs committed but not yet in the queue (the Redis queue's
+                                  outbox rows not relayed yet); 0 for a queue of rows */
+    int64_t backlog_oldest_at; /* created_at (ms) of the oldest of them; 0 when none */
+};
+
+#define JOB_COUNTS_MAX 64
+
 /* X(name, parameters after the queue, arguments after the queue): the operations that can
  * fail, each returning SP_OK or a negative SP_E* code. */
 #define JOB_QUEUE_OPS(X)                                                                           \
@@ -155,6 +174,9 @@ struct job_filter {
     X(reprocess,                                                                                   \
       (const char *id, int64_t now, struct arena *a, struct job *before, struct sp_error *err),    \
       (id, now, a, before, err))                                                                   \
+    /* Counts the queue's jobs by name and state, and its backlog (struct job_counts): what the    \
+     * queue records of every job, not only this process's. One aggregate read. */                 \
+    X(count, (struct arena * a, struct job_counts * out, struct sp_error * err), (a, out, err))    \
     /* Extends to now + lease_ms the lease of every job this process holds (the keeper). */        \
     X(renew, (int64_t now, int64_t lease_ms, struct sp_error * err), (now, lease_ms, err))         \
     /* Recovery of jobs whose holder died or stalled; cheap when not due. */                       \

@@ -7,6 +7,7 @@
 #include "core/xmalloc.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* The process-wide statement table: slots handed out so far. A mutex, not a bare atomic
  * counter, so that two threads meeting a new descriptor at once cannot both take a slot for it
@@ -58,6 +59,7 @@ struct db_pool {
     void *ctx;
     int size;
     int nfree;
+    int nwaiting;               /* threads blocked in db_pool_acquire */
     struct db_conn **all;       /* [size]; NULL until opened */
     struct db_conn **free_list; /* [size]; entries may be NULL: a slot not opened yet */
 };
@@ -109,8 +111,10 @@ db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err)
     int rc;
 
     pthread_mutex_lock(&p->mu);
+    p->nwaiting++;
     while (p->nfree == 0)
         pthread_cond_wait(&p->cv, &p->mu);
+    p->nwaiting--;
     c = p->free_list[--p->nfree];
     pthread_mutex_unlock(&p->mu);
     if (c == NULL) {
@@ -133,6 +137,21 @@ db_pool_release(struct db_pool *p, struct db_conn *c)
     pthread_mutex_lock(&p->mu);
     p->free_list[p->nfree++] = c;
     pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void
+db_pool_stats(struct db_pool *p, struct db_pool_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    out->size = p->size;
+    out->in_use = p->size - p->nfree;
+    out->waiting = p->nwaiting;
+    for (int i = 0; i < p->size; i++)
+        out->open += p->all[i] != NULL;
     pthread_mutex_unlock(&p->mu);
 }
 

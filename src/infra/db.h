@@ -282,3 +282,14 @@ int db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *er
 void db_pool_release(struct db_pool *p, struct db_conn *c);
 /* Closes every connection; all must have been released. NULL-safe. */
 void db_pool_free(struct db_pool *p);
+
+/* A pool's occupation at one moment (metrics). */
+struct db_pool_stats {
+    int size;    /* connections it may hold */
+    int open;    /* connections opened so far */
+    int in_use;  /* taken and not given back */
+    int waiting; /* threads waiting in db_pool_acquire for one */
+};
+
+/* Thread-safe. */
+void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);

@@ -89,6 +89,14 @@ DB_STMT_SAME(
     " finished_at = $2, last_error = 'job stalled more than allowable limit'"
     " WHERE id = $1 AND state = 'active' AND updated_at < $3");
 
+/* The queue's job records, and those of older builds, which have no queue (theirs too, as the
+ * relay says). */
+DB_STMT(SQL_COUNTS, JOB_COUNTS_SQL("outbox", " AND (queue = $1 OR queue IS NULL)"),
+        JOB_COUNTS_SQL_PG("outbox", " WHERE queue = $1 OR queue IS NULL"));
+/* The relay's backlog, on its index (outbox_unrelayed). */
+DB_STMT_SAME(SQL_BACKLOG, "SELECT COUNT(*), MIN(created_at) FROM outbox"
+                          " WHERE relayed_at IS NULL AND (queue = $1 OR queue IS NULL)");
+
 /* ---- shared ------------------------------------------------------------------------------- */
 
 void
@@ -367,6 +375,27 @@ q_reprocess(struct job_queue *base, const char *id, int64_t now, struct arena *a
     if (rc == SP_OK && changes != 1)
         rc = sp_error_set(err, SP_EINTERNAL, "queue", "job %s: retry changed %lld rows", before->id,
                           (long long)changes);
+    return rc;
+}
+
+/* From the outbox, SalesPad's record of its jobs (a job of another producer is not in it), and
+ * the rows the relay has not published yet. Needs no Redis connection. */
+static int
+q_count(struct job_queue *base, struct arena *a, struct job_counts *out, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    struct db_rows rows;
+    int rc = db_query(q->conn, &SQL_COUNTS, DB_ARGS(db_text(q->shared->prefix)), a, &rows, err);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == SP_OK)
+        job_counts_from_rows(&rows, a, out);
+    if (rc == SP_OK)
+        rc = db_query(q->conn, &SQL_BACKLOG, DB_ARGS(db_text(q->shared->prefix)), a, &rows, err);
+    if (rc == SP_OK && rows.nrows == 1) {
+        out->backlog = db_cell_int(&rows, 0, 0);
+        out->backlog_oldest_at = db_cell_int(&rows, 0, 1);
+    }
     return rc;
 }
 

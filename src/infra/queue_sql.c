@@ -104,6 +104,7 @@ DB_STMT_SAME(SQL_HOLDERS, "SELECT DISTINCT holder FROM jobs"
 /* The dead holder's jobs: their leases end now, and reserve takes them as stalled jobs. */
 DB_STMT_SAME(SQL_EXPIRE_HOLDER,
              "UPDATE jobs SET lease_until = $2 WHERE holder = $1 AND state = 'active'");
+DB_STMT(SQL_COUNTS, JOB_COUNTS_SQL("jobs", ""), JOB_COUNTS_SQL_PG("jobs", ""));
 /* PostgreSQL liveness: a session lock per holder (bigint key), released by the server when the
  * session ends. The keepalive takes it only when this session does not hold it yet (after a
  * reconnection), so the lock count stays at one. */
@@ -661,6 +662,19 @@ q_reprocess(struct job_queue *q, const char *id, int64_t now, struct arena *a, s
     if (rc == SP_OK && changes != 1)
         rc = sp_error_set(err, SP_EINTERNAL, "queue", "job %s: retry changed %lld rows", before->id,
                           (long long)changes);
+    return rc;
+}
+
+/* Jobs are rows written in the producer's transaction: there is never a backlog. */
+static int
+q_count(struct job_queue *q, struct arena *a, struct job_counts *out, struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc = db_query(self_of(q)->conn, &SQL_COUNTS, DB_NOARGS, a, &rows, err);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == SP_OK)
+        job_counts_from_rows(&rows, a, out);
     return rc;
 }
 

@@ -1096,6 +1096,34 @@ q_reprocess(struct job_queue *q, const char *id, int64_t now, struct arena *a, s
     return SP_OK;
 }
 
+/* Groups the jobs by name and state, as the SQL queue's GROUP BY; no backlog (jobs are rows). */
+static int
+q_count(struct job_queue *q, struct arena *a, struct job_counts *out, struct sp_error *err)
+{
+    struct mem_store *st = queue_store(q);
+
+    (void)err;
+    memset(out, 0, sizeof(*out));
+    out->by_state = arena_alloc(a, sizeof(*out->by_state) * JOB_COUNTS_MAX);
+    for (int i = 0; i < st->cur.njobs; i++) {
+        const struct job *j = &st->cur.jobs[i].j;
+        int k = 0;
+
+        while (k < out->n &&
+               (out->by_state[k].state != j->state || strcmp(out->by_state[k].name, j->name) != 0))
+            k++;
+        if (k == out->n) {
+            if (out->n == JOB_COUNTS_MAX)
+                continue;
+            out->by_state[k].name = arena_strdup(a, j->name);
+            out->by_state[k].state = j->state;
+            out->n++;
+        }
+        out->by_state[k].n++;
+    }
+    return SP_OK;
+}
+
 /* Whether each job still carries its lease token (as end_attempt checks). */
 static int
 q_fence(struct job_queue *q, const struct job *const *jobs, int n, int *lost, struct sp_error *err)

@@ -703,3 +703,29 @@ TEST(http_response_header_is_bounded)
     ASSERT_EQ(-1, http_response_header(&resp, "X-A", "1"));
     ASSERT_EQ(HTTP_HEADERS_MAX, resp.nheaders);
 }
+
+/* What a request is about before dispatch (its metrics label, its limits): the first route
+ * whose pattern matches the raw path, whatever the method; NULL for a path no route has. */
+TEST(http_router_find_names_the_route_pattern)
+{
+    struct http_router r;
+    struct seen s = {0};
+
+    http_router_init(&r);
+    ASSERT_OK(http_router_add(&r, "POST", "/leads", record, &s));
+    ASSERT_OK(http_router_add(&r, "GET", "/leads/:id", record, &s));
+    ASSERT_OK(http_router_add(&r, "POST", "/leads/:id/reply", record, &s));
+    ASSERT_OK(http_router_add(&r, "GET", "/webhooks/whatsapp", record, &s));
+    ASSERT_OK(http_router_add(&r, "POST", "/webhooks/whatsapp", record, &s));
+    ASSERT(http_router_find(&r, "/leads") == &r.routes[0]);
+    ASSERT_STREQ("/leads/:id", http_router_find(&r, "/leads/abc")->pattern);
+    ASSERT_STREQ("/leads/:id", http_router_find(&r, "/leads/x%2Fy")->pattern); /* raw segment */
+    ASSERT_STREQ("/leads/:id/reply", http_router_find(&r, "/leads/abc/reply")->pattern);
+    ASSERT(http_router_find(&r, "/webhooks/whatsapp") == &r.routes[3]); /* the first of two */
+    ASSERT(http_router_find(&r, "/leads/") == NULL);
+    ASSERT(http_router_find(&r, "/lead%73") == NULL);
+    ASSERT(http_router_find(&r, "/nope") == NULL);
+    ASSERT(http_router_find(&r, "") == NULL);
+    ASSERT(http_router_find(&r, NULL) == NULL);
+    ASSERT_EQ(0, s.calls);
+}

@@ -30,6 +30,8 @@ clear_env(void)
         "HTTP_BODY_BUDGET_MB",
         "DB_BUSY_TIMEOUT_MS",
         "CORS_ORIGINS",
+        "RATE_LIMIT_RPS",
+        "RATE_LIMIT_BURST",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -63,6 +65,8 @@ TEST(unit_config_defaults)
     ASSERT(cfg.mock_sink == NULL);
     ASSERT_EQ(0, cfg.mock_fail_first);
     ASSERT(cfg.mock_fail_rate == 0.0);
+    ASSERT(cfg.rate_limit_rps == 0.0); /* rate limits are off unless asked for */
+    ASSERT_EQ(0, cfg.rate_limit_burst);
     config_cleanup(&cfg);
 }
 
@@ -148,6 +152,10 @@ TEST(unit_config_rejects_bad_values)
     expect_bad_env("MOCK_FAIL_RATE", "1.5");
     expect_bad_env("MOCK_FAIL_RATE", "nan");
     expect_bad_env("PORT", "99999999999999999999999");
+    expect_bad_env("RATE_LIMIT_RPS", "-1");
+    expect_bad_env("RATE_LIMIT_RPS", "fast");
+    expect_bad_env("RATE_LIMIT_BURST", "-1");
+    expect_bad_env("RATE_LIMIT_BURST", "1.5");
 }
 
 TEST(unit_config_bad_value_message)
@@ -269,6 +277,62 @@ TEST(unit_config_url_redact_query_password)
     ASSERT_STREQ("postgres://db/sp?options=a:b@c", out);
 }
 
+TEST(unit_config_rate_limit)
+{
+    struct config cfg;
+    struct sp_error err = {0};
+    char *argv[] = {"salespad", "--rate-limit-burst=20", NULL};
+
+    clear_env();
+    setenv("RATE_LIMIT_RPS", "2.5", 1);
+    ASSERT_OK(config_load(&cfg, 2, argv, 1, &err));
+    ASSERT(cfg.rate_limit_rps == 2.5);
+    ASSERT_EQ(20, cfg.rate_limit_burst);
+    config_cleanup(&cfg);
+
+    /* a burst without a rate would look like a limit and be none */
+    clear_env();
+    ASSERT_EQ(SP_EINVAL, config_load(&cfg, 2, argv, 1, &err));
+    ASSERT_STREQ("RATE_LIMIT_BURST", err.field);
+    ASSERT_CONTAINS(err.msg, "config: RATE_LIMIT_BURST: needs RATE_LIMIT_RPS");
+}
+
+/* Every setting of the table has its row in README.md's settings table: the name, the flag and,
+ * when it has one, the default. */
+TEST(unit_config_readme_lists_every_setting)
+{
+    char *help = NULL, *readme = NULL;
+    size_t help_len = 0, readme_len = 0;
+    FILE *f = open_memstream(&help, &help_len);
+    FILE *r = fopen(SP_SOURCE_DIR "/README.md", "r");
+    int rows = 0;
+
+    ASSERT(f != NULL && r != NULL);
+    config_print_help(f);
+    fclose(f);
+    readme = malloc(1 << 20);
+    readme_len = fread(readme, 1, (1 << 20) - 1, r);
+    readme[readme_len] = '\0';
+    fclose(r);
+    for (char *line = help, *end; *line; line = end + (*end != '\0')) {
+        char env[64], flag[64], def[128], want[300];
+
+        end = line + strcspn(line, "\n");
+        if (sscanf(line, " %63s %63s default %127s", env, flag, def) != 3)
+            continue;
+        if (strcmp(def, "(unset)") == 0)
+            snprintf(want, sizeof(want), "| `%s` | `%s` | ", env, flag);
+        else
+            snprintf(want, sizeof(want), "| `%s` | `%s` | `%s` |", env, flag, def);
+        if (strstr(readme, want) == NULL)
+            t_fail(__FILE__, __LINE__, "README.md's settings table has no row %s", want);
+        rows++;
+    }
+    ASSERT(rows > 50);
+    free(readme);
+    free(help);
+}
+
 TEST(unit_api_keys_check)
 {
     struct api_keys k;
@@ -287,6 +351,20 @@ TEST(unit_api_keys_check)
     api_keys_init(&k, NULL);
     ASSERT_EQ(0, k.n);
     ASSERT(!api_keys_check(&k, "a"));
+    api_keys_free(&k);
+}
+
+TEST(unit_api_keys_find_names_the_key)
+{
+    struct api_keys k;
+
+    api_keys_init(&k, "a,bb,key-3");
+    ASSERT_EQ(0, api_keys_find(&k, "a"));
+    ASSERT_EQ(1, api_keys_find(&k, "bb"));
+    ASSERT_EQ(2, api_keys_find(&k, "key-3"));
+    ASSERT_EQ(-1, api_keys_find(&k, "b"));
+    ASSERT_EQ(-1, api_keys_find(&k, ""));
+    ASSERT_EQ(-1, api_keys_find(&k, NULL));
     api_keys_free(&k);
 }
 

@@ -273,6 +273,83 @@ TEST_ALL(unit_delivery_last_attempt_goes_to_dead_letter)
     t_env_free(env);
 }
 
+/* The send outcomes by channel (GET /metrics): a retry then a send on email, a send on
+ * WhatsApp, a permanent failure, a duplicate; an answer job and a job without a message do not
+ * count. */
+TEST_ALL(unit_delivery_counts_outcomes_by_channel)
+{
+    static struct delivery_counters c; /* zeroed */
+    struct t_env *env = t_env_new(backend);
+    struct lead l, bounced;
+
+    env->mdeps.counters = &c;
+    env->sender.fail_first = 1; /* the first call: the email */
+    t_env_create(env, "Ana", "ana@example.com", "+15550001111", &l);
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* one job per tick */
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_RETRY]);
+    ASSERT_EQ(1, c.sends[CHANNEL_WHATSAPP][DELIVERY_SENT]);
+    env->clock.now += 1000;
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_SENT]);
+
+    env->sender.fail_first = env->sender.ncalls + 100;
+    env->sender.fail_code = SP_EPERMANENT;
+    t_env_create(env, "Bo", "bounce@example.com", NULL, &bounced);
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_DEAD]);
+
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_RETRY]);
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_SENT]);
+    ASSERT_EQ(1, c.sends[CHANNEL_WHATSAPP][DELIVERY_SENT]);
+    ASSERT_EQ(0, c.sends[CHANNEL_EMAIL][DELIVERY_DUPLICATE]);
+    ASSERT_EQ(0, c.sends[CHANNEL_WHATSAPP][DELIVERY_RETRY]);
+    ASSERT_STREQ("retried", delivery_outcome_label(DELIVERY_RETRY));
+    ASSERT_STREQ("failed", delivery_outcome_label(DELIVERY_DEAD));
+    t_env_free(env);
+}
+
+TEST(unit_delivery_counts_duplicates_not_missing_messages)
+{
+    static struct delivery_counters c; /* zeroed */
+    struct t_env *env = t_env_new(T_MEM);
+    struct sp_error err = {0};
+    struct lead l;
+    struct job stale, j;
+    enum delivery_outcome outcome = DELIVERY_SENT;
+    struct job_spec spec = {SEND_MESSAGE_JOB,
+                            "00000000-0000-4000-8000-000000000000",
+                            NULL,
+                            "{\"messageId\":\"00000000-0000-4000-8000-000000000000\"}",
+                            3,
+                            1000};
+    char id[JOB_ID_MAX];
+    int found = 0;
+    int64_t next_due = 0;
+
+    env->mdeps.counters = &c;
+    t_env_create(env, "Ana", "ana@example.com", NULL, &l);
+    ASSERT_OK(job_queue_reserve(env->queue, T_NOW, T_LEASE_MS, 1, env->arena, &stale, &found,
+                                &next_due, &err));
+    env->clock.now = T_NOW + T_LEASE_MS; /* the stale job goes to another worker, sent there */
+    ASSERT_EQ(1, t_env_tick(env, NULL));
+    ASSERT_OK(leads_deliver(&env->mdeps, &stale, env->arena, &outcome, &err));
+    ASSERT_EQ(DELIVERY_DUPLICATE, outcome);
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_SENT]);
+    ASSERT_EQ(1, c.sends[CHANNEL_EMAIL][DELIVERY_DUPLICATE]);
+
+    spec.group = l.id; /* a job whose message does not exist: no channel, not a send */
+    ASSERT_OK(job_queue_enqueue(env->queue, &spec, env->clock.now, id, &err));
+    ASSERT_OK(job_queue_reserve(env->queue, env->clock.now, T_LEASE_MS, 1, env->arena, &j, &found,
+                                &next_due, &err));
+    ASSERT_EQ(1, found);
+    ASSERT_OK(leads_deliver(&env->mdeps, &j, env->arena, &outcome, &err));
+    ASSERT_EQ(DELIVERY_DEAD, outcome);
+    for (int ch = 0; ch < CHANNEL_COUNT; ch++)
+        ASSERT_EQ(0, c.sends[ch][DELIVERY_DEAD]);
+    t_env_free(env);
+}
+
 TEST(unit_delivery_permanent_error_is_dead_at_once)
 {
     struct t_env *env = t_env_new(T_MEM);
@@ -425,6 +502,10 @@ TEST(unit_delivery_fault_at_every_call_converges)
         int did = 0, rc, ticks = 0, injected;
         int64_t next_due = 0;
 
+        static struct delivery_counters counters;
+
+        memset(&counters, 0, sizeof(counters));
+        env->mdeps.counters = &counters;
         t_env_create(env, "Ana", "ana@example.com", NULL, &l);
         fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
         rc = leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err);
@@ -461,6 +542,12 @@ TEST(unit_delivery_fault_at_every_call_converges)
             ASSERT_STREQ(m.id, env->sender.calls[i].idempotency_key);
         t_env_lead(env, l.id, &got);
         ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+        /* Counted once, when recorded: an outcome whose record failed counted nothing. */
+        for (int o = 0; o < DELIVERY_OUTCOME_COUNT; o++)
+            if (counters.sends[CHANNEL_EMAIL][o] != (o == DELIVERY_SENT))
+                t_fail(__FILE__, __LINE__, "fault at call %d: %llu %s", n,
+                       (unsigned long long)counters.sends[CHANNEL_EMAIL][o],
+                       delivery_outcome_label(o));
         t_env_free(env);
     }
     ASSERT(injected_somewhere);

@@ -355,6 +355,7 @@ TEST(unit_opt_out_stop_reply_fault_at_every_call)
 
 TEST_ALL(unit_opt_out_welcome_suppressed_at_send_time)
 {
+    static struct delivery_counters counters; /* zeroed */
     struct t_env *env = t_env_new(backend);
     struct lead_opt_outs o;
     struct lead_event e;
@@ -362,6 +363,7 @@ TEST_ALL(unit_opt_out_welcome_suppressed_at_send_time)
     struct lead l, got;
     struct job j;
 
+    env->mdeps.counters = &counters;
     t_env_create(env, "Ana", "ana@example.com", "+351912345678", &l);
     opt_out(env, l.id, EMAIL_ONLY, NULL, &o); /* after the welcomes were queued */
     env->clock.now = T_NOW + 100;
@@ -392,6 +394,11 @@ TEST_ALL(unit_opt_out_welcome_suppressed_at_send_time)
     t_env_lead(env, l.id, &got);
     ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
     ASSERT_EQ(0, env->faults.open_tx);
+    /* the metrics' send outcomes (GET /metrics) */
+    ASSERT_EQ(1, counters.sends[CHANNEL_EMAIL][DELIVERY_SUPPRESSED]);
+    ASSERT_EQ(0, counters.sends[CHANNEL_EMAIL][DELIVERY_SENT]);
+    ASSERT_EQ(1, counters.sends[CHANNEL_WHATSAPP][DELIVERY_SENT]);
+    ASSERT_STREQ("suppressed", delivery_outcome_label(DELIVERY_SUPPRESSED));
     t_env_free(env);
 }
 

@@ -500,6 +500,71 @@ TEST_QUEUE(unit_contract_queue_enqueue_reserve_complete)
     t_env_free(env);
 }
 
+static int64_t
+counted(const struct job_counts *c, const char *name, enum job_state state)
+{
+    int64_t n = 0;
+
+    for (int i = 0; i < c->n; i++)
+        if (strcmp(c->by_state[i].name, name) == 0 && c->by_state[i].state == state)
+            n += c->by_state[i].n;
+    return n;
+}
+
+static void
+count_jobs(struct t_env *env, struct job_counts *c)
+{
+    struct sp_error err = {0};
+
+    ASSERT_OK(job_queue_count(env->queue, env->arena, c, &err));
+}
+
+/* job_queue_count (GET /metrics): jobs by name and state, and the backlog not yet in the queue
+ * (Redis: outbox rows the relay has not published). */
+TEST_QUEUE(unit_contract_queue_count)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct job_spec gen = {"generate-reply", M3, NULL, "{\"k\":2}", 3, 1000};
+    struct sp_error err = {0};
+    struct job_counts c;
+    struct job j;
+    char id[JOB_ID_MAX];
+
+    count_jobs(env, &c);
+    ASSERT_EQ(0, c.n);
+    ASSERT_EQ(0, c.backlog);
+    ASSERT_EQ(0, c.backlog_oldest_at);
+    insert_lead(env, &a);
+    enqueue(env, a.id, M1, 1000, id);
+    enqueue(env, a.id, M2, 2000, id);
+    gen.group = a.id;
+    ASSERT_OK(job_queue_enqueue(env->queue, &gen, 3000, id, &err));
+    count_jobs(env, &c);
+    ASSERT_EQ(2, c.n);
+    ASSERT_EQ(2, counted(&c, "send-message", JOB_WAITING));
+    ASSERT_EQ(1, counted(&c, "generate-reply", JOB_WAITING));
+    ASSERT_EQ(backend == T_REDIS ? 3 : 0, c.backlog);
+    ASSERT_EQ(backend == T_REDIS ? 1000 : 0, c.backlog_oldest_at);
+
+    t_env_publish(env);
+    count_jobs(env, &c);
+    ASSERT_EQ(0, c.backlog); /* published: in the queue now */
+    ASSERT_EQ(0, c.backlog_oldest_at);
+    ASSERT_EQ(2, counted(&c, "send-message", JOB_WAITING));
+
+    ASSERT_EQ(1, reserve(env, 5000, &j, NULL));
+    count_jobs(env, &c);
+    ASSERT_EQ(1, counted(&c, j.name, JOB_ACTIVE));
+    ASSERT_OK(end_attempt(env, END_FAIL, &j, 5100, 0, "gave up"));
+    count_jobs(env, &c);
+    ASSERT_EQ(0, counted(&c, j.name, JOB_ACTIVE));
+    ASSERT_EQ(1, counted(&c, j.name, JOB_FAILED));
+    ASSERT_EQ(2, counted(&c, "send-message", JOB_WAITING) +
+                     counted(&c, "generate-reply", JOB_WAITING));
+    t_env_free(env);
+}
+
 TEST_QUEUE(unit_contract_queue_retry_waits_for_run_at)
 {
     struct t_env *env = t_env_new(backend);

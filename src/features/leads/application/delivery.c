@@ -801,13 +801,17 @@ fence_unsent(const struct delivery_deps *d, struct arena *a, struct work *ws, in
 }
 
 /* After a committed claim at `reserved_at`: calls the sender for each job to send, then
- * records every outcome in a second unit of work. */
+ * records every outcome in a second unit of work. *recorded tells whether every outcome is in
+ * the database (nothing was to be recorded, or the record committed), even when the queue's
+ * part after the commit failed. */
 static int
 send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws, int n,
-                int64_t reserved_at, struct sp_error *err)
+                int64_t reserved_at, int *recorded, struct sp_error *err)
 {
     int64_t checked = reserved_at;
     int rc, any = 0;
+
+    *recorded = 0;
 
     for (int i = 0; i < n; i++) {
         struct work *w = &ws[i];
@@ -833,8 +837,10 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
                 deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
         any = 1;
     }
-    if (!any)
+    if (!any) {
+        *recorded = 1;
         return SP_OK;
+    }
     /* The sends happened: a transient failure (deadlock, serialization, busy) must not leave
      * their outcome unrecorded, or the jobs would be taken again after their lease and sent
      * twice. The record is rebuilt from scratch on each try. */
@@ -842,6 +848,7 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
         struct sp_error terr = {0};
         int committed = 0;
         rc = record_batch(d, a, ws, n, checked, &committed, &terr);
+        *recorded = committed;
         if (committed)
             job_queue_wake(d->queue); /* answers queued their send jobs */
         if (rc == SP_OK || committed || !sp_err_retryable(rc) || tries == RECORD_TRIES) {
@@ -853,6 +860,43 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
     }
 }
 
+const char *
+delivery_outcome_label(enum delivery_outcome o)
+{
+    /* No default: a new outcome must get its label here (-Wswitch). */
+    switch (o) {
+    case DELIVERY_SENT:
+        return "sent";
+    case DELIVERY_DUPLICATE:
+        return "duplicate";
+    case DELIVERY_RETRY:
+        return "retried";
+    case DELIVERY_DEAD:
+        return "failed";
+    case DELIVERY_LEASE_LOST:
+        return "lease_lost";
+    case DELIVERY_FALLBACK:
+        return "fallback";
+    case DELIVERY_SUPPRESSED:
+        return "suppressed";
+    case DELIVERY_OUTCOME_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+/* Counts a recorded outcome (see struct delivery_counters). */
+static void
+count_outcome(const struct delivery_deps *d, const struct work *w)
+{
+    if (d->counters == NULL || w->is_gen || w->res == CLAIM_GONE || w->msg.id[0] == '\0')
+        return;
+    if ((unsigned)w->msg.channel >= CHANNEL_COUNT || (unsigned)w->outcome >= DELIVERY_OUTCOME_COUNT)
+        return;
+    atomic_fetch_add_explicit(&d->counters->sends[w->msg.channel][w->outcome], 1,
+                              memory_order_relaxed);
+}
+
 int
 leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *a,
               enum delivery_outcome *outcome, struct sp_error *err)
@@ -860,7 +904,7 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     struct work *w = arena_alloc(a, sizeof(*w));
     int rc;
 
-    int committed = 0;
+    int committed = 0, recorded = 0;
 
     w->job = *j;
     rc = uow_begin(d, err);
@@ -874,7 +918,9 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     rc = uow_commit(d, &committed, err);
     /* Reserved by the caller at an unknown time: its lease is checked before the send. */
     if (committed)
-        rc = send_and_record(d, a, w, 1, sp_clock_now_ms(d->clock) - d->lease_ms, err);
+        rc = send_and_record(d, a, w, 1, sp_clock_now_ms(d->clock) - d->lease_ms, &recorded, err);
+    if (recorded)
+        count_outcome(d, w);
     *outcome = w->outcome;
     return rc;
 }
@@ -923,7 +969,7 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
     struct job *js = arena_alloc(a, sizeof(*js) * (size_t)batch);
     int64_t reserved_at = sp_clock_now_ms(d->clock);
-    int n = 0, committed = 0;
+    int n = 0, committed = 0, recorded = 0;
     int rc;
 
     *did_work = 0;
@@ -949,8 +995,12 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     *did_work = 1;
     if (n == batch)
         *next_due = 0; /* more may be due right away */
-    rc = send_and_record(d, a, ws, n, reserved_at, err);
-    for (int i = 0; rc == SP_OK && i < n; i++)
-        log_outcome(&ws[i]);
+    rc = send_and_record(d, a, ws, n, reserved_at, &recorded, err);
+    for (int i = 0; i < n; i++) {
+        if (rc == SP_OK)
+            log_outcome(&ws[i]);
+        if (recorded)
+            count_outcome(d, &ws[i]);
+    }
     return rc;
 }

@@ -36,11 +36,14 @@
 
 #include "core/err.h"
 #include "core/queue.h"
+#include "features/leads/domain/lead.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct arena;
 struct content_gen;
+struct delivery_counters;
 struct leads_policy;
 struct lead_repo;
 struct sender_registry;
@@ -58,9 +61,11 @@ struct delivery_deps {
     struct content_gen *gen;           /* answers (generate-reply jobs) */
     struct content_gen *fallback;      /* answers when gen failed for good; NULL: none */
     const struct leads_policy *policy; /* attempts and backoff of the answers' send jobs */
+    /* The send outcomes are counted here (metrics); NULL: not counted. */
+    struct delivery_counters *counters;
 };
 
-/* Outcome of one processed job, for logs and tests. */
+/* Outcome of one processed job, for logs, metrics and tests. */
 enum delivery_outcome {
     DELIVERY_SENT = 0,   /* sent; for generate-reply: the answer was written */
     DELIVERY_DUPLICATE,  /* message was already sent: job completed without sending */
@@ -69,6 +74,21 @@ enum delivery_outcome {
     DELIVERY_LEASE_LOST, /* our lease was lost mid-send: another worker's outcome stands */
     DELIVERY_FALLBACK,   /* generate-reply: the model failed for good, the template answered */
     DELIVERY_SUPPRESSED, /* the lead opted out of the channel: not sent, job completed */
+    DELIVERY_OUTCOME_COUNT
+};
+
+/* An outcome's name in metrics: "sent", "duplicate", "retried", "failed", "lease_lost",
+ * "fallback", "suppressed". Static. */
+const char *delivery_outcome_label(enum delivery_outcome o);
+
+/* The send-message jobs' outcomes by channel, for the process's metrics (rendered by app/).
+ * A job counts once its outcome is recorded (a record that failed counts nothing: the job runs
+ * again); a job whose message could not be read (gone, another producer's job) has no channel
+ * and does not count; generate-reply jobs do not count (they send nothing themselves: their
+ * answer's send-message job does). Shared by every worker thread: relaxed atomics, only
+ * incremented here. Zero it (memset or static storage) before use. */
+struct delivery_counters {
+    atomic_uint_fast64_t sends[CHANNEL_COUNT][DELIVERY_OUTCOME_COUNT];
 };
 
 /* The message a send-message job is about: data.messageId copied into out (SP_UUID_LEN + 1
