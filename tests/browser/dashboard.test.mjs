@@ -281,6 +281,7 @@ test('a dead letter, retried from the queue page', async () => {
     const d = await call('GET', `/leads/${dead.id}`);
     return d.messagesByChannel.email[0].status === 'sent';
   });
+  await inPage(page, () => document.querySelector('#queue-counts [data-state="waiting"] dd').textContent === '0');
   await shot(page, 'queue-retried');
   noConsoleErrors();
 });
