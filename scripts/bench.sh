@@ -54,6 +54,8 @@
 #         seeded leads) runs for the same time from an empty backlog too; anything but 201 is an
 #         error. Its answers are not waited for (on PostgreSQL that takes longer than the run).
 #      The in-process workers answer meanwhile, as in step 3. Any error fails the run.
+#   9. the lead list at BENCH_LIST_LEADS leads and the 409 of a known person (the "#11" section
+#      below, its own table).
 # HTTP_THREADS, WORKER_CONCURRENCY etc. are inherited from the environment (defaults otherwise).
 #
 # Exit status: 0 when every measurement ran (targets missed are shown as NO in the table),
@@ -471,7 +473,7 @@ run_smtp() {
   REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
 }
 
-# ==== inbound replies (step 8): webhook deliveries next to POST /leads/:id/reply =============
+# ==== inbound replies (step 8): webhook deliveries next to POST /leads/:id/reply ======
 WH_SECRET="bench-whatsapp-app-secret-$$"
 
 # wh_drain KIND WHAT EXPECTED: waits for the sink to hold EXPECTED lines (the answers of what was
@@ -575,6 +577,111 @@ run_webhooks() {
   REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
 }
 # ==== end of inbound replies =================================================================
+# ==== #11 begin: the lead list at 1,000,000 leads and the 409 of a known person ===============
+# Kept apart from run_suite (its own table per deployment). Per deployment: a fresh database,
+# migrated (`salespad migrate`), then BENCH_LIST_LEADS leads (default 1,000,000) inserted
+# straight with SQL (scripts/bench/seed_leads.py: the same rows on SQLite and PostgreSQL); the
+# postgres+redis deployment clones the postgres one's seeded database (CREATE DATABASE ...
+# TEMPLATE: the same rows, without seeding twice). Then `serve --no-worker` on it and wrk runs of
+# BENCH_LIST_DURATION s (default 3) each: GET /leads first page, a deep page (a cursor half way
+# down the list), status filters, q searches (rare and common prefixes of names, emails and
+# phones, so both of the search's plans run), and POST /leads of a lead already stored (409),
+# with BENCH_LIST_CONNECTIONS connections (default 8: the time a page takes to answer, which is
+# what the p99 target is about; at -c 64 on a small machine a search, ~1-2 ms of CPU, measures
+# the queue in front of the CPU instead). BENCH_LIST=0 skips the phase.
+BENCH_LIST=${BENCH_LIST:-1}
+BENCH_LIST_CONNECTIONS=${BENCH_LIST_CONNECTIONS:-8}
+BENCH_LIST_LEADS=${BENCH_LIST_LEADS:-1000000}
+BENCH_LIST_DURATION=${BENCH_LIST_DURATION:-3}
+LIST_PG_SEEDED= # the postgres deployment's seeded database, cloned by the next postgres kind
+
+# list_db KIND -> URL of a migrated database holding BENCH_LIST_LEADS seeded leads.
+list_db() {
+  local kind=$1 url base name out
+  if [[ "$kind" == postgres* && -n "$LIST_PG_SEEDED" ]]; then
+    base=$(cat "$TMP/pg/url")
+    name="bench_${kind//[^a-z]/_}_list"
+    pg_psql "$base" -c "CREATE DATABASE $name TEMPLATE $LIST_PG_SEEDED" >/dev/null ||
+      die "cloning the seeded list database failed"
+    log "list: $name cloned from $LIST_PG_SEEDED"
+    echo "${base%/*}/$name"
+    return 0
+  fi
+  url=$(db_url "$kind" list)
+  env DATABASE_URL="$url" LOG_LEVEL=warn "$BIN" migrate >"$TMP/$kind-list-migrate.log" 2>&1 ||
+    die "$kind: salespad migrate failed: $(tail -n 3 "$TMP/$kind-list-migrate.log")"
+  case "$kind" in
+    sqlite) out=$(python3 "$BENCH_DIR/seed_leads.py" sqlite "${url#sqlite:}" "$BENCH_LIST_LEADS") ;;
+    *) out=$(python3 "$BENCH_DIR/seed_leads.py" postgres "$(cat "$TMP/pg/bindir")/psql" "$url" \
+      "$BENCH_LIST_LEADS") ;;
+  esac || die "$kind: seeding $BENCH_LIST_LEADS leads failed"
+  log "list: $out"
+  echo "$url"
+}
+
+# list_cursor PORT QUERY -> the nextCursor of GET /leads?QUERY (empty when there is none).
+list_cursor() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:%s/leads?%s" % (sys.argv[1], sys.argv[2])) as r:
+    print(json.load(r)["nextCursor"] or "")
+PY
+}
+
+list_bench() {
+  local kind=$1 url t0 port pid deep half first_s="" deep_s="" status_s="" q_s="" known_s k
+  local BENCH_CONNECTIONS=$BENCH_LIST_CONNECTIONS # run_wrk's, for this phase
+  t0=$(now_us)
+  url=$(list_db "$kind")
+  start_service "$kind-list" "$url" "$TMP/$kind-list.sink" serve --no-worker
+  pid=$SVC_PID port=$SVC_PORT
+  WRK_SERVER_PID=$pid
+  # Half way down: the seeded lead number BENCH_LIST_LEADS / 2 (created 15 s apart in pairs
+  # from 2025-01-01, seed_leads.sqlite.sql); its page's cursor.
+  half=$(calc "(1735689600000 + int($BENCH_LIST_LEADS / 4) * 15000) / 1000")
+  deep=$(list_cursor "$port" "limit=1&createdBefore=$(date -u -d "@$half" +%Y-%m-%dT%H:%M:%SZ)")
+  [[ -n "$deep" ]] || die "$kind-list: no cursor half way down the list"
+  printf '%s\n' "/leads?limit=20" >"$TMP/list-first.txt"
+  printf '%s\n' "/leads?limit=20&cursor=$deep" "/leads?limit=100&cursor=$deep" >"$TMP/list-deep.txt"
+  printf '%s\n' "/leads?status=converted&limit=20" "/leads?status=dead&limit=20&cursor=$deep" \
+    "/leads?status=replied&limit=100&createdAfter=2025-02-01T00:00:00Z" >"$TMP/list-status.txt"
+  # Rare and common prefixes: a name, a name's start, an email, phones' digits, with a status.
+  printf '%s\n' "/leads?q=ana%20s&limit=20" "/leads?q=Zoe&limit=20" \
+    "/leads?q=karin.pinto1&limit=20" "/leads?q=%2B35%200001&limit=20" \
+    "/leads?q=35&limit=20&cursor=$deep" "/leads?q=uma&status=dead&limit=20" \
+    "/leads?q=Xavier%20Alves&limit=100" >"$TMP/list-q.txt"
+  for k in first deep status q; do
+    run_wrk "$kind-list-$k" get_paths.lua "$port" "$BENCH_LIST_DURATION" \
+      BENCH_PATHS_FILE="$TMP/list-$k.txt"
+    printf -v "${k}_s" '%s' "$WRK"
+  done
+  run_wrk "$kind-list-known" post_known.lua "$port" "$BENCH_LIST_DURATION" \
+    BENCH_KNOWN_EMAIL="bruno.silva1@example.com"
+  known_s=$WRK
+  kill -0 "$pid" 2>/dev/null || die "$kind-list died during the list runs (log: $TMP/$kind-list.log)"
+  stop_service "$kind-list" "$pid"
+  if [[ "$kind" == postgres* && -z "$LIST_PG_SEEDED" ]]; then LIST_PG_SEEDED=$(basename "$url"); fi
+
+  ROWS=""
+  list_rows "GET /leads, first page" "$first_s" 10
+  list_rows "GET /leads, deep page (cursor half way)" "$deep_s" 10
+  list_rows "GET /leads?status=" "$status_s" 10
+  list_rows "GET /leads?q= (names, emails, phones)" "$q_s" 10
+  list_rows "POST /leads of a known person (409)" "$known_s" 20
+  REPORT+=$'\n'"### SalesPad bench: lead list at $BENCH_LIST_LEADS leads, database $kind"$'\n\n'
+  REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS -d ${BENCH_LIST_DURATION}s per row, serve --no-worker; phase wall time $(printf %.0f "$(calc "($(now_us) - $t0) / 1e6")") s (seeding included)"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+
+# list_rows LABEL WRK_LINE P99_TARGET_MS: the p50/p99, req/s and error rows of one run.
+list_rows() {
+  local err
+  err=$(($(kv "$2" bad_status) + $(kv "$2" socket_errors)))
+  row "$1 p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$2" p50_ms)" "$(kv "$2" p99_ms)")" "p99 < $3" "$(met "$(kv "$2" p99_ms)" "<" "$3")"
+  row "$1 req/s" "$(printf %.0f "$(kv "$2" ok_rps)")" "" ""
+  row "$1 errors" "$err of $(kv "$2" requests) (codes $(kv "$2" codes))" "0" "$(met "$err" "<=" 0)"
+}
+# ==== #11 end ==================================================================================
 
 REPORT=""
 for kind in $BENCH_DATABASES; do
@@ -585,6 +692,7 @@ for kind in $BENCH_DATABASES; do
     SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
   fi
   run_suite "$kind"
+  if [[ "$BENCH_LIST" == 1 ]]; then list_bench "$kind"; fi # #11
 done
 if [[ "$BENCH_SMTP" == 1 ]]; then
   run_smtp

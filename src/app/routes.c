@@ -104,6 +104,12 @@ route_create(void *ctx, struct http_request *req, struct http_response *resp)
 }
 
 static void
+route_list(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    with_session(ctx, leads_http_list, req, resp);
+}
+
+static void
 route_reply(void *ctx, struct http_request *req, struct http_response *resp)
 {
     with_session(ctx, leads_http_reply, req, resp);
@@ -352,6 +358,7 @@ routes_init(struct app *app)
     http_router_set_cors(r, app->cfg->cors_origins);
     rc |= http_router_add(r, "GET", "/health", route_health, app);
     rc |= http_router_add(r, "GET", "/ready", route_ready, app);
+    rc |= http_router_add(r, "GET", "/leads", route_list, app);
     rc |= http_router_add(r, "POST", "/leads", route_create, app);
     rc |= http_router_add(r, "POST", "/leads/:id/reply", route_reply, app);
     rc |= http_router_add(r, "GET", "/leads/:id", route_details, app);

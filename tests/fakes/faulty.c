@@ -187,7 +187,26 @@ r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, st
                        struct lead *out, struct sp_error *err)
 {
     int rc = hit(PLAN(r), "lead_find_by_address", err);
+
+    if (rc == SP_OK && PLAN(r)->hide_addresses > 0) {
+        PLAN(r)->hide_addresses--; /* the lead is stored a moment after this lookup */
+        return sp_error_set(err, SP_ENOTFOUND, "from", "no lead with that address (hidden)");
+    }
     return rc != SP_OK ? rc : lead_repo_lead_find_by_address(REPO(r), c, norm, a, out, err);
+}
+
+static int
+r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+            struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "lead_list", err);
+
+    if (rc != SP_OK) {
+        *out = NULL;
+        memset(page, 0, sizeof(*page));
+        return rc;
+    }
+    return lead_repo_lead_list(REPO(r), spec, a, out, page, err);
 }
 
 static int
@@ -290,6 +309,7 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .message_list = r_message_list,
     .message_last_inbound = r_message_last_inbound,
     .lead_find_by_address = r_lead_find_by_address,
+    .lead_list = r_lead_list,
     .message_find_by_provider = r_message_find_by_provider,
     .receipt_claim = r_receipt_claim,
     .receipt_prune = r_receipt_prune,

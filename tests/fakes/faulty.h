@@ -15,12 +15,16 @@
 #include "features/leads/domain/lead_repo.h"
 
 struct fault_plan {
-    int calls;        /* calls counted so far */
-    int fail_at;      /* 0: never fail */
-    int fail_code;    /* SP_EUNAVAIL unless set */
-    int sticky;       /* fail every call from fail_at on */
-    int injected;     /* failures injected so far */
-    int open_tx;      /* 1 while a unit of work begun through the wrapper is open */
+    int calls;     /* calls counted so far */
+    int fail_at;   /* 0: never fail */
+    int fail_code; /* SP_EUNAVAIL unless set */
+    int sticky;    /* fail every call from fail_at on */
+    int injected;  /* failures injected so far */
+    int open_tx;   /* 1 while a unit of work begun through the wrapper is open */
+    /* lead_find_by_address answers SP_ENOTFOUND this many times before it looks: the lead
+     * with that address is stored by a concurrent unit of work right after the lookup (set
+     * after fault_plan_arm, which clears it) */
+    int hide_addresses;
     char last_op[32]; /* the operation of the last injected failure */
 };
 

@@ -229,6 +229,24 @@ r_read_end(struct lead_repo *r)
     (void)r;
 }
 
+/* The index of a lead other than `self` whose address on channel c is `address` once both
+ * are normalised (the unique indexes of 0007), or -1. */
+static int
+find_address_owner(const struct mem_store *st, enum channel c, const char *address,
+                   const char *self)
+{
+    char want[LEAD_NORM_MAX], have[LEAD_NORM_MAX];
+    const char *norm = lead_address_norm(c, address, want, sizeof(want));
+
+    for (int i = 0; norm && i < st->cur.nleads; i++) {
+        const struct lead *l = &st->cur.leads[i];
+        const char *n = lead_address_norm(c, lead_address_for(l, c), have, sizeof(have));
+        if (n != NULL && strcmp(n, norm) == 0 && (self == NULL || strcmp(l->id, self) != 0))
+            return i;
+    }
+    return -1;
+}
+
 static int
 r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 {
@@ -237,6 +255,10 @@ r_lead_insert(struct lead_repo *r, const struct lead *l, struct sp_error *err)
 
     if (find_lead(st, l->id) >= 0)
         return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead id");
+    if (find_address_owner(st, CHANNEL_EMAIL, l->email, NULL) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead email");
+    if (find_address_owner(st, CHANNEL_WHATSAPP, l->phone, NULL) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: duplicate lead phone");
     st->cur.leads = grow(st->cur.leads, st->cur.nleads, &st->cur.cap_leads, sizeof(*row));
     row = &st->cur.leads[st->cur.nleads++];
     *row = *l;
@@ -317,6 +339,8 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
     field = c == CHANNEL_EMAIL ? &st->cur.leads[i].email : &st->cur.leads[i].phone;
     if (*field != NULL)
         return SP_OK;
+    if (find_address_owner(st, c, address, id) >= 0)
+        return sp_error_set(err, SP_ECONFLICT, "database", "mem: address of another lead");
     *field = keep(st, address);
     st->cur.leads[i].updated_at = now;
     *changed = 1;
@@ -345,6 +369,82 @@ r_lead_find_by_address(struct lead_repo *r, enum channel c, const char *norm, st
         }
     }
     return sp_error_set(err, SP_ENOTFOUND, "from", "mem: no lead with that address");
+}
+
+/* A lead of the list with its position: seq is the insertion index + 1. */
+struct mem_listed {
+    const struct lead *l;
+    int64_t seq;
+};
+
+/* Newest first: created_at descending, then seq descending. */
+static int
+listed_cmp(const void *pa, const void *pb)
+{
+    const struct mem_listed *x = pa, *y = pb;
+
+    if (x->l->created_at != y->l->created_at)
+        return x->l->created_at > y->l->created_at ? -1 : 1;
+    return x->seq > y->seq ? -1 : x->seq < y->seq;
+}
+
+static int
+starts_with(const char *s, const char *prefix)
+{
+    return s != NULL && prefix != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Whether l passes the filters of spec and comes after spec->after. */
+static int
+list_match(const struct lead *l, int64_t seq, const struct lead_list_spec *spec)
+{
+    char name[LEAD_NORM_MAX], email[LEAD_NORM_MAX], phone[LEAD_NORM_MAX];
+
+    if (spec->has_status && l->status != spec->status)
+        return 0;
+    if (l->created_at < spec->created_min || l->created_at > spec->created_max)
+        return 0;
+    if (spec->after.seq > 0 &&
+        (l->created_at > spec->after.created_at ||
+         (l->created_at == spec->after.created_at && seq >= spec->after.seq)))
+        return 0;
+    if (spec->name_prefix == NULL && spec->email_prefix == NULL && spec->phone_prefix == NULL)
+        return 1;
+    return starts_with(lead_name_fold(l->name, name, sizeof(name)), spec->name_prefix) ||
+           starts_with(lead_email_norm(l->email, email, sizeof(email)), spec->email_prefix) ||
+           starts_with(lead_phone_norm(l->phone, phone, sizeof(phone)), spec->phone_prefix);
+}
+
+static int
+r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+            struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    struct mem_listed *hits = xmalloc(sizeof(*hits) * (size_t)(st->cur.nleads + 1));
+    int n = 0;
+
+    (void)err;
+    memset(page, 0, sizeof(*page));
+    for (int i = 0; i < st->cur.nleads; i++)
+        if (list_match(&st->cur.leads[i], i + 1, spec))
+            hits[n++] = (struct mem_listed){&st->cur.leads[i], i + 1};
+    qsort(hits, (size_t)n, sizeof(*hits), listed_cmp);
+    page->n = n < spec->max ? n : spec->max;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(page->n ? page->n : 1));
+    for (int i = 0; i < page->n; i++) {
+        struct lead *l = &(*out)[i];
+        *l = *hits[i].l;
+        l->name = give(a, l->name);
+        l->email = give(a, l->email);
+        l->phone = give(a, l->phone);
+    }
+    if (n > spec->max) {
+        page->has_next = 1;
+        page->next.created_at = hits[page->n - 1].l->created_at;
+        page->next.seq = hits[page->n - 1].seq;
+    }
+    free(hits);
+    return SP_OK;
 }
 
 static int
@@ -748,6 +848,7 @@ static const struct lead_repo_ops mem_repo_ops = {
     .lead_transition = r_lead_transition,
     .lead_set_address = r_lead_set_address,
     .lead_find_by_address = r_lead_find_by_address,
+    .lead_list = r_lead_list,
     .message_insert = r_message_insert,
     .message_find_by_provider = r_message_find_by_provider,
     .receipt_claim = r_receipt_claim,

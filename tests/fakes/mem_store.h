@@ -6,12 +6,13 @@
  * snapshot; commit drops it. Outside a unit of work each write applies at once (autocommit).
  *
  * The fake mirrors the SQLite adapter where tests can observe it: a duplicate id is
- * SP_ECONFLICT, a message, event or job for an unknown lead is SP_ECONFLICT (foreign key), a
- * missing row on a _get is SP_ENOTFOUND, nested begin is SP_EINTERNAL, every queue operation
- * (reserve included) joins the open unit of work if there is one, job ids are "1", "2", ... in
- * insertion order and roll back with the data, and a lease that expires max_stalled times fails
- * the job. Every string it keeps is copied into the store's own arena; strings it returns are
- * copied into the caller's arena. Single-threaded. */
+ * SP_ECONFLICT, so is a lead (inserted, or given an address) whose normalised email or phone
+ * is another lead's (one lead per person), a message, event or job for an unknown lead is
+ * SP_ECONFLICT (foreign key), a missing row on a _get is SP_ENOTFOUND, nested begin is
+ * SP_EINTERNAL, every queue operation (reserve included) joins the open unit of work if there is
+ * one, job ids are "1", "2", ... in insertion order and roll back with the data, and a lease that
+ * expires max_stalled times fails the job. Every string it keeps is copied into the store's own
+ * arena; strings it returns are copied into the caller's arena. Single-threaded. */
 #pragma once
 
 #include "core/lease_set.h"

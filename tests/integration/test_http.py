@@ -64,7 +64,7 @@ def test_health_and_ready(env):
 def test_routing_errors(env):
     srv = env.serve()
     assert_error(srv.get("/nope"), 404)
-    assert_error(srv.get("/leads"), 405)
+    assert_error(srv.request("DELETE", "/leads"), 405)
     r = srv.request("DELETE", "/leads/%s" % uuid.uuid4())
     assert_error(r, 405)
     assert r.header("Allow"), "405 without an Allow header"

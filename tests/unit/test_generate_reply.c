@@ -93,15 +93,19 @@ count_events(struct t_env *env, const char *lead_id, enum lead_event_type type,
     return k;
 }
 
-/* A phone-only lead whose welcome is sent, then a reply on WhatsApp: only its job is due. */
+/* A phone-only lead whose welcome is sent, then a reply on WhatsApp: only its job is due. Each
+ * lead of an env has a phone of its own (one lead per person). */
 static void
 lead_with_reply(struct t_env *env, const char *text, struct lead *l, char *mid)
 {
     struct sp_error err = {0};
-    char content[256];
+    char content[256], phone[32];
     struct reply_input in = {NULL, CHANNEL_WHATSAPP, content};
+    struct t_counts c;
 
-    t_env_create(env, "Ana", NULL, "+351912345678", l);
+    t_env_counts(env, &c);
+    snprintf(phone, sizeof(phone), "+3519123456%02d", 78 + c.leads);
+    t_env_create(env, "Ana", NULL, phone, l);
     ASSERT_EQ(1, t_env_tick(env, NULL)); /* the welcome */
     snprintf(content, sizeof(content), "{\"text\":\"%s\"}", text);
     in.lead_id = l->id;

@@ -605,3 +605,59 @@ TEST(unit_domain_address_norm_by_channel)
     ASSERT_EQ('a', buf[0]);
     ASSERT_STREQ("com", buf + LEAD_EMAIL_MAX - 3);
 }
+
+/* ---- one lead per person, the list's search (#11) ------------------------------------- */
+
+TEST(unit_domain_address_norms)
+{
+    char buf[LEAD_NORM_MAX];
+
+    ASSERT_STREQ("ana@example.com", lead_email_norm("  Ana@EXAMPLE.com\t", buf, sizeof(buf)));
+    ASSERT_STREQ("15550100001", lead_phone_norm("+1 (555) 010-0001", buf, sizeof(buf)));
+    ASSERT_STREQ("15550100001", lead_phone_norm("1.555.010.0001", buf, sizeof(buf)));
+    ASSERT(lead_phone_norm("n/a", buf, sizeof(buf)) == NULL); /* no digits: nothing to match */
+    ASSERT(lead_email_norm("   ", buf, sizeof(buf)) == NULL);
+}
+
+TEST(unit_domain_name_fold)
+{
+    char buf[LEAD_NORM_MAX], small[4];
+
+    ASSERT_STREQ("john o'neil-smith 2", lead_name_fold("John O'Neil-SMITH 2", buf, sizeof(buf)));
+    /* Latin-1, Latin Extended-A (both pairings), Ÿ, Greek with tonos, Cyrillic */
+    ASSERT_STREQ("\xc3\xa9mile \xc3\xa0 \xc3\xbe\xc3\xb6", /* émile à þö */
+                 lead_name_fold("\xc3\x89MILE \xc3\x80 \xc3\x9e\xc3\x96", buf, sizeof(buf)));
+    ASSERT_STREQ("\xc5\x82\xc3\xb3"
+                 "d\xc5\xba \xc4\x8d \xc5\x88 \xc5\x93 \xc3\xbf",
+                 lead_name_fold("\xc5\x81\xc3\x93" /* ŁÓ */ "D\xc5\xb9 \xc4\x8c \xc5\x87 "
+                                "\xc5\x92 \xc5\xb8" /* Ź Č Ň Œ Ÿ */,
+                                buf, sizeof(buf)));
+    ASSERT_STREQ("\xce\xac\xce\xbb\xcf\x86\xce\xb1 \xcf\x8e", /* άλφα ώ */
+                 lead_name_fold("\xce\x86\xce\x9b\xce\xa6\xce\x91 \xce\x8f", buf, sizeof(buf)));
+    ASSERT_STREQ(
+        "\xd0\xb8\xd0\xb2\xd0\xb0\xd0\xbd \xd1\x91\xd0\xb6", /* иван ёж */
+        lead_name_fold("\xd0\x98\xd0\xb2\xd0\x90\xd0\x9d \xd0\x81\xd0\x96", buf, sizeof(buf)));
+    /* already lower, signs, other scripts, İ (whose lower case is longer) and bytes that are
+     * not UTF-8 stay as they are; × (U+00D7) is no letter */
+    ASSERT_STREQ(
+        "\xc3\x97 \xc4\xb0 \xe6\x9d\x8e \xc3\xa9 \xff\xc3",
+        lead_name_fold("\xc3\x97 \xc4\xb0 \xe6\x9d\x8e \xc3\xa9 \xff\xc3", buf, sizeof(buf)));
+    ASSERT(lead_name_fold(NULL, buf, sizeof(buf)) == NULL);
+    ASSERT(lead_name_fold("Anna", small, sizeof(small)) == NULL);
+    ASSERT_STREQ("ana", lead_name_fold("ANA", small, sizeof(small)));
+}
+
+TEST(unit_domain_phone_query)
+{
+    char buf[LEAD_NORM_MAX], small[3];
+
+    ASSERT_STREQ("1555", lead_phone_query("+1 (555)", buf, sizeof(buf)));
+    ASSERT_STREQ("3519", lead_phone_query("351-9", buf, sizeof(buf)));
+    ASSERT_STREQ("12", lead_phone_query("1/2.", buf, sizeof(buf)));
+    ASSERT(lead_phone_query("ana", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_phone_query("john5", buf, sizeof(buf)) == NULL); /* a name with a digit */
+    ASSERT(lead_phone_query("+ ()", buf, sizeof(buf)) == NULL);  /* no digit */
+    ASSERT(lead_phone_query("a1@x.io", buf, sizeof(buf)) == NULL);
+    ASSERT(lead_phone_query("123", small, sizeof(small)) == NULL);
+    ASSERT(lead_phone_query(NULL, buf, sizeof(buf)) == NULL);
+}

@@ -831,8 +831,8 @@ TEST(unit_hostile_h7_lengths_count_utf16_code_units)
     /* 130 "é": 260 bytes, 130 characters */
     t_env_create(env, repeat(name, "\xc3\xa9", 130), NULL, "+351912345678", &l);
     /* 255 "é" is the limit; a 4-byte character counts twice (a surrogate pair) */
-    t_env_create(env, repeat(name, "\xc3\xa9", 255), NULL, "+351912345678", &l);
-    t_env_create(env, repeat(name, "\xf0\x9f\x98\x80", 127), NULL, "+351912345678", &l);
+    t_env_create(env, repeat(name, "\xc3\xa9", 255), NULL, "+351912345679", &l);
+    t_env_create(env, repeat(name, "\xf0\x9f\x98\x80", 127), NULL, "+351912345670", &l);
     /* 50 "٣" (Arabic-Indic digit, 2 bytes): a 50-character phone */
     t_env_create(env, "Ana", NULL, repeat(phone, "\xd9\xa3", 50), &l);
     /* an email of 255 characters (not bytes) with a non-ASCII domain */

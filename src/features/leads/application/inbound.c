@@ -65,15 +65,35 @@ reply_status_change(const struct leads_deps *d, struct arena *a, struct lead *l,
 
 /* Gives a lead that has no address on the reply's channel the reply's (validated) sender as
  * its address, with an address_added event. A compare-and-set under the lead's lock: if the
- * lead got an address meanwhile, it keeps it and the lead is re-read. */
+ * lead got an address meanwhile, it keeps it and the lead is re-read. One lead per person: an
+ * address another lead has is not adopted (*in_use set; the reply is kept, unanswered). The
+ * lookup is not what enforces it: if a concurrent unit of work gives the address to a lead
+ * right after it, the store refuses ours (SP_ECONFLICT) and leads_receive runs again, when the
+ * lookup finds that lead. */
 static int
 adopt_address(const struct leads_deps *d, struct arena *a, struct lead *l, enum channel c,
-              const char *from, const char *message_id, int64_t now, struct sp_error *err)
+              const char *from, const char *message_id, int64_t now, int *in_use,
+              struct sp_error *err)
 {
+    char buf[LEAD_NORM_MAX];
+    const char *norm = lead_address_norm(c, from, buf, sizeof(buf));
+    struct sp_error lookup = {0};
+    struct lead owner;
     struct jsonw w;
     int changed = 0;
     int rc;
 
+    *in_use = 0;
+    rc = norm ? lead_repo_lead_find_by_address(d->repo, c, norm, a, &owner, &lookup) : SP_ENOTFOUND;
+    if (rc == SP_OK && strcmp(owner.id, l->id) != 0) {
+        *in_use = 1;
+        return SP_OK;
+    }
+    if (rc != SP_OK && rc != SP_ENOTFOUND) {
+        if (err && err->code == SP_OK)
+            *err = lookup;
+        return rc;
+    }
     rc = lead_repo_lead_set_address(d->repo, l->id, c, from, now, &changed, err);
     if (rc != SP_OK)
         return rc;
@@ -266,6 +286,7 @@ receive_in_tx(const struct leads_deps *d, const struct inbound_reply *in, struct
               struct message *m, int64_t now, struct inbound_result *out, struct sp_error *err)
 {
     struct lead l;
+    int in_use = 0;
     int rc;
 
     rc = claim_receipts(d, in, now, out, err);
@@ -281,11 +302,11 @@ receive_in_tx(const struct leads_deps *d, const struct inbound_reply *in, struct
                                 leads_correlation_json(a, l.id, m->id, NULL),
                                 received_payload(a, in, m), now, err);
     if (rc == SP_OK && in->from != NULL && lead_address_for(&l, m->channel) == NULL)
-        rc = adopt_address(d, a, &l, m->channel, in->from, m->id, now, err);
+        rc = adopt_address(d, a, &l, m->channel, in->from, m->id, now, &in_use, err);
     if (rc == SP_OK)
         rc = reply_status_change(d, a, &l, m->id, now, err);
     if (rc == SP_OK) {
-        struct leads_event_ctx ev = {d, a, &l, m, now, in->answerable};
+        struct leads_event_ctx ev = {d, a, &l, m, now, in->answerable, in_use};
         rc = event_bus_publish(d->bus, LEADS_EV_LEAD_REPLIED, &ev, err);
     }
     if (rc == SP_OK)
@@ -321,15 +342,24 @@ leads_receive(const struct leads_deps *d, const struct inbound_reply *in, struct
     m.created_at = now;
     m.updated_at = now;
 
-    rc = lead_repo_begin(d->repo, err);
-    if (rc != SP_OK)
-        return rc;
-    rc = receive_in_tx(d, in, a, &m, now, out, err);
-    if (rc == SP_OK && (out->duplicate || out->token_replayed)) {
-        lead_repo_rollback(d->repo); /* nothing was written but the claims' lookups */
-        return SP_OK;
+    /* One lead per person: a unit of work that gave the sender's address to a lead (a new
+     * one, or one adopting it) is refused by the store (SP_ECONFLICT) when a concurrent one did
+     * so first; it runs once more, and its lookup then finds that lead. */
+    for (int attempt = 0;; attempt++) {
+        rc = lead_repo_begin(d->repo, err);
+        if (rc != SP_OK)
+            return rc;
+        rc = receive_in_tx(d, in, a, &m, now, out, err);
+        if (rc == SP_OK && (out->duplicate || out->token_replayed)) {
+            lead_repo_rollback(d->repo); /* nothing was written but the claims' lookups */
+            return SP_OK;
+        }
+        rc = finish(d, rc, err);
+        if (rc != SP_ECONFLICT || attempt > 0)
+            break;
+        memset(out, 0, sizeof(*out));
+        sp_error_clear(err);
     }
-    rc = finish(d, rc, err);
     if (rc == SP_OK) {
         memcpy(out->message_id, m.id, SP_UUID_LEN + 1);
         job_queue_wake(d->queue);

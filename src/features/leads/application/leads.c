@@ -99,7 +99,7 @@ static int
 create_in_tx(const struct leads_deps *d, struct arena *a, const struct lead *l,
              struct sp_error *err)
 {
-    struct leads_event_ctx ev = {d, a, l, NULL, l->created_at, 0};
+    struct leads_event_ctx ev = {d, a, l, NULL, l->created_at, 0, 0};
     int rc;
 
     rc = lead_repo_lead_insert(d->repo, l, err);
@@ -110,6 +110,39 @@ create_in_tx(const struct leads_deps *d, struct arena *a, const struct lead *l,
     if (rc == SP_OK)
         rc = event_bus_publish(d->bus, LEADS_EV_LEAD_ADDED, &ev, err);
     return rc;
+}
+
+/* After a capture refused by the store (SP_ECONFLICT, rolled back): the lead that has its email
+ * or phone, read after the unit of work so that one committed by a concurrent capture is seen.
+ * Returns SP_ECONFLICT with *out that lead, or with out->id empty when none has it (a conflict
+ * on something else), or the error of the lookup. */
+static int
+existing_person(const struct leads_deps *d, const struct lead_input *in, struct arena *a,
+                struct lead *out, struct sp_error *err)
+{
+    char ebuf[LEAD_NORM_MAX], pbuf[LEAD_NORM_MAX];
+    const char *email = lead_email_norm(in->email, ebuf, sizeof(ebuf));
+    const char *phone = lead_phone_norm(in->phone, pbuf, sizeof(pbuf));
+    const char *field = "email";
+    struct sp_error lookup = {0};
+    int rc = SP_ENOTFOUND;
+
+    if (email != NULL)
+        rc = lead_repo_lead_find_by_address(d->repo, CHANNEL_EMAIL, email, a, out, &lookup);
+    if (rc == SP_ENOTFOUND && phone != NULL) {
+        sp_error_clear(&lookup);
+        field = "phone";
+        rc = lead_repo_lead_find_by_address(d->repo, CHANNEL_WHATSAPP, phone, a, out, &lookup);
+    }
+    sp_error_clear(err); /* the driver's words name our indexes: not for the client */
+    if (rc != SP_OK && rc != SP_ENOTFOUND) {
+        if (err)
+            *err = lookup;
+        return rc;
+    }
+    if (rc != SP_OK)
+        memset(out, 0, sizeof(*out));
+    return sp_error_set(err, SP_ECONFLICT, field, "Lead already exists");
 }
 
 int
@@ -135,6 +168,8 @@ leads_create(const struct leads_deps *d, const struct lead_input *in, struct are
     if (rc != SP_OK)
         return rc;
     rc = in_transaction(d, create_in_tx(d, a, out, err), err);
+    if (rc == SP_ECONFLICT)
+        return existing_person(d, in, a, out, err);
     if (rc == SP_OK)
         job_queue_wake(d->queue);
     return rc;
@@ -307,6 +342,8 @@ leads_on_lead_replied(void *ctx, const void *payload, struct sp_error *err)
         return rc;
     if (lead_opt_out_find(&opt_outs, in->channel) != NULL)
         return skip_answer(d, ev, "opted_out", err);
+    if (ev->address_in_use && lead_address_for(ev->lead, in->channel) == NULL)
+        return skip_answer(d, ev, "address_in_use", err);
     /* The answer needs an address: a lead without one on the channel (and no "from" to adopt)
      * was refused before anything was stored. */
     if (lead_address_for(ev->lead, in->channel) == NULL)
@@ -458,4 +495,72 @@ leads_list_events(const struct leads_deps *d, const char *id, int64_t before, in
         rc = lead_repo_event_page(d->repo, id, &spec, a, out, page, err);
     lead_repo_read_end(d->repo);
     return rc;
+}
+
+/* The bounds of the list's created_at window, inclusive, from the query's exclusive ones; 0
+ * when the window is empty. */
+static int
+created_window(const struct leads_list_query *q, int64_t *min, int64_t *max)
+{
+    if (q->created_after >= LEAD_TIME_MAX || q->created_before <= LEAD_TIME_MIN)
+        return 0;
+    *min = q->created_after < LEAD_TIME_MIN ? LEAD_TIME_MIN : q->created_after + 1;
+    *max = q->created_before > LEAD_TIME_MAX ? LEAD_TIME_MAX : q->created_before - 1;
+    return *min <= *max;
+}
+
+/* The prefixes a search text compares with (struct lead_list_spec). */
+static int
+search_prefixes(const char *q, struct arena *a, struct lead_list_spec *spec, struct sp_error *err)
+{
+    size_t len;
+    char *t, *buf;
+    int rc;
+
+    while (*q == ' ' || *q == '\t')
+        q++;
+    len = strlen(q);
+    while (len > 0 && (q[len - 1] == ' ' || q[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return sp_error_set(err, SP_EINVAL, "q", "q should not be empty");
+    rc = lead_text_field_check("q", q, len, LEAD_NAME_MAX, err);
+    if (rc != SP_OK)
+        return rc;
+    t = arena_strndup(a, q, len);
+    buf = arena_alloc(a, 3 * (len + 1));
+    spec->name_prefix = lead_name_fold(t, buf, len + 1);
+    spec->email_prefix = lead_email_norm(t, buf + len + 1, len + 1);
+    spec->phone_prefix = lead_phone_query(t, buf + 2 * (len + 1), len + 1);
+    return SP_OK;
+}
+
+int
+leads_list(const struct leads_deps *d, const struct leads_list_query *q, struct arena *a,
+           struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    struct lead_list_spec spec;
+    int rc;
+
+    *out = NULL;
+    memset(page, 0, sizeof(*page));
+    if (q->limit < 1 || q->limit > LEAD_LIST_MAX)
+        return sp_error_set(err, SP_EINVAL, "limit", "limit must be an integer from 1 to %d",
+                            LEAD_LIST_MAX);
+    if (q->after.seq < 0 || (q->after.seq > 0 && (q->after.created_at < LEAD_TIME_MIN ||
+                                                  q->after.created_at > LEAD_TIME_MAX)))
+        return sp_error_set(err, SP_EINVAL, "cursor", "cursor is not valid");
+    memset(&spec, 0, sizeof(spec));
+    spec.has_status = q->has_status;
+    spec.status = q->status;
+    spec.after = q->after;
+    spec.max = q->limit;
+    if (q->q != NULL) {
+        rc = search_prefixes(q->q, a, &spec, err);
+        if (rc != SP_OK)
+            return rc;
+    }
+    if (!created_window(q, &spec.created_min, &spec.created_max))
+        return SP_OK; /* nothing can be in it */
+    return lead_repo_lead_list(d->repo, &spec, a, out, page, err);
 }

@@ -52,6 +52,9 @@ struct leads_event_ctx {
     const struct message *inbound; /* LEAD_REPLIED only */
     int64_t now;
     int answerable; /* LEAD_REPLIED: 0 when the message gets no answer (an image, a reaction) */
+    /* LEAD_REPLIED: the sender's address (the reply's "from") is another lead's, so the lead,
+     * which has none on the channel, did not adopt it, and the message gets no answer */
+    int address_in_use;
 };
 
 struct lead_input {
@@ -61,9 +64,36 @@ struct lead_input {
 };
 
 /* Captures a lead: the lead, its events, its welcome messages and their jobs in one unit of
- * work. *out is the stored lead. SP_EINVAL for bad input; SP_EUNAVAIL etc. from storage. */
+ * work. *out is the stored lead. SP_EINVAL for bad input; SP_EUNAVAIL etc. from storage.
+ * One lead per person: when another lead has the email (trimmed, case-insensitive) or the
+ * phone (its digits), SP_ECONFLICT ("Lead already exists"), nothing is stored or queued, and
+ * *out is that lead (out->id empty in the unlikely case the store refused the lead for another
+ * reason). The store's unique indexes decide, so of concurrent captures of one person exactly
+ * one succeeds. */
 int leads_create(const struct leads_deps *d, const struct lead_input *in, struct arena *a,
                  struct lead *out, struct sp_error *err) SP_MUST_CHECK;
+
+/* GET /leads: the leads newest first (created_at, then the order they were stored in), a page
+ * at a time. */
+struct leads_list_query {
+    int has_status;
+    enum lead_status status;
+    /* A search: leads whose name (case-insensitive: lead_name_fold), email (lead_email_norm)
+     * or, when q reads as a phone number (lead_phone_query), phone digits start with q; blanks
+     * around q are ignored. NULL: none. At most LEAD_NAME_MAX characters. */
+    const char *q;
+    int64_t created_after;      /* only leads created after this (ms); LEAD_TIME_MIN - 1: any */
+    int64_t created_before;     /* ... and before this; LEAD_TIME_MAX + 1: any */
+    struct lead_list_pos after; /* from a previous page's next; seq 0: from the newest */
+    int limit;                  /* 1..LEAD_LIST_MAX */
+};
+#define LEADS_LIST_DEFAULT 20
+
+/* Reads one page of the list: *out is an arena array of page->n leads; page->has_next and
+ * page->next say where the next page starts. SP_EINVAL for a limit out of range, an empty or
+ * too long q, or a position outside LEAD_TIME_MIN..LEAD_TIME_MAX. */
+int leads_list(const struct leads_deps *d, const struct leads_list_query *q, struct arena *a,
+               struct lead **out, struct lead_list_page *page, struct sp_error *err) SP_MUST_CHECK;
 
 struct reply_input {
     const char *lead_id;

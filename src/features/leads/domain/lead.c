@@ -173,6 +173,82 @@ lead_address_norm(enum channel c, const char *s, char *buf, size_t cap)
     return NULL;
 }
 
+/* The lower-case counterpart of a two-byte code point (U+0080..U+07FF), or cp itself. Only
+ * mappings between two-byte code points, so a fold never changes the length in UTF-8. */
+static unsigned
+fold2(unsigned cp)
+{
+    if ((cp >= 0xc0 && cp <= 0xde && cp != 0xd7) || (cp >= 0x391 && cp <= 0x3ab && cp != 0x3a2) ||
+        (cp >= 0x410 && cp <= 0x42f))
+        return cp + 0x20; /* Latin-1 À..Þ, Greek Α..Ϋ, Cyrillic А..Я */
+    if (cp >= 0x400 && cp <= 0x40f)
+        return cp + 0x50; /* Cyrillic Ѐ..Џ */
+    if ((cp >= 0x100 && cp <= 0x12f) || (cp >= 0x132 && cp <= 0x137) ||
+        (cp >= 0x14a && cp <= 0x177))
+        return cp | 1u; /* Latin Extended-A: capital even, small odd */
+    if ((cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17e))
+        return (cp & 1u) ? cp + 1 : cp; /* ... capital odd, small even */
+    switch (cp) {
+    case 0x178:
+        return 0xff; /* Ÿ */
+    case 0x386:
+        return 0x3ac; /* Ά */
+    case 0x388:
+    case 0x389:
+    case 0x38a:
+        return cp + 0x25; /* Έ Ή Ί */
+    case 0x38c:
+        return 0x3cc; /* Ό */
+    case 0x38e:
+    case 0x38f:
+        return cp + 0x3f; /* Ύ Ώ */
+    default:
+        return cp;
+    }
+}
+
+const char *
+lead_name_fold(const char *s, char *buf, size_t cap)
+{
+    size_t len;
+
+    if (s == NULL || (len = strlen(s)) >= cap)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf && i + 1 < len && ((unsigned char)s[i + 1] & 0xc0) == 0x80) {
+            unsigned cp = fold2(((c & 0x1fu) << 6) | ((unsigned char)s[i + 1] & 0x3fu));
+            buf[i] = (char)(0xc0 | (cp >> 6));
+            buf[i + 1] = (char)(0x80 | (cp & 0x3f));
+            i++;
+        } else {
+            buf[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+        }
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+const char *
+lead_phone_query(const char *s, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    if (s == NULL)
+        return NULL;
+    for (; *s; s++) {
+        if (*s >= '0' && *s <= '9') {
+            if (n + 1 >= cap)
+                return NULL;
+            buf[n++] = *s;
+        } else if (strchr("+ -.()/", *s) == NULL) {
+            return NULL;
+        }
+    }
+    buf[n] = '\0';
+    return n > 0 ? buf : NULL;
+}
+
 const char *
 reply_intent_name(enum reply_intent i)
 {

@@ -180,6 +180,19 @@ const char *lead_phone_norm(const char *s, char *buf, size_t cap);
 /* The one of the two for channel c (email, whatsapp); NULL on other channels. */
 const char *lead_address_norm(enum channel c, const char *s, char *buf, size_t cap);
 
+/* The form of a name the lead list's `q` compares with (stored as leads.name_lower): s with
+ * its letters lower-cased: ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic capitals (the
+ * simple one-to-one mappings; each keeps its UTF-8 length, so the result is as long as s: a
+ * name of LEAD_NAME_MAX characters fits in LEAD_NORM_MAX). Bytes that are not such a letter,
+ * valid UTF-8 or not, are copied. Written into buf[cap]; returns buf, or NULL when s is NULL or
+ * does not fit. */
+const char *lead_name_fold(const char *s, char *buf, size_t cap);
+/* The digits of a search text that reads as (the start of) a phone number: ASCII digits with
+ * optional '+', spaces, '-', '.', '(', ')' and '/' around them, at least one digit; the list's
+ * `q` then also matches phones by their digits (lead_phone_norm). NULL when s is anything else
+ * (a name, an email) or does not fit in buf[cap]. */
+const char *lead_phone_query(const char *s, char *buf, size_t cap);
+
 /* Status after the lead's outbound message was sent: new becomes contacted, others stay. */
 enum lead_status lead_status_after_sent(enum lead_status s);
 /* Status after the prospect replied: always replied (a reply revives a dead lead too). */

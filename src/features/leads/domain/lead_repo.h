@@ -39,6 +39,45 @@ struct lead_page_info {
     int64_t next;
 };
 
+/* A position in the list of all leads, newest first: by created_at descending, then by the
+ * store's insertion order descending (seq, an integer > 0 that only the repo interprets). Both
+ * are fixed when the lead is stored, so a position stays valid, and a walk through the list
+ * page after page meets every lead stored before it began exactly once, however many leads are
+ * added meanwhile (keyset pagination). */
+struct lead_list_pos {
+    int64_t created_at; /* ms */
+    int64_t seq;        /* 0: before the first lead (the list's start) */
+};
+
+/* One page of the lead list (lead_list): the leads after `after` that pass every filter, at
+ * most `max` of them, in the list's order. */
+struct lead_list_spec {
+    int has_status;
+    enum lead_status status; /* has_status: only leads in this status */
+    /* A search (the list's q): a lead matches when its name folded (lead_name_fold) starts
+     * with name_prefix, or its normalised email (lead_email_norm) with email_prefix, or its
+     * phone's digits (lead_phone_norm) with phone_prefix; a NULL prefix compares nothing, and
+     * all three NULL means no search. Prefixes compare byte by byte. */
+    const char *name_prefix;
+    const char *email_prefix;
+    const char *phone_prefix;
+    int64_t created_min; /* created_at >= this (ms), LEAD_TIME_MIN.. */
+    int64_t created_max; /* created_at <= this, ..LEAD_TIME_MAX */
+    struct lead_list_pos after;
+    int max; /* 1..LEAD_LIST_MAX */
+};
+#define LEAD_LIST_MAX 100
+/* The times a list filter or position may name: 0001-01-01T00:00:00.000Z to
+ * 9999-12-31T23:59:59.999Z, the range every store can compare with. */
+#define LEAD_TIME_MIN (-62135596800000LL)
+#define LEAD_TIME_MAX 253402300799999LL
+
+struct lead_list_page {
+    int n;                     /* leads read */
+    int has_next;              /* 1: more leads pass the filters beyond this page */
+    struct lead_list_pos next; /* has_next: the position of the page's last lead */
+};
+
 struct lead_repo_ops {
     const char *name;
     int (*begin)(struct lead_repo *r, struct sp_error *err);
@@ -49,6 +88,12 @@ struct lead_repo_ops {
     void (*read_end)(struct lead_repo *r);
     int (*ping)(struct lead_repo *r, struct sp_error *err);
 
+    /* Stores a new lead. One lead per person: SP_ECONFLICT when another lead has the same
+     * normalised email or phone (lead_email_norm, lead_phone_norm; unique in the store, so of
+     * concurrent inserts of one address exactly one succeeds) or the same id. On PostgreSQL
+     * the conflict may surface at a later call of the unit of work or at its commit (a
+     * statement that needs no answer is not waited for); either way the unit of work is lost:
+     * roll it back. */
     int (*lead_insert)(struct lead_repo *r, const struct lead *l, struct sp_error *err);
     int (*lead_get)(struct lead_repo *r, const char *id, struct arena *a, struct lead *out,
                     struct sp_error *err);
@@ -66,13 +111,20 @@ struct lead_repo_ops {
                            enum lead_status to, int64_t now, int *changed, struct sp_error *err);
     /* Compare-and-set: gives the lead `address` on channel c (email or whatsapp: its email or
      * phone) only if it has none there yet; *changed says whether it did. Other channels:
-     * SP_EINVAL. Callers validate the address first (lead_address_valid). */
+     * SP_EINVAL. Callers validate the address first (lead_address_valid). SP_ECONFLICT when
+     * another lead has the address (normalised), as for lead_insert: the unit of work is then
+     * lost on PostgreSQL. */
     int (*lead_set_address)(struct lead_repo *r, const char *id, enum channel c,
                             const char *address, int64_t now, int *changed, struct sp_error *err);
     /* The oldest lead whose address on channel c (email or whatsapp), normalised
      * (lead_email_norm, lead_phone_norm), equals `norm`. SP_ENOTFOUND when there is none. */
     int (*lead_find_by_address)(struct lead_repo *r, enum channel c, const char *norm,
                                 struct arena *a, struct lead *out, struct sp_error *err);
+    /* A page of the lead list (struct lead_list_spec): *out is an arena array of page->n
+     * leads, in the list's order. Reads one statement at a time, each consistent on its own
+     * (no snapshot is needed: positions never change). */
+    int (*lead_list)(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+                     struct lead **out, struct lead_list_page *page, struct sp_error *err);
     int (*message_insert)(struct lead_repo *r, const struct message *m, struct sp_error *err);
     /* The newest message on channel c in direction d whose provider id is `provider_id`.
      * SP_ENOTFOUND when there is none. */
@@ -270,6 +322,12 @@ lead_repo_lead_find_by_address(struct lead_repo *r, enum channel c, const char *
                                struct arena *a, struct lead *out, struct sp_error *err)
 {
     return r->ops->lead_find_by_address(r, c, norm, a, out, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena *a,
+                    struct lead **out, struct lead_list_page *page, struct sp_error *err)
+{
+    return r->ops->lead_list(r, spec, a, out, page, err);
 }
 static inline int SP_MUST_CHECK
 lead_repo_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_direction d,

@@ -2,6 +2,7 @@
 #include "features/leads/presentation/leads_http.h"
 
 #include "core/arena.h"
+#include "core/clock.h"
 #include "core/hex.h"
 #include "core/jsonw.h"
 #include "core/log.h"
@@ -10,6 +11,8 @@
 #include "features/leads/presentation/jobs_http.h"
 
 #include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <jansson.h>
 #include <string.h>
@@ -322,6 +325,24 @@ send_json(struct http_response *resp, struct arena *a, int status, struct jsonw 
     http_json(resp, status, body, len);
 }
 
+/* 409 for a capture of a person already stored: the NestJS error body plus the lead's id, so a
+ * client (a landing page submitted twice) can carry on with the existing lead. */
+static void
+send_conflict(struct http_response *resp, struct arena *a, const struct sp_error *err,
+              const char *lead_id)
+{
+    struct jsonw w;
+
+    jsonw_init(&w, a, 1024);
+    jsonw_obj_begin(&w);
+    jsonw_kstr(&w, "message", err->msg[0] ? err->msg : "Lead already exists");
+    jsonw_kstr(&w, "error", http_reason(409));
+    jsonw_kint(&w, "statusCode", 409);
+    jsonw_kstr(&w, "leadId", lead_id);
+    jsonw_obj_end(&w);
+    send_json(resp, a, 409, &w);
+}
+
 void
 leads_http_create(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
 {
@@ -342,6 +363,10 @@ leads_http_create(const struct leads_deps *d, struct http_request *req, struct h
     }
     json_decref(body);
     rc = leads_create(d, &in, req->arena, &lead, &err);
+    if (rc == SP_ECONFLICT && lead.id[0] != '\0') {
+        send_conflict(resp, req->arena, &err, lead.id);
+        return;
+    }
     if (rc != SP_OK) {
         leads_http_error(resp, req->arena, rc, &err);
         return;
@@ -625,6 +650,45 @@ leads_http_details(const struct leads_deps *d, struct http_request *req, struct 
     send_json(resp, req->arena, 200, &w);
 }
 
+/* Messages for query keys that are not `allowed` or are given more than once (one message
+ * per key). */
+static void
+query_keys_check(struct http_request *req, const char *const *allowed, struct msgs *m)
+{
+    for (int i = 0; i < req->nquery; i++) {
+        int ok = 0, seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(req->query_keys[j], req->query_keys[i]) == 0;
+        if (seen)
+            continue;
+        for (const char *const *p = allowed; *p; p++)
+            ok |= strcmp(*p, req->query_keys[i]) == 0;
+        if (!ok)
+            msg_add(m,
+                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
+        else if (http_query_count(req, req->query_keys[i]) > 1)
+            msg_add(m, arena_printf(req->arena, "%s must be given once", req->query_keys[i]));
+    }
+}
+
+/* The limit query argument, 1..max; `def` when absent; a message otherwise. */
+static int
+query_limit(struct http_request *req, int def, int max, struct msgs *m)
+{
+    const char *v = http_query(req, "limit");
+    char *end = NULL;
+    long n;
+
+    if (v == NULL)
+        return def;
+    n = (*v >= '0' && *v <= '9') ? strtol(v, &end, 10) : 0;
+    if (end == NULL || *end != '\0' || n < 1 || n > max) {
+        msg_add(m, arena_printf(req->arena, "limit must be an integer from 1 to %d", max));
+        return def;
+    }
+    return (int)n;
+}
+
 /* The paging query: only `allowed` keys, each at most once; limit 1..LEADS_PAGE_MAX (default
  * LEADS_PAGE_DEFAULT); a cursor of `list` (list NULL: the cursor is checked later). Answers 400
  * and returns -1 otherwise. */
@@ -635,27 +699,8 @@ page_query(struct http_request *req, struct http_response *resp, const char *con
     struct msgs m = {0};
     const char *v;
 
-    for (int i = 0; i < req->nquery; i++) {
-        int ok = 0;
-        for (const char *const *p = allowed; *p; p++)
-            ok |= strcmp(*p, req->query_keys[i]) == 0;
-        if (!ok)
-            msg_add(&m,
-                    arena_printf(req->arena, "property %s should not exist", req->query_keys[i]));
-        else if (http_query_count(req, req->query_keys[i]) > 1)
-            msg_add(&m, arena_printf(req->arena, "%s must be given once", req->query_keys[i]));
-    }
-    *limit = LEADS_PAGE_DEFAULT;
-    v = http_query(req, "limit");
-    if (v) {
-        char *end = NULL;
-        long n = (*v >= '0' && *v <= '9') ? strtol(v, &end, 10) : 0;
-        if (end == NULL || *end != '\0' || n < 1 || n > LEADS_PAGE_MAX)
-            msg_add(&m, arena_printf(req->arena, "limit must be an integer from 1 to %d",
-                                     LEADS_PAGE_MAX));
-        else
-            *limit = (int)n;
-    }
+    query_keys_check(req, allowed, &m);
+    *limit = query_limit(req, LEADS_PAGE_DEFAULT, LEADS_PAGE_MAX, &m);
     *before = 0;
     v = http_query(req, "cursor");
     if (v && list && cursor_parse(v, list, before) != 0)
@@ -994,4 +1039,166 @@ leads_http_send_message(const struct leads_deps *d, struct http_request *req,
     jsonw_init(&w, req->arena, RESPONSE_MAX);
     render_message(&w, &msg);
     send_json(resp, req->arena, 201, &w);
+}
+
+/* ---- GET /leads ------------------------------------------------------------------------ */
+
+/* The list's cursor: the position of a page's last lead (struct lead_list_pos), created_at
+ * then seq as two big-endian 64-bit integers, in unpadded base64url: 22 characters, opaque to
+ * clients. */
+#define LIST_CURSOR_LEN 22
+static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static const char *
+list_cursor_render(struct arena *a, const struct lead_list_pos *pos)
+{
+    unsigned char raw[16];
+    char *out = arena_alloc(a, LIST_CURSOR_LEN + 1);
+    int o = 0;
+
+    for (int i = 0; i < 8; i++) {
+        raw[i] = (unsigned char)((uint64_t)pos->created_at >> (56 - 8 * i));
+        raw[8 + i] = (unsigned char)((uint64_t)pos->seq >> (56 - 8 * i));
+    }
+    for (int i = 0; i < 15; i += 3) {
+        unsigned v = (unsigned)raw[i] << 16 | (unsigned)raw[i + 1] << 8 | raw[i + 2];
+        out[o++] = B64URL[v >> 18 & 63];
+        out[o++] = B64URL[v >> 12 & 63];
+        out[o++] = B64URL[v >> 6 & 63];
+        out[o++] = B64URL[v & 63];
+    }
+    out[o++] = B64URL[raw[15] >> 2];
+    out[o++] = B64URL[(raw[15] & 3) << 4];
+    out[o] = '\0';
+    return out;
+}
+
+/* Parses a cursor of list_cursor_render; -1 when it is not one (or names a position no lead
+ * can have). */
+static int
+list_cursor_parse(const char *s, struct lead_list_pos *pos)
+{
+    unsigned char raw[16];
+    unsigned d[LIST_CURSOR_LEN];
+    uint64_t at = 0, seq = 0;
+
+    if (strlen(s) != LIST_CURSOR_LEN)
+        return -1;
+    for (int i = 0; i < LIST_CURSOR_LEN; i++) {
+        const char *p = strchr(B64URL, s[i]);
+        if (p == NULL)
+            return -1;
+        d[i] = (unsigned)(p - B64URL);
+    }
+    if (d[21] & 15)
+        return -1; /* bits past the last byte: not a cursor we made */
+    for (int i = 0, o = 0; i < 20; i += 4) {
+        unsigned v = d[i] << 18 | d[i + 1] << 12 | d[i + 2] << 6 | d[i + 3];
+        raw[o++] = (unsigned char)(v >> 16);
+        raw[o++] = (unsigned char)(v >> 8);
+        raw[o++] = (unsigned char)v;
+    }
+    raw[15] = (unsigned char)(d[20] << 2 | d[21] >> 4);
+    for (int i = 0; i < 8; i++) {
+        at = at << 8 | raw[i];
+        seq = seq << 8 | raw[8 + i];
+    }
+    pos->created_at = (int64_t)at;
+    pos->seq = (int64_t)seq;
+    if (pos->seq <= 0 || pos->created_at < LEAD_TIME_MIN || pos->created_at > LEAD_TIME_MAX)
+        return -1;
+    return 0;
+}
+
+/* An ISO 8601 time in UTC (sp_time_parse), or a date alone (its midnight, UTC). */
+static int
+query_time(const char *v, int64_t *ms)
+{
+    char buf[32];
+
+    if (strlen(v) == 10) {
+        snprintf(buf, sizeof(buf), "%sT00:00:00Z", v);
+        v = buf;
+    }
+    return sp_time_parse(v, ms);
+}
+
+static void
+list_time(struct http_request *req, const char *key, int64_t *ms, struct msgs *m)
+{
+    const char *v = http_query(req, key);
+
+    if (v != NULL && query_time(v, ms) != 0)
+        msg_add(m, arena_printf(req->arena, "%s must be a valid ISO 8601 date string", key));
+}
+
+/* The query of GET /leads into *q; messages for what is wrong. */
+static void
+list_query(struct http_request *req, struct leads_list_query *q, struct msgs *m)
+{
+    static const char *const allowed[] = {"status", "q", "createdAfter", "createdBefore", "limit",
+                                          "cursor", NULL};
+    const char *v;
+
+    memset(q, 0, sizeof(*q));
+    query_keys_check(req, allowed, m);
+    v = http_query(req, "status");
+    if (v != NULL && lead_status_parse(v, &q->status) != 0)
+        msg_add(m, "status must be one of the following values: new, contacted, replied, "
+                   "converted, dead");
+    q->has_status = v != NULL;
+    v = http_query(req, "q");
+    if (v != NULL) {
+        struct sp_error err = {0};
+        if (blank(v))
+            msg_add(m, "q should not be empty");
+        else if (lead_text_field_check("q", v, strlen(v), LEAD_NAME_MAX, &err) != SP_OK)
+            msg_add(m, arena_strdup(req->arena, err.msg));
+        q->q = v;
+    }
+    q->created_after = LEAD_TIME_MIN - 1;
+    q->created_before = LEAD_TIME_MAX + 1;
+    list_time(req, "createdAfter", &q->created_after, m);
+    list_time(req, "createdBefore", &q->created_before, m);
+    q->limit = query_limit(req, LEADS_LIST_DEFAULT, LEAD_LIST_MAX, m);
+    v = http_query(req, "cursor");
+    if (v != NULL && list_cursor_parse(v, &q->after) != 0)
+        msg_add(m, "cursor is not valid");
+}
+
+void
+leads_http_list(const struct leads_deps *d, struct http_request *req, struct http_response *resp)
+{
+    struct leads_list_query q;
+    struct lead_list_page page;
+    struct sp_error err = {0};
+    struct msgs m = {0};
+    struct lead *leads;
+    struct jsonw w;
+    int rc;
+
+    list_query(req, &q, &m);
+    if (m.n > 0) {
+        http_error(resp, req->arena, 400, m.v, m.n, 1);
+        return;
+    }
+    rc = leads_list(d, &q, req->arena, &leads, &page, &err);
+    if (rc != SP_OK) {
+        leads_http_error(resp, req->arena, rc, &err);
+        return;
+    }
+    jsonw_init(&w, req->arena, RESPONSE_MAX);
+    jsonw_obj_begin(&w);
+    jsonw_key(&w, "items");
+    jsonw_arr_begin(&w);
+    for (int i = 0; i < page.n; i++)
+        render_lead(&w, &leads[i]);
+    jsonw_arr_end(&w);
+    jsonw_key(&w, "nextCursor");
+    if (page.has_next)
+        jsonw_str(&w, list_cursor_render(req->arena, &page.next));
+    else
+        jsonw_null(&w);
+    jsonw_obj_end(&w);
+    send_json(resp, req->arena, 200, &w);
 }

@@ -10,12 +10,16 @@ struct leads_deps;
 struct lead_opt_outs;
 struct sp_error;
 
-/* POST /leads */
+/* POST /leads; 409 with the existing lead's id (leadId) for a person already stored. */
 void leads_http_create(const struct leads_deps *d, struct http_request *req,
                        struct http_response *resp);
 /* POST /leads/:id/reply */
 void leads_http_reply(const struct leads_deps *d, struct http_request *req,
                       struct http_response *resp);
+/* GET /leads?status=&q=&createdAfter=&createdBefore=&limit=&cursor= : a page of the leads,
+ * newest first, {"items":[lead...],"nextCursor":"..."|null}. */
+void leads_http_list(const struct leads_deps *d, struct http_request *req,
+                     struct http_response *resp);
 /* GET /leads/:id */
 void leads_http_details(const struct leads_deps *d, struct http_request *req,
                         struct http_response *resp);
