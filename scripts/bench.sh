@@ -56,6 +56,10 @@
 #      The in-process workers answer meanwhile, as in step 3. Any error fails the run.
 #   9. the lead list at BENCH_LIST_LEADS leads and the 409 of a known person (the "#11" section
 #      below, its own table).
+#  10. server-sent events (BENCH_SSE=1, the default; 0 skips it): GET /events with
+#      BENCH_SSE_STREAMS (1000) streams open, on BENCH_SSE_DATABASE (sqlite): the capture rate
+#      without and with the streams, every stream's count of events, RSS, threads, GET /health
+#      latency, SIGTERM with the streams open. See the section "server-sent events" below.
 # HTTP_THREADS, WORKER_CONCURRENCY etc. are inherited from the environment (defaults otherwise).
 #
 # Exit status: 0 when every measurement ran (targets missed are shown as NO in the table),
@@ -96,6 +100,10 @@ BENCH_WEBHOOK_LEADS=${BENCH_WEBHOOK_LEADS:-500}
 BENCH_WEBHOOK_BODIES=${BENCH_WEBHOOK_BODIES:-$((5000 * BENCH_WEBHOOK_DURATION))}
 BENCH_WEBHOOK_DUPS=${BENCH_WEBHOOK_DUPS:-$((BENCH_CONNECTIONS * 2))}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_SSE=${BENCH_SSE:-1}
+BENCH_SSE_STREAMS=${BENCH_SSE_STREAMS:-1000}
+BENCH_SSE_DURATION=${BENCH_SSE_DURATION:-$BENCH_DURATION}
+BENCH_SSE_DATABASE=${BENCH_SSE_DATABASE:-sqlite}
 MSGS_PER_LEAD=2 # the wrk and seed leads have an email and a phone
 
 for tool in wrk python3; do
@@ -683,6 +691,137 @@ list_rows() {
 }
 # ==== #11 end ==================================================================================
 
+# ==== server-sent events (issue 12, point 4) ====================================================
+# One `salespad serve` (its in-process workers on) on a fresh BENCH_SSE_DATABASE:
+#   a. no stream open: wrk POST /leads for BENCH_SSE_DURATION s at saturation
+#      (BENCH_CONNECTIONS) and paced (16 connections, each pausing 16 ms after each response:
+#      the "normal load" of docs/performance.md, about 900/s at most); the backlog drains (mock
+#      sink) and the feed catches up (1 s);
+#   b. scripts/bench/sse_client.c (built here with cc: one thread, epoll) opens
+#      BENCH_SSE_STREAMS GET /events streams and reads them all (nice BENCH_SSE_CLIENT_NICE, 0 by
+#      default); the server's RSS and threads with the streams idle, and GET /health latency
+#      (wrk, 8 connections, 3 s) without and with them;
+#   c. the same two POST runs with the streams open: the rates with streams (target: within
+#      20 % of a.), server and client CPU, the volume streamed;
+#   d. once the backlog drains, every stream must hold exactly the events committed since the
+#      streams opened (counted in the database), all ending on the same last event id (else a
+#      failure: an event lost or repeated); how long after the last run the last stream had them;
+#   e. SIGTERM with every stream open: exit 0 (time taken), every stream ended cleanly.
+# The client shares the machine's cores with the server and wrk, and reads everything every
+# stream receives: the capture rate x 6 events per capture x the streams, about 470 bytes each.
+db_count() { # db_count URL SQL -> one integer
+  case "$1" in
+    sqlite:*) python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0] or 0)' "${1#sqlite:}" "$2" ;;
+    *) pg_psql "$1" -At -c "$2" ;;
+  esac
+}
+
+run_sse() {
+  local kind=$BENCH_SSE_DATABASE url sink pid port cl st s0 expected i hz c0 c1 k0 k1 t0 t1
+  local p0 p1 q0 q1 h0 h1 idle_rss idle_thr base_rss hwm ratio qratio exit_ms cpu_srv cpu_cli mbps
+  local cl_pid t2 t3
+  hz=$(getconf CLK_TCK)
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  [[ $(ulimit -n) -gt $((BENCH_SSE_STREAMS + 256)) ]] ||
+    { fail "sse: open files limited to $(ulimit -n), below $BENCH_SSE_STREAMS streams"; return 0; }
+  cl="$TMP/sse_client"
+  cc -O2 -o "$cl" "$BENCH_DIR/sse_client.c" || die "sse: cannot build scripts/bench/sse_client.c"
+  SVC_ENV=()
+  if [[ "$kind" == *+redis ]]; then
+    redis_ensure
+    SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
+  fi
+  SVC_ENV+=(HTTP_MAX_CONNS_PER_IP=$((BENCH_SSE_STREAMS + 256)))
+  url=$(db_url "$kind" sse) sink="$TMP/sse.sink"
+  log "== server-sent events ($kind): $url"
+  start_service sse-serve "$url" "$sink" serve
+  pid=$SVC_PID port=$SVC_PORT WRK_SERVER_PID=$pid
+  SVC_ENV=()
+  base_rss=$(status_kb "$pid" VmRSS)
+
+  BENCH_CONNECTIONS=8 run_wrk sse-health0 health.lua "$port" 3 # nothing open
+  h0=$WRK
+  log "sse: wrk POST /leads for ${BENCH_SSE_DURATION}s, no stream open (saturation, then paced)"
+  run_wrk sse-post0 post_lead.lua "$port" "$BENCH_SSE_DURATION"
+  p0=$WRK
+  BENCH_CONNECTIONS=16 run_wrk sse-paced0 post_lead_paced.lua "$port" "$BENCH_SSE_DURATION"
+  q0=$WRK
+  wait_sink "$sink" "$((($(kv "$p0" ok) + $(kv "$q0" ok)) * MSGS_PER_LEAD))" "$BENCH_DRAIN_TIMEOUT" 1 >/dev/null ||
+    fail "sse: the backlog of the runs without streams did not drain"
+  s0=$(db_count "$url" "SELECT coalesce(max(seq), 0) FROM lead_events")
+
+  st="$TMP/sse-status.txt"
+  nice -n "${BENCH_SSE_CLIENT_NICE:-0}" "$cl" "$port" "$BENCH_SSE_STREAMS" "$st" >"$TMP/sse-client.out" 2>"$TMP/sse-client.log" &
+  cl_pid=$!
+  PIDS+=("$cl_pid")
+  for ((i = 0; i < 300; i++)); do grep -q ready "$TMP/sse-client.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$TMP/sse-client.out" || { cat "$TMP/sse-client.log" >&2; die "sse: $BENCH_SSE_STREAMS streams did not open"; }
+  sleep 1
+  idle_rss=$(status_kb "$pid" VmRSS) idle_thr=$(sed -n 's/^Threads:[[:space:]]*//p' "/proc/$pid/status")
+  log "sse: $BENCH_SSE_STREAMS streams open: RSS $base_rss -> $idle_rss kB, $idle_thr threads"
+  BENCH_CONNECTIONS=8 run_wrk sse-health1 health.lua "$port" 3
+  h1=$WRK
+
+  log "sse: wrk POST /leads for ${BENCH_SSE_DURATION}s, $BENCH_SSE_STREAMS streams open (paced, then saturation)"
+  t0=$(now_us)
+  BENCH_CONNECTIONS=16 run_wrk sse-paced1 post_lead_paced.lua "$port" "$BENCH_SSE_DURATION"
+  q1=$WRK
+  c0=$(cpu_ticks "$pid") k0=$(cpu_ticks "$cl_pid") t2=$(now_us)
+  run_wrk sse-post1 post_lead.lua "$port" "$BENCH_SSE_DURATION"
+  p1=$WRK
+  c1=$(cpu_ticks "$pid") k1=$(cpu_ticks "$cl_pid") t3=$(now_us)
+  cpu_srv=$(calc "($c1 - $c0) / $hz / (($t3 - $t2) / 1e6) * 100")
+  cpu_cli=$(calc "($k1 - $k0) / $hz / (($t3 - $t2) / 1e6) * 100")
+  wait_sink "$sink" "$((($(kv "$p0" ok) + $(kv "$q0" ok) + $(kv "$p1" ok) + $(kv "$q1" ok)) * MSGS_PER_LEAD))" "$BENCH_DRAIN_TIMEOUT" 1 >/dev/null ||
+    fail "sse: the backlog of the runs with streams did not drain"
+  expected=$(db_count "$url" "SELECT count(*) FROM lead_events WHERE seq > $s0")
+  # The streams may still be catching up: wait while they make progress (30 s without any is a
+  # failure below), however long the whole takes.
+  local prev=-1 still=0 total
+  while ! grep -q "min=$expected max=$expected " "$st" 2>/dev/null && ((still < 300)); do
+    sleep 0.1
+    total=$(kv "$(cat "$st")" events)
+    if [[ "$total" == "$prev" ]]; then still=$((still + 1)); else still=0 prev=$total; fi
+  done
+  t1=$(now_us)
+  local line; line=$(cat "$st")
+  log "sse: after the drain: $line (expected $expected per stream)"
+  [[ $(kv "$line" min) == "$expected" && $(kv "$line" max) == "$expected" && $(kv "$line" last_ids) == 1 && $(kv "$line" failed) == 0 ]] ||
+    fail "sse: streams hold min $(kv "$line" min) max $(kv "$line" max) events (want $expected each), $(kv "$line" last_ids) distinct last ids, $(kv "$line" failed) failed"
+  mbps=$(calc "$(kv "$line" bytes) / 1048576 / (($t1 - $t0) / 1e6)")
+  hwm=$(status_kb "$pid" VmHWM)
+
+  t0=$(now_us)
+  stop_service sse-serve "$pid"
+  exit_ms=$(calc "($(now_us) - $t0) / 1000")
+  for ((i = 0; i < 50; i++)); do kill -0 "$cl_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -TERM "$cl_pid" 2>/dev/null || true
+  wait "$cl_pid" || true
+  forget_pid "$cl_pid"
+  line=$(cat "$st")
+  [[ $(kv "$line" ended) == "$BENCH_SSE_STREAMS" ]] ||
+    fail "sse: after SIGTERM $(kv "$line" ended) of $BENCH_SSE_STREAMS streams ended cleanly ($line)"
+  i=$(grep -c -E ' (warn|error) ' "$TMP/sse-serve.log" || true)
+  [[ "$i" == 0 ]] || NOTES+=("sse-serve logged $i warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/sse-serve.log" | cut -c1-200 | tr '\n' ' ')")
+
+  ratio=$(calc "$(kv "$p1" ok_rps) / $(kv "$p0" ok_rps)")
+  qratio=$(calc "$(kv "$q1" ok_rps) / $(kv "$q0" ok_rps)")
+  ROWS=""
+  row "POST /leads req/s at saturation ($BENCH_CONNECTIONS connections): no stream / $BENCH_SSE_STREAMS streams" "$(printf %.0f "$(kv "$p0" ok_rps)") / $(printf %.0f "$(kv "$p1" ok_rps)"): $(printf %.0f "$(calc "$ratio * 100")") % (p99 $(kv "$p0" p99_ms) / $(kv "$p1" p99_ms) ms)" "≥ 80 %" "$(met "$ratio" ">=" 0.8)"
+  row "POST /leads req/s paced (16 connections, 16 ms pauses): no stream / $BENCH_SSE_STREAMS streams" "$(printf %.0f "$(kv "$q0" ok_rps)") / $(printf %.0f "$(kv "$q1" ok_rps)"): $(printf %.0f "$(calc "$qratio * 100")") % (p99 $(kv "$q0" p99_ms) / $(kv "$q1" p99_ms) ms)" "≥ 80 %" "$(met "$qratio" ">=" 0.8)"
+  row "events per stream (every stream, every event, once, in order)" "min $(kv "$line" min) / max $(kv "$line" max) of $expected, $(kv "$line" last_ids) last id" "all $expected" "$(met "$(( $(kv "$line" min) == expected && $(kv "$line" max) == expected ))" ">=" 1)"
+  row "events streamed in all (from the streamed runs' start to the last delivery)" "$(kv "$line" events) events, $(printf %.0f "$(calc "$(kv "$line" bytes) / 1048576")") MiB, $(printf %.0f "$mbps") MiB/s; the last stream complete $(printf %.1f "$(calc "($t1 - $t3) / 1e6")") s after the load" "(none)" "n/a"
+  row "RSS (MB): before / $BENCH_SSE_STREAMS idle streams / peak" "$(printf '%.1f / %.1f / %.1f' "$(calc "$base_rss / 1024")" "$(calc "$idle_rss / 1024")" "$(calc "$hwm / 1024")") ($(printf %.1f "$(calc "($idle_rss - $base_rss) / $BENCH_SSE_STREAMS")") kB per stream)" "(none)" "n/a"
+  row "server threads with the streams open" "$idle_thr" "(none)" "n/a"
+  row "GET /health p50 / p99 (ms), no stream / $BENCH_SSE_STREAMS streams" "$(kv "$h0" p50_ms) / $(kv "$h0" p99_ms) · $(kv "$h1" p50_ms) / $(kv "$h1" p99_ms)" "answers" "$(met "$(kv "$h1" ok)" ">" 0)"
+  row "SIGTERM → exit with $BENCH_SSE_STREAMS streams open (ms)" "$(printf %.0f "$exit_ms") (streams ended cleanly: $(kv "$line" ended))" "usual time" "$(met "$exit_ms" "<" 10000)"
+  NOTES+=("sse: during the saturated run with streams the server used $(printf %.0f "$cpu_srv") % and the stream client (nice ${BENCH_SSE_CLIENT_NICE:-0}) $(printf %.0f "$cpu_cli") % of one core ($(nproc) cores shared with wrk); pings seen $(kv "$line" pings)")
+  REPORT+=$'\n'"### SalesPad bench: server-sent events (GET /events), database $kind, salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
+  REPORT+="$BENCH_SSE_STREAMS streams from scripts/bench/sse_client.c on 127.0.0.1; wrk -t $BENCH_THREADS -d ${BENCH_SSE_DURATION}s POST /leads (6 events per lead); $(nproc) CPUs"$'\n\n'
+  REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"
+}
+# ==== end of server-sent events =================================================================
+
 REPORT=""
 for kind in $BENCH_DATABASES; do
   [[ "$kind" == none ]] && continue
@@ -701,6 +840,9 @@ if [[ "$BENCH_WEBHOOK" == 1 ]]; then # step 8: inbound replies
   for kind in $BENCH_WEBHOOK_DATABASES; do
     run_webhooks "$kind"
   done
+fi
+if [[ "$BENCH_SSE" == 1 ]]; then # step 10: server-sent events
+  run_sse
 fi
 
 printf '%s\n' "$REPORT"

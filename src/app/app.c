@@ -304,10 +304,13 @@ wait_for_signal(const sigset_t *set)
 static void
 app_cleanup(struct app *app)
 {
+    events_feed_close(app->feed); /* the streams end now, so the server stops in its usual time */
     if (app->server)
         http_server_stop(app->server);
     app->server = NULL;
     runtime_stop(app);
+    events_feed_free(app->feed); /* after the workers: their last commits are announced */
+    app->feed = NULL;
     queue_sql_node_cleanup(&app->node);
     db_pool_free(app->pool);
     db_sqlite_free(app->sqlite);
@@ -407,8 +410,10 @@ app_run(const struct config *cfg, enum app_mode mode)
         app.policy.job_backoff_ms = cfg->job_backoff_ms;
         app.policy.sendable = sender_registry_mask(&app.senders);
         outbox_relay_init(&app.relay, app.pool, &app.rq, &app.relay_signal);
-        rc = runtime_start(&app, nworkers);
+        rc = events_feed_start(&app, with_http, &app.feed, &err);
     }
+    if (rc == SP_OK)
+        rc = runtime_start(&app, nworkers);
     if (rc == SP_OK && with_http)
         rc = start_http(&app, &err);
     if (rc != SP_OK) {

@@ -63,6 +63,10 @@ static const struct config_key keys[] = {
      "is closed"},
     {"HTTP_MAX_CONNS_PER_IP", "http-max-conns-per-ip", K_INT, OFF(http_max_conns_per_ip), "256", 1,
      4096, 0, "open HTTP connections per client address; more are refused at accept"},
+    {"EVENTS_HEARTBEAT_MS", "events-heartbeat-ms", K_INT, OFF(events_heartbeat_ms), "15000", 50,
+     25000, 0,
+     "GET /events: the longest silence on a stream before a comment line keeps proxies from "
+     "closing it (ms; under the 30 s idle timeout)"},
     {"HTTP_BODY_BUDGET_MB", "http-body-budget-mb", K_INT, OFF(http_body_budget_mb), "64", 1, 4096,
      0, "MiB all buffered request bodies may hold together; past it 503 + Retry-After"},
     {"WORKER_CONCURRENCY", "worker-concurrency", K_INT, OFF(worker_concurrency), "4", 1, 64, 0,

@@ -26,6 +26,7 @@ struct config {
     int http_body_min_rate;
     int http_max_conns_per_ip;
     int http_body_budget_mb;
+    int events_heartbeat_ms;
     int worker_concurrency;
     int worker_batch;
     int job_attempts;

@@ -1,6 +1,7 @@
 /* routes.c: the HTTP routes of the process: the leads controller's routes, the operator's job
  * routes, the providers' webhooks and the email unsubscribe links, each on a session of its
- * own, the liveness (/health) and readiness (/ready) probes, the metrics (/metrics,
+ * own, the timeline's event stream (/events), the liveness (/health) and readiness
+ * (/ready) probes, the metrics (/metrics,
  * app/metrics.c), and before any of them the rate limit (app/throttle.c) and the API-key check
  * that guards every route but /health, the webhooks (signed by their providers), the
  * unsubscribe links (their token is the credential) and CORS preflights when API_KEYS is set.
@@ -16,6 +17,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
+#include "features/leads/presentation/events_http.h"
 #include "features/leads/presentation/jobs_http.h"
 #include "features/leads/presentation/leads_http.h"
 #include "infra/db.h"
@@ -131,6 +133,21 @@ static void
 route_events(void *ctx, struct http_request *req, struct http_response *resp)
 {
     with_session(ctx, leads_http_events, req, resp);
+}
+
+/* GET /events: a stream that outlives the handler; it takes no session of its own (it lends
+ * one for each read of the store: events_feed.c). */
+static void
+route_event_stream(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    const struct events_http *eh = events_feed_http(app->feed);
+
+    if (eh == NULL) { /* cannot happen: a process serving HTTP has a feed */
+        http_error1(resp, req->arena, 503, "event feed unavailable");
+        return;
+    }
+    events_http_stream(eh, req, resp);
 }
 
 static void
@@ -293,13 +310,25 @@ route_is_open(const char *path)
            strncmp(path, "/ui/", 4) == 0;
 }
 
+/* Whether the request is for GET /events (the event stream). */
+static int
+route_is_stream(const struct http_route *route)
+{
+    return route != NULL && strcmp(route->pattern, "/events") == 0;
+}
+
 /* The key a request presents: X-API-Key; on GET /metrics also `Authorization: Bearer <key>`,
- * what a Prometheus scrape config sends without custom headers. */
+ * what a Prometheus scrape config sends without custom headers; on GET /events also its `key`
+ * query parameter, because a browser's EventSource cannot send headers. Only there: a key in a
+ * URL can end up in proxies' logs and the browser's history. (Our own log lines name the path
+ * without its query.) */
 static const char *
 presented_key(const struct http_request *req, const struct http_route *route)
 {
     static const char bearer[] = "Bearer ";
 
+    if (req->api_key == NULL && route_is_stream(route))
+        return http_query(req, "key");
     if (req->api_key != NULL || route == NULL || strcmp(route->pattern, "/metrics") != 0 ||
         req->authorization == NULL ||
         strncasecmp(req->authorization, bearer, sizeof(bearer) - 1) != 0)
@@ -325,7 +354,11 @@ routes_handle(void *ctx, struct http_request *req, struct http_response *resp)
         http_router_cors(&app->router, req, resp); /* so a browser app can read the 429 */
     } else if (needs_key && key_index < 0) {
         http_error(resp, req->arena, 401,
-                   (const char *const[]){"Missing or invalid API key (X-API-Key header)"}, 1, 0);
+                   (const char *const[]){
+                       route_is_stream(route)
+                           ? "Missing or invalid API key (X-API-Key header or key parameter)"
+                           : "Missing or invalid API key (X-API-Key header)"},
+                   1, 0);
         http_router_cors(&app->router, req, resp); /* so a browser app can read the 401 */
     } else {
         http_router_dispatch(&app->router, req, resp);
@@ -375,6 +408,7 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "GET", "/webhooks/whatsapp", route_wa_verify, app);
     rc |= http_router_add(r, "POST", "/webhooks/whatsapp", route_wa_post, app);
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
+    rc |= http_router_add(r, "GET", "/events", route_event_stream, app);
     rc |= http_router_add(r, "GET", "/metrics", metrics_route, app);
     rc |= http_router_add(r, "GET", "/", route_ui_index, app);
     rc |= http_router_add(r, "GET", "/ui/:file", route_ui_asset, app);

@@ -28,6 +28,8 @@
 #include <stdatomic.h>
 
 struct db_pool;
+struct events_feed;
+struct events_http;
 struct db_sqlite;
 struct db_pg;
 struct http_server;
@@ -96,6 +98,7 @@ struct app {
     struct delivery_counters sends;        /* the workers' send outcomes (GET /metrics) */
     struct http_router router;
     struct http_server *server;
+    struct events_feed *feed; /* GET /events and the feed's notifications (events_feed.c) */
     const struct queue_backend *queue;
     char queue_label[420];
     struct queue_sql_node node; /* the database queue: this process as a lease holder */
@@ -126,3 +129,18 @@ void routes_handle(void *app, struct http_request *req, struct http_response *re
  * keeper with them, the outbox relay with Redis) and stops them in the right order. */
 int runtime_start(struct app *app, int nworkers) SP_MUST_CHECK;
 void runtime_stop(struct app *app);
+
+/* events_feed.c: the process's event feed. Started before the pool is shared (it sets the
+ * pool's commit hook): with_streams in a process serving HTTP (a hub and its publisher), else
+ * only what other processes need to hear of this one's events (PostgreSQL: NOTIFY; SQLite:
+ * nothing, *out stays NULL). Stopping: events_feed_close() ends every stream at once (before
+ * the HTTP server stops), events_feed_free() once nothing commits any more (after the workers).
+ * Both NULL-safe. */
+int events_feed_start(struct app *app, int with_streams, struct events_feed **out,
+                      struct sp_error *err) SP_MUST_CHECK;
+/* NULL when the process has no streams. */
+const struct events_http *events_feed_http(const struct events_feed *f);
+/* The pool's commit hook: this process committed events. Any thread. */
+void events_feed_poke(void *feed);
+void events_feed_close(struct events_feed *f);
+void events_feed_free(struct events_feed *f);

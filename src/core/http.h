@@ -36,6 +36,7 @@ struct http_request {
     const char *api_key;          /* X-API-Key header value or NULL */
     const char *hub_signature;    /* X-Hub-Signature-256 header value or NULL (webhooks) */
     const char *idempotency_key;  /* Idempotency-Key header value or NULL */
+    const char *last_event_id;    /* Last-Event-ID header value or NULL (GET /events) */
     const char *authorization;    /* Authorization header value or NULL */
     const char *client_addr;      /* the peer's numeric address ("192.0.2.7", "2001:db8::1"; an
                                      IPv4-mapped IPv6 address as IPv4), or NULL outside a server */
@@ -68,6 +69,19 @@ struct http_header {
     const char *value; /* in the request arena, or static */
 };
 
+/* A body produced over time (server-sent events), sent with chunked encoding and no
+ * Content-Length. read() runs on the connection's own thread each time the connection can take
+ * more, and may block until it has something: it puts 1..cap bytes in buf and sets *len
+ * (SP_OK), or sets *len = 0 to end the response normally (SP_OK), or returns a negative SP_E*
+ * code to cut the connection. close() runs exactly once when the response is over (ended,
+ * failed, the client gone, or never sent: a HEAD, a server stopping), never while read() runs;
+ * it frees ctx. Whoever receives a response with a stream owns it: the server, or a test that
+ * calls the router directly (it calls close itself). */
+struct http_stream_ops {
+    int (*read)(void *ctx, char *buf, size_t cap, size_t *len);
+    void (*close)(void *ctx);
+};
+
 struct http_response {
     int status;
     const char *body; /* in the request arena, or static */
@@ -77,6 +91,8 @@ struct http_response {
     const char *allow;        /* Allow header for 405 and OPTIONS, or NULL */
     int nheaders;             /* further headers, added with http_response_header() */
     struct http_header headers[HTTP_HEADERS_MAX];
+    const struct http_stream_ops *stream; /* NULL, or the body is this stream (body unused) */
+    void *stream_ctx;                     /* the stream's, owned by it */
 };
 
 typedef void (*http_handler_fn)(void *ctx, struct http_request *req, struct http_response *resp);

@@ -8,8 +8,10 @@
  * run-to-run noise (see the commit message). Concurrency against the database is bounded by its
  * connection pool, not here. Long-lived responses (server-sent events) fit the same model: a
  * stream is a response whose content callback waits on its connection's own thread; 1,000
- * streams are 1,000 mostly idle threads (256 KiB of address space each, a few pages resident),
- * counted in CONN_LIMIT and the per-address cap, and never reaped (CONN_HANDLER phase).
+ * streams are 1,000 mostly idle threads (256 KiB of address space each, about 12 KiB of it
+ * resident, plus about 22 KiB of libmicrohttpd's connection pool: docs/performance.md),
+ * counted in CONN_LIMIT and the per-address cap, never reaped (CONN_HANDLER phase), and run
+ * in SCHED_IDLE, so that they take only the CPU the requests leave (stream_read).
  *
  * libmicrohttpd calls the access handler several times per request: once with the headers only,
  * once per body chunk, and a last time with no data. We answer on that last call: answering on
@@ -45,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +65,9 @@
 #define DRAIN_MAX_MS 10000   /* how long stop waits for requests in flight */
 #define RETRY_AFTER_BUSY_S 1 /* Retry-After on a 503 for the body budget */
 #define MHD_LOG_PER_S 10     /* libmicrohttpd messages logged per second, at most */
+/* A streamed body's buffer (libmicrohttpd allocates it with the response): what one read() may
+ * fill, so one write to the socket. */
+#define STREAM_BLOCK (16 * 1024)
 
 /* One request's private state, hung on libmicrohttpd's per-request pointer. */
 struct req_state {
@@ -260,10 +266,75 @@ add_headers(struct MHD_Response *r, const struct http_response *resp, int is_las
         if (MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value) != MHD_YES)
             return -1;
     /* libmicrohttpd closes after an early answer anyway; saying so tells the client (and a
-     * proxy in front) not to send another request on this connection. */
+     * proxy in front) not to send another request on this connection. A stream's connection
+     * closes after it too (stream_read). */
     if (is_last && MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
         return -1;
     return 0;
+}
+
+/* ---- streamed bodies (struct http_stream_ops) -------------------------------------------------
+ *
+ * libmicrohttpd calls the content reader on the connection's own thread whenever the socket can
+ * take more; in this thread model the reader may block (returning 0 would make the thread spin),
+ * so a stream waits inside read() and the thread sleeps with it. The free callback runs once,
+ * when the response is destroyed: after the last read, or without any read (a HEAD, a client
+ * gone before the headers were sent, the daemon stopping). */
+struct stream_box {
+    const struct http_stream_ops *ops;
+    void *ctx;
+    int is_idle_class;
+};
+
+static ssize_t
+stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_box *b = cls;
+    size_t len = 0;
+
+    (void)pos;
+    /* A stream is background work: its thread runs under SCHED_IDLE, so it gets the CPU that
+     * the threads answering requests leave. A nice value would not do: a publication wakes
+     * every stream at once, and a thousand runnable threads at nice 10 still outweigh a few
+     * request threads at nice 0; SCHED_IDLE's weight is the smallest there is. A thread may
+     * take SCHED_IDLE but not give it up without privileges, which is why a stream's connection
+     * closes after it (send_response): this thread never serves another request. */
+    if (!b->is_idle_class) {
+        struct sched_param none = {0};
+        int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+        b->is_idle_class = 1;
+        if (rc != 0)
+            log_debug("http: a stream thread keeps its scheduling class: %s", strerror(rc));
+    }
+    if (b->ops->read(b->ctx, buf, max, &len) != SP_OK)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return len > 0 ? (ssize_t)len : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void
+stream_free(void *cls)
+{
+    struct stream_box *b = cls;
+
+    b->ops->close(b->ctx);
+    free(b);
+}
+
+/* Hands the response's stream to a callback response (which owns it from then on, even when
+ * this fails). */
+static struct MHD_Response *
+stream_response(const struct http_response *resp)
+{
+    struct stream_box *b = xcalloc(1, sizeof(*b));
+    struct MHD_Response *r;
+
+    b->ops = resp->stream;
+    b->ctx = resp->stream_ctx;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, b,
+                                          stream_free);
+    if (r == NULL)
+        stream_free(b);
+    return r;
 }
 
 /* Copies `resp` into a libmicrohttpd response and queues it; is_last closes the connection. */
@@ -274,12 +345,16 @@ send_response(struct MHD_Connection *conn, const struct http_response *resp, int
     struct MHD_Response *r;
     enum MHD_Result ret;
 
-    r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""), MHD_RESPMEM_MUST_COPY);
+    if (resp->stream != NULL)
+        r = stream_response(resp);
+    else
+        r = MHD_create_response_from_buffer(len, unconst(len ? resp->body : ""),
+                                            MHD_RESPMEM_MUST_COPY);
     if (r == NULL) {
         log_error("http: cannot create response (%zu bytes)", len);
         return MHD_NO;
     }
-    if (add_headers(r, resp, is_last) != 0) {
+    if (add_headers(r, resp, is_last || resp->stream != NULL) != 0) {
         log_error("http: cannot add response headers");
         MHD_destroy_response(r);
         return MHD_NO;
@@ -741,6 +816,7 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
     req.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+    req.last_event_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     req.authorization =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     req.client_addr = client_addr(conn, st->arena);
@@ -760,6 +836,8 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
         log_error("http: handler for %s returned invalid status %d", method, resp.status);
+        if (resp.stream != NULL)
+            resp.stream->close(resp.stream_ctx);
         memset(&resp, 0, sizeof(resp));
         http_error1(&resp, st->arena, 500, "Internal server error");
     }

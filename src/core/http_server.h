@@ -5,7 +5,13 @@
  * too slow to send their request, builds a struct http_request with a per-request arena, calls
  * `handler` once per request on the connection's own thread, and sends the response. Requests
  * carrying a body with no Content-Length or chunked bodies are supported up to the limit.
- * Stopping drains in-flight requests before returning. */
+ * Stopping drains in-flight requests before returning.
+ *
+ * A response may be a stream (http_stream_ops in http.h: server-sent events): it is sent with
+ * chunked encoding, its connection closes after it, and its read() runs on the connection's
+ * thread, which takes the SCHED_IDLE scheduling class (streams get the CPU requests leave). A
+ * stream counts as a request in flight until it ends: its owner must end it when the process
+ * stops (before http_server_stop, which waits for it). */
 #pragma once
 
 #include "core/err.h"

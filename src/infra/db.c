@@ -59,9 +59,11 @@ struct db_pool {
     void *ctx;
     int size;
     int nfree;
-    int nwaiting;               /* threads blocked in db_pool_acquire */
-    struct db_conn **all;       /* [size]; NULL until opened */
-    struct db_conn **free_list; /* [size]; entries may be NULL: a slot not opened yet */
+    int nwaiting;                 /* threads blocked in db_pool_acquire */
+    struct db_conn **all;         /* [size]; NULL until opened */
+    struct db_conn **free_list;   /* [size]; entries may be NULL: a slot not opened yet */
+    void (*on_commit)(void *ctx); /* db_pool_on_commit */
+    void *on_commit_ctx;
 };
 
 int
@@ -127,8 +129,18 @@ db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err)
     }
     c->deadline_ms = 0;
     c->depth = 0;
+    c->announce = 0;
+    c->on_commit = p->on_commit;
+    c->on_commit_ctx = p->on_commit_ctx;
     *out = c;
     return SP_OK;
+}
+
+void
+db_pool_on_commit(struct db_pool *p, void (*fn)(void *ctx), void *ctx)
+{
+    p->on_commit = fn;
+    p->on_commit_ctx = ctx;
 }
 
 void
@@ -213,7 +225,20 @@ db_commit(struct db_conn *c, struct sp_error *err)
         return SP_OK;
     }
     c->depth = 0;
-    return c->ops->commit(c, err);
+    rc = c->ops->commit(c, err);
+    if (rc == SP_OK && c->announce && c->on_commit)
+        c->on_commit(c->on_commit_ctx);
+    c->announce = 0;
+    return rc;
+}
+
+void
+db_conn_announce(struct db_conn *c)
+{
+    if (c->depth > 0)
+        c->announce = 1;
+    else if (c->on_commit)
+        c->on_commit(c->on_commit_ctx);
 }
 
 void
@@ -227,6 +252,7 @@ db_rollback(struct db_conn *c)
             /* The inner unit cannot be undone alone: the whole transaction goes. */
             log_warn("database: a nested unit of work could not be undone: rolling back all");
             c->depth = 0;
+            c->announce = 0;
             c->ops->rollback(c);
             return;
         }
@@ -234,5 +260,6 @@ db_rollback(struct db_conn *c)
         return;
     }
     c->depth = 0;
+    c->announce = 0;
     c->ops->rollback(c);
 }

@@ -183,7 +183,17 @@ struct db_conn {
     int64_t deadline_ms;
     /* Private to db.c: how many db_begin are open (see db_begin). */
     int depth;
+    /* Private to db.c: db_conn_announce's flag and the pool's commit hook. */
+    int announce;
+    void (*on_commit)(void *ctx);
+    void *on_commit_ctx;
 };
+
+/* Says that the current unit of work wrote something other readers wait for (timeline events:
+ * GET /events): once its outermost commit succeeds, the pool's commit hook runs
+ * (db_pool_on_commit); a rollback forgets it. Outside a unit of work (autocommit) the hook
+ * runs at once. */
+void db_conn_announce(struct db_conn *c);
 
 /* Gives the connection's lock waits, from now on, `budget_ms` in total (see deadline_ms). */
 void db_conn_deadline_set(struct db_conn *c, int64_t budget_ms);
@@ -280,6 +290,10 @@ int db_pool_new(db_connect_fn connect, void *ctx, int size, struct db_pool **out
 int db_pool_acquire(struct db_pool *p, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
 /* Gives a connection back. */
 void db_pool_release(struct db_pool *p, struct db_conn *c);
+/* Sets the hook run after each announced commit (db_conn_announce) of the pool's connections, on
+ * the committing thread: it must be quick and must not use the database. Set it before the
+ * pool is shared between threads (it is read without a lock); NULL removes it. */
+void db_pool_on_commit(struct db_pool *p, void (*fn)(void *ctx), void *ctx);
 /* Closes every connection; all must have been released. NULL-safe. */
 void db_pool_free(struct db_pool *p);
 

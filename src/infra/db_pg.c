@@ -604,3 +604,42 @@ db_pg_connect(void *ctx, struct db_conn **out, struct sp_error *err)
     *out = &c->base;
     return SP_OK;
 }
+
+/* ---- LISTEN/NOTIFY ------------------------------------------------------------------------ */
+
+int
+db_pg_session_id(struct db_conn *base)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+
+    return conn_lost(c) ? 0 : PQbackendPID(c->pg);
+}
+
+int
+db_pg_socket(struct db_conn *base)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+
+    return conn_lost(c) ? -1 : PQsocket(c->pg);
+}
+
+int
+db_pg_notifications(struct db_conn *base, int *count, struct sp_error *err)
+{
+    struct pg_conn *c = (struct pg_conn *)base;
+    PGnotify *n;
+    int self;
+
+    *count = 0;
+    if (conn_lost(c) || PQconsumeInput(c->pg) != 1)
+        return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: listening connection lost");
+    self = PQbackendPID(c->pg);
+    for (n = PQnotifies(c->pg); n != NULL; n = PQnotifies(c->pg)) {
+        *count += n->be_pid != self;
+        PQfreemem(n);
+    }
+    /* A lost connection can read as a clean end: libpq then marks it bad. */
+    if (conn_lost(c))
+        return sp_error_set(err, SP_EUNAVAIL, "database", "postgres: listening connection lost");
+    return SP_OK;
+}

@@ -21,3 +21,15 @@ void db_pg_free(struct db_pg *p);
 
 /* db_connect_fn for struct db_pg. Fails with SP_EUNAVAIL when the server cannot be reached. */
 int db_pg_connect(void *pg, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
+
+/* LISTEN/NOTIFY on a connection of this driver that one thread uses for nothing else (LISTEN and
+ * NOTIFY themselves go through the port's exec_script):
+ * - db_pg_session_id: the server process of the session, 0 while the connection is lost. A
+ *   statement re-establishes a lost connection, and LISTENs belong to the session: when the id
+ *   changes, they must be issued again.
+ * - db_pg_socket: the socket to wait on (readable: something arrived), -1 while lost.
+ * - db_pg_notifications: reads what arrived without blocking; *count receives the number of
+ *   notifications sent by other sessions. SP_EUNAVAIL when the connection is lost. */
+int db_pg_session_id(struct db_conn *c);
+int db_pg_socket(struct db_conn *c);
+int db_pg_notifications(struct db_conn *c, int *count, struct sp_error *err) SP_MUST_CHECK;

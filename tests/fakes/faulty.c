@@ -289,6 +289,31 @@ r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *
     return rc != SP_OK ? rc : lead_repo_opt_out_delete(REPO(r), lead_id, c, deleted, err);
 }
 
+static int
+r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_feed_settle", err);
+    return rc != SP_OK ? rc : lead_repo_event_feed_settle(REPO(r), f, err);
+}
+
+static int
+r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_feed_page", err);
+    return rc != SP_OK ? rc
+                       : lead_repo_event_feed_page(REPO(r), after, upto, lead_id, max, a, out, n,
+                                                   scanned, last, err);
+}
+
+static int
+r_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)
+{
+    int rc = hit(PLAN(r), "event_position", err);
+    return rc != SP_OK ? rc : lead_repo_event_position(REPO(r), id, pos, err);
+}
+
 static const struct lead_repo_ops faulty_repo_ops = {
     .name = "faulty",
     .begin = r_begin,
@@ -318,6 +343,9 @@ static const struct lead_repo_ops faulty_repo_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .event_feed_settle = r_event_feed_settle,
+    .event_feed_page = r_event_feed_page,
+    .event_position = r_event_position,
     .opt_out_list = r_opt_out_list,
     .opt_out_insert = r_opt_out_insert,
     .opt_out_delete = r_opt_out_delete,

@@ -808,7 +808,58 @@ r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error 
     *row = *e;
     row->correlation_ids = keep(st, e->correlation_ids);
     row->payload = keep(st, e->payload);
+    row->seq = st->cur.nevents; /* positions as SQLite's: 1, 2, ..., reused after a rollback */
     return SP_OK;
+}
+
+/* Single-threaded: every event written is settled. */
+static int
+r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+
+    (void)err;
+    if (st->cur.nevents > f->settled)
+        f->settled = st->cur.nevents;
+    return SP_OK;
+}
+
+static int
+r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int k = 0;
+
+    (void)err;
+    *last = 0;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(max > 0 ? max : 1));
+    for (int i = 0; i < st->cur.nevents && k < max; i++) {
+        const struct lead_event *row = &st->cur.events[i];
+        struct lead_event *e = &(*out)[k];
+        if (row->seq <= after || row->seq > upto ||
+            (lead_id != NULL && strcmp(row->lead_id, lead_id) != 0))
+            continue;
+        *e = *row;
+        e->correlation_ids = give(a, e->correlation_ids);
+        e->payload = give(a, e->payload);
+        *last = row->seq;
+        k++;
+    }
+    *n = k;
+    *scanned = k;
+    return SP_OK;
+}
+
+static int
+r_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)
+{
+    struct mem_store *st = repo_store(r);
+    int i = find_event(st, id);
+
+    *pos = i >= 0 ? st->cur.events[i].seq : 0;
+    return i >= 0 ? SP_OK : sp_error_set(err, SP_ENOTFOUND, "id", "event not found");
 }
 
 static int
@@ -862,6 +913,9 @@ static const struct lead_repo_ops mem_repo_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .event_feed_settle = r_event_feed_settle,
+    .event_feed_page = r_event_feed_page,
+    .event_position = r_event_position,
     .opt_out_list = r_opt_out_list,
     .opt_out_insert = r_opt_out_insert,
     .opt_out_delete = r_opt_out_delete,

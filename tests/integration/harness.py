@@ -612,7 +612,8 @@ class Env:
                      "WORKER_BATCH", "CORS_ORIGINS", "HTTP_HEADER_TIMEOUT_MS", "HTTP_BODY_MIN_RATE",
                      "HTTP_MAX_CONNS_PER_IP", "HTTP_BODY_BUDGET_MB", "DB_BUSY_TIMEOUT_MS",
                      "AI_PROVIDER", "AI_BASE_URL", "AI_API_KEY", "AI_MODEL", "AI_TIMEOUT_MS",
-                     "AI_SYSTEM_PROMPT", "AI_FALLBACK", "RATE_LIMIT_RPS", "RATE_LIMIT_BURST"):
+                     "AI_SYSTEM_PROMPT", "AI_FALLBACK", "RATE_LIMIT_RPS", "RATE_LIMIT_BURST",
+                     "EVENTS_HEARTBEAT_MS"):
                 del v[k]
         v.update({
             "DATABASE_URL": self.database_url,

@@ -110,6 +110,7 @@ struct lead_event {
     const char *correlation_ids; /* JSON object text */
     const char *payload;         /* JSON object text */
     int64_t created_at;
+    int64_t seq; /* its position in the feed (lead_repo.h); set only by the feed's reads */
 };
 
 const char *lead_status_name(enum lead_status s);

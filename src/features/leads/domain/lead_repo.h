@@ -78,6 +78,23 @@ struct lead_list_page {
     struct lead_list_pos next; /* has_next: the position of the page's last lead */
 };
 
+/* The event feed (GET /events) reads every lead's events in one total order, their position:
+ * the store's insertion order (seq, an integer > 0, only the repo interprets it), the order a
+ * lead's own timeline is shown in. A position is *settled* when no unit of work still running
+ * can commit an event at or below it: the feed hands events out only up to a settled position,
+ * so a reader that resumes after position p never misses an event committed later below p.
+ * On SQLite, writers commit one at a time in position order, so the last committed position is
+ * settled. On PostgreSQL positions are taken at insert time and transactions commit in any
+ * order: the repo notes the last position handed out, then the transactions writing events at
+ * that moment (migration 0012), and settles that position once they have all ended. The state
+ * between two calls is the caller's: */
+#define LEAD_FEED_WRITERS_MAX 8192 /* bytes of the writers list a fence can hold */
+struct lead_feed_fence {
+    int64_t settled; /* the newest settled position known (only grows); 0 at first */
+    int64_t mark;    /* 0, or a position that settles once `writers` have ended */
+    char writers[LEAD_FEED_WRITERS_MAX]; /* the repo's own notation */
+};
+
 struct lead_repo_ops {
     const char *name;
     int (*begin)(struct lead_repo *r, struct sp_error *err);
@@ -162,6 +179,20 @@ struct lead_repo_ops {
     int (*event_page)(struct lead_repo *r, const char *lead_id, const struct lead_page_spec *spec,
                       struct arena *a, struct lead_event **out, struct lead_page_info *page,
                       struct sp_error *err);
+
+    /* The feed (see struct lead_feed_fence): moves f->settled forward as far as it can now
+     * (it may stay where it was: call again later). Never inside a unit of work. */
+    int (*event_feed_settle)(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err);
+    /* Reads up to `max` rows at positions in (after, upto], of lead `lead_id` only unless NULL,
+     * oldest first: *scanned rows, the last at position *last (0 when none). *out is an arena
+     * array of the *n events among them, with their positions (seq): a row that is not a valid
+     * event (a type this build does not know) is left out, never an error, so that one such
+     * row cannot stop the feed. */
+    int (*event_feed_page)(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id,
+                           int max, struct arena *a, struct lead_event **out, int *n, int *scanned,
+                           int64_t *last, struct sp_error *err);
+    /* The position of event `id` (a UUID). SP_ENOTFOUND when there is no such event. */
+    int (*event_position)(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err);
 
     /* Inside a unit of work: records that event `key` from `source` (a wamid, an email's
      * Message-Id, a webhook's one-time token) was taken in. *fresh = 1 when it is new; 0 when
@@ -365,4 +396,21 @@ lead_repo_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel 
                          struct sp_error *err)
 {
     return r->ops->opt_out_delete(r, lead_id, c, deleted, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
+{
+    return r->ops->event_feed_settle(r, f, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id,
+                          int max, struct arena *a, struct lead_event **out, int *n, int *scanned,
+                          int64_t *last, struct sp_error *err)
+{
+    return r->ops->event_feed_page(r, after, upto, lead_id, max, a, out, n, scanned, last, err);
+}
+static inline int SP_MUST_CHECK
+lead_repo_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)
+{
+    return r->ops->event_position(r, id, pos, err);
 }

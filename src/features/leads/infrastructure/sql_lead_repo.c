@@ -4,6 +4,7 @@
 #include "features/leads/infrastructure/sql_lead_repo.h"
 
 #include "core/arena.h"
+#include "core/log.h"
 #include "infra/db.h"
 
 #include <stdint.h>
@@ -192,6 +193,33 @@ DB_STMT_SAME(SQL_OPT_OUT_INSERT,
              "INSERT INTO lead_opt_outs (lead_id, channel, reason, source, created_at)"
              " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING");
 DB_STMT_SAME(SQL_OPT_OUT_DELETE, "DELETE FROM lead_opt_outs WHERE lead_id = $1 AND channel = $2");
+
+/* The event feed (lead_repo.h, struct lead_feed_fence). SQLite: the last committed position
+ * is settled (writers commit one at a time, in position order), and there are no writers to
+ * wait for (a statement with no text returns no rows). PostgreSQL (migration 0012): every
+ * transaction inserting events holds the shared advisory lock (1397768516, 1) from before it
+ * takes its first position to its end. FEED_TOP is the last position handed out; the lock's
+ * holders listed after it (FEED_WRITERS, by virtual transaction id) include every transaction
+ * that may still commit an event at or below it; once none of them holds the lock any more
+ * (FEED_WAITING), that position is settled. A transaction releases its locks only after its
+ * commit is visible, so the events below it are then all readable. */
+#define FEED_LOCK_HOLDERS                                                                          \
+    " FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 1397768516"              \
+    " AND objid = 1 AND objsubid = 2"                                                              \
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+DB_STMT(SQL_FEED_TOP, "SELECT coalesce(max(seq), 0) FROM lead_events",
+        "SELECT coalesce(pg_sequence_last_value('lead_events_seq_seq'), 0)");
+DB_STMT(SQL_FEED_WRITERS, NULL, "SELECT array_agg(virtualtransaction)::text" FEED_LOCK_HOLDERS);
+DB_STMT(SQL_FEED_WAITING, NULL,
+        "SELECT count(*)" FEED_LOCK_HOLDERS " AND virtualtransaction = ANY ($1::text[])");
+#define FEED_COLUMNS "id, lead_id, type, correlation_ids, payload, created_at, seq"
+/* Along the primary key, or lead_events_by_lead (lead_id, seq) for one lead. */
+DB_STMT_SAME(SQL_FEED_PAGE, "SELECT " FEED_COLUMNS " FROM lead_events"
+                            " WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3");
+DB_STMT_SAME(SQL_FEED_PAGE_LEAD, "SELECT " FEED_COLUMNS " FROM lead_events"
+                                 " WHERE lead_id = $1 AND seq > $2 AND seq <= $3"
+                                 " ORDER BY seq LIMIT $4");
+DB_STMT_SAME(SQL_EVENT_POSITION, "SELECT seq FROM lead_events WHERE id = $1");
 
 static struct db_conn *
 conn_of(struct lead_repo *r)
@@ -725,11 +753,15 @@ r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
 static int
 r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
 {
-    return db_exec(conn_of(r), &SQL_EVENT_INSERT,
-                   DB_ARGS(db_text(e->id), db_text(e->lead_id),
-                           db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
-                           db_text(e->payload), db_time(e->created_at)),
-                   NULL, err);
+    int rc =
+        db_exec(conn_of(r), &SQL_EVENT_INSERT,
+                DB_ARGS(db_text(e->id), db_text(e->lead_id), db_text(lead_event_type_name(e->type)),
+                        db_text(e->correlation_ids), db_text(e->payload), db_time(e->created_at)),
+                NULL, err);
+
+    if (rc == SP_OK)
+        db_conn_announce(conn_of(r)); /* the feed's readers learn of it after the commit */
+    return rc;
 }
 
 static int
@@ -846,6 +878,107 @@ r_opt_out_delete(struct lead_repo *r, const char *lead_id, enum channel c, int *
     return rc;
 }
 
+/* The fence's round: settles a pending mark when its writers are gone, then (with no mark
+ * pending) takes a new one, settled at once when nobody is writing events. */
+static int
+r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_error *err)
+{
+    struct arena *a = arena_new();
+    struct db_rows rows;
+    int64_t top;
+    const char *writers;
+    int rc = SP_OK;
+
+    if (f->mark > 0) {
+        rc = db_query(conn_of(r), &SQL_FEED_WAITING, DB_ARGS(db_text(f->writers)), a, &rows, err);
+        if (rc != SP_OK)
+            goto out;
+        if (rows.nrows == 0 || db_cell_int(&rows, 0, 0) == 0) {
+            if (f->mark > f->settled)
+                f->settled = f->mark;
+            f->mark = 0;
+        }
+    }
+    if (f->mark > 0)
+        goto out;
+    rc = db_query(conn_of(r), &SQL_FEED_TOP, DB_NOARGS, a, &rows, err);
+    if (rc != SP_OK)
+        goto out;
+    top = rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
+    if (top <= f->settled)
+        goto out;
+    rc = db_query(conn_of(r), &SQL_FEED_WRITERS, DB_NOARGS, a, &rows, err);
+    if (rc != SP_OK)
+        goto out;
+    writers = rows.nrows > 0 ? db_cell(&rows, 0, 0) : NULL;
+    if (writers == NULL || strcmp(writers, "{}") == 0) {
+        f->settled = top;
+    } else if (strlen(writers) < sizeof(f->writers)) {
+        memcpy(f->writers, writers, strlen(writers) + 1);
+        f->mark = top;
+    } else {
+        /* More writers than the fence can name: nothing settles this round (a later one, with
+         * fewer transactions in flight, will). */
+        rc = sp_error_set(err, SP_EUNAVAIL, "database", "event feed: %zu bytes of writers",
+                          strlen(writers));
+    }
+out:
+    arena_free(a);
+    return rc;
+}
+
+static int
+r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *lead_id, int max,
+                  struct arena *a, struct lead_event **out, int *n, int *scanned, int64_t *last,
+                  struct sp_error *err)
+{
+    struct db_rows rows;
+    int rc, k = 0;
+
+    *out = NULL;
+    *n = 0;
+    *scanned = 0;
+    *last = 0;
+    if (lead_id != NULL)
+        rc = db_query(conn_of(r), &SQL_FEED_PAGE_LEAD,
+                      DB_ARGS(db_text(lead_id), db_int(after), db_int(upto), db_int(max)), a, &rows,
+                      err);
+    else
+        rc = db_query(conn_of(r), &SQL_FEED_PAGE, DB_ARGS(db_int(after), db_int(upto), db_int(max)),
+                      a, &rows, err);
+    if (rc != SP_OK)
+        return rc;
+    *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
+    for (int i = 0; i < rows.nrows; i++) {
+        struct sp_error bad = {0};
+        *last = db_cell_int(&rows, i, 6);
+        if (row_to_event(&rows, i, &(*out)[k], &bad) != SP_OK) {
+            log_warn("events: event %s left out of the feed: %s", db_cell(&rows, i, 0), bad.msg);
+            continue;
+        }
+        (*out)[k++].seq = *last;
+    }
+    *n = k;
+    *scanned = rows.nrows;
+    return SP_OK;
+}
+
+static int
+r_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_error *err)
+{
+    struct arena *a = arena_new();
+    struct db_rows rows;
+    int rc = db_query(conn_of(r), &SQL_EVENT_POSITION, DB_ARGS(db_text(id)), a, &rows, err);
+
+    *pos = 0;
+    if (rc == SP_OK && rows.nrows == 0)
+        rc = sp_error_set(err, SP_ENOTFOUND, "id", "event not found");
+    else if (rc == SP_OK)
+        *pos = db_cell_int(&rows, 0, 0);
+    arena_free(a);
+    return rc;
+}
+
 static const struct lead_repo_ops sql_ops = {
     .name = "sql",
     .begin = r_begin,
@@ -873,6 +1006,9 @@ static const struct lead_repo_ops sql_ops = {
     .event_append = r_event_append,
     .event_list = r_event_list,
     .event_page = r_event_page,
+    .event_feed_settle = r_event_feed_settle,
+    .event_feed_page = r_event_feed_page,
+    .event_position = r_event_position,
     .receipt_claim = r_receipt_claim,
     .receipt_prune = r_receipt_prune,
     .opt_out_list = r_opt_out_list,

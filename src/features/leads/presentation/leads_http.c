@@ -560,21 +560,25 @@ cursor_parse(const char *s, const char *list, int64_t *pos)
     return 0;
 }
 
+void
+leads_http_event_json(struct jsonw *w, const struct lead_event *e)
+{
+    jsonw_obj_begin(w);
+    jsonw_kstr(w, "id", e->id);
+    jsonw_kstr(w, "type", lead_event_type_name(e->type));
+    jsonw_kstr(w, "leadId", e->lead_id);
+    jsonw_kraw(w, "correlationIds", e->correlation_ids);
+    jsonw_kraw(w, "payload", e->payload);
+    jsonw_ktime(w, "createdAt", e->created_at, 0);
+    jsonw_obj_end(w);
+}
+
 static void
 render_event_array(struct jsonw *w, const struct lead_event *events, int n)
 {
     jsonw_arr_begin(w);
-    for (int i = 0; i < n; i++) {
-        const struct lead_event *e = &events[i];
-        jsonw_obj_begin(w);
-        jsonw_kstr(w, "id", e->id);
-        jsonw_kstr(w, "type", lead_event_type_name(e->type));
-        jsonw_kstr(w, "leadId", e->lead_id);
-        jsonw_kraw(w, "correlationIds", e->correlation_ids);
-        jsonw_kraw(w, "payload", e->payload);
-        jsonw_ktime(w, "createdAt", e->created_at, 0);
-        jsonw_obj_end(w);
-    }
+    for (int i = 0; i < n; i++)
+        leads_http_event_json(w, &events[i]);
     jsonw_arr_end(w);
 }
 

@@ -6,6 +6,7 @@
 #include "core/http.h"
 
 struct jsonw;
+struct lead_event;
 struct leads_deps;
 struct lead_opt_outs;
 struct sp_error;
@@ -30,6 +31,10 @@ void leads_http_messages(const struct leads_deps *d, struct http_request *req,
 /* GET /leads/:id/events?cursor=&limit= : a page of older events. */
 void leads_http_events(const struct leads_deps *d, struct http_request *req,
                        struct http_response *resp);
+
+/* Writes one timeline event as the JSON object GET /leads/:id shows in its "events" (the data
+ * of a GET /events frame too): {"id","type","leadId","correlationIds","payload","createdAt"}. */
+void leads_http_event_json(struct jsonw *w, const struct lead_event *e);
 
 /* POST /leads/:id/opt-out {"channel"?, "reason"?}: 200 {"leadId","optOut"}; no channel: all. */
 void leads_http_opt_out(const struct leads_deps *d, struct http_request *req,
