@@ -20,7 +20,6 @@ const resyncFns = new Set();
 let es = null;
 let pollTimer = null;
 let retryTimer = null;
-let hadStream = false;
 
 export function onEvent(fn) {
   eventFns.add(fn);
@@ -64,12 +63,14 @@ export function start() {
   es = new EventSource(key ? `/events?key=${encodeURIComponent(key)}` : '/events');
   for (const t of TYPES) es.addEventListener(t, dispatch);
   es.addEventListener('message', dispatch); // an event type this page does not know yet
+  // Once the stream is open, the view reloads: what committed between its first load and the
+  // stream's start (or while no stream ran) is then shown too; events it already has are
+  // merged, not repeated.
   es.onopen = () => {
     setState('live', 'Live');
-    if (pollTimer || hadStream) resync();
+    resync();
     clearInterval(pollTimer);
     pollTimer = null;
-    hadStream = true;
   };
   es.onerror = () => {
     if (es.readyState !== EventSource.CLOSED) {
