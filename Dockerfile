@@ -13,11 +13,12 @@ RUN apt-get update \
       libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Only what the binary is built from (migrations and the API description are compiled in); tests
-# stay out (SP_TESTS=OFF).
+# Only what the binary is built from (migrations, the dashboard's files and the API description
+# are compiled in); tests stay out (SP_TESTS=OFF).
 COPY CMakeLists.txt ./
 COPY cmake/ cmake/
 COPY migrations/ migrations/
+COPY ui/ ui/
 COPY docs/openapi.json docs/
 COPY src/ src/
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSP_TESTS=OFF \

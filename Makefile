@@ -22,8 +22,9 @@ run: build
 	./$(BUILD)/salespad serve
 
 # Everything CI runs: lint, unit + HTTP + integration tests, then the same suite under
-# ASan+UBSan (but the packaging check and the BullMQ interop runs, which spend their time in
-# apt-cache and Node rather than in our C: they run once, in the first pass), then valgrind on
+# ASan+UBSan (but the packaging check, the BullMQ interop runs and the dashboard's browser test,
+# which spend their time in apt-cache, Node and Chromium rather than in our C: they run once, in
+# the first pass), then valgrind on
 # the unit and HTTP tests.
 test:
 	@scripts/deps.sh test
@@ -44,7 +45,7 @@ test-asan:
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 \
-	  -E "^(packaging|interop_bullmq[0-9]+)$$"
+	  -E "^(packaging|interop_bullmq[0-9]+|npm_browser|browser_dashboard)$$"
 
 # valgrind on the unit and HTTP tests, the PostgreSQL variants (*_pg) and the Redis queue tests
 # (*_redis) included: they run on throwaway servers (tests/pg/pgserver.sh,

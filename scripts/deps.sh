@@ -10,7 +10,9 @@
 #                           # docker-compose.yml; no engine), aiosmtpd and openssl
 #                           # (tests/integration/test_smtp.py: a loopback SMTP server and its
 #                           # self-signed certificate), prometheus_client
-#                           # (tests/integration/test_metrics.py parses GET /metrics with it)
+#                           # (tests/integration/test_metrics.py parses GET /metrics with it),
+#                           # chromium (the dashboard's browser test, tests/browser: driven by
+#                           # puppeteer-core)
 #   scripts/deps.sh bench   # build + wrk, curl, the PostgreSQL and Redis servers and aiosmtpd
 #                           # (scripts/bench/smtp_sink.py: the loopback SMTP server of the
 #                           # EMAIL_PROVIDER=smtp rows)
@@ -22,7 +24,8 @@ build_pkgs=(gcc make cmake pkg-config libmicrohttpd-dev libjansson-dev libsqlite
 case "$profile" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test)  pkgs=("${build_pkgs[@]}" python3 python3-pytest python3-psycopg2 python3-redis python3-jsonschema valgrind curl postgresql postgresql-client redis-server
-               redis-tools nodejs docker-compose python3-aiosmtpd openssl python3-prometheus-client) ;;
+               redis-tools nodejs docker-compose python3-aiosmtpd openssl python3-prometheus-client
+               chromium) ;;
   bench) pkgs=("${build_pkgs[@]}" wrk curl python3 postgresql postgresql-client redis-server
                redis-tools python3-aiosmtpd) ;;
   *) echo "deps.sh: unknown profile '$profile' (build, test or bench)" >&2; exit 2 ;;

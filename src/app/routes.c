@@ -13,6 +13,7 @@
 #include "app/wiring.h"
 
 #include "app/error_body.h"
+#include "app/ui.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "features/leads/infrastructure/mock_content.h"
@@ -295,16 +296,33 @@ route_openapi(void *ctx, struct http_request *req, struct http_response *resp)
     http_json(resp, 200, sp_openapi_json, sp_openapi_json_len);
 }
 
+/* The dashboard (app/ui.h): its files are compiled in, need no database and no key. */
+static void
+route_ui_index(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    (void)ctx;
+    ui_http_index(req, resp);
+}
+
+static void
+route_ui_asset(void *ctx, struct http_request *req, struct http_response *resp)
+{
+    struct app *app = ctx;
+    ui_http_asset(req, resp, app->keys.n > 0);
+}
+
 /* Routes open without an API key: the liveness probe, the API description (the shape of the
  * API, which holds no data and no secret, for client generators and documentation viewers),
  * the providers' webhooks, which cannot send our key and prove themselves with their own
- * signatures instead, and the unsubscribe links of our emails, followed by their recipients
- * (and their mail providers) with the token of the link as the only credential. */
+ * signatures instead, the unsubscribe links of our emails, followed by their recipients (and
+ * their mail providers) with the token of the link as the only credential, and the dashboard's
+ * files, which hold no data (the page asks for the key and sends it on every API call). */
 static int
 route_is_open(const char *path)
 {
     return strcmp(path, "/health") == 0 || strcmp(path, "/openapi.json") == 0 ||
-           strncmp(path, "/webhooks/", 10) == 0 || strncmp(path, "/unsubscribe/", 13) == 0;
+           strncmp(path, "/webhooks/", 10) == 0 || strncmp(path, "/unsubscribe/", 13) == 0 ||
+           strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0;
 }
 
 /* Whether the request is for GET /events (the event stream). */
@@ -408,6 +426,8 @@ routes_init(struct app *app)
     rc |= http_router_add(r, "POST", "/webhooks/email", route_email_post, app);
     rc |= http_router_add(r, "GET", "/events", route_event_stream, app);
     rc |= http_router_add(r, "GET", "/metrics", metrics_route, app);
+    rc |= http_router_add(r, "GET", "/", route_ui_index, app);
+    rc |= http_router_add(r, "GET", "/ui/:file", route_ui_asset, app);
     if (rc != 0) {
         log_error("route table full");
         abort();

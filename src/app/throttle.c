@@ -43,7 +43,8 @@ is_exempt(const struct http_request *req)
     const char *p = req->path ? req->path : "";
 
     return strcmp(p, "/health") == 0 || strncmp(p, "/webhooks/", 10) == 0 ||
-           strncmp(p, "/unsubscribe/", 13) == 0 || http_is_preflight(req);
+           strncmp(p, "/unsubscribe/", 13) == 0 || strcmp(p, "/") == 0 ||
+           strncmp(p, "/ui/", 4) == 0 || http_is_preflight(req);
 }
 
 /* The bucket key of a request: its API key's index, else its client address (IPv4 whole, IPv6

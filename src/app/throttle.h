@@ -8,8 +8,10 @@
  * the providers' webhooks (/webhooks/...: a provider delivers from a few shared addresses in
  * bursts, and each request is signed), the unsubscribe links (/unsubscribe/...: RFC 8058's
  * one-click POSTs come from the mailbox providers' few addresses, an opt-out must never be
- * refused, and the token is the credential), and CORS preflights (answered from the route
- * table, and a browser cannot read a 429 on one). Off (every request allowed, no header) when
+ * refused, and the token is the credential), the dashboard's files (/ and /ui/...: served from
+ * memory, one page load asks for a dozen at once before any API call, and a 429 on one breaks
+ * the page while sparing nothing), and CORS preflights (answered from the route table, and a
+ * browser cannot read a 429 on one). Off (every request allowed, no header) when
  * RATE_LIMIT_RPS is 0. Thread-safety: any thread. */
 #pragma once
 

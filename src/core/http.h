@@ -32,6 +32,7 @@ struct http_request {
     const char *content_encoding; /* every Content-Encoding value joined by ", ", or NULL */
     const char *origin;           /* Origin header or NULL (CORS) */
     const char *acr_method;       /* Access-Control-Request-Method or NULL (CORS preflight) */
+    const char *if_none_match;    /* If-None-Match header value or NULL (static files) */
     const char *api_key;          /* X-API-Key header value or NULL */
     const char *hub_signature;    /* X-Hub-Signature-256 header value or NULL (webhooks) */
     const char *idempotency_key;  /* Idempotency-Key header value or NULL */

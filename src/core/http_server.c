@@ -811,6 +811,8 @@ on_request(struct http_server *s, struct MHD_Connection *conn, struct req_state 
     req.origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
     req.acr_method =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    req.if_none_match =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     req.api_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-API-Key");
     req.hub_signature = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Hub-Signature-256");
     req.idempotency_key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");

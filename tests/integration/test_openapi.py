@@ -21,6 +21,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import time
 import urllib.parse
 import uuid
@@ -295,7 +296,8 @@ def test_router_routes_are_the_document_operations(env):
 
 def test_rate_limited_answers_as_documented(env):
     """RATE_LIMIT_RPS: the RateLimit-* headers of a limited route's answers, its 429, and the
-    exempt routes (no 429 documented there) never refused."""
+    exempt routes (the probe, the webhooks, the unsubscribe links, the dashboard's files: no 429
+    documented there) never refused."""
     spec = Spec(json.loads(load_doc()))
     srv = env.serve(RATE_LIMIT_RPS="0.01", RATE_LIMIT_BURST=3)  # its readiness probe takes one
     api = Api(srv, spec)
@@ -306,9 +308,11 @@ def test_rate_limited_answers_as_documented(env):
     assert r.header("Retry-After") is not None, "429 without Retry-After"
     for _ in range(3):
         api.call("GET", "/health", 200)
+        api.call("GET", "/", 200)
     for path, item in spec.doc["paths"].items():
         for m, o in item.items():
-            exempt = path == "/health" or path.startswith(("/webhooks/", "/unsubscribe/"))
+            exempt = path in ("/health", "/") or path.startswith(
+                ("/webhooks/", "/unsubscribe/", "/ui/"))
             assert_eq("429" in o["responses"], not exempt, "429 documented on %s %s" % (
                 m.upper(), path))
     srv.stop()
@@ -331,6 +335,20 @@ def test_every_route_answers_as_documented(env):
     api.call("GET", "/openapi.json", 415, headers={"Content-Type": "text/plain; charset=latin1"},
              auth=False)
     api.call("GET", "/health", 415, headers={"Content-Encoding": "gzip"}, auth=False)
+
+    # ---- the dashboard (no key, never rate-limited)
+    r = api.call("GET", "/", 200, auth=False)
+    api.call("GET", "/", 304, headers={"If-None-Match": r.header("ETag")}, auth=False)
+    api.call("GET", "/", 415, headers={"Content-Encoding": "br"}, auth=False)
+    files = re.findall(r'(?:src|href)="/ui/([^"]+)"', r.body.decode())
+    assert files, "index.html names no /ui/ file"
+    for name in files:
+        r = api.call("GET", "/ui/{file}", 200, {"file": name}, auth=False)
+        api.call("GET", "/ui/{file}", 304, {"file": name},
+                 headers={"If-None-Match": r.header("ETag")}, auth=False)
+    r = api.call("GET", "/ui/{file}", 200, {"file": "config.json"}, auth=False)
+    assert_eq(r.json(), {"apiKey": "required"}, "config.json with API_KEYS")
+    api.call("GET", "/ui/{file}", 404, {"file": "nope.js"}, auth=False)
 
     # ---- leads
     lead = api.call("POST", "/leads", 201,

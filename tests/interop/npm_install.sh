@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # npm_install.sh <dir>...: installs the pinned npm packages of each dir (tests/interop/bullmqN:
-# bullmq; tests/openapi: the OpenAPI validator) with `npm ci`, unless its node_modules already
-# matches its package-lock.json.
+# bullmq; tests/browser: puppeteer-core; tests/openapi: the OpenAPI validator) with `npm ci`,
+# unless its node_modules already matches its package-lock.json, then checks that every
+# dependency of its package.json loads.
 #
 # Up to date means: node_modules/.salespad-npm-ci holds the SHA-256 of package-lock.json and the
 # Node.js major it was installed with (npm ci deletes node_modules first, so an interrupted
 # install leaves no stamp and is redone). One install per dir at a time (flock on the lock file).
 # --ignore-scripts: no package needs an install script here (msgpackr's optional native
-# extract has a pure JavaScript fallback), and none runs on the test machine.
-# Used by CTest's fixtures `npm_interop` (tests/interop/CMakeLists.txt) and `npm_openapi`
-# (tests/openapi/CMakeLists.txt), and by test_interop.py.
+# extract has a pure JavaScript fallback; puppeteer-core downloads no browser: the tests drive
+# Debian's chromium), and none runs on the test machine.
+# Used by CTest's fixtures `npm_interop` (tests/interop/CMakeLists.txt), `npm_browser`
+# (tests/browser/CMakeLists.txt) and `npm_openapi` (tests/openapi/CMakeLists.txt), and by
+# test_interop.py.
 set -euo pipefail
 
 die() { echo "npm_install.sh: $*" >&2; exit 1; }
@@ -31,10 +34,11 @@ for dir in "$@"; do
     echo "npm_install.sh: $dir: npm ci"
     (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
       die "$dir: npm ci failed"
-    # Every dependency of package.json must load (import() takes CommonJS and ES modules).
+    # import() loads CommonJS and ES modules alike (the OpenAPI validator is an ES module).
     (cd "$dir" && node --input-type=module -e '
       import { readFileSync } from "node:fs";
-      for (const name of Object.keys(JSON.parse(readFileSync("package.json")).dependencies)) {
+      const deps = JSON.parse(readFileSync("package.json")).dependencies || {};
+      for (const name of Object.keys(deps)) {
         await import(name);
         const version = JSON.parse(readFileSync("node_modules/" + name + "/package.json")).version;
         console.log("npm_install.sh: " + name + " " + version + " loads");
