@@ -520,26 +520,34 @@ group_flush(struct db_sqlite *o, struct sp_error *err)
 }
 
 /* Ends a logical transaction (write_mu held; released on return). `joined` says whether its
- * changes are part of the group. Returns the group's commit result for joined transactions. */
+ * changes are part of the group. Returns the group's commit result for joined transactions.
+ *
+ * A transaction that rolls back while a group is pending waits for that group too: it ran on
+ * the writer handle and saw the group's uncommitted rows (a unique index it hit, a row it
+ * read), and its caller may act on them at once, e.g. look up on its own handle the lead whose
+ * address made a capture a conflict. Returning before the group commits would let that lookup
+ * find nothing. */
 static int
 leave(struct sqlite_conn *c, int joined, struct sp_error *err)
 {
     struct db_sqlite *o = c->owner;
     struct group_waiter self = {0};
+    int waits = joined || o->group_n > 0;
     int rc = SP_OK;
 
     c->in_tx = 0;
     c->cur = &c->own;
-    if (joined) {
+    if (waits) {
         self.next = o->waiters;
         o->waiters = &self;
-        o->group_n++;
     }
+    if (joined)
+        o->group_n++;
     if (o->group_n > 0 && o->group_n < GROUP_MAX && atomic_load(&o->queued) > 0) {
         /* Someone queued behind us will commit for us (or hand on to the next). A queued
          * thread may give up instead (its deadline passed): whoever finds nobody queued any
          * more commits the group itself. */
-        while (joined && !self.done) {
+        while (waits && !self.done) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += GROUP_POLL_MS * 1000000L;
@@ -829,6 +837,12 @@ db_sqlite_new(const char *path, struct db_sqlite **out, struct sp_error *err)
     pthread_cond_init(&s->ckpt_cv, NULL);
     *out = s;
     return SP_OK;
+}
+
+int
+db_sqlite_writers_queued(struct db_sqlite *s)
+{
+    return atomic_load(&s->queued);
 }
 
 void

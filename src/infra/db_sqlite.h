@@ -19,5 +19,7 @@ void db_sqlite_free(struct db_sqlite *s);
  * (db_conn deadline_ms), and the longest any wait lasts then. Default 5000 ms. Call before
  * connections are opened (it applies to those opened after). */
 void db_sqlite_set_busy_timeout(struct db_sqlite *s, int ms);
+/* Threads of this process waiting for the writer right now (for tests that stage a group). */
+int db_sqlite_writers_queued(struct db_sqlite *s);
 /* db_connect_fn for struct db_sqlite. */
 int db_sqlite_connect(void *sqlite, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
