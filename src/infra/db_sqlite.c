@@ -404,6 +404,35 @@ collect(struct handle *c, sqlite3_stmt *stmt, struct arena *a, struct db_rows *r
     return SP_OK;
 }
 
+static int sq_begin(struct db_conn *base, struct sp_error *err);
+static int sq_commit(struct db_conn *base, struct sp_error *err);
+static void sq_rollback(struct db_conn *base);
+static int sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args,
+                    int nargs, struct arena *a, struct db_rows *rows, struct db_counts *counts,
+                    struct sp_error *err);
+
+/* A write outside a transaction (a lease renewal, a maintenance UPDATE) runs as a transaction of
+ * its own on the writer, behind the writer mutex like any other. On the connection's own handle
+ * it would take SQLite's write lock beside the writer: under load the writer holds that lock
+ * almost without a break (one group after another), so the statement starved in the busy
+ * handler until its timeout ("database is locked": lease renewals failed and leases lapsed),
+ * and while it did hold the lock, the writer and every thread queued behind it waited. */
+static int
+write_alone(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args, int nargs,
+            struct arena *a, struct db_rows *rows, struct db_counts *counts, struct sp_error *err)
+{
+    int rc = sq_begin(base, err);
+
+    if (rc != SP_OK)
+        return rc;
+    rc = sq_query(base, st, args, nargs, a, rows, counts, err);
+    if (rc != SP_OK) {
+        sq_rollback(base);
+        return rc;
+    }
+    return sq_commit(base, err);
+}
+
 static int
 sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *args, int nargs,
          struct arena *a, struct db_rows *rows, struct db_counts *counts, struct sp_error *err)
@@ -428,6 +457,11 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
     rc = prepare(c, st, &stmt, &cached, err);
     if (rc != SP_OK)
         return rc;
+    if (!conn->in_tx && sqlite3_get_autocommit(c->db) && !sqlite3_stmt_readonly(stmt)) {
+        if (!cached)
+            sqlite3_finalize(stmt);
+        return write_alone(base, st, args, nargs, a, rows, counts, err);
+    }
     /* sqlite3_changes64 keeps the count of the last INSERT, UPDATE or DELETE, whatever ran
      * since: only a statement that changed the handle's total changed rows itself. */
     total = sqlite3_total_changes64(c->db);

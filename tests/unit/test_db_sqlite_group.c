@@ -5,7 +5,8 @@
  *
  * The threads are staged so the race happens every time: the winner's commit leaves its row
  * pending (a loser is queued), the loser hits the unique index, and a third transaction is
- * queued behind the loser when it rolls back, so the loser is not the one to commit the group. */
+ * queued behind the loser when it rolls back, so the loser is not the one to commit the group.
+ * And a write outside a transaction joins the writer queue like any transaction. */
 #include "t.h"
 
 #include "core/clock.h"
@@ -127,5 +128,58 @@ TEST(unit_sqlite_rollback_after_a_conflict_waits_for_the_pending_group)
     db_close(t.c);
     db_close(l.c);
     db_close(w.c);
+    db_sqlite_free(s);
+}
+
+struct lone_writer {
+    struct db_conn *c;
+    int rc;
+    atomic_int done;
+};
+
+static void *
+lone_writer_main(void *arg)
+{
+    struct lone_writer *lw = arg;
+    struct sp_error err = {0};
+
+    lw->rc = db_exec(lw->c, &T_INSERT, DB_NOARGS, NULL, &err); /* no db_begin: autocommit */
+    atomic_store(&lw->done, 1);
+    return NULL;
+}
+
+/* A write outside a transaction queues for the writer like a transaction: it never takes
+ * SQLite's write lock on a handle of its own beside the writer (regression: lease renewals,
+ * autocommit UPDATEs, starved in the busy handler under load and failed "database is locked"). */
+TEST(unit_sqlite_write_outside_a_transaction_queues_for_the_writer)
+{
+    struct db_sqlite *s = NULL;
+    struct db_conn *holder = NULL;
+    struct lone_writer lw = {0};
+    struct sp_error err = {0};
+    pthread_t t;
+    int64_t n = 0;
+
+    ASSERT_OK(db_sqlite_new(DB, &s, &err));
+    ASSERT_OK(db_sqlite_connect(s, &holder, &err));
+    ASSERT_OK(db_sqlite_connect(s, &lw.c, &err));
+    ASSERT_OK(holder->ops->exec_script(holder,
+                                       "CREATE TABLE u (x INTEGER);"
+                                       "CREATE TABLE schema_migrations (version TEXT);"
+                                       "INSERT INTO schema_migrations VALUES ('t');",
+                                       &err));
+    ASSERT_OK(db_begin(holder, &err));
+    ASSERT_OK(db_exec(holder, &T_INSERT, DB_NOARGS, NULL, &err));
+    ASSERT_EQ(0, pthread_create(&t, NULL, lone_writer_main, &lw));
+    poll_queued(s, 1);
+    ASSERT_EQ(1, db_sqlite_writers_queued(s)); /* waiting for the writer, not in SQLite */
+    ASSERT_EQ(0, atomic_load(&lw.done));
+    ASSERT_OK(db_commit(holder, &err));
+    ASSERT_EQ(0, pthread_join(t, NULL));
+    ASSERT_OK(lw.rc);
+    ASSERT_OK(db_query_count(holder, &T_FIND, DB_NOARGS, &n, &err));
+    ASSERT_EQ(2, n);
+    db_close(lw.c);
+    db_close(holder);
     db_sqlite_free(s);
 }
