@@ -23,9 +23,10 @@ run: build
 
 # Everything CI runs: lint, unit + HTTP + integration tests, then the same suite under
 # ASan+UBSan (but the packaging check, the BullMQ interop runs and the dashboard's browser test,
-# which spend their time in apt-cache, Node and Chromium rather than in our C: they run once, in
-# the first pass), then valgrind on
-# the unit and HTTP tests.
+# which spend their time in apt-cache, Node and Chromium rather than in our C, and the
+# integration scripts' PostgreSQL and Redis variants, whose C beyond the SQLite variant is the
+# drivers and queues that unit_pg and unit_redis run under ASan: all these run once, in the
+# first pass), then valgrind on the unit and HTTP tests.
 test:
 	@scripts/deps.sh test
 	$(MAKE) build
@@ -45,7 +46,7 @@ test-asan:
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j2 \
-	  -E "^(packaging|interop_bullmq[0-9]+|npm_browser|browser_dashboard)$$"
+	  -E "^(packaging|interop_bullmq[0-9]+|npm_browser|browser_dashboard|integration_(pg|redis)_.*)$$"
 
 # valgrind on the unit and HTTP tests, the PostgreSQL variants (*_pg) and the Redis queue tests
 # (*_redis) included: they run on throwaway servers (tests/pg/pgserver.sh,
