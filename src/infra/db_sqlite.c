@@ -102,6 +102,7 @@ struct db_sqlite {
     pthread_mutex_t write_mu; /* held for the whole of a logical write transaction */
     pthread_cond_t group_cv;  /* signalled when a group commits */
     atomic_int queued;        /* threads waiting to take write_mu */
+    atomic_llong vm_steps;    /* SQLite VM steps of the statements run (db_sqlite_vm_steps) */
     /* Guarded by write_mu: */
     struct handle *writer; /* opened at the first write transaction */
     int writer_stale;      /* failed for a reason other than a lock: reopen it */
@@ -468,6 +469,7 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
     rc = bind_args(c, stmt, args, nargs, err);
     if (rc == SP_OK)
         rc = collect(c, stmt, a, rows, &returned, err);
+    atomic_fetch_add(&conn->owner->vm_steps, sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1));
     if (rc == SP_OK && counts) {
         counts->nrows = returned;
         counts->changes = sqlite3_total_changes64(c->db) != total ? sqlite3_changes64(c->db) : 0;
@@ -877,6 +879,12 @@ int
 db_sqlite_writers_queued(struct db_sqlite *s)
 {
     return atomic_load(&s->queued);
+}
+
+int64_t
+db_sqlite_vm_steps(struct db_sqlite *s)
+{
+    return atomic_load(&s->vm_steps);
 }
 
 void

@@ -8,6 +8,8 @@
 
 #include "core/err.h"
 
+#include <stdint.h>
+
 struct db_conn;
 struct db_sqlite;
 
@@ -21,5 +23,8 @@ void db_sqlite_free(struct db_sqlite *s);
 void db_sqlite_set_busy_timeout(struct db_sqlite *s, int ms);
 /* Threads of this process waiting for the writer right now (for tests that stage a group). */
 int db_sqlite_writers_queued(struct db_sqlite *s);
+/* SQLite virtual-machine steps of every statement run so far through this database's
+ * connections: a deterministic measure of a query's work, for tests of its cost. */
+int64_t db_sqlite_vm_steps(struct db_sqlite *s);
 /* db_connect_fn for struct db_sqlite. */
 int db_sqlite_connect(void *sqlite, struct db_conn **out, struct sp_error *err) SP_MUST_CHECK;
