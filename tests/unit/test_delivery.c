@@ -775,3 +775,74 @@ TEST(unit_delivery_retry_after_is_honoured)
         t_env_free(env);
     }
 }
+
+/* Both welcomes of a lead in one batch: one unit of work records them, the lead is locked once
+ * and moves to contacted once (the second record knows the first changed it); with a storage
+ * failure at any call of that tick, the retries and the recovery still end with both messages
+ * sent, each recorded once, and a single status change. */
+TEST(unit_delivery_one_batch_two_messages_of_a_lead_fault_at_every_call)
+{
+    int n, injected_somewhere = 0;
+
+    for (n = 1; n < 200; n++) {
+        struct t_env *env = t_env_new(T_MEM);
+        struct sp_error err = {0};
+        struct lead l, got;
+        int did = 0, rc, injected;
+        int64_t next_due = 0;
+
+        env->mdeps.batch = 8;
+        t_env_create(env, "Ana", "ana@example.com", "+1234567890", &l);
+        fault_plan_arm(&env->faults, n, SP_EUNAVAIL);
+        rc = leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err);
+        injected = env->faults.injected;
+        fault_plan_arm(&env->faults, 0, 0);
+        ASSERT_EQ(0, env->faults.open_tx);
+        if (!injected) {
+            ASSERT_OK(rc);
+            ASSERT_EQ(2, env->sender.ncalls); /* one tick, both sent */
+        }
+        injected_somewhere |= injected;
+        for (int ticks = 0; ticks < 10; ticks++) {
+            if (!t_env_tick(env, NULL))
+                env->clock.now += T_LEASE_MS;
+            if (job_at(env, l.id, 0).state == JOB_COMPLETED &&
+                job_at(env, l.id, 1).state == JOB_COMPLETED)
+                break;
+        }
+        for (int i = 0; i < 2; i++) {
+            ASSERT_EQ(MESSAGE_SENT, message_at(env, l.id, i).status);
+            ASSERT_EQ(JOB_COMPLETED, job_at(env, l.id, i).state);
+        }
+        ASSERT_EQ(2, count_events(env, l.id, EVENT_MESSAGE_SENT));
+        ASSERT_EQ(1, count_events(env, l.id, EVENT_STATUS_CHANGED));
+        t_env_lead(env, l.id, &got);
+        ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+        t_env_free(env);
+        if (!injected)
+            break;
+    }
+    ASSERT(injected_somewhere);
+    ASSERT(n > 10); /* the loop reached past the claim into the record */
+}
+
+TEST_SQL(unit_delivery_one_batch_two_messages_of_a_lead)
+{
+    struct t_env *env = t_env_new(backend);
+    struct lead l, got;
+    int did = 0;
+    struct sp_error err = {0};
+    int64_t next_due = 0;
+
+    env->mdeps.batch = 8;
+    t_env_create(env, "Ana", "ana@example.com", "+1234567890", &l);
+    ASSERT_OK(leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    ASSERT_EQ(2, env->sender.ncalls);
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(MESSAGE_SENT, message_at(env, l.id, i).status);
+    ASSERT_EQ(2, count_events(env, l.id, EVENT_MESSAGE_SENT));
+    ASSERT_EQ(1, count_events(env, l.id, EVENT_STATUS_CHANGED));
+    t_env_lead(env, l.id, &got);
+    ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
+    t_env_free(env);
+}

@@ -304,9 +304,11 @@ retry_at(const struct delivery_deps *d, const struct job *j, int attempts_made,
     return now + (retry_after_ms > delay ? retry_after_ms : delay);
 }
 
+/* *status_after: the lead's status once this commits, when we changed it (else unchanged). */
 static int
 record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struct message *m,
-            const struct lead *l, const char *provider_id, struct sp_error *err)
+            const struct lead *l, const char *provider_id, enum lead_status *status_after,
+            struct sp_error *err)
 {
     int64_t now = sp_clock_now_ms(d->clock);
     const char *corr = correlation(a, m, j);
@@ -347,6 +349,8 @@ record_sent(const struct delivery_deps *d, struct job *j, struct arena *a, struc
             rc = leads_event_append(d->repo, l->id, EVENT_STATUS_CHANGED, corr,
                                     leads_status_change_payload(a, l->status, to, "message_sent"),
                                     now, err);
+        if (rc == SP_OK && changed)
+            *status_after = to;
     }
     return rc;
 }
@@ -658,7 +662,8 @@ record_generated(const struct delivery_deps *d, struct arena *a, struct work *w,
 
 /* Records one send's outcome inside the caller's unit of work. */
 static int
-record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, struct sp_error *err)
+record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w,
+               enum lead_status *status_after, struct sp_error *err)
 {
     int will_retry = 0;
     int rc;
@@ -672,7 +677,7 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     if (w->send_rc == SP_OK) {
         w->outcome = DELIVERY_SENT;
         return record_sent(d, &w->job, a, &w->msg, &w->lead, w->provider_id ? w->provider_id : "",
-                           err);
+                           status_after, err);
     }
     rc = record_failure(
         d, &w->job, a, &w->msg, w->send_rc,
@@ -682,16 +687,31 @@ record_outcome(const struct delivery_deps *d, struct arena *a, struct work *w, s
     return rc;
 }
 
+/* `same_lead`: the work recorded just before in this unit of work was of the same lead, which
+ * is thus locked already. *changed_to: the status an earlier record of this unit of work gave
+ * the lead, -1 for none; set when this record changes it. */
 static int
-record_in_tx(const struct delivery_deps *d, struct arena *a, struct work *w, struct sp_error *err)
+record_in_tx(const struct delivery_deps *d, struct arena *a, struct work *w, int same_lead,
+             int *changed_to, struct sp_error *err)
 {
     struct sp_error rerr = {0};
-    int rc;
+    enum lead_status loaded = w->lead.status, after;
+    int rc = SP_OK;
 
     /* The lead first (in lead order across the batch): its timeline entries stay together. */
-    rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, &rerr);
+    if (!same_lead) {
+        *changed_to = -1;
+        rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, &rerr);
+    } else if (*changed_to >= 0) {
+        /* We changed it: no compare-and-set from the claimed status, bound to find nothing. */
+        w->lead.status = (enum lead_status)*changed_to;
+    }
+    after = w->lead.status;
     if (rc == SP_OK)
-        rc = record_outcome(d, a, w, &rerr);
+        rc = record_outcome(d, a, w, &after, &rerr);
+    if (rc == SP_OK && after != w->lead.status)
+        *changed_to = (int)after;
+    w->lead.status = loaded; /* as claimed: a retry of the whole record starts from it again */
     if (rc == SP_ELEASELOST) {
         /* Our lease was lost during the send and another worker owns the job now: its outcome
          * stands; ours is dropped (nothing was written for this job). */
@@ -764,6 +784,7 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
              int64_t checked, int *committed, struct sp_error *err)
 {
     struct work **order = arena_alloc(a, sizeof(*order) * (size_t)n);
+    int changed_to = -1; /* see record_in_tx */
     int m = 0, rc;
 
     *committed = 0;
@@ -776,8 +797,10 @@ record_batch(const struct delivery_deps *d, struct arena *a, struct work *ws, in
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    for (int i = 0; rc == SP_OK && i < m; i++)
-        rc = record_in_tx(d, a, order[i], err);
+    for (int i = 0; rc == SP_OK && i < m; i++) {
+        int same = i > 0 && strcmp(order[i - 1]->msg.lead_id, order[i]->msg.lead_id) == 0;
+        rc = record_in_tx(d, a, order[i], same, &changed_to, err);
+    }
     if (rc != SP_OK) {
         uow_rollback(d);
         return rc;
