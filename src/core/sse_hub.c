@@ -294,6 +294,12 @@ sse_hub_readers(struct sse_hub *h)
     return atomic_load(&h->readers);
 }
 
+int
+sse_hub_closed(struct sse_hub *h)
+{
+    return atomic_load(&h->closed);
+}
+
 void
 sse_hub_close(struct sse_hub *h)
 {

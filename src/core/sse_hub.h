@@ -80,6 +80,8 @@ int sse_hub_readers(struct sse_hub *h);
 
 /* Ends every reader: reads answer SSE_READ_CLOSED and waits return at once, from now on. */
 void sse_hub_close(struct sse_hub *h);
+/* 1 once sse_hub_close() has run. */
+int sse_hub_closed(struct sse_hub *h);
 
 /* Encodes one event as an SSE frame into arena `a` ("id: <id>\nevent: <event>\n" and one "data: "
  * line per line of data, then an empty line): *out, *outlen. A data line break (CR, LF or CRLF)

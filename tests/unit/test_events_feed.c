@@ -841,3 +841,36 @@ TEST_SQL(unit_event_feed_skips_an_unknown_type)
     }
     t_env_free(env);
 }
+
+/* A stream caught up with the hub hands out the next publications no sooner than
+ * EVENTS_COALESCE_MS after its last bytes, all of them in one read: a thousand streams are not
+ * each woken and written to at every commit. (A lower bound on time, never an upper one.) */
+TEST(unit_events_stream_coalesces_publications)
+{
+    struct t_feed *tf = feed_new(T_MEM, 1024);
+    struct http_response s;
+    struct lead a, b, c;
+    char got[64][SP_UUID_LEN + 1];
+    char buf[1 << 16];
+    size_t len = 0;
+    int pings, ended;
+    int64_t t0;
+
+    open_stream(tf, NULL, NULL, &s);
+    ASSERT_EQ(200, s.status);
+    t_env_create(tf->env, "A", "a@example.com", NULL, &a);
+    feed_round(tf);
+    t0 = sp_mono_ms(); /* before the stream's last bytes: a lower bound holds from here */
+    ASSERT_EQ(2, read_events(&s, 2, got, &pings, &ended)); /* caught up */
+    t_env_create(tf->env, "B", "b@example.com", NULL, &b);
+    feed_round(tf);
+    t_env_create(tf->env, "C", "c@example.com", NULL, &c);
+    feed_round(tf);
+    ASSERT_OK(s.stream->read(s.stream_ctx, buf, sizeof(buf) - 1, &len));
+    ASSERT(sp_mono_ms() - t0 >= EVENTS_COALESCE_MS);
+    buf[len] = '\0';
+    ASSERT_CONTAINS(buf, b.id);
+    ASSERT_CONTAINS(buf, c.id); /* both publications in the one read */
+    stream_close(&s);
+    feed_free(tf);
+}

@@ -27,6 +27,10 @@ struct events_store {
 };
 
 /* Shared by every stream of the process; must outlive them (every stream's close). */
+/* A stream that has caught up with the hub hands out its next frames this long after its last
+ * bytes at the earliest, all that arrived meanwhile at once (see events_http.c). */
+#define EVENTS_COALESCE_MS 40
+
 struct events_http {
     struct sse_hub *hub; /* borrowed */
     struct events_store store;
