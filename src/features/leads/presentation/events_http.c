@@ -32,8 +32,9 @@
 #define PING ": ping\n\n"
 #define STORE_RETRY_MS 1000 /* a stream whose read of the store failed tries again this late */
 /* EVENTS_COALESCE_MS (events_http.h): without it, each publication (a commit: hundreds a second
- * under load) woke every stream's thread to write a frame or two: a thousand streams cost the
- * captures 30-40 % of their rate in wakeups and writes. */
+ * under load) wakes every caught-up stream's thread to write a frame or two. (At saturation the
+ * streams are behind anyway and copy without sleeping: there the cost is the bytes, see
+ * docs/performance.md.) */
 #define COALESCE_MS EVENTS_COALESCE_MS
 
 struct events_stream {
