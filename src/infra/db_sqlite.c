@@ -469,7 +469,8 @@ sq_query(struct db_conn *base, const struct db_stmt *st, const struct db_arg *ar
     rc = bind_args(c, stmt, args, nargs, err);
     if (rc == SP_OK)
         rc = collect(c, stmt, a, rows, &returned, err);
-    atomic_fetch_add(&conn->owner->vm_steps, sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1));
+    atomic_fetch_add(&conn->owner->vm_steps,
+                     sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_VM_STEP, 1));
     if (rc == SP_OK && counts) {
         counts->nrows = returned;
         counts->changes = sqlite3_total_changes64(c->db) != total ? sqlite3_changes64(c->db) : 0;

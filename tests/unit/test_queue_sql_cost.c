@@ -36,8 +36,8 @@ reserve_cost(struct t_env *env)
     int found = 0;
     int64_t next_due = 0, before = db_sqlite_vm_steps(env->sqlite);
 
-    ASSERT_OK(job_queue_reserve(env->queue, 1000000, 1000, 1, env->arena, &j, &found, &next_due,
-                                &err));
+    ASSERT_OK(
+        job_queue_reserve(env->queue, 1000000, 1000, 1, env->arena, &j, &found, &next_due, &err));
     ASSERT_EQ(1, found);
     return db_sqlite_vm_steps(env->sqlite) - before;
 }
@@ -63,7 +63,8 @@ TEST(unit_queue_sql_reserve_cost_does_not_grow_with_the_backlog)
     enqueue_n(env, l.id, 20, 3000);
     big = reserve_cost(env);
     if (big >= 2 * small + 100)
-        t_fail(__FILE__, __LINE__, "a reservation took %lld VM steps with 18 jobs waiting, %lld with 3,018",
+        t_fail(__FILE__, __LINE__,
+               "a reservation took %lld VM steps with 18 jobs waiting, %lld with 3,018",
                (long long)small, (long long)big);
     t_env_free(env);
 }
