@@ -160,37 +160,31 @@ DB_STMT_SAME(SQL_EVENT_INSERT,
              " VALUES ($1, $2, $3, $4, $5, $6)");
 DB_STMT_SAME(SQL_EVENT_LIST, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
                              " FROM lead_events WHERE lead_id = $1 ORDER BY seq");
+/* Paging (lead_repo.h, struct lead_page_spec): first the positions and content sizes of at
+ * most max + 1 items, newest first (numbers only: no contents are loaded), then the contents of
+ * the ones that fit, by position range. Sizes are the bytes the text reads back as. */
 DB_STMT_SAME(SQL_MESSAGE_CHANNELS, "SELECT channel FROM messages WHERE lead_id = $1"
                                    " GROUP BY channel ORDER BY MIN(seq)");
 /* Newest first along messages_by_lead_channel; a lead's replies are few next to its sends. */
 DB_STMT_SAME(SQL_MESSAGE_LAST_INBOUND, "SELECT created_at FROM messages"
                                        " WHERE lead_id = $1 AND channel = $2"
                                        " AND direction = 'inbound' ORDER BY seq DESC LIMIT 1");
-/* Paging (lead_repo.h, struct lead_page_spec), one statement a page: the positions and content
- * sizes of at most max + 1 items, newest first (numbers only: no contents are loaded), their
- * running total, and the contents of the ones that fit: the newest always, then each while the
- * total stays within the budget, max at most (page_cut below says the same in C). Sizes are the
- * bytes the text reads back as. After the item's columns: its position, and how many items the
- * sizes saw (more than the page holds: there is a next page). $1.. the filter, then before,
- * max + 1, max, budget. */
-#define PAGE_SQL(cols, table, filter, size, before, more, max, budget)                             \
-    "WITH p AS (SELECT seq AS p_seq, row_number() OVER w AS p_k, sum(sz) OVER w AS p_used,"        \
-    " count(*) OVER () AS p_total FROM (SELECT seq, " size " AS sz FROM " table " WHERE " filter   \
-    " AND seq < " before " ORDER BY seq DESC LIMIT " more ") AS s"                                 \
-    " WINDOW w AS (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING))"                                   \
-    " SELECT " cols ", p_seq, p_total FROM p JOIN " table " ON seq = p_seq"                        \
-    " WHERE p_k <= " max " AND (p_k = 1 OR p_used <= " budget ") ORDER BY seq"
-#define MESSAGE_PAGE(size)                                                                         \
-    PAGE_SQL(MESSAGE_COLUMNS, "messages", "lead_id = $1 AND channel = $2", size, "$3", "$4", "$5", \
-             "$6")
-DB_STMT(SQL_MESSAGE_PAGE, MESSAGE_PAGE("length(CAST(channel_message AS BLOB))"),
-        MESSAGE_PAGE("octet_length(channel_message::text)"));
-#define EVENT_COLUMNS "id, lead_id, type, correlation_ids, payload, created_at"
-#define EVENT_PAGE(size)                                                                           \
-    PAGE_SQL(EVENT_COLUMNS, "lead_events", "lead_id = $1", size, "$2", "$3", "$4", "$5")
-DB_STMT(SQL_EVENT_PAGE,
-        EVENT_PAGE("length(CAST(payload AS BLOB)) + length(CAST(correlation_ids AS BLOB))"),
-        EVENT_PAGE("octet_length(payload::text) + octet_length(correlation_ids::text)"));
+DB_STMT(SQL_MESSAGE_SIZES,
+        "SELECT seq, length(CAST(channel_message AS BLOB)) FROM messages"
+        " WHERE lead_id = $1 AND channel = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+        "SELECT seq, octet_length(channel_message::text) FROM messages"
+        " WHERE lead_id = $1 AND channel = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4");
+DB_STMT_SAME(SQL_MESSAGE_RANGE, "SELECT " MESSAGE_COLUMNS " FROM messages"
+                                " WHERE lead_id = $1 AND channel = $2 AND seq >= $3"
+                                " AND seq <= $4 ORDER BY seq");
+DB_STMT(SQL_EVENT_SIZES,
+        "SELECT seq, length(CAST(payload AS BLOB)) + length(CAST(correlation_ids AS BLOB))"
+        " FROM lead_events WHERE lead_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        "SELECT seq, octet_length(payload::text) + octet_length(correlation_ids::text)"
+        " FROM lead_events WHERE lead_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3");
+DB_STMT_SAME(SQL_EVENT_RANGE, "SELECT id, lead_id, type, correlation_ids, payload, created_at"
+                              " FROM lead_events WHERE lead_id = $1 AND seq >= $2"
+                              " AND seq <= $3 ORDER BY seq");
 
 /* Do not contact (0008): at most one row per lead and channel; the first opt-out stands. */
 DB_STMT_SAME(SQL_OPT_OUT_LIST, "SELECT channel, reason, source, created_at FROM lead_opt_outs"
@@ -693,16 +687,26 @@ r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c,
     return rc;
 }
 
-/* The page's info from the rows of a *_PAGE statement, oldest first, whose item columns are
- * 0..ncols-1, then the position and the count the sizes saw: when they saw more items than the
- * page holds, the next page starts below the oldest. */
+/* The range of positions [*lo, *hi] a page takes from `sizes` (rows of position and size,
+ * newest first, at most spec->max + 1 of them); page->next set. *hi == 0: nothing to read. */
 static void
-page_info(const struct db_rows *rows, int ncols, struct lead_page_info *page)
+page_cut(const struct db_rows *sizes, const struct lead_page_spec *spec, int64_t *lo, int64_t *hi,
+         struct lead_page_info *page)
 {
-    page->n = rows->nrows;
-    page->next = 0;
-    if (rows->nrows > 0 && db_cell_int(rows, 0, ncols + 1) > rows->nrows)
-        page->next = db_cell_int(rows, 0, ncols);
+    size_t used = 0;
+    int k = 0;
+
+    while (k < sizes->nrows && k < spec->max) {
+        size_t len = (size_t)db_cell_int(sizes, k, 1);
+        if (k > 0 && (len > spec->budget || used > spec->budget - len))
+            break;
+        used += len;
+        k++;
+    }
+    *hi = k > 0 ? db_cell_int(sizes, 0, 0) : 0;
+    *lo = k > 0 ? db_cell_int(sizes, k - 1, 0) : 0;
+    page->n = 0;
+    page->next = k < sizes->nrows ? *lo : 0;
 }
 
 static int64_t
@@ -711,24 +715,29 @@ before_of(const struct lead_page_spec *spec)
     return spec->before > 0 ? spec->before : INT64_MAX;
 }
 
-#define MESSAGE_NCOLS 14
-#define EVENT_NCOLS 6
-
 static int
 r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
                const struct lead_page_spec *spec, struct arena *a, struct message **out,
                struct lead_page_info *page, struct sp_error *err)
 {
     struct db_rows rows;
+    int64_t lo = 0, hi = 0;
     int rc;
 
     *out = NULL;
     page->n = 0;
     page->next = 0;
-    rc = db_query(conn_of(r), &SQL_MESSAGE_PAGE,
+    rc = db_query(conn_of(r), &SQL_MESSAGE_SIZES,
                   DB_ARGS(db_text(lead_id), db_text(channel_name(c)), db_int(before_of(spec)),
-                          db_int(spec->max + 1), db_int(spec->max), db_int((int64_t)spec->budget)),
+                          db_int(spec->max + 1)),
                   a, &rows, err);
+    if (rc == SP_OK)
+        page_cut(&rows, spec, &lo, &hi, page);
+    if (rc != SP_OK || hi == 0)
+        return rc;
+    rc = db_query(conn_of(r), &SQL_MESSAGE_RANGE,
+                  DB_ARGS(db_text(lead_id), db_text(channel_name(c)), db_int(lo), db_int(hi)), a,
+                  &rows, err);
     if (rc != SP_OK)
         return rc;
     *out = arena_alloc(a, sizeof(**out) * (size_t)(rows.nrows ? rows.nrows : 1));
@@ -737,7 +746,7 @@ r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
         if (rc != SP_OK)
             return rc;
     }
-    page_info(&rows, MESSAGE_NCOLS, page);
+    page->n = rows.nrows;
     return SP_OK;
 }
 
@@ -795,14 +804,20 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
              struct sp_error *err)
 {
     struct db_rows rows;
+    int64_t lo = 0, hi = 0;
     int rc;
 
     *out = NULL;
     page->n = 0;
     page->next = 0;
-    rc = db_query(conn_of(r), &SQL_EVENT_PAGE,
-                  DB_ARGS(db_text(lead_id), db_int(before_of(spec)), db_int(spec->max + 1),
-                          db_int(spec->max), db_int((int64_t)spec->budget)),
+    rc = db_query(conn_of(r), &SQL_EVENT_SIZES,
+                  DB_ARGS(db_text(lead_id), db_int(before_of(spec)), db_int(spec->max + 1)), a,
+                  &rows, err);
+    if (rc == SP_OK)
+        page_cut(&rows, spec, &lo, &hi, page);
+    if (rc != SP_OK || hi == 0)
+        return rc;
+    rc = db_query(conn_of(r), &SQL_EVENT_RANGE, DB_ARGS(db_text(lead_id), db_int(lo), db_int(hi)),
                   a, &rows, err);
     if (rc != SP_OK)
         return rc;
@@ -812,7 +827,7 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
         if (rc != SP_OK)
             return rc;
     }
-    page_info(&rows, EVENT_NCOLS, page);
+    page->n = rows.nrows;
     return SP_OK;
 }
 
