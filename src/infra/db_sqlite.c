@@ -15,7 +15,9 @@
  * group is full) COMMITs for everyone and wakes them with the common result. So commit()
  * returns only once the changes are committed, and a failed logical transaction rolls back to
  * its savepoint without touching the others. Under load this amortises each commit's WAL
- * write over many transactions.
+ * write over many transactions. A transaction that rolls back while a group is pending also
+ * waits for the group's commit (it saw the group's rows), and a write outside any transaction
+ * runs as a transaction of its own on the writer (write_alone), never on a reader's handle.
  *
  * Checkpoints: the writer does not checkpoint inside COMMIT (wal_autocheckpoint=0), where the
  * fsyncs would stall every queued writer; a checkpointer thread with its own handle runs PASSIVE
