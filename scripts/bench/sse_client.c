@@ -73,19 +73,28 @@ end_line(struct stream *s)
     s->line_long = 0;
 }
 
-/* De-chunked body bytes. */
+/* De-chunked body bytes. Lines are found with memchr and only their first bytes copied: at a
+ * thousand streams under load this client reads hundreds of MB/s on the server's own machine,
+ * and a loop over every byte took most of a core from the server it measures. */
 static void
 body(struct stream *s, const char *p, size_t n)
 {
     s->bytes += (long long)n;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n') {
-            end_line(s);
-        } else if (s->line_len < LINE_MAX_ - 1) {
-            s->line[s->line_len++] = p[i];
-        } else {
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl != NULL ? (size_t)(nl - p) : n;
+        size_t room = LINE_MAX_ - 1 - s->line_len;
+        size_t take = seg < room ? seg : room;
+
+        memcpy(s->line + s->line_len, p, take);
+        s->line_len += take;
+        if (seg > take)
             s->line_long = 1;
-        }
+        if (nl == NULL)
+            return;
+        end_line(s);
+        p = nl + 1;
+        n -= seg + 1;
     }
 }
 

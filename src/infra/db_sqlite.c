@@ -943,7 +943,7 @@ handle_open(struct db_sqlite *o, int writer, struct handle *h, struct sp_error *
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(h->db, setup, NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-4096" : "PRAGMA cache_size=-256",
+        rc = sqlite3_exec(h->db, writer ? "PRAGMA cache_size=-2048" : "PRAGMA cache_size=-256",
                           NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = sp_error_set(err, SP_EUNAVAIL, "DATABASE_URL", "cannot open sqlite database %s: %s",
