@@ -29,7 +29,10 @@
 #      with cc, one connection, the service's pragmas), or pgbench -M prepared with wrk's
 #      connection and thread counts and scripts/bench/capture_jobs.pgbench (postgres) or
 #      capture_outbox.pgbench (postgres+redis). POST /leads req/s is shown as a ratio of it.
-#      Steps 1-6b also fill the first table of the report: every deployment, every load.
+#   6c. PostgreSQL kinds: PostgreSQL's own ceiling for GET /leads/:id's statements on that
+#      server, over the seeded leads (scripts/bench/get_lead.pgbench, pgbench -M prepared): each
+#      statement in a round trip of its own as the service sends them, then in one pipeline.
+#      Steps 1-6c also fill the first table of the report: every deployment, every load.
 #   7. email over SMTP (BENCH_SMTP=1, the default; 0 skips it): scripts/bench/smtp_sink.py, an
 #      aiosmtpd server on a loopback port the kernel picks, accepts every message and logs its
 #      arrival time, recipient, Message-ID and SMTP connection; `salespad serve` (one process,
@@ -65,8 +68,8 @@
 #         seeded leads) runs for the same time from an empty backlog too; anything but 201 is an
 #         error. Its answers are not waited for (on PostgreSQL that takes longer than the run).
 #      The in-process workers answer meanwhile, as in step 3. Any error fails the run.
-#   9. the lead list at BENCH_LIST_LEADS leads and the 409 of a known person (the "#11" section
-#      below, its own table).
+#   9. the lead list at BENCH_LIST_LEADS leads, the 409 of a known person and a replayed
+#      idempotent POST (the "#11" section below, its own table).
 #  10. server-sent events (BENCH_SSE=1, the default; 0 skips it): GET /events with
 #      BENCH_SSE_STREAMS (1000) streams open, on BENCH_SSE_DATABASE (sqlite): the capture rate
 #      without and with the streams, every stream's count of events, RSS, threads, GET /health
@@ -344,6 +347,36 @@ ceiling() {
   esac
 }
 
+# get_ceiling KIND URL IDS -> "as_sent=N pipelined=M": PostgreSQL's own ceiling for the
+# statements of GET /leads/:id (scripts/bench/get_lead.pgbench) on the database at URL, over the
+# seeded leads whose ids are in the file IDS (copied into a table bench_ids first): each
+# statement in a round trip of its own as the service sends them, then all in one pipeline; the
+# better of 16 and wrk's connection count for each. Run after the service stopped.
+get_ceiling() {
+  local kind=$1 url=$2 ids=$3 mode c out tps best res="" nids outbox=0
+  nids=$(wc -l <"$ids")
+  [[ "$kind" == *+redis ]] && outbox=1
+  awk '{ printf "%d,%s\n", NR, $1 }' "$ids" |
+    pg_psql "$url" -c "CREATE TABLE bench_ids (n int PRIMARY KEY, id uuid NOT NULL)" \
+      -c "\\copy bench_ids FROM pstdin WITH (FORMAT csv)" >/dev/null ||
+    die "$kind GET ceiling: loading the ids failed"
+  for mode in 0 1; do
+    best=0
+    for c in 16 "$BENCH_CONNECTIONS"; do
+      out=$("$(cat "$TMP/pg/bindir")/pgbench" -n -M prepared -c "$c" -j "$BENCH_THREADS" \
+        -T "$BENCH_DURATION" -D nids="$nids" -D outbox="$outbox" -D pipeline="$mode" \
+        -f "$BENCH_DIR/get_lead.pgbench" "$url" 2>&1) ||
+        { echo "$out" >&2; die "$kind GET ceiling: pgbench failed"; }
+      tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+      [[ -n "$tps" ]] || { echo "$out" >&2; die "$kind GET ceiling: no tps in pgbench's output"; }
+      log "$kind GET ceiling: pgbench -c $c, pipeline=$mode: $tps tx/s"
+      if [[ $(met "$tps" ">" "$best") == yes ]]; then best=$tps; fi
+    done
+    res+="$([[ $mode == 0 ]] && echo as_sent || echo " pipelined")=$best"
+  done
+  echo "$res"
+}
+
 run_suite() {
   local kind=$1 url sink p post_ok lat expected t_drain0 t_drain1 hwm rss
   local wurl wsink pushed wexp t0 stats last_ms first_ms wrate n s i w
@@ -446,6 +479,12 @@ run_suite() {
   s=$(grep -c -E ' (warn|error) ' "$TMP/$kind-worker.log" || true)
   [[ "$s" == 0 ]] || NOTES+=("$kind-worker logged $s warn/error lines, e.g.: $(grep -m3 -E ' (warn|error) ' "$TMP/$kind-worker.log" | cut -c1-200 | tr '\n' ' ')")
 
+  local gceil=""
+  if [[ "$kind" == postgres* ]]; then
+    log "PostgreSQL's own ceiling for GET /leads/:id's statements ($kind, ${BENCH_DURATION}s)"
+    gceil=$(get_ceiling "$kind" "$url" "$TMP/ids.txt")
+  fi
+
   log "raw ceiling of the capture transaction ($kind, ${BENCH_DURATION}s)"
   local ceil ceil_tps ratio ratio_target=0.5
   ceil=$(ceiling "$kind")
@@ -480,10 +519,13 @@ run_suite() {
   row "POST /leads paced (16 connections, 16 ms pauses): req/s, p50 / p99 (ms)" "$(printf %.0f "$(kv "$pp" ok_rps)"), $(printf '%.2f / %.2f' "$(kv "$pp" p50_ms)" "$(kv "$pp" p99_ms)")" "p99 < $lat_target" "$(met "$(kv "$pp" p99_ms)" "<" "$lat_target")"
   row "GET /leads/:id paced: req/s, p50 / p99 (ms)" "$(printf %.0f "$(kv "$gp" ok_rps)"), $(printf '%.2f / %.2f' "$(kv "$gp" p50_ms)" "$(kv "$gp" p99_ms)")" "p99 < $lat_target" "$(met "$(kv "$gp" p99_ms)" "<" "$lat_target")"
   row "GET /leads/:id req/s while the workers drain the POST backlog ($gd_left messages left at its end), p99 (ms)" "$(printf %.0f "$(kv "$gd" ok_rps)"), $(printf %.2f "$(kv "$gd" p99_ms)")" "≥ 10000" "$(met "$(kv "$gd" ok_rps)" ">=" 10000)"
+  if [[ -n "$gceil" ]]; then
+    row "PostgreSQL's own ceiling for GET /leads/:id's statements (pgbench, no HTTP, nothing else running): as sent / in one pipeline, tx/s" "$(printf %.0f "$(kv "$gceil" as_sent)") / $(printf %.0f "$(kv "$gceil" pipelined)")" "(none)" "n/a"
+  fi
   srow "$kind" "POST /leads, c$BENCH_CONNECTIONS, workers on" "$p" "$(printf %.0f "$ceil_tps") ($(kv "$ceil" how | tr , ' '))" "$(printf %.2f "$ratio")" "$(printf %.1f "$mb")"
   srow "$kind" "POST /leads, paced (c16, 16 ms pauses)" "$pp" "" "" ""
   srow "$kind" "GET /leads/:id, c$BENCH_CONNECTIONS, workers draining" "$gd" "" "" ""
-  srow "$kind" "GET /leads/:id, c$BENCH_CONNECTIONS, no backlog" "$g" "" "" ""
+  srow "$kind" "GET /leads/:id, c$BENCH_CONNECTIONS, no backlog" "$g" "${gceil:+$(printf %.0f "$(kv "$gceil" as_sent)") (pgbench, its statements as sent)}" "${gceil:+$(printf %.2f "$(calc "$(kv "$g" ok_rps) / $(kv "$gceil" as_sent)")")}" ""
   srow "$kind" "GET /leads/:id, paced (c16, 16 ms pauses)" "$gp" "" "" ""
   SUMMARY+="| $kind | worker process alone, sends/s | $(printf %.0f "$wrate") | | | | | | |"$'\n'
   row "peak RSS (MB)" "$(printf %.1f "$mb")" "< 30" "$(met "$mb" "<" 30)"
@@ -729,6 +771,7 @@ PY
 
 list_bench() {
   local kind=$1 url t0 port pid deep half first_s="" deep_s="" status_s="" q_s="" known_s k
+  local replay_s
   local BENCH_CONNECTIONS=$BENCH_LIST_CONNECTIONS # run_wrk's, for this phase
   t0=$(now_us)
   url=$(list_db "$kind")
@@ -757,6 +800,13 @@ list_bench() {
   run_wrk "$kind-list-known" post_known.lua "$port" "$BENCH_LIST_DURATION" \
     BENCH_KNOWN_EMAIL="bruno.silva1@example.com"
   known_s=$WRK
+  # A replayed request: the same Idempotency-Key and body, its stored answer served again.
+  local key="bench-replay-${kind//[^a-z]/-}-$$"
+  local body='{"name":"Replay Bench","email":"replay-'"$$"'@bench.test","phone":"+1999'"$$"'"}'
+  "${HELPER[@]}" idem-prime "$port" "$key" "$body" || die "$kind-list: priming the idempotent request failed"
+  run_wrk "$kind-list-replay" post_replay.lua "$port" "$BENCH_LIST_DURATION" \
+    BENCH_REPLAY_KEY="$key" BENCH_REPLAY_BODY="$body"
+  replay_s=$WRK
   kill -0 "$pid" 2>/dev/null || die "$kind-list died during the list runs (log: $TMP/$kind-list.log)"
   stop_service "$kind-list" "$pid"
   if [[ "$kind" == postgres* && -z "$LIST_PG_SEEDED" ]]; then LIST_PG_SEEDED=$(basename "$url"); fi
@@ -767,6 +817,7 @@ list_bench() {
   list_rows "GET /leads?status=" "$status_s" 10
   list_rows "GET /leads?q= (names, emails, phones)" "$q_s" 10
   list_rows "POST /leads of a known person (409)" "$known_s" 20
+  list_rows "POST /leads replayed (same Idempotency-Key and body: the stored 201)" "$replay_s" 20
   REPORT+=$'\n'"### SalesPad bench: lead list at $BENCH_LIST_LEADS leads, database $kind"$'\n\n'
   REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS -d ${BENCH_LIST_DURATION}s per row, serve --no-worker; phase wall time $(printf %.0f "$(calc "($(now_us) - $t0) / 1e6")") s (seeding included)"$'\n\n'
   REPORT+="| metric | value | target | met |"$'\n'"|---|---|---|---|"$'\n'"$ROWS"

@@ -24,6 +24,9 @@ Every subcommand talks only to 127.0.0.1, and every loop is bounded in count and
                                     sends/s (first 201 -> last acceptance), capture (201 read)
                                     -> accepted p50/p99/max (ms), and createdAt -> accepted
                                     (srv_p50/srv_p99)
+  idem-prime PORT KEY BODY          POST /leads BODY once with Idempotency-Key KEY (must be 201),
+                                    then once more (must be 201 with Idempotent-Replayed: true):
+                                    the stored answer a replay run then reads
   --- inbound replies (webhook section of bench.sh) ---
   seed-leads PORT N OUT             create N leads with a phone (+1666NNNNNNN) and an email over 4
                                     keep-alive connections; write "ID PHONE" per lead to OUT
@@ -403,13 +406,27 @@ def cmd_wa_deliver(port, path):
     print(n)
 
 
+def cmd_idem_prime(port, key, body):
+    c = conn(port)
+    for i in range(2):
+        c.request("POST", "/leads", body=body,
+                  headers={"Content-Type": "application/json", "Idempotency-Key": key})
+        r = c.getresponse()
+        r.read()
+        replayed = r.getheader("Idempotent-Replayed")
+        if r.status != 201 or (i == 1) != (replayed == "true"):
+            die("idem-prime: request %d answered %d, Idempotent-Replayed %r" % (i + 1, r.status,
+                                                                                 replayed))
+    c.close()
+
+
 def main(argv):
     cmds = {"freeport": (cmd_freeport, 0), "wait-ready": (cmd_wait_ready, 3),
             "latency": (cmd_latency, 2), "seed": (cmd_seed, 3),
             "wait-lines": (cmd_wait_lines, (3, 4)), "sink-stats": (cmd_sink_stats, 1),
             "capture-email": (cmd_capture_email, 5), "smtp-stats": (cmd_smtp_stats, 2),
             "seed-leads": (cmd_seed_leads, 3), "wa-bodies": (cmd_wa_bodies, 5),
-            "wa-deliver": (cmd_wa_deliver, 2)}
+            "wa-deliver": (cmd_wa_deliver, 2), "idem-prime": (cmd_idem_prime, 3)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 not in (
             cmds[argv[1]][1] if isinstance(cmds[argv[1]][1], tuple) else (cmds[argv[1]][1],)):
         print(__doc__, file=sys.stderr)

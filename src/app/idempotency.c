@@ -175,6 +175,11 @@ idempotency_start(struct idempotency *im, struct db_conn *conn, struct http_requ
     request_hash(req, call->hash);
     sk = arena_printf(req->arena, "%s\n%s", call->scope, call->key);
     sp_sha256(sk, strlen(sk), call->digest);
+    /* A stored answer first: replays never mark the key running, so that retries arriving
+     * together all replay instead of telling each other "still being processed". Read again
+     * once marked: the run before us may have stored its answer in between. */
+    if (answer_stored(im, conn, req, resp, call))
+        return IDEMPOTENCY_DONE;
     if (!flying_add(im, call->digest)) {
         running(resp, req->arena);
         return IDEMPOTENCY_DONE;

@@ -91,6 +91,24 @@ def test_concurrent_tries_make_one_effect(env):
     assert_eq(len(det["jobs"]), 2, "two welcome jobs, once")
 
 
+def test_concurrent_replays_of_a_done_key_all_replay(env):
+    """Retries of a request that completed long ago, arriving together, are all replays: none
+    of them is "still being processed" (each replay used to mark the key running while it read
+    the stored answer, so that a replay beside it got 409: a quarter of them under wrk)."""
+    srv = env.serve()
+    key = str(uuid.uuid4())
+    lead = {"name": "Re Play", "email": "replay@example.com", "phone": "+15550003"}
+    first = post(srv, "/leads", lead, key)
+    assert_eq(first.status, 201, "first (%r)" % (first,))
+    res = parallel(lambda _: [post(srv, "/leads", lead, key) for _ in range(25)],
+                   list(range(8)), threads=8)
+    got = [r for batch in res for r in batch]
+    bad = [(r.status, r.body) for r in got
+           if (r.status, r.body, r.header("Idempotent-Replayed")) != (201, first.body, "true")]
+    assert_eq(bad, [], "every concurrent retry replays the stored answer (of %d)" % len(got))
+    assert_eq(nleads(env), 1, "one lead")
+
+
 def test_expired_key_is_a_new_request(env):
     srv = env.serve(IDEMPOTENCY_TTL_S=1)
     key = str(uuid.uuid4())
