@@ -213,8 +213,8 @@ open_database(struct app *app, int pool_size, struct sp_error *err)
         return open_postgres(app, url, pool_size, err);
     return sp_error_set(err, SP_EINVAL, "DATABASE_URL",
                         "config: DATABASE_URL: must be sqlite:<path> or postgres://... (got "
-                        "\"%.40s\")",
-                        url);
+                        "\"%.60s\")",
+                        app->db_label); /* redacted: a key=value string may hold a password */
 }
 
 /* Whether a provider talks to the outside (through libcurl). */

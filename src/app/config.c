@@ -685,6 +685,45 @@ redact_query(struct outbuf *o, const char *q)
     }
 }
 
+/* Copies a libpq key=value string, each password's value (unquoted, or quoted with '...' and
+ * backslash escapes) replaced by ***. Spaces may surround the '='. */
+static void
+redact_conninfo(struct outbuf *o, const char *s)
+{
+    while (*s) {
+        size_t ws = strspn(s, " \t\n\r"), key, sp;
+
+        out_put(o, s, ws);
+        s += ws;
+        key = strcspn(s, "= \t\n\r");
+        sp = strspn(s + key, " \t\n\r");
+        if (s[key + sp] != '=') { /* not key=value: copy the word */
+            out_put(o, s, key + sp);
+            s += key + sp;
+            continue;
+        }
+        out_put(o, s, key + sp + 1);
+        if (!is_password_param(s, key)) {
+            s += key + sp + 1;
+            continue;
+        }
+        s += key + sp + 1;
+        ws = strspn(s, " \t\n\r");
+        out_put(o, s, ws);
+        s += ws;
+        out_put(o, "***", 3);
+        if (*s == '\'') {
+            for (s++; *s && *s != '\''; s++)
+                if (*s == '\\' && s[1] != '\0')
+                    s++;
+            if (*s == '\'')
+                s++;
+        } else {
+            s += strcspn(s, " \t\n\r");
+        }
+    }
+}
+
 const char *
 config_url_redact(const char *url, char *out, size_t cap)
 {
@@ -697,6 +736,10 @@ config_url_redact(const char *url, char *out, size_t cap)
     if (cap == 0)
         return out;
     out[0] = '\0';
+    if (scheme == NULL && strncmp(url, "sqlite:", 7) != 0) {
+        redact_conninfo(&o, url);
+        return out;
+    }
     out_put(&o, url, (size_t)(auth - url));
     /* userinfo is what comes before the last '@' of the authority; its password after ':' */
     for (size_t i = auth_len; i > 0; i--) {

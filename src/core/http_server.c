@@ -886,8 +886,13 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct http_server *s = cls;
     struct req_state *st = *con_cls;
 
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        log_debug("http: request ended early (code %d)", (int)toe);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && sp_log_level >= SP_LOG_DEBUG) {
+        int dropped; /* a client's doing, as often as it likes: limited like on_mhd_log's */
+        if (log_limit_pass(&s->mhd_log, MHD_LOG_PER_S, &dropped))
+            log_debug("http: request ended early (code %d; %d similar messages dropped before "
+                      "this one)",
+                      (int)toe, dropped);
+    }
     /* The next request on a kept-alive connection gets the header deadline from now: an idle
      * keep-alive connection is closed after HTTP_HEADER_TIMEOUT_MS too. */
     track_phase(conn, CONN_HEADERS);

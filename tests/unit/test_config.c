@@ -277,6 +277,21 @@ TEST(unit_config_url_redact_query_password)
     ASSERT_STREQ("postgres://db/sp?options=a:b@c", out);
 }
 
+/* A libpq key=value string is not a URL the service takes, but it is printed (--print-config,
+ * the error refusing it): its passwords are redacted too, quoted ones included. */
+TEST(unit_config_url_redact_conninfo_password)
+{
+    char out[256];
+
+    config_url_redact("host=h password=kvpw dbname=sp", out, sizeof(out));
+    ASSERT_STREQ("host=h password=*** dbname=sp", out);
+    config_url_redact("password = 'a b\\' c' sslpassword=k user=u", out, sizeof(out));
+    ASSERT(strstr(out, "a b") == NULL && strstr(out, "k ") == NULL);
+    ASSERT_STREQ("password = *** sslpassword=*** user=u", out);
+    config_url_redact("dbname=sp", out, sizeof(out));
+    ASSERT_STREQ("dbname=sp", out);
+}
+
 TEST(unit_config_rate_limit)
 {
     struct config cfg;
