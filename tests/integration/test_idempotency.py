@@ -126,3 +126,40 @@ def test_expired_key_is_a_new_request(env):
     r = wait_until(after_expiry, 10, "the key to expire")
     assert r.header("Idempotent-Replayed") is None, r
     assert_eq(nleads(env), 2, "the expired key's request ran")
+
+
+def test_expired_keys_are_pruned(env):
+    """Keys past IDEMPOTENCY_TTL_S are deleted: the first stored key of a process prunes, then
+    every 256th; a key that expired is gone after the next prune, a live one stays."""
+    srv = env.serve(IDEMPOTENCY_TTL_S=1)
+    old = str(uuid.uuid4())
+    assert_eq(post(srv, "/leads", {"name": "Old", "email": "old@example.com"}, old).status, 201,
+              "the key to expire")
+
+    def stored(k):
+        return env.db("SELECT COUNT(*) FROM idempotency_keys WHERE key = ?", (k,))[0][0]
+    assert_eq(stored(old), 1, "stored with its effect")
+    n = [0]
+
+    def store_one():
+        n[0] += 1
+        r = post(srv, "/leads", {"name": "P%d" % n[0], "email": "p%d@example.com" % n[0]},
+                 "probe-%d" % n[0])
+        assert_eq(r.status, 201, "probe %d" % n[0])
+
+    def moved_on():  # a key stored 1.5 s after the old one (polled, a few stored keys)
+        store_one()
+        lo, hi = env.db("SELECT MIN(created_at), MAX(created_at) FROM idempotency_keys")[0]
+        spread = hi - lo  # ms on SQLite, a timedelta on PostgreSQL
+        spread = spread.total_seconds() * 1000 if hasattr(spread, "total_seconds") else spread
+        return spread > 1500
+    wait_until(moved_on, 15, "a key stored 1.5 s after the first", interval=0.1)
+    assert n[0] < 200, "polled %d times" % n[0]
+    # The old key was the process's stored key number 0 (it pruned nothing yet); number 256
+    # prunes. Expired since the poll above, it stays until then.
+    while n[0] < 255:
+        store_one()
+    assert_eq(stored(old), 1, "expired but not pruned before the 256th stored key after it")
+    store_one()
+    assert_eq(stored(old), 0, "the expired key was pruned")
+    assert_eq((stored("probe-255"), stored("probe-256")), (1, 1), "live keys stay")
