@@ -377,10 +377,11 @@ start_http(struct app *app, struct sp_error *err)
 static void
 malloc_tune(void)
 {
+    /* Only another allocator refuses them (ASan's, musl's): nothing a user can act on. */
     if (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1)
-        log_warn("mallopt(M_MMAP_THRESHOLD) failed: big request buffers may stay resident");
+        log_debug("mallopt(M_MMAP_THRESHOLD) refused: big request buffers may stay resident");
     if (mallopt(M_ARENA_MAX, MALLOC_ARENAS) != 1)
-        log_warn("mallopt(M_ARENA_MAX) failed: more memory per connection");
+        log_debug("mallopt(M_ARENA_MAX) refused: more memory per connection");
 }
 
 int
