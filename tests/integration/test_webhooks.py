@@ -315,7 +315,8 @@ def test_whatsapp_refusals_store_nothing(env):
     assert_eq((r.status, r.json()["ignored"]), (200, 1), "another number's change")
     assert_eq(counts(env), before, "nothing stored by any refusal")
     out = env.serve(name="nosecret")  # no WHATSAPP_APP_SECRET: the door is closed
-    assert_eq(wa_post(out, payload).status, 503, "unconfigured webhook")
+    r = wa_post(out, payload)
+    assert_eq((r.status, r.header("Retry-After")), (503, "300"), "unconfigured webhook")
 
 
 def test_whatsapp_same_delivery_twenty_times_at_once(env):
@@ -427,7 +428,8 @@ def test_email_refusals_and_dedup(env):
     assert_eq(len(inbound(det, "email")), 1, "one message for the Message-Id")
     assert after[0] == before[0], "no new lead"
     out = env.serve(name="nokey")
-    assert_eq(mg_post(out, f).status, 503, "unconfigured email webhook")
+    r = mg_post(out, f)
+    assert_eq((r.status, r.header("Retry-After")), (503, "300"), "unconfigured email webhook")
 
 
 def test_email_with_big_attachments(env):

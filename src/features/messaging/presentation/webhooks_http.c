@@ -31,6 +31,9 @@
  * its timestamp already. Pruned once every PRUNE_EVERY deliveries. */
 #define TOKEN_KEEP_MS (2 * (int64_t)MG_TIMESTAMP_WINDOW_MS)
 #define PRUNE_EVERY 64
+/* A webhook without its secret answers 503 with this Retry-After: the providers redeliver
+ * (Meta for days), so the messages arrive once an operator sets the secret. */
+#define UNCONFIGURED_RETRY_S 300
 
 static void
 text_response(struct http_response *resp, int status, const char *body)
@@ -243,6 +246,7 @@ webhooks_http_whatsapp(struct webhooks_config *c, const struct leads_deps *d,
     if (c->whatsapp_app_secret == NULL || c->whatsapp_app_secret[0] == '\0') {
         log_warn("webhooks: WhatsApp delivery refused: WHATSAPP_APP_SECRET is not set");
         http_error1(resp, req->arena, 503, "WhatsApp webhook is not configured");
+        resp->retry_after = UNCONFIGURED_RETRY_S;
         return;
     }
     if (!wa_webhook_signature_ok(c->whatsapp_app_secret, req->hub_signature, req->body,
@@ -449,6 +453,7 @@ webhooks_http_email(struct webhooks_config *c, const struct leads_deps *d, struc
     if (c->email_signing_key == NULL || c->email_signing_key[0] == '\0') {
         log_warn("webhooks: inbound email refused: EMAIL_WEBHOOK_SIGNING_KEY is not set");
         http_error1(resp, req->arena, 503, "email webhook is not configured");
+        resp->retry_after = UNCONFIGURED_RETRY_S;
         return;
     }
     if (email_refused(c, req, resp, now, &m))
