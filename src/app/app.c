@@ -27,7 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Allocations from this size up get a mapping of their own (see start_http). */
+/* glibc's allocator settings (see malloc_tune): allocations from this size up get a mapping of
+ * their own; busy threads share this many arenas. */
 #define MMAP_THRESHOLD (128 * 1024)
 #define MALLOC_ARENAS 2
 

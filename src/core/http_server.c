@@ -879,20 +879,26 @@ on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *m
     return on_request(s, conn, st, url, method);
 }
 
+/* Whether a debug line about a client's doing (an aborted request, libmicrohttpd's messages on
+ * a connection) is let through: at most MHD_LOG_PER_S a second (see on_mhd_log). */
+static int
+noise_pass(struct http_server *s, int *dropped)
+{
+    return sp_log_level >= SP_LOG_DEBUG && log_limit_pass(&s->mhd_log, MHD_LOG_PER_S, dropped);
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
     struct http_server *s = cls;
     struct req_state *st = *con_cls;
+    int dropped;
 
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && sp_log_level >= SP_LOG_DEBUG) {
-        int dropped; /* a client's doing, as often as it likes: limited like on_mhd_log's */
-        if (log_limit_pass(&s->mhd_log, MHD_LOG_PER_S, &dropped))
-            log_debug("http: request ended early (code %d; %d similar messages dropped before "
-                      "this one)",
-                      (int)toe, dropped);
-    }
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && noise_pass(s, &dropped))
+        log_debug("http: request ended early (code %d; %d similar messages dropped before this "
+                  "one)",
+                  (int)toe, dropped);
     /* The next request on a kept-alive connection gets the header deadline from now: an idle
      * keep-alive connection is closed after HTTP_HEADER_TIMEOUT_MS too. */
     track_phase(conn, CONN_HEADERS);
@@ -919,7 +925,7 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
     size_t len;
     int dropped;
 
-    if (sp_log_level < SP_LOG_DEBUG || !log_limit_pass(&s->mhd_log, MHD_LOG_PER_S, &dropped))
+    if (!noise_pass(s, &dropped))
         return;
     if (vsnprintf(buf, sizeof(buf), fmt, ap) < 0)
         return;

@@ -257,39 +257,40 @@ TEST(unit_config_api_keys_trimmed)
     config_cleanup(&cfg);
 }
 
+/* config_url_redact of `url`, in a buffer of its own (valid until the next call). */
+static char redact_buf[256];
+
+static const char *
+redacted(const char *url)
+{
+    return config_url_redact(url, redact_buf, sizeof(redact_buf));
+}
+
 /* A password in the query string (libpq accepts ?password=) is redacted like the authority's. */
 TEST(unit_config_url_redact_query_password)
 {
-    char out[256];
-
-    config_url_redact("postgres://u@db/sp?sslmode=disable&password=s3cret&x=1", out, sizeof(out));
-    ASSERT(strstr(out, "s3cret") == NULL);
-    ASSERT_STREQ("postgres://u@db/sp?sslmode=disable&password=***&x=1", out);
-    config_url_redact("postgres://u:pw1@db/sp?password=pw2", out, sizeof(out));
-    ASSERT(strstr(out, "pw1") == NULL && strstr(out, "pw2") == NULL);
-    ASSERT_STREQ("postgres://u:***@db/sp?password=***", out);
-    config_url_redact("postgres://db/sp?sslpassword=k&application_name=a", out, sizeof(out));
-    ASSERT_STREQ("postgres://db/sp?sslpassword=***&application_name=a", out);
-    config_url_redact("sqlite:/tmp/a.db", out, sizeof(out));
-    ASSERT_STREQ("sqlite:/tmp/a.db", out);
+    ASSERT_STREQ("postgres://u@db/sp?sslmode=disable&password=***&x=1",
+                 redacted("postgres://u@db/sp?sslmode=disable&password=s3cret&x=1"));
+    ASSERT(strstr(redact_buf, "s3cret") == NULL);
+    ASSERT_STREQ("postgres://u:***@db/sp?password=***",
+                 redacted("postgres://u:pw1@db/sp?password=pw2"));
+    ASSERT(strstr(redact_buf, "pw1") == NULL && strstr(redact_buf, "pw2") == NULL);
+    ASSERT_STREQ("postgres://db/sp?sslpassword=***&application_name=a",
+                 redacted("postgres://db/sp?sslpassword=k&application_name=a"));
+    ASSERT_STREQ("sqlite:/tmp/a.db", redacted("sqlite:/tmp/a.db"));
     /* '@' or ':' inside the query string do not make an authority password */
-    config_url_redact("postgres://db/sp?options=a:b@c", out, sizeof(out));
-    ASSERT_STREQ("postgres://db/sp?options=a:b@c", out);
+    ASSERT_STREQ("postgres://db/sp?options=a:b@c", redacted("postgres://db/sp?options=a:b@c"));
 }
 
 /* A libpq key=value string is not a URL the service takes, but it is printed (--print-config,
  * the error refusing it): its passwords are redacted too, quoted ones included. */
 TEST(unit_config_url_redact_conninfo_password)
 {
-    char out[256];
-
-    config_url_redact("host=h password=kvpw dbname=sp", out, sizeof(out));
-    ASSERT_STREQ("host=h password=*** dbname=sp", out);
-    config_url_redact("password = 'a b\\' c' sslpassword=k user=u", out, sizeof(out));
-    ASSERT(strstr(out, "a b") == NULL && strstr(out, "k ") == NULL);
-    ASSERT_STREQ("password = *** sslpassword=*** user=u", out);
-    config_url_redact("dbname=sp", out, sizeof(out));
-    ASSERT_STREQ("dbname=sp", out);
+    ASSERT_STREQ("host=h password=*** dbname=sp", redacted("host=h password=kvpw dbname=sp"));
+    ASSERT_STREQ("password = *** sslpassword=*** user=u",
+                 redacted("password = 'a b\\' c' sslpassword=k user=u"));
+    ASSERT(strstr(redact_buf, "a b") == NULL && strstr(redact_buf, "k ") == NULL);
+    ASSERT_STREQ("dbname=sp", redacted("dbname=sp"));
 }
 
 TEST(unit_config_rate_limit)

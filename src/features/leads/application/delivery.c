@@ -704,7 +704,7 @@ record_in_tx(const struct delivery_deps *d, struct arena *a, struct work *w, int
         rc = lead_repo_lead_lock(d->repo, w->msg.lead_id, &rerr);
     } else if (*changed_to >= 0) {
         /* We changed it: no compare-and-set from the claimed status, bound to find nothing. */
-        w->lead.status = (enum lead_status) * changed_to;
+        w->lead.status = (enum lead_status)(*changed_to);
     }
     after = w->lead.status;
     if (rc == SP_OK)
