@@ -27,6 +27,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/gate.h"
 #include "core/log.h"
 #include "core/sse_hub.h"
 #include "core/xmalloc.h"
@@ -60,11 +61,17 @@
 /* Streams reading the store at once (a resume, a slow client): the others wait their turn, so
  * that a thousand of them never hold the pool's connections the API needs. */
 #define STORE_READERS 4
+/* Streams copying and sending at once (core/gate.h): two, one per core of the machine this was
+ * measured on; more only adds runnable threads, as one stream fills a socket at memory speed. A
+ * stream whose client stops reading holds its slot GATE_LEASE_MS at most. */
+#define GATE_SLOTS 2
+#define GATE_LEASE_MS 100
 #define NEVER INT64_MAX
 
 struct events_feed {
     struct app *app;
     struct sse_hub *hub; /* NULL without HTTP: the thread only NOTIFYs */
+    struct gate *gate;   /* the streams' turns; with the hub */
     struct events_http http;
     struct lead_feed_fence fence;
     struct arena *arena;
@@ -366,8 +373,14 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
         return sp_error_set(err, SP_EINTERNAL, NULL, "events: eventfd: %s", strerror(e));
     }
     if (with_streams) {
+        int rc = gate_new(GATE_SLOTS, GATE_LEASE_MS, &f->gate, err);
+        if (rc != SP_OK) {
+            events_feed_free(f); /* not running yet: frees what was made */
+            return rc;
+        }
         f->hub = sse_hub_new(HUB_FRAMES, HUB_BYTES, 0);
         f->http.hub = f->hub;
+        f->http.gate = f->gate;
         f->http.store.open = store_open;
         f->http.store.close = store_close;
         f->http.store.ctx = f;
@@ -418,6 +431,7 @@ events_feed_free(struct events_feed *f)
     }
     db_close(f->listen);
     sse_hub_free(f->hub);
+    gate_free(f->gate);
     arena_free(f->arena);
     pthread_cond_destroy(&f->slots_cv);
     pthread_mutex_destroy(&f->slots_mu);

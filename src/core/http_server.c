@@ -298,7 +298,10 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
      * every stream at once, and a thousand runnable threads at nice 10 still outweigh a few
      * request threads at nice 0; SCHED_IDLE's weight is the smallest there is. A thread may
      * take SCHED_IDLE but not give it up without privileges, which is why a stream's connection
-     * closes after it (send_response): this thread never serves another request. */
+     * closes after it (send_response): this thread never serves another request. (Smallest is
+     * not nothing: hundreds of runnable SCHED_IDLE threads still weigh as much as a request
+     * thread, so the stream itself also limits how many of its kind run: events_http.c's
+     * turns.) */
     if (!b->is_idle_class) {
         struct sched_param none = {0};
         int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);

@@ -8,6 +8,7 @@
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/gate.h"
 #include "core/http.h"
 #include "core/sse_hub.h"
 #include "fakes/t_env.h"
@@ -872,5 +873,35 @@ TEST(unit_events_stream_coalesces_publications)
     ASSERT_CONTAINS(buf, b.id);
     ASSERT_CONTAINS(buf, c.id); /* both publications in the one read */
     stream_close(&s);
+    feed_free(tf);
+}
+
+/* Streams take turns at the gate (core/gate.h) to copy: a stream whose client stopped reading
+ * right after a read (its send blocked, its turn held) keeps the others waiting no longer than
+ * the gate's lease, and its close gives back nothing it no longer holds. */
+TEST(unit_events_stream_turns_a_stalled_stream_holds_no_more_than_its_lease)
+{
+    struct t_feed *tf = feed_new(T_MEM, 1024);
+    struct sp_error err = {0};
+    struct http_response stalled, other;
+    struct lead a;
+    char got[64][SP_UUID_LEN + 1];
+    int pings, ended;
+    int64_t t0;
+
+    ASSERT_OK(gate_new(1, 200, &tf->eh.gate, &err));
+    open_stream(tf, NULL, NULL, &stalled);
+    open_stream(tf, NULL, NULL, &other);
+    t_env_create(tf->env, "A", "a@example.com", NULL, &a);
+    feed_round(tf);
+    ASSERT_EQ(2, read_events(&stalled, 2, got, &pings, &ended)); /* and reads no more */
+    ASSERT_EQ(0, gate_waiters(tf->eh.gate));
+    t0 = sp_mono_ms();
+    ASSERT_EQ(2, read_events(&other, 2, got, &pings, &ended));
+    ASSERT(sp_mono_ms() - t0 >= 199); /* it did wait for the lease (a lower bound only) */
+    stream_close(&stalled);           /* a stale turn: nothing given back */
+    stream_close(&other);
+    ASSERT_EQ(0, gate_waiters(tf->eh.gate));
+    gate_free(tf->eh.gate);
     feed_free(tf);
 }

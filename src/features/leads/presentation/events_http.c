@@ -6,11 +6,19 @@
  * copied straight from the hub into the server's buffer, or, when the stream's cursor is older
  * than the hub's ring, the next page read from the store. With nothing to send it sleeps on
  * the hub until the next publication or until the heartbeat is due. A stream ends only when
- * the hub closes (the process stops) or its client goes away; read() never fails. */
+ * the hub closes (the process stops) or its client goes away; read() never fails.
+ *
+ * Turns: a stream copies and sends only while it holds a slot of the process's gate
+ * (core/gate.h, two slots), for a quantum of bytes or time, and never while it sleeps or reads
+ * the store. Without turns, a burst leaves hundreds of streams behind the hub, all runnable at
+ * once: their SCHED_IDLE threads, each of the smallest weight, together outweighed the threads
+ * answering requests (saturated captures fell to 52-70 % of their rate with 1,000 streams
+ * open; with turns 83-94 %, docs/performance.md). */
 #include "features/leads/presentation/events_http.h"
 
 #include "core/arena.h"
 #include "core/clock.h"
+#include "core/gate.h"
 #include "core/jsonw.h"
 #include "core/log.h"
 #include "core/sse_hub.h"
@@ -33,9 +41,13 @@
 #define STORE_RETRY_MS 1000 /* a stream whose read of the store failed tries again this late */
 /* EVENTS_COALESCE_MS (events_http.h): without it, each publication (a commit: hundreds a second
  * under load) wakes every caught-up stream's thread to write a frame or two. (At saturation the
- * streams are behind anyway and copy without sleeping: there the cost is the bytes, see
- * docs/performance.md.) */
+ * streams are behind anyway and copy without sleeping, in turns.) */
 #define COALESCE_MS EVENTS_COALESCE_MS
+/* Turns at the gate (core/gate.h): a stream copies and sends only while it holds a slot, and
+ * keeps it for this many bytes or milliseconds (many blocks: one hand-over, one wake-up, per
+ * quantum rather than per block), then queues again behind the others. */
+#define GATE_QUANTUM_BYTES (256 * 1024)
+#define GATE_QUANTUM_MS 4
 
 struct events_stream {
     const struct events_http *eh;
@@ -44,9 +56,10 @@ struct events_stream {
     struct arena *arena;           /* catch-up renders, reset after each page */
     char *pend;                    /* bytes to send before anything else: pend[off..len) */
     size_t pend_len, pend_off, pend_cap;
-    int64_t last_sent; /* sp_mono_ms() when bytes were last handed out */
-    int64_t retry_at;  /* 0, or when to read the store again after a failure */
-    int caught_up;     /* its last read from the hub reached the hub's high-water mark */
+    int64_t last_sent;     /* sp_mono_ms() when bytes were last handed out */
+    int64_t retry_at;      /* 0, or when to read the store again after a failure */
+    int caught_up;         /* its last read from the hub reached the hub's high-water mark */
+    struct gate_pass pass; /* its turn at eh->gate */
     struct log_limit log;
 };
 
@@ -218,6 +231,38 @@ pace(struct events_stream *st)
     nanosleep(&ts, NULL);
 }
 
+/* Waits for the stream's turn to copy (not once the hub is closed: then every stream only ends). */
+static void
+turn_take(struct events_stream *st)
+{
+    if (st->eh->gate != NULL && !sse_hub_closed(st->eh->hub))
+        gate_enter(st->eh->gate, &st->pass);
+}
+
+static void
+turn_end(struct events_stream *st)
+{
+    if (st->eh->gate != NULL)
+        gate_leave(st->eh->gate, &st->pass);
+}
+
+/* `n` bytes handed out under the stream's turn. */
+static void
+turn_count(struct events_stream *st, size_t n)
+{
+    st->pass.bytes += n;
+    st->last_sent = sp_mono_ms();
+}
+
+/* At each read (the block before it is sent): the turn ends after its quantum. */
+static void
+turn_check(struct events_stream *st)
+{
+    if (gate_holds(&st->pass) && (st->pass.bytes >= GATE_QUANTUM_BYTES ||
+                                  sp_mono_ms() - st->pass.since_ms >= GATE_QUANTUM_MS))
+        turn_end(st);
+}
+
 static int
 stream_read(void *ctx, char *buf, size_t cap, size_t *len)
 {
@@ -225,6 +270,7 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
     struct sse_hub *hub = st->eh->hub;
 
     *len = 0;
+    turn_check(st);
     for (;;) {
         uint64_t seen;
         int64_t wait;
@@ -234,16 +280,20 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
             size_t n = st->pend_len - st->pend_off;
             if (n > cap)
                 n = cap;
+            turn_take(st);
             memcpy(buf, st->pend + st->pend_off, n);
             st->pend_off += n;
-            st->last_sent = sp_mono_ms();
+            turn_count(st, n);
             *len = n;
             return SP_OK;
         }
         pend_clear(st);
-        if (st->caught_up)
+        if (st->caught_up) {
+            turn_end(st);
             pace(st);
+        }
         seen = sse_hub_version(hub);
+        turn_take(st);
         res = from_hub(st, buf, cap, len);
         st->caught_up = res == SSE_READ_OK && st->cursor >= sse_hub_high(hub);
         if (res == SSE_READ_CLOSED) {
@@ -251,9 +301,10 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
             return SP_OK;
         }
         if (res == SSE_READ_OK && *len > 0) {
-            st->last_sent = sp_mono_ms();
+            turn_count(st, *len);
             return SP_OK;
         }
+        turn_end(st); /* a read of the store or a wait comes: not under a turn */
         /* Behind the hub: the next page from the store. A failure (the database away, or
          * busy past this thread's patience under load) does not end the stream: it keeps its
          * place, pings, and tries again, so a hiccup never sends every client reconnecting. */
@@ -282,6 +333,7 @@ stream_close(void *ctx)
 {
     struct events_stream *st = ctx;
 
+    turn_end(st);
     sse_hub_leave(st->eh->hub);
     arena_free(st->arena);
     free(st->pend);
@@ -386,6 +438,7 @@ events_http_stream(const struct events_http *eh, struct http_request *req,
     st = xcalloc(1, sizeof(*st));
     st->eh = eh;
     st->cursor = cursor;
+    st->pass = (struct gate_pass)GATE_PASS_INIT;
     memcpy(st->lead_id, lead_id, strlen(lead_id) + 1);
     st->arena = arena_new();
     st->last_sent = sp_mono_ms();

@@ -16,6 +16,7 @@
 #include "features/leads/domain/lead_repo.h"
 
 struct arena;
+struct gate;
 struct sse_hub;
 
 /* How a stream reaches the store for one short read: open() lends a repository (on a pooled
@@ -33,6 +34,7 @@ struct events_store {
 
 struct events_http {
     struct sse_hub *hub; /* borrowed */
+    struct gate *gate;   /* borrowed; NULL: streams copy without taking turns (events_http.c) */
     struct events_store store;
     int heartbeat_ms; /* the longest silence on a stream: then ": ping" */
     int retry_ms;     /* sent as "retry:": the client's reconnection delay */

@@ -1,0 +1,205 @@
+/* test_gate.c: core/gate: never more holders than slots, turns in arrival order (a thread that
+ * leaves and enters again queues behind the waiters), a holder that overstays its lease loses
+ * the slot to the oldest waiter and its late leave changes nothing. Waits poll, no sleeps. */
+#include "t.h"
+
+#include "core/clock.h"
+#include "core/gate.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+/* Polls until `g` has `n` waiters (at most 10 s). */
+static int
+waiters_reach(struct gate *g, int n)
+{
+    int64_t until = sp_mono_ms() + 10000;
+
+    while (gate_waiters(g) != n) {
+        if (sp_mono_ms() > until)
+            return 0;
+        sched_yield();
+    }
+    return 1;
+}
+
+/* ---- at most `slots` inside ---------------------------------------------------------------- */
+
+struct crowd {
+    struct gate *g;
+    atomic_int inside, most, done;
+};
+
+static void *
+crowd_member(void *arg)
+{
+    struct crowd *c = arg;
+    struct gate_pass p = GATE_PASS_INIT;
+
+    for (int i = 0; i < 300; i++) {
+        gate_enter(c->g, &p);
+        int now = atomic_fetch_add(&c->inside, 1) + 1;
+        int most = atomic_load(&c->most);
+        while (now > most && !atomic_compare_exchange_weak(&c->most, &most, now))
+            ;
+        for (int k = 0; k < 3; k++)
+            sched_yield(); /* stay inside a little: let the others try */
+        atomic_fetch_sub(&c->inside, 1);
+        atomic_fetch_add(&c->done, 1);
+        gate_leave(c->g, &p);
+    }
+    return NULL;
+}
+
+TEST(unit_gate_never_lets_in_more_than_its_slots)
+{
+    struct crowd c = {0};
+    struct sp_error err = {0};
+    pthread_t t[8];
+
+    ASSERT_OK(gate_new(2, 60000, &c.g, &err));
+    for (int i = 0; i < 8; i++)
+        ASSERT_EQ(0, pthread_create(&t[i], NULL, crowd_member, &c));
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    ASSERT_EQ(8 * 300, atomic_load(&c.done));
+    ASSERT(atomic_load(&c.most) <= 2);
+    ASSERT_EQ(2, atomic_load(&c.most)); /* and it did let two in */
+    ASSERT_EQ(0, gate_waiters(c.g));
+    gate_free(c.g);
+}
+
+TEST(unit_gate_refuses_no_slots)
+{
+    struct gate *g = NULL;
+    struct sp_error err = {0};
+
+    ASSERT_EQ(SP_EINVAL, gate_new(0, 100, &g, &err));
+    ASSERT(g == NULL);
+    ASSERT_EQ(SP_EINVAL, gate_new(1, 0, &g, &err));
+}
+
+/* ---- arrival order -------------------------------------------------------------------------- */
+
+struct queuer {
+    struct gate *g;
+    atomic_int *next; /* the order of service, shared */
+    int served;       /* this one's place in it */
+};
+
+static void *
+queue_up(void *arg)
+{
+    struct queuer *q = arg;
+    struct gate_pass p = GATE_PASS_INIT;
+
+    gate_enter(q->g, &p);
+    q->served = atomic_fetch_add(q->next, 1);
+    gate_leave(q->g, &p);
+    return NULL;
+}
+
+TEST(unit_gate_serves_in_arrival_order_without_barging)
+{
+    struct gate *g = NULL;
+    struct sp_error err = {0};
+    struct gate_pass mine = GATE_PASS_INIT;
+    atomic_int next = 0;
+    struct queuer q[3];
+    pthread_t t[3];
+
+    ASSERT_OK(gate_new(1, 60000, &g, &err));
+    gate_enter(g, &mine);
+    ASSERT(gate_holds(&mine));
+    for (int i = 0; i < 3; i++) {
+        q[i] = (struct queuer){g, &next, -1};
+        ASSERT_EQ(0, pthread_create(&t[i], NULL, queue_up, &q[i]));
+        ASSERT(waiters_reach(g, i + 1)); /* queued before the next one starts */
+    }
+    /* Leaving and entering again: the three waiting go first. */
+    gate_leave(g, &mine);
+    ASSERT(!gate_holds(&mine));
+    gate_enter(g, &mine);
+    int me = atomic_fetch_add(&next, 1);
+    gate_leave(g, &mine);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        ASSERT_EQ(i, q[i].served);
+    }
+    ASSERT_EQ(3, me);
+    gate_free(g);
+}
+
+TEST(unit_gate_enter_while_holding_keeps_the_slot)
+{
+    struct gate *g = NULL;
+    struct sp_error err = {0};
+    struct gate_pass p = GATE_PASS_INIT, other = GATE_PASS_INIT;
+
+    ASSERT_OK(gate_new(2, 60000, &g, &err));
+    gate_enter(g, &p);
+    int slot = p.slot;
+    p.bytes = 5;
+    gate_enter(g, &p); /* held: no second slot, the count kept */
+    ASSERT_EQ(slot, p.slot);
+    ASSERT_EQ(5, (int)p.bytes);
+    gate_enter(g, &other); /* the second slot is still free */
+    ASSERT(other.slot != p.slot);
+    gate_leave(g, &p);
+    gate_leave(g, &p); /* twice: a no-op */
+    gate_leave(g, &other);
+    ASSERT_EQ(0, gate_waiters(g));
+    gate_free(g);
+}
+
+/* ---- leases --------------------------------------------------------------------------------- */
+
+struct taker {
+    struct gate *g;
+    struct gate_pass p;
+    int64_t waited_ms;
+    atomic_int in;
+};
+
+static void *
+take_slot(void *arg)
+{
+    struct taker *k = arg;
+    int64_t t0 = sp_mono_ms();
+
+    gate_enter(k->g, &k->p);
+    k->waited_ms = sp_mono_ms() - t0;
+    atomic_store(&k->in, 1);
+    return NULL;
+}
+
+TEST(unit_gate_an_overstayed_lease_goes_to_the_oldest_waiter)
+{
+    struct gate *g = NULL;
+    struct sp_error err = {0};
+    struct gate_pass stuck = GATE_PASS_INIT;
+    struct taker a = {0}, b = {0};
+    pthread_t ta, tb;
+
+    ASSERT_OK(
+        gate_new(1, 1000, &g, &err)); /* long enough for the checks below, even under valgrind */
+    gate_enter(g, &stuck);            /* and never leaves in time: a client that stopped reading */
+    a.g = b.g = g;
+    a.p = b.p = (struct gate_pass)GATE_PASS_INIT;
+    ASSERT_EQ(0, pthread_create(&ta, NULL, take_slot, &a));
+    pthread_join(ta, NULL);
+    ASSERT(a.waited_ms >= 999); /* not before the lease ran out */
+    ASSERT(gate_holds(&a.p));
+    /* The stale holder's leave frees nothing: b queues (had it found the slot free, it would
+     * have taken it at once, and nobody would ever wait) until a leaves. */
+    gate_leave(g, &stuck);
+    ASSERT(!gate_holds(&stuck));
+    ASSERT_EQ(0, pthread_create(&tb, NULL, take_slot, &b));
+    ASSERT(waiters_reach(g, 1));
+    gate_leave(g, &a.p);
+    pthread_join(tb, NULL);
+    ASSERT(gate_holds(&b.p));
+    gate_leave(g, &b.p);
+    gate_free(g);
+}
