@@ -61,10 +61,11 @@
 /* Streams reading the store at once (a resume, a slow client): the others wait their turn, so
  * that a thousand of them never hold the pool's connections the API needs. */
 #define STORE_READERS 4
-/* Streams copying and sending at once (core/gate.h): two, one per core of the machine this was
- * measured on; more only adds runnable threads, as one stream fills a socket at memory speed. A
- * stream whose client stops reading holds its slot GATE_LEASE_MS at most. */
-#define GATE_SLOTS 2
+/* Streams copying and sending at once (core/gate.h): one per core (two on the machine it was
+ * measured on), at most GATE_SLOTS_MAX; more would only add runnable threads, as one stream
+ * fills a socket at memory speed. A stream whose client stops reading holds its slot
+ * GATE_LEASE_MS at most. */
+#define GATE_SLOTS_MAX 16
 #define GATE_LEASE_MS 100
 #define NEVER INT64_MAX
 
@@ -373,7 +374,9 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
         return sp_error_set(err, SP_EINTERNAL, NULL, "events: eventfd: %s", strerror(e));
     }
     if (with_streams) {
-        int rc = gate_new(GATE_SLOTS, GATE_LEASE_MS, &f->gate, err);
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int slots = cores < 1 ? 1 : cores > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : (int)cores;
+        int rc = gate_new(slots, GATE_LEASE_MS, &f->gate, err);
         if (rc != SP_OK) {
             events_feed_free(f); /* not running yet: frees what was made */
             return rc;

@@ -9,9 +9,9 @@
  * the hub closes (the process stops) or its client goes away; read() never fails.
  *
  * Turns: a stream copies and sends only while it holds a slot of the process's gate
- * (core/gate.h, two slots), for a quantum of bytes or time, and never while it sleeps or reads
- * the store. Without turns, a burst leaves hundreds of streams behind the hub, all runnable at
- * once: their SCHED_IDLE threads, each of the smallest weight, together outweighed the threads
+ * (core/gate.h, a slot per core), for a quantum of bytes or time, and never while it sleeps or
+ * reads the store. Without turns, a burst leaves hundreds of streams behind the hub, all runnable
+ * at once: their SCHED_IDLE threads, each of the smallest weight, together outweighed the threads
  * answering requests (saturated captures fell to 52-70 % of their rate with 1,000 streams
  * open; with turns 83-94 %, docs/performance.md). */
 #include "features/leads/presentation/events_http.h"
