@@ -1,23 +1,19 @@
 /* gate.h: at most `slots` threads at a time inside a stretch of background work, let in by
  * order of arrival.
  *
- * Why: the server-sent event streams run one thread each (a thousand of them), in SCHED_IDLE so
- * that they take only the CPU the requests leave. But SCHED_IDLE is a small weight, not zero:
- * under a burst, hundreds of streams behind the hub are runnable at once, and together they
- * outweigh the few threads answering requests. Through the gate, a stream copies and sends only
- * while it holds a slot, so the runnable ones are `slots`, whatever the number of streams; the
- * others sleep on their own condition variable, not runnable at all.
- *
- * - Order: a slot freed by gate_leave() goes straight to the oldest waiter (no barging: the
- *   thread that leaves and enters again queues behind everyone already waiting), so every
- *   stream progresses and none starves.
- * - Leases: a holder that keeps a slot longer than `lease_ms` (its client stopped reading and its
- *   send blocks, or it is starved of CPU) loses it to the oldest waiter; the holder's pass is
- *   then stale, and its next gate_leave() is a no-op. A gate can thus have, for a moment, more
- *   threads working than slots, never more waiting for ever.
- *
- * A pass belongs to one thread at a time (the stream's); it is plain data, initialised with
- * GATE_PASS_INIT. Thread-safe. Knows nothing of streams. */
+ * Why: the server-sent event streams run a thread each, in SCHED_IDLE, to take only the CPU the
+ * requests leave. But SCHED_IDLE is a small weight, not zero: after a burst, hundreds of streams
+ * behind the hub are runnable at once and together outweigh the few threads answering requests.
+ * Through the gate a stream copies and sends only while it holds a slot: `slots` of them run,
+ * the others sleep on a condition variable of their own, not runnable at all.
+ * - Order: a slot freed by gate_leave() goes straight to the oldest waiter (no barging: a thread
+ *   that leaves and enters again queues behind everyone waiting), so none starves.
+ * - Leases: a holder that keeps a slot over `lease_ms` (its client stopped reading and its send
+ *   blocks, or it gets no CPU) loses it to the oldest waiter; its pass goes stale and its next
+ *   gate_leave() is a no-op. For a moment more threads may work than there are slots; none
+ *   waits for ever.
+ * A pass is plain data owned by one thread at a time, initialised with GATE_PASS_INIT.
+ * Thread-safe. Knows nothing of streams. */
 #pragma once
 
 #include "core/err.h"
