@@ -383,8 +383,13 @@ run_suite() {
   url=$(db_url "$kind" main) sink="$TMP/$kind-main.sink"
   log "== $kind: $url"
 
+  # Two start times: the first start migrates the empty database; the restart (on the database
+  # it migrated, before any load) is the usual start. The runs below use the restarted service.
+  start_service "$kind-first" "$url" "$sink" serve
+  local ready_ms=$SVC_READY_MS
+  stop_service "$kind-first" "$SVC_PID"
   start_service "$kind-serve" "$url" "$sink" serve
-  local pid=$SVC_PID port=$SVC_PORT ready_ms=$SVC_READY_MS
+  local pid=$SVC_PID port=$SVC_PORT restart_ms=$SVC_READY_MS
   WRK_SERVER_PID=$pid
 
   log "lead -> sent at rest: $BENCH_LATENCY_N sequential captures"
@@ -529,7 +534,7 @@ run_suite() {
   srow "$kind" "GET /leads/:id, paced (c16, 16 ms pauses)" "$gp" "" "" ""
   SUMMARY+="| $kind | worker process alone, sends/s | $(printf %.0f "$wrate") | | | | | | |"$'\n'
   row "peak RSS (MB)" "$(printf %.1f "$mb")" "< 30" "$(met "$mb" "<" 30)"
-  row "start → ready (ms)" "$(printf %.1f "$ready_ms")" "< 100" "$(met "$ready_ms" "<" 100)"
+  row "start → ready (ms): restart / first start (migrating the empty database)" "$(printf %.1f "$restart_ms") / $(printf %.1f "$ready_ms")" "< 100 (restart)" "$(met "$restart_ms" "<" 100)"
   NOTES+=("$kind: server CPU during POST $(printf %.0f "$post_cpu")% / GET $(printf %.0f "$get_cpu")% of one core ($(nproc) cores shared with wrk); lead → sent wall clock as seen by the client p50/p99 $(kv "$lat" wall_p50_ms) / $(kv "$lat" wall_p99_ms) ms")
   REPORT+=$'\n'"### SalesPad bench: database $kind (DATABASE_URL=${url%%:*}:…/$(basename "${url#*:}")), salespad $("$BIN" --version | awk '{print $2}')"$'\n\n'
   REPORT+="wrk -c $BENCH_CONNECTIONS -t $BENCH_THREADS -d ${BENCH_DURATION}s on 127.0.0.1; HTTP_THREADS=$(cfg HTTP_THREADS) WORKER_CONCURRENCY=$(cfg WORKER_CONCURRENCY); $(nproc) CPUs"$'\n\n'
