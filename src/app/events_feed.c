@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,9 +62,9 @@
 /* Streams reading the store at once (a resume, a slow client): the others wait their turn, so
  * that a thousand of them never hold the pool's connections the API needs. */
 #define STORE_READERS 4
-/* Streams copying and sending at once (core/gate.h): one per core (two on the machine it was
- * measured on), at most GATE_SLOTS_MAX; more would only add runnable threads, as one stream
- * fills a socket at memory speed. A stream whose client stops reading holds its slot
+/* Streams copying and sending at once (core/gate.h): one per core the process may use (two on
+ * the machine it was measured on), at most GATE_SLOTS_MAX; more would only add runnable threads, as
+ * one stream fills a socket at memory speed. A stream whose client stops reading holds its slot
  * GATE_LEASE_MS at most. */
 #define GATE_SLOTS_MAX 16
 #define GATE_LEASE_MS 100
@@ -345,6 +346,22 @@ feed_main(void *arg)
 
 /* ---- life cycle --------------------------------------------------------------------------- */
 
+/* The CPUs this process may run on (its affinity: a container's cpuset), 1..GATE_SLOTS_MAX. */
+static int
+cores_usable(void)
+{
+    cpu_set_t set;
+    int n = 0;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        n = online < 1 ? 1 : online > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : (int)online;
+    }
+    return n > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : n;
+}
+
 int
 events_feed_start(struct app *app, int with_streams, struct events_feed **out, struct sp_error *err)
 {
@@ -374,8 +391,7 @@ events_feed_start(struct app *app, int with_streams, struct events_feed **out, s
         return sp_error_set(err, SP_EINTERNAL, NULL, "events: eventfd: %s", strerror(e));
     }
     if (with_streams) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        int slots = cores < 1 ? 1 : cores > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : (int)cores;
+        int slots = cores_usable();
         int rc = gate_new(slots, GATE_LEASE_MS, &f->gate, err);
         if (rc != SP_OK) {
             events_feed_free(f); /* not running yet: frees what was made */

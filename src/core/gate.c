@@ -16,7 +16,8 @@
 
 struct waiter {
     pthread_cond_t cv;
-    int slot; /* -1 until granted */
+    int monotonic; /* cv's deadlines are on CLOCK_MONOTONIC (else CLOCK_REALTIME) */
+    int slot;      /* -1 until granted */
     struct waiter *next;
 };
 
@@ -118,11 +119,17 @@ grant_head(struct gate *g, int s)
         pthread_cond_signal(&g->head->cv);
 }
 
+/* The moment `due` (sp_mono_ms() time) on the clock of w's condition variable. */
 static void
-deadline_ts(int64_t ms, struct timespec *ts)
+deadline_ts(const struct waiter *w, int64_t due, struct timespec *ts)
 {
-    ts->tv_sec = (time_t)(ms / 1000);
-    ts->tv_nsec = (long)(ms % 1000) * 1000000L;
+    if (!w->monotonic) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        due += (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - sp_mono_ms();
+    }
+    ts->tv_sec = (time_t)(due / 1000);
+    ts->tv_nsec = (long)(due % 1000) * 1000000L;
 }
 
 /* Queues the caller and sleeps until it is granted a slot; the caller holds the lock. */
@@ -133,7 +140,7 @@ wait_turn(struct gate *g)
     pthread_condattr_t attr;
 
     pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    w.monotonic = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
     pthread_cond_init(&w.cv, &attr);
     pthread_condattr_destroy(&attr);
     if (g->tail != NULL)
@@ -152,7 +159,7 @@ wait_turn(struct gate *g)
                 s = oldest_slot(g);
                 due = g->slots[s].since_ms + g->lease_ms;
                 if (due > sp_mono_ms()) {
-                    deadline_ts(due, &ts);
+                    deadline_ts(&w, due, &ts);
                     pthread_cond_timedwait(&w.cv, &g->mu, &ts);
                     continue;
                 }
@@ -221,6 +228,18 @@ gate_waiters(struct gate *g)
 
     pthread_mutex_lock(&g->mu);
     n = g->nwaiting;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+int
+gate_slots_free(struct gate *g)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < g->nslots; i++)
+        n += !g->slots[i].busy;
     pthread_mutex_unlock(&g->mu);
     return n;
 }

@@ -50,3 +50,5 @@ void gate_leave(struct gate *g, struct gate_pass *p);
 int gate_holds(const struct gate_pass *p);
 /* The threads waiting for a slot now. */
 int gate_waiters(struct gate *g);
+/* The slots nobody holds now (a slot whose lease was lost is held by its new holder). */
+int gate_slots_free(struct gate *g);

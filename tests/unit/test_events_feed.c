@@ -898,9 +898,11 @@ TEST(unit_events_stream_turns_a_stalled_stream_holds_no_more_than_its_lease)
     ASSERT_EQ(2, read_events(&stalled, 2, got, &pings, &ended)); /* and reads no more */
     ASSERT_EQ(0, gate_waiters(tf->eh.gate));
     ASSERT_EQ(2, read_events(&other, 2, got, &pings, &ended));
-    ASSERT(sp_mono_ms() - t0 >= 200); /* it did wait for the lease (a lower bound only) */
-    stream_close(&stalled);           /* a stale turn: nothing given back */
+    ASSERT(sp_mono_ms() - t0 >= 200);           /* it did wait for the lease (a lower bound only) */
+    stream_close(&stalled);                     /* a stale turn: nothing given back, */
+    ASSERT_EQ(0, gate_slots_free(tf->eh.gate)); /* other holds the slot */
     stream_close(&other);
+    ASSERT_EQ(1, gate_slots_free(tf->eh.gate));
     ASSERT_EQ(0, gate_waiters(tf->eh.gate));
     gate_free(tf->eh.gate);
     feed_free(tf);

@@ -297,6 +297,7 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
         res = from_hub(st, buf, cap, len);
         st->caught_up = res == SSE_READ_OK && st->cursor >= sse_hub_high(hub);
         if (res == SSE_READ_CLOSED) {
+            turn_end(st);
             *len = 0; /* the end of the stream */
             return SP_OK;
         }
@@ -304,6 +305,8 @@ stream_read(void *ctx, char *buf, size_t cap, size_t *len)
             turn_count(st, *len);
             return SP_OK;
         }
+        if (res == SSE_READ_OK && st->pend_len > 0)
+            continue; /* a frame bigger than buf, in pend: handed out under the same turn */
         turn_end(st); /* a read of the store or a wait comes: not under a turn */
         /* Behind the hub: the next page from the store. A failure (the database away, or
          * busy past this thread's patience under load) does not end the stream: it keeps its
