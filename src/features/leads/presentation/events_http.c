@@ -13,7 +13,7 @@
  * reads the store. Without turns, a burst leaves hundreds of streams behind the hub, all runnable
  * at once: their SCHED_IDLE threads, each of the smallest weight, together outweighed the threads
  * answering requests (saturated captures fell to 52-70 % of their rate with 1,000 streams
- * open; with turns 83-94 %, docs/performance.md). */
+ * open; with turns 78-94 %, docs/performance.md). */
 #include "features/leads/presentation/events_http.h"
 
 #include "core/arena.h"
