@@ -351,15 +351,13 @@ static int
 cores_usable(void)
 {
     cpu_set_t set;
-    int n = 0;
+    long n = 0;
 
     if (sched_getaffinity(0, sizeof(set), &set) == 0)
         n = CPU_COUNT(&set);
-    if (n < 1) {
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        n = online < 1 ? 1 : online > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : (int)online;
-    }
-    return n > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : n;
+    if (n < 1)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > GATE_SLOTS_MAX ? GATE_SLOTS_MAX : (int)n;
 }
 
 int
