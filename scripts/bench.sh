@@ -100,6 +100,7 @@ BENCH_SEED_N=${BENCH_SEED_N:-1000}
 BENCH_WORKER_LEADS=${BENCH_WORKER_LEADS:-10000}
 BENCH_DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-180}
 BENCH_DATABASES=${BENCH_DATABASES:-sqlite postgres postgres+redis} # "none": only the SMTP part
+BENCH_SUITE=${BENCH_SUITE:-1} # 0: per database, only the list phase (BENCH_LIST)
 BENCH_SMTP=${BENCH_SMTP:-1}
 BENCH_SMTP_N=${BENCH_SMTP_N:-2000}
 BENCH_SMTP_CONNECTIONS=${BENCH_SMTP_CONNECTIONS:-8}
@@ -980,7 +981,7 @@ for kind in $BENCH_DATABASES; do
     redis_ensure
     SVC_ENV=(REDIS_URL="$(cat "$TMP/redis/url")")
   fi
-  run_suite "$kind"
+  if [[ "$BENCH_SUITE" == 1 ]]; then run_suite "$kind"; fi
   if [[ "$BENCH_LIST" == 1 ]]; then list_bench "$kind"; fi # #11
 done
 if [[ "$BENCH_SMTP" == 1 ]]; then

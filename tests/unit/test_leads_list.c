@@ -297,6 +297,131 @@ TEST_ALL(unit_leads_list_search_plans)
     t_env_free(env);
 }
 
+/* The search against a scan of every lead, over prefixes that take each path of the plans
+ * (sql_lead_repo.c, list_search): buckets larger than a walk's budget (24 entries per row asked
+ * for: 48 for a page of 1), prefixes common in their bucket (the walk fills the page), rare in
+ * it (the probe, then the range), matching only the oldest leads (the walk comes short, then
+ * the range), of one or two characters (the list's walk), of two characters in four bytes, with
+ * a status, and a created window. Each is read with pages of 1, 2, 7 and 100. */
+struct scan_lead {
+    char name[48], email[64], phone[32];
+    enum lead_status status;
+    int64_t at;
+};
+
+static int
+starts(const char *s, const char *prefix)
+{
+    return s != NULL && prefix != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* "<name>," of each lead q matches, newest first (ties: the later insert first). */
+static void
+scan(const struct scan_lead *ls, int n, const struct leads_list_query *q, char *out, size_t cap)
+{
+    char qn[64], qe[64], qp[64], ln[64], le[64], lp[64];
+    const char *pn = lead_name_fold(q->q, qn, sizeof(qn));
+    const char *pe = lead_email_norm(q->q, qe, sizeof(qe));
+    const char *pp = lead_phone_query(q->q, qp, sizeof(qp));
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (int i = n - 1; i >= 0; i--) { /* created_at never decreases with i */
+        const struct scan_lead *l = &ls[i];
+        if ((q->has_status && l->status != q->status) || l->at <= q->created_after ||
+            l->at >= q->created_before)
+            continue;
+        if (starts(lead_name_fold(l->name, ln, sizeof(ln)), pn) ||
+            starts(lead_email_norm(l->email[0] ? l->email : NULL, le, sizeof(le)), pe) ||
+            starts(lead_phone_norm(l->phone[0] ? l->phone : NULL, lp, sizeof(lp)), pp))
+            len += (size_t)snprintf(out + len, cap - len, "%s,", l->name);
+    }
+}
+
+TEST_ALL(unit_leads_list_search_against_scan)
+{
+    static const char *const first[] = {"Maria",      "Marta",   "Mario",         "Marco",
+                                        "Ana",        "Anabela", "\xc3\x89milie", "\xc3\x89va",
+                                        "Zo\xc3\xab", "Jo"};
+    static const char *const last[] = {"Silva", "Santos", "Costa", "Alves"};
+    static const char *const qs[] = {
+        "mar", "maria",   "marta s",  "mar c",        "maria old",  "maria old 1",
+        "ana", "ANABELA", "\xc3\xa9", "\xc3\xa9v",    "\xc3\xa9mi", "zo\xc3\xab",
+        "jo",  "j",       "m",        "maria.silva1", "marco.",     "+351 93",
+        "35",  "3519",    "+1 555",   "1555 01",      "zz",         "maria.old"};
+    static const int limits[] = {1, 2, 7, 100};
+    static struct scan_lead ls[600];
+    static char want[1 << 16], got[1 << 16];
+    struct t_env *env = t_env_new(backend);
+    int n = (int)(sizeof(ls) / sizeof(ls[0]));
+
+    for (int i = 0; i < n; i++) {
+        struct scan_lead *l = &ls[i];
+        const char *f = first[i % 10], *ln = last[i / 10 % 4];
+
+        if (i < 100 || i == n - 10) /* a prefix common enough to walk, with one recent lead */
+            snprintf(l->name, sizeof(l->name), "Maria Old %d", i);
+        else if (i < 103) /* a name as long as a short prefix: a bucket of its own */
+            snprintf(l->name, sizeof(l->name), "Jo");
+        else
+            snprintf(l->name, sizeof(l->name), "%s %s %d", f, ln, i);
+        if (i % 7 != 0 && i >= 103)
+            snprintf(l->email, sizeof(l->email), "%s.%s%d@example.com", i % 10 < 4 ? f : "x", ln,
+                     i);
+        else if (i % 7 != 0 && i < 100)
+            snprintf(l->email, sizeof(l->email), "maria.old%d@example.com", i);
+        if (i % 5 != 0)
+            snprintf(l->phone, sizeof(l->phone), i % 3 ? "+351 9%d %07d" : "+1 555 %02d%05d",
+                     i % 10, i);
+        l->status = (enum lead_status)(i % 5);
+        l->at = T_NOW + i / 3;
+        put(env, l->name, l->email[0] ? l->email : NULL, l->phone[0] ? l->phone : NULL, l->status,
+            l->at, NULL);
+    }
+    for (size_t k = 0; k < sizeof(qs) / sizeof(qs[0]); k++) {
+        for (int variant = 0; variant < 3; variant++) {
+            struct leads_list_query q = query(1);
+
+            q.q = qs[k];
+            if (variant == 1) { /* a status */
+                q.has_status = 1;
+                q.status = (enum lead_status)(k % 5);
+            } else if (variant == 2) { /* a window */
+                q.created_after = T_NOW + 20;
+                q.created_before = T_NOW + 100;
+            }
+            scan(ls, n, &q, want, sizeof(want));
+            for (size_t j = 0; j < sizeof(limits) / sizeof(limits[0]); j++) {
+                struct leads_list_query qq = q;
+
+                qq.limit = limits[j];
+                walk(env, &qq, got, sizeof(got));
+                if (strcmp(want, got) != 0)
+                    t_fail(__FILE__, __LINE__, "q=%s variant %d limit %d: want %s got %s", q.q,
+                           variant, limits[j], want, got);
+            }
+        }
+    }
+    /* the data has the shapes the comment names (the lists above are compared, whatever their
+     * length): buckets bigger than a page of 1's budget, a prefix matching only old leads and
+     * more than a page of 1 probes, and a bucket of names as long as the prefix */
+    {
+        struct leads_list_query q = query(1);
+
+        q.q = "mar";
+        scan(ls, n, &q, want, sizeof(want));
+        ASSERT(count_items(want) > 200);
+        q.q = "maria old";
+        scan(ls, n, &q, want, sizeof(want));
+        ASSERT_EQ(101, count_items(want));
+        q.q = "jo";
+        scan(ls, n, &q, want, sizeof(want));
+        ASSERT(count_items(want) > 48);
+        ASSERT(strncmp(want, "Jo ", 3) == 0);
+    }
+    t_env_free(env);
+}
+
 TEST_ALL(unit_leads_list_errors)
 {
     struct t_env *env = t_env_new(backend);

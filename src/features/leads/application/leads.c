@@ -531,6 +531,8 @@ search_prefixes(const char *q, struct arena *a, struct lead_list_spec *spec, str
     buf = arena_alloc(a, 3 * (len + 1));
     spec->name_prefix = lead_name_fold(t, buf, len + 1);
     spec->email_prefix = lead_email_norm(t, buf + len + 1, len + 1);
+    if (spec->email_prefix != NULL && !lead_email_prefix_possible(spec->email_prefix))
+        spec->email_prefix = NULL; /* "ana s": no email to read for */
     spec->phone_prefix = lead_phone_query(t, buf + 2 * (len + 1), len + 1);
     return SP_OK;
 }

@@ -486,6 +486,27 @@ domain_valid(const char *d, size_t len)
     return 0;
 }
 
+/* A byte no email address holds. */
+static int
+email_byte_refused(unsigned char c)
+{
+    return c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
+           c == ';' || c == ':' || c == '\\' || c == '"' || c == '[' || c == ']';
+}
+
+int
+lead_email_prefix_possible(const char *prefix)
+{
+    int ats = 0;
+
+    for (; *prefix; prefix++) {
+        if (email_byte_refused((unsigned char)*prefix))
+            return 0;
+        ats += *prefix == '@';
+    }
+    return ats <= 1;
+}
+
 int
 lead_email_valid(const char *s, size_t len)
 {
@@ -496,8 +517,7 @@ lead_email_valid(const char *s, size_t len)
         return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
-            c == ';' || c == ':' || c == '\\' || c == '"' || c == '[' || c == ']')
+        if (email_byte_refused(c))
             return 0;
         if (c == '@') {
             if (at)

@@ -232,6 +232,9 @@ const char *lead_text_one_line(struct arena *a, const char *s);
 /* 1 if `s` looks like an email address (local@domain.tld, printable, no spaces, at most
  * LEAD_EMAIL_MAX characters, lead_text_check clean), else 0. */
 int lead_email_valid(const char *s, size_t len);
+/* 1 if some address lead_email_valid accepts could start with `prefix`: 0 when it holds a byte
+ * no address holds (a space, say) or two '@'. A search's email prefix (GET /leads?q=). */
+int lead_email_prefix_possible(const char *prefix);
 /* 1 if `s` is a phone number as a reply's sender on WhatsApp must be: clean for
  * lead_text_check, at most LEAD_PHONE_MAX characters, an optional leading '+', then ASCII digits
  * (3 to 15 of them) with optional spaces, '-', '.', '(' and ')' between them. Captured phones

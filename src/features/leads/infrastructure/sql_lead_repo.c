@@ -57,36 +57,46 @@ DB_STMT(SQL_LEAD_LIST_STATUS,
         "SELECT " LIST_COLUMNS " FROM leads INDEXED BY leads_by_status_created"
         " WHERE status = $5 AND " LIST_WINDOW LIST_ORDER,
         "SELECT " LIST_COLUMNS " FROM leads WHERE status = $5 AND " LIST_WINDOW LIST_ORDER);
-/* A search matching many leads: the same walk, each lead tested against the prefixes ($5..$10:
- * from, to of name_lower, email_norm, phone_norm; NULL: not compared); $11 the status. On
- * PostgreSQL the test is wrapped in a CASE, which its planner cannot estimate: from the prefixes'
- * histograms it may judge them rare and scan and sort the whole table (a custom plan, the first
- * runs of a prepared statement: 100+ ms at 1,000,000 leads), while this statement only runs when
- * the probe found them common. */
+/* A search `q`: the leads whose name_lower, email_norm or phone_norm starts with its prefix
+ * ($5..$10: from, to of each; NULL: not compared) among the statuses asked for ($11..$15: one, or
+ * all five; NULL for the others), newest first. Each plan reads, in one statement:
+ *   1. a probe: the prefix's index entries (leads_by_status_name, _email, _phone), counted up
+ *      to $17 (a few pages' worth): fewer, and the prefix is rare;
+ *   2. unless rare, a walk newest first that tests each lead from the index alone, up to $16
+ *      entries (the budget) or $4 matches (a full page);
+ *   3. if the walk found fewer (or did not run), the prefix's whole range in the same index,
+ *      sorted, the newest $4 kept: a rare prefix, or one whose matches are old or few.
+ * A step that must not run is given a NULL bound, an empty scan: both stores evaluate a bound
+ * once before the scan (SQLite evaluates any other term row by row, after reading), and a CTE
+ * read twice is materialised by both. Without a status, a walk finds a page of a prefix that one
+ * lead in `budget / limit` matches, the ranges stay short otherwise: a search reads at most the
+ * probe, the budget and about `limit × leads in the walk / budget` range entries (matches spread
+ * over time; a prefix whose matches are all old reads its range).
+ * Which walk: with prefixes of three characters or more, each column's own in its bucket
+ * (0013_search_buckets.sql: the leads whose column starts with the prefix's first three
+ * characters, newest first), each with its own probe and range (SQL_LEAD_LIST_BUCKETS); with a
+ * shorter one, the list's (leads_by_created, or leads_by_status_created with $11 the one
+ * status), testing the three prefixes on each lead's row (SQL_LEAD_LIST_WALK[_STATUS]).
+ * On PostgreSQL each range is read below an OFFSET 0 fence, so that only it can pick the index
+ * (a generic plan would otherwise weigh the window against leads_by_created), and the bounds
+ * are hidden from the planner in InitPlans (LIST_PG_HIDDEN): from their values a custom plan (a
+ * prepared statement's first runs) may pick the unique index and read every lead's row for its
+ * status; without them it plans as the generic plan does, these indexes alone. A walk's test is
+ * in its select list, where the planner does not weigh it. */
+_Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses");
+#define LIST_STATUSES "status IN ($11, $12, $13, $14, $15)"
 #define LIST_MATCH                                                                                 \
     "((name_lower >= $5 AND name_lower < $6) OR (email_norm >= $7 AND email_norm < $8)"            \
     " OR (phone_norm >= $9 AND phone_norm < $10))"
-#define LIST_MATCH_PG "(CASE WHEN " LIST_MATCH " THEN true ELSE false END)"
-DB_STMT(SQL_LEAD_LIST_MATCH,
-        "SELECT " LIST_COLUMNS " FROM leads INDEXED BY leads_by_created WHERE " LIST_WINDOW
-        " AND " LIST_MATCH LIST_ORDER,
-        "SELECT " LIST_COLUMNS " FROM leads WHERE " LIST_WINDOW " AND " LIST_MATCH_PG LIST_ORDER);
-DB_STMT(SQL_LEAD_LIST_MATCH_STATUS,
-        "SELECT " LIST_COLUMNS " FROM leads INDEXED BY leads_by_status_created"
-        " WHERE status = $11 AND " LIST_WINDOW " AND " LIST_MATCH LIST_ORDER,
-        "SELECT " LIST_COLUMNS " FROM leads WHERE status = $11 AND " LIST_WINDOW
-        " AND " LIST_MATCH_PG LIST_ORDER);
-/* A search matching few leads: the range of each prefix under each status asked for ($11..$15:
- * one, or all five; NULL for the others) in leads_by_status_name, _email and _phone, read from
- * the index alone, the newest $4 of each, merged. On PostgreSQL the ranges are read below an
- * OFFSET 0 fence, so that only they can pick the index (a generic plan would otherwise weigh the
- * window against leads_by_created), and their bounds are hidden from the planner in an InitPlan
- * (LIST_PG_HIDDEN): from the bounds' values a custom plan (a prepared statement's first runs)
- * may pick the unique index and read every lead's row for its status; without them it plans as
- * the generic plan does, these indexes alone. */
-#define LIST_PG_HIDDEN(n) "(SELECT $" n "::text)"
-_Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses");
-#define LIST_STATUSES "status IN ($11, $12, $13, $14, $15)"
+#define LIST_PG_HIDDEN(v) "(SELECT " v ")"
+/* The guards: a step runs when its bound is the value, not NULL. */
+#define LIST_IF_COMMON(probe, v) "(CASE WHEN (SELECT n FROM " probe ") >= $17 THEN " v " END)"
+#define LIST_IF_SHORT(walk, v) "(CASE WHEN (SELECT count(*) FROM " walk ") < $4 THEN " v " END)"
+/* 1. The probe of one column (`index` is SQLite's INDEXED BY clause, or ""). */
+#define LIST_PROBE(cte, index, col, from, to)                                                      \
+    cte " AS (SELECT count(*) AS n FROM (SELECT 1 FROM leads" index " WHERE " LIST_STATUSES        \
+        " AND " col " >= " from " AND " col " < " to " LIMIT $17) AS p)"
+/* 3. The range of one column; rows come out newest first. */
 #define LIST_SQLITE_RANGE(index, col, from, to)                                                    \
     "SELECT seq FROM (SELECT seq FROM leads INDEXED BY " index " WHERE " LIST_STATUSES " AND " col \
     " >= " from " AND " col " < " to " AND " LIST_WINDOW_UNINDEXED LIST_ORDER ")"
@@ -94,40 +104,131 @@ _Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses"
     "SELECT seq FROM (SELECT seq FROM (SELECT seq, created_at FROM leads WHERE " LIST_STATUSES     \
     " AND " col " >= " from " AND " col " < " to " OFFSET 0) AS r WHERE " LIST_WINDOW LIST_ORDER   \
     ") AS " col
-#define LIST_SQLITE_NAMES LIST_SQLITE_RANGE("leads_by_status_name", "name_lower", "$5", "$6")
-#define LIST_SQLITE_EMAILS LIST_SQLITE_RANGE("leads_by_status_email", "email_norm", "$7", "$8")
-#define LIST_SQLITE_PHONES LIST_SQLITE_RANGE("leads_by_status_phone", "phone_norm", "$9", "$10")
-#define LIST_PG_NAMES LIST_PG_RANGE("name_lower", LIST_PG_HIDDEN("5"), LIST_PG_HIDDEN("6"))
-#define LIST_PG_EMAILS LIST_PG_RANGE("email_norm", LIST_PG_HIDDEN("7"), LIST_PG_HIDDEN("8"))
-#define LIST_PG_PHONES LIST_PG_RANGE("phone_norm", LIST_PG_HIDDEN("9"), LIST_PG_HIDDEN("10"))
-#define LIST_RANGES_SQLITE                                                                         \
-    "SELECT " LIST_COLUMNS " FROM leads NOT INDEXED WHERE seq IN (" LIST_SQLITE_NAMES              \
-    " UNION ALL " LIST_SQLITE_EMAILS " UNION ALL " LIST_SQLITE_PHONES ")" LIST_ORDER
-#define LIST_RANGES_PG                                                                             \
-    "SELECT " LIST_COLUMNS " FROM leads WHERE seq IN (" LIST_PG_NAMES " UNION ALL " LIST_PG_EMAILS \
-    " UNION ALL " LIST_PG_PHONES ")" LIST_ORDER
-DB_STMT(SQL_LEAD_LIST_RANGES, LIST_RANGES_SQLITE, LIST_RANGES_PG);
-/* How many index entries of the statuses asked for ($8..$12) the three prefixes match
- * together, counted in the same indexes up to $7 (the plan's threshold: the count stops there). */
-#define LIST_PROBE(index, col, from, to)                                                           \
-    "SELECT 1 FROM leads" index " WHERE status IN ($8, $9, $10, $11, $12) AND " col " >= " from    \
-    " AND " col " < " to
-#define LIST_PROBE_SQLITE_NAMES                                                                    \
-    LIST_PROBE(" INDEXED BY leads_by_status_name", "name_lower", "$1", "$2")
-#define LIST_PROBE_SQLITE_EMAILS                                                                   \
-    LIST_PROBE(" INDEXED BY leads_by_status_email", "email_norm", "$3", "$4")
-#define LIST_PROBE_SQLITE_PHONES                                                                   \
-    LIST_PROBE(" INDEXED BY leads_by_status_phone", "phone_norm", "$5", "$6")
-#define LIST_PROBE_PG_NAMES LIST_PROBE("", "name_lower", LIST_PG_HIDDEN("1"), LIST_PG_HIDDEN("2"))
-#define LIST_PROBE_PG_EMAILS LIST_PROBE("", "email_norm", LIST_PG_HIDDEN("3"), LIST_PG_HIDDEN("4"))
-#define LIST_PROBE_PG_PHONES LIST_PROBE("", "phone_norm", LIST_PG_HIDDEN("5"), LIST_PG_HIDDEN("6"))
-#define LIST_PROBE_SQLITE                                                                          \
-    "SELECT count(*) FROM (" LIST_PROBE_SQLITE_NAMES " UNION ALL " LIST_PROBE_SQLITE_EMAILS        \
-    " UNION ALL " LIST_PROBE_SQLITE_PHONES " LIMIT $7)"
-#define LIST_PROBE_PG                                                                              \
-    "SELECT count(*) FROM (" LIST_PROBE_PG_NAMES " UNION ALL " LIST_PROBE_PG_EMAILS                \
-    " UNION ALL " LIST_PROBE_PG_PHONES " LIMIT $7) AS matches"
-DB_STMT(SQL_LEAD_LIST_PROBE, LIST_PROBE_SQLITE, LIST_PROBE_PG);
+/* 2. A walk: `source` is FROM and WHERE up to the window, `test` the match. SQLite reads a
+ * subquery's rows in its ORDER BY (a co-routine) and would sort them again for an outer one,
+ * reading the whole budget first: there `order` is "". */
+#define LIST_WALK(cte, source, test, order)                                                        \
+    cte " AS (SELECT seq FROM (SELECT seq, created_at, " test " AS m FROM leads" source            \
+        " ORDER BY created_at DESC, seq DESC LIMIT $16) AS w WHERE m" order " LIMIT $4)"
+#define LIST_PG_ORDER " ORDER BY created_at DESC, seq DESC"
+
+/* The bucket walk of one column: the walk's own test (the prefix and the status) and source. */
+#define LIST_BUCKET_TEST(col, from, to)                                                            \
+    "(" col " >= " from " AND " col " < " to " AND (status = $18 OR $18 IS NULL))"
+#define LIST_BUCKET_SOURCE(index, col, bucket)                                                     \
+    index " WHERE substr(" col ", 1, 3) = " bucket " AND " LIST_WINDOW
+/* One column's probe and walk (CTEs x"p" and x"w"), and its walk's rows and range. */
+#define LIST_SQLITE_COLUMN(x, status_index, bucket_index, col, from, to)                           \
+    LIST_PROBE(x "p", " INDEXED BY " status_index, col, from, to)                                  \
+    ", " LIST_WALK(x "w",                                                                          \
+                   LIST_BUCKET_SOURCE(" INDEXED BY " bucket_index, col,                            \
+                                      LIST_IF_COMMON(x "p", "substr(" from ", 1, 3)")),            \
+                   LIST_BUCKET_TEST(col, from, to), "")
+#define LIST_SQLITE_COLUMN_ROWS(x, status_index, col, from, to)                                    \
+    "SELECT seq FROM " x                                                                           \
+    "w UNION ALL " LIST_SQLITE_RANGE(status_index, col, LIST_IF_SHORT(x "w", from), to)
+#define LIST_SQLITE_N                                                                              \
+    LIST_SQLITE_COLUMN("n", "leads_by_status_name", "leads_by_name_bucket", "name_lower", "$5",    \
+                       "$6")
+#define LIST_SQLITE_E                                                                              \
+    LIST_SQLITE_COLUMN("e", "leads_by_status_email", "leads_by_email_bucket", "email_norm", "$7",  \
+                       "$8")
+#define LIST_SQLITE_P                                                                              \
+    LIST_SQLITE_COLUMN("p", "leads_by_status_phone", "leads_by_phone_bucket", "phone_norm", "$9",  \
+                       "$10")
+#define LIST_SQLITE_N_ROWS                                                                         \
+    LIST_SQLITE_COLUMN_ROWS("n", "leads_by_status_name", "name_lower", "$5", "$6")
+#define LIST_SQLITE_E_ROWS                                                                         \
+    LIST_SQLITE_COLUMN_ROWS("e", "leads_by_status_email", "email_norm", "$7", "$8")
+#define LIST_SQLITE_P_ROWS                                                                         \
+    LIST_SQLITE_COLUMN_ROWS("p", "leads_by_status_phone", "phone_norm", "$9", "$10")
+#define LIST_BUCKETS_SQLITE                                                                        \
+    "WITH " LIST_SQLITE_N ", " LIST_SQLITE_E ", " LIST_SQLITE_P " SELECT " LIST_COLUMNS            \
+    " FROM leads NOT INDEXED WHERE seq IN (" LIST_SQLITE_N_ROWS " UNION ALL " LIST_SQLITE_E_ROWS   \
+    " UNION ALL " LIST_SQLITE_P_ROWS ")" LIST_ORDER
+#define LIST_PG_COLUMN(x, col, from, to)                                                           \
+    LIST_PROBE(x "p", "", col, LIST_PG_HIDDEN(from "::text"), LIST_PG_HIDDEN(to "::text"))         \
+    ", " LIST_WALK(                                                                                \
+        x "w",                                                                                     \
+        LIST_BUCKET_SOURCE("", col,                                                                \
+                           LIST_PG_HIDDEN(LIST_IF_COMMON(x "p", "substr(" from "::text, 1, 3)"))), \
+        LIST_BUCKET_TEST(col, from, to), LIST_PG_ORDER)
+#define LIST_PG_RANGE_IF(walk, col, from, to)                                                      \
+    LIST_PG_RANGE(col, LIST_PG_HIDDEN(LIST_IF_SHORT(walk, from "::text")),                         \
+                  LIST_PG_HIDDEN(to "::text"))
+#define LIST_PG_N LIST_PG_COLUMN("n", "name_lower", "$5", "$6")
+#define LIST_PG_E LIST_PG_COLUMN("e", "email_norm", "$7", "$8")
+#define LIST_PG_P LIST_PG_COLUMN("p", "phone_norm", "$9", "$10")
+#define LIST_PG_N_ROWS                                                                             \
+    "SELECT seq FROM nw UNION ALL " LIST_PG_RANGE_IF("nw", "name_lower", "$5", "$6")
+#define LIST_PG_E_ROWS                                                                             \
+    "SELECT seq FROM ew UNION ALL " LIST_PG_RANGE_IF("ew", "email_norm", "$7", "$8")
+#define LIST_PG_P_ROWS                                                                             \
+    "SELECT seq FROM pw UNION ALL " LIST_PG_RANGE_IF("pw", "phone_norm", "$9", "$10")
+#define LIST_BUCKETS_PG                                                                            \
+    "WITH " LIST_PG_N ", " LIST_PG_E ", " LIST_PG_P " SELECT " LIST_COLUMNS                        \
+    " FROM leads WHERE seq IN (" LIST_PG_N_ROWS " UNION ALL " LIST_PG_E_ROWS                       \
+    " UNION ALL " LIST_PG_P_ROWS ")" LIST_ORDER
+DB_STMT(SQL_LEAD_LIST_BUCKETS, LIST_BUCKETS_SQLITE, LIST_BUCKETS_PG);
+
+/* The list's walk: one probe of the three ranges together (CTE p), the walk testing the three
+ * prefixes on each lead's row (CTE w: `index` and `status` pick the list's index), the three
+ * ranges. */
+#define LIST_SHORT_SOURCE(index, status, upto)                                                     \
+    index " WHERE " status "created_at >= $1 AND created_at <= " upto                              \
+          " AND (created_at < $2 OR seq < $3)"
+#define LIST_SQLITE_PROBES                                                                         \
+    "p AS (SELECT count(*) AS n FROM (SELECT 1 FROM leads INDEXED BY leads_by_status_name "        \
+    "WHERE " LIST_STATUSES                                                                         \
+    " AND name_lower >= $5 AND name_lower < $6 UNION ALL SELECT 1 FROM leads"                      \
+    " INDEXED BY leads_by_status_email WHERE " LIST_STATUSES " AND email_norm >= $7 AND"           \
+    " email_norm < $8 UNION ALL SELECT 1 FROM leads INDEXED BY leads_by_status_phone "             \
+    "WHERE " LIST_STATUSES " AND phone_norm >= $9 AND phone_norm < $10 LIMIT $17))"
+#define LIST_SQLITE_SHORT_WALK(index, status)                                                      \
+    LIST_WALK("w", LIST_SHORT_SOURCE(" INDEXED BY " index, status, LIST_IF_COMMON("p", "$2")),     \
+              LIST_MATCH, "")
+#define LIST_SQLITE_SHORT_N                                                                        \
+    LIST_SQLITE_RANGE("leads_by_status_name", "name_lower", LIST_IF_SHORT("w", "$5"), "$6")
+#define LIST_SQLITE_SHORT_E                                                                        \
+    LIST_SQLITE_RANGE("leads_by_status_email", "email_norm", LIST_IF_SHORT("w", "$7"), "$8")
+#define LIST_SQLITE_SHORT_P                                                                        \
+    LIST_SQLITE_RANGE("leads_by_status_phone", "phone_norm", LIST_IF_SHORT("w", "$9"), "$10")
+#define LIST_SQLITE_SHORT_ROWS                                                                     \
+    "SELECT seq FROM w UNION ALL " LIST_SQLITE_SHORT_N " UNION ALL " LIST_SQLITE_SHORT_E           \
+    " UNION ALL " LIST_SQLITE_SHORT_P
+#define LIST_SQLITE_SHORT(index, status)                                                           \
+    "WITH " LIST_SQLITE_PROBES ", " LIST_SQLITE_SHORT_WALK(                                        \
+        index, status) " SELECT " LIST_COLUMNS                                                     \
+                       " FROM leads NOT INDEXED WHERE seq IN (" LIST_SQLITE_SHORT_ROWS             \
+                       ")" LIST_ORDER
+#define LIST_PG_PROBES                                                                             \
+    "p AS (SELECT count(*) AS n FROM (SELECT 1 FROM leads WHERE " LIST_STATUSES                    \
+    " AND name_lower >= (SELECT $5::text) AND name_lower < (SELECT $6::text) UNION ALL"            \
+    " SELECT 1 FROM leads WHERE " LIST_STATUSES " AND email_norm >= (SELECT $7::text) AND"         \
+    " email_norm < (SELECT $8::text) UNION ALL SELECT 1 FROM leads WHERE " LIST_STATUSES           \
+    " AND phone_norm >= (SELECT $9::text) AND phone_norm < (SELECT $10::text) LIMIT $17) AS m)"
+#define LIST_PG_SHORT_UPTO LIST_PG_HIDDEN(LIST_IF_COMMON("p", "$2::timestamptz"))
+#define LIST_PG_SHORT_WALK(status)                                                                 \
+    LIST_WALK("w", LIST_SHORT_SOURCE("", status, LIST_PG_SHORT_UPTO), LIST_MATCH, LIST_PG_ORDER)
+#define LIST_PG_SHORT_ROWS                                                                         \
+    "SELECT seq FROM w UNION ALL " LIST_PG_RANGE_IF(                                               \
+        "w", "name_lower", "$5",                                                                   \
+        "$6") " UNION ALL " LIST_PG_RANGE_IF("w", "email_norm", "$7",                              \
+                                             "$8") " UNION ALL " LIST_PG_RANGE_IF("w",             \
+                                                                                  "phone_norm",    \
+                                                                                  "$9", "$10")
+#define LIST_PG_SHORT(status)                                                                      \
+    "WITH " LIST_PG_PROBES                                                                         \
+    ", " LIST_PG_SHORT_WALK(status) " SELECT " LIST_COLUMNS                                        \
+                                    " FROM leads WHERE seq IN (" LIST_PG_SHORT_ROWS ")" LIST_ORDER
+DB_STMT(SQL_LEAD_LIST_WALK, LIST_SQLITE_SHORT("leads_by_created", ""), LIST_PG_SHORT(""));
+DB_STMT(SQL_LEAD_LIST_WALK_STATUS,
+        LIST_SQLITE_SHORT("leads_by_status_created", "status = $11 AND "),
+        LIST_PG_SHORT("status = $11 AND "));
+/* The probe's cap and a bucket walk's budget, in index entries per row asked for: a probe's
+ * entry costs a third of a walk's and a quarter of a range's (SQLite, 1,000,000 leads), so a
+ * prefix whose range holds less than a walk could read is read as a range. */
+#define LIST_PER_ROW 24
 /* The number of leads, near enough for the plan (leads are never deleted), at the cost of one
  * index probe. */
 DB_STMT_SAME(SQL_LEAD_LIST_SIZE, "SELECT max(seq) FROM leads");
@@ -365,38 +466,62 @@ isqrt(int64_t v)
     return x;
 }
 
-/* Which plan answers a search: the prefixes' index ranges, merged (cost: the index entries in
- * the ranges), or the list's own walk, testing each lead (cost: the leads read until the page
- * is full, about (max + 1) * leads / matches). The ranges are cheaper while matches stay under
- * sqrt((max + 1) * leads) (a walk's step costs about as much as an entry of a range and of its
- * probe: measured on both stores at 1,000,000 leads, scripts/bench.sh); the probe
- * counts the matches of the statuses asked for (st: 5 of them, NULL or names) up to that, so it
- * costs no more than the ranges would, and the walk reads about half as many leads. Matches are
- * assumed spread evenly over time and over the window: a walk through a window or a stretch of time
- * with few of them reads more. Sets *ranges. */
+/* Whether a prefix can use its bucket: NULL (not compared), or three characters or more (a
+ * character: a byte that does not continue a UTF-8 sequence; the prefixes are valid UTF-8, as
+ * substr counts them in both stores). */
 static int
-list_plan(struct db_conn *c, const char *const b[6], const char *const st[5], int max,
-          struct arena *a, int *ranges, struct sp_error *err)
+bucketable(const char *prefix)
 {
-    struct db_rows rows;
-    int64_t leads, cap, matches;
-    int rc = db_query(c, &SQL_LEAD_LIST_SIZE, DB_NOARGS, a, &rows, err);
+    int chars = 0;
 
-    *ranges = 1;
-    if (rc != SP_OK)
-        return rc;
-    leads = rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
-    cap = isqrt((int64_t)(max + 1) * (leads > 0 ? leads : 1)) + 1;
-    rc = db_query(c, &SQL_LEAD_LIST_PROBE,
-                  DB_ARGS(db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
-                          db_text(b[5]), db_int(cap), db_text(st[0]), db_text(st[1]),
-                          db_text(st[2]), db_text(st[3]), db_text(st[4])),
-                  a, &rows, err);
-    if (rc != SP_OK)
-        return rc;
-    matches = rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
-    *ranges = matches < cap;
-    return SP_OK;
+    for (const char *p = prefix; p != NULL && *p != '\0' && chars < 3; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80;
+    return prefix == NULL || chars >= 3;
+}
+
+/* A search's page (the statements above): the bucket walks when every prefix has one, else
+ * the list's walk, whose budget balances the walk against the ranges it falls back to: about
+ * sqrt(limit × leads) entries each at most. */
+static int
+list_search(struct db_conn *c, const struct lead_list_spec *spec, int64_t lo, int64_t hi,
+            int64_t hs, struct arena *a, struct db_rows *rows, struct sp_error *err)
+{
+    const char *status = spec->has_status ? lead_status_name(spec->status) : NULL;
+    int64_t limit = (int64_t)spec->max + 1, budget = limit * LIST_PER_ROW;
+    int64_t probe = limit * LIST_PER_ROW;
+    const struct db_stmt *st = &SQL_LEAD_LIST_BUCKETS;
+    const char *const b[6] = {
+        spec->name_prefix,  range_end(a, spec->name_prefix),
+        spec->email_prefix, range_end(a, spec->email_prefix),
+        spec->phone_prefix, range_end(a, spec->phone_prefix),
+    };
+    const char *s[5] = {status, NULL, NULL, NULL, NULL};
+
+    for (int i = 0; status == NULL && i < 5; i++)
+        s[i] = lead_status_name((enum lead_status)i);
+    if (!bucketable(b[0]) || !bucketable(b[2]) || !bucketable(b[4])) {
+        int rc = db_query(c, &SQL_LEAD_LIST_SIZE, DB_NOARGS, a, rows, err);
+        int64_t leads = rc == SP_OK && rows->nrows > 0 ? db_cell_int(rows, 0, 0) : 0;
+
+        if (rc != SP_OK)
+            return rc;
+        budget = isqrt(limit * (leads > 0 ? leads : 1)) + 1;
+        st = status ? &SQL_LEAD_LIST_WALK_STATUS : &SQL_LEAD_LIST_WALK;
+    }
+    if (st == &SQL_LEAD_LIST_BUCKETS) /* $18: the status the walks test, NULL for any */
+        return db_query(c, st,
+                        DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(b[0]),
+                                db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
+                                db_text(b[5]), db_text(s[0]), db_text(s[1]), db_text(s[2]),
+                                db_text(s[3]), db_text(s[4]), db_int(budget), db_int(probe),
+                                db_text(status)),
+                        a, rows, err);
+    return db_query(c, st,
+                    DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(b[0]),
+                            db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
+                            db_text(b[5]), db_text(s[0]), db_text(s[1]), db_text(s[2]),
+                            db_text(s[3]), db_text(s[4]), db_int(budget), db_int(probe)),
+                    a, rows, err);
 }
 
 static int
@@ -408,7 +533,7 @@ r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena
     int64_t lo = spec->created_min, hi = spec->created_max, hs = INT64_MAX;
     int64_t limit = (int64_t)spec->max + 1; /* one more: is there a next page? */
     struct db_rows rows;
-    int ranges = 0, rc;
+    int rc;
 
     *out = NULL;
     memset(page, 0, sizeof(*page));
@@ -418,49 +543,15 @@ r_lead_list(struct lead_repo *r, const struct lead_list_spec *spec, struct arena
     }
     if (lo > hi)
         return SP_OK;
-    if (spec->name_prefix == NULL && spec->email_prefix == NULL && spec->phone_prefix == NULL) {
-        if (status == NULL)
-            rc = db_query(c, &SQL_LEAD_LIST,
-                          DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit)), a, &rows,
-                          err);
-        else
-            rc = db_query(
-                c, &SQL_LEAD_LIST_STATUS,
-                DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(status)), a,
-                &rows, err);
-    } else {
-        const char *const b[6] = {
-            spec->name_prefix,  range_end(a, spec->name_prefix),
-            spec->email_prefix, range_end(a, spec->email_prefix),
-            spec->phone_prefix, range_end(a, spec->phone_prefix),
-        };
-        const char *st[5] = {status, NULL, NULL, NULL, NULL};
-
-        for (int i = 0; status == NULL && i < 5; i++)
-            st[i] = lead_status_name((enum lead_status)i);
-        rc = list_plan(c, b, st, spec->max, a, &ranges, err);
-        if (rc != SP_OK)
-            return rc;
-        if (ranges)
-            rc = db_query(c, &SQL_LEAD_LIST_RANGES,
-                          DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit),
-                                  db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]),
-                                  db_text(b[4]), db_text(b[5]), db_text(st[0]), db_text(st[1]),
-                                  db_text(st[2]), db_text(st[3]), db_text(st[4])),
-                          a, &rows, err);
-        else if (status != NULL)
-            rc = db_query(c, &SQL_LEAD_LIST_MATCH_STATUS,
-                          DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit),
-                                  db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]),
-                                  db_text(b[4]), db_text(b[5]), db_text(status)),
-                          a, &rows, err);
-        else
-            rc = db_query(c, &SQL_LEAD_LIST_MATCH,
-                          DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit),
-                                  db_text(b[0]), db_text(b[1]), db_text(b[2]), db_text(b[3]),
-                                  db_text(b[4]), db_text(b[5])),
-                          a, &rows, err);
-    }
+    if (spec->name_prefix != NULL || spec->email_prefix != NULL || spec->phone_prefix != NULL)
+        rc = list_search(c, spec, lo, hi, hs, a, &rows, err);
+    else if (status == NULL)
+        rc = db_query(c, &SQL_LEAD_LIST,
+                      DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit)), a, &rows, err);
+    else
+        rc = db_query(c, &SQL_LEAD_LIST_STATUS,
+                      DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(status)),
+                      a, &rows, err);
     if (rc != SP_OK)
         return rc;
     page->n = rows.nrows < spec->max ? rows.nrows : spec->max;
