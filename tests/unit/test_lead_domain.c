@@ -108,6 +108,29 @@ TEST(unit_domain_email_valid_rejects_non_addresses)
     ASSERT(!lead_email_valid("john@example.com\0x", 18)); /* embedded NUL */
 }
 
+/* A search's email prefix (GET /leads?q=) is compared only when some valid address could start
+ * with it: every prefix of a valid address passes, anything with a byte no address holds does
+ * not. */
+TEST(unit_domain_email_prefix_possible)
+{
+    static const char *const valid[] = {"john.doe+tag@sub.example.co.uk", "a_b-c@x-y.io"};
+
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+        char prefix[64];
+        ASSERT(lead_email_valid(valid[i], strlen(valid[i])));
+        for (size_t n = 1; n <= strlen(valid[i]); n++) {
+            snprintf(prefix, sizeof(prefix), "%.*s", (int)n, valid[i]);
+            ASSERT(lead_email_prefix_possible(prefix));
+        }
+    }
+    ASSERT(!lead_email_prefix_possible("ana s"));
+    ASSERT(!lead_email_prefix_possible("ana\ts"));
+    ASSERT(!lead_email_prefix_possible("a@b@"));
+    ASSERT(!lead_email_prefix_possible("(351)"));
+    ASSERT(!lead_email_prefix_possible("x:y"));
+    ASSERT(lead_email_prefix_possible("+35"));
+}
+
 TEST(unit_domain_email_valid_length_limits)
 {
     char buf[400];

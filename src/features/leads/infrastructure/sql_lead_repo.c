@@ -112,9 +112,10 @@ _Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses"
         " ORDER BY created_at DESC, seq DESC LIMIT $16) AS w WHERE m" order " LIMIT $4)"
 #define LIST_PG_ORDER " ORDER BY created_at DESC, seq DESC"
 
-/* The bucket walk of one column: the walk's own test (the prefix and the status) and source. */
-#define LIST_BUCKET_TEST(col, from, to)                                                            \
-    "(" col " >= " from " AND " col " < " to " AND (status = $18 OR $18 IS NULL))"
+/* The bucket walk of one column: its test (the prefix, and the status: $18, the one asked for,
+ * NULL for any; `any` is $18 as PostgreSQL needs it typed) and its source. */
+#define LIST_BUCKET_TEST(col, from, to, any)                                                       \
+    "(" col " >= " from " AND " col " < " to " AND (" any " IS NULL OR status = $18))"
 #define LIST_BUCKET_SOURCE(index, col, bucket)                                                     \
     index " WHERE substr(" col ", 1, 3) = " bucket " AND " LIST_WINDOW
 /* One column's probe and walk (CTEs x"p" and x"w"), and its walk's rows and range. */
@@ -123,7 +124,7 @@ _Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses"
     ", " LIST_WALK(x "w",                                                                          \
                    LIST_BUCKET_SOURCE(" INDEXED BY " bucket_index, col,                            \
                                       LIST_IF_COMMON(x "p", "substr(" from ", 1, 3)")),            \
-                   LIST_BUCKET_TEST(col, from, to), "")
+                   LIST_BUCKET_TEST(col, from, to, "$18"), "")
 #define LIST_SQLITE_COLUMN_ROWS(x, status_index, col, from, to)                                    \
     "SELECT seq FROM " x                                                                           \
     "w UNION ALL " LIST_SQLITE_RANGE(status_index, col, LIST_IF_SHORT(x "w", from), to)
@@ -152,7 +153,7 @@ _Static_assert(LEAD_STATUS_DEAD == 4, "the search statements name five statuses"
         x "w",                                                                                     \
         LIST_BUCKET_SOURCE("", col,                                                                \
                            LIST_PG_HIDDEN(LIST_IF_COMMON(x "p", "substr(" from "::text, 1, 3)"))), \
-        LIST_BUCKET_TEST(col, from, to), LIST_PG_ORDER)
+        LIST_BUCKET_TEST(col, from, to, "$18::text"), LIST_PG_ORDER)
 #define LIST_PG_RANGE_IF(walk, col, from, to)                                                      \
     LIST_PG_RANGE(col, LIST_PG_HIDDEN(LIST_IF_SHORT(walk, from "::text")),                         \
                   LIST_PG_HIDDEN(to "::text"))
@@ -225,10 +226,11 @@ DB_STMT(SQL_LEAD_LIST_WALK, LIST_SQLITE_SHORT("leads_by_created", ""), LIST_PG_S
 DB_STMT(SQL_LEAD_LIST_WALK_STATUS,
         LIST_SQLITE_SHORT("leads_by_status_created", "status = $11 AND "),
         LIST_PG_SHORT("status = $11 AND "));
-/* The probe's cap and a bucket walk's budget, in index entries per row asked for: a probe's
- * entry costs a third of a walk's and a quarter of a range's (SQLite, 1,000,000 leads), so a
- * prefix whose range holds less than a walk could read is read as a range. */
-#define LIST_PER_ROW 24
+/* The probe's cap and a bucket walk's budget, in index entries per row asked for. A larger cap
+ * sends more prefixes straight to their range, but every common prefix pays for it: at 24 per
+ * row PostgreSQL's searches took a third more time in all (1,000,000 leads, scripts/bench.sh). */
+#define LIST_PROBE_PER_ROW 4
+#define LIST_BUDGET_PER_ROW 24
 /* The number of leads, near enough for the plan (leads are never deleted), at the cost of one
  * index probe. */
 DB_STMT_SAME(SQL_LEAD_LIST_SIZE, "SELECT max(seq) FROM leads");
@@ -487,8 +489,8 @@ list_search(struct db_conn *c, const struct lead_list_spec *spec, int64_t lo, in
             int64_t hs, struct arena *a, struct db_rows *rows, struct sp_error *err)
 {
     const char *status = spec->has_status ? lead_status_name(spec->status) : NULL;
-    int64_t limit = (int64_t)spec->max + 1, budget = limit * LIST_PER_ROW;
-    int64_t probe = limit * LIST_PER_ROW;
+    int64_t limit = (int64_t)spec->max + 1, budget = limit * LIST_BUDGET_PER_ROW;
+    int64_t probe = limit * LIST_PROBE_PER_ROW;
     const struct db_stmt *st = &SQL_LEAD_LIST_BUCKETS;
     const char *const b[6] = {
         spec->name_prefix,  range_end(a, spec->name_prefix),
