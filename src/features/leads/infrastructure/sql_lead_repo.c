@@ -510,20 +510,20 @@ list_search(struct db_conn *c, const struct lead_list_spec *spec, int64_t lo, in
         budget = isqrt(limit * (leads > 0 ? leads : 1)) + 1;
         st = status ? &SQL_LEAD_LIST_WALK_STATUS : &SQL_LEAD_LIST_WALK;
     }
-    if (st == &SQL_LEAD_LIST_BUCKETS) /* $18: the status the walks test, NULL for any */
-        return db_query(c, st,
-                        DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(b[0]),
-                                db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
-                                db_text(b[5]), db_text(s[0]), db_text(s[1]), db_text(s[2]),
-                                db_text(s[3]), db_text(s[4]), db_int(budget), db_int(probe),
-                                db_text(status)),
-                        a, rows, err);
-    return db_query(c, st,
-                    DB_ARGS(db_time(lo), db_time(hi), db_int(hs), db_int(limit), db_text(b[0]),
-                            db_text(b[1]), db_text(b[2]), db_text(b[3]), db_text(b[4]),
-                            db_text(b[5]), db_text(s[0]), db_text(s[1]), db_text(s[2]),
-                            db_text(s[3]), db_text(s[4]), db_int(budget), db_int(probe)),
-                    a, rows, err);
+    {
+        /* $18, the status the bucket walks test (NULL for any), is the last: the list's walk,
+         * which has no use for it, is given the 17 before it (PostgreSQL refuses a parameter a
+         * statement does not name). */
+        const struct db_arg args[] = {
+            db_time(lo),    db_time(hi),   db_int(hs),      db_int(limit), db_text(b[0]),
+            db_text(b[1]),  db_text(b[2]), db_text(b[3]),   db_text(b[4]), db_text(b[5]),
+            db_text(s[0]),  db_text(s[1]), db_text(s[2]),   db_text(s[3]), db_text(s[4]),
+            db_int(budget), db_int(probe), db_text(status),
+        };
+        int n = (int)(sizeof(args) / sizeof(args[0]));
+
+        return db_query(c, st, args, st == &SQL_LEAD_LIST_BUCKETS ? n : n - 1, a, rows, err);
+    }
 }
 
 static int
