@@ -157,9 +157,38 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
 }
 
-// Waits until fn(...args) is truthy in the page.
-function inPage(page, fn, ...args) {
-  return page.waitForFunction(fn, { timeout: WAIT_MS, polling: 50 }, ...args);
+// What the page shows, for a failed wait's message: where it is, its heading and notes, the
+// live stream's state, the focused element.
+function pageState(page) {
+  return page.evaluate(() => {
+    const text = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent.trim()).filter(Boolean);
+    const a = document.activeElement;
+    return JSON.stringify({
+      hash: location.hash,
+      h1: text('h1'),
+      notes: text('.note, .error, .toast'),
+      live: document.querySelector('#live')?.dataset.state,
+      focus: a ? `${a.tagName.toLowerCase()}${a.id ? `#${a.id}` : ''}${a.className ? `.${a.className}` : ''}` : null,
+      leads: text('#lead-list li .name').slice(0, 5),
+    });
+  }).catch((e) => `(page state unavailable: ${e.message})`);
+}
+
+// Waits until fn(...args) is truthy in the page; a timeout says what the page showed.
+//
+// fn runs guarded: a throw counts as "not yet". puppeteer-core's interval poller (25.x) calls
+// the predicate once before it starts its timer, and a throw there ends the poller without a
+// word: the wait then runs to its timeout even once the page shows what was awaited. That
+// happened here with `querySelector('#lead-title').textContent` evaluated just before the
+// hashchange had built the lead page (1 run in 5 or so).
+async function inPage(page, fn, ...args) {
+  const guarded = new Function('...a', `try { return (${fn})(...a); } catch { return false; }`);
+  try {
+    return await page.waitForFunction(guarded, { timeout: WAIT_MS, polling: 50 }, ...args);
+  } catch (e) {
+    e.message += `\n  waiting for: ${fn}\n  the page: ${await pageState(page)}`;
+    throw e;
+  }
 }
 
 const msgs = (page, sel) => page.$$eval(`#conversation li.msg${sel}`, (els) => els.map((e) => e.dataset.status));
