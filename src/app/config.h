@@ -29,6 +29,7 @@ struct config {
     int events_heartbeat_ms;
     int worker_concurrency;
     int worker_batch;
+    long long worker_batch_ms;
     int job_attempts;
     long long job_backoff_ms;
     long long job_lease_ms;

@@ -105,6 +105,7 @@ worker_run(struct bg_thread *t)
     struct arena *a = arena_new();
     struct redis *redis = app_thread_redis(app);
     struct delivery_deps d;
+    struct delivery_pace pace;
     struct session s;
     int failing = 0; /* rounds failed in a row */
 
@@ -124,6 +125,8 @@ worker_run(struct bg_thread *t)
     d.senders = &app->senders;
     d.lease_ms = app->cfg->job_lease_ms;
     d.batch = app->cfg->worker_batch;
+    delivery_pace_init(&pace, app->cfg->worker_batch, app->cfg->worker_batch_ms);
+    d.pace = &pace;
     d.jitter_pct = WORKER_JITTER_PCT;
     d.random = sp_random;
     d.gen = app->gen;

@@ -26,6 +26,9 @@ fake_send(struct sender *base, const struct send_request *req, struct arena *a,
     struct fake_sender *s = (struct fake_sender *)base;
     int n = s->ncalls++;
 
+    if (s->clock)
+        s->clock->now += s->latency_ms;
+
     if (n < FAKE_SENDER_CALLS_MAX) {
         struct fake_send_call *c = &s->calls[n];
         c->channel = req->channel;

@@ -40,6 +40,8 @@ struct fake_sender {
     int fail_code;            /* SP_EPROVIDER unless set */
     long long retry_after_ms; /* put in err with each scripted failure (a Retry-After) */
     int ncalls;               /* every call, failed or not */
+    struct fake_clock *clock; /* when set, each call moves it latency_ms on (a slow provider) */
+    int64_t latency_ms;
     struct fake_send_call calls[FAKE_SENDER_CALLS_MAX]; /* the first FAKE_SENDER_CALLS_MAX */
 };
 

@@ -846,3 +846,85 @@ TEST_SQL(unit_delivery_one_batch_two_messages_of_a_lead)
     ASSERT_EQ(LEAD_STATUS_CONTACTED, got.status);
     t_env_free(env);
 }
+
+/* The batch size (struct delivery_pace): it doubles after a full batch of fast sends, up to the
+ * most; holds after a batch not full or whose sends took more than half the budget; falls at
+ * once to what fits in the budget after a slow one; untouched by a round without sends. */
+TEST(unit_delivery_pace_grows_holds_and_shrinks)
+{
+    struct delivery_pace p;
+
+    delivery_pace_init(&p, 128, 100);
+    ASSERT_EQ(DELIVERY_PACE_START, p.size);
+    delivery_pace_update(&p, 4, 4, 0);
+    ASSERT_EQ(8, p.size);
+    delivery_pace_update(&p, 8, 8, 50); /* half the budget: still fast */
+    ASSERT_EQ(16, p.size);
+    delivery_pace_update(&p, 16, 16, 51);
+    ASSERT_EQ(16, p.size);
+    delivery_pace_update(&p, 10, 10, 0); /* not full: no demand seen for more */
+    ASSERT_EQ(16, p.size);
+    delivery_pace_update(&p, 16, 0, 5000); /* nothing sent (all skipped): nothing timed */
+    ASSERT_EQ(16, p.size);
+    delivery_pace_update(&p, 16, 16, 400); /* 25 ms a send: 4 fit in 100 ms */
+    ASSERT_EQ(4, p.size);
+    delivery_pace_update(&p, 4, 4, 1000); /* 250 ms a send: one at a time */
+    ASSERT_EQ(1, p.size);
+    delivery_pace_update(&p, 1, 1, 1000);
+    ASSERT_EQ(1, p.size);
+    delivery_pace_update(&p, 1, 1, -30); /* the wall clock stepped back: as fast */
+    ASSERT_EQ(2, p.size);
+    for (int i = 0; i < 10; i++)
+        delivery_pace_update(&p, p.size, p.size, 1);
+    ASSERT_EQ(128, p.size);
+
+    delivery_pace_init(&p, 100, 100); /* a most that is not a power of two */
+    for (int i = 0; i < 10; i++)
+        delivery_pace_update(&p, p.size, p.size, 0);
+    ASSERT_EQ(100, p.size);
+    delivery_pace_init(&p, 1, 100);
+    ASSERT_EQ(1, p.size);
+    delivery_pace_update(&p, 1, 1, 0);
+    ASSERT_EQ(1, p.size);
+    delivery_pace_init(&p, 0, 0); /* nonsense in: a usable pace out */
+    ASSERT_EQ(1, p.size);
+    ASSERT_EQ(1, p.budget_ms);
+}
+
+/* The worker's rounds with a pace: with an instant provider each full round reserves twice as
+ * many jobs as the last; once each send takes 60 ms the next round takes what fits in the
+ * 100 ms budget, one job, and stays there while sends take more than half of it; fast again, it
+ * grows again. Every message is sent once. */
+TEST_SQL(unit_delivery_tick_batches_follow_the_send_time)
+{
+    struct t_env *env = t_env_new(backend);
+    struct delivery_pace pace;
+    struct lead l;
+    int calls = 0;
+    const struct {
+        int64_t latency_ms;
+        int sends, size_after;
+    } rounds[] = {{0, 4, 8},  {0, 8, 16}, {0, 16, 16}, {60, 16, 1},
+                  {60, 1, 1}, {0, 1, 2},  {0, 2, 4}};
+
+    delivery_pace_init(&pace, 16, 100);
+    env->mdeps.pace = &pace;
+    env->sender.clock = &env->clock;
+    for (int i = 0; i < 50; i++) {
+        char name[32], email[64];
+        snprintf(name, sizeof(name), "Lead %d", i);
+        snprintf(email, sizeof(email), "lead%d@example.com", i);
+        t_env_create(env, name, email, NULL, &l);
+    }
+    for (size_t i = 0; i < sizeof(rounds) / sizeof(rounds[0]); i++) {
+        env->sender.latency_ms = rounds[i].latency_ms;
+        ASSERT_EQ(1, t_env_tick(env, NULL));
+        ASSERT_EQ(rounds[i].sends, env->sender.ncalls - calls);
+        ASSERT_EQ(rounds[i].size_after, pace.size);
+        calls = env->sender.ncalls;
+    }
+    while (t_env_tick(env, NULL))
+        ;
+    ASSERT_EQ(50, env->sender.ncalls);
+    t_env_free(env);
+}

@@ -823,18 +823,25 @@ fence_unsent(const struct delivery_deps *d, struct arena *a, struct work *ws, in
     fence_works(d, a, list, &m, "before its send (not sent)");
 }
 
+/* The sends of a round: how many, and the time they took (struct delivery_pace). */
+struct send_round {
+    int sent;
+    int64_t spent_ms;
+};
+
 /* After a committed claim at `reserved_at`: calls the sender for each job to send, then
  * records every outcome in a second unit of work. *recorded tells whether every outcome is in
  * the database (nothing was to be recorded, or the record committed), even when the queue's
  * part after the commit failed. */
 static int
 send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws, int n,
-                int64_t reserved_at, int *recorded, struct sp_error *err)
+                int64_t reserved_at, int *recorded, struct send_round *round, struct sp_error *err)
 {
-    int64_t checked = reserved_at;
+    int64_t checked = reserved_at, started = sp_clock_now_ms(d->clock);
     int rc, any = 0;
 
     *recorded = 0;
+    round->sent = 0;
 
     for (int i = 0; i < n; i++) {
         struct work *w = &ws[i];
@@ -859,7 +866,9 @@ send_and_record(const struct delivery_deps *d, struct arena *a, struct work *ws,
             w->send_rc =
                 deliver(d, a, &w->msg, &w->lead, w->last_inbound, &w->provider_id, &w->send_err);
         any = 1;
+        round->sent++;
     }
+    round->spent_ms = sp_clock_now_ms(d->clock) - started;
     if (!any) {
         *recorded = 1;
         return SP_OK;
@@ -928,6 +937,7 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     int rc;
 
     int committed = 0, recorded = 0;
+    struct send_round round;
 
     w->job = *j;
     rc = uow_begin(d, err);
@@ -941,7 +951,8 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     rc = uow_commit(d, &committed, err);
     /* Reserved by the caller at an unknown time: its lease is checked before the send. */
     if (committed)
-        rc = send_and_record(d, a, w, 1, sp_clock_now_ms(d->clock) - d->lease_ms, &recorded, err);
+        rc = send_and_record(d, a, w, 1, sp_clock_now_ms(d->clock) - d->lease_ms, &recorded, &round,
+                             err);
     if (recorded)
         count_outcome(d, w);
     *outcome = w->outcome;
@@ -984,11 +995,35 @@ log_outcome(const struct work *w)
                   j->max_attempts, outcome_name(w->outcome));
 }
 
+void
+delivery_pace_init(struct delivery_pace *p, int max, int64_t budget_ms)
+{
+    p->max = max > 0 ? max : 1;
+    p->budget_ms = budget_ms > 0 ? budget_ms : 1;
+    p->size = p->max < DELIVERY_PACE_START ? p->max : DELIVERY_PACE_START;
+}
+
+void
+delivery_pace_update(struct delivery_pace *p, int reserved, int sent, int64_t spent_ms)
+{
+    if (sent <= 0)
+        return; /* nothing timed */
+    if (spent_ms < 0)
+        spent_ms = 0; /* the wall clock stepped back */
+    if (spent_ms > p->budget_ms) {
+        int64_t fit = (int64_t)sent * p->budget_ms / spent_ms;
+        p->size = fit < 1 ? 1 : fit < p->size ? (int)fit : p->size;
+    } else if (reserved >= p->size && spent_ms * 2 <= p->budget_ms) {
+        p->size = p->size > p->max / 2 ? p->max : p->size * 2;
+    }
+}
+
 int
 leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_work,
                     int64_t *next_due, struct sp_error *err)
 {
-    int batch = d->batch > 0 ? d->batch : 1;
+    int batch = d->pace ? d->pace->size : d->batch > 0 ? d->batch : 1;
+    struct send_round round = {0, 0};
     struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
     struct job *js = arena_alloc(a, sizeof(*js) * (size_t)batch);
     int64_t reserved_at = sp_clock_now_ms(d->clock);
@@ -1018,7 +1053,14 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     *did_work = 1;
     if (n == batch)
         *next_due = 0; /* more may be due right away */
-    rc = send_and_record(d, a, ws, n, reserved_at, &recorded, err);
+    rc = send_and_record(d, a, ws, n, reserved_at, &recorded, &round, err);
+    if (d->pace) {
+        int was = d->pace->size;
+        delivery_pace_update(d->pace, n, round.sent, round.spent_ms);
+        if (d->pace->size != was)
+            log_debug("worker: batch of %d jobs, %d sends in %lld ms: next batch %d", n, round.sent,
+                      (long long)round.spent_ms, d->pace->size);
+    }
     for (int i = 0; i < n; i++) {
         if (rc == SP_OK)
             log_outcome(&ws[i]);

@@ -55,7 +55,8 @@ struct delivery_deps {
     const struct sp_clock *clock;
     const struct sender_registry *senders;
     int64_t lease_ms;                  /* how long a reserved job stays ours without renewal */
-    int batch;                         /* jobs reserved per tick (>= 1) */
+    int batch;                         /* jobs reserved per tick (>= 1), unless pace is set */
+    struct delivery_pace *pace;        /* the batch size adapted to the sends' time; NULL: batch */
     int jitter_pct;                    /* backoff jitter, 0..100 */
     uint32_t (*random)(void);          /* for jitter; NULL means no jitter */
     struct content_gen *gen;           /* answers (generate-reply jobs) */
@@ -100,7 +101,29 @@ int leads_delivery_message_id(const struct job *j, char *out) SP_MUST_CHECK;
 int leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *a,
                   enum delivery_outcome *outcome, struct sp_error *err) SP_MUST_CHECK;
 
-/* Reserves and processes up to d->batch jobs. *did_work tells whether a job was processed;
- * *next_due (when idle) is when the next delayed job becomes due, or 0. */
+/* A worker's batch size, adapted to how long its sends take. A batch's sends run one after the
+ * other and their outcomes are recorded together, in one transaction: a bigger batch spreads
+ * the cost of its two transactions (reserve and claim, then record) over more jobs, but holds
+ * its first outcomes back until its last send is done, and leaves fewer jobs to the other
+ * workers. So the size starts small, doubles after each full batch whose sends took at most
+ * half of budget_ms (WORKER_BATCH_MS), up to max (WORKER_BATCH), and falls at once to what fits
+ * in budget_ms after one that took longer. Only the sends' time counts: a slow database makes
+ * no batch smaller (smaller batches would load it more). One per worker thread. */
+struct delivery_pace {
+    int size;          /* jobs to reserve next round, 1..max */
+    int max;           /* >= 1 */
+    int64_t budget_ms; /* >= 1 */
+};
+
+#define DELIVERY_PACE_START 4 /* the first batch's size (at most max) */
+
+void delivery_pace_init(struct delivery_pace *p, int max, int64_t budget_ms);
+/* After a round that reserved `reserved` jobs (p->size at most) and made `sent` sends (or
+ * answers) in `spent_ms`: the next round's size. */
+void delivery_pace_update(struct delivery_pace *p, int reserved, int sent, int64_t spent_ms);
+
+/* Reserves and processes up to d->pace->size jobs (d->batch without a pace). *did_work tells
+ * whether a job was processed; *next_due (when idle) is when the next delayed job becomes due,
+ * or 0. */
 int leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_work,
                         int64_t *next_due, struct sp_error *err) SP_MUST_CHECK;
