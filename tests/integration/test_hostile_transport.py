@@ -8,6 +8,7 @@ condition against a deadline; pacing a slow client is done by waiting for the se
 the socket (a recv with a short timeout), never by sleeping and hoping.
 """
 import json
+import select
 import socket
 import sqlite3
 import threading
@@ -30,11 +31,12 @@ def connect(port, source=None, timeout=5.0):
 
 
 def still_open(s):
-    """Whether the server has not closed s (nothing read: a peek that does not wait)."""
+    """Whether the server has not closed s, without waiting and without reading: a socket with
+    a timeout waits for data before any recv, MSG_DONTWAIT or not, so select() asks first."""
+    if not select.select([s], [], [], 0)[0]:
+        return True  # nothing to read: neither data nor an end
     try:
-        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except BlockingIOError:
-        return True
+        return s.recv(1, socket.MSG_PEEK) != b""
     except OSError:
         return False
 
