@@ -17,6 +17,8 @@ static int
 hit(struct fault_plan *p, const char *op, struct sp_error *err)
 {
     p->calls++;
+    if (p->count_op && strcmp(p->count_op, op) == 0)
+        p->counted++;
     if (p->fail_at <= 0 || p->calls < p->fail_at || (!p->sticky && p->calls != p->fail_at))
         return SP_OK;
     p->injected++;

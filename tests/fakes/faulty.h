@@ -26,6 +26,10 @@ struct fault_plan {
      * after fault_plan_arm, which clears it) */
     int hide_addresses;
     char last_op[32]; /* the operation of the last injected failure */
+    /* Calls of one operation (its name, e.g. "lead_get"; set after fault_plan_arm, which
+     * clears them), counted whether they fail or not. */
+    const char *count_op;
+    int counted;
 };
 
 struct faulty_repo {

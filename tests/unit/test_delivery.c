@@ -928,3 +928,49 @@ TEST_SQL(unit_delivery_tick_batches_follow_the_send_time)
     ASSERT_EQ(50, env->sender.ncalls);
     t_env_free(env);
 }
+
+/* A claim reads the message's lead and its opt-outs once per lead of a batch: the two welcomes
+ * of each of two leads, four jobs in one round, read two leads and two opt-out lists. The
+ * memo does not outlive its unit of work: an opt-out committed between two rounds stops the
+ * second round's send. */
+TEST_SQL(unit_delivery_batch_reads_each_lead_once)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a, b;
+    int did = 0;
+    int64_t next_due = 0;
+
+    env->mdeps.batch = 4;
+    t_env_create(env, "Ana", "ana@example.com", "+1234567890", &a);
+    t_env_create(env, "Bea", "bea@example.com", "+1234567891", &b);
+    env->faults.count_op = "lead_get";
+    ASSERT_OK(leads_delivery_tick(&env->mdeps, env->arena, &did, &next_due, &err));
+    ASSERT_EQ(4, env->sender.ncalls);
+    ASSERT_EQ(2, env->faults.counted);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(MESSAGE_SENT, message_at(env, a.id, i).status);
+        ASSERT_EQ(MESSAGE_SENT, message_at(env, b.id, i).status);
+    }
+    ASSERT_EQ(1, count_events(env, a.id, EVENT_STATUS_CHANGED));
+    ASSERT_EQ(1, count_events(env, b.id, EVENT_STATUS_CHANGED));
+
+    env->faults.count_op = "opt_out_list";
+    env->faults.counted = 0;
+    t_env_create(env, "Cid", "cid@example.com", "+1234567892", &a);
+    env->mdeps.batch = 1;
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* Cid's email */
+    ASSERT_EQ(1, env->faults.counted);
+    ASSERT_EQ(5, env->sender.ncalls);
+    {
+        struct opt_out_input in = {a.id, 1u << CHANNEL_WHATSAPP, NULL, OPT_OUT_SOURCE_API};
+        struct lead_opt_outs outs;
+        ASSERT_OK(leads_opt_out(&env->deps, &in, env->arena, &outs, &err));
+    }
+    env->faults.counted = 0;
+    ASSERT_EQ(1, t_env_tick(env, NULL)); /* Cid's WhatsApp: read again, suppressed */
+    ASSERT_EQ(1, env->faults.counted);
+    ASSERT_EQ(5, env->sender.ncalls);
+    ASSERT_EQ(MESSAGE_SUPPRESSED, message_at(env, a.id, 1).status);
+    t_env_free(env);
+}

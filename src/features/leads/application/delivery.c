@@ -129,15 +129,56 @@ message_done(enum message_status s)
            s == MESSAGE_SUPPRESSED;
 }
 
+/* The leads and opt-outs the claims of one unit of work have read: a lead's two welcomes are
+ * usually in the same batch, and nothing in a claim changes either, so the claim of its second
+ * message reads neither again. Arena-backed, one entry per lead, at most `cap`. */
+struct claim_memo {
+    struct claim_memo_entry {
+        const char *lead_id;
+        struct lead lead;
+        struct lead_opt_outs opt_outs;
+    } * v;
+    int n, cap;
+};
+
+/* The lead of a message and its opt-outs: from the memo (may be NULL) or read, then kept. */
+static int
+claim_lead(const struct delivery_deps *d, struct claim_memo *memo, const char *lead_id,
+           struct arena *a, struct lead *l, struct lead_opt_outs *opt_outs, struct sp_error *err)
+{
+    int rc;
+
+    for (int i = 0; memo && i < memo->n; i++) {
+        if (strcmp(memo->v[i].lead_id, lead_id) == 0) {
+            *l = memo->v[i].lead;
+            *opt_outs = memo->v[i].opt_outs;
+            return SP_OK;
+        }
+    }
+    rc = lead_repo_lead_get(d->repo, lead_id, a, l, err);
+    /* Do not contact, checked at send time, for every kind of message: read in the claim's
+     * transaction, the last one before the send. An opt-out committed after this read finds
+     * the message already on its way (at most the sends in flight at that moment). */
+    if (rc == SP_OK)
+        rc = lead_repo_opt_out_list(d->repo, lead_id, a, opt_outs, err);
+    if (rc == SP_OK && memo && memo->n < memo->cap) {
+        struct claim_memo_entry *e = &memo->v[memo->n++];
+        e->lead_id = arena_strdup(a, lead_id);
+        e->lead = *l;
+        e->opt_outs = *opt_outs;
+    }
+    return rc;
+}
+
 /* Inside the caller's unit of work: dedupe and claim. CLAIM_SKIP when the message is already
  * sent or suppressed (the job completes), CLAIM_GONE when the message no longer exists (the job
  * fails), CLAIM_SUPPRESS when the lead opted out of the message's channel (nothing is written
  * here: the record step suppresses it, under the lead's lock). *last_inbound receives when the
  * lead last wrote on the message's channel (answers only). */
 static int
-claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a, struct message *m,
-            struct lead *l, int64_t *last_inbound, struct lead_opt_out *opt_out,
-            enum claim_result *res, struct sp_error *err)
+claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
+            struct claim_memo *memo, struct message *m, struct lead *l, int64_t *last_inbound,
+            struct lead_opt_out *opt_out, enum claim_result *res, struct sp_error *err)
 {
     struct lead_opt_outs opt_outs;
     const struct lead_opt_out *o;
@@ -173,7 +214,7 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
         *res = CLAIM_GONE;
         return end_unsent(d, j, now, 0, "salespad worker: message already failed for good", err);
     }
-    rc = lead_repo_lead_get(d->repo, m->lead_id, a, l, err);
+    rc = claim_lead(d, memo, m->lead_id, a, l, &opt_outs, err);
     if (rc != SP_OK)
         return rc;
     if (m->status == MESSAGE_FAILED) {
@@ -184,12 +225,6 @@ claim_in_tx(const struct delivery_deps *d, const struct job *j, struct arena *a,
         if (rc != SP_OK)
             return rc;
     }
-    /* Do not contact, checked at send time, for every kind of message: read in the claim's
-     * transaction, the last one before the send. An opt-out committed after this read finds
-     * the message already on its way (at most the sends in flight at that moment). */
-    rc = lead_repo_opt_out_list(d->repo, m->lead_id, a, &opt_outs, err);
-    if (rc != SP_OK)
-        return rc;
     o = lead_opt_out_find(&opt_outs, m->channel);
     if (o != NULL) {
         *opt_out = *o;
@@ -278,15 +313,17 @@ lookup_failed:
     return rc;
 }
 
-/* The claim of any reserved job, by its name. */
+/* The claim of any reserved job, by its name. memo: NULL, or this unit of work's (see
+ * struct claim_memo). */
 static int
-claim_work(const struct delivery_deps *d, struct work *w, struct arena *a, struct sp_error *err)
+claim_work(const struct delivery_deps *d, struct work *w, struct arena *a, struct claim_memo *memo,
+           struct sp_error *err)
 {
     if (is_generate(&w->job))
         return claim_generate(d, w, a, err);
     w->is_gen = 0;
-    return claim_in_tx(d, &w->job, a, &w->msg, &w->lead, &w->last_inbound, &w->opt_out, &w->res,
-                       err);
+    return claim_in_tx(d, &w->job, a, memo, &w->msg, &w->lead, &w->last_inbound, &w->opt_out,
+                       &w->res, err);
 }
 
 /* When a job that failed its attempts_made-th attempt runs again: the longer of its backoff and
@@ -943,7 +980,7 @@ leads_deliver(const struct delivery_deps *d, const struct job *j, struct arena *
     rc = uow_begin(d, err);
     if (rc != SP_OK)
         return rc;
-    rc = claim_work(d, w, a, err);
+    rc = claim_work(d, w, a, NULL, err);
     if (rc != SP_OK) {
         uow_rollback(d);
         return rc;
@@ -1024,6 +1061,7 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
 {
     int batch = d->pace ? d->pace->size : d->batch > 0 ? d->batch : 1;
     struct send_round round = {0, 0};
+    struct claim_memo memo;
     struct work *ws = arena_alloc(a, sizeof(*ws) * (size_t)batch);
     struct job *js = arena_alloc(a, sizeof(*js) * (size_t)batch);
     int64_t reserved_at = sp_clock_now_ms(d->clock);
@@ -1037,9 +1075,12 @@ leads_delivery_tick(const struct delivery_deps *d, struct arena *a, int *did_wor
     if (rc != SP_OK)
         return rc;
     rc = job_queue_reserve(d->queue, reserved_at, d->lease_ms, batch, a, js, &n, next_due, err);
+    memo.v = arena_alloc(a, sizeof(*memo.v) * (size_t)batch);
+    memo.n = 0;
+    memo.cap = batch;
     for (int i = 0; rc == SP_OK && i < n; i++) {
         ws[i].job = js[i];
-        rc = claim_work(d, &ws[i], a, err);
+        rc = claim_work(d, &ws[i], a, &memo, err);
     }
     if (rc != SP_OK) {
         uow_rollback(d);
