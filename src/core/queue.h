@@ -183,6 +183,10 @@ struct job_counts {
     X(maintain, (int64_t now, struct sp_error * err), (now, err))                                  \
     /* Blocks an idle worker until a job may be ready or timeout_ms passes. */                     \
     X(wait, (int64_t timeout_ms, struct sp_error * err), (timeout_ms, err))                        \
+    /* The caller's unit of work is about to commit: writes, in it, what the queue deferred        \
+     * (Redis: the completed jobs' records, one statement for all). On an error the caller rolls   \
+     * back. Every unit of work that completes a job calls it before its commit. */                \
+    X(before_commit, (struct sp_error * err), (err))                                               \
     /* The caller's unit of work committed: applies the transitions it decided. */                 \
     X(after_commit, (struct sp_error * err), (err))
 

@@ -67,10 +67,18 @@ DB_STMT(SQL_ACTIVE,
         " WHERE id IN (SELECT value FROM json_each($1))",
         "UPDATE outbox SET state = 'active', updated_at = $2, finished_at = NULL"
         " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))");
-DB_STMT_SAME(
-    SQL_COMPLETED,
-    "UPDATE outbox SET state = 'completed', attempts_made = $2, updated_at = $3, finished_at = $3"
-    " WHERE id = $1");
+/* The records of the jobs a unit of work completed, in one statement: $1 a JSON array of
+ * {"id","a" (attempts made),"t" (ms since the epoch)}. */
+#define COMPLETED_SET(at)                                                                          \
+    "UPDATE outbox SET state = 'completed', attempts_made = c.a, updated_at = " at                 \
+    ", finished_at = " at
+#define COMPLETED_FROM_SQLITE                                                                      \
+    " FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.a') AS a,"            \
+    " json_extract(value, '$.t') AS t FROM json_each($1)) AS c"
+#define COMPLETED_AT_PG "timestamptz 'epoch' + c.t * interval '1 millisecond'"
+#define COMPLETED_FROM_PG " FROM jsonb_to_recordset($1::jsonb) AS c(id text, a integer, t bigint)"
+DB_STMT(SQL_COMPLETED, COMPLETED_SET("c.t") COMPLETED_FROM_SQLITE " WHERE outbox.id = c.id",
+        COMPLETED_SET(COMPLETED_AT_PG) COMPLETED_FROM_PG " WHERE outbox.id = c.id");
 DB_STMT_SAME(SQL_DELAYED, "UPDATE outbox SET state = 'delayed', attempts_made = $2,"
                           " updated_at = $3, run_at = $4, last_error = $5 WHERE id = $1");
 DB_STMT_SAME(
@@ -136,7 +144,9 @@ struct queue_redis_op {
     char token[JOB_LEASE_MAX];
     int64_t now;
     int64_t delay;
-    char *text; /* OP_COMPLETE: return value JSON; OP_RETRY/OP_FAIL: the reason (owned) */
+    char *text;    /* OP_COMPLETE: return value JSON; OP_RETRY/OP_FAIL: the reason (owned) */
+    int attempts;  /* OP_COMPLETE: attempts made, this one included */
+    int unwritten; /* OP_COMPLETE: its record is still to write (before_commit) */
 };
 
 static struct queue_redis *
@@ -498,15 +508,50 @@ q_reserve(struct job_queue *base, int64_t now, int64_t lease_ms, int max, struct
 
 /* ---- outcomes ----------------------------------------------------------------------------- */
 
+/* The record is written by before_commit, with those of the unit of work's other completed
+ * jobs (a batch's outcomes: one statement instead of one per job); Redis after the commit. */
 static int
 q_complete(struct job_queue *base, const struct job *j, int64_t now, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
-    int rc =
-        db_exec(q->conn, &SQL_COMPLETED,
-                DB_ARGS(db_text(j->id), db_int(j->attempts_made + 1), db_time(now)), NULL, err);
-    if (rc == SP_OK)
-        op_push(q, OP_COMPLETE, j, now, j->result ? j->result : "null");
+    struct queue_redis_op *op = op_push(q, OP_COMPLETE, j, now, j->result ? j->result : "null");
+
+    (void)err;
+    op->attempts = j->attempts_made + 1;
+    op->unwritten = 1;
+    return SP_OK;
+}
+
+static int
+q_before_commit(struct job_queue *base, struct sp_error *err)
+{
+    struct queue_redis *q = self_of(base);
+    struct arena *a;
+    struct jsonw w;
+    int n = 0, rc;
+
+    for (int i = 0; i < q->nops; i++)
+        n += q->ops[i].unwritten;
+    if (n == 0)
+        return SP_OK;
+    a = arena_new();
+    jsonw_init(&w, a, (size_t)n * 96 + 16);
+    jsonw_arr_begin(&w);
+    for (int i = 0; i < q->nops; i++) {
+        const struct queue_redis_op *op = &q->ops[i];
+        if (!op->unwritten)
+            continue;
+        jsonw_obj_begin(&w);
+        jsonw_kstr(&w, "id", op->id);
+        jsonw_kint(&w, "a", op->attempts);
+        jsonw_kint(&w, "t", op->now);
+        jsonw_obj_end(&w);
+    }
+    jsonw_arr_end(&w);
+    rc = db_exec(q->conn, &SQL_COMPLETED, DB_ARGS(db_text(jsonw_finish_or(&w, "[]"))), NULL, err);
+    arena_free(a);
+    for (int i = 0; rc == SP_OK && i < q->nops; i++)
+        q->ops[i].unwritten = 0;
     return rc;
 }
 
@@ -623,6 +668,12 @@ q_after_commit(struct job_queue *base, struct sp_error *err)
 {
     struct queue_redis *q = self_of(base);
     int rc = SP_OK;
+
+    for (int i = 0; i < q->nops; i++)
+        if (q->ops[i].unwritten)
+            log_error("job %s: completed in a unit of work that committed without before_commit:"
+                      " its record still shows it active",
+                      q->ops[i].id);
 
     if (q->nops > 0 && need_redis(q, NULL) == SP_OK)
         rc = run_ops(q, 0, err);

@@ -1337,6 +1337,14 @@ q_wait(struct job_queue *q, int64_t timeout_ms, struct sp_error *err)
 }
 
 static int
+q_before_commit(struct job_queue *q, struct sp_error *err)
+{
+    (void)q;
+    (void)err;
+    return SP_OK;
+}
+
+static int
 q_after_commit(struct job_queue *q, struct sp_error *err)
 {
     (void)err;

@@ -243,6 +243,7 @@ end_attempt(struct rq *e, struct job *j, enum end how, int64_t now, int64_t run_
         ASSERT_OK(job_queue_retry(&e->q.base, j, now, run_at, "boom", &err));
     else
         ASSERT_OK(job_queue_fail(&e->q.base, j, now, "gone", &err));
+    ASSERT_OK(job_queue_before_commit(&e->q.base, &err));
     ASSERT_OK(db_commit(e->conn, &err));
     ASSERT_OK(job_queue_after_commit(&e->q.base, &err));
 }
@@ -1037,5 +1038,54 @@ TEST(unit_queue_redis_retry_of_a_job_gone_from_redis_or_already_back_redis)
     ASSERT_EQ(1, relay(&e));
     ASSERT_STREQ("relayed", outbox_relay_state(&e, back));
     ASSERT_EQ(2, rint_(&e, "LLEN", "%Pwait", NULL)); /* gone, and back once */
+    rq_close(&e);
+}
+
+/* The records of the jobs a unit of work completes are written by before_commit, all in one
+ * statement, inside the unit of work: until then they show the jobs active, and a rollback after
+ * it leaves them so; a commit without it writes none (and logs an error). */
+TEST(unit_queue_redis_completed_records_written_before_commit_redis)
+{
+    struct rq e;
+    char a[JOB_ID_MAX], b[JOB_ID_MAX];
+    struct job ja, jb;
+    int64_t now = sp_clock_now_ms(&sp_clock_real);
+    struct sp_error err = {0};
+
+    rq_open(&e, -1, 1);
+    enqueue(&e, NULL, a);
+    enqueue(&e, NULL, b);
+    ASSERT_EQ(2, relay(&e));
+    take(&e, now, 30000, &ja);
+    take(&e, now, 30000, &jb);
+
+    /* Rolled back after before_commit: nothing written. */
+    ASSERT_OK(db_begin(e.conn, &err));
+    ASSERT_OK(job_queue_complete(&e.q.base, &ja, now + 1, &err));
+    ASSERT_OK(job_queue_complete(&e.q.base, &jb, now + 2, &err));
+    ASSERT_STREQ("active/0", outbox_state(&e, a)); /* deferred */
+    ASSERT_OK(job_queue_before_commit(&e.q.base, &err));
+    ASSERT_STREQ("completed/1", outbox_state(&e, a));
+    db_rollback(e.conn);
+    job_queue_after_rollback(&e.q.base);
+    ASSERT_STREQ("active/0", outbox_state(&e, a));
+    ASSERT_STREQ("active/0", outbox_state(&e, b));
+
+    /* Committed without before_commit: the record is not written (Redis moves the job). */
+    ASSERT_OK(db_begin(e.conn, &err));
+    ASSERT_OK(job_queue_complete(&e.q.base, &ja, now + 4, &err));
+    ASSERT_OK(db_commit(e.conn, &err));
+    ASSERT_OK(job_queue_after_commit(&e.q.base, &err));
+    ASSERT_STREQ("active/0", outbox_state(&e, a));
+    ASSERT_EQ(1, rint_(&e, "ZCARD", "%Pcompleted", NULL));
+
+    /* As the worker does it. */
+    ASSERT_OK(db_begin(e.conn, &err));
+    ASSERT_OK(job_queue_complete(&e.q.base, &jb, now + 6, &err));
+    ASSERT_OK(job_queue_before_commit(&e.q.base, &err));
+    ASSERT_OK(db_commit(e.conn, &err));
+    ASSERT_OK(job_queue_after_commit(&e.q.base, &err));
+    ASSERT_STREQ("completed/1", outbox_state(&e, b));
+    ASSERT_EQ(2, rint_(&e, "ZCARD", "%Pcompleted", NULL));
     rq_close(&e);
 }

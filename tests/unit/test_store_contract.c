@@ -420,6 +420,7 @@ end_attempt(struct t_env *env, enum end how, const struct job *j, int64_t now, i
         job_queue_after_rollback(env->queue);
         return rc;
     }
+    ASSERT_OK(job_queue_before_commit(env->queue, &err));
     ASSERT_OK(lead_repo_commit(env->repo, &err));
     ASSERT_OK(job_queue_after_commit(env->queue, &err));
     return SP_OK;

@@ -48,8 +48,14 @@ uow_rollback(const struct delivery_deps *d)
 static int
 uow_commit(const struct delivery_deps *d, int *committed, struct sp_error *err)
 {
-    int rc = lead_repo_commit(d->repo, err);
+    int rc = job_queue_before_commit(d->queue, err);
 
+    if (rc != SP_OK) {
+        *committed = 0;
+        uow_rollback(d);
+        return rc;
+    }
+    rc = lead_repo_commit(d->repo, err);
     *committed = rc == SP_OK;
     if (rc != SP_OK) {
         job_queue_after_rollback(d->queue);
