@@ -124,7 +124,6 @@ worker_run(struct bg_thread *t)
     d.clock = &sp_clock_real;
     d.senders = &app->senders;
     d.lease_ms = app->cfg->job_lease_ms;
-    d.batch = app->cfg->worker_batch;
     delivery_pace_init(&pace, app->cfg->worker_batch, app->cfg->worker_batch_ms);
     d.pace = &pace;
     d.jitter_pct = WORKER_JITTER_PCT;

@@ -137,10 +137,10 @@ message_done(enum message_status s)
 
 /* The leads and opt-outs the claims of one unit of work have read: a lead's two welcomes are
  * usually in the same batch, and nothing in a claim changes either, so the claim of its second
- * message reads neither again. Arena-backed, one entry per lead, at most `cap`. */
+ * message reads neither again. Arena-backed, one entry per lead (found by lead.id), at most
+ * `cap`. */
 struct claim_memo {
     struct claim_memo_entry {
-        const char *lead_id;
         struct lead lead;
         struct lead_opt_outs opt_outs;
     } * v;
@@ -155,7 +155,7 @@ claim_lead(const struct delivery_deps *d, struct claim_memo *memo, const char *l
     int rc;
 
     for (int i = 0; memo && i < memo->n; i++) {
-        if (strcmp(memo->v[i].lead_id, lead_id) == 0) {
+        if (strcmp(memo->v[i].lead.id, lead_id) == 0) {
             *l = memo->v[i].lead;
             *opt_outs = memo->v[i].opt_outs;
             return SP_OK;
@@ -169,7 +169,6 @@ claim_lead(const struct delivery_deps *d, struct claim_memo *memo, const char *l
         rc = lead_repo_opt_out_list(d->repo, lead_id, a, opt_outs, err);
     if (rc == SP_OK && memo && memo->n < memo->cap) {
         struct claim_memo_entry *e = &memo->v[memo->n++];
-        e->lead_id = arena_strdup(a, lead_id);
         e->lead = *l;
         e->opt_outs = *opt_outs;
     }
