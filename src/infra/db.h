@@ -249,6 +249,13 @@ db_in_tx(const struct db_conn *c)
     return c->depth > 0;
 }
 
+/* How many units of work are open on c (0: none; 2: a savepoint in a transaction). */
+static inline int
+db_tx_depth(const struct db_conn *c)
+{
+    return c->depth;
+}
+
 static inline int SP_MUST_CHECK
 db_begin_read(struct db_conn *c, struct sp_error *err)
 {

@@ -390,7 +390,9 @@ TEST(unit_event_feed_fence_waits_for_a_late_commit_pg)
     e.created_at = T_NOW;
     ASSERT_OK(lead_repo_begin(&late_repo.base, &err));
     ASSERT_OK(lead_repo_event_append(&late_repo.base, &e, &err));
-    ASSERT_OK(db_query(late, &max_seq, DB_NOARGS, env->arena, &rows, &err)); /* flushes it */
+    /* A read of the events writes the unit of work's own first (the repo's batch): it takes 3. */
+    ASSERT_OK(lead_repo_event_position(&late_repo.base, e.id, &p, &err));
+    ASSERT_EQ(3, p);
 
     /* Meanwhile another lead commits positions 4 and 5. */
     t_env_create(env, "B", "b@example.com", NULL, &l2);
@@ -418,9 +420,7 @@ TEST(unit_event_feed_fence_waits_for_a_late_commit_pg)
 /* A rolled-back writer leaves a hole, which settles like any other position. */
 TEST(unit_event_feed_fence_rolled_back_writer_pg)
 {
-    DB_STMT(max_seq, NULL, "SELECT max(seq) FROM lead_events");
     struct t_env *env = t_env_new(T_PG);
-    struct db_rows rows;
     static struct lead_feed_fence f;
     struct db_conn *late = second_session(env);
     struct sql_lead_repo late_repo;
@@ -428,7 +428,7 @@ TEST(unit_event_feed_fence_rolled_back_writer_pg)
     struct lead l1, l2;
     struct lead_event e;
     char ids[32][SP_UUID_LEN + 1];
-    int64_t cursor = 0;
+    int64_t cursor = 0, p;
 
     memset(&f, 0, sizeof(f));
     t_env_create(env, "A", "a@example.com", NULL, &l1);
@@ -441,7 +441,8 @@ TEST(unit_event_feed_fence_rolled_back_writer_pg)
     e.payload = "{}";
     ASSERT_OK(lead_repo_begin(&late_repo.base, &err));
     ASSERT_OK(lead_repo_event_append(&late_repo.base, &e, &err));
-    ASSERT_OK(db_query(late, &max_seq, DB_NOARGS, env->arena, &rows, &err)); /* takes 3 now */
+    ASSERT_OK(lead_repo_event_position(&late_repo.base, e.id, &p, &err)); /* takes 3 now */
+    ASSERT_EQ(3, p);
     t_env_create(env, "B", "b@example.com", NULL, &l2);
     lead_repo_rollback(&late_repo.base);
     settle(env, &f);

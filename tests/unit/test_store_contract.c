@@ -7,6 +7,7 @@
 #include "core/arena.h"
 #include "fakes/t_env.h"
 #include "fakes/t_json.h"
+#include "infra/db.h"
 
 #include <time.h>
 
@@ -372,6 +373,171 @@ TEST_ALL(unit_contract_rollback_and_commit)
     t_env_jobs(env, b.id, &jobs, &n);
     ASSERT_EQ(1, n);
     ASSERT_STREQ(id, jobs[0].id);
+    t_env_free(env);
+}
+
+/* A unit of work's writes, read back inside it and after it: the SQL repo keeps delivery
+ * updates and events back until something reads them or the commit (sql_lead_batch.h), which
+ * no caller may be able to tell. Events big enough to pass the batch's size bound on the way. */
+#define BIG_EVENTS 300
+static const char *
+big_payload(struct t_env *env, int i)
+{
+    char pad[2001];
+
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    return arena_printf(env->arena, "{\"i\":%d,\"pad\":\"%s\"}", i, pad);
+}
+
+static void
+append_big_events(struct t_env *env, const struct lead *l, int from)
+{
+    struct sp_error err = {0};
+
+    for (int i = 0; i < BIG_EVENTS; i++) {
+        struct lead_event e = mk_event(l, from + i, EVENT_MESSAGE_SENT, 2000 + i);
+        e.payload = big_payload(env, i);
+        ASSERT_OK(lead_repo_event_append(env->repo, &e, &err));
+    }
+}
+
+static void
+assert_big_events(struct t_env *env, const struct lead *l, int want)
+{
+    struct sp_error err = {0};
+    struct lead_event *list;
+    int n;
+
+    ASSERT_OK(lead_repo_event_list(env->repo, l->id, env->arena, &list, &n, &err));
+    ASSERT_EQ(want, n);
+    for (int i = 0; i < n; i++) {
+        ASSERT_EQ(2000 + i, list[i].created_at); /* in the order appended */
+        ASSERT_JSON_SAME(big_payload(env, i), list[i].payload);
+    }
+}
+
+TEST_ALL(unit_contract_unit_of_work_reads_its_own_writes)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct message m = mk_message(&a, 1, CHANNEL_EMAIL, 1000);
+    struct message m2 = mk_message(&a, 2, CHANNEL_EMAIL, 1000);
+    struct message got;
+
+    insert_lead(env, &a);
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m, &err));
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m2, &err));
+
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    m.status = MESSAGE_SENDING;
+    m.attempts = 1;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &m, &err));
+    m2.status = MESSAGE_SENDING;
+    m2.attempts = 1;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &m2, &err));
+    ASSERT_OK(lead_repo_message_get(env->repo, m.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENDING, got.status); /* a claim of a second job of the same message */
+    ASSERT_EQ(1, got.attempts);
+    m.status = MESSAGE_SENT; /* the same message twice in one unit of work: the last stands */
+    m.provider_id = "prov-1";
+    m.sent_at = 3000;
+    m.updated_at = 3000;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &m, &err));
+    append_big_events(env, &a, 1);
+    assert_big_events(env, &a, BIG_EVENTS);
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+
+    ASSERT_OK(lead_repo_message_get(env->repo, m.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENT, got.status);
+    ASSERT_STREQ("prov-1", got.provider_id);
+    ASSERT_EQ(3000, got.sent_at);
+    ASSERT_OK(lead_repo_message_get(env->repo, m2.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENDING, got.status);
+    ASSERT_EQ(1, got.attempts);
+    assert_big_events(env, &a, BIG_EVENTS);
+
+    /* Rolled back, past the size bound too: nothing of it stays. */
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    m2.status = MESSAGE_SENT;
+    ASSERT_OK(lead_repo_message_update_delivery(env->repo, &m2, &err));
+    append_big_events(env, &a, 1 + BIG_EVENTS);
+    lead_repo_rollback(env->repo);
+    assert_big_events(env, &a, BIG_EVENTS);
+    ASSERT_OK(lead_repo_message_get(env->repo, m2.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENDING, got.status);
+    t_env_free(env);
+}
+
+/* Units of work nest (db_begin's savepoints): an inner one's rollback undoes its own writes and
+ * keeps the outer one's written before it, whoever opened the outer one. */
+TEST_SQL(unit_contract_nested_unit_of_work_keeps_the_outer_writes)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead_event e1 = mk_event(&a, 1, EVENT_LEAD_ADDED, 1000);
+    struct lead_event e2 = mk_event(&a, 2, EVENT_STATUS_CHANGED, 1000);
+    struct lead_event e3 = mk_event(&a, 3, EVENT_MESSAGE_SENT, 1000);
+    struct lead_event *list;
+    int n;
+
+    insert_lead(env, &a);
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_event_append(env->repo, &e1, &err));
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_event_append(env->repo, &e2, &err));
+    lead_repo_rollback(env->repo);
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(1, n);
+    ASSERT_STREQ(e1.id, list[0].id);
+
+    /* The outer one opened on the connection (as app/idempotency.c does), committed after. */
+    ASSERT_OK(db_begin(env->conn, &err));
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    ASSERT_OK(lead_repo_event_append(env->repo, &e3, &err));
+    ASSERT_OK(lead_repo_commit(env->repo, &err));
+    ASSERT_OK(db_commit(env->conn, &err));
+    ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(2, n);
+    ASSERT_STREQ(e3.id, list[1].id);
+    t_env_free(env);
+}
+
+/* A row kept back that the database refuses fails the commit, and the whole unit of work. */
+TEST_SQL(unit_contract_refused_row_fails_the_commit)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct lead ghost = mk_lead("Gus", "gus@example.com", NULL, 1000); /* never stored */
+    struct message m = mk_message(&a, 1, CHANNEL_EMAIL, 1000);
+    struct lead_event e1 = mk_event(&a, 1, EVENT_MESSAGE_SENT, 1000);
+    struct lead_event e2 = mk_event(&ghost, 2, EVENT_MESSAGE_SENT, 1000);
+    struct lead_event *list;
+    struct message got;
+    int n, rc;
+
+    insert_lead(env, &a);
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m, &err));
+    ASSERT_OK(lead_repo_begin(env->repo, &err));
+    m.status = MESSAGE_SENT;
+    rc = lead_repo_message_update_delivery(env->repo, &m, &err);
+    if (rc == SP_OK)
+        rc = lead_repo_event_append(env->repo, &e1, &err);
+    if (rc == SP_OK)
+        rc = lead_repo_event_append(env->repo, &e2, &err); /* its lead does not exist */
+    if (rc == SP_OK)
+        rc = lead_repo_commit(env->repo, &err);
+    ASSERT(rc != SP_OK);
+    lead_repo_rollback(env->repo);
+    sp_error_clear(&err);
+    ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(0, n);
+    ASSERT_OK(lead_repo_message_get(env->repo, m.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_QUEUED, got.status);
     t_env_free(env);
 }
 

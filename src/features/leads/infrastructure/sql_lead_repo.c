@@ -330,27 +330,63 @@ conn_of(struct lead_repo *r)
     return ((struct sql_lead_repo *)r)->conn;
 }
 
+static struct sql_lead_repo *
+self_of(struct lead_repo *r)
+{
+    return (struct sql_lead_repo *)r;
+}
+
+/* Whether a write may wait in the batch: inside the repo's own unit of work, at its level (a
+ * savepoint opened by someone else below it gets its writes at once). */
+static int
+batching(struct lead_repo *r)
+{
+    struct sql_lead_repo *s = self_of(r);
+    return s->batch_depth > 0 && db_tx_depth(s->conn) == s->batch_depth;
+}
+
+/* Writes the batch's rows. Every statement on messages or lead_events runs after it (the rows
+ * must be there for it to see or to follow); the others (leads, opt-outs, receipts, the queue's
+ * tables) need not wait, so that a worker's round keeps its rows to the end. */
+static int
+settle(struct lead_repo *r, struct sp_error *err)
+{
+    return lead_batch_flush(&self_of(r)->batch, conn_of(r), err);
+}
+
 static int
 corrupt(struct sp_error *err, const char *what)
 {
     return sp_error_set(err, SP_EINTERNAL, "database", "unexpected value in %s", what);
 }
 
+/* A unit of work inside another (a savepoint) writes the outer one's rows first: they are not
+ * its to undo. */
 static int
 r_begin(struct lead_repo *r, struct sp_error *err)
 {
-    return db_begin(conn_of(r), err);
+    int rc = settle(r, err);
+
+    if (rc == SP_OK)
+        rc = db_begin(conn_of(r), err);
+    self_of(r)->batch_depth = rc == SP_OK ? db_tx_depth(conn_of(r)) : 0;
+    return rc;
 }
 
 static int
 r_commit(struct lead_repo *r, struct sp_error *err)
 {
-    return db_commit(conn_of(r), err);
+    int rc = settle(r, err);
+
+    self_of(r)->batch_depth = 0;
+    return rc == SP_OK ? db_commit(conn_of(r), err) : rc; /* else the caller rolls back */
 }
 
 static void
 r_rollback(struct lead_repo *r)
 {
+    lead_batch_drop(&self_of(r)->batch);
+    self_of(r)->batch_depth = 0;
     db_rollback(conn_of(r));
 }
 
@@ -631,6 +667,10 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
 static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
+    int rc = settle(r, err);
+
+    if (rc != SP_OK)
+        return rc;
     return db_exec(conn_of(r), &SQL_MESSAGE_INSERT,
                    DB_ARGS(db_text(m->id), db_text(m->lead_id), db_text(channel_name(m->channel)),
                            db_text(message_direction_name(m->direction)),
@@ -669,7 +709,10 @@ r_message_get(struct lead_repo *r, const char *id, struct arena *a, struct messa
               struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), &SQL_MESSAGE_GET, DB_ARGS(db_text(id)), a, &rows, err);
+    int rc = lead_batch_has_message(&self_of(r)->batch, id) ? settle(r, err) : SP_OK;
+
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_MESSAGE_GET, DB_ARGS(db_text(id)), a, &rows, err);
 
     if (rc != SP_OK)
         return rc;
@@ -684,10 +727,13 @@ r_message_find_by_provider(struct lead_repo *r, enum channel c, enum message_dir
                            struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(
-        conn_of(r), &SQL_MESSAGE_BY_PROVIDER,
-        DB_ARGS(db_text(provider_id), db_text(channel_name(c)), db_text(message_direction_name(d))),
-        a, &rows, err);
+    int rc = settle(r, err);
+
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_MESSAGE_BY_PROVIDER,
+                      DB_ARGS(db_text(provider_id), db_text(channel_name(c)),
+                              db_text(message_direction_name(d))),
+                      a, &rows, err);
 
     if (rc != SP_OK)
         return rc;
@@ -716,14 +762,24 @@ r_receipt_prune(struct lead_repo *r, const char *source, int64_t before, struct 
                    err);
 }
 
+/* In the batch inside a unit of work; a second update of one message writes the first. */
 static int
 r_message_update_delivery(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
-    return db_exec(conn_of(r), &SQL_MESSAGE_DELIVERY,
-                   DB_ARGS(db_text(m->id), db_text(message_status_name(m->status)),
-                           db_int(m->attempts), db_text(m->last_error), db_text(m->provider_id),
-                           db_time_or_null(m->sent_at), db_time(m->updated_at)),
-                   NULL, err);
+    struct lead_batch *b = &self_of(r)->batch;
+    int rc = SP_OK;
+
+    if (!batching(r))
+        return db_exec(conn_of(r), &SQL_MESSAGE_DELIVERY,
+                       DB_ARGS(db_text(m->id), db_text(message_status_name(m->status)),
+                               db_int(m->attempts), db_text(m->last_error), db_text(m->provider_id),
+                               db_time_or_null(m->sent_at), db_time(m->updated_at)),
+                       NULL, err);
+    if (lead_batch_has_message(b, m->id))
+        rc = settle(r, err);
+    if (rc == SP_OK)
+        lead_batch_message(b, m);
+    return rc == SP_OK && lead_batch_full(b) ? settle(r, err) : rc;
 }
 
 static int
@@ -731,8 +787,10 @@ r_message_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct
                int *n, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), &SQL_MESSAGE_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = settle(r, err);
 
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_MESSAGE_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
     *out = NULL;
     *n = 0;
     if (rc != SP_OK)
@@ -751,10 +809,12 @@ static int
 r_message_channels(struct lead_repo *r, const char *lead_id, enum channel out[CHANNEL_COUNT],
                    int *n, struct sp_error *err)
 {
-    struct db_rows rows;
+    struct db_rows rows = {0, 0, NULL};
     struct arena *a = arena_new();
-    int rc = db_query(conn_of(r), &SQL_MESSAGE_CHANNELS, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = settle(r, err);
 
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_MESSAGE_CHANNELS, DB_ARGS(db_text(lead_id)), a, &rows, err);
     *n = 0;
     for (int i = 0; rc == SP_OK && i < rows.nrows; i++) {
         if (i >= CHANNEL_COUNT || channel_parse(db_cell(&rows, i, 0), &out[i]) != 0)
@@ -772,7 +832,10 @@ r_message_last_inbound(struct lead_repo *r, const char *lead_id, enum channel c,
 {
     struct db_rows rows;
     struct arena *a = arena_new();
-    int rc = db_query(conn_of(r), &SQL_MESSAGE_LAST_INBOUND,
+    int rc = settle(r, err);
+
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_MESSAGE_LAST_INBOUND,
                       DB_ARGS(db_text(lead_id), db_text(channel_name(c))), a, &rows, err);
 
     *at = rc == SP_OK && rows.nrows > 0 ? db_cell_int(&rows, 0, 0) : 0;
@@ -820,6 +883,9 @@ r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
     *out = NULL;
     page->n = 0;
     page->next = 0;
+    rc = settle(r, err);
+    if (rc != SP_OK)
+        return rc;
     rc = db_query(conn_of(r), &SQL_MESSAGE_SIZES,
                   DB_ARGS(db_text(lead_id), db_text(channel_name(c)), db_int(before_of(spec)),
                           db_int(spec->max + 1)),
@@ -843,15 +909,24 @@ r_message_page(struct lead_repo *r, const char *lead_id, enum channel c,
     return SP_OK;
 }
 
+/* In the batch inside a unit of work. */
 static int
 r_event_append(struct lead_repo *r, const struct lead_event *e, struct sp_error *err)
 {
-    int rc =
-        db_exec(conn_of(r), &SQL_EVENT_INSERT,
-                DB_ARGS(db_text(e->id), db_text(e->lead_id), db_text(lead_event_type_name(e->type)),
-                        db_text(e->correlation_ids), db_text(e->payload), db_time(e->created_at)),
-                NULL, err);
+    struct lead_batch *b = &self_of(r)->batch;
+    int rc = SP_OK;
 
+    if (!batching(r)) {
+        rc = db_exec(conn_of(r), &SQL_EVENT_INSERT,
+                     DB_ARGS(db_text(e->id), db_text(e->lead_id),
+                             db_text(lead_event_type_name(e->type)), db_text(e->correlation_ids),
+                             db_text(e->payload), db_time(e->created_at)),
+                     NULL, err);
+    } else {
+        lead_batch_event(b, e);
+        if (lead_batch_full(b))
+            rc = settle(r, err);
+    }
     if (rc == SP_OK)
         db_conn_announce(conn_of(r)); /* the feed's readers learn of it after the commit */
     return rc;
@@ -875,8 +950,10 @@ r_event_list(struct lead_repo *r, const char *lead_id, struct arena *a, struct l
              int *n, struct sp_error *err)
 {
     struct db_rows rows;
-    int rc = db_query(conn_of(r), &SQL_EVENT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
+    int rc = settle(r, err);
 
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_EVENT_LIST, DB_ARGS(db_text(lead_id)), a, &rows, err);
     *out = NULL;
     *n = 0;
     if (rc != SP_OK)
@@ -903,6 +980,9 @@ r_event_page(struct lead_repo *r, const char *lead_id, const struct lead_page_sp
     *out = NULL;
     page->n = 0;
     page->next = 0;
+    rc = settle(r, err);
+    if (rc != SP_OK)
+        return rc;
     rc = db_query(conn_of(r), &SQL_EVENT_SIZES,
                   DB_ARGS(db_text(lead_id), db_int(before_of(spec)), db_int(spec->max + 1)), a,
                   &rows, err);
@@ -980,8 +1060,10 @@ r_event_feed_settle(struct lead_repo *r, struct lead_feed_fence *f, struct sp_er
     struct db_rows rows;
     int64_t top;
     const char *writers;
-    int rc = SP_OK;
+    int rc = settle(r, err);
 
+    if (rc != SP_OK)
+        goto out;
     if (f->mark > 0) {
         rc = db_query(conn_of(r), &SQL_FEED_WAITING, DB_ARGS(db_text(f->writers)), a, &rows, err);
         if (rc != SP_OK)
@@ -1032,6 +1114,9 @@ r_event_feed_page(struct lead_repo *r, int64_t after, int64_t upto, const char *
     *n = 0;
     *scanned = 0;
     *last = 0;
+    rc = settle(r, err);
+    if (rc != SP_OK)
+        return rc;
     if (lead_id != NULL)
         rc = db_query(conn_of(r), &SQL_FEED_PAGE_LEAD,
                       DB_ARGS(db_text(lead_id), db_int(after), db_int(upto), db_int(max)), a, &rows,
@@ -1061,7 +1146,10 @@ r_event_position(struct lead_repo *r, const char *id, int64_t *pos, struct sp_er
 {
     struct arena *a = arena_new();
     struct db_rows rows;
-    int rc = db_query(conn_of(r), &SQL_EVENT_POSITION, DB_ARGS(db_text(id)), a, &rows, err);
+    int rc = settle(r, err);
+
+    if (rc == SP_OK)
+        rc = db_query(conn_of(r), &SQL_EVENT_POSITION, DB_ARGS(db_text(id)), a, &rows, err);
 
     *pos = 0;
     if (rc == SP_OK && rows.nrows == 0)
@@ -1114,4 +1202,6 @@ sql_lead_repo_init(struct sql_lead_repo *r, struct db_conn *conn)
 {
     r->base.ops = &sql_ops;
     r->conn = conn;
+    lead_batch_init(&r->batch);
+    r->batch_depth = 0;
 }
