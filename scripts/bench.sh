@@ -314,7 +314,7 @@ srow() {
 # ceiling KIND -> "tx_per_s=N how=TEXT": the raw ceiling of the capture transaction (one lead,
 # one lead_added event, two messages, two jobs, two message_queued events) on a fresh, migrated
 # database of KIND, with nothing of SalesPad around it: SQLite from C, one connection
-# (scripts/bench/sqlite_ceiling.c); PostgreSQL by pgbench -M prepared, the nine statements in one
+# (scripts/bench/sqlite_ceiling.c); PostgreSQL by pgbench -M prepared, the seven statements in one
 # pipeline (scripts/bench/capture_*.pgbench), the better of 16 clients and wrk's connection
 # count. Same duration as the wrk runs.
 ceiling() {

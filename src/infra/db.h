@@ -148,6 +148,11 @@ struct db_conn;
 
 struct db_conn_ops {
     const char *name; /* "sqlite", "postgres" */
+    /* 1 when many rows in one statement cost the server much less than a statement each (a
+     * PostgreSQL statement's start, its messages and its executor, outweighs a small write):
+     * callers may then gather small writes (sql_lead_batch.h). 0 for SQLite, where a statement
+     * is a function call and gathering rows into one only adds the work of packing them. */
+    int gathers_writes;
     /* Runs one statement, in the connection's dialect. `rows` (may be NULL) receives its result
      * in arena `a`; `counts` (may be NULL) what it did. With neither, nothing is waited for: a
      * driver may send the statement and report its failure at the next call of the same
@@ -247,6 +252,12 @@ static inline int
 db_in_tx(const struct db_conn *c)
 {
     return c->depth > 0;
+}
+
+static inline int
+db_gathers_writes(const struct db_conn *c)
+{
+    return c->ops->gathers_writes;
 }
 
 /* How many units of work are open on c (0: none; 2: a savepoint in a transaction). */

@@ -551,6 +551,7 @@ pg_close(struct db_conn *base)
 
 static const struct db_conn_ops pg_ops = {
     .name = "postgres",
+    .gathers_writes = 1,
     .query = pg_query,
     .exec_script = pg_exec_script,
     .begin = pg_begin,

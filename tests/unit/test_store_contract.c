@@ -7,6 +7,7 @@
 #include "core/arena.h"
 #include "fakes/t_env.h"
 #include "fakes/t_json.h"
+#include "features/leads/infrastructure/sql_lead_batch.h"
 #include "infra/db.h"
 
 #include <time.h>
@@ -503,6 +504,71 @@ TEST_SQL(unit_contract_nested_unit_of_work_keeps_the_outer_writes)
     ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
     ASSERT_EQ(2, n);
     ASSERT_STREQ(e3.id, list[1].id);
+    t_env_free(env);
+}
+
+/* The batch's two statements, in each dialect (the repo gathers rows on PostgreSQL only, so
+ * SQLite's texts are run here): every column written, NULLs included, events in order. */
+TEST_SQL(unit_contract_batch_statements_write_their_rows)
+{
+    struct t_env *env = t_env_new(backend);
+    struct sp_error err = {0};
+    struct lead a = mk_lead("Ana", "ana@example.com", NULL, 1000);
+    struct message m1 = mk_message(&a, 1, CHANNEL_EMAIL, 1000);
+    struct message m2 = mk_message(&a, 2, CHANNEL_WHATSAPP, 1000);
+    struct lead_event e[3];
+    struct lead_event *list;
+    struct message got;
+    struct lead_batch b;
+    int n;
+
+    insert_lead(env, &a);
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m1, &err));
+    m2.last_error = "was";
+    ASSERT_OK(lead_repo_message_insert(env->repo, &m2, &err));
+    lead_batch_init(&b);
+    m1.status = MESSAGE_SENT;
+    m1.attempts = 2;
+    m1.provider_id = "prov-\"1\"";
+    m1.sent_at = 5000;
+    m1.updated_at = 5001;
+    lead_batch_message(&b, &m1);
+    m2.status = MESSAGE_QUEUED;
+    m2.last_error = NULL;
+    m2.updated_at = 6000;
+    lead_batch_message(&b, &m2);
+    ASSERT(lead_batch_has_message(&b, m2.id));
+    for (int i = 0; i < 3; i++) {
+        e[i] = mk_event(&a, i + 1, EVENT_MESSAGE_SENT, 9000 - i);
+        e[i].payload = arena_printf(env->arena, "{\"k\":\"v\\\"%d\",\"n\":[%d]}", i, i);
+        lead_batch_event(&b, &e[i]);
+    }
+    ASSERT(!lead_batch_full(&b));
+    ASSERT_OK(lead_batch_flush(&b, env->conn, &err));
+    ASSERT(!lead_batch_has_message(&b, m2.id)); /* emptied */
+
+    ASSERT_OK(lead_repo_message_get(env->repo, m1.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_SENT, got.status);
+    ASSERT_EQ(2, got.attempts);
+    ASSERT_STREQ("prov-\"1\"", got.provider_id);
+    ASSERT(got.last_error == NULL);
+    ASSERT_EQ(5000, got.sent_at);
+    ASSERT_EQ(5001, got.updated_at);
+    ASSERT_OK(lead_repo_message_get(env->repo, m2.id, env->arena, &got, &err));
+    ASSERT_EQ(MESSAGE_QUEUED, got.status);
+    ASSERT(got.last_error == NULL && got.provider_id == NULL);
+    ASSERT_EQ(0, got.sent_at);
+    ASSERT_EQ(6000, got.updated_at);
+    ASSERT_OK(lead_repo_event_list(env->repo, a.id, env->arena, &list, &n, &err));
+    ASSERT_EQ(3, n);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_STREQ(e[i].id, list[i].id);
+        ASSERT_EQ(EVENT_MESSAGE_SENT, list[i].type);
+        ASSERT_EQ(9000 - i, list[i].created_at);
+        ASSERT_JSON_SAME(e[i].payload, list[i].payload);
+        ASSERT_JSON_SAME(e[i].correlation_ids, list[i].correlation_ids);
+    }
+    lead_batch_drop(&b); /* harmless when empty */
     t_env_free(env);
 }
 

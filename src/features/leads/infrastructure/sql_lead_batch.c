@@ -15,7 +15,7 @@
  * finds each message by its id (messages' unique index); so does PostgreSQL (a nested loop on
  * messages_id_key: the array's estimate is 100 rows). */
 #define DELIVERY_SET(sent, at)                                                                     \
-    "UPDATE messages SET status = u.s, attempts = u.a, last_error = u.e, provider_id = u.p,"      \
+    "UPDATE messages SET status = u.s, attempts = u.a, last_error = u.e, provider_id = u.p,"       \
     " sent_at = " sent ", updated_at = " at
 #define DELIVERY_FROM_SQLITE                                                                       \
     " FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.s') AS s,"            \
@@ -34,15 +34,16 @@ DB_STMT(SQL_BATCH_DELIVERY,
  * "p" (payload),"t" (created at, ms)}; the JSON texts c and p as strings. Inserted in array
  * order, so each event's seq (taken per row, by PostgreSQL's trigger or as SQLite's rowid)
  * follows it. */
-#define EVENTS_INTO "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload, created_at)"
+#define EVENTS_INTO                                                                                \
+    "INSERT INTO lead_events (id, lead_id, type, correlation_ids, payload, created_at)"
 #define EVENTS_SQLITE                                                                              \
     " SELECT json_extract(value, '$.id'), json_extract(value, '$.l'),"                             \
     " json_extract(value, '$.y'), json_extract(value, '$.c'), json_extract(value, '$.p'),"         \
     " json_extract(value, '$.t') FROM json_each($1) ORDER BY json_extract(value, '$.i')"
 #define EVENTS_PG                                                                                  \
-    " SELECT e.id, e.l, e.y, e.c::jsonb, e.p::jsonb, " PG_MS("e.t")                                \
-    " FROM jsonb_to_recordset($1::jsonb)"                                                          \
-    " AS e(i integer, id uuid, l uuid, y text, c text, p text, t bigint) ORDER BY e.i"
+    " SELECT e.id, e.l, e.y, e.c::jsonb, e.p::jsonb, " PG_MS(                                      \
+        "e.t") " FROM jsonb_to_recordset($1::jsonb)"                                               \
+               " AS e(i integer, id uuid, l uuid, y text, c text, p text, t bigint) ORDER BY e.i"
 DB_STMT(SQL_BATCH_EVENTS, EVENTS_INTO EVENTS_SQLITE, EVENTS_INTO EVENTS_PG);
 
 void

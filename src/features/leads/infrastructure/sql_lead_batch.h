@@ -2,12 +2,13 @@
  *
  * A worker's round writes, for every message of its batch, the message's delivery columns and
  * one or two timeline events: hundreds of one-row statements per transaction, where each costs
- * the database far more to start than to run (PostgreSQL: a plan lookup, a snapshot, the locks
- * of the table and of each of its indexes). Inside a unit of work the repository therefore
- * keeps those rows here and writes them as two statements, all the delivery updates in one and
- * all the events in another (their rows in a JSON array, a parameter like any other), when the
- * unit of work commits, or earlier when a statement might read them (the rules are the
- * repository's) or when the rows reach LEAD_BATCH_FLUSH_BYTES.
+ * PostgreSQL far more to start than to run (its protocol messages, a plan lookup, a snapshot,
+ * the locks of the table and of each of its indexes). On such a database (db_gathers_writes:
+ * not SQLite, where packing the rows costs more than it saves), inside a unit of work, the
+ * repository therefore keeps those rows here and writes them as two statements, all the delivery
+ * updates in one and all the events in another (their rows in a JSON array, a parameter like any
+ * other), when the unit of work commits, or earlier when a statement might read them (the rules are
+ * the repository's) or when the rows reach LEAD_BATCH_FLUSH_BYTES.
  *
  * Nothing else changes: the events keep their order (the array's, which is the order they were
  * appended in), a failed row fails its statement and with it the unit of work, as it would have

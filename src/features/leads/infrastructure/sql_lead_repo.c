@@ -336,18 +336,21 @@ self_of(struct lead_repo *r)
     return (struct sql_lead_repo *)r;
 }
 
-/* Whether a write may wait in the batch: inside the repo's own unit of work, at its level (a
- * savepoint opened by someone else below it gets its writes at once). */
+/* Whether a write may wait in the batch: on a database that gains from it (PostgreSQL), inside
+ * the repo's own unit of work, at its level (a savepoint opened by someone else below it gets
+ * its writes at once). */
 static int
 batching(struct lead_repo *r)
 {
     struct sql_lead_repo *s = self_of(r);
-    return s->batch_depth > 0 && db_tx_depth(s->conn) == s->batch_depth;
+    return s->batch_depth > 0 && db_tx_depth(s->conn) == s->batch_depth &&
+           db_gathers_writes(s->conn);
 }
 
-/* Writes the batch's rows. Every statement on messages or lead_events runs after it (the rows
- * must be there for it to see or to follow); the others (leads, opt-outs, receipts, the queue's
- * tables) need not wait, so that a worker's round keeps its rows to the end. */
+/* Writes the batch's rows. Every statement that reads messages or lead_events runs after it
+ * (the rows must be there for it to see); the others (writes of new messages, leads, opt-outs,
+ * receipts, the queue's tables) need not wait, so that a worker's round or a capture keeps its
+ * rows to the end. */
 static int
 settle(struct lead_repo *r, struct sp_error *err)
 {
@@ -664,13 +667,12 @@ r_lead_set_address(struct lead_repo *r, const char *id, enum channel c, const ch
     return rc;
 }
 
+/* A new message need not wait for the batch: nothing kept back touches it (the updates are of
+ * stored messages, events reference leads), and the seq of one table orders nothing of the
+ * other. A capture's events thus go out as one statement. */
 static int
 r_message_insert(struct lead_repo *r, const struct message *m, struct sp_error *err)
 {
-    int rc = settle(r, err);
-
-    if (rc != SP_OK)
-        return rc;
     return db_exec(conn_of(r), &SQL_MESSAGE_INSERT,
                    DB_ARGS(db_text(m->id), db_text(m->lead_id), db_text(channel_name(m->channel)),
                            db_text(message_direction_name(m->direction)),

@@ -11,9 +11,10 @@ struct db_conn;
 struct sql_lead_repo {
     struct lead_repo base; /* first */
     struct db_conn *conn;  /* borrowed */
-    /* Inside the repo's own unit of work (begin), message delivery updates and events wait in
-     * `batch` (sql_lead_batch.h) while the connection is at `batch_depth` (its db_begin depth
-     * then; 0: outside, every write goes out at once). */
+    /* Inside the repo's own unit of work (begin), on a database that gathers writes
+     * (db_gathers_writes), message delivery updates and events wait in `batch`
+     * (sql_lead_batch.h) while the connection is at `batch_depth` (its db_begin depth then; 0:
+     * outside, every write goes out at once). */
     struct lead_batch batch;
     int batch_depth;
 };
