@@ -348,6 +348,30 @@ ceiling() {
   esac
 }
 
+# paced_floor KIND -> "p50_ms=A p99_ms=B tx=N": PostgreSQL's own latency for the capture
+# transaction under the paced load, with nothing of SalesPad around it: pgbench -M prepared, 16
+# clients, each pausing 16 ms after each transaction (the script plus "\sleep 16 ms", as the
+# paced wrk run pauses after each answer), on a fresh, migrated database; each transaction's
+# time from pgbench's log, less the pause. What the paced POST's p99 cannot go below.
+paced_floor() {
+  local kind=$1 url script=capture_jobs.pgbench
+  [[ "$kind" == *+redis ]] && script=capture_outbox.pgbench
+  url=$(db_url "$kind" floor)
+  env ${SVC_ENV[@]+"${SVC_ENV[@]}"} DATABASE_URL="$url" LOG_LEVEL=warn "$BIN" migrate \
+    >"$TMP/$kind-floor-migrate.log" 2>&1 || die "$kind floor: salespad migrate failed"
+  { cat "$BENCH_DIR/$script"; echo '\sleep 16 ms'; } >"$TMP/$kind-floor.pgbench"
+  rm -f "$TMP/$kind-floor-log".*
+  "$(cat "$TMP/pg/bindir")/pgbench" -n -M prepared -c 16 -j "$BENCH_THREADS" -T "$BENCH_DURATION" \
+    -l --log-prefix="$TMP/$kind-floor-log" -f "$TMP/$kind-floor.pgbench" "$url" \
+    >"$TMP/$kind-floor.out" 2>&1 || { cat "$TMP/$kind-floor.out" >&2; die "$kind floor: pgbench failed"; }
+  cat "$TMP/$kind-floor-log".* | awk '{ print $3 / 1000 - 16 }' | sort -n | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) exit 1
+      printf "p50_ms=%.2f p99_ms=%.2f tx=%d\n", v[int((NR - 1) * 0.50) + 1], v[int((NR - 1) * 0.99) + 1], NR
+    }' || die "$kind floor: no transaction in pgbench's log"
+}
+
 # get_ceiling KIND URL IDS -> "as_sent=N pipelined=M": PostgreSQL's own ceiling for the
 # statements of GET /leads/:id (scripts/bench/get_lead.pgbench) on the database at URL, over the
 # seeded leads whose ids are in the file IDS (copied into a table bench_ids first): each
@@ -498,6 +522,12 @@ run_suite() {
   ratio=$(calc "$(kv "$p" ok_rps) / $ceil_tps")
   [[ "$kind" == postgres* ]] && ratio_target=0.6
   log "ceiling: $ceil -> POST at $(printf %.2f "$ratio") of it"
+  local floor=""
+  if [[ "$kind" == postgres* ]]; then
+    log "PostgreSQL's own latency for the capture transaction, paced ($kind, ${BENCH_DURATION}s)"
+    floor=$(paced_floor "$kind")
+    log "floor: $floor"
+  fi
 
   # The table.
   local perr gerr mb
@@ -523,6 +553,9 @@ run_suite() {
   [[ "$kind" == postgres* ]] && lat_target=20
   row "POST /leads vs the raw ceiling of its transaction ($(kv "$ceil" how | tr , ' '))" "$(printf %.0f "$(kv "$p" ok_rps)") / $(printf %.0f "$ceil_tps") = $(printf %.2f "$ratio")" "≥ $ratio_target" "$(met "$ratio" ">=" "$ratio_target")"
   row "POST /leads paced (16 connections, 16 ms pauses): req/s, p50 / p99 (ms)" "$(printf %.0f "$(kv "$pp" ok_rps)"), $(printf '%.2f / %.2f' "$(kv "$pp" p50_ms)" "$(kv "$pp" p99_ms)")" "p99 < $lat_target" "$(met "$(kv "$pp" p99_ms)" "<" "$lat_target")"
+  if [[ -n "$floor" ]]; then
+    row "PostgreSQL alone, the capture transaction paced the same way (pgbench, 16 clients, 16 ms pauses, nothing else running): p50 / p99 (ms)" "$(printf '%.2f / %.2f' "$(kv "$floor" p50_ms)" "$(kv "$floor" p99_ms)")" "(none)" "n/a"
+  fi
   row "GET /leads/:id paced: req/s, p50 / p99 (ms)" "$(printf %.0f "$(kv "$gp" ok_rps)"), $(printf '%.2f / %.2f' "$(kv "$gp" p50_ms)" "$(kv "$gp" p99_ms)")" "p99 < $lat_target" "$(met "$(kv "$gp" p99_ms)" "<" "$lat_target")"
   row "GET /leads/:id req/s while the workers drain the POST backlog ($gd_left messages left at its end), p99 (ms)" "$(printf %.0f "$(kv "$gd" ok_rps)"), $(printf %.2f "$(kv "$gd" p99_ms)")" "≥ 10000" "$(met "$(kv "$gd" ok_rps)" ">=" 10000)"
   if [[ -n "$gceil" ]]; then
